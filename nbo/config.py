@@ -1,0 +1,45 @@
+"""Where the project keeps its data, models and stores (embedded defaults, overridable by environment)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_NAME = "nbo-purchase-intent"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The folders and files of one NBO home (default ./data, or $NBO_HOME)."""
+
+    home: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.home / "raw"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def features(self) -> Path:
+        return self.home / "features"
+
+    @property
+    def online_store(self) -> Path:
+        return self.home / "online" / "store.sqlite"
+
+    @property
+    def tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+
+def get_paths(home: str | Path | None = None) -> Paths:
+    """Resolve the NBO home: the argument, else $NBO_HOME, else ./data."""
+    return Paths(Path(home or os.environ.get("NBO_HOME", "data")).resolve())
