@@ -1,0 +1,162 @@
+"""Online feature store: the declared signals kept per customer, updated event by event.
+
+The embedded backend is SQLite (write-ahead log, persisted in the NBO home). Writes are idempotent by
+event_id; anonymous events wait in a pending table until their device is linked to a customer, then
+count from the link's time on, exactly as the offline builder attributes them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.definitions import SIGNAL_NAMES, Aggregates, signal_values, window_bounds
+from features.offline import to_seconds
+
+_SIGNAL_COLUMNS = ", ".join(f"{s} REAL" for s in SIGNAL_NAMES)
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS links (anonymous_id TEXT PRIMARY KEY, customer_id TEXT, linked_at INTEGER);
+CREATE TABLE IF NOT EXISTS signals (customer_id TEXT, category TEXT, ts INTEGER, visible INTEGER,
+                                    {_SIGNAL_COLUMNS});
+CREATE INDEX IF NOT EXISTS signals_customer ON signals (customer_id);
+CREATE TABLE IF NOT EXISTS pending (anonymous_id TEXT, category TEXT, ts INTEGER, {_SIGNAL_COLUMNS});
+CREATE INDEX IF NOT EXISTS pending_device ON pending (anonymous_id);
+"""
+_ROW_COLUMNS = ["category", "ts", "visible", *SIGNAL_NAMES]
+
+
+@dataclass
+class CustomerRows:
+    """One customer's signal rows, as arrays."""
+
+    category: np.ndarray
+    ts: np.ndarray
+    visible: np.ndarray
+    values: np.ndarray
+
+
+def aggregate_rows(rows: CustomerRows, t: int, categories: list[str]) -> Aggregates:
+    """Aggregates of one customer at time t, one row per requested category."""
+    lows = window_bounds(t)
+    m = (rows.visible < t) & (rows.ts < t) & (rows.ts >= lows[-1])
+    ts, values = rows.ts[m], rows.values[m]
+    inside = (ts[:, None] >= lows[None, :]).astype("float64")
+    in_category = (rows.category[m][None, :] == np.asarray(categories, dtype=object)[:, None])
+    fired = values != 0
+    when = np.where(fired, ts[:, None].astype("float64"), -np.inf)
+    k = len(categories)
+    customer_last = when.max(axis=0, initial=-np.inf)
+    category_last = np.where(in_category[:, :, None], when[None], -np.inf).max(axis=1, initial=-np.inf)
+    return Aggregates(
+        customer_sums=np.broadcast_to(np.einsum("nw,ns->ws", inside, values), (k, len(lows), len(SIGNAL_NAMES))),
+        customer_last=np.broadcast_to(np.where(np.isinf(customer_last), np.nan, customer_last), (k, len(SIGNAL_NAMES))),
+        category_sums=np.einsum("kn,nw,ns->kws", in_category.astype("float64"), inside, values),
+        category_last=np.where(np.isinf(category_last), np.nan, category_last),
+    )
+
+
+class OnlineStore:
+    """Embedded online store on SQLite, with an in-memory cache of customers' rows."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_SCHEMA)
+        self.cache: dict[str, CustomerRows] = {}
+
+    def write(self, events: pd.DataFrame) -> int:
+        """Apply validated canonical events not seen before; return how many were new."""
+        events = events.sort_values("ts", kind="stable").reset_index(drop=True)
+        with self.db:
+            self.db.execute("BEGIN")
+            new = self._claim(events["event_id"].tolist())
+            events = events[np.isin(events["event_id"].to_numpy(dtype=object), list(new))].reset_index(drop=True)
+            newly_linked = self._link(events)
+            self._store(events)
+            for anonymous_id, customer_id, linked_at in newly_linked:
+                self._release(anonymous_id, customer_id, linked_at)
+        touched = set(events["customer_id"].dropna()) | {c for _, c, _ in newly_linked}
+        for customer_id in touched:
+            self.cache.pop(customer_id, None)
+        return len(events)
+
+    def _claim(self, event_ids: list[str]) -> set[str]:
+        before = self.db.total_changes
+        fresh = set()
+        for event_id in event_ids:
+            self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (event_id,))
+            if self.db.total_changes > before:
+                fresh.add(event_id)
+                before = self.db.total_changes
+        return fresh
+
+    def _link(self, events: pd.DataFrame) -> list[tuple[str, str, int]]:
+        both = events[events["customer_id"].notna() & events["anonymous_id"].notna()]
+        firsts = both.drop_duplicates("anonymous_id")
+        known = self._links(firsts["anonymous_id"].tolist())
+        fresh = [(a, c, int(t)) for a, c, t in zip(firsts["anonymous_id"], firsts["customer_id"],
+                                                   to_seconds(firsts["ts"])) if a not in known]
+        self.db.executemany("INSERT INTO links VALUES (?, ?, ?)", fresh)
+        return fresh
+
+    def _links(self, anonymous_ids: list[str]) -> dict[str, tuple[str, int]]:
+        found = {}
+        for start in range(0, len(anonymous_ids), 500):
+            chunk = anonymous_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for a, c, t in self.db.execute(f"SELECT * FROM links WHERE anonymous_id IN ({marks})", chunk):
+                found[a] = (c, t)
+        return found
+
+    def _store(self, events: pd.DataFrame) -> None:
+        values = signal_values(events)
+        useful = (values != 0).any(axis=1)
+        events, values = events[useful].reset_index(drop=True), values[useful]
+        ts = to_seconds(events["ts"])
+        links = self._links(events.loc[events["customer_id"].isna(), "anonymous_id"].dropna().unique().tolist())
+        category = events["category"].astype(object).where(events["category"].notna(), None).tolist()
+        known, pending = [], []
+        for i, (customer_id, anonymous_id) in enumerate(zip(events["customer_id"], events["anonymous_id"])):
+            if pd.notna(customer_id):
+                known.append((customer_id, category[i], int(ts[i]), int(ts[i]), *values[i]))
+            elif anonymous_id in links:
+                owner, linked_at = links[anonymous_id]
+                known.append((owner, category[i], int(ts[i]), max(int(ts[i]), linked_at), *values[i]))
+            elif pd.notna(anonymous_id):
+                pending.append((anonymous_id, category[i], int(ts[i]), *values[i]))
+        marks = ",".join("?" * (4 + len(SIGNAL_NAMES)))
+        self.db.executemany(f"INSERT INTO signals VALUES ({marks})", known)
+        self.db.executemany(f"INSERT INTO pending VALUES ({marks[2:]})", pending)
+
+    def _release(self, anonymous_id: str, customer_id: str, linked_at: int) -> None:
+        """Move a newly linked device's waiting events to its customer, visible from the link on."""
+        self.db.execute(
+            f"INSERT INTO signals SELECT ?, category, ts, MAX(ts, ?), {', '.join(SIGNAL_NAMES)} "
+            "FROM pending WHERE anonymous_id = ?", (customer_id, linked_at, anonymous_id))
+        self.db.execute("DELETE FROM pending WHERE anonymous_id = ?", (anonymous_id,))
+
+    def rows(self, customer_id: str) -> CustomerRows | None:
+        """The customer's signal rows, or None for a customer the store has never seen."""
+        if customer_id not in self.cache:
+            found = self.db.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM signals WHERE customer_id = ? "
+                                    "ORDER BY ts", (customer_id,)).fetchall()
+            if not found:
+                return None
+            table = np.array(found, dtype=object)
+            self.cache[customer_id] = CustomerRows(
+                category=table[:, 0], ts=table[:, 1].astype("int64"), visible=table[:, 2].astype("int64"),
+                values=table[:, 3:].astype("float64"))
+        return self.cache[customer_id]
+
+    def customers(self) -> list[str]:
+        """Every customer with at least one stored signal."""
+        return [c for (c,) in self.db.execute("SELECT DISTINCT customer_id FROM signals ORDER BY customer_id")]
+
+    def close(self) -> None:
+        self.db.close()
