@@ -1,0 +1,46 @@
+"""The feature stage with its I/O: raw tables in, a training set and a filled online store out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+
+from features.definitions import FEATURES
+from features.offline import build_training_set, choose_cutoffs
+from features.online import OnlineStore
+from nbo.config import Paths
+
+
+def read_raw(paths: Paths, table: str) -> pd.DataFrame:
+    """One canonical table from the raw folder: TABLE.parquet and the Parquet files in TABLE/."""
+    files = [p for p in [paths.raw / f"{table}.parquet"] if p.exists()]
+    files += sorted((paths.raw / table).glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no {table} in {paths.raw}: run `nbo generate` or `nbo ingest` first")
+    return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+
+
+def build_features(paths: Paths, n_cutoffs: int = 6, horizon_days: int = 7) -> dict[str, object]:
+    """Write the point-in-time training set and load every event into the online store."""
+    events = read_raw(paths, "events")
+    categories = sorted(read_raw(paths, "items")["category"].dropna().unique().tolist())
+    cutoffs = choose_cutoffs(events, n_cutoffs, horizon_days)
+    training = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES))
+    paths.features.mkdir(parents=True, exist_ok=True)
+    training.to_parquet(paths.features / "training_set.parquet", index=False)
+    lineage = {"events": len(events), "rows": len(training), "positives": int(training["label"].sum()),
+               "horizon_days": horizon_days, "cutoffs": [c.isoformat() for c in cutoffs],
+               "events_sha256": hash_frame(events)}
+    (paths.features / "training_set.json").write_text(json.dumps(lineage, indent=2))
+    paths.online_store.unlink(missing_ok=True)
+    store = OnlineStore(paths.online_store)
+    written = store.write(events)
+    store.close()
+    return {**lineage, "online_events": written}
+
+
+def hash_frame(frame: pd.DataFrame) -> str:
+    """A content hash of a table, for data lineage."""
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()

@@ -1,0 +1,140 @@
+"""`nbo`: one verb per lifecycle step, from raw events to offers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nbo.config import MODEL_NAME, get_paths
+
+app = typer.Typer(help="Predictive next-best-offer service.", no_args_is_help=True, add_completion=False)
+console = Console()
+Home = Annotated[Path | None, typer.Option(help="Data folder (default $NBO_HOME or ./data).")]
+
+
+def fail(message: str) -> None:
+    """Print a clear error and exit non-zero."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def generate(customers: int = 3000, days: int = 180, seed: int = 42, start: str = "2025-01-01",
+             home: Home = None) -> None:
+    """Simulate an omnichannel retailer's events, catalogue and offers into the data folder."""
+    from features.simulate import simulate
+
+    paths = get_paths(home)
+    summary = simulate(paths.raw, customers, days, seed, start=start, progress=True)
+    console.print_json(json.dumps(summary, default=str))
+
+
+@app.command()
+def ingest(path: Path, format: Annotated[str, typer.Option("--format", help="Source format.")] = "canonical",
+           home: Home = None) -> None:
+    """Validate and load an event file; rejected rows go to the quarantine folder with their reason."""
+    from features.ingest import ingest_file
+
+    try:
+        report = ingest_file(format, path, get_paths(home))
+    except (ValueError, FileNotFoundError) as error:
+        fail(str(error))
+    console.print(report)
+
+
+@app.command()
+def features(cutoffs: int = 6, horizon_days: int = 7, home: Home = None) -> None:
+    """Build the point-in-time training set and load the online store."""
+    from features.pipeline import build_features
+
+    try:
+        summary = build_features(get_paths(home), cutoffs, horizon_days)
+    except (ValueError, FileNotFoundError) as error:
+        fail(str(error))
+    console.print_json(json.dumps(summary, default=str))
+
+
+@app.command()
+def train(home: Home = None) -> None:
+    """Train, evaluate and register a model; it becomes champion if it beats the current one."""
+    from training.train import train as train_model
+
+    try:
+        result = train_model(get_paths(home))
+    except (ValueError, FileNotFoundError) as error:
+        fail(str(error))
+    console.print_json(json.dumps(result, default=str))
+
+
+@app.command()
+def serve(port: int = 3000, home: Home = None) -> None:
+    """Run the BentoML service in the foreground on the champion model."""
+    from serving.process import serve_command
+
+    os.environ["NBO_HOME"] = str(get_paths(home).home)
+    os.execv(serve_command(port)[0], serve_command(port))
+
+
+@app.command()
+def recommend(customer_id: str, channel: str = "web", k: int = 3, category: str | None = None,
+              url: str = "http://127.0.0.1:3000") -> None:
+    """Ask a running service for a customer's best offers."""
+    body = {"customer_id": customer_id, "channel": channel, "k": k, "context": {"current_category": category}}
+    try:
+        response = httpx.post(f"{url}/recommend", json=body, timeout=10)
+    except httpx.HTTPError as error:
+        fail(f"no service at {url} ({error}); start one with `nbo serve`")
+    if response.status_code != 200:
+        fail(f"{response.status_code}: {response.text}")
+    show_offers(response.json())
+
+
+def show_offers(decision: dict) -> None:
+    """Print one customer's ranked offers as a table."""
+    title = f"{decision['customer_id']} (model v{decision['model_version']}" + \
+            (", popularity fallback)" if decision["fallback"] else ")")
+    table = Table(title=title)
+    for column in ("offer", "score", "expected value", "reason"):
+        table.add_column(column)
+    for offer in decision["offers"]:
+        table.add_row(offer["offer_id"], f"{offer['score']:.3f}", f"{offer['expected_value']:.2f}", offer["reason"])
+    console.print(table)
+
+
+@app.command()
+def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = None) -> None:
+    """The whole job on embedded defaults: generate, features, train, serve, recommend, stop."""
+    from features.online import OnlineStore
+    from serving.process import free_port, start_service, stop_service, wait_ready
+
+    paths = get_paths(home)
+    console.rule("1/5 generate events"); generate(customers, days, seed, "2025-01-01", paths.home)
+    console.rule("2/5 build features"); features(6, 7, paths.home)
+    console.rule("3/5 train and register"); train(paths.home)
+    store = OnlineStore(paths.online_store)
+    known = store.customers()
+    store.close()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    console.rule(f"4/5 start bentoml serve on {url}")
+    process = start_service(paths, port, paths.home / "service.log")
+    try:
+        wait_ready(process, url)
+        console.rule("5/5 POST /recommend")
+        for customer_id in [known[0], known[len(known) // 2], "someone-new"]:
+            response = httpx.post(f"{url}/recommend", json={"customer_id": customer_id, "channel": "web"}, timeout=10)
+            response.raise_for_status()
+            show_offers(response.json())
+    finally:
+        stop_service(process)
+    console.print(f"\nMLflow UI:   .venv/bin/mlflow ui --backend-store-uri {paths.tracking_uri}"
+                  f"\n             (model '{MODEL_NAME}', alias 'champion')"
+                  f"\nService:     .venv/bin/nbo serve --port 3000"
+                  f"\nAsk it:      .venv/bin/nbo recommend {known[0]} --channel web")

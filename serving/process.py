@@ -1,0 +1,64 @@
+"""Start and stop the real `bentoml serve` process (used by the CLI, the demo and the end-to-end tests)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from nbo.config import Paths
+
+SERVICE = "serving.service:NextBestOffer"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve_command(port: int) -> list[str]:
+    """The bentoml serve command line for this project's service."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    return [str(bentoml), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def start_service(paths: Paths, port: int, log_path: Path | None = None) -> subprocess.Popen:
+    """Start the service in the background on the home's champion model and online store."""
+    env = {**os.environ, "NBO_HOME": str(paths.home), "BENTOML_DO_NOT_TRACK": "true"}
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(serve_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 90.0) -> None:
+    """Block until the service answers /readyz, or raise with the reason."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with code {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"service at {url} not ready after {timeout_s:.0f} s")
+
+
+def stop_service(process: subprocess.Popen) -> None:
+    """Stop the service and its workers."""
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()

@@ -1,0 +1,59 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.definitions import FEATURES
+from features.offline import build_training_set, choose_cutoffs, features_at, to_signal_frame
+
+CUTOFF = pd.Timestamp("2025-03-10", tz="UTC")
+
+
+@pytest.fixture
+def history(make_events):
+    return make_events([
+        dict(ts="2025-03-01 10:00", customer_id="c1", event_type="product_view", category="shoes"),
+        dict(ts="2025-03-08 10:00", customer_id="c1", event_type="product_view", category="shoes"),
+        dict(ts="2025-03-09 23:59", customer_id="c1", event_type="purchase", category="coffee", amount=12.0),
+        dict(ts="2025-03-09 12:00", customer_id="c2", event_type="email_open", channel="email"),
+        dict(ts="2025-03-12 10:00", customer_id="c1", event_type="purchase", category="shoes", amount=80.0),
+    ])
+
+
+def at(frame, pairs, when=CUTOFF):
+    return features_at(frame, int(when.timestamp()), pd.DataFrame(pairs, columns=["customer_id", "category"]),
+                       list(FEATURES)).set_index(["customer_id", "category"])
+
+
+def test_windows_count_whole_days_back_from_the_cutoff(history):
+    row = at(to_signal_frame(history), [("c1", "shoes")]).loc[("c1", "shoes")]
+    assert row["cat_product_views_1d"] == 0
+    assert row["cat_product_views_7d"] == 1
+    assert row["cat_product_views_30d"] == 2
+    assert row["cust_revenue_7d"] == 12.0
+    assert row["cat_purchases_30d"] == 0
+    assert row["cust_purchases_recency_days"] == pytest.approx(1 / 1440)
+    assert np.isnan(row["cat_purchases_recency_days"])
+
+
+def test_future_events_cannot_change_a_feature(history, make_events):
+    later = make_events([dict(ts="2025-03-10 00:00", customer_id="c1", event_type="purchase", category="shoes",
+                              amount=999.0),
+                         dict(ts="2025-04-01", customer_id="c2", event_type="product_view", category="shoes")])
+    pairs = [("c1", "shoes"), ("c2", "shoes")]
+    before = at(to_signal_frame(history), pairs)
+    after = at(to_signal_frame(pd.concat([history, later], ignore_index=True)), pairs)
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_training_rows_label_purchases_in_the_horizon(history):
+    training = build_training_set(history, [CUTOFF], 7, ["coffee", "shoes"], list(FEATURES))
+    labels = training.set_index(["customer_id", "category"])["label"].to_dict()
+    assert labels == {("c1", "coffee"): 0, ("c1", "shoes"): 1, ("c2", "coffee"): 0, ("c2", "shoes"): 0}
+    assert (training["cutoff"] == CUTOFF).all()
+
+
+def test_cutoffs_leave_a_full_horizon_and_refuse_short_histories(history):
+    cutoffs = choose_cutoffs(history, 2, 1)
+    assert cutoffs == [pd.Timestamp("2025-03-10", tz="UTC"), pd.Timestamp("2025-03-11", tz="UTC")]
+    with pytest.raises(ValueError, match="too short"):
+        choose_cutoffs(history, 5, 7)
