@@ -5,7 +5,8 @@ Output layout under an NBO home (``Paths``), one pair of files per ingested sour
 * ``raw/events/{fmt}-{stem}.parquet``: the accepted canonical events (``EVENTS`` columns, ts in UTC).
 * ``quarantine/{fmt}-{stem}.csv``: every rejected row with ``source`` (``{fmt}:{file name}``), ``row``
   (1-based data row of the source file, header not counted), ``field``, ``reason`` and the row's
-  canonical columns as mapped by the adapter (unparsable cells keep their source text).
+  canonical columns as mapped by the adapter (unparsable cells keep their source text, timestamps
+  followed by the expected format).
 
 Both files are written whole and replaced atomically, so re-ingesting a file overwrites its previous
 output; event ids are derived from the row's content when the source has none, so the same rows get
@@ -35,10 +36,10 @@ ARROW_TYPES = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"),
                "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
 EVENTS_ARROW = pa.schema([(c.name, ARROW_TYPES[c.kind]) for c in EVENTS.columns])
 QUARANTINE_FILE_COLUMNS = QUARANTINE_COLUMNS + EVENTS.names
+REASON_DETAIL = re.compile(r"\s*[:(].*$")
 
 REES46_EVENTS = {"view": "product_view", "cart": "add_to_cart",
                  "remove_from_cart": "remove_from_cart", "purchase": "purchase"}
-EXAMPLE = re.compile(r"\s*[:(].*$")
 RETAILROCKET_EVENTS = {"view": "product_view", "addtocart": "add_to_cart", "transaction": "purchase"}
 
 
@@ -47,19 +48,34 @@ def _to_events(raw: pd.DataFrame, **columns: object) -> pd.DataFrame:
     return pd.DataFrame({name: columns.get(name) for name in EVENTS.names}, index=raw.index)
 
 
-def _or_text(values: pd.Series, text: pd.Series) -> pd.Series:
-    """Parsed values where parsing worked, the source text elsewhere so validation can name it."""
+def _is_present(text: pd.Series) -> pd.Series:
+    """Cells that hold something other than blanks."""
+    return text.astype("string").str.strip().fillna("") != ""
+
+
+def _or_text(values: pd.Series, text: pd.Series, expected: str | None = None) -> pd.Series:
+    """Parsed values where parsing worked, the source text elsewhere so validation can name it.
+
+    With ``expected``, the text is annotated with the expected format, which also stops validation's
+    lenient parser from reading it another way (such as day-first dates).
+    """
     if values.notna().all():
         return values
+    if expected is not None:
+        text = text.mask(_is_present(text), text.astype(str) + f" (expected {expected})")
     return values.astype(object).where(values.notna(), text)
 
 
-def _parse_times(text: pd.Series, *formats: str) -> pd.Series:
-    """Parse timestamps (as UTC) with the first format that fits each cell."""
+def _parse_times(text: pd.Series, *formats: str, suffix: str = "") -> pd.Series:
+    """Parse timestamps (as UTC) with the first format that fits each cell, after a required suffix.
+
+    Stripping a constant suffix (such as " UTC") first keeps pandas on its fast ISO parsing path.
+    """
+    stripped = text.str.removesuffix(suffix).where(text.str.endswith(suffix))
     parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
     for fmt in formats:
-        parsed = parsed.fillna(pd.to_datetime(text, format=fmt, utc=True, errors="coerce"))
-    return _or_text(parsed, text)
+        parsed = parsed.fillna(pd.to_datetime(stripped, format=fmt, utc=True, errors="coerce"))
+    return _or_text(parsed, text, " or ".join(fmt + suffix for fmt in formats))
 
 
 def _rename_events(kinds: pd.Series, mapping: dict[str, str]) -> pd.Series:
@@ -68,8 +84,10 @@ def _rename_events(kinds: pd.Series, mapping: dict[str, str]) -> pd.Series:
 
 
 def adapt_canonical(raw: pd.DataFrame) -> pd.DataFrame:
-    """Canonical events: keep the canonical columns (a missing event_id is derived later)."""
-    return raw.reindex(columns=EVENTS.names)
+    """Canonical events: keep the canonical columns; a blank event_id is derived by validation."""
+    events = raw.reindex(columns=EVENTS.names)
+    events["event_id"] = events["event_id"].where(_is_present(events["event_id"]))
+    return events
 
 
 def adapt_cdnow(raw: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +101,7 @@ def adapt_rees46(raw: pd.DataFrame) -> pd.DataFrame:
     """REES46 e-commerce behaviour: web events of known users; amount is the price on purchases."""
     event_type = _rename_events(raw["event_type"], REES46_EVENTS)
     code = raw["category_code"].str.strip()
-    return _to_events(raw, ts=_parse_times(raw["event_time"], "%Y-%m-%d %H:%M:%S %Z"),
+    return _to_events(raw, ts=_parse_times(raw["event_time"], "%Y-%m-%d %H:%M:%S", suffix=" UTC"),
                       customer_id=raw["user_id"], session_id=raw["user_session"], channel="web",
                       event_type=event_type, item_id=raw["product_id"],
                       category=code.where(code != "", raw["category_id"]),
@@ -99,7 +117,8 @@ def adapt_retailrocket(raw: pd.DataFrame) -> pd.DataFrame:
     """
     event_type = _rename_events(raw["event"], RETAILROCKET_EVENTS)
     millis = pd.to_numeric(raw["timestamp"], errors="coerce")
-    ts = _or_text(pd.to_datetime(millis, unit="ms", utc=True, errors="coerce"), raw["timestamp"])
+    ts = _or_text(pd.to_datetime(millis, unit="ms", utc=True, errors="coerce"), raw["timestamp"],
+                  "epoch milliseconds")
     return _to_events(raw, ts=ts, anonymous_id=raw["visitorid"], session_id=raw["transactionid"],
                       channel="web", event_type=event_type, item_id=raw["itemid"],
                       amount=pd.Series(0.0, index=raw.index).where(event_type == "purchase"))
@@ -202,7 +221,7 @@ def _split_repeats(accepted: pd.DataFrame, quarantine: pd.DataFrame, seen: set[s
 
 def _summarize_reason(field_name: str, reason: str) -> str:
     """A histogram key: the field and the reason without its example value or allowed list."""
-    return f"{field_name}: {EXAMPLE.sub('', reason)}"
+    return f"{field_name}: {REASON_DETAIL.sub('', reason)}"
 
 
 def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: pd.Timestamp,
