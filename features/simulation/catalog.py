@@ -107,7 +107,7 @@ def _build_offers(rng: np.random.Generator, category: np.ndarray, price: np.ndar
             hi = days + 30 if kind == 0 else lo + int(rng.integers(21, 90))
             chosen = np.array([], dtype=np.int64)
             if kind == 1:
-                pool = cat_items[launch[cat_items] <= lo]
+                pool = cat_items[launch[cat_items] <= lo - 3]
                 chosen = np.sort(rng.choice(pool, size=min(len(pool), int(rng.integers(3, 9))), replace=False))
             applies = chosen if len(chosen) else cat_items
             allowed = set(ALWAYS_CHANNELS) | ({"store"} if rng.random() < 0.5 else set())

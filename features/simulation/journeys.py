@@ -26,6 +26,7 @@ TEMPLATES = {
     "call": ((1, "login", 1, 0), (1, "purchase", 1, 1)),
 }
 STEP_NS = 45 * 10**9
+RESEARCH_DAYS = 3  # longest gap between research and purchase
 
 
 @dataclass
@@ -71,7 +72,7 @@ def draw_purchases(rng: np.random.Generator, pop: Population, cat: Catalog, cust
     used = (offer >= 0) & (k == cat.offer_category[np.maximum(offer, 0)])
     used &= cat.offer_channels[np.maximum(offer, 0), channels[:, 1]]
     offer = np.where(used, offer, -1)
-    item = cat.sample_items(rng, k, day)
+    item = cat.sample_items(rng, k, day - RESEARCH_DAYS)  # launched before the research starts
     for o in np.unique(offer[used]):
         if len(cat.offer_items[o]):
             rows = np.flatnonzero(offer == o)
@@ -112,7 +113,7 @@ def _choose_journeys(rng: np.random.Generator, pop: Population, c: np.ndarray) -
 def emit_journeys(rng: np.random.Generator, buf: EventBuffer, pur: Purchases, start_ns: int,
                   session_base: int) -> int:
     """Events of every purchase journey; returns how many session numbers were used."""
-    lag = rng.uniform(1, 72, len(pur.ts)) * HOUR_NS
+    lag = rng.uniform(1, 24 * RESEARCH_DAYS, len(pur.ts)) * HOUR_NS
     lag = np.where(pur.journey == 1, lag / 3, lag)
     t0 = pur.ts - lag.astype(np.int64)
     early = t0 < start_ns

@@ -55,8 +55,8 @@ class Truth:
         category = self.offer_category.reindex(offers).to_numpy()
         if pd.isna(category).any():
             raise KeyError("unknown offer id(s) in purchase_probability")
-        stamps = pd.to_datetime(pd.Series(np.asarray(ts)), utc=True).to_numpy().astype("datetime64[ns]")
-        first_day = np.floor_divide(stamps.astype(np.int64) - self.start_ns, DAY_NS)
+        stamps = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).as_unit("ns").asi8
+        first_day = np.floor_divide(stamps - self.start_ns, DAY_NS)
         p = self.params.iloc[rows]
         expected = np.zeros(len(rows))
         for h in range(horizon_days or self.horizon_days):
