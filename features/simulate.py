@@ -7,7 +7,7 @@ time and appended to events.parquet as one or more row groups, so memory stays b
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from features.simulation.browsing import emit_browsing
 from features.simulation.calendar import DAY_NS
 from features.simulation.campaigns import assign_offers, emit_exposure_events, emit_newsletters, spread_offers
-from features.simulation.catalog import CATEGORY_NAMES, build_catalog
+from features.simulation.catalog import CATEGORY_NAMES, Catalog, build_catalog
 from features.simulation.events import EVENTS_SCHEMA, Dictionaries, EventBuffer
 from features.simulation.journeys import JOURNEYS, compute_base_rates, draw_purchases, emit_journeys, emit_returns
-from features.simulation.population import build_population
+from features.simulation.population import Population, build_population
 from features.simulation.tables import build_customers, build_exposures, build_items, build_offers
 from features.simulation.truth import Truth, build_truth_table, load_truth
 
@@ -50,10 +50,11 @@ def simulate(out_dir: Path, n_customers: int, days: int, seed: int, start: str =
     stats = {"events": 0, "anonymous_events": 0, "exposures": 0, "control": 0, "offer_purchases": 0}
     journeys = np.zeros(len(JOURNEYS), dtype=np.int64)
     n_chunks = -(-n_customers // CHUNK_CUSTOMERS)
-    with (pq.ParquetWriter(out_dir / "events.parquet", EVENTS_SCHEMA) as events,
-          _open_progress(progress) as bar):
+    with ExitStack() as stack:
+        events = stack.enter_context(pq.ParquetWriter(out_dir / "events.parquet", EVENTS_SCHEMA))
+        bar = stack.enter_context(_open_progress(progress))
         task = bar.add_task("simulating", total=n_chunks) if bar else None
-        exposure_tables = []
+        exposures = None
         for chunk in range(n_chunks):
             crng = np.random.default_rng([seed, 1, chunk])
             customers = np.arange(chunk * CHUNK_CUSTOMERS, min((chunk + 1) * CHUNK_CUSTOMERS, n_customers))
@@ -70,7 +71,10 @@ def simulate(out_dir: Path, n_customers: int, days: int, seed: int, start: str =
             emit_newsletters(crng, buf, pop, customers, start_ns, days)
             table = buf.build_table(names, stats["events"], start_ns + days * DAY_NS)
             events.write_table(table)
-            exposure_tables.append(build_exposures(exp, pur, pop, cat, names.campaigns, campaign_base, days))
+            shown = build_exposures(exp, pur, pop, cat, names.campaigns, campaign_base, days)
+            exposures = exposures or stack.enter_context(pq.ParquetWriter(out_dir / "exposures.parquet",
+                                                                          shown.schema))
+            exposures.write_table(shown)
             np.add.at(spend, pur.customer, pur.amount)
             journeys += np.bincount(pur.journey, minlength=len(JOURNEYS))
             stats["events"] += table.num_rows
@@ -80,12 +84,12 @@ def simulate(out_dir: Path, n_customers: int, days: int, seed: int, start: str =
             stats["offer_purchases"] += int((pur.offer >= 0).sum())
             if bar:
                 bar.advance(task)
-    _write_tables(out_dir, pop, cat, start_ns, seed, pa.concat_tables(exposure_tables))
+    _write_tables(out_dir, pop, cat, start_ns, seed)
     return _summarise(stats, spend, journeys, n_customers, len(cat.item_ids), len(cat.offer_ids),
                       time.perf_counter() - began)
 
 
-def _build_dictionaries(pop, cat, start_ns: int, days: int) -> Dictionaries:
+def _build_dictionaries(pop: Population, cat: Catalog, start_ns: int, days: int) -> Dictionaries:
     """Text tables the integer event codes point to."""
     dates = pd.date_range(pd.Timestamp(start_ns, tz="UTC"), periods=days, freq="D").strftime("%Y-%m-%d")
     newsletters = [f"nl-{d}-{k}" for d in dates for k in CATEGORY_NAMES]
@@ -102,13 +106,12 @@ def _open_progress(show: bool) -> Progress | nullcontext:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
-def _write_tables(out_dir: Path, pop, cat, start_ns: int, seed: int, exposures: pa.Table) -> None:
-    """Customers, items, offers, exposures and truth files."""
+def _write_tables(out_dir: Path, pop: Population, cat: Catalog, start_ns: int, seed: int) -> None:
+    """Customers, items, offers and truth files."""
     rng = np.random.default_rng([seed, 2])
     pq.write_table(build_customers(pop, start_ns, rng), out_dir / "customers.parquet")
     pq.write_table(build_items(cat, start_ns), out_dir / "items.parquet")
     pq.write_table(build_offers(cat, start_ns), out_dir / "offers.parquet")
-    pq.write_table(exposures, out_dir / "exposures.parquet")
     pq.write_table(build_truth_table(pop, start_ns), out_dir / "truth.parquet")
 
 

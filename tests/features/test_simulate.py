@@ -158,7 +158,7 @@ def test_truth_matches_outcomes_and_effects_are_heterogeneous(run) -> None:
 def test_weekday_and_sale_seasonality(events: pd.DataFrame) -> None:
     buys = events[events["event_type"] == "purchase"]
     per_day = buys.groupby(buys["ts"].dt.normalize()).size()
-    weekday = per_day.groupby(per_day.index.dayofweek).mean()
+    weekday = per_day.groupby(per_day.index.day_of_week).mean()
     assert weekday[5] > 1.2 * weekday[[0, 1]].mean()
     in_sale = (per_day.index >= "2025-06-25") & (per_day.index <= "2025-07-08")
     around = (per_day.index >= "2025-06-11") & (per_day.index <= "2025-07-22") & ~in_sale

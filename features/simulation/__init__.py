@@ -1,0 +1,1 @@
+"""Building blocks of the behaviour simulator; the entry points are in features.simulate."""
