@@ -1,6 +1,6 @@
 """Benchmark of the simulator: events, seconds, events/s and peak memory at about 10M events.
 
-Usage: python benchmarks/generate.py [--customers 26000] [--days 365] [--seed 7] [--out DIR]
+Usage: python benchmarks/generate.py [--customers 27000] [--days 365] [--seed 7] [--out DIR]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def run_benchmark(customers: int, days: int, seed: int, out: Path) -> dict[str, 
 def main() -> None:
     """Parse arguments, run, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=26000)
+    parser.add_argument("--customers", type=int, default=27000)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=None)

@@ -90,7 +90,7 @@ def test_anonymous_browsing_is_stitched_on_login_click_or_card(events: pd.DataFr
     assert (devices >= 3).sum() > 0
 
 
-def _linked_pairs(events: pd.DataFrame, stitch: pd.Series, first: pd.DataFrame, then: pd.DataFrame,
+def _linked_pairs(stitch: pd.Series, first: pd.DataFrame, then: pd.DataFrame,
                   window: str) -> int:
     """How many 'then' rows follow a 'first' row of the same (stitched) customer and category."""
     first = first.assign(who=first["customer_id"].fillna(first["anonymous_id"].map(stitch)))
@@ -106,14 +106,14 @@ def test_ropo_showrooming_and_cross_device_carts(run, events: pd.DataFrame, stit
     views = events[events["event_type"] == "product_view"]
     online = ["web", "app"]
     store_buys = buys[buys["channel"] == "store"]
-    ropo = _linked_pairs(events, stitch, views[views["channel"].isin(online)], store_buys, "4D")
+    ropo = _linked_pairs(stitch, views[views["channel"].isin(online)], store_buys, "4D")
     assert 0.1 <= ropo / len(store_buys) <= 0.8
     assert 0.1 <= summary["ropo_share"] <= 0.8
     online_buys = buys[buys["channel"].isin(online)]
-    showroom = _linked_pairs(events, stitch, views[views["channel"] == "store"], online_buys, "4D")
+    showroom = _linked_pairs(stitch, views[views["channel"] == "store"], online_buys, "4D")
     assert 0.03 <= showroom / len(online_buys) <= 0.5 and 0.03 <= summary["showrooming_share"] <= 0.5
     carts = events[(events["event_type"] == "add_to_cart") & (events["channel"] == "app")]
-    cross = _linked_pairs(events, stitch, carts, online_buys[online_buys["channel"] == "web"], "1D")
+    cross = _linked_pairs(stitch, carts, online_buys[online_buys["channel"] == "web"], "1D")
     assert cross > 20
 
 
