@@ -40,7 +40,8 @@ def list_campaign_days(start_epoch_day: int, days: int) -> np.ndarray:
 def assign_offers(rng: np.random.Generator, pop: Population, cat: Catalog, customers: np.ndarray,
                   start_epoch_day: int, start_ns: int, days: int) -> Exposures:
     """Pick an offer per reachable customer and campaign (half uniform, half by taste), hold out a control."""
-    parts = []
+    empty = np.zeros(0, dtype=np.int64)
+    parts = [(empty, empty, empty, empty.astype(bool), empty.astype(float))]
     for d in list_campaign_days(start_epoch_day, days):
         reach = customers[(pop.email_opt_in[customers] | pop.sms_opt_in[customers])
                           & (pop.signup_day[customers] <= d)]
