@@ -168,13 +168,14 @@ def build_training_set(tx: pd.DataFrame, cutoff: pd.Timestamp | str, horizon_day
 def fit_clv_model(train: TrainingSet, seed: int = 0, n_jobs: int = 1,
                   regressor_params: dict[str, object] | None = None,
                   classifier_params: dict[str, object] | None = None,
-                  windows: Sequence[int] = WINDOWS, prior_days: float = 30.0) -> ClvModel:
+                  prior_days: float = 30.0) -> ClvModel:
     """Fit the purchase-count and buy-again models on ``train``.
 
     The regressor is offset by a shrunk per-customer calibration rate times the
     horizon; its total is then recalibrated to match the target rows.
     """
     X, y = train.X, train.y
+    windows = tuple(int(c.removeprefix("days_")) for c in X.columns if c.startswith("days_"))
     common = {"random_state": seed, "n_jobs": n_jobs, "deterministic": True,
               "force_col_wise": True, "verbose": -1}
     base_rate = float(y.sum() / X["horizon"].sum())
@@ -188,7 +189,7 @@ def fit_clv_model(train: TrainingSet, seed: int = 0, n_jobs: int = 1,
     classifier.fit(X, (y > 0).astype(int))
     return ClvModel(regressor=regressor, classifier=classifier,
                     feature_names=list(X.columns),
-                    spend_prior_mean=float(X["monetary"].mean()), windows=tuple(windows),
+                    spend_prior_mean=float(X["monetary"].mean()), windows=windows,
                     base_rate=base_rate, rate_scale=scale, prior_days=prior_days)
 
 
