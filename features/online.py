@@ -76,7 +76,7 @@ class OnlineStore:
         with self.db:
             self.db.execute("BEGIN")
             new = self._claim(events["event_id"].tolist())
-            events = events[np.isin(events["event_id"].to_numpy(dtype=object), list(new))].reset_index(drop=True)
+            events = events[events["event_id"].isin(new)].reset_index(drop=True)
             newly_linked = self._link(events)
             self._store(events)
             for anonymous_id, customer_id, linked_at in newly_linked:

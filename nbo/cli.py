@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -26,12 +27,14 @@ def fail(message: str) -> None:
 
 
 @app.command()
-def generate(customers: int = 3000, days: int = 180, seed: int = 42, start: str = "2025-01-01",
+def generate(customers: int = 3000, days: int = 180, seed: int = 42,
+             start: Annotated[str | None, typer.Option(help="First day (default: DAYS before today).")] = None,
              home: Home = None) -> None:
     """Simulate an omnichannel retailer's events, catalogue and offers into the data folder."""
     from features.simulate import simulate
 
     paths = get_paths(home)
+    start = start or (pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=days)).date().isoformat()
     summary = simulate(paths.raw, customers, days, seed, start=start, progress=True)
     console.print_json(json.dumps(summary, default=str))
 
@@ -115,7 +118,7 @@ def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = No
     from serving.process import free_port, start_service, stop_service, wait_ready
 
     paths = get_paths(home)
-    console.rule("1/5 generate events"); generate(customers, days, seed, "2025-01-01", paths.home)
+    console.rule("1/5 generate events"); generate(customers, days, seed, None, paths.home)
     console.rule("2/5 build features"); features(6, 7, paths.home)
     console.rule("3/5 train and register"); train(paths.home)
     store = OnlineStore(paths.online_store)

@@ -46,7 +46,8 @@ def log_model(booster: lgb.Booster, example: pd.DataFrame, params: dict, metrics
         mlflow.log_dict({"features": meta["features"]}, "features.json")
         signature = infer_signature(example, booster.predict(example.to_numpy()))
         info = mlflow.lightgbm.log_model(booster, name="model", signature=signature, input_example=example,
-                                         registered_model_name=MODEL_NAME)
+                                         registered_model_name=MODEL_NAME,
+                                         pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"])
     return str(info.registered_model_version)
 
 
@@ -65,7 +66,3 @@ def set_alias(client: MlflowClient, alias: str, version: str) -> None:
     """Point an alias (champion, challenger) at a version."""
     client.set_registered_model_alias(MODEL_NAME, alias, version)
 
-
-def predict(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
-    """Purchase probabilities for rows built with the model's feature list."""
-    return model.booster.predict(matrix, num_threads=1)
