@@ -20,3 +20,19 @@ def build_events(rows: list[dict]) -> pd.DataFrame:
 @pytest.fixture
 def make_events():
     return build_events
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory):
+    """A small simulated retailer whose data ends today, with features built and a champion trained."""
+    from features.pipeline import build_features
+    from features.simulate import simulate
+    from nbo.config import get_paths
+    from training.train import train
+
+    paths = get_paths(tmp_path_factory.mktemp("home"))
+    start = (pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=120)).date().isoformat()
+    simulate(paths.raw, 800, 120, seed=11, start=start)
+    build_features(paths, n_cutoffs=4, horizon_days=7)
+    result = train(paths)
+    return paths, result

@@ -1,0 +1,43 @@
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from nbo.config import MODEL_NAME
+from training.dataset import split_by_time
+from training.registry import connect, load_model
+from training.train import train
+
+
+def test_first_model_is_registered_as_champion_with_a_time_holdout_auc(trained_home):
+    paths, result = trained_home
+    client = connect(paths)
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert str(champion.version) == result["version"]
+    run = client.get_run(champion.run_id)
+    assert run.data.metrics["test_auc"] > run.data.metrics["baseline_popularity_auc"]
+    assert run.data.metrics["test_auc"] > 0.7
+    assert pd.Timestamp(run.data.params["test_cutoff"]) < pd.Timestamp.now(tz="UTC")
+    assert len(run.data.params["events_sha256"]) == 64
+    features = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/features.json")["features"]
+    assert load_model(client).booster.feature_name() == features
+
+
+def test_a_model_that_does_not_beat_the_champion_stays_challenger(trained_home, monkeypatch):
+    paths, first = trained_home
+    import training.train as module
+    monkeypatch.setattr(module, "PARAMS", {**module.PARAMS, "num_leaves": 2, "learning_rate": 0.001})
+    second = train(paths)
+    client = MlflowClient(paths.tracking_uri)
+    assert not second["promoted"]
+    assert second["champion_metric_before"] > second["metrics"]["test_auc"]
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == first["version"]
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == second["version"]
+
+
+def test_time_split_keeps_later_cutoffs_for_evaluation():
+    rows = pd.DataFrame({"cutoff": pd.to_datetime(["2025-01-01", "2025-01-08", "2025-01-15", "2025-01-22"] * 2)})
+    split = split_by_time(rows)
+    assert split.train["cutoff"].max() < split.valid["cutoff"].min() < split.test["cutoff"].min()
+    with pytest.raises(ValueError, match="at least 3 cutoffs"):
+        split_by_time(rows[rows["cutoff"] < "2025-01-15"])
