@@ -16,26 +16,32 @@ import numpy as np
 import pandas as pd
 
 Entity = Literal["customer", "category"]
-Aggregation = Literal["sum", "recency_days"]
+Aggregation = Literal["sum", "recency_days", "ratio", "excess"]
 WINDOWS = (1, 7, 30, 90, 365)
 MAX_WINDOW_DAYS = max(WINDOWS)
 DAY = 86_400
+BOTH: tuple[Entity, ...] = ("customer", "category")
 
 
 @dataclass(frozen=True)
 class Signal:
-    """What one event contributes: a count of matching events, or their summed amount."""
+    """What one event contributes: a count of matching events, or their summed amount.
+
+    ``phrases`` say what the customer did, in total and within a category ({c}), for reasons.
+    """
 
     name: str
     event_types: tuple[str, ...]
     measure: Literal["count", "amount"]
-    noun: str
+    phrases: tuple[str, str]
     channels: tuple[str, ...] | None = None
+    with_offer: bool = False
+    entities: tuple[Entity, ...] = BOTH
 
 
 @dataclass(frozen=True)
 class Feature:
-    """One model input: a signal aggregated for an entity over a window."""
+    """One model input: a signal aggregated for an entity over a window (or a ratio of two signals)."""
 
     name: str
     entity: Entity
@@ -43,38 +49,65 @@ class Feature:
     aggregation: Aggregation
     window_days: int | None
     description: str
+    denominator: Signal | None = None
 
 
 SIGNALS = (
-    Signal("views", ("page_view", "product_view"), "count", "viewed"),
-    Signal("product_views", ("product_view",), "count", "looked at products"),
-    Signal("searches", ("search",), "count", "searched"),
-    Signal("carts", ("add_to_cart",), "count", "added to the cart"),
-    Signal("email_opens", ("email_open",), "count", "opened e-mails"),
-    Signal("email_clicks", ("email_click",), "count", "clicked e-mails"),
-    Signal("offer_clicks", ("offer_click",), "count", "clicked offers"),
-    Signal("purchases", ("purchase",), "count", "bought"),
-    Signal("revenue", ("purchase",), "amount", "spent"),
-    Signal("store_purchases", ("purchase",), "count", "bought in store", channels=("store",)),
-    Signal("returns", ("return",), "count", "returned items"),
+    Signal("views", ("page_view", "product_view"), "count", ("browsed the shop", "viewed {c}")),
+    Signal("product_views", ("product_view",), "count", ("looked at products", "looked at {c} products")),
+    Signal("searches", ("search",), "count", ("searched the shop", "searched for {c}")),
+    Signal("carts", ("add_to_cart",), "count", ("added items to the cart", "put {c} in the cart")),
+    Signal("cart_removals", ("remove_from_cart",), "count", ("removed items from the cart",
+                                                             "took {c} out of the cart")),
+    Signal("emails_sent", ("email_sent",), "count", ("received e-mails", "received {c} e-mails")),
+    Signal("email_opens", ("email_open",), "count", ("opened e-mails", "opened {c} e-mails")),
+    Signal("email_clicks", ("email_click",), "count", ("clicked e-mails", "clicked {c} e-mails")),
+    Signal("offers_shown", ("offer_shown",), "count", ("saw offers", "saw {c} offers")),
+    Signal("offer_clicks", ("offer_click",), "count", ("clicked offers", "clicked {c} offers")),
+    Signal("purchases", ("purchase",), "count", ("bought", "bought {c}")),
+    Signal("revenue", ("purchase",), "amount", ("spent", "spent on {c}")),
+    Signal("offer_purchases", ("purchase",), "count", ("bought with an offer", "bought {c} with an offer"),
+           with_offer=True),
+    Signal("store_purchases", ("purchase",), "count", ("bought in store", "bought {c} in store"),
+           channels=("store",)),
+    Signal("returns", ("return",), "count", ("returned items", "returned {c}")),
+    Signal("web_views", ("page_view", "product_view"), "count", ("browsed on the web", ""),
+           channels=("web",), entities=("customer",)),
+    Signal("app_views", ("page_view", "product_view"), "count", ("browsed in the app", ""),
+           channels=("app",), entities=("customer",)),
+    Signal("store_visits", ("login", "product_view", "purchase"), "count", ("visited a store", ""),
+           channels=("store",), entities=("customer",)),
 )
 SIGNAL_NAMES = tuple(s.name for s in SIGNALS)
+SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
 ENTITY_PREFIX = {"customer": "cust", "category": "cat"}
+RATIOS = (  # (name, numerator, denominator, window, aggregation, description)
+    ("email_open_rate", "email_opens", "emails_sent", 90, "ratio", "share of e-mails opened"),
+    ("email_click_rate", "email_clicks", "emails_sent", 90, "ratio", "share of e-mails clicked"),
+    ("offer_click_rate", "offer_clicks", "offers_shown", 90, "ratio", "share of offers clicked"),
+    ("discount_share", "offer_purchases", "purchases", 365, "ratio", "share of purchases made with an offer"),
+    ("store_share", "store_purchases", "purchases", 365, "ratio", "share of purchases made in store"),
+    ("abandoned_carts", "carts", "purchases", 7, "excess", "cart additions not followed by a purchase"),
+)
 
 
 def _declare_features() -> tuple[Feature, ...]:
-    """Every signal over every window and its recency, for both entities."""
+    """Every signal over every window and its recency, per entity, then the ratios."""
     declared = []
     for entity, prefix in ENTITY_PREFIX.items():
         scope = "in total" if entity == "customer" else "in the offer's category"
-        for signal in SIGNALS:
+        for signal in (s for s in SIGNALS if entity in s.entities):
             for window in WINDOWS:
                 declared.append(Feature(
                     f"{prefix}_{signal.name}_{window}d", entity, signal, "sum", window,
                     f"{signal.name} {scope} over the last {window} days"))
             declared.append(Feature(
                 f"{prefix}_{signal.name}_recency_days", entity, signal, "recency_days", None,
-                f"days since the customer last {signal.noun} {scope}"))
+                f"days since the last of: {signal.name} {scope}"))
+        for name, numerator, denominator, window, aggregation, description in RATIOS:
+            declared.append(Feature(
+                f"{prefix}_{name}_{window}d", entity, SIGNALS_BY_NAME[numerator], aggregation, window,
+                f"{description} {scope} over the last {window} days", SIGNALS_BY_NAME[denominator]))
     return tuple(declared)
 
 
@@ -95,11 +128,14 @@ def signal_values(events: pd.DataFrame) -> np.ndarray:
     event_type = events["event_type"].to_numpy(dtype=object)
     channel = events["channel"].to_numpy(dtype=object)
     amount = events["amount"].fillna(0.0).to_numpy(dtype="float64")
+    has_offer = events["offer_id"].notna().to_numpy() if "offer_id" in events else np.zeros(len(events), bool)
     values = np.zeros((len(events), len(SIGNALS)), dtype="float64")
     for j, signal in enumerate(SIGNALS):
         match = np.isin(event_type, signal.event_types)
         if signal.channels is not None:
             match &= np.isin(channel, signal.channels)
+        if signal.with_offer:
+            match &= has_offer
         values[:, j] = np.where(match, amount if signal.measure == "amount" else 1.0, 0.0)
     return values
 
@@ -114,15 +150,23 @@ def window_bounds(t: int) -> np.ndarray:
     return day_start(t) - np.asarray(WINDOWS, dtype="int64") * DAY
 
 
-def describe_feature(feature: Feature, value: float, category: str | None) -> str:
-    """A marketer's phrase for one feature value, e.g. 'viewed running_shoes 4 times in the last 7 days'."""
-    where = f" {category}" if feature.entity == "category" and category else ""
+def describe_feature(feature: Feature, value: float, category: str | None) -> str | None:
+    """A marketer's phrase for a feature value ('viewed coffee 4 times in the last 7 days'), or None
+    when the value shows nothing the customer did."""
+    if np.isnan(value) or (feature.aggregation != "recency_days" and value <= 0):
+        return None
+    phrase = feature.signal.phrases[feature.entity == "category"].replace("{c}", category or "")
+    period = f"in the last {feature.window_days} days"
     if feature.aggregation == "recency_days":
-        return f"{feature.signal.noun}{where} {_days_ago(value)}"
+        return f"{phrase} {_days_ago(value)}"
+    if feature.aggregation == "ratio":
+        return f"{feature.description.split(' over ')[0]}: {value:.0%} {period}"
+    if feature.aggregation == "excess":
+        return f"left {value:.0f} cart item(s) unbought{' in ' + category if feature.entity == 'category' else ''}"
     if feature.signal.measure == "amount":
-        return f"{feature.signal.noun} {value:,.0f}{where} in the last {feature.window_days} days"
+        return f"{phrase} {value:,.0f} {period}"
     times = "once" if round(value) == 1 else f"{value:.0f} times"
-    return f"{feature.signal.noun}{where} {times} in the last {feature.window_days} days"
+    return f"{phrase} {times} {period}"
 
 
 def _days_ago(days: float) -> str:
@@ -149,9 +193,16 @@ def assemble_features(features: list[Feature], aggregates: Aggregates, t: np.nda
     for j, feature in enumerate(features):
         s = SIGNAL_NAMES.index(feature.signal.name)
         own = feature.entity == "customer"
+        sums = aggregates.customer_sums if own else aggregates.category_sums
         if feature.aggregation == "sum":
-            sums = aggregates.customer_sums if own else aggregates.category_sums
             out[:, j] = sums[:, WINDOWS.index(feature.window_days), s]
+        elif feature.aggregation in ("ratio", "excess"):
+            w = WINDOWS.index(feature.window_days)
+            numerator = sums[:, w, s]
+            denominator = sums[:, w, SIGNAL_NAMES.index(feature.denominator.name)]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[:, j] = (numerator / np.where(denominator > 0, denominator, np.nan)
+                             if feature.aggregation == "ratio" else np.maximum(numerator - denominator, 0.0))
         else:
             last = aggregates.customer_last if own else aggregates.category_last
             out[:, j] = (t - last[:, s]) / DAY

@@ -101,9 +101,13 @@ class Recommender:
                 for o in chosen.itertuples()]
 
     def _reason(self, values: np.ndarray, contributions: np.ndarray, category: str) -> str:
-        """The feature that pushed this category's score up the most, in plain words."""
-        declared = contributions[:len(self.features)]
-        best = int(np.argmax(declared))
-        if declared[best] <= 0 or np.isnan(values[best]):
-            return f"a good match for {category} for you"
-        return f"you {describe_feature(self.features[best], float(values[best]), category)}"
+        """What pushed this category's score up the most, in plain words; about the category if possible."""
+        phrases = {True: [], False: []}
+        for j in np.argsort(-contributions[:len(self.features)]):
+            if contributions[j] <= 0:
+                break
+            phrase = describe_feature(self.features[j], float(values[j]), category)
+            if phrase:
+                phrases[self.features[j].entity == "category"].append(phrase)
+        best = phrases[True] or phrases[False]
+        return f"you {best[0]}" if best else f"a good match in {category} for you"
