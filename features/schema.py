@@ -62,6 +62,7 @@ EVENTS = TableSchema("events", "event_id", (
     Column("quantity", "float", "Number of units.", min_value=0.0),
     Column("offer_id", "string", "Offer concerned (offer_shown, offer_click, purchase with offer)."),
     Column("campaign_id", "string", "Campaign concerned (e-mail events)."),
+    Column("decision_id", "string", "The /recommend decision that showed the offer (offer events, purchases)."),
 ))
 
 CUSTOMERS = TableSchema("customers", "customer_id", (

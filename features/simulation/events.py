@@ -21,7 +21,7 @@ EVENTS_SCHEMA = pa.schema([
     ("anonymous_id", pa.string()), ("session_id", pa.string()), ("channel", pa.string()),
     ("event_type", pa.string()), ("item_id", pa.string()), ("category", pa.string()),
     ("amount", pa.float64()), ("quantity", pa.float64()), ("offer_id", pa.string()),
-    ("campaign_id", pa.string()),
+    ("campaign_id", pa.string()), ("decision_id", pa.string()),
 ])
 
 
@@ -86,6 +86,7 @@ class EventBuffer:
             pa.array(cols["quantity"], mask=np.isnan(cols["quantity"])),
             _lookup(names.offers, cols["offer"]),
             _lookup(names.campaigns, cols["campaign"]),
+            pa.nulls(n, pa.string()),
         ]
         return pa.Table.from_arrays(arrays, schema=EVENTS_SCHEMA)
 

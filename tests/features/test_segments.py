@@ -1,0 +1,19 @@
+import pandas as pd
+import pytest
+
+from features.segments import activity_tier, value_thresholds, value_tier
+
+
+def test_activity_tiers_follow_recent_views_and_purchases():
+    frame = pd.DataFrame({"cust_views_30d": [0, 3, 25, 1], "cust_email_clicks_30d": [0, 0, 0, 0],
+                          "cust_purchases_30d": [0, 0, 0, 2]})
+    assert activity_tier(frame).tolist() == ["inactive", "active", "very_active", "very_active"]
+
+
+def test_value_tiers_split_customers_70_20_10():
+    revenue = pd.Series(range(100), dtype=float)
+    tiers = value_tier(revenue, value_thresholds(revenue))
+    assert tiers.value_counts().to_dict() == {"meh": 70, "good": 20, "great": 10}
+    assert tiers.iloc[-1] == "great" and tiers.iloc[0] == "meh"
+    with pytest.raises(ValueError, match="shares"):
+        value_thresholds(revenue, (0.5, 0.3, 0.3))
