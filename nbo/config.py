@@ -32,6 +32,10 @@ class Paths:
         return self.home / "online" / "store.sqlite"
 
     @property
+    def decisions(self) -> Path:
+        return self.home / "decisions.sqlite"
+
+    @property
     def tracking_uri(self) -> str:
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 

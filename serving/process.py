@@ -30,9 +30,10 @@ def serve_command(port: int) -> list[str]:
     return [str(bentoml), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
 
 
-def start_service(paths: Paths, port: int, log_path: Path | None = None) -> subprocess.Popen:
+def start_service(paths: Paths, port: int, log_path: Path | None = None,
+                  env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start the service in the background on the home's champion model and online store."""
-    env = {**os.environ, "NBO_HOME": str(paths.home), "BENTOML_DO_NOT_TRACK": "true"}
+    env = {**os.environ, "NBO_HOME": str(paths.home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     return subprocess.Popen(serve_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)

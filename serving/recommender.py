@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +12,8 @@ from features.definitions import DAY, SIGNAL_NAMES, assemble_features, describe_
 from features.online import CustomerRows, OnlineStore, aggregate_rows
 from features.pipeline import read_raw
 from nbo.config import Paths
-from serving.rules import arbitrate, eligible_offers, recently_bought
+from serving.decisions import DecisionLog
+from serving.rules import Policy, capped_offers, choose_slots, eligible_offers, rank_offers, recently_bought
 from training.registry import LoadedModel, connect, load_model
 
 
@@ -21,14 +23,31 @@ class RankedOffer:
     score: float
     expected_value: float
     reason: str
+    propensity: float = 1.0
+    explored: bool = False
 
 
 @dataclass
 class Decision:
+    decision_id: str
     customer_id: str
     model_version: str | None
     fallback: bool
     offers: list[RankedOffer] = field(default_factory=list)
+
+
+class Scorer:
+    """A loaded model with what it needs to rebuild its inputs; swapped whole on reload."""
+
+    def __init__(self, model: LoadedModel):
+        self.model = model
+        self.features = select_features(model.meta["declared_features"])
+        self.categories = pd.Index(model.meta["categories"])
+
+    def matrix(self, declared: np.ndarray, categories: list[str]) -> np.ndarray:
+        """The model's input: declared features, then the category code in the model's vocabulary."""
+        codes = self.categories.get_indexer(categories).astype("float64")
+        return np.column_stack([declared, np.where(codes < 0, np.nan, codes)])
 
 
 def with_context(rows: CustomerRows | None, t: int, current_category: str | None,
@@ -48,66 +67,81 @@ def with_context(rows: CustomerRows | None, t: int, current_category: str | None
 
 
 class Recommender:
-    """Scores a customer's eligible offers with the champion model and arbitrates them."""
+    """Scores a customer's eligible offers with the champion model, applies the rules and logs the decision."""
 
-    def __init__(self, model: LoadedModel | None, store: OnlineStore, offers: pd.DataFrame, items: pd.DataFrame):
-        self.model = model
-        self.store = store
-        self.offers = offers
+    def __init__(self, model: LoadedModel | None, store: OnlineStore, offers: pd.DataFrame, items: pd.DataFrame,
+                 log: DecisionLog, policy: Policy = Policy(), seed: int | None = None):
+        self.scorer = Scorer(model) if model else None
+        self.store, self.offers, self.log, self.policy = store, offers, log, policy
         self.item_category = items.set_index("item_id")["category"].to_dict()
-        self.features = select_features(model.meta["declared_features"]) if model else []
-        self.categories = pd.Index(model.meta["categories"] if model else [])
-        self.popularity = model.meta["popularity"] if model else {}
+        self.rng = np.random.default_rng(seed)
 
     @classmethod
-    def from_home(cls, paths: Paths) -> Recommender:
-        """The champion from the home's registry, its online store and its catalogue."""
-        return cls(load_model(connect(paths)), OnlineStore(paths.online_store),
-                   read_raw(paths, "offers"), read_raw(paths, "items"))
+    def from_home(cls, paths: Paths, policy: Policy = Policy()) -> Recommender:
+        """The champion from the home's registry, its online store, catalogue and decision log."""
+        return cls(load_model(connect(paths)), OnlineStore(paths.online_store), read_raw(paths, "offers"),
+                   read_raw(paths, "items"), DecisionLog(paths.decisions), policy)
+
+    def use_model(self, model: LoadedModel) -> None:
+        """Serve another model from the next request on (one attribute swap: requests in flight finish on
+        the model they started with)."""
+        self.scorer = Scorer(model)
 
     def recommend(self, customer_id: str, channel: str, k: int = 3, current_category: str | None = None,
                   cart_items: list[str] | None = None, now: pd.Timestamp | None = None) -> Decision:
-        """The k best offers for a customer in a channel right now."""
+        """The k best offers for a customer in a channel right now, logged with their propensities."""
         now = now or pd.Timestamp.now(tz="UTC")
+        t, scorer = int(now.timestamp()), self.scorer
         candidates = eligible_offers(self.offers, channel, now)
+        capped = capped_offers(self.log.contacts(customer_id, t - 7 * DAY), channel, t, self.policy)
+        candidates = candidates[~candidates["offer_id"].isin(capped or set())] if capped is not None else candidates[:0]
         rows = self.store.rows(customer_id)
-        version = self.model.version if self.model else None
-        if rows is None or self.model is None or candidates.empty:
-            return Decision(customer_id, version, True, self._popular(candidates, k))
-        t = int(now.timestamp())
-        cart = [self.item_category[i] for i in cart_items or [] if i in self.item_category]
+        version = scorer.model.version if scorer else None
+        decision = Decision(uuid.uuid4().hex, customer_id, version, rows is None or scorer is None)
+        if candidates.empty:
+            return decision
+        if decision.fallback:
+            popularity = scorer.model.meta["popularity"] if scorer else {}
+            ranked = rank_offers(candidates, candidates["category"].map(popularity).fillna(0.0).to_numpy(), set())
+            reasons = {c: f"popular in {c} right now" for c in ranked["category"]}
+        else:
+            ranked, reasons = self._score(scorer, rows, candidates, t, current_category, cart_items or [])
+        chosen = choose_slots(ranked, k, self.policy.epsilon, self.rng)
+        decision.offers = [RankedOffer(o.offer_id, float(o.score), float(o.expected_value), reasons[o.category],
+                                       float(o.propensity), bool(o.explored)) for o in chosen.itertuples()]
+        self.log.record([(decision.decision_id, t, customer_id, channel, version, int(decision.fallback),
+                          o.offer_id, rank, o.score, o.expected_value, o.propensity, int(o.explored))
+                         for rank, o in enumerate(decision.offers)])
+        return decision
+
+    def _score(self, scorer: Scorer, rows: CustomerRows, candidates: pd.DataFrame, t: int,
+               current_category: str | None, cart_items: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+        """Rank the candidates by the model's expected value; a reason per category."""
+        cart = [self.item_category[i] for i in cart_items if i in self.item_category]
         rows = with_context(rows, t, current_category, cart)
         categories = sorted(candidates["category"].unique())
         aggregates = aggregate_rows(rows, t, categories)
-        declared = assemble_features(self.features, aggregates, np.full(len(categories), t))
-        codes = self.categories.get_indexer(categories).astype("float64")
-        matrix = np.column_stack([declared, np.where(codes < 0, np.nan, codes)])
-        probability = self.model.booster.predict(matrix, num_threads=1)
+        features = scorer.features
+        declared = assemble_features(features, aggregates, np.full(len(categories), t))
+        matrix = scorer.matrix(declared, categories)
+        probability = scorer.model.booster.predict(matrix, num_threads=1)
         last_purchase = aggregates.category_last[:, SIGNAL_NAMES.index("purchases")]
-        excluded = recently_bought(categories, (t - last_purchase) / DAY)
+        excluded = recently_bought(categories, (t - last_purchase) / DAY, self.policy.recent_purchase_days)
         position = pd.Index(categories).get_indexer(candidates["category"])
-        chosen = arbitrate(candidates, probability[position], k, excluded)
-        contributions = self.model.booster.predict(matrix, pred_contrib=True, num_threads=1)
-        reasons = {c: self._reason(declared[i], contributions[i], c) for i, c in enumerate(categories)}
-        return Decision(customer_id, version, False, [
-            RankedOffer(o.offer_id, float(o.score), float(o.expected_value), reasons[o.category])
-            for o in chosen.itertuples()])
+        ranked = rank_offers(candidates, probability[position], excluded)
+        contributions = scorer.model.booster.predict(matrix, pred_contrib=True, num_threads=1)
+        reasons = {c: self._reason(features, declared[i], contributions[i], c) for i, c in enumerate(categories)}
+        return ranked, reasons
 
-    def _popular(self, candidates: pd.DataFrame, k: int) -> list[RankedOffer]:
-        rate = candidates["category"].map(self.popularity).fillna(0.0).to_numpy(dtype="float64")
-        chosen = arbitrate(candidates, rate, k, set())
-        return [RankedOffer(o.offer_id, float(o.score), float(o.expected_value),
-                            f"popular in {o.category} right now")
-                for o in chosen.itertuples()]
-
-    def _reason(self, values: np.ndarray, contributions: np.ndarray, category: str) -> str:
+    @staticmethod
+    def _reason(features: list, values: np.ndarray, contributions: np.ndarray, category: str) -> str:
         """What pushed this category's score up the most, in plain words; about the category if possible."""
         phrases = {True: [], False: []}
-        for j in np.argsort(-contributions[:len(self.features)]):
+        for j in np.argsort(-contributions[:len(features)]):
             if contributions[j] <= 0:
                 break
-            phrase = describe_feature(self.features[j], float(values[j]), category)
+            phrase = describe_feature(features[j], float(values[j]), category)
             if phrase:
-                phrases[self.features[j].entity == "category"].append(phrase)
+                phrases[features[j].entity == "category"].append(phrase)
         best = phrases[True] or phrases[False]
         return f"you {best[0]}" if best else f"a good match in {category} for you"

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-RECENT_PURCHASE_DAYS = 14
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The levers a marketer sets: exclusions, contact caps and exploration."""
+
+    recent_purchase_days: int = 14
+    email_offers_per_week: int = 1
+    impressions_per_offer_per_day: int = 3
+    epsilon: float = 0.1
 
 
 def eligible_offers(offers: pd.DataFrame, channel: str, now: pd.Timestamp) -> pd.DataFrame:
@@ -16,16 +28,37 @@ def eligible_offers(offers: pd.DataFrame, channel: str, now: pd.Timestamp) -> pd
     return offers[started & not_ended & in_channel.astype(bool)]
 
 
-def arbitrate(candidates: pd.DataFrame, probability: np.ndarray, k: int,
-              excluded_categories: set[str]) -> pd.DataFrame:
-    """Rank by expected value (probability x offer value); skip excluded categories; one offer per category."""
+def capped_offers(contacts: pd.DataFrame, channel: str, now: int, policy: Policy) -> set[str] | None:
+    """Offers the caps forbid now; None when the channel itself is capped (no offer at all)."""
+    if channel == "email" and ((contacts["channel"] == "email") & (contacts["ts"] >= now - 7 * DAY)).sum() \
+            >= policy.email_offers_per_week:
+        return None
+    today = contacts[contacts["ts"] >= now - DAY]["offer_id"].value_counts()
+    return set(today[today >= policy.impressions_per_offer_per_day].index)
+
+
+def rank_offers(candidates: pd.DataFrame, probability: np.ndarray, excluded_categories: set[str]) -> pd.DataFrame:
+    """Best offer of each allowed category, by expected value (probability x offer value)."""
     ranked = candidates.assign(score=probability, expected_value=probability * candidates["value"].to_numpy())
     ranked = ranked[~ranked["category"].isin(excluded_categories)]
     ranked = ranked.sort_values(["expected_value", "offer_id"], ascending=[False, True], kind="stable")
-    return ranked.drop_duplicates("category").head(k)
+    return ranked.drop_duplicates("category").reset_index(drop=True)
 
 
-def recently_bought(categories: list[str], days_since_purchase: np.ndarray,
-                    within_days: int = RECENT_PURCHASE_DAYS) -> set[str]:
+def choose_slots(ranked: pd.DataFrame, k: int, epsilon: float, rng: np.random.Generator) -> pd.DataFrame:
+    """Fill k slots epsilon-greedily; each pick carries the probability it had of being picked."""
+    remaining = list(range(len(ranked)))
+    picks, propensities, explored = [], [], []
+    for _ in range(min(k, len(ranked))):
+        n = len(remaining)
+        exploring = rng.random() < epsilon
+        position = int(rng.integers(n)) if exploring else 0
+        picks.append(remaining.pop(position))
+        propensities.append((1 - epsilon) * (position == 0) + epsilon / n)
+        explored.append(exploring and position != 0)
+    return ranked.iloc[picks].assign(propensity=propensities, explored=explored).reset_index(drop=True)
+
+
+def recently_bought(categories: list[str], days_since_purchase: np.ndarray, within_days: int) -> set[str]:
     """Categories the customer bought in within the last within_days days."""
     return {c for c, days in zip(categories, days_since_purchase) if days < within_days}

@@ -1,23 +1,29 @@
-"""The BentoML service: POST /recommend over the champion model and the online store."""
+"""The BentoML service: /recommend, /events, /admin/reload and /status over the champion and the store."""
 
 from __future__ import annotations
 
+import hmac
+import os
 from typing import Literal
 
 import bentoml
-from pydantic import BaseModel, Field
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
-from features.schema import CHANNELS
+from features.schema import CHANNELS, validate_events
 from nbo.config import get_paths
 from serving.recommender import Recommender
+from training.registry import connect, load_model
 
 Channel = Literal[CHANNELS]
+MAX_EVENTS = 1000
 
 
 class RequestContext(BaseModel):
     """What the page shows right now."""
 
-    current_category: str | None = Field(None, description="Category the customer is browsing.",
+    model_config = ConfigDict(extra="forbid")
+    current_category: str | None = Field(None, max_length=128, description="Category the customer is browsing.",
                                          examples=["running_shoes"])
     cart_items: list[str] = Field(default_factory=list, max_length=100,
                                   description="Item ids in the customer's cart.", examples=[["i00042"]])
@@ -26,8 +32,9 @@ class RequestContext(BaseModel):
 class RecommendRequest(BaseModel):
     """Who asks, where, and how many offers."""
 
+    model_config = ConfigDict(extra="forbid")
     customer_id: str = Field(..., min_length=1, max_length=128, description="Known customer id.",
-                             examples=["c000123"])
+                             examples=["c0000123"])
     channel: Channel = Field(..., description="Channel the offers will be shown in.", examples=["web"])
     k: int = Field(3, ge=1, le=20, description="How many offers to return.")
     context: RequestContext = Field(default_factory=RequestContext, description="Page context.")
@@ -46,11 +53,66 @@ class OfferOut(BaseModel):
 class RecommendResponse(BaseModel):
     """The ranked offers for one customer."""
 
+    decision_id: str = Field(..., description="Send it back on offer_shown / offer_click / purchase events.")
     customer_id: str = Field(..., description="The customer asked about.")
     model_version: str | None = Field(..., description="Registered model version that scored the offers.")
     fallback: bool = Field(..., description="True when offers come from popularity, not the model "
                                             "(unknown customer or no model).")
-    offers: list[OfferOut] = Field(..., description="Best offer first.")
+    offers: list[OfferOut] = Field(..., description="Best offer first; empty when a contact cap applies.")
+
+
+class EventIn(BaseModel):
+    """One behavioural event in the canonical schema (checked row by row; bad rows are quarantined)."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: str | None = Field(None, max_length=128, description="Unique id; derived from the content if absent.")
+    ts: str = Field(..., max_length=64, description="ISO 8601 time, UTC.", examples=["2025-06-01T10:00:00Z"])
+    customer_id: str | None = Field(None, max_length=128)
+    anonymous_id: str | None = Field(None, max_length=128)
+    session_id: str | None = Field(None, max_length=128)
+    channel: str = Field(..., max_length=32, examples=["web"])
+    event_type: str = Field(..., max_length=32, examples=["product_view"])
+    item_id: str | None = Field(None, max_length=128)
+    category: str | None = Field(None, max_length=128)
+    amount: float | None = None
+    quantity: float | None = None
+    offer_id: str | None = Field(None, max_length=128)
+    campaign_id: str | None = Field(None, max_length=128)
+    decision_id: str | None = Field(None, max_length=64)
+
+
+class EventsRequest(BaseModel):
+    """A batch of events."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[EventIn] = Field(..., min_length=1, max_length=MAX_EVENTS)
+
+
+class Rejected(BaseModel):
+    row: int = Field(..., description="1-based position in the batch.")
+    field: str
+    reason: str
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(..., description="Events applied now.")
+    duplicates: int = Field(..., description="Valid events already applied before (same event_id).")
+    rejected: list[Rejected] = Field(..., description="Events refused, also written to the quarantine file.")
+
+
+class Status(BaseModel):
+    model_version: str | None
+    model_source: Literal["registry", "none"]
+
+
+def authorized(ctx: bentoml.Context) -> bool:
+    """True when no API key is configured or the request carries it (constant-time comparison)."""
+    expected = os.environ.get("NBO_API_KEY")
+    given = ctx.request.headers.get("x-api-key", "")
+    if expected and not hmac.compare_digest(given.encode(), expected.encode()):
+        ctx.response.status_code = 401
+        return False
+    return True
 
 
 @bentoml.service(workers=1, traffic={"timeout": 10})
@@ -58,7 +120,8 @@ class NextBestOffer:
     """Next-best-offer decisions over HTTP."""
 
     def __init__(self) -> None:
-        self.recommender = Recommender.from_home(get_paths())
+        self.paths = get_paths()
+        self.recommender = Recommender.from_home(self.paths)
 
     @bentoml.api(input_spec=RecommendRequest, output_spec=RecommendResponse)
     def recommend(self, **request) -> RecommendResponse:
@@ -68,3 +131,42 @@ class NextBestOffer:
             request.customer_id, request.channel, request.k, request.context.current_category,
             request.context.cart_items)
         return RecommendResponse.model_validate(decision, from_attributes=True)
+
+    @bentoml.api(input_spec=EventsRequest, output_spec=EventsResponse)
+    def events(self, ctx: bentoml.Context, **request) -> EventsResponse:
+        """Apply live events to the online store at once; idempotent by event_id."""
+        if not authorized(ctx):
+            return EventsResponse(accepted=0, duplicates=0, rejected=[])
+        raw = pd.DataFrame([e.model_dump() for e in EventsRequest.model_validate(request).events])
+        valid, quarantine = validate_events(raw, "POST /events")
+        if not quarantine.empty:
+            self.paths.quarantine.mkdir(parents=True, exist_ok=True)
+            target = self.paths.quarantine / "api-events.csv"
+            quarantine.to_csv(target, mode="a", header=not target.exists(), index=False)
+        applied = self.recommender.store.write(valid) if len(valid) else 0
+        self.recommender.log.record_outcomes(valid)
+        rejected = [Rejected(row=int(r.row), field=str(r.field), reason=str(r.reason)) for r in quarantine.itertuples()]
+        if len(valid) == 0:
+            ctx.response.status_code = 422
+        return EventsResponse(accepted=applied, duplicates=len(valid) - applied, rejected=rejected)
+
+    @bentoml.api(route="/admin/reload")
+    def reload(self, ctx: bentoml.Context) -> Status:
+        """Load the current champion from the registry without downtime."""
+        if authorized(ctx):
+            model = load_model(connect(self.paths))
+            if model is None:
+                ctx.response.status_code = 409
+            else:
+                self.recommender.use_model(model)
+        return self.describe()
+
+    @bentoml.api(route="/status")
+    def status(self) -> Status:
+        """Which model serves, and from where."""
+        return self.describe()
+
+    def describe(self) -> Status:
+        scorer = self.recommender.scorer
+        return Status(model_version=scorer.model.version if scorer else None,
+                      model_source="registry" if scorer else "none")

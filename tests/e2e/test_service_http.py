@@ -1,16 +1,20 @@
 """The real `bentoml serve` process, called over HTTP."""
 
 import httpx
+import pandas as pd
 import pytest
 
 from serving.process import free_port, start_service, stop_service, wait_ready
+
+KEY = "test-key-123"
 
 
 @pytest.fixture(scope="module")
 def service(trained_home, tmp_path_factory):
     paths, _ = trained_home
     port = free_port()
-    process = start_service(paths, port, tmp_path_factory.mktemp("logs") / "service.log")
+    process = start_service(paths, port, tmp_path_factory.mktemp("logs") / "service.log",
+                            env={"NBO_API_KEY": KEY})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url, timeout_s=120)
@@ -44,3 +48,51 @@ def test_malformed_bodies_get_a_4xx_naming_the_field(service, body, field):
     answer = httpx.post(f"{url}/recommend", json=body, timeout=10)
     assert 400 <= answer.status_code < 500
     assert field in answer.text
+
+
+def test_a_live_product_view_changes_the_next_recommendation(service):
+    url, paths = service
+    from features.online import OnlineStore
+    customer = OnlineStore(paths.online_store).customers()[3]
+    ask = lambda: httpx.post(f"{url}/recommend", json={"customer_id": customer, "channel": "web", "k": 20},
+                             timeout=10).json()
+    before = ask()
+    offers = pd.read_parquet(paths.raw / "offers.parquet").set_index("offer_id")["category"]
+    scores = lambda body: {offers[o["offer_id"]]: o["score"] for o in body["offers"]}
+    category = list(scores(before))[-1]
+    now = pd.Timestamp.now(tz="UTC")
+    views = [{"ts": (now - pd.Timedelta(seconds=s)).isoformat(), "customer_id": customer, "channel": "web",
+              "event_type": "product_view", "category": category} for s in (5, 4, 3)]
+    sent = httpx.post(f"{url}/events", json={"events": views}, headers={"x-api-key": KEY}, timeout=10)
+    assert sent.status_code == 200, sent.text
+    assert sent.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+    again = httpx.post(f"{url}/events", json={"events": views}, headers={"x-api-key": KEY}, timeout=10)
+    assert again.json()["accepted"] == 0 and again.json()["duplicates"] == 3
+    assert scores(ask())[category] > scores(before)[category]
+
+
+def test_bad_events_are_rejected_by_row_and_quarantined(service):
+    url, paths = service
+    batch = {"events": [
+        {"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "web", "event_type": "page_view"},
+        {"ts": "yesterday-ish", "customer_id": "c1", "channel": "web", "event_type": "page_view"},
+        {"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "fax", "event_type": "page_view"},
+    ]}
+    answer = httpx.post(f"{url}/events", json=batch, headers={"x-api-key": KEY}, timeout=10)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["accepted"] == 1
+    assert [(r["row"], r["field"]) for r in body["rejected"]] == [(2, "ts"), (3, "channel")]
+    quarantined = pd.read_csv(paths.quarantine / "api-events.csv")
+    assert {"yesterday-ish"} <= set(quarantined["ts"])
+
+
+def test_write_endpoints_need_the_api_key(service):
+    url, _ = service
+    event = {"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "web", "event_type": "page_view"}
+    assert httpx.post(f"{url}/events", json={"events": [event]}, timeout=10).status_code == 401
+    assert httpx.post(f"{url}/events", json={"events": [event]}, headers={"x-api-key": "wrong"},
+                      timeout=10).status_code == 401
+    assert httpx.post(f"{url}/admin/reload", json={}, timeout=10).status_code == 401
+    reloaded = httpx.post(f"{url}/admin/reload", json={}, headers={"x-api-key": KEY}, timeout=10)
+    assert reloaded.status_code == 200 and reloaded.json()["model_source"] == "registry"

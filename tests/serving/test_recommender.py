@@ -1,14 +1,14 @@
 import pandas as pd
 import pytest
 
-from features.online import OnlineStore
 from serving.recommender import Recommender
+from serving.rules import Policy
 
 
 @pytest.fixture(scope="module")
 def recommender(trained_home):
     paths, _ = trained_home
-    return Recommender.from_home(paths)
+    return Recommender.from_home(paths, Policy(epsilon=0.0))
 
 
 def busiest_customer(recommender: Recommender) -> str:
@@ -16,16 +16,29 @@ def busiest_customer(recommender: Recommender) -> str:
     return max(counts, key=counts.get)
 
 
+def categories_of(recommender, decision) -> list[str]:
+    return recommender.offers.set_index("offer_id").loc[[o.offer_id for o in decision.offers], "category"].tolist()
+
+
 def test_known_customer_gets_model_scored_offers_with_reasons(recommender):
     decision = recommender.recommend(busiest_customer(recommender), "web", k=3)
     assert not decision.fallback
-    assert decision.model_version == recommender.model.version
+    assert decision.model_version == recommender.scorer.model.version
     assert 1 <= len(decision.offers) <= 3
     values = [o.expected_value for o in decision.offers]
     assert values == sorted(values, reverse=True)
-    categories = recommender.offers.set_index("offer_id").loc[[o.offer_id for o in decision.offers], "category"]
-    assert categories.is_unique
-    assert all(o.reason and 0 <= o.score <= 1 for o in decision.offers)
+    assert len(set(categories_of(recommender, decision))) == len(decision.offers)
+    assert all(o.reason.startswith(("you ", "a good match")) and 0 <= o.score <= 1 for o in decision.offers)
+    assert all(o.propensity == 1.0 for o in decision.offers)
+
+
+def test_every_decision_is_logged_with_its_propensity(recommender):
+    customer = busiest_customer(recommender)
+    decision = recommender.recommend(customer, "app", k=2)
+    logged = recommender.log.joined()
+    mine = logged[logged["decision_id"] == decision.decision_id].sort_values("rank")
+    assert mine["offer_id"].tolist() == [o.offer_id for o in decision.offers]
+    assert (mine["propensity"] == 1.0).all() and (mine["channel"] == "app").all()
 
 
 def test_unknown_customer_gets_the_popularity_fallback(recommender):
@@ -37,24 +50,25 @@ def test_unknown_customer_gets_the_popularity_fallback(recommender):
 
 def test_the_category_on_screen_raises_its_score(recommender):
     customer = busiest_customer(recommender)
-    category = recommender.offers["category"].iloc[0]
     plain = recommender.recommend(customer, "web", k=20)
+    category = categories_of(recommender, plain)[-1]
     browsing = recommender.recommend(customer, "web", k=20, current_category=category)
-    score = lambda d: {recommender.offers.set_index("offer_id").loc[o.offer_id, "category"]: o.score for o in d.offers}
-    if category in score(plain):
-        assert score(browsing)[category] > score(plain)[category]
-    else:  # bought recently, excluded both times
-        assert category not in score(browsing)
+    score = lambda d: dict(zip(categories_of(recommender, d), [o.score for o in d.offers]))
+    assert score(browsing)[category] > score(plain)[category]
 
 
-def test_offers_are_never_for_a_category_bought_in_the_last_two_weeks(trained_home, recommender, make_events):
-    paths, _ = trained_home
+def test_no_offer_for_a_category_bought_in_the_last_two_weeks(recommender, make_events):
     customer = busiest_customer(recommender)
-    before = recommender.recommend(customer, "web", k=20)
-    top = recommender.offers.set_index("offer_id").loc[before.offers[0].offer_id, "category"]
+    top = categories_of(recommender, recommender.recommend(customer, "web", k=20))[0]
     now = pd.Timestamp.now(tz="UTC")
     recommender.store.write(make_events([dict(ts=now - pd.Timedelta(hours=1), customer_id=customer,
                                               event_type="purchase", category=top, amount=30.0)]))
-    after = recommender.recommend(customer, "web", k=20)
-    offered = set(recommender.offers.set_index("offer_id").loc[[o.offer_id for o in after.offers], "category"])
-    assert top not in offered
+    assert top not in categories_of(recommender, recommender.recommend(customer, "web", k=20))
+
+
+def test_one_email_offer_a_week(recommender):
+    customer = recommender.store.customers()[5]
+    first = recommender.recommend(customer, "email", k=1)
+    assert len(first.offers) == 1
+    assert recommender.recommend(customer, "email", k=1).offers == []
+    assert len(recommender.recommend(customer, "web", k=1).offers) == 1
