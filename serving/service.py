@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import time
 from typing import Literal
 
 import bentoml
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.schema import CHANNELS, validate_events
 from nbo.config import get_paths
+from serving.observability import EVENTS, observe_decision
 from serving.recommender import Recommender
 from training.registry import connect, load_model
 
@@ -127,9 +129,11 @@ class NextBestOffer:
     def recommend(self, **request) -> RecommendResponse:
         """Rank the eligible offers for a customer in a channel."""
         request = RecommendRequest.model_validate(request)
+        started = time.perf_counter()
         decision = self.recommender.recommend(
             request.customer_id, request.channel, request.k, request.context.current_category,
             request.context.cart_items)
+        observe_decision(decision, request.channel, time.perf_counter() - started)
         return RecommendResponse.model_validate(decision, from_attributes=True)
 
     @bentoml.api(input_spec=EventsRequest, output_spec=EventsResponse)
@@ -144,6 +148,9 @@ class NextBestOffer:
             target = self.paths.quarantine / "api-events.csv"
             quarantine.to_csv(target, mode="a", header=not target.exists(), index=False)
         applied = self.recommender.store.write(valid) if len(valid) else 0
+        EVENTS.labels("applied").inc(applied)
+        EVENTS.labels("duplicate").inc(len(valid) - applied)
+        EVENTS.labels("rejected").inc(len(quarantine))
         self.recommender.log.record_outcomes(valid)
         rejected = [Rejected(row=int(r.row), field=str(r.field), reason=str(r.reason)) for r in quarantine.itertuples()]
         if len(valid) == 0:

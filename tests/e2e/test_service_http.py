@@ -96,3 +96,11 @@ def test_write_endpoints_need_the_api_key(service):
     assert httpx.post(f"{url}/admin/reload", json={}, timeout=10).status_code == 401
     reloaded = httpx.post(f"{url}/admin/reload", json={}, headers={"x-api-key": KEY}, timeout=10)
     assert reloaded.status_code == 200 and reloaded.json()["model_source"] == "registry"
+
+
+def test_metrics_count_recommendations_per_offer_and_fallbacks(service):
+    url, _ = service
+    httpx.post(f"{url}/recommend", json={"customer_id": "metrics-probe", "channel": "web"}, timeout=10)
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    assert 'nbo_decisions_total{channel="web",fallback="true"}' in text
+    assert "nbo_recommendations_total{" in text and "nbo_recommend_seconds_bucket" in text

@@ -1,0 +1,35 @@
+"""Prometheus metrics and structured decision logs, with customer ids pseudonymised."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+from prometheus_client import Counter, Histogram
+
+RECOMMENDATIONS = Counter("nbo_recommendations", "Offers recommended", ["offer_id", "channel"])
+DECISIONS = Counter("nbo_decisions", "Recommendation decisions", ["fallback", "channel"])
+LATENCY = Histogram("nbo_recommend_seconds", "Time to decide, inside the service",
+                    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
+EVENTS = Counter("nbo_events", "Events received on /events", ["outcome"])
+logger = logging.getLogger("nbo.decisions")
+_SALT = os.environ.get("NBO_LOG_SALT", "nbo")
+
+
+def pseudonymise(customer_id: str) -> str:
+    """A stable, salted hash: logs can follow a customer without showing an e-mail address or a name."""
+    return hashlib.sha256(f"{_SALT}:{customer_id}".encode()).hexdigest()[:16]
+
+
+def observe_decision(decision, channel: str, seconds: float) -> None:
+    """Count the decision, time it, and log it as one JSON line."""
+    LATENCY.observe(seconds)
+    DECISIONS.labels(str(decision.fallback).lower(), channel).inc()
+    for offer in decision.offers:
+        RECOMMENDATIONS.labels(offer.offer_id, channel).inc()
+    logger.info(json.dumps({"decision_id": decision.decision_id, "customer": pseudonymise(decision.customer_id),
+                            "channel": channel, "model_version": decision.model_version,
+                            "fallback": decision.fallback, "offers": [o.offer_id for o in decision.offers],
+                            "ms": round(seconds * 1000, 3)}))
