@@ -65,3 +65,17 @@ class DecisionLog:
 
     def close(self) -> None:
         self.db.close()
+
+
+def evaluate_decisions(joined: pd.DataFrame, reward: str = "converted") -> dict[str, float]:
+    """Off-policy value of the greedy policy from the logged first slots (IPS and self-normalised IPS),
+    beside the value the logging policy actually got."""
+    first = joined[joined["rank"] == 0]
+    if first.empty:
+        raise ValueError("the decision log holds no decisions yet")
+    rewards = first[reward].to_numpy(dtype="float64")
+    weights = (~first["explored"].astype(bool)).to_numpy() / first["propensity"].to_numpy(dtype="float64")
+    return {"decisions": float(len(first)), "logged_value": float(rewards.mean()),
+            "greedy_ips": float((weights * rewards).mean()),
+            "greedy_snips": float((weights * rewards).sum() / weights.sum()) if weights.sum() else float("nan"),
+            "explored_share": float(first["explored"].astype(bool).mean())}
