@@ -1,21 +1,28 @@
 """Online feature store: the declared signals kept per customer, updated event by event.
 
-The embedded backend is SQLite (write-ahead log, persisted in the NBO home). Writes are idempotent by
-event_id; anonymous events wait in a pending table until their device is linked to a customer, then
-count from the link's time on, exactly as the offline builder attributes them.
+Every backend offers the same ``FeatureStore`` interface and semantics: writes are idempotent by event_id;
+a device's first link to a customer wins; anonymous events wait until their device is linked, then count
+for the customer from the link's time on, exactly as the offline builder attributes them. The embedded
+backend is SQLite (write-ahead log, persisted in the NBO home); ``open_store`` picks Redis instead when
+$NBO_REDIS_URL is set (features.online_redis), for several service replicas sharing one store.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
 
 from features.definitions import SIGNAL_NAMES, Aggregates, signal_values, window_bounds
 from features.offline import to_seconds
+
+if TYPE_CHECKING:
+    from nbo.config import Paths
 
 _SIGNAL_COLUMNS = ", ".join(f"{s} REAL" for s in SIGNAL_NAMES)
 _SCHEMA = f"""
@@ -60,8 +67,37 @@ def aggregate_rows(rows: CustomerRows, t: int, categories: list[str]) -> Aggrega
     )
 
 
+class FeatureStore(Protocol):
+    """What serving and the feature pipeline need from an online store backend."""
+
+    def write(self, events: pd.DataFrame) -> int:
+        """Apply validated canonical events not seen before; return how many were new."""
+
+    def rows(self, customer_id: str) -> CustomerRows | None:
+        """The customer's signal rows (ordered by ts), or None for a customer never seen."""
+
+    def customers(self) -> list[str]:
+        """Every customer with at least one stored signal, sorted."""
+
+    def clear(self) -> None:
+        """Forget every event, link and row (before a rebuild)."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+def open_store(paths: Paths) -> FeatureStore:
+    """The configured online store: Redis at $NBO_REDIS_URL when set, else SQLite in the NBO home."""
+    url = os.environ.get("NBO_REDIS_URL")
+    if url:
+        from features.online_redis import RedisStore
+
+        return RedisStore(url)
+    return OnlineStore(paths.online_store)
+
+
 class OnlineStore:
-    """Embedded online store on SQLite, with an in-memory cache of customers' rows."""
+    """The embedded SQLite backend, with an in-memory cache of customers' rows (one process per file)."""
 
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -158,5 +194,14 @@ class OnlineStore:
         """Every customer with at least one stored signal."""
         return [c for (c,) in self.db.execute("SELECT DISTINCT customer_id FROM signals ORDER BY customer_id")]
 
+    def clear(self) -> None:
+        """Forget every event, link and row (before a rebuild)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            for table in ("seen", "links", "signals", "pending"):
+                self.db.execute(f"DELETE FROM {table}")
+        self.cache.clear()
+
     def close(self) -> None:
+        """Release the connection."""
         self.db.close()

@@ -1,13 +1,70 @@
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import FEATURES, assemble_features
+from features.definitions import FEATURES, SIGNAL_NAMES, assemble_features
 from features.offline import features_at, to_signal_frame
-from features.online import OnlineStore, aggregate_rows
+from features.online import FeatureStore, OnlineStore, aggregate_rows
 from features.schema import EVENT_TYPES
 
 CATEGORIES = ["coffee", "shoes", "tea"]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A throwaway redis-server on a free port, without persistence, for the whole session."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary not found (apt-get install -y redis-server) - Redis backend untested")
+    import redis
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                               "no"], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    client.close()
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def open_test_store(request, tmp_path) -> Iterator[Callable[[], FeatureStore]]:
+    """Opens stores on one empty backend (a new connection per call), closed after the test."""
+    opened: list[FeatureStore] = []
+    if request.param == "sqlite":
+        def connect() -> FeatureStore:
+            return OnlineStore(tmp_path / "store.sqlite")
+    else:
+        from features.online_redis import RedisStore
+
+        url = request.getfixturevalue("redis_url")
+
+        def connect() -> FeatureStore:
+            return RedisStore(url)
+        connect().clear()
+
+    def open_store() -> FeatureStore:
+        opened.append(connect())
+        return opened[-1]
+    yield open_store
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture
@@ -30,8 +87,8 @@ def random_events(make_events):
     return make_events(rows)
 
 
-def test_online_features_equal_offline_ones_at_random_times(random_events, tmp_path):
-    store = OnlineStore(tmp_path / "store.sqlite")
+def test_online_features_equal_offline_ones_at_random_times(random_events, open_test_store):
+    store = open_test_store()
     arriving = random_events.sort_values("ts")
     for start in range(0, len(arriving), 90):  # live arrival, batch by batch in time order
         store.write(arriving.iloc[start:start + 90])
@@ -53,17 +110,17 @@ def test_online_features_equal_offline_ones_at_random_times(random_events, tmp_p
     assert frame["visible"].gt(frame["ts"]).any()  # some anonymous history was attributed late
 
 
-def test_writes_are_idempotent_by_event_id(random_events, tmp_path):
-    store = OnlineStore(tmp_path / "store.sqlite")
+def test_writes_are_idempotent_by_event_id(random_events, open_test_store):
+    store = open_test_store()
     assert store.write(random_events) == len(random_events)
     assert store.write(random_events.head(50)) == 0
-    reopened = OnlineStore(tmp_path / "store.sqlite")
+    reopened = open_test_store()
     assert reopened.write(random_events.tail(10)) == 0
     assert reopened.customers() == store.customers()
 
 
-def test_device_history_moves_to_the_customer_when_linked(make_events, tmp_path):
-    store = OnlineStore(tmp_path / "store.sqlite")
+def test_device_history_moves_to_the_customer_when_linked(make_events, open_test_store):
+    store = open_test_store()
     store.write(make_events([dict(ts="2025-02-01 10:00", anonymous_id="d1", event_type="product_view",
                                   category="tea")]))
     assert store.rows("c9") is None
@@ -72,3 +129,35 @@ def test_device_history_moves_to_the_customer_when_linked(make_events, tmp_path)
     rows = store.rows("c9")
     assert rows.category.tolist() == ["tea"]
     assert rows.visible[0] == int(pd.Timestamp("2025-02-03 10:00", tz="UTC").timestamp())
+
+
+def test_first_link_of_a_device_wins(make_events, open_test_store):
+    store = open_test_store()
+    store.write(make_events([dict(ts="2025-02-01 10:00", anonymous_id="d1", customer_id="c1", event_type="login"),
+                             dict(ts="2025-02-02 10:00", anonymous_id="d1", customer_id="c2", event_type="login")]))
+    store.write(make_events([dict(ts="2025-02-03 10:00", anonymous_id="d1", event_type="product_view",
+                                  category="tea")]))
+    assert store.rows("c1").category.tolist() == ["tea"]
+    assert store.rows("c2") is None
+
+
+def test_rows_are_ordered_by_time_and_keep_missing_categories(make_events, open_test_store):
+    store = open_test_store()
+    store.write(make_events([dict(ts="2025-02-03 10:00", customer_id="c1", event_type="page_view"),
+                             dict(ts="2025-02-01 10:00", customer_id="c1", event_type="product_view",
+                                  category="tea")]))
+    store.write(make_events([dict(ts="2025-02-02 10:00", customer_id="c1", event_type="purchase", amount=5.0,
+                                  category="coffee")]))
+    rows = store.rows("c1")
+    assert rows.category.tolist() == ["tea", "coffee", None]
+    assert rows.ts.tolist() == sorted(rows.ts.tolist()) and rows.ts.dtype == np.int64
+    assert rows.values.shape == (3, len(SIGNAL_NAMES))
+    assert rows.values[1, SIGNAL_NAMES.index("revenue")] == 5.0
+
+
+def test_clear_forgets_everything(random_events, open_test_store):
+    store = open_test_store()
+    store.write(random_events)
+    store.clear()
+    assert store.customers() == [] and store.rows("c1") is None
+    assert store.write(random_events) == len(random_events)

@@ -1,0 +1,170 @@
+"""Redis backend of the online feature store, shared by several service replicas.
+
+Keys, under a prefix (default ``nbo:online:``):
+
+- ``seen``: set of applied event ids (SADD's answer makes writes idempotent);
+- ``links``: hash device -> "linked_at customer_id" (HSETNX: a device's first link wins);
+- ``rows:<customer>``: the customer's signal rows as packed fixed-size records (``RECORD``), appended;
+- ``pending:<device>``: packed records of a device not linked yet, moved to its customer on the link;
+- ``customers``: set of customers with rows;
+- ``category_codes`` (hash name -> code) and ``category_names`` (NUL-terminated names, append-only):
+  the int32 category codes of the records; ``layout``: the signal names the records were packed with.
+
+A batch of events is applied by one Lua script, atomically: replicas never interleave half-applied
+batches. rows() reads a customer with one MGET and decodes it with numpy, and keeps no cache, so a
+replica never serves rows another one has since changed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import redis
+
+from features.definitions import SIGNAL_NAMES, signal_values
+from features.offline import to_seconds
+from features.online import CustomerRows
+
+_PACKED = np.dtype([("ts", "<i8"), ("visible", "<i8"), ("values", "<f8", (len(SIGNAL_NAMES),))])
+RECORD = np.dtype([("category", "<i4"), *_PACKED.descr])
+BATCH_EVENTS = 1000
+_ARGS_PER_EVENT = 6
+
+_WRITE = r"""
+local prefix, size = ARGV[1], tonumber(ARGV[2])
+local seen, links, customers = prefix .. 'seen', prefix .. 'links', prefix .. 'customers'
+local codes = {}
+
+local function code_of(category)
+  if category == '' then return -1 end
+  if codes[category] == nil then
+    local code = redis.call('HGET', prefix .. 'category_codes', category)
+    if not code then
+      code = redis.call('HLEN', prefix .. 'category_codes')
+      redis.call('HSET', prefix .. 'category_codes', category, code)
+      redis.call('APPEND', prefix .. 'category_names', category .. '\0')
+    end
+    codes[category] = tonumber(code)
+  end
+  return codes[category]
+end
+
+local function append(customer, records)
+  if records ~= '' then
+    redis.call('APPEND', prefix .. 'rows:' .. customer, records)
+    redis.call('SADD', customers, customer)
+  end
+end
+
+local function visible_from(records, at)
+  local out = {}
+  for start = 1, #records, size do
+    local ts = struct.unpack('<i8', records, start + 4)
+    out[#out + 1] = string.sub(records, start, start + 11) .. struct.pack('<i8', math.max(ts, at))
+      .. string.sub(records, start + 20, start + size - 1)
+  end
+  return table.concat(out)
+end
+
+local function release(device, customer, at)
+  local key = prefix .. 'pending:' .. device
+  local waiting = redis.call('GET', key)
+  if waiting then
+    append(customer, visible_from(waiting, at))
+    redis.call('DEL', key)
+  end
+end
+
+local new = 0
+for i = 3, #ARGV, 6 do
+  local event_id, customer, device = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local category, ts, packed = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  if redis.call('SADD', seen, event_id) == 1 then
+    new = new + 1
+    local record = ''
+    if packed ~= '' then record = struct.pack('<i4', code_of(category)) .. packed end
+    if customer ~= '' then
+      if device ~= '' and redis.call('HSETNX', links, device, ts .. ' ' .. customer) == 1 then
+        release(device, customer, tonumber(ts))
+      end
+      append(customer, record)
+    elseif device ~= '' then
+      local link = redis.call('HGET', links, device)
+      if link then
+        local at, owner = string.match(link, '^(%S+) (.*)$')
+        append(owner, visible_from(record, tonumber(at)))
+      elseif record ~= '' then
+        redis.call('APPEND', prefix .. 'pending:' .. device, record)
+      end
+    end
+  end
+end
+return new
+"""
+
+
+class RedisStore:
+    """The online store in Redis: no local state, every replica sees every write at once."""
+
+    def __init__(self, url: str, prefix: str = "nbo:online:"):
+        self.client = redis.Redis.from_url(url)
+        self.prefix = prefix
+        self.script = self.client.register_script(_WRITE)
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Refuse a store whose records were packed for other signals."""
+        layout = ",".join(SIGNAL_NAMES)
+        self.client.set(self.prefix + "layout", layout, nx=True)
+        stored = self.client.get(self.prefix + "layout").decode()
+        if stored != layout:
+            raise RuntimeError(f"the online store at {self.prefix}* holds rows of other signals ({stored}); "
+                               "rebuild it with `nbo features`")
+
+    def write(self, events: pd.DataFrame) -> int:
+        """Apply validated canonical events not seen before; return how many were new."""
+        events = events.sort_values("ts", kind="stable").reset_index(drop=True)
+        values, ts = signal_values(events), to_seconds(events["ts"])
+        packed = np.zeros(len(events), _PACKED)
+        packed["ts"], packed["visible"], packed["values"] = ts, ts, values
+        blob, size = packed.tobytes(), _PACKED.itemsize
+        useful = (values != 0).any(axis=1)
+        texts = zip(*(to_texts(events[c]) for c in ("event_id", "customer_id", "anonymous_id", "category")))
+        args: list[str | bytes] = []
+        for i, (event_id, customer_id, anonymous_id, category) in enumerate(texts):
+            record = blob[i * size:(i + 1) * size] if useful[i] else b""
+            args += [event_id, customer_id, anonymous_id, category, str(ts[i]), record]
+        step = BATCH_EVENTS * _ARGS_PER_EVENT
+        return sum(int(self.script(args=[self.prefix, RECORD.itemsize, *args[start:start + step]]))
+                   for start in range(0, len(args), step))
+
+    def rows(self, customer_id: str) -> CustomerRows | None:
+        """The customer's signal rows (ordered by ts), or None for a customer never seen."""
+        blob, names = self.client.mget(self.prefix + "rows:" + customer_id, self.prefix + "category_names")
+        if blob is None:
+            return None
+        table = np.frombuffer(blob, RECORD)
+        table = table[np.argsort(table["ts"], kind="stable")]
+        categories = np.array([*(names or b"").decode().split("\0")[:-1], None], dtype=object)
+        return CustomerRows(category=categories[table["category"]], ts=table["ts"].astype("int64"),
+                            visible=table["visible"].astype("int64"), values=table["values"].astype("float64"))
+
+    def customers(self) -> list[str]:
+        """Every customer with at least one stored signal, sorted."""
+        return sorted(c.decode() for c in self.client.smembers(self.prefix + "customers"))
+
+    def clear(self) -> None:
+        """Forget every event, link and row under the prefix (before a rebuild)."""
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
+        for start in range(0, len(keys), 1000):
+            self.client.unlink(*keys[start:start + 1000])
+        self._check_layout()
+
+    def close(self) -> None:
+        """Release the connection."""
+        self.client.close()
+
+
+def to_texts(column: pd.Series) -> list[str]:
+    """A column's values as strings, missing ones as the empty string (validation never keeps "")."""
+    return column.astype(object).where(column.notna(), "").tolist()
