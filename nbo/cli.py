@@ -14,8 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from nbo.config import MODEL_NAME, get_paths
+from training.commands import evaluate, models_app
 
 app = typer.Typer(help="Predictive next-best-offer service.", no_args_is_help=True, add_completion=False)
+app.add_typer(models_app, name="models")
+app.command()(evaluate)
 console = Console()
 Home = Annotated[Path | None, typer.Option(help="Data folder (default $NBO_HOME or ./data).")]
 

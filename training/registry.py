@@ -1,8 +1,14 @@
-"""MLflow tracking and the model registry: log a run, register it, move the aliases, load a model."""
+"""MLflow tracking and the model registry: log a run, register it, move the aliases, load a model.
+
+Every version that becomes champion is appended to the registered model's ``champion_history`` tag
+(comma-separated versions), so that a rollback knows which champion came before.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import lightgbm as lgb
 import mlflow
@@ -12,9 +18,16 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from nbo.config import MODEL_NAME, Paths
+from training.calibration import Calibrator, calibrate
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 EXPERIMENT = "nbo-purchase-intent"
 META_FILE = "nbo_model.json"
+CALIBRATOR_FILE = "calibrator.json"
+HISTORY_TAG = "champion_history"
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
 
 @dataclass
@@ -24,11 +37,26 @@ class LoadedModel:
     booster: lgb.Booster
     meta: dict
     version: str
+    calibrator: Calibrator | None = None
+
+
+def predict_proba(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
+    """Calibrated purchase probabilities of model input rows (raw booster scores for uncalibrated models)."""
+    raw = model.booster.predict(matrix, num_threads=1)
+    return raw if model.calibrator is None else calibrate(model.calibrator, raw)
 
 
 def connect(paths: Paths) -> MlflowClient:
-    """Point MLflow at the home's tracking store; artifacts go beside it."""
+    """Point MLflow at the home's tracking store; artifacts go beside it.
+
+    MLflow copies the URI into $MLFLOW_TRACKING_URI, which Paths.tracking_uri reads first: the variable is
+    put back as it was, so that a later home in the same process gets its own store."""
+    before = os.environ.get(TRACKING_ENV)
     mlflow.set_tracking_uri(paths.tracking_uri)
+    if before is None:
+        os.environ.pop(TRACKING_ENV, None)
+    else:
+        os.environ[TRACKING_ENV] = before
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         paths.artifacts.mkdir(parents=True, exist_ok=True)
         mlflow.create_experiment(EXPERIMENT, artifact_location=paths.artifacts.as_uri())
@@ -36,33 +64,79 @@ def connect(paths: Paths) -> MlflowClient:
     return MlflowClient()
 
 
-def log_model(booster: lgb.Booster, example: pd.DataFrame, params: dict, metrics: dict[str, float],
-              meta: dict) -> str:
-    """Log one training run and register its model; return the new version."""
+def log_model(booster: lgb.Booster, calibrator: Calibrator, example: pd.DataFrame, params: dict,
+              metrics: dict[str, float], meta: dict, report: dict, figures: dict[str, Figure]) -> str:
+    """Log one training run (with its calibrator, evaluation report and plots) and register its model;
+    return the new version."""
     with mlflow.start_run():
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_dict(meta, META_FILE)
         mlflow.log_dict({"features": meta["features"]}, "features.json")
-        signature = infer_signature(example, booster.predict(example.to_numpy()))
+        mlflow.log_dict(calibrator.to_dict(), CALIBRATOR_FILE)
+        mlflow.log_dict(report, "evaluation/report.json")
+        for name, figure in figures.items():
+            mlflow.log_figure(figure, f"evaluation/{name}.png")
+        signature = infer_signature(example, calibrate(calibrator, booster.predict(example.to_numpy())))
         info = mlflow.lightgbm.log_model(booster, name="model", signature=signature, input_example=example,
                                          registered_model_name=MODEL_NAME,
                                          pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"])
     return str(info.registered_model_version)
 
 
-def load_model(client: MlflowClient, alias: str = "champion") -> LoadedModel | None:
-    """The model version under an alias, or None when no version carries it."""
+def load_model(client: MlflowClient, alias: str = "champion", version: str | None = None) -> LoadedModel | None:
+    """The given version, else the version under an alias; None when there is no such version."""
     try:
-        version = client.get_model_version_by_alias(MODEL_NAME, alias)
+        found = (client.get_model_version(MODEL_NAME, version) if version
+                 else client.get_model_version_by_alias(MODEL_NAME, alias))
     except mlflow.exceptions.MlflowException:
         return None
-    booster = mlflow.lightgbm.load_model(f"models:/{MODEL_NAME}/{version.version}")
-    meta = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{META_FILE}")
-    return LoadedModel(booster, meta, str(version.version))
+    booster = mlflow.lightgbm.load_model(f"models:/{MODEL_NAME}/{found.version}")
+    meta = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{META_FILE}")
+    files = {f.path for f in client.list_artifacts(found.run_id)}
+    calibrator = (Calibrator.from_dict(mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{CALIBRATOR_FILE}"))
+                  if CALIBRATOR_FILE in files else None)
+    return LoadedModel(booster, meta, str(found.version), calibrator)
 
 
 def set_alias(client: MlflowClient, alias: str, version: str) -> None:
     """Point an alias (champion, challenger) at a version."""
     client.set_registered_model_alias(MODEL_NAME, alias, version)
+
+
+def champion_history(client: MlflowClient) -> list[str]:
+    """The versions that became champion, oldest first (empty before the first registration)."""
+    try:
+        tag = client.get_registered_model(MODEL_NAME).tags.get(HISTORY_TAG, "")
+    except mlflow.exceptions.MlflowException:
+        return []
+    return [v for v in tag.split(",") if v]
+
+
+def promote(client: MlflowClient, version: str) -> None:
+    """Make a version champion and append it to the champion history."""
+    client.get_model_version(MODEL_NAME, version)
+    set_alias(client, "champion", version)
+    client.set_registered_model_tag(MODEL_NAME, HISTORY_TAG, ",".join([*champion_history(client), str(version)]))
+
+
+def rollback(client: MlflowClient) -> str:
+    """Point champion back at the champion before the current one; return that version."""
+    current = get_alias_version(client, "champion")
+    history = champion_history(client)
+    while history and history[-1] == current:
+        history.pop()
+    if not history:
+        raise ValueError(f"no earlier champion to roll back to (history: {champion_history(client) or 'empty'})")
+    set_alias(client, "champion", history[-1])
+    client.set_registered_model_tag(MODEL_NAME, HISTORY_TAG, ",".join(history))
+    return history[-1]
+
+
+def get_alias_version(client: MlflowClient, alias: str) -> str | None:
+    """The version an alias points at, or None."""
+    try:
+        return str(client.get_model_version_by_alias(MODEL_NAME, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
 

@@ -1,4 +1,4 @@
-"""Train the purchase-intent model: load, split by time, fit, evaluate, log, register, gate."""
+"""Train the purchase-intent model: load, split by time, fit, calibrate, evaluate, log, register, gate."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import FEATURES
-from training.dataset import load_training_set, model_feature_names, split_by_time, to_matrix
-from training.evaluate import category_popularity, popularity_scores, score_metrics
-from training.registry import connect, load_model, log_model, set_alias
 from nbo.config import Paths
+from training.calibration import calibrate, fit_calibrator
+from training.dataset import load_training_set, model_feature_names, split_by_time, to_matrix
+from training.evaluate import category_popularity, score_metrics
+from training.registry import LoadedModel, connect, load_model, log_model, predict_proba, promote, set_alias
+from training.report import build_report, draw_figures, flatten_metrics
 
 GATE_METRIC = "test_auc"
 PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
@@ -34,7 +36,7 @@ def champion_score(client, test: pd.DataFrame) -> tuple[str, float] | None:
     if champion is None:
         return None
     matrix = to_matrix(test, champion.meta["declared_features"], champion.meta["categories"])
-    scores = champion.booster.predict(matrix)
+    scores = predict_proba(champion, matrix)
     return champion.version, score_metrics(test["label"].to_numpy(), scores, "test")[GATE_METRIC]
 
 
@@ -48,24 +50,25 @@ def train(paths: Paths) -> dict[str, object]:
     matrices = {part: to_matrix(getattr(split, part), declared, categories) for part in ("train", "valid", "test")}
     labels = {part: getattr(split, part)["label"].to_numpy() for part in ("train", "valid", "test")}
     booster = fit(matrices["train"], labels["train"], matrices["valid"], labels["valid"], names)
-    popularity = category_popularity(split.train)
-    metrics = {**score_metrics(labels["valid"], booster.predict(matrices["valid"]), "valid"),
-               **score_metrics(labels["test"], booster.predict(matrices["test"]), "test"),
-               **score_metrics(labels["test"], popularity_scores(split.test, popularity), "baseline_popularity"),
-               "best_iteration": float(booster.best_iteration)}
+    raw_valid = booster.predict(matrices["valid"])
+    calibrator = fit_calibrator(raw_valid, labels["valid"])
     meta = {"features": names, "declared_features": declared, "categories": categories,
-            "popularity": popularity, "lineage": lineage}
+            "popularity": category_popularity(split.train), "lineage": lineage}
+    report = build_report(paths, split, LoadedModel(booster, meta, "candidate", calibrator))
+    metrics = {**score_metrics(labels["valid"], raw_valid, "valid_uncalibrated"),
+               **score_metrics(labels["valid"], calibrate(calibrator, raw_valid), "valid"),
+               **flatten_metrics(report), "best_iteration": float(booster.best_iteration)}
     client = connect(paths)
     incumbent = champion_score(client, split.test)
     params = {**PARAMS, "train_rows": len(split.train), "valid_rows": len(split.valid), "test_rows": len(split.test),
-              "gate_metric": GATE_METRIC, "horizon_days": lineage["horizon_days"],
+              "gate_metric": GATE_METRIC, "horizon_days": lineage["horizon_days"], "calibration": "isotonic",
               "test_cutoff": lineage["cutoffs"][-1], "events_sha256": lineage["events_sha256"]}
     example = pd.DataFrame(matrices["test"][:5], columns=names)
-    version = log_model(booster, example, params, metrics, meta)
+    version = log_model(booster, calibrator, example, params, metrics, meta, report, draw_figures(report))
     set_alias(client, "challenger", version)
     promoted = incumbent is None or metrics[GATE_METRIC] > incumbent[1]
     if promoted:
-        set_alias(client, "champion", version)
+        promote(client, version)
     return {"version": version, "promoted": promoted, "metrics": metrics,
             "champion_before": incumbent[0] if incumbent else None,
             "champion_metric_before": incumbent[1] if incumbent else None}

@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+
+from training.calibration import Calibrator, calibrate, expected_calibration_error, fit_calibrator
+
+
+def test_ece_is_the_weighted_gap_between_predicted_and_observed_rates():
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    probabilities = np.array([0.1, 0.1, 0.9, 0.9, 0.5, 0.5])
+    # equal-count bins of two: (0.1, 0.1) observed 0, (0.5, 0.5) observed 0.5, (0.9, 0.9) observed 1
+    assert expected_calibration_error(labels, probabilities, bins=3) == pytest.approx((0.1 + 0.0 + 0.1) / 3)
+
+
+def test_isotonic_calibration_fixes_overconfident_scores_and_keeps_their_order():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.0, 0.3, 40_000)
+    labels = (rng.random(truth.size) < truth).astype(int)
+    raw = np.sqrt(truth)  # overconfident: 0.09 -> 0.3
+    fit, held = slice(0, 20_000), slice(20_000, None)
+    calibrator = fit_calibrator(raw[fit], labels[fit])
+    calibrated = calibrate(calibrator, raw[held])
+    assert expected_calibration_error(labels[held], raw[held]) > 0.1
+    assert expected_calibration_error(labels[held], calibrated) < 0.01
+    assert np.array_equal(np.argsort(calibrated, kind="stable"), np.argsort(raw[held], kind="stable"))
+    restored = Calibrator.from_dict(calibrator.to_dict())
+    assert np.array_equal(calibrate(restored, raw[held]), calibrated)
+
+
+def test_calibration_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        fit_calibrator(np.array([0.1, 0.2]), np.array([0, 0]))

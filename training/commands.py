@@ -1,0 +1,148 @@
+"""Commands for people: `nbo evaluate` and `nbo models list|promote|rollback` (wired into nbo/cli.py).
+
+Heavy libraries are imported inside the commands so that `nbo --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nbo.config import MODEL_NAME, get_paths
+
+models_app = typer.Typer(help="List registered models, promote one to champion, roll back.", no_args_is_help=True)
+console = Console()
+HomeOption = Annotated[Path | None, typer.Option("--home", help="Data folder (default $NBO_HOME or ./data).")]
+SHOWN = ("lightgbm", "popularity", "recency_frequency", "logistic")
+
+
+def abort(message: str) -> NoReturn:
+    """Print a clear error and exit non-zero."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def evaluate(version: Annotated[str | None, typer.Option(help="Model version (default: the champion).")] = None,
+             out: Annotated[Path | None, typer.Option(help="JSON report path (default HOME/reports/).")] = None,
+             home: HomeOption = None) -> None:
+    """Evaluate a model against its baselines on the current training set's test cutoff."""
+    from training.dataset import load_training_set, split_by_time
+    from training.registry import connect, load_model
+    from training.report import build_report
+
+    paths = get_paths(home)
+    model = load_model(connect(paths), version=version)
+    if model is None:
+        abort(f"no model {'version ' + version if version else 'champion'} in {paths.tracking_uri}: run `nbo train`")
+    try:
+        report = build_report(paths, split_by_time(load_training_set(paths)[0]), model)
+    except (ValueError, FileNotFoundError) as error:
+        abort(str(error))
+    show_report(report)
+    out = out or paths.home / "reports" / f"evaluation-v{model.version}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    console.print(f"report written to {out}")
+
+
+def show_report(report: dict) -> None:
+    """Print the report as tables: scores, rankings, segments and the oracle share."""
+    models = report["models"]
+    title = (f"model v{report['model_version']} on the test cutoff {report['test_cutoff'][:10]}: "
+             f"{report['customers']} customers, {report['rows']} rows, {report['positive_rate']:.2%} positive")
+    scores = build_table(title, ["model", "AUC", "PR-AUC", "log loss", "ECE"])
+    for name, m in models.items():
+        scores.add_row(name, *(format_number(m.get(k)) for k in ("auc", "pr_auc", "log_loss", "ece")))
+    ranking = build_table("ranking over each customer's categories (customers with a purchase)",
+                          ["model", "k", "precision", "recall", "NDCG", "hit rate", "margin"])
+    for name in SHOWN:
+        for k in (1, 3, 5):
+            ranking.add_row(name, str(k), *(format_number(models[name][f"{m}_at_{k}"])
+                                            for m in ("precision", "recall", "ndcg", "hit_rate", "margin")))
+    tables = [scores, ranking]
+    for kind, tiers in report["segments"].items():
+        segments = build_table(f"per {kind.replace('_', ' ')}", ["tier", "model", "AUC", "ECE", "NDCG@3", "hit@3"],
+                               text=2)
+        for tier, seg in tiers.items():
+            labels = [tier, f"{seg['customers']} customers", f"{seg['positive_rate']:.2%} positive", ""]
+            for label, name in zip(labels, SHOWN):
+                m = seg["models"][name]
+                segments.add_row(label, name,
+                                 *(format_number(m.get(k)) for k in ("auc", "ece", "ndcg_at_3", "hit_rate_at_3")),
+                                 end_section=name == SHOWN[-1])
+        tables.append(segments)
+    for table in tables:
+        console.print(table)
+    oracle = report["oracle"]
+    if oracle:
+        share = build_table(f"share of the oracle's true expected value (best offer per customer, "
+                            f"{oracle['customers']} customers, {oracle['offers']} valid offers)", ["policy", "share"])
+        for name, value in oracle["share"].items():
+            share.add_row(name, f"{value:.1%}")
+        console.print(share)
+
+
+def build_table(title: str, columns: list[str], text: int = 1) -> Table:
+    """A rich table whose first `text` columns hold words and the others numbers (right-aligned)."""
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i < text else "right")
+    return table
+
+
+def format_number(value: float | None) -> str:
+    """Four decimals, or a dash where a metric is undefined."""
+    return "-" if value is None else f"{value:.4f}"
+
+
+@models_app.command("list")
+def list_models(home: HomeOption = None) -> None:
+    """Registered versions with their aliases and test metrics, and the champion history."""
+    from training.registry import champion_history, connect
+
+    client = connect(get_paths(home))
+    table = build_table(MODEL_NAME, ["version", "aliases", "test AUC", "test ECE", "oracle share", "created"], text=2)
+    for listed in sorted(client.search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version)):
+        found = client.get_model_version(MODEL_NAME, listed.version)
+        metrics = client.get_run(found.run_id).data.metrics if found.run_id else {}
+        table.add_row(str(found.version), ", ".join(found.aliases),
+                      *(format_number(metrics.get(k)) for k in ("test_auc", "test_ece", "oracle_share_lightgbm")),
+                      datetime.fromtimestamp(found.creation_timestamp / 1000).isoformat(sep=" ", timespec="minutes"))
+    console.print(table)
+    console.print(f"champion history: {' -> '.join(champion_history(client)) or 'empty'}")
+
+
+@models_app.command("promote")
+def promote_model(version: str, home: HomeOption = None) -> None:
+    """Make VERSION the champion (serving picks it up on its next reload)."""
+    import mlflow
+
+    from training.registry import connect, get_alias_version, promote
+
+    client = connect(get_paths(home))
+    before = get_alias_version(client, "champion")
+    try:
+        promote(client, version)
+    except mlflow.exceptions.MlflowException:
+        abort(f"no version {version} of {MODEL_NAME}")
+    console.print(f"champion: v{version} (was {'v' + before if before else 'none'})")
+
+
+@models_app.command("rollback")
+def rollback_model(home: HomeOption = None) -> None:
+    """Point champion back at the previous champion."""
+    from training.registry import connect, get_alias_version, rollback
+
+    client = connect(get_paths(home))
+    before = get_alias_version(client, "champion")
+    try:
+        version = rollback(client)
+    except ValueError as error:
+        abort(str(error))
+    console.print(f"champion: v{version} (was v{before})")
