@@ -27,7 +27,7 @@ from features.online import CustomerRows
 
 _PACKED = np.dtype([("ts", "<i8"), ("visible", "<i8"), ("values", "<f8", (len(SIGNAL_NAMES),))])
 RECORD = np.dtype([("category", "<i4"), *_PACKED.descr])
-BATCH_EVENTS = 1000
+BATCH_EVENTS = 500  # events per script call: Redis blocks other clients for a few ms at most
 _ARGS_PER_EVENT = 6
 
 _WRITE = r"""
@@ -167,4 +167,4 @@ class RedisStore:
 
 def to_texts(column: pd.Series) -> list[str]:
     """A column's values as strings, missing ones as the empty string (validation never keeps "")."""
-    return column.astype(object).where(column.notna(), "").tolist()
+    return [value if isinstance(value, str) else "" for value in column.to_numpy(dtype=object)]
