@@ -1,0 +1,247 @@
+"""Incremental effect (uplift) of offers learned from exposure logs, and campaign selection under a budget.
+
+Generic input: a customers table (``customer_id`` + attribute columns of any type), optional behavioural
+features keyed by ``customer_id``, an optional offers table (``offer_id`` + attributes), and an exposures
+table (``customer_id, offer_id`` or ``"control", ts, channel, propensity`` + outcome columns; optional
+``intended_offer_id``, the offer a control row would have received, and ``campaign_id``).
+
+The model is a T-learner over the treatment arm with the offer as a covariate: one LightGBM model of the
+outcome on treated rows, one on control rows; uplift(customer, offer) = mu_treated - mu_control.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+CONTROL = "control"
+EXPOSURE_COLUMNS = ("customer_id", "offer_id", "ts", "channel", "propensity")
+MODEL_PARAMS: dict[str, object] = {
+    "n_estimators": 150, "learning_rate": 0.06, "num_leaves": 15, "min_child_samples": 200,
+    "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "reg_lambda": 1.0,
+    "max_bin": 63, "verbose": -1, "n_jobs": 2,
+}
+SPEC_FILE, TREATED_FILE, CONTROL_FILE = "spec.json", "treated.txt", "control.txt"
+
+
+@dataclass
+class UpliftSpec:
+    """How customer and offer tables become model inputs."""
+
+    outcome: str
+    binary: bool
+    numeric: list[str]
+    datetimes: list[str]
+    categories: dict[str, list[str]]
+    offer_numeric: list[str]
+    control_by_offer: bool
+    customer_columns: list[str] = field(default_factory=list)
+
+    @property
+    def features(self) -> list[str]:
+        """Model input columns, in order."""
+        return [*self.numeric, *self.datetimes, *self.categories, *self.offer_numeric]
+
+
+@dataclass
+class UpliftModel:
+    """The two outcome models and their input spec."""
+
+    treated: lgb.Booster
+    control: lgb.Booster
+    spec: UpliftSpec
+
+
+def validate_inputs(customers: pd.DataFrame, exposures: pd.DataFrame, outcome: str) -> None:
+    """Raise ValueError naming the offending column when the tables cannot be used."""
+    if "customer_id" not in customers.columns:
+        raise ValueError("customers table lacks column 'customer_id'")
+    for column in (*EXPOSURE_COLUMNS, outcome):
+        if column not in exposures.columns:
+            raise ValueError(f"exposures table lacks column '{column}'")
+    if not pd.api.types.is_numeric_dtype(exposures[outcome]):
+        raise ValueError(f"outcome column '{outcome}' must be numeric or boolean")
+    propensity = pd.to_numeric(exposures["propensity"], errors="coerce")
+    if not ((propensity > 0) & (propensity <= 1)).all():
+        raise ValueError("column 'propensity' must lie in (0, 1] on every row")
+    control = exposures["offer_id"] == CONTROL
+    if not control.any() or control.all():
+        raise ValueError("column 'offer_id' needs both offer rows and 'control' rows")
+
+
+def prepare_exposures(exposures: pd.DataFrame) -> pd.DataFrame:
+    """Complete-horizon rows with ``treated``, ``offer`` (intended offer for control rows when logged),
+    ``campaign`` and ``arm_propensity`` (probability of the row's arm: treated or control)."""
+    frame = exposures.copy()
+    if "horizon_complete" in frame.columns:
+        frame = frame[frame["horizon_complete"].astype(bool)]
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame["treated"] = frame["offer_id"] != CONTROL
+    intended = frame["intended_offer_id"] if "intended_offer_id" in frame.columns else pd.Series(None, frame.index)
+    frame["offer"] = frame["offer_id"].where(frame["treated"], intended)
+    frame["campaign"] = (frame["campaign_id"].astype(str) if "campaign_id" in frame.columns
+                         else frame["ts"].dt.strftime("%Y-%m-%d"))
+    control_share = frame.loc[~frame["treated"]].groupby("campaign")["propensity"].mean()
+    fallback = float(frame.loc[~frame["treated"], "propensity"].mean())
+    p_control = frame["campaign"].map(control_share).fillna(fallback).astype(float)
+    frame["arm_propensity"] = np.where(frame["treated"], 1.0 - p_control, frame["propensity"])
+    return frame.reset_index(drop=True)
+
+
+def split_exposures(frame: pd.DataFrame, by: str = "time", holdout: float = 0.25,
+                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and held-out rows: the last campaigns (by="time") or a random share of customers."""
+    if by == "time":
+        order = frame.groupby("campaign")["ts"].min().sort_values().index
+        test_keys = set(order[len(order) - max(1, round(holdout * len(order))):])
+        test = frame["campaign"].isin(test_keys)
+    elif by == "customer":
+        ids = frame["customer_id"].unique()
+        chosen = np.random.default_rng(seed).random(len(ids)) < holdout
+        test = frame["customer_id"].isin(ids[chosen])
+    else:
+        raise ValueError(f"split must be 'time' or 'customer', got {by!r}")
+    if test.all() or not test.any():
+        raise ValueError("the split leaves no training or no held-out rows")
+    return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
+
+
+def build_offer_table(exposures: pd.DataFrame, offers: pd.DataFrame | None) -> pd.DataFrame:
+    """Offer attributes indexed by offer_id: ``category`` when known plus the offers table's numbers."""
+    if offers is not None:
+        table = offers.drop_duplicates("offer_id").set_index("offer_id")
+        keep = [c for c in table.columns if c == "category" or
+                (pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c]))]
+        return table[keep]
+    if "category" in exposures.columns:
+        pairs = exposures.assign(o=exposures["offer_id"].where(exposures["offer_id"] != CONTROL))
+        return pairs.dropna(subset=["o"]).drop_duplicates("o").set_index("o")[["category"]].rename_axis("offer_id")
+    return pd.DataFrame(index=pd.Index(exposures.loc[exposures["offer_id"] != CONTROL, "offer_id"].unique(),
+                                       name="offer_id"))
+
+
+def build_spec(customers: pd.DataFrame, offer_table: pd.DataFrame, frame: pd.DataFrame,
+               outcome: str) -> UpliftSpec:
+    """Sort customer and offer columns into numeric, datetime and categorical inputs."""
+    numeric, datetimes, categories = [], [], {}
+    for column in customers.columns.drop("customer_id"):
+        values = customers[column]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            datetimes.append(column)
+        elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            numeric.append(column)
+        else:
+            categories[column] = sorted(values.dropna().astype(str).unique().tolist())
+    offer_ids = set(offer_table.index.astype(str)) | set(frame["offer"].dropna().astype(str))
+    categories["offer_id"] = sorted(offer_ids)
+    if "category" in offer_table.columns:
+        categories["offer_category"] = sorted(offer_table["category"].dropna().astype(str).unique().tolist())
+    offer_numeric = [c for c in offer_table.columns if c != "category"]
+    values = frame[outcome]
+    binary = bool(pd.api.types.is_bool_dtype(values) or set(np.unique(values.to_numpy())) <= {0, 1})
+    return UpliftSpec(outcome, binary, numeric, datetimes, categories, offer_numeric,
+                      bool(frame.loc[~frame["treated"], "offer"].notna().all()), list(customers.columns))
+
+
+def join_customers(customers: pd.DataFrame, behaviour: pd.DataFrame | None) -> pd.DataFrame:
+    """Customer attributes, left-joined with behavioural features keyed by customer_id when given."""
+    if behaviour is None:
+        return customers
+    if "customer_id" not in behaviour.columns:
+        raise ValueError("behavioural features lack column 'customer_id'")
+    return customers.merge(behaviour.drop_duplicates("customer_id"), on="customer_id", how="left",
+                           suffixes=("", "_behaviour"))
+
+
+def build_matrix(spec: UpliftSpec, customers: pd.DataFrame, offer_table: pd.DataFrame,
+                 customer_ids: pd.Series | np.ndarray, offer_ids: pd.Series | np.ndarray | None,
+                 ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    """Model inputs for (customer, offer, time) rows; offer inputs are missing when offer_ids is None."""
+    people = customers.set_index("customer_id")
+    rows = people.index.get_indexer(pd.Index(np.asarray(customer_ids, dtype=object)))
+    when = pd.DatetimeIndex(pd.to_datetime(ts, utc=True))
+    n = len(rows)
+    columns: list[np.ndarray] = []
+
+    def take(values: pd.Series, index: np.ndarray) -> pd.Series:
+        picked = values.iloc[np.maximum(index, 0)].reset_index(drop=True)
+        return picked.where(pd.Series(index >= 0))
+
+    for column in spec.numeric:
+        columns.append(take(people[column], rows).astype(float).to_numpy())
+    for column in spec.datetimes:
+        stamps = pd.DatetimeIndex(pd.to_datetime(take(people[column], rows), utc=True))
+        columns.append(np.asarray((when - stamps) / pd.Timedelta(days=1), dtype=float))
+    known = offer_ids is not None
+    offers = pd.Index(np.asarray(offer_ids if known else [None] * n, dtype=object))
+    offer_rows = offer_table.index.get_indexer(offers) if known else np.full(n, -1)
+    for column, levels in spec.categories.items():
+        if column == "offer_id":
+            values = pd.Series(offers)
+        elif column == "offer_category":
+            values = take(offer_table["category"], offer_rows) if known else pd.Series([None] * n)
+        else:
+            values = take(people[column], rows)
+        columns.append(encode_levels(values, levels))
+    for column in spec.offer_numeric:
+        columns.append(take(offer_table[column], offer_rows).astype(float).to_numpy() if known
+                       else np.full(n, np.nan))
+    return np.column_stack(columns) if columns else np.zeros((n, 0))
+
+
+def encode_levels(values: pd.Series, levels: list[str]) -> np.ndarray:
+    """Category codes as floats (NaN for missing or unseen levels)."""
+    labels = values.astype(object).map(lambda v: str(v) if pd.notna(v) else None)
+    codes = pd.Categorical(labels, categories=levels).codes
+    return np.where(codes < 0, np.nan, codes).astype(float)
+
+
+def fit_uplift(customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd.DataFrame, outcome: str,
+               params: dict[str, object] | None = None) -> UpliftModel:
+    """Fit the treated and control outcome models on prepared exposure rows."""
+    spec = build_spec(customers, offer_table, frame, outcome)
+    settings = {**MODEL_PARAMS, **(params or {})}
+    boosters = []
+    for arm in (True, False):
+        rows = frame[frame["treated"] == arm]
+        offers = rows["offer"] if arm or spec.control_by_offer else None
+        matrix = build_matrix(spec, customers, offer_table, rows["customer_id"], offers, rows["ts"])
+        learner = lgb.LGBMClassifier(**settings) if spec.binary else lgb.LGBMRegressor(**settings)
+        categorical = [i for i, name in enumerate(spec.features) if name in spec.categories]
+        learner.fit(matrix, rows[outcome].astype(float).to_numpy(), categorical_feature=categorical)
+        boosters.append(learner.booster_)
+    return UpliftModel(boosters[0], boosters[1], spec)
+
+
+def predict_uplift(model: UpliftModel, customers: pd.DataFrame, offer_table: pd.DataFrame,
+                   customer_ids: pd.Series | np.ndarray, offer_ids: pd.Series | np.ndarray,
+                   ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    """Predicted outcome with the offer minus without it, one value per row."""
+    spec = model.spec
+    treated = build_matrix(spec, customers, offer_table, customer_ids, offer_ids, ts)
+    control = treated if spec.control_by_offer else build_matrix(spec, customers, offer_table, customer_ids,
+                                                                 None, ts)
+    return model.treated.predict(treated, num_threads=2) - model.control.predict(control, num_threads=2)
+
+
+def save_uplift(model: UpliftModel, folder: Path) -> Path:
+    """Write the boosters as text and the spec as JSON into folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / TREATED_FILE).write_text(model.treated.model_to_string())
+    (folder / CONTROL_FILE).write_text(model.control.model_to_string())
+    (folder / SPEC_FILE).write_text(json.dumps(asdict(model.spec), indent=1))
+    return folder
+
+
+def load_uplift(folder: Path) -> UpliftModel:
+    """Read a model written by save_uplift."""
+    if not (folder / SPEC_FILE).exists():
+        raise FileNotFoundError(f"no uplift model in {folder}; train one with `nbo uplift train`")
+    spec = UpliftSpec(**json.loads((folder / SPEC_FILE).read_text()))
+    return UpliftModel(lgb.Booster(model_str=(folder / TREATED_FILE).read_text()),
+                       lgb.Booster(model_str=(folder / CONTROL_FILE).read_text()), spec)
