@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import DAY, SIGNAL_NAMES, assemble_features, describe_feature, select_features, signal_values
-from features.online import CustomerRows, OnlineStore, aggregate_rows
+from features.online import CustomerRows, FeatureStore, aggregate_rows, open_store
 from features.pipeline import read_raw
 from nbo.config import Paths
 from serving.decisions import DecisionLog
 from serving.rules import Policy, capped_offers, choose_slots, eligible_offers, rank_offers, recently_bought
-from training.registry import LoadedModel, connect, load_model
+from training.registry import LoadedModel, connect, load_model, predict_proba
 
 
 @dataclass
@@ -69,7 +69,7 @@ def with_context(rows: CustomerRows | None, t: int, current_category: str | None
 class Recommender:
     """Scores a customer's eligible offers with the champion model, applies the rules and logs the decision."""
 
-    def __init__(self, model: LoadedModel | None, store: OnlineStore, offers: pd.DataFrame, items: pd.DataFrame,
+    def __init__(self, model: LoadedModel | None, store: FeatureStore, offers: pd.DataFrame, items: pd.DataFrame,
                  log: DecisionLog, policy: Policy = Policy(), seed: int | None = None):
         self.scorer = Scorer(model) if model else None
         self.store, self.offers, self.log, self.policy = store, offers, log, policy
@@ -79,7 +79,7 @@ class Recommender:
     @classmethod
     def from_home(cls, paths: Paths, policy: Policy = Policy()) -> Recommender:
         """The champion from the home's registry, its online store, catalogue and decision log."""
-        return cls(load_model(connect(paths)), OnlineStore(paths.online_store), read_raw(paths, "offers"),
+        return cls(load_model(connect(paths)), open_store(paths), read_raw(paths, "offers"),
                    read_raw(paths, "items"), DecisionLog(paths.decisions), policy)
 
     def use_model(self, model: LoadedModel) -> None:
@@ -124,7 +124,7 @@ class Recommender:
         features = scorer.features
         declared = assemble_features(features, aggregates, np.full(len(categories), t))
         matrix = scorer.matrix(declared, categories)
-        probability = scorer.model.booster.predict(matrix, num_threads=1)
+        probability = predict_proba(scorer.model, matrix)
         last_purchase = aggregates.category_last[:, SIGNAL_NAMES.index("purchases")]
         excluded = recently_bought(categories, (t - last_purchase) / DAY, self.policy.recent_purchase_days)
         position = pd.Index(categories).get_indexer(candidates["category"])
