@@ -3,6 +3,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,9 @@ def redis_url() -> Iterator[str]:
             break
         except redis.ConnectionError:
             time.sleep(0.05)
+    else:
+        server.kill()
+        raise RuntimeError(f"redis-server did not answer on port {port}")
     client.close()
     yield url
     server.terminate()
@@ -45,19 +49,15 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "redis"])
 def open_test_store(request, tmp_path) -> Iterator[Callable[[], FeatureStore]]:
-    """Opens stores on one empty backend (a new connection per call), closed after the test."""
-    opened: list[FeatureStore] = []
+    """Opens stores on one emptied backend (a new connection per call), closed after the test."""
     if request.param == "sqlite":
-        def connect() -> FeatureStore:
-            return OnlineStore(tmp_path / "store.sqlite")
+        connect: Callable[[], FeatureStore] = partial(OnlineStore, tmp_path / "store.sqlite")
     else:
         from features.online_redis import RedisStore
 
-        url = request.getfixturevalue("redis_url")
-
-        def connect() -> FeatureStore:
-            return RedisStore(url)
-        connect().clear()
+        connect = partial(RedisStore, request.getfixturevalue("redis_url"))
+    opened = [connect()]
+    opened[0].clear()
 
     def open_store() -> FeatureStore:
         opened.append(connect())
