@@ -9,7 +9,7 @@ import pandas as pd
 
 from features.definitions import FEATURES
 from features.offline import build_training_set, choose_cutoffs
-from features.online import OnlineStore
+from features.online import open_store
 from nbo.config import Paths
 
 
@@ -34,8 +34,8 @@ def build_features(paths: Paths, n_cutoffs: int = 6, horizon_days: int = 7) -> d
                "horizon_days": horizon_days, "cutoffs": [c.isoformat() for c in cutoffs],
                "events_sha256": hash_frame(events)}
     (paths.features / "training_set.json").write_text(json.dumps(lineage, indent=2))
-    paths.online_store.unlink(missing_ok=True)
-    store = OnlineStore(paths.online_store)
+    store = open_store(paths)
+    store.clear()
     written = store.write(events)
     store.close()
     return {**lineage, "online_events": written}
