@@ -8,7 +8,8 @@ Keys, under a prefix (default ``nbo:online:``):
 - ``pending:<device>``: packed records of a device not linked yet, moved to its customer on the link;
 - ``customers``: set of customers with rows;
 - ``category_codes`` (hash name -> code) and ``category_names`` (NUL-terminated names, append-only):
-  the int32 category codes of the records; ``layout``: the signal names the records were packed with.
+  the int32 category codes of the records; ``layout``: the signal names the records were packed with
+  (a store packed for other signals is refused on every write and read until rebuilt).
 
 A batch of events is applied by one Lua script, atomically: replicas never interleave half-applied
 batches. rows() reads a customer with one MGET and decodes it with numpy, and keeps no cache, so a
@@ -31,7 +32,10 @@ BATCH_EVENTS = 500  # events per script call: Redis blocks other clients for a f
 _ARGS_PER_EVENT = 6
 
 _WRITE = r"""
-local prefix, size = ARGV[1], tonumber(ARGV[2])
+local prefix, size, layout = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local stored = redis.call('GET', prefix .. 'layout')
+if stored and stored ~= layout then return -1 end
+if not stored then redis.call('SET', prefix .. 'layout', layout) end
 local seen, links, customers = prefix .. 'seen', prefix .. 'links', prefix .. 'customers'
 local codes = {}
 
@@ -76,7 +80,7 @@ local function release(device, customer, at)
 end
 
 local new = 0
-for i = 3, #ARGV, 6 do
+for i = 4, #ARGV, 6 do
   local event_id, customer, device = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local category, ts, packed = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   if redis.call('SADD', seen, event_id) == 1 then
@@ -110,16 +114,7 @@ class RedisStore:
         self.client = redis.Redis.from_url(url)
         self.prefix = prefix
         self.script = self.client.register_script(_WRITE)
-        self._check_layout()
-
-    def _check_layout(self) -> None:
-        """Refuse a store whose records were packed for other signals."""
-        layout = ",".join(SIGNAL_NAMES)
-        self.client.set(self.prefix + "layout", layout, nx=True)
-        stored = self.client.get(self.prefix + "layout").decode()
-        if stored != layout:
-            raise RuntimeError(f"the online store at {self.prefix}* holds rows of other signals ({stored}); "
-                               "rebuild it with `nbo features`")
+        self.layout = ",".join(SIGNAL_NAMES)
 
     def write(self, events: pd.DataFrame) -> int:
         """Apply validated canonical events not seen before; return how many were new."""
@@ -135,14 +130,22 @@ class RedisStore:
             record = blob[i * size:(i + 1) * size] if useful[i] else b""
             args += [event_id, customer_id, anonymous_id, category, str(ts[i]), record]
         step = BATCH_EVENTS * _ARGS_PER_EVENT
-        return sum(int(self.script(args=[self.prefix, RECORD.itemsize, *args[start:start + step]]))
-                   for start in range(0, len(args), step))
+        new = 0
+        for start in range(0, len(args), step):
+            applied = int(self.script(args=[self.prefix, RECORD.itemsize, self.layout, *args[start:start + step]]))
+            if applied < 0:
+                raise self._refusal()
+            new += applied
+        return new
 
     def rows(self, customer_id: str) -> CustomerRows | None:
         """The customer's signal rows (ordered by ts), or None for a customer never seen."""
-        blob, names = self.client.mget(self.prefix + "rows:" + customer_id, self.prefix + "category_names")
+        blob, names, layout = self.client.mget(self.prefix + "rows:" + customer_id,
+                                               self.prefix + "category_names", self.prefix + "layout")
         if blob is None:
             return None
+        if layout != self.layout.encode():
+            raise self._refusal()
         table = np.frombuffer(blob, RECORD)
         table = table[np.argsort(table["ts"], kind="stable")]
         categories = np.array([*(names or b"").decode().split("\0")[:-1], None], dtype=object)
@@ -158,7 +161,11 @@ class RedisStore:
         keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
         for start in range(0, len(keys), 1000):
             self.client.unlink(*keys[start:start + 1000])
-        self._check_layout()
+
+    def _refusal(self) -> RuntimeError:
+        """The error for a store whose records were packed for other signals."""
+        return RuntimeError(f"the online store at {self.prefix}* holds rows packed for other signals than "
+                            f"{self.layout}; rebuild it (nbo features)")
 
     def close(self) -> None:
         """Release the connection."""

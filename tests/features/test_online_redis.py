@@ -7,7 +7,7 @@ import pytest
 import redis
 from test_online import random_events, redis_url  # noqa: F401  (shared fixtures)
 
-from features.online import OnlineStore, open_store
+from features.online import CustomerRows, OnlineStore, open_store
 from features.online_redis import RedisStore
 from nbo.config import get_paths
 
@@ -21,12 +21,9 @@ def url(redis_url):  # noqa: F811
     return redis_url
 
 
-def assert_same_rows(a: RedisStore, b: RedisStore) -> None:
-    assert a.customers() == b.customers()
-    for customer_id in a.customers():
-        left, right = a.rows(customer_id), b.rows(customer_id)
-        for field in ("category", "ts", "visible", "values"):
-            np.testing.assert_array_equal(getattr(left, field), getattr(right, field))
+def assert_equal_rows(left: CustomerRows, right: CustomerRows) -> None:
+    for field in ("category", "ts", "visible", "values"):
+        np.testing.assert_array_equal(getattr(left, field), getattr(right, field))
 
 
 def test_replicas_see_each_others_writes(url, make_events):
@@ -37,17 +34,21 @@ def test_replicas_see_each_others_writes(url, make_events):
                                    event_type="login")]))
     assert first.rows("c9").category.tolist() == ["tea"]
     assert first.customers() == second.customers() == ["c9"]
-    first.close(), second.close()
+    first.close()
+    second.close()
 
 
 def test_rows_survive_a_reconnect(url, random_events):  # noqa: F811
     store = RedisStore(url)
     store.write(random_events)
-    reopened = RedisStore(url)
+    before = {customer_id: store.rows(customer_id) for customer_id in store.customers()}
     store.close()
+    reopened = RedisStore(url)
     assert reopened.write(random_events) == 0
-    assert_same_rows(reopened, RedisStore(url))
-    assert len(reopened.customers()) == 20
+    assert reopened.customers() == sorted(before) and len(before) == 20
+    for customer_id, rows in before.items():
+        assert_equal_rows(reopened.rows(customer_id), rows)
+    reopened.close()
 
 
 def test_concurrent_writers_apply_each_event_once(url, random_events):  # noqa: F811
@@ -58,13 +59,25 @@ def test_concurrent_writers_apply_each_event_once(url, random_events):  # noqa: 
     with ThreadPoolExecutor(4) as pool:  # every replica replays every batch
         applied = sum(pool.map(lambda store: sum(store.write(b) for b in batches), stores))
     assert applied == len(random_events)
-    assert_same_rows(reference, stores[0])
+    assert stores[0].customers() == reference.customers()
+    for customer_id in reference.customers():
+        assert_equal_rows(stores[0].rows(customer_id), reference.rows(customer_id))
+    for store in (reference, *stores):
+        store.close()
 
 
-def test_a_store_packed_for_other_signals_is_refused(url):
+def test_a_store_packed_for_other_signals_is_refused_until_cleared(url, random_events):  # noqa: F811
+    store = RedisStore(url)
+    store.write(random_events.head(100))
     redis.Redis.from_url(url).set("nbo:online:layout", "views,carts")
     with pytest.raises(RuntimeError, match="rebuild"):
-        RedisStore(url)
+        store.write(random_events.tail(10))
+    with pytest.raises(RuntimeError, match="rebuild"):
+        store.rows(store.customers()[0])
+    store.clear()
+    assert store.write(random_events) == len(random_events)
+    assert store.rows(store.customers()[0]) is not None
+    store.close()
 
 
 def test_open_store_picks_redis_when_configured(url, tmp_path, monkeypatch):
