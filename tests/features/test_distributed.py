@@ -1,0 +1,46 @@
+import dask
+import dask.dataframe as dd
+import pandas as pd
+import pytest
+
+from features.definitions import FEATURES
+from features.distributed import build_training_set_dask
+from features.offline import build_training_set, choose_cutoffs
+from features.simulate import simulate
+
+
+@pytest.fixture(scope="module")
+def small_shop(tmp_path_factory):
+    """A small simulated retailer: its raw folder, events and categories."""
+    raw = tmp_path_factory.mktemp("raw")
+    simulate(raw, 300, 90, seed=5)
+    events = pd.read_parquet(raw / "events.parquet")
+    categories = sorted(pd.read_parquet(raw / "items.parquet")["category"].unique().tolist())
+    return raw, events, categories
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two in-process workers when dask.distributed is installed, the threaded scheduler otherwise."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        with dask.config.set(scheduler="threads"):
+            yield None
+        return
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as local:
+        with Client(local) as client:
+            yield client
+
+
+def test_dask_build_equals_the_pandas_build(small_shop, cluster):
+    raw, events, categories = small_shop
+    cutoffs = choose_cutoffs(events, 3, 7)
+    expected = build_training_set(events, cutoffs, 7, categories, list(FEATURES))
+    from_parquet = build_training_set_dask(raw / "events.parquet", cutoffs, 7, categories, list(FEATURES),
+                                           npartitions=3)
+    from_frame = build_training_set_dask(dd.from_pandas(events, npartitions=4), cutoffs, 7, categories,
+                                         list(FEATURES), npartitions=2)
+    assert len(expected) > 1000 and expected["label"].sum() > 0
+    pd.testing.assert_frame_equal(from_parquet, expected, check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(from_frame, expected, check_exact=False, rtol=1e-9)
