@@ -196,8 +196,7 @@ def build_matrix(spec: UpliftSpec, customers: pd.DataFrame, offer_table: pd.Data
 
 def encode_levels(values: pd.Series, levels: list[str]) -> np.ndarray:
     """Category codes as floats (NaN for missing or unseen levels)."""
-    labels = values.astype(object).map(lambda v: str(v) if pd.notna(v) else None)
-    codes = pd.Categorical(labels, categories=levels).codes
+    codes = pd.Categorical(values.astype("string"), categories=levels).codes
     return np.where(codes < 0, np.nan, codes).astype(float)
 
 
