@@ -12,6 +12,7 @@ outcome on treated rows, one on control rows; uplift(customer, offer) = mu_treat
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ MODEL_PARAMS: dict[str, object] = {
     "max_bin": 63, "verbose": -1, "n_jobs": 2,
 }
 SPEC_FILE, TREATED_FILE, CONTROL_FILE = "spec.json", "treated.txt", "control.txt"
+CHUNK_CUSTOMERS = 5000
 
 
 @dataclass
@@ -91,24 +93,6 @@ def prepare_exposures(exposures: pd.DataFrame) -> pd.DataFrame:
     p_control = frame["campaign"].map(control_share).fillna(fallback).astype(float)
     frame["arm_propensity"] = np.where(frame["treated"], 1.0 - p_control, frame["propensity"])
     return frame.reset_index(drop=True)
-
-
-def split_exposures(frame: pd.DataFrame, by: str = "time", holdout: float = 0.25,
-                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train and held-out rows: the last campaigns (by="time") or a random share of customers."""
-    if by == "time":
-        order = frame.groupby("campaign")["ts"].min().sort_values().index
-        test_keys = set(order[len(order) - max(1, round(holdout * len(order))):])
-        test = frame["campaign"].isin(test_keys)
-    elif by == "customer":
-        ids = frame["customer_id"].unique()
-        chosen = np.random.default_rng(seed).random(len(ids)) < holdout
-        test = frame["customer_id"].isin(ids[chosen])
-    else:
-        raise ValueError(f"split must be 'time' or 'customer', got {by!r}")
-    if test.all() or not test.any():
-        raise ValueError("the split leaves no training or no held-out rows")
-    return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
 
 
 def build_offer_table(exposures: pd.DataFrame, offers: pd.DataFrame | None) -> pd.DataFrame:
@@ -244,3 +228,53 @@ def load_uplift(folder: Path) -> UpliftModel:
     spec = UpliftSpec(**json.loads((folder / SPEC_FILE).read_text()))
     return UpliftModel(lgb.Booster(model_str=(folder / TREATED_FILE).read_text()),
                        lgb.Booster(model_str=(folder / CONTROL_FILE).read_text()), spec)
+
+
+def build_candidates(model: UpliftModel, customers: pd.DataFrame, offers: pd.DataFrame, channel: str,
+                     now: pd.Timestamp, segment: dict[str, str] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, int]:
+    """Eligible (customer, offer) pairs with predicted uplift and expected incremental value, and the number
+    of eligible customers. Eligible: opted in to the channel (``<channel>_opt_in`` when present), in the
+    segment (column = value), offer valid at ``now`` and allowed in the channel (``channels``, '|'-joined)."""
+    people = customers
+    if f"{channel}_opt_in" in people.columns:
+        people = people[people[f"{channel}_opt_in"].astype(bool)]
+    for column, value in (segment or {}).items():
+        if column not in people.columns:
+            raise ValueError(f"segment column '{column}' is not a customer attribute")
+        people = people[people[column].astype(str) == value]
+    live = offers
+    if {"valid_from", "valid_to"} <= set(offers.columns):
+        live = live[(pd.to_datetime(live["valid_from"], utc=True) <= now)
+                    & (pd.to_datetime(live["valid_to"], utc=True) >= now)]
+    if "channels" in live.columns:
+        live = live[live["channels"].astype(str).str.split("|").map(lambda allowed: channel in allowed)]
+    value = (live["value"].astype(float).to_numpy() if model.spec.binary and "value" in live.columns
+             else np.ones(len(live)))
+    table = offers.drop_duplicates("offer_id").set_index("offer_id")
+    parts = [pd.DataFrame(columns=["customer_id", "offer_id", "uplift", "value", "expected_value"])]
+    ids = people["customer_id"].to_numpy()
+    for first in range(0, len(ids) if len(live) else 0, CHUNK_CUSTOMERS):
+        chunk = np.repeat(ids[first:first + CHUNK_CUSTOMERS], len(live))
+        offer_ids = np.tile(live["offer_id"].to_numpy(), len(chunk) // len(live))
+        uplift = predict_uplift(model, customers, table, chunk, offer_ids, pd.Series(now).repeat(len(chunk)))
+        worth = np.tile(value, len(chunk) // len(live))
+        parts.append(pd.DataFrame({"customer_id": chunk, "offer_id": offer_ids, "uplift": uplift,
+                                   "value": worth, "expected_value": uplift * worth}))
+        if progress:
+            progress(min(first + CHUNK_CUSTOMERS, len(ids)), len(ids))
+    return pd.concat(parts, ignore_index=True), len(ids) if len(live) else 0
+
+
+def select_campaign(scores: pd.DataFrame, budget: float, n_eligible: int | None = None) -> pd.DataFrame:
+    """Each customer's best offer by expected incremental value, positive ones only, best first, at most
+    budget x eligible customers (default: the customers in scores)."""
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget must be a fraction in (0, 1], got {budget}")
+    for column in ("customer_id", "offer_id", "expected_value"):
+        if column not in scores.columns:
+            raise ValueError(f"scores lack column '{column}'")
+    eligible = scores["customer_id"].nunique() if n_eligible is None else n_eligible
+    best = scores.sort_values("expected_value", ascending=False, kind="stable").drop_duplicates("customer_id")
+    best = best[best["expected_value"] > 0]
+    return best.head(int(np.floor(budget * eligible))).reset_index(drop=True)
