@@ -195,11 +195,9 @@ class OnlineStore:
         return [c for (c,) in self.db.execute("SELECT DISTINCT customer_id FROM signals ORDER BY customer_id")]
 
     def clear(self) -> None:
-        """Forget every event, link and row (before a rebuild)."""
-        with self.db:
-            self.db.execute("BEGIN")
-            for table in ("seen", "links", "signals", "pending"):
-                self.db.execute(f"DELETE FROM {table}")
+        """Forget every event, link and row, with tables made anew for the current signals (before a rebuild)."""
+        drops = "".join(f"DROP TABLE IF EXISTS {table};" for table in ("seen", "links", "signals", "pending"))
+        self.db.executescript(f"BEGIN; {drops} {_SCHEMA} COMMIT;")
         self.cache.clear()
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -161,3 +162,13 @@ def test_clear_forgets_everything(random_events, open_test_store):
     store.clear()
     assert store.customers() == [] and store.rows("c1") is None
     assert store.write(random_events) == len(random_events)
+
+
+def test_clear_remakes_a_sqlite_store_made_for_other_signals(random_events, tmp_path):
+    with sqlite3.connect(tmp_path / "store.sqlite") as old:
+        old.execute("CREATE TABLE signals (customer_id TEXT, category TEXT, ts INTEGER, visible INTEGER, views REAL)")
+    store = OnlineStore(tmp_path / "store.sqlite")
+    store.clear()
+    assert store.write(random_events) == len(random_events)
+    assert store.rows(store.customers()[0]).values.shape[1] == len(SIGNAL_NAMES)
+    store.close()
