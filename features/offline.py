@@ -167,18 +167,28 @@ def aggregate_at(frame: pd.DataFrame, t: int, pairs: pd.DataFrame) -> Aggregates
                       grid.category_last[row, cat])
 
 
-def _assemble(features: list[Feature], aggregates: Aggregates, t: int, out: np.ndarray) -> None:
-    """Write the feature matrix of ``aggregates`` at time t into ``out``, block by block."""
-    for begin in range(0, len(out), BLOCK_ROWS):
-        block = Aggregates(**{name: a[begin:begin + BLOCK_ROWS] for name, a in vars(aggregates).items()})
-        out[begin:begin + BLOCK_ROWS] = assemble_features(features, block, np.full(len(block.category_last), t))
+def _assemble(features: list[Feature], grid: Aggregates, t: int, out: np.ndarray) -> None:
+    """Write into ``out`` the feature rows (customer x category) of a grid of aggregates at time t: customer
+    arrays have one row per customer, category arrays one per customer and category. Block by block,
+    so that repeating the customer values and the assembly stay in cache."""
+    k = grid.category_last.shape[1]
+    step = max(1, BLOCK_ROWS // max(k, 1))
+    for begin in range(0, len(grid.customer_last), step):
+        end = min(begin + step, len(grid.customer_last))
+        block = Aggregates(np.repeat(grid.customer_sums[begin:end], k, axis=0),
+                           np.repeat(grid.customer_last[begin:end], k, axis=0),
+                           grid.category_sums[begin:end].reshape((end - begin) * k, *grid.category_sums.shape[2:]),
+                           grid.category_last[begin:end].reshape((end - begin) * k, -1))
+        out[begin * k:end * k] = assemble_features(features, block, np.full((end - begin) * k, t))
 
 
 def features_at(frame: pd.DataFrame, t: int, pairs: pd.DataFrame, features: list[Feature]) -> pd.DataFrame:
     """Feature values of (customer_id, category) pairs at time t (epoch seconds)."""
     pairs = pairs.reset_index(drop=True)
     matrix = np.empty((len(pairs), len(features)))
-    _assemble(features, aggregate_at(frame, t, pairs), t, matrix)
+    rows = aggregate_at(frame, t, pairs)
+    _assemble(features, Aggregates(rows.customer_sums, rows.customer_last, rows.category_sums[:, None],
+                                   rows.category_last[:, None]), t, matrix)
     return pd.concat([pairs, pd.DataFrame(matrix, columns=[f.name for f in features])], axis=1)
 
 
@@ -239,13 +249,9 @@ def build_from_signals(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon
             who = c[0] + np.flatnonzero(active[c[0]:c[-1] + 1, j])
             if not len(who):
                 continue
-            grid = history.at(who, t)
             n = len(who) * k
-            aggregates = Aggregates(np.repeat(grid.customer_sums, k, axis=0), np.repeat(grid.customer_last, k, axis=0),
-                                    grid.category_sums.reshape(n, *grid.category_sums.shape[2:]),
-                                    grid.category_last.reshape(n, -1))
             begin = first_row[j] + rank[who[0], j] * k
-            _assemble(features, aggregates, t, matrix[begin:begin + n])
+            _assemble(features, history.at(who, t), t, matrix[begin:begin + n])
             labels[begin:begin + n] = _bought(bought, (who.astype("int64")[:, None] * k + np.arange(k)).ravel(),
                                               t, horizon_days)
     return _frame_rows(matrix, labels, customers, active, categories, cutoffs, features)

@@ -1,0 +1,156 @@
+"""Benchmark of the point-in-time training-set build, and of the same window job against Featuretools.
+
+Usage: python benchmarks/features.py [--raw DIR] [--customers 27000] [--days 365] [--cutoffs 6] [--dask 2]
+                                     [--ft-python /tmp/nbo-ft-venv/bin/python] [--ft-customers 20000]
+                                     [--ft-days 50] [--ft-cutoffs 4] [--ft-window 30] [--ft-signals 14]
+Each measured job runs in its own subprocess, so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from features.definitions import FEATURES, FEATURES_BY_NAME, SIGNAL_NAMES  # noqa: E402
+from features.offline import build_from_signals, build_training_set, choose_cutoffs, to_signal_frame  # noqa: E402
+from features.simulate import simulate  # noqa: E402
+
+EVENT_COLUMNS = ["ts", "customer_id", "anonymous_id", "channel", "event_type", "category", "amount", "offer_id"]
+
+
+def load_raw(raw: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The events columns features need, and the categories."""
+    events = pd.read_parquet(raw / "events.parquet", columns=EVENT_COLUMNS)
+    return events, sorted(pd.read_parquet(raw / "items.parquet")["category"].dropna().unique().tolist())
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict[str, float]:
+    """A full training-set build (every declared feature), pandas or Dask with ``workers`` workers."""
+    events, categories = load_raw(raw)
+    cutoffs = choose_cutoffs(events, n_cutoffs, horizon_days)
+    began = time.perf_counter()
+    if workers:
+        from distributed import Client, LocalCluster
+
+        from features.distributed import build_training_set_dask
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None), \
+                Client():
+            training = build_training_set_dask(raw / "events.parquet", cutoffs, horizon_days, categories,
+                                               list(FEATURES), npartitions=4 * workers)
+    else:
+        training = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES))
+    seconds = time.perf_counter() - began
+    return {"events": len(events), "rows": len(training), "features": len(FEATURES), "seconds": seconds,
+            "cores": max(workers, 1), "peak_mib": peak_mib()}
+
+
+def comparable_features(n_signals: int, window_days: int) -> list[str]:
+    """Customer window sums of the first n declared signals: the job Featuretools also does."""
+    return [f"cust_{name}_{window_days}d" for name in SIGNAL_NAMES[:n_signals]]
+
+
+def run_small(raw: Path, n_cutoffs: int, window_days: int, n_signals: int, out: Path) -> dict[str, float]:
+    """Our side of the Featuretools comparison; writes the inputs the Featuretools job reads."""
+    events, categories = load_raw(raw)
+    cutoffs = choose_cutoffs(events, n_cutoffs, 7)
+    names = comparable_features(n_signals, window_days)
+    frame = to_signal_frame(events)
+    began = time.perf_counter()
+    ours = build_from_signals(frame, cutoffs, 7, categories, [FEATURES_BY_NAME[n] for n in names])
+    seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    build_training_set(events, cutoffs, 7, categories, list(FEATURES))
+    full_seconds = time.perf_counter() - began
+    signals = frame[["customer_id", "ts", *SIGNAL_NAMES[:n_signals]]].assign(
+        ts=lambda f: pd.to_datetime(f["ts"], unit="s"))
+    signals.to_parquet(out / "signals.parquet", index=False)
+    customers = ours[["customer_id", "cutoff"]].drop_duplicates()
+    pd.DataFrame({"customer_id": customers["customer_id"].to_numpy(dtype=object),
+                  "time": customers["cutoff"].dt.tz_localize(None).to_numpy()}).to_parquet(out / "cutoffs.parquet")
+    return {"events": len(events), "customer_cutoffs": len(customers), "features": len(names),
+            "seconds": seconds, "full_seconds": full_seconds}
+
+
+def run_job(args: list[str]) -> dict[str, float]:
+    """One job of this script in a fresh interpreter."""
+    done = subprocess.run([sys.executable, __file__, "--job", *args], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report_full(label: str, r: dict[str, float]) -> None:
+    rate = r["events"] / r["seconds"]
+    print(f"{label}: events={r['events']:,} rows={r['rows']:,} features={r['features']} seconds={r['seconds']:.1f} "
+          f"events/s={rate:,.0f} per core={rate / r['cores']:,.0f} (cores={r['cores']}) peak_rss={r['peak_mib']:,.0f} MiB")
+
+
+def main() -> None:
+    """Parse arguments, simulate if needed, run the jobs, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw", type=Path, default=None, help="raw folder with events.parquet and items.parquet")
+    parser.add_argument("--customers", type=int, default=27000)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cutoffs", type=int, default=6)
+    parser.add_argument("--horizon", type=int, default=7)
+    parser.add_argument("--dask", type=int, default=0, help="also build on a LocalCluster of this many workers")
+    parser.add_argument("--ft-python", default=None, help="python of a virtualenv with featuretools 1.31")
+    parser.add_argument("--ft-customers", type=int, default=20000)
+    parser.add_argument("--ft-days", type=int, default=50)
+    parser.add_argument("--ft-cutoffs", type=int, default=4)
+    parser.add_argument("--ft-window", type=int, default=30)
+    parser.add_argument("--ft-signals", type=int, default=14)
+    parser.add_argument("--job", nargs="+", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:
+        kind, *rest = args.job
+        result = (run_full(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3])) if kind == "full" else
+                  run_small(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), Path(rest[4])))
+        print(json.dumps(result))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        raw = args.raw or tmp / "raw"
+        if args.raw is None:
+            simulate(raw, args.customers, args.days, args.seed)
+        report_full("pandas", run_job(["full", str(raw), str(args.cutoffs), str(args.horizon), "0"]))
+        if args.dask:
+            report_full("dask", run_job(["full", str(raw), str(args.cutoffs), str(args.horizon), str(args.dask)]))
+        if args.ft_python:
+            compare_featuretools(args, tmp)
+
+
+def compare_featuretools(args: argparse.Namespace, tmp: Path) -> None:
+    """The same window-sum job, ours and Featuretools', side by side on a subset both can do."""
+    raw = tmp / "small"
+    simulate(raw, args.ft_customers, args.ft_days, args.seed)
+    ours = run_job(["small", str(raw), str(args.ft_cutoffs), str(args.ft_window), str(args.ft_signals), str(tmp)])
+    job = Path(__file__).with_name("featuretools_job.py")
+    done = subprocess.run([args.ft_python, str(job), str(tmp / "signals.parquet"), str(tmp / "cutoffs.parquet"),
+                           str(args.ft_window)], check=True, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"subset: events={ours['events']:,} customers={args.ft_customers:,} cutoffs={args.ft_cutoffs} "
+          f"customer-cutoffs={ours['customer_cutoffs']:,} features={ours['features']} ({args.ft_window}-day sums)")
+    print(f"  featuretools calculate_feature_matrix: {theirs['seconds']:.3f} s ({theirs['rows']:,} rows)")
+    print(f"  ours, same features:                   {ours['seconds']:.3f} s  ratio {theirs['seconds'] / ours['seconds']:.1f}x")
+    print(f"  ours, full training set (all {len(FEATURES)} features x categories, from raw events): "
+          f"{ours['full_seconds']:.3f} s  ratio {theirs['seconds'] / ours['full_seconds']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
