@@ -92,6 +92,19 @@ def serve(port: int = 3000, home: Home = None) -> None:
 
 
 @app.command()
+def build(home: Home = None) -> None:
+    """Package the champion beside the service and build a Bento (it serves that model if the registry is down)."""
+    from serving.process import build_bento
+    from training.registry import connect, load_model
+
+    model = load_model(connect(get_paths(home)))
+    if model is None:
+        fail("no champion in the registry: run `nbo train` first")
+    console.print(f"built {build_bento(model)} with model version {model.version}; "
+                  "serve it with `bentoml serve TAG` and NBO_HOME set")
+
+
+@app.command()
 def recommend(customer_id: str, channel: str = "web", k: int = 3, category: str | None = None,
               url: str = "http://127.0.0.1:3000") -> None:
     """Ask a running service for a customer's best offers."""

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 
 from nbo.config import Paths
+from serving.packaged import PACKAGED, export_model
+from training.registry import LoadedModel
 
 SERVICE = "serving.service:NextBestOffer"
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,18 +26,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def serve_command(port: int) -> list[str]:
-    """The bentoml serve command line for this project's service."""
+def serve_command(port: int, target: str = SERVICE) -> list[str]:
+    """The bentoml serve command line for this project's service (or a built Bento's tag)."""
     bentoml = Path(sys.executable).with_name("bentoml")
-    return [str(bentoml), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
+    return [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def start_service(paths: Paths, port: int, log_path: Path | None = None,
-                  env: dict[str, str] | None = None) -> subprocess.Popen:
+                  env: dict[str, str] | None = None, target: str = SERVICE) -> subprocess.Popen:
     """Start the service in the background on the home's champion model and online store."""
     env = {**os.environ, "NBO_HOME": str(paths.home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(serve_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.Popen(serve_command(port, target), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
@@ -63,3 +65,16 @@ def stop_service(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait()
+
+
+def build_bento(model: LoadedModel, bentoml_home: Path | None = None) -> str:
+    """Package a model beside the service code and build a Bento from bentofile.yaml; return its tag."""
+    export_model(model, PACKAGED)
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true",
+           **({"BENTOML_HOME": str(bentoml_home)} if bentoml_home else {})}
+    bentoml = Path(sys.executable).with_name("bentoml")
+    built = subprocess.run([str(bentoml), "build", str(ROOT), "--output", "tag"], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        raise RuntimeError(f"bentoml build failed:\n{built.stderr[-2000:]}")
+    return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")

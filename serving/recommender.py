@@ -14,7 +14,8 @@ from features.pipeline import read_raw
 from nbo.config import Paths
 from serving.decisions import DecisionLog
 from serving.rules import Policy, capped_offers, choose_slots, eligible_offers, rank_offers, recently_bought
-from training.registry import LoadedModel, connect, load_model, predict_proba
+from serving.packaged import load_serving_model
+from training.registry import LoadedModel, predict_proba
 
 
 @dataclass
@@ -70,22 +71,27 @@ class Recommender:
     """Scores a customer's eligible offers with the champion model, applies the rules and logs the decision."""
 
     def __init__(self, model: LoadedModel | None, store: FeatureStore, offers: pd.DataFrame, items: pd.DataFrame,
-                 log: DecisionLog, policy: Policy = Policy(), seed: int | None = None):
+                 log: DecisionLog, policy: Policy = Policy(), seed: int | None = None, model_source: str = "registry"):
         self.scorer = Scorer(model) if model else None
+        self.model_source = model_source if model else "none"
         self.store, self.offers, self.log, self.policy = store, offers, log, policy
         self.item_category = items.set_index("item_id")["category"].to_dict()
         self.rng = np.random.default_rng(seed)
 
     @classmethod
     def from_home(cls, paths: Paths, policy: Policy = Policy()) -> Recommender:
-        """The champion from the home's registry, its online store, catalogue and decision log."""
-        return cls(load_model(connect(paths)), open_store(paths), read_raw(paths, "offers"),
-                   read_raw(paths, "items"), DecisionLog(paths.decisions), policy)
+        """The champion (registry, else packaged), the home's online store, catalogue and decision log."""
+        model, source = load_serving_model(paths)
+        return cls(model, open_store(paths), read_raw(paths, "offers"), read_raw(paths, "items"),
+                   DecisionLog(paths.decisions), policy, model_source=source)
 
-    def use_model(self, model: LoadedModel) -> None:
+    def use_model(self, model: LoadedModel | None) -> None:
         """Serve another model from the next request on (one attribute swap: requests in flight finish on
-        the model they started with)."""
+        the model they started with). A missing or unservable model raises and changes nothing."""
+        if model is None:
+            raise LookupError("the registry has no champion")
         self.scorer = Scorer(model)
+        self.model_source = "registry"
 
     def recommend(self, customer_id: str, channel: str, k: int = 3, current_category: str | None = None,
                   cart_items: list[str] | None = None, now: pd.Timestamp | None = None) -> Decision:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from typing import Literal
@@ -18,6 +19,7 @@ from serving.recommender import Recommender
 from training.registry import connect, load_model
 
 Channel = Literal[CHANNELS]
+logger = logging.getLogger("nbo.serving")
 MAX_EVENTS = 1000
 
 
@@ -104,7 +106,9 @@ class EventsResponse(BaseModel):
 
 class Status(BaseModel):
     model_version: str | None
-    model_source: Literal["registry", "none"]
+    model_source: Literal["registry", "packaged", "none"] = Field(
+        ..., description="registry: the champion; packaged: the model built into the Bento (registry "
+                         "unreachable at start); none: popularity only.")
 
 
 def authorized(ctx: bentoml.Context) -> bool:
@@ -161,11 +165,11 @@ class NextBestOffer:
     def reload(self, ctx: bentoml.Context) -> Status:
         """Load the current champion from the registry without downtime."""
         if authorized(ctx):
-            model = load_model(connect(self.paths))
-            if model is None:
+            try:
+                self.recommender.use_model(load_model(connect(self.paths)))
+            except Exception as error:  # no champion, registry down, or a model this code cannot serve
+                logger.warning("reload refused, keeping the current model: %s", error)
                 ctx.response.status_code = 409
-            else:
-                self.recommender.use_model(model)
         return self.describe()
 
     @bentoml.api(route="/status")
@@ -176,4 +180,4 @@ class NextBestOffer:
     def describe(self) -> Status:
         scorer = self.recommender.scorer
         return Status(model_version=scorer.model.version if scorer else None,
-                      model_source="registry" if scorer else "none")
+                      model_source=self.recommender.model_source)
