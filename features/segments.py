@@ -29,3 +29,11 @@ def value_tier(revenue: pd.Series, thresholds: list[float]) -> pd.Series:
     """meh / good / great by 365-day revenue against the cut points."""
     tier = np.searchsorted(np.asarray(thresholds), revenue.fillna(0).to_numpy(), side="right")
     return pd.Series(np.asarray(VALUE_TIERS, dtype=object)[tier], index=revenue.index, name="value_tier")
+
+
+def latest_tiers(training: pd.DataFrame) -> pd.DataFrame:
+    """Each customer's activity and value tier at the training set's last cutoff."""
+    latest = training[training["cutoff"] == training["cutoff"].max()].drop_duplicates("customer_id")
+    latest = latest.set_index("customer_id")
+    revenue = latest["cust_revenue_365d"]
+    return pd.concat([activity_tier(latest), value_tier(revenue, value_thresholds(revenue))], axis=1).reset_index()

@@ -42,6 +42,12 @@ class DecisionLog:
                                 (customer_id, since)).fetchall()
         return pd.DataFrame(found, columns=["offer_id", "channel", "ts"])
 
+    def contacted(self, channel: str, since: int) -> set[str]:
+        """Customers who got an offer in a channel since a time."""
+        found = self.db.execute("SELECT DISTINCT customer_id FROM decisions WHERE channel = ? AND ts >= ?",
+                                (channel, since))
+        return {c for (c,) in found}
+
     def record_outcomes(self, events: pd.DataFrame) -> int:
         """Keep offer events that carry a decision_id; return how many were new."""
         if "decision_id" not in events:

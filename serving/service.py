@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.schema import CHANNELS, validate_events
 from nbo.config import get_paths
 from serving.observability import EVENTS, observe_decision
+from serving.campaign import plan_campaign
 from serving.recommender import Recommender
 from training.registry import connect, load_model
 
@@ -104,6 +105,32 @@ class EventsResponse(BaseModel):
     rejected: list[Rejected] = Field(..., description="Events refused, also written to the quarantine file.")
 
 
+class CampaignRequest(BaseModel):
+    """Who to target and how many to contact."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget: float = Field(..., gt=0, le=1, description="Fraction of eligible customers to contact.", examples=[0.2])
+    channel: Channel = Field("email", description="Channel of the campaign (opt-in and offer channels apply).")
+    segment: dict[str, str] = Field(default_factory=dict, max_length=10,
+                                    description="Customer attribute filters, e.g. activity_tier, value_tier, "
+                                                "lifecycle_stage.", examples=[{"value_tier": "great"}])
+    limit: int = Field(1000, ge=1, le=100_000, description="Most rows returned in the response.")
+
+
+class CampaignRow(BaseModel):
+    customer_id: str
+    offer_id: str
+    uplift: float = Field(..., description="Predicted incremental effect of the offer on the outcome.")
+    expected_value: float = Field(..., description="uplift x the offer's value.")
+
+
+class CampaignResponse(BaseModel):
+    eligible: int = Field(..., description="Customers in the segment, opted in and not contacted this week.")
+    selected: int = Field(..., description="Customers chosen (at most budget x eligible).")
+    expected_incremental_value: float
+    rows: list[CampaignRow] = Field(..., description="Best first, at most `limit`.")
+
+
 class Status(BaseModel):
     model_version: str | None
     model_source: Literal["registry", "packaged", "none"] = Field(
@@ -160,6 +187,24 @@ class NextBestOffer:
         if len(valid) == 0:
             ctx.response.status_code = 422
         return EventsResponse(accepted=applied, duplicates=len(valid) - applied, rejected=rejected)
+
+    @bentoml.api(input_spec=CampaignRequest, output_spec=CampaignResponse)
+    def campaign(self, ctx: bentoml.Context, **request) -> CampaignResponse:
+        """The best offer per customer of a segment under a contact budget, by predicted uplift."""
+        empty = CampaignResponse(eligible=0, selected=0, expected_incremental_value=0.0, rows=[])
+        if not authorized(ctx):
+            return empty
+        request = CampaignRequest.model_validate(request)
+        try:
+            chosen, eligible = plan_campaign(self.paths, self.recommender, request.budget, request.channel,
+                                             request.segment)
+        except (ValueError, FileNotFoundError) as error:
+            ctx.response.status_code = 409 if isinstance(error, FileNotFoundError) else 400
+            logger.warning("campaign refused: %s", error)
+            return empty
+        rows = [CampaignRow(**r) for r in chosen.head(request.limit)[list(CampaignRow.model_fields)].to_dict("records")]
+        return CampaignResponse(eligible=eligible, selected=len(chosen),
+                                expected_incremental_value=float(chosen["expected_value"].sum()), rows=rows)
 
     @bentoml.api(route="/admin/reload")
     def reload(self, ctx: bentoml.Context) -> Status:

@@ -25,8 +25,8 @@ def service(trained_home, tmp_path_factory):
 
 def test_recommend_over_http_for_a_known_and_an_unknown_customer(service):
     url, paths = service
-    from features.online import OnlineStore
-    known = OnlineStore(paths.online_store).customers()[0]
+    from features.online import open_store
+    known = open_store(paths).customers()[0]
     answer = httpx.post(f"{url}/recommend", json={"customer_id": known, "channel": "web", "k": 2}, timeout=10)
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -52,8 +52,8 @@ def test_malformed_bodies_get_a_4xx_naming_the_field(service, body, field):
 
 def test_a_live_product_view_changes_the_next_recommendation(service):
     url, paths = service
-    from features.online import OnlineStore
-    customer = OnlineStore(paths.online_store).customers()[3]
+    from features.online import open_store
+    customer = open_store(paths).customers()[3]
     ask = lambda: httpx.post(f"{url}/recommend", json={"customer_id": customer, "channel": "web", "k": 20},
                              timeout=10).json()
     before = ask()
@@ -104,3 +104,28 @@ def test_metrics_count_recommendations_per_offer_and_fallbacks(service):
     text = httpx.get(f"{url}/metrics", timeout=10).text
     assert 'nbo_decisions_total{channel="web",fallback="true"}' in text
     assert "nbo_recommendations_total{" in text and "nbo_recommend_seconds_bucket" in text
+
+
+def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budget(service):
+    url, paths = service
+    headers = {"x-api-key": KEY}
+    body = {"budget": 0.2, "channel": "email", "segment": {"email_opt_in": "True"}, "limit": 5}
+    missing = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
+    assert missing.status_code == 409  # no uplift model trained yet
+    from training.uplift_commands import train_uplift
+    train_uplift(paths, pd.read_parquet(paths.raw / "customers.parquet"),
+                 pd.read_parquet(paths.raw / "exposures.parquet"), pd.read_parquet(paths.raw / "offers.parquet"),
+                 n_boot=5)
+    answer = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
+    assert answer.status_code == 200, answer.text
+    plan = answer.json()
+    assert 0 < plan["selected"] <= int(0.2 * plan["eligible"])
+    assert len(plan["rows"]) == 5
+    values = [r["expected_value"] for r in plan["rows"]]
+    assert values == sorted(values, reverse=True) and values[-1] > 0
+    assert len({r["customer_id"] for r in plan["rows"]}) == 5
+    opted = pd.read_parquet(paths.raw / "customers.parquet").set_index("customer_id")["email_opt_in"]
+    assert opted[[r["customer_id"] for r in plan["rows"]]].all()
+    bad = httpx.post(f"{url}/campaign", json={**body, "segment": {"shoe_size": "42"}}, headers=headers, timeout=60)
+    assert bad.status_code == 400
+    assert httpx.post(f"{url}/campaign", json={**body, "budget": 1.5}, headers=headers, timeout=10).status_code == 400
