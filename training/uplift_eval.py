@@ -57,6 +57,24 @@ def measure_ranking(score: np.ndarray, y: np.ndarray, treated: np.ndarray, weigh
     return metrics
 
 
+def split_exposures(frame: pd.DataFrame, by: str = "time", holdout: float = 0.25,
+                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and held-out rows: the last campaigns (by="time") or a random share of customers."""
+    if by == "time":
+        order = frame.groupby("campaign")["ts"].min().sort_values().index
+        test_keys = set(order[len(order) - max(1, round(holdout * len(order))):])
+        test = frame["campaign"].isin(test_keys)
+    elif by == "customer":
+        ids = frame["customer_id"].unique()
+        chosen = np.random.default_rng(seed).random(len(ids)) < holdout
+        test = frame["customer_id"].isin(ids[chosen])
+    else:
+        raise ValueError(f"split must be 'time' or 'customer', got {by!r}")
+    if test.all() or not test.any():
+        raise ValueError("the split leaves no training or no held-out rows")
+    return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
+
+
 def build_offer_grid(frame: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
     """All offers seen, and per row which of them its campaign offered (True = available)."""
     offers = pd.Index(sorted(frame["offer"].dropna().astype(str).unique()))
@@ -167,8 +185,8 @@ def evaluate_uplift(model: UpliftModel, customers: pd.DataFrame, offer_table: pd
     predicted = predict_grid(lambda c, o, ts: predict_uplift(model, customers, offer_table, c, o, ts),
                              test, offers, available)
     column = offers.get_indexer(test["offer"].astype(object).where(test["offer"].notna(), None))
-    score = pick_row_offer(predicted, column, np.nan)
-    score = np.where(np.isnan(score), np.nanmean(predicted, axis=1), score)
+    score = (pick_row_offer(predicted, column, np.nan) if model.spec.control_by_offer
+             else np.nanmean(predicted, axis=1))
     truth = predict_grid(true_uplift, test, offers, available) if true_uplift else None
     groups = offer_table["category"] if "category" in offer_table.columns else pd.Series(dtype=object)
     share = (pick_row_offer(estimate_intended_share(test, offers, available, groups,

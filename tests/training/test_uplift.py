@@ -23,7 +23,7 @@ def simulated(tmp_path_factory):
     train, test = split_exposures(frame, "time", 0.3)
     table = build_offer_table(exposures, offers)
     model = fit_uplift(customers, train, table, "converted")
-    report = evaluate_uplift(model, customers, table, test, 0.3, load_truth(raw).uplift, frame, n_boot=40)
+    report = evaluate_uplift(model, customers, table, test, 0.3, load_truth(raw).uplift, frame, n_boot=30)
     return {"customers": customers, "offers": offers, "train": train, "test": test, "model": model,
             "report": report, "frame": frame}
 
@@ -76,7 +76,7 @@ def test_select_campaign_keeps_each_customers_best_positive_offer():
         select_campaign(scores, 1.5)
 
 
-def make_generic(n: int = 6000, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+def make_generic(n: int = 4000, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customers with a categorical tier; offer A works on gold customers only, B on nobody."""
     rng = np.random.default_rng(seed)
     customers = pd.DataFrame({"customer_id": [f"u{i}" for i in range(n)],
@@ -108,7 +108,7 @@ def test_generic_input_with_a_categorical_attribute():
     b = predict_uplift(model, people, table, ids, ["B"] * 4, ts)
     assert np.all(a[tiers == "gold"] > 0.15) and np.all(np.abs(a[tiers == "basic"]) < 0.1)
     assert np.all(np.abs(b) < 0.1)
-    report = evaluate_uplift(model, people, table, test, 0.5, n_boot=20)
+    report = evaluate_uplift(model, people, table, test, 0.5, n_boot=10)
     assert report["qini"]["low"] > 0
     assert report["model_snips"]["value"] > report["random_snips"]["value"]
 
