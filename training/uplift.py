@@ -147,6 +147,9 @@ def build_matrix(spec: UpliftSpec, customers: pd.DataFrame, offer_table: pd.Data
                  ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """Model inputs for (customer, offer, time) rows; offer inputs are missing when offer_ids is None."""
     people = customers.set_index("customer_id")
+    wanted = [*spec.numeric, *spec.datetimes, *(c for c in spec.categories if not c.startswith("offer_"))]
+    if missing := [c for c in wanted if c not in people.columns]:
+        raise ValueError(f"customer features lack column(s) {missing} the uplift model was trained with")
     rows = people.index.get_indexer(pd.Index(np.asarray(customer_ids, dtype=object)))
     when = pd.DatetimeIndex(pd.to_datetime(ts, utc=True))
     n = len(rows)

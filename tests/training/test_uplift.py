@@ -108,6 +108,8 @@ def test_generic_input_with_a_categorical_attribute():
     b = predict_uplift(model, people, table, ids, ["B"] * 4, ts)
     assert np.all(a[tiers == "gold"] > 0.15) and np.all(np.abs(a[tiers == "basic"]) < 0.1)
     assert np.all(np.abs(b) < 0.1)
+    with pytest.raises(ValueError, match="tier"):
+        predict_uplift(model, people.drop(columns="tier"), table, ids, ["A"] * 4, ts)
     report = evaluate_uplift(model, people, table, test, 0.5, n_boot=10)
     assert report["qini"]["low"] > 0
     assert report["model_snips"]["value"] > report["random_snips"]["value"]
