@@ -29,6 +29,7 @@ class DecisionLog:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync on the request path
         self.db.executescript(_SCHEMA)
 
     def record(self, rows: list[tuple]) -> None:
