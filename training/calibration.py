@@ -1,46 +1,53 @@
-"""Probability calibration: isotonic regression fitted on the validation cutoff, stored as plain numbers."""
+"""Probability calibration: isotonic regression fitted on the validation cutoff, stored as plain numbers
+(JSON, no pickle)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
-# Added to the isotonic step function so that it stays strictly increasing: scores that the raw model
-# ranks apart stay apart, and within-customer rankings are those of the raw model.
+METHOD = "isotonic_centred"
+# Added to the calibrated probability so that it stays strictly increasing beyond the fitted range too:
+# scores that the raw model ranks apart stay apart.
 TIE_BREAK = 1e-6
 
 
 @dataclass(frozen=True)
 class Calibrator:
-    """A monotone map from raw scores to probabilities: linear interpolation between thresholds."""
+    """A monotone map from raw scores to probabilities: linear interpolation between points."""
 
     x: tuple[float, ...]
     y: tuple[float, ...]
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (what is logged as the run's calibrator artifact)."""
-        return {"method": "isotonic", "tie_break": TIE_BREAK, "x": list(self.x), "y": list(self.y)}
+        return {"method": METHOD, "tie_break": TIE_BREAK, "x": list(self.x), "y": list(self.y)}
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibrator:
         """Rebuild a calibrator from its JSON form."""
-        if data.get("method") != "isotonic":
+        if data.get("method") != METHOD:
             raise ValueError(f"unknown calibration method {data.get('method')!r}")
         return cls(tuple(map(float, data["x"])), tuple(map(float, data["y"])))
 
 
 def fit_calibrator(scores: np.ndarray, labels: np.ndarray) -> Calibrator:
-    """Isotonic regression of 0/1 labels on raw scores (scores outside the fitted range are clipped)."""
+    """Isotonic regression of 0/1 labels on raw scores, interpolated between the centres of its blocks
+    (the mean raw score of each constant block) rather than stepwise, so that it stays strictly increasing;
+    scores beyond the first and last centres keep the end values."""
     if len(np.unique(labels)) < 2:
         raise ValueError("calibration needs both classes in the validation labels")
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, labels)
-    return Calibrator(tuple(iso.X_thresholds_.tolist()), tuple(iso.y_thresholds_.tolist()))
+    fitted = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit_transform(scores, labels)
+    centres = pd.Series(scores).groupby(fitted).mean()
+    return Calibrator(tuple(centres.to_numpy().tolist()), tuple(centres.index.to_numpy().tolist()))
 
 
 def calibrate(calibrator: Calibrator, scores: np.ndarray) -> np.ndarray:
-    """Calibrated probabilities of raw scores, kept strictly increasing in the raw score."""
+    """Calibrated probabilities of raw scores (raw scores are probabilities, so the tie-break adds at
+    most TIE_BREAK)."""
     mapped = np.interp(scores, calibrator.x, calibrator.y)
     return np.clip(mapped + TIE_BREAK * np.asarray(scores), 0.0, 1.0)
 

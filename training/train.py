@@ -61,7 +61,7 @@ def train(paths: Paths) -> dict[str, object]:
     client = connect(paths)
     incumbent = champion_score(client, split.test)
     params = {**PARAMS, "train_rows": len(split.train), "valid_rows": len(split.valid), "test_rows": len(split.test),
-              "gate_metric": GATE_METRIC, "horizon_days": lineage["horizon_days"], "calibration": "isotonic",
+              "gate_metric": GATE_METRIC, "horizon_days": lineage["horizon_days"], "calibration": "isotonic_centred",
               "test_cutoff": lineage["cutoffs"][-1], "events_sha256": lineage["events_sha256"]}
     example = pd.DataFrame(matrices["test"][:5], columns=names)
     version = log_model(booster, calibrator, example, params, metrics, meta, report, draw_figures(report))
