@@ -81,8 +81,8 @@ def show_report(report: dict) -> None:
         console.print(table)
     oracle = report["oracle"]
     if oracle:
-        share = build_table(f"share of the oracle's true expected value (best offer per customer, "
-                            f"{oracle['customers']} customers, {oracle['offers']} valid offers)", ["policy", "share"])
+        share = build_table("share of the oracle's true expected value", ["policy", "share"])
+        share.caption = f"best offer per customer: {oracle['customers']} customers, {oracle['offers']} valid offers"
         for name, value in oracle["share"].items():
             share.add_row(name, f"{value:.1%}")
         console.print(share)
