@@ -10,6 +10,8 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
 METHOD = "isotonic_centred"
+# Points interpolated linearly either way; "isotonic" (step thresholds) was written by earlier versions.
+METHODS = ("isotonic", METHOD)
 # Added to the calibrated probability so that it stays strictly increasing beyond the fitted range too:
 # scores that the raw model ranks apart stay apart.
 TIE_BREAK = 1e-6
@@ -21,17 +23,18 @@ class Calibrator:
 
     x: tuple[float, ...]
     y: tuple[float, ...]
+    method: str = METHOD
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (what is logged as the run's calibrator artifact)."""
-        return {"method": METHOD, "tie_break": TIE_BREAK, "x": list(self.x), "y": list(self.y)}
+        return {"method": self.method, "tie_break": TIE_BREAK, "x": list(self.x), "y": list(self.y)}
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibrator:
         """Rebuild a calibrator from its JSON form."""
-        if data.get("method") != METHOD:
+        if data.get("method") not in METHODS:
             raise ValueError(f"unknown calibration method {data.get('method')!r}")
-        return cls(tuple(map(float, data["x"])), tuple(map(float, data["y"])))
+        return cls(tuple(map(float, data["x"])), tuple(map(float, data["y"])), data["method"])
 
 
 def fit_calibrator(scores: np.ndarray, labels: np.ndarray) -> Calibrator:

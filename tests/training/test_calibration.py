@@ -29,3 +29,11 @@ def test_isotonic_calibration_fixes_overconfident_scores_and_keeps_their_order()
 def test_calibration_needs_both_classes():
     with pytest.raises(ValueError, match="both classes"):
         fit_calibrator(np.array([0.1, 0.2]), np.array([0, 0]))
+
+
+def test_step_calibrators_of_earlier_versions_still_load():
+    steps = Calibrator.from_dict({"method": "isotonic", "x": [0.1, 0.2, 0.2, 0.4], "y": [0.0, 0.0, 0.5, 0.5]})
+    assert calibrate(steps, np.array([0.15, 0.3])) == pytest.approx([0.0, 0.5], abs=1e-5)
+    assert Calibrator.from_dict(steps.to_dict()) == steps
+    with pytest.raises(ValueError, match="unknown calibration method"):
+        Calibrator.from_dict({"method": "platt", "x": [], "y": []})
