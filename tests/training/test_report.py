@@ -14,7 +14,7 @@ MODELS = {"lightgbm", "lightgbm_uncalibrated", "popularity", "recency_frequency"
 
 
 def champion_report(paths) -> tuple[dict, MlflowClient, str]:
-    client = MlflowClient(paths.tracking_uri)
+    client = connect(paths)  # other tests point MLflow at their own homes
     run_id = client.get_model_version_by_alias(MODEL_NAME, "champion").run_id
     return mlflow.artifacts.load_dict(f"runs:/{run_id}/evaluation/report.json"), client, run_id
 
