@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,10 +110,12 @@ class Recommender:
         if decision.fallback:
             popularity = scorer.model.meta["popularity"] if scorer else {}
             ranked = rank_offers(candidates, candidates["category"].map(popularity).fillna(0.0).to_numpy(), set())
-            reasons = {c: f"popular in {c} right now" for c in ranked["category"]}
+            chosen = choose_slots(ranked, k, self.policy.epsilon, self.rng)
+            reasons = {c: f"popular in {c} right now" for c in chosen["category"]}
         else:
-            ranked, reasons = self._score(scorer, rows, candidates, t, current_category, cart_items or [])
-        chosen = choose_slots(ranked, k, self.policy.epsilon, self.rng)
+            ranked, explain = self._score(scorer, rows, candidates, t, current_category, cart_items or [])
+            chosen = choose_slots(ranked, k, self.policy.epsilon, self.rng)
+            reasons = explain(chosen["category"].tolist())
         decision.offers = [RankedOffer(o.offer_id, float(o.score), float(o.expected_value), reasons[o.category],
                                        float(o.propensity), bool(o.explored)) for o in chosen.itertuples()]
         self.log.record([(decision.decision_id, t, customer_id, channel, version, int(decision.fallback),
@@ -121,8 +124,9 @@ class Recommender:
         return decision
 
     def _score(self, scorer: Scorer, rows: CustomerRows, candidates: pd.DataFrame, t: int,
-               current_category: str | None, cart_items: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
-        """Rank the candidates by the model's expected value; a reason per category."""
+               current_category: str | None, cart_items: list[str]) -> tuple[pd.DataFrame, Callable]:
+        """Rank the candidates by the model's expected value; and a function giving the reasons of the
+        categories finally shown (contributions are costly: only those rows are explained)."""
         cart = [self.item_category[i] for i in cart_items if i in self.item_category]
         rows = with_context(rows, t, current_category, cart)
         categories = sorted(candidates["category"].unique())
@@ -135,9 +139,13 @@ class Recommender:
         excluded = recently_bought(categories, (t - last_purchase) / DAY, self.policy.recent_purchase_days)
         position = pd.Index(categories).get_indexer(candidates["category"])
         ranked = rank_offers(candidates, probability[position], excluded)
-        contributions = scorer.model.booster.predict(matrix, pred_contrib=True, num_threads=1)
-        reasons = {c: self._reason(features, declared[i], contributions[i], c) for i, c in enumerate(categories)}
-        return ranked, reasons
+
+        def explain(shown: list[str]) -> dict[str, str]:
+            rows_shown = pd.Index(categories).get_indexer(shown)
+            contributions = scorer.model.booster.predict(matrix[rows_shown], pred_contrib=True, num_threads=1)
+            return {c: self._reason(features, declared[i], contributions[j], c)
+                    for j, (i, c) in enumerate(zip(rows_shown, shown))}
+        return ranked, explain
 
     @staticmethod
     def _reason(features: list, values: np.ndarray, contributions: np.ndarray, category: str) -> str:
