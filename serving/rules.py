@@ -22,10 +22,10 @@ class Policy:
 
 def eligible_offers(offers: pd.DataFrame, channel: str, now: pd.Timestamp) -> pd.DataFrame:
     """Offers valid at this moment and allowed in this channel."""
-    started = offers["valid_from"].isna() | (offers["valid_from"] <= now)
-    not_ended = offers["valid_to"].isna() | (offers["valid_to"] >= now)
-    in_channel = offers["channels"].str.split("|").map(lambda allowed: channel in allowed)
-    return offers[started & not_ended & in_channel.astype(bool)]
+    started = offers["valid_from"].isna().to_numpy() | (offers["valid_from"] <= now).to_numpy()
+    not_ended = offers["valid_to"].isna().to_numpy() | (offers["valid_to"] >= now).to_numpy()
+    in_channel = np.array([channel in allowed.split("|") for allowed in offers["channels"].tolist()], dtype=bool)
+    return offers[started & not_ended & in_channel]
 
 
 def capped_offers(contacts: pd.DataFrame, channel: str, now: int, policy: Policy) -> set[str] | None:
@@ -39,10 +39,15 @@ def capped_offers(contacts: pd.DataFrame, channel: str, now: int, policy: Policy
 
 def rank_offers(candidates: pd.DataFrame, probability: np.ndarray, excluded_categories: set[str]) -> pd.DataFrame:
     """Best offer of each allowed category, by expected value (probability x offer value)."""
-    ranked = candidates.assign(score=probability, expected_value=probability * candidates["value"].to_numpy())
-    ranked = ranked[~ranked["category"].isin(excluded_categories)]
-    ranked = ranked.sort_values(["expected_value", "offer_id"], ascending=[False, True], kind="stable")
-    return ranked.drop_duplicates("category").reset_index(drop=True)
+    value = probability * candidates["value"].to_numpy(dtype="float64")
+    categories, offer_ids = candidates["category"].tolist(), candidates["offer_id"].tolist()
+    order = sorted(range(len(value)), key=lambda i: (-value[i], offer_ids[i]))
+    seen, best = set(excluded_categories), []
+    for i in order:
+        if categories[i] not in seen:
+            seen.add(categories[i])
+            best.append(i)
+    return candidates.iloc[best].assign(score=probability[best], expected_value=value[best]).reset_index(drop=True)
 
 
 def choose_slots(ranked: pd.DataFrame, k: int, epsilon: float, rng: np.random.Generator) -> pd.DataFrame:
