@@ -37,7 +37,8 @@ class Paths:
 
     @property
     def tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+        # Not $MLFLOW_TRACKING_URI: MLflow writes that variable itself whenever a URI is set.
+        return os.environ.get("NBO_TRACKING_URI") or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 
     @property
     def artifacts(self) -> Path:

@@ -6,7 +6,6 @@ Every version that becomes champion is appended to the registered model's ``cham
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,6 @@ EXPERIMENT = "nbo-purchase-intent"
 META_FILE = "nbo_model.json"
 CALIBRATOR_FILE = "calibrator.json"
 HISTORY_TAG = "champion_history"
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
 
 @dataclass
@@ -47,16 +45,8 @@ def predict_proba(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
 
 
 def connect(paths: Paths) -> MlflowClient:
-    """Point MLflow at the home's tracking store; artifacts go beside it.
-
-    MLflow copies the URI into $MLFLOW_TRACKING_URI, which Paths.tracking_uri reads first: the variable is
-    put back as it was, so that a later home in the same process gets its own store."""
-    before = os.environ.get(TRACKING_ENV)
+    """Point MLflow at the home's tracking store; artifacts go beside it."""
     mlflow.set_tracking_uri(paths.tracking_uri)
-    if before is None:
-        os.environ.pop(TRACKING_ENV, None)
-    else:
-        os.environ[TRACKING_ENV] = before
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         paths.artifacts.mkdir(parents=True, exist_ok=True)
         mlflow.create_experiment(EXPERIMENT, artifact_location=paths.artifacts.as_uri())

@@ -5,7 +5,7 @@ import httpx
 from serving.process import build_bento, free_port, start_service, stop_service, wait_ready
 from training.registry import connect, load_model
 
-UNREACHABLE = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+UNREACHABLE = {"NBO_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
 
 
