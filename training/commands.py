@@ -30,8 +30,12 @@ def abort(message: str) -> NoReturn:
 
 def evaluate(version: Annotated[str | None, typer.Option(help="Model version (default: the champion).")] = None,
              out: Annotated[Path | None, typer.Option(help="JSON report path (default HOME/reports/).")] = None,
+             decisions: Annotated[bool, typer.Option(help="Off-policy value of the served decisions instead.")] = False,
              home: HomeOption = None) -> None:
     """Evaluate a model against its baselines on the current training set's test cutoff."""
+    if decisions:
+        show_decision_value(get_paths(home))
+        return
     from training.dataset import load_training_set, split_by_time
     from training.registry import connect, load_model
     from training.report import build_report
@@ -49,6 +53,18 @@ def evaluate(version: Annotated[str | None, typer.Option(help="Model version (de
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     console.print(f"report written to {out}")
+
+
+def show_decision_value(paths) -> None:
+    """Print the logged policy's value and the greedy policy's IPS / SNIPS estimates from the decision log."""
+    from serving.decisions import DecisionLog, evaluate_decisions
+
+    try:
+        found = {reward: evaluate_decisions(DecisionLog(paths.decisions).joined(), reward)
+                 for reward in ("clicked", "converted")}
+    except ValueError as error:
+        abort(str(error))
+    console.print_json(json.dumps(found))
 
 
 def show_report(report: dict) -> None:

@@ -72,3 +72,18 @@ def test_one_email_offer_a_week(recommender):
     assert len(first.offers) == 1
     assert recommender.recommend(customer, "email", k=1).offers == []
     assert len(recommender.recommend(customer, "web", k=1).offers) == 1
+
+
+def test_nbo_evaluate_decisions_reads_the_decision_log(trained_home, recommender):
+    import json
+
+    from typer.testing import CliRunner
+
+    from nbo.cli import app
+    paths, _ = trained_home
+    recommender.recommend(busiest_customer(recommender), "web", k=1)
+    result = CliRunner().invoke(app, ["evaluate", "--decisions", "--home", str(paths.home)])
+    assert result.exit_code == 0, result.output
+    value = json.loads(result.output)
+    assert value["converted"]["decisions"] >= 1 and value["converted"]["explored_share"] == 0.0
+    assert value["clicked"]["greedy_snips"] == value["clicked"]["logged_value"]  # no exploration: same policy
