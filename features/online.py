@@ -105,9 +105,18 @@ class OnlineStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
         self.cache: dict[str, CustomerRows] = {}
+        self.path = path
+        columns = [name for _, name, *_ in self.db.execute("PRAGMA table_info(signals)")]
+        self.stale = columns[4:] != list(SIGNAL_NAMES)
+
+    def _check(self) -> None:
+        if self.stale:
+            raise RuntimeError(f"online store {self.path} was built for other signals than the declared ones: "
+                               "rebuild it with `nbo features`")
 
     def write(self, events: pd.DataFrame) -> int:
         """Apply validated canonical events not seen before; return how many were new."""
+        self._check()
         events = events.sort_values("ts", kind="stable").reset_index(drop=True)
         with self.db:
             self.db.execute("BEGIN")
@@ -179,6 +188,7 @@ class OnlineStore:
 
     def rows(self, customer_id: str) -> CustomerRows | None:
         """The customer's signal rows, or None for a customer the store has never seen."""
+        self._check()
         if customer_id not in self.cache:
             found = self.db.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM signals WHERE customer_id = ? "
                                     "ORDER BY ts", (customer_id,)).fetchall()
@@ -199,6 +209,7 @@ class OnlineStore:
         drops = "".join(f"DROP TABLE IF EXISTS {table};" for table in ("seen", "links", "signals", "pending"))
         self.db.executescript(f"BEGIN; {drops} {_SCHEMA} COMMIT;")
         self.cache.clear()
+        self.stale = False
 
     def close(self) -> None:
         """Release the connection."""

@@ -168,6 +168,10 @@ def test_clear_remakes_a_sqlite_store_made_for_other_signals(random_events, tmp_
     with sqlite3.connect(tmp_path / "store.sqlite") as old:
         old.execute("CREATE TABLE signals (customer_id TEXT, category TEXT, ts INTEGER, visible INTEGER, views REAL)")
     store = OnlineStore(tmp_path / "store.sqlite")
+    with pytest.raises(RuntimeError, match="rebuild it with `nbo features`"):
+        store.rows("c1")
+    with pytest.raises(RuntimeError, match="other signals"):
+        store.write(random_events)
     store.clear()
     assert store.write(random_events) == len(random_events)
     assert store.rows(store.customers()[0]).values.shape[1] == len(SIGNAL_NAMES)
