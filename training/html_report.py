@@ -1,0 +1,107 @@
+"""`nbo report`: one self-contained HTML page of a model run (metrics, tables, the run's evaluation plots
+embedded as base64 PNGs; no external CSS, JS or images), built from the run's `evaluation/` artifacts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from html import escape
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nbo.config import MODEL_NAME, Paths, get_paths
+from training.commands import SHOWN, HomeOption, abort, format_number
+
+HEADLINE = ("auc", "pr_auc", "log_loss", "ece", "ndcg_at_3", "hit_rate_at_3")
+MODEL_COLUMNS = ("auc", "pr_auc", "log_loss", "ece", "precision_at_3", "recall_at_3", "ndcg_at_3",
+                 "hit_rate_at_3", "margin_at_3")
+SEGMENT_COLUMNS = ("auc", "ece", "ndcg_at_3", "hit_rate_at_3")
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
+         "th,td{border:1px solid #ccc;padding:.3em .6em}td.n{text-align:right}img{max-width:100%}"
+         ".cards span{display:inline-block;border:1px solid #ccc;padding:.5em 1em;margin:.2em}")
+
+
+def load_run(paths: Paths, version: str | None) -> tuple[str, dict, dict[str, bytes]]:
+    """A registered version (default: the champion): its number, evaluation report and PNG plots by name."""
+    import mlflow
+
+    from training.registry import connect
+
+    client = connect(paths)
+    try:
+        found = (client.get_model_version(MODEL_NAME, version) if version
+                 else client.get_model_version_by_alias(MODEL_NAME, "champion"))
+    except mlflow.exceptions.MlflowException as error:
+        raise LookupError(f"no model {'version ' + version if version else 'champion'} in "
+                          f"{paths.tracking_uri}: run `nbo train`") from error
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path="evaluation",
+                                                         dst_path=folder))
+        report = json.loads((local / "report.json").read_text())
+        images = {png.stem: png.read_bytes() for png in sorted(local.glob("*.png"))}
+    return str(found.version), report, images
+
+
+def html_table(columns: list[str], rows: list[list[str]]) -> str:
+    """An HTML table; cells after the first column are right-aligned numbers."""
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td{' class=n' if i else ''}>{escape(c)}</td>" for i, c in enumerate(row))
+                   + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def segment_tables(report: dict) -> str:
+    """One table per segment kind: tier, size, positive rate and each shown model's metrics."""
+    parts = []
+    for kind, tiers in report["segments"].items():
+        rows = [[tier, str(seg["customers"]), f"{seg['positive_rate']:.2%}", name,
+                 *(format_number(seg["models"][name].get(k)) for k in SEGMENT_COLUMNS)]
+                for tier, seg in tiers.items() for name in SHOWN]
+        parts.append(f"<h3>per {escape(kind.replace('_', ' '))}</h3>"
+                     + html_table(["tier", "customers", "positive", "model", *SEGMENT_COLUMNS], rows))
+    return "".join(parts)
+
+
+def render_html(version: str, report: dict, images: dict[str, bytes]) -> str:
+    """The page: headline metrics, models side by side, segments, oracle share and the plots."""
+    lightgbm = report["models"]["lightgbm"]
+    cards = "".join(f"<span>{escape(k)}<br><b>{format_number(lightgbm.get(k))}</b></span>" for k in HEADLINE)
+    models = html_table(["model", *MODEL_COLUMNS], [[name, *(format_number(m.get(k)) for k in MODEL_COLUMNS)]
+                                                    for name, m in report["models"].items()])
+    oracle = report["oracle"]
+    oracle_html = ("<p>No simulator truth: no oracle share.</p>" if not oracle else
+                   f"<p>Best offer per customer: {oracle['customers']} customers, {oracle['offers']} valid offers.</p>"
+                   + html_table(["policy", "share"], [[n, f"{v:.1%}"] for n, v in oracle["share"].items()]))
+    plots = "".join(f"<h3>{escape(name.replace('_', ' '))}</h3><img alt=\"{escape(name)}\" "
+                    f"src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">" for name, data in images.items())
+    title = f"{MODEL_NAME} v{version}"
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
+            f"<p>Test cutoff {escape(report['test_cutoff'][:10])}: {report['customers']} customers, "
+            f"{report['rows']} rows, {report['positive_rate']:.2%} positive.</p>"
+            f"<h2>Headline (lightgbm)</h2><div class=cards>{cards}</div>"
+            f"<h2>Models side by side</h2>{models}<h2>Segments</h2>{segment_tables(report)}"
+            f"<h2>Share of the oracle's true expected value</h2>{oracle_html}<h2>Plots</h2>{plots}</body></html>")
+
+
+def write_report(paths: Paths, version: str | None = None, out: Path | None = None) -> Path:
+    """Write the HTML report of a version (default: the champion); return its path."""
+    found, report, images = load_run(paths, version)
+    target = out or paths.home / "reports" / f"report-v{found}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_html(found, report, images), encoding="utf-8")
+    return target
+
+
+def report(version: Annotated[str | None, typer.Option(help="Model version (default: the champion).")] = None,
+           out: Annotated[Path | None, typer.Option(help="HTML path (default HOME/reports/).")] = None,
+           home: HomeOption = None) -> None:
+    """Write a self-contained HTML report of a model run: metrics, segments, oracle share, plots."""
+    try:
+        target = write_report(get_paths(home), version, out)
+    except (LookupError, FileNotFoundError) as error:
+        abort(str(error))
+    typer.echo(f"report written to {target}")
