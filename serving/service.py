@@ -22,6 +22,7 @@ from training.registry import connect, load_model
 Channel = Literal[CHANNELS]
 logger = logging.getLogger("nbo.serving")
 MAX_EVENTS = 1000
+MAX_BODY_BYTES = 1_000_000
 
 
 class RequestContext(BaseModel):
@@ -148,6 +149,36 @@ def authorized(ctx: bentoml.Context) -> bool:
     return True
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before anything parses it."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = int(dict(scope["headers"]).get(b"content-length", b"0"))
+        body, message = b"", {"type": "http.request", "more_body": declared <= self.limit}
+        while message.get("more_body") and len(body) <= self.limit:
+            message = await receive()
+            body += message.get("body", b"")
+        if declared > self.limit or len(body) > self.limit:
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
+            return await send({"type": "http.response.body", "body": b"request body over %d bytes" % self.limit})
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {**message, "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
 @bentoml.service(workers=1, traffic={"timeout": 10})
 class NextBestOffer:
     """Next-best-offer decisions over HTTP."""
@@ -226,3 +257,6 @@ class NextBestOffer:
         scorer = self.recommender.scorer
         return Status(model_version=scorer.model.version if scorer else None,
                       model_source=self.recommender.model_source)
+
+
+NextBestOffer.add_asgi_middleware(BodyLimit, limit=MAX_BODY_BYTES)
