@@ -76,7 +76,8 @@ def render_html(version: str, report: dict, images: dict[str, bytes]) -> str:
                    f"<p>Best offer per customer: {oracle['customers']} customers, {oracle['offers']} valid offers.</p>"
                    + html_table(["policy", "share"], [[n, f"{v:.1%}"] for n, v in oracle["share"].items()]))
     plots = "".join(f"<h3>{escape(name.replace('_', ' '))}</h3><img alt=\"{escape(name)}\" "
-                    f"src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">" for name, data in images.items())
+                    f"src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">"
+                    for name, data in images.items())
     title = f"{MODEL_NAME} v{version}"
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
