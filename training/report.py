@@ -184,7 +184,7 @@ def draw_segments(figure: Figure, report: dict) -> None:
     width = 0.8 / len(names)
     for ax, metric in zip(figure.subplots(2, 1, sharex=True), ("auc", "ndcg_at_3")):
         for i, name in enumerate(names):
-            heights = [report["segments"][k][t]["models"][name][metric] or 0.0 for k, t in segments]
+            heights = [report["segments"][k][t]["models"][name].get(metric) or 0.0 for k, t in segments]
             ax.bar(np.arange(len(segments)) + i * width, heights, width, label=name)
         ax.set(ylabel=metric)
         ax.set_xticks(np.arange(len(segments)) + 0.4 - width / 2, [t for _, t in segments])
