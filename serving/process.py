@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from nbo.config import Paths
 from serving.packaged import PACKAGED, export_model
@@ -57,14 +58,18 @@ def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 90.0) -> 
 
 
 def stop_service(process: subprocess.Popen) -> None:
-    """Stop the service and its workers."""
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+    """Stop the service and its workers (BentoML starts workers in sessions of their own)."""
+    if process.poll() is not None:
+        return
+    workers = psutil.Process(process.pid).children(recursive=True)
+    os.killpg(process.pid, 15)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
+    for worker in psutil.wait_procs(workers, timeout=10)[1]:
+        worker.kill()
 
 
 def build_bento(model: LoadedModel, bentoml_home: Path | None = None) -> str:

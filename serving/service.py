@@ -110,7 +110,7 @@ class CampaignRequest(BaseModel):
     """Who to target and how many to contact."""
 
     model_config = ConfigDict(extra="forbid")
-    budget: float = Field(..., gt=0, le=1, description="Fraction of eligible customers to contact.", examples=[0.2])
+    budget: float = Field(..., ge=0.0001, le=1, description="Fraction of eligible customers to contact.", examples=[0.2])
     channel: Channel = Field("email", description="Channel of the campaign (opt-in and offer channels apply).")
     segment: dict[str, str] = Field(default_factory=dict, max_length=10,
                                     description="Customer attribute filters, e.g. activity_tier, value_tier, "
