@@ -202,16 +202,6 @@ def choose_cutoffs(events: pd.DataFrame, n: int, horizon_days: int) -> list[pd.T
     return cutoffs
 
 
-def label_purchases(frame: pd.DataFrame, rows: pd.DataFrame, start: int, horizon_days: int) -> np.ndarray:
-    """1 where the customer bought in the row's category within the horizon after start."""
-    keys = pd.MultiIndex.from_frame(rows[["customer_id", "category"]])
-    distinct = keys.unique()
-    entity = distinct.get_indexer(pd.MultiIndex.from_frame(frame[["customer_id", "category"]]))
-    mine = entity >= 0
-    prefix = _purchase_prefix(entity[mine], frame["ts"].to_numpy()[mine], frame["purchases"].to_numpy()[mine])
-    return _bought(prefix, distinct.get_indexer(keys), start, horizon_days)
-
-
 def find_active(customer: np.ndarray, n_customers: int, ts: np.ndarray, visible: np.ndarray,
                 times: np.ndarray) -> np.ndarray:
     """(customers x cutoffs): whether the customer has a row known before the cutoff, within the year."""
