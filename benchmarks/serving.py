@@ -1,6 +1,6 @@
 """Serving latency: the real `bentoml serve` at fixed request rates, beside the in-process floor.
 
-    .venv/bin/python -m benchmarks.serving [--home DIR] [--rates 50,100,200] [--duration 15]
+    .venv/bin/python -m benchmarks.serving [--home DIR] [--rates 50,100,200] [--duration 15] [--soak 60]
 
 Needs `hey` (Debian package `hey`). Builds a home (simulated retailer, 100 candidate offers, champion)
 when DIR has no champion yet.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from features.definitions import assemble_features
 from features.online import aggregate_rows
@@ -85,6 +86,21 @@ def run_hey(url: str, body: str, rate: int, duration: int, workers: int = 4) -> 
             "status": ", ".join(f"{k}: {v}" for k, v in codes.items())}
 
 
+def resident_mib(pid: int) -> float:
+    """Resident memory of the service and all its worker processes, in MiB."""
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+def soak(url: str, body: str, pid: int, rate: int, seconds: int) -> dict[str, str]:
+    """A long run at the target rate: errors and resident-memory growth of the service."""
+    before = resident_mib(pid)
+    result = run_hey(url, body, rate, seconds)
+    after = resident_mib(pid)
+    return {**result, "rss before": f"{before:.0f} MiB", "rss after": f"{after:.0f} MiB",
+            "rss growth": f"{(after - before) / before:+.1%}"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=Path("/tmp/nbo-bench-serving"))
@@ -93,6 +109,7 @@ def main() -> None:
     parser.add_argument("--offers", type=int, default=100)
     parser.add_argument("--rates", default="50,100,200")
     parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--soak", type=int, default=0, help="then hold 200 req/s this many seconds")
     args = parser.parse_args()
     if shutil.which("hey") is None:
         raise SystemExit("hey not found: apt-get install -y hey")
@@ -109,6 +126,8 @@ def main() -> None:
         run_hey(url, body, 50, 3)  # warm-up
         for rate in map(int, args.rates.split(",")):
             print(f"bentoml serve at {rate} req/s for {args.duration} s:", run_hey(url, body, rate, args.duration))
+        if args.soak:
+            print(f"soak at 200 req/s for {args.soak} s:", soak(url, body, process.pid, 200, args.soak))
     finally:
         stop_service(process)
 
