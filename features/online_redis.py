@@ -30,6 +30,7 @@ _PACKED = np.dtype([("ts", "<i8"), ("visible", "<i8"), ("values", "<f8", (len(SI
 RECORD = np.dtype([("category", "<i4"), *_PACKED.descr])
 BATCH_EVENTS = 500  # events per script call: Redis blocks other clients for a few ms at most
 _ARGS_PER_EVENT = 6
+TIMEOUT_S = 0.2  # socket connect/read timeout unless the URL sets one: an outage must not hang requests
 
 _WRITE = r"""
 local prefix, size, layout = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -107,11 +108,15 @@ return new
 """
 
 
+class StoreUnavailable(ConnectionError):
+    """Redis could not be reached or did not answer in time (the client reconnects on the next call)."""
+
+
 class RedisStore:
     """The online store in Redis: no local state, every replica sees every write at once."""
 
     def __init__(self, url: str, prefix: str = "nbo:online:"):
-        self.client = redis.Redis.from_url(url)
+        self.client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
         self.prefix = prefix
         self.script = self.client.register_script(_WRITE)
         self.layout = ",".join(SIGNAL_NAMES)
@@ -139,9 +144,13 @@ class RedisStore:
         return new
 
     def rows(self, customer_id: str) -> CustomerRows | None:
-        """The customer's signal rows (ordered by ts), or None for a customer never seen."""
-        blob, names, layout = self.client.mget(self.prefix + "rows:" + customer_id,
-                                               self.prefix + "category_names", self.prefix + "layout")
+        """The customer's signal rows (ordered by ts), or None for a customer never seen; StoreUnavailable
+        while Redis is down."""
+        try:
+            blob, names, layout = self.client.mget(self.prefix + "rows:" + customer_id,
+                                                   self.prefix + "category_names", self.prefix + "layout")
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(f"online store unreachable: {error}") from error
         if blob is None:
             return None
         if layout != self.layout.encode():

@@ -13,6 +13,8 @@ RECOMMENDATIONS = Counter("nbo_recommendations", "Offers recommended", ["offer_i
 DECISIONS = Counter("nbo_decisions", "Recommendation decisions", ["fallback", "channel"])
 LATENCY = Histogram("nbo_recommend_seconds", "Time to decide, inside the service",
                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
+DEGRADED = Counter("nbo_degraded", "Decisions served by the popularity fallback because the online store "
+                   "was unreachable")
 EVENTS = Counter("nbo_events", "Events received on /events", ["outcome"])
 logger = logging.getLogger("nbo.decisions")
 _SALT = os.environ.get("NBO_LOG_SALT", "nbo")
@@ -27,9 +29,11 @@ def observe_decision(decision, channel: str, seconds: float) -> None:
     """Count the decision, time it, and log it as one JSON line."""
     LATENCY.observe(seconds)
     DECISIONS.labels(str(decision.fallback).lower(), channel).inc()
+    if decision.degraded:
+        DEGRADED.inc()
     for offer in decision.offers:
         RECOMMENDATIONS.labels(offer.offer_id, channel).inc()
     logger.info(json.dumps({"decision_id": decision.decision_id, "customer": pseudonymise(decision.customer_id),
                             "channel": channel, "model_version": decision.model_version,
-                            "fallback": decision.fallback, "offers": [o.offer_id for o in decision.offers],
+                            "fallback": decision.fallback, "degraded": decision.degraded, "offers": [o.offer_id for o in decision.offers],
                             "ms": round(seconds * 1000, 3)}))

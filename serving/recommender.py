@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import pandas as pd
 
 from features.definitions import DAY, SIGNAL_NAMES, assemble_features, describe_feature, select_features, signal_values
 from features.online import CustomerRows, FeatureStore, aggregate_rows, open_store
+from features.online_redis import StoreUnavailable
 from features.pipeline import read_raw
 from nbo.config import Paths
 from serving.decisions import DecisionLog
@@ -18,6 +20,7 @@ from serving.rules import Policy, capped_offers, choose_slots, eligible_offers, 
 from serving.packaged import load_serving_model
 from training.registry import LoadedModel, predict_proba
 
+logger = logging.getLogger("nbo.serving")
 
 @dataclass
 class RankedOffer:
@@ -36,6 +39,7 @@ class Decision:
     model_version: str | None
     fallback: bool
     offers: list[RankedOffer] = field(default_factory=list)
+    degraded: bool = False
 
 
 class Scorer:
@@ -102,9 +106,13 @@ class Recommender:
         candidates = eligible_offers(self.offers, channel, now)
         capped = capped_offers(self.log.contacts(customer_id, t - 7 * DAY), channel, t, self.policy)
         candidates = candidates[~candidates["offer_id"].isin(capped or set())] if capped is not None else candidates[:0]
-        rows = self.store.rows(customer_id)
+        try:
+            rows, degraded = self.store.rows(customer_id), False
+        except StoreUnavailable as error:  # serve popularity until the store is back
+            logger.warning("%s; serving the popularity fallback", error)
+            rows, degraded = None, True
         version = scorer.model.version if scorer else None
-        decision = Decision(uuid.uuid4().hex, customer_id, version, rows is None or scorer is None)
+        decision = Decision(uuid.uuid4().hex, customer_id, version, rows is None or scorer is None, degraded=degraded)
         if candidates.empty:
             return decision
         if decision.fallback:
