@@ -35,5 +35,6 @@ def observe_decision(decision, channel: str, seconds: float) -> None:
         RECOMMENDATIONS.labels(offer.offer_id, channel).inc()
     logger.info(json.dumps({"decision_id": decision.decision_id, "customer": pseudonymise(decision.customer_id),
                             "channel": channel, "model_version": decision.model_version,
-                            "fallback": decision.fallback, "degraded": decision.degraded, "offers": [o.offer_id for o in decision.offers],
+                            "fallback": decision.fallback, "degraded": decision.degraded,
+                            "offers": [o.offer_id for o in decision.offers],
                             "ms": round(seconds * 1000, 3)}))

@@ -22,6 +22,7 @@ from training.registry import LoadedModel, predict_proba
 
 logger = logging.getLogger("nbo.serving")
 
+
 @dataclass
 class RankedOffer:
     offer_id: str

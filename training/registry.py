@@ -16,6 +16,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
+from features.definitions import select_features
 from nbo.config import MODEL_NAME, Paths
 from training.calibration import Calibrator, calibrate
 
@@ -103,9 +104,31 @@ def champion_history(client: MlflowClient) -> list[str]:
     return [v for v in tag.split(",") if v]
 
 
+def check_servable(client: MlflowClient, version: str) -> None:
+    """Raise ValueError unless serving can use the version: it loads, its booster's features are its meta's,
+    its declared features are declared in features.definitions, and it scores a row of NaNs."""
+    try:
+        model = load_model(client, version=version)
+    except Exception as error:  # a corrupt version fails in MLflow, LightGBM or JSON: all mean "refuse"
+        raise ValueError(f"version {version} cannot be loaded: {error}") from error
+    if model is None:
+        raise ValueError(f"version {version} cannot be loaded")
+    if model.booster.feature_name() != model.meta.get("features"):
+        raise ValueError(f"version {version}: the booster's features differ from its meta's feature list")
+    try:
+        select_features(model.meta.get("declared_features", []))
+    except KeyError as error:
+        raise ValueError(f"version {version}: {error.args[0]}") from error
+    probability = predict_proba(model, np.full((1, model.booster.num_feature()), np.nan))
+    if not (np.isfinite(probability).all() and ((probability >= 0) & (probability <= 1)).all()):
+        raise ValueError(f"version {version} predicts {probability} for a row of missing values")
+
+
 def promote(client: MlflowClient, version: str) -> None:
-    """Make a version champion and append it to the champion history."""
+    """Make a servable version champion and append it to the champion history; an unknown version raises
+    MlflowException, an unservable one ValueError, and the champion stays as it was."""
     client.get_model_version(MODEL_NAME, version)
+    check_servable(client, version)
     set_alias(client, "champion", version)
     client.set_registered_model_tag(MODEL_NAME, HISTORY_TAG, ",".join([*champion_history(client), str(version)]))
 

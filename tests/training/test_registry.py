@@ -1,20 +1,36 @@
+import mlflow
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from nbo.cli import app
 from nbo.config import MODEL_NAME, get_paths
-from training.registry import champion_history, connect, get_alias_version, promote, rollback
+from training.registry import (META_FILE, champion_history, connect, get_alias_version, load_model, promote,
+                               rollback)
+
+
+@pytest.fixture(scope="module")
+def champion(trained_home):
+    """The trained home's champion: a servable booster and its meta."""
+    model = load_model(connect(trained_home[0]))
+    return model.booster, model.meta
+
+
+def register(booster, meta: dict) -> str:
+    """Log a booster with a meta and register it as a new version; return the version."""
+    with mlflow.start_run():
+        mlflow.log_dict(meta, META_FILE)
+        info = mlflow.lightgbm.log_model(booster, name="model", registered_model_name=MODEL_NAME, pip_requirements=[])
+    return str(info.registered_model_version)
 
 
 @pytest.fixture
-def registry(tmp_path):
-    """A registry with three bare versions of the model and no champion yet."""
+def registry(tmp_path, champion):
+    """A registry with three servable versions of the model and no champion yet."""
     paths = get_paths(tmp_path)
     client = connect(paths)
-    client.create_registered_model(MODEL_NAME)
     for _ in range(3):
-        client.create_model_version(MODEL_NAME, source=(tmp_path / "model").as_uri())
+        register(*champion)
     return paths, client
 
 
@@ -30,6 +46,19 @@ def test_promote_and_rollback_walk_the_champion_history(registry):
     with pytest.raises(ValueError, match="no earlier champion"):
         rollback(client)
     assert get_alias_version(client, "champion") == "1"
+
+
+def test_an_unservable_version_is_refused_and_the_champion_kept(registry, champion):
+    _, client = registry
+    promote(client, "1")
+    booster, meta = champion
+    undeclared = register(booster, {**meta, "declared_features": [*meta["declared_features"][:-1], "no_such_feature"]})
+    with pytest.raises(ValueError, match=f"version {undeclared}: .*no_such_feature"):
+        promote(client, undeclared)
+    renamed = register(booster, {**meta, "features": [*meta["features"][:-1], "no_such_feature"]})
+    with pytest.raises(ValueError, match=f"version {renamed}: the booster's features differ"):
+        promote(client, renamed)
+    assert get_alias_version(client, "champion") == "1" and champion_history(client) == ["1"]
 
 
 def test_cli_promotes_and_rolls_back(registry):
