@@ -147,6 +147,8 @@ def promote_model(version: str, home: HomeOption = None) -> None:
         promote(client, version)
     except mlflow.exceptions.MlflowException:
         abort(f"no version {version} of {MODEL_NAME}")
+    except ValueError as error:  # a version serving could not use
+        abort(str(error))
     console.print(f"champion: v{version} (was {'v' + before if before else 'none'})")
 
 
