@@ -225,7 +225,7 @@ def _summarize_reason(field_name: str, reason: str) -> str:
 
 
 def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: pd.Timestamp,
-                   events_tmp: Path, quarantine_tmp: Path, chunk_rows: int) -> None:
+                   events_tmp: Path, quarantine_tmp: Path, chunk_rows: int, known_offers: set[str] | None) -> None:
     """Stream the file's chunks through adapter and validation into the two output files."""
     reasons: Counter[str] = Counter()
     seen: set[str] = set()
@@ -233,7 +233,7 @@ def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: p
         pd.DataFrame(columns=QUARANTINE_FILE_COLUMNS).to_csv(out, index=False)
         for chunk in read_chunks(report.source, spec.sep, chunk_rows):
             _check_columns(chunk, report.fmt, spec, report.source)
-            accepted, quarantine = validate_events(spec.adapt(chunk), source, now=now)
+            accepted, quarantine = validate_events(spec.adapt(chunk), source, now=now, known_offers=known_offers)
             accepted, quarantine = _split_repeats(accepted, quarantine, seen, source, report.rows_in)
             accepted = accepted.astype({"ts": "datetime64[us, UTC]"})
             writer.write_table(pa.Table.from_pandas(accepted, schema=EVENTS_ARROW, preserve_index=False))
@@ -247,7 +247,8 @@ def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: p
 
 def ingest_file(fmt: str, path: Path, paths: Paths, now: pd.Timestamp | None = None,
                 chunk_rows: int = CHUNK_ROWS) -> IngestReport:
-    """Adapt, validate and store one source file; see the module docstring for the output layout."""
+    """Adapt, validate and store one source file; see the module docstring for the output layout.
+    When the home has an offers table, events naming another offer are quarantined."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"{path}: unknown format '{fmt}' (known formats: {', '.join(FORMATS)})")
@@ -259,8 +260,10 @@ def ingest_file(fmt: str, path: Path, paths: Paths, now: pd.Timestamp | None = N
     report.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
     events_tmp = report.events_path.with_name(report.events_path.name + ".tmp")
     quarantine_tmp = report.quarantine_path.with_name(report.quarantine_path.name + ".tmp")
+    offers = paths.raw / "offers.parquet"
+    known_offers = set(pd.read_parquet(offers, columns=["offer_id"])["offer_id"]) if offers.exists() else None
     try:
-        _write_outputs(report, spec, source, now, events_tmp, quarantine_tmp, chunk_rows)
+        _write_outputs(report, spec, source, now, events_tmp, quarantine_tmp, chunk_rows, known_offers)
         os.replace(events_tmp, report.events_path)
         os.replace(quarantine_tmp, report.quarantine_path)
     finally:

@@ -255,3 +255,15 @@ def test_real_cdnow_file(tmp_path: Path) -> None:
     assert events["customer_id"].nunique() == 23_570
     assert events["event_id"].is_unique
     assert report.reasons == {"event_id: duplicate key": report.quarantined}
+
+
+def test_events_naming_an_unknown_offer_are_quarantined_when_offers_are_known(tmp_path: Path) -> None:
+    raw = get_paths(tmp_path / "home").raw
+    raw.mkdir(parents=True)
+    pd.DataFrame({"offer_id": ["o1"]}).to_parquet(raw / "offers.parquet")
+    text = ("ts,customer_id,channel,event_type,offer_id\n"
+            "2023-12-01T10:00:00Z,c1,web,offer_click,o1\n"
+            "2023-12-01T10:01:00Z,c1,web,offer_click,o9\n")
+    report = _ingest(tmp_path, "canonical", "offers.csv", text)
+    assert (report.rows_in, report.accepted, report.quarantined) == (2, 1, 1)
+    assert report.reasons == {"offer_id: unknown offer": 1}
