@@ -6,10 +6,12 @@ import hmac
 import logging
 import os
 import time
+from http import HTTPStatus
 from typing import Literal
 
 import bentoml
 import pandas as pd
+from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.schema import CHANNELS, validate_events
@@ -141,14 +143,17 @@ class Status(BaseModel):
                          "unreachable at start); none: popularity only.")
 
 
-def authorized(ctx: bentoml.Context) -> bool:
-    """True when no API key is configured or the request carries it (constant-time comparison)."""
+def require_key(ctx: bentoml.Context) -> None:
+    """Refuse with 401 unless no API key is configured or the request carries it (constant-time comparison)."""
     expected = os.environ.get("NBO_API_KEY")
     given = ctx.request.headers.get("x-api-key", "")
     if expected and not hmac.compare_digest(given.encode(), expected.encode()):
-        ctx.response.status_code = 401
-        return False
-    return True
+        raise BentoMLException("missing or wrong x-api-key header", error_code=HTTPStatus.UNAUTHORIZED)
+
+
+def recommend_needs_key() -> bool:
+    """Whether /recommend is protected too ($NBO_RECOMMEND_NEEDS_KEY=true); write and admin endpoints always are."""
+    return os.environ.get("NBO_RECOMMEND_NEEDS_KEY", "").lower() in ("1", "true", "yes")
 
 
 class BodyLimit:
@@ -190,8 +195,10 @@ class NextBestOffer:
         self.recommender = Recommender.from_home(self.paths)
 
     @bentoml.api(input_spec=RecommendRequest, output_spec=RecommendResponse)
-    def recommend(self, **request) -> RecommendResponse:
+    def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:
         """Rank the eligible offers for a customer in a channel."""
+        if recommend_needs_key():
+            require_key(ctx)
         request = RecommendRequest.model_validate(request)
         started = time.perf_counter()
         decision = self.recommender.recommend(
@@ -203,8 +210,7 @@ class NextBestOffer:
     @bentoml.api(input_spec=EventsRequest, output_spec=EventsResponse)
     def events(self, ctx: bentoml.Context, **request) -> EventsResponse:
         """Apply live events to the online store at once; idempotent by event_id."""
-        if not authorized(ctx):
-            return EventsResponse(accepted=0, duplicates=0, rejected=[])
+        require_key(ctx)
         raw = pd.DataFrame([e.model_dump() for e in EventsRequest.model_validate(request).events])
         valid, quarantine = validate_events(raw, "POST /events")
         if not quarantine.empty:
@@ -225,8 +231,7 @@ class NextBestOffer:
     def campaign(self, ctx: bentoml.Context, **request) -> CampaignResponse:
         """The best offer per customer of a segment under a contact budget, by predicted uplift."""
         empty = CampaignResponse(eligible=0, selected=0, expected_incremental_value=0.0, rows=[])
-        if not authorized(ctx):
-            return empty
+        require_key(ctx)
         request = CampaignRequest.model_validate(request)
         try:
             chosen, eligible = plan_campaign(self.paths, self.recommender, request.budget, request.channel,
@@ -242,12 +247,12 @@ class NextBestOffer:
     @bentoml.api(route="/admin/reload")
     def reload(self, ctx: bentoml.Context) -> Status:
         """Load the current champion from the registry without downtime."""
-        if authorized(ctx):
-            try:
-                self.recommender.use_model(load_model(connect(self.paths)))
-            except Exception as error:  # no champion, registry down, or a model this code cannot serve
-                logger.warning("reload refused, keeping the current model: %s", error)
-                ctx.response.status_code = 409
+        require_key(ctx)
+        try:
+            self.recommender.use_model(load_model(connect(self.paths)))
+        except Exception as error:  # no champion, registry down, or a model this code cannot serve
+            logger.warning("reload refused, keeping the current model: %s", error)
+            ctx.response.status_code = 409
         return self.describe()
 
     @bentoml.api(route="/status")
