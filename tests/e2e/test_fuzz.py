@@ -30,7 +30,7 @@ def fuzzed(trained_home, tmp_path_factory):
         stop_service(process)
 
 
-@pytest.mark.parametrize("path", ["/recommend", "/events"])
+@pytest.mark.parametrize("path", ["/recommend", "/events", "/campaign"])
 def test_no_input_makes_the_service_fail(fuzzed, path):
     operation = schemathesis.openapi.from_url(f"{fuzzed}/docs.json")[path]["POST"]
 
