@@ -87,3 +87,16 @@ def test_nbo_evaluate_decisions_reads_the_decision_log(trained_home, recommender
     value = json.loads(result.output)
     assert value["converted"]["decisions"] >= 1 and value["converted"]["explored_share"] == 0.0
     assert value["clicked"]["greedy_snips"] == value["clicked"]["logged_value"]  # no exploration: same policy
+
+
+def test_an_unservable_model_is_refused_and_the_current_one_kept(recommender):
+    from dataclasses import replace
+
+    current = recommender.scorer
+    broken = replace(current.model, meta={**current.model.meta,
+                                          "declared_features": ["no_such_feature"]})
+    with pytest.raises(KeyError, match="no_such_feature"):
+        recommender.use_model(broken)
+    with pytest.raises(LookupError):
+        recommender.use_model(None)
+    assert recommender.scorer is current
