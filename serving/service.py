@@ -230,16 +230,14 @@ class NextBestOffer:
     @bentoml.api(input_spec=CampaignRequest, output_spec=CampaignResponse)
     def campaign(self, ctx: bentoml.Context, **request) -> CampaignResponse:
         """The best offer per customer of a segment under a contact budget, by predicted uplift."""
-        empty = CampaignResponse(eligible=0, selected=0, expected_incremental_value=0.0, rows=[])
         require_key(ctx)
         request = CampaignRequest.model_validate(request)
         try:
             chosen, eligible = plan_campaign(self.paths, self.recommender, request.budget, request.channel,
                                              request.segment)
-        except (ValueError, FileNotFoundError) as error:
-            ctx.response.status_code = 409 if isinstance(error, FileNotFoundError) else 400
-            logger.warning("campaign refused: %s", error)
-            return empty
+        except (ValueError, FileNotFoundError) as error:  # no uplift model yet (409), a bad segment (400)
+            status = HTTPStatus.CONFLICT if isinstance(error, FileNotFoundError) else HTTPStatus.BAD_REQUEST
+            raise BentoMLException(str(error), error_code=status) from error
         rows = [CampaignRow(**r) for r in chosen.head(request.limit)[list(CampaignRow.model_fields)].to_dict("records")]
         return CampaignResponse(eligible=eligible, selected=len(chosen),
                                 expected_incremental_value=float(chosen["expected_value"].sum()), rows=rows)
