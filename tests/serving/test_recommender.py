@@ -8,7 +8,8 @@ from serving.rules import Policy
 @pytest.fixture(scope="module")
 def recommender(trained_home):
     paths, _ = trained_home
-    return Recommender.from_home(paths, Policy(epsilon=0.0))
+    # no exploration, and no daily impression cap: the tests ask about the same customers many times
+    return Recommender.from_home(paths, Policy(epsilon=0.0, impressions_per_offer_per_day=10**6))
 
 
 def busiest_customer(recommender: Recommender) -> str:
