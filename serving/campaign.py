@@ -5,21 +5,22 @@ from __future__ import annotations
 import pandas as pd
 
 from features.pipeline import read_raw
-from features.segments import latest_tiers
+from features.segments import TIER_COLUMNS, latest_tiers
 from nbo.config import Paths
+from serving.recommender import Recommender
 from serving.rules import DAY
 from training.uplift import build_candidates, join_customers, load_uplift, select_campaign
 
 
-def plan_campaign(paths: Paths, recommender, budget: float, channel: str,
+def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel: str,
                   segment: dict[str, str]) -> tuple[pd.DataFrame, int]:
     """The chosen (customer, offer) rows and the number of eligible customers."""
     model = load_uplift(paths.home / "uplift")
     training = paths.features / "training_set.parquet"
-    tiers = latest_tiers(pd.read_parquet(training)) if training.exists() else None
+    tiers = latest_tiers(pd.read_parquet(training, columns=TIER_COLUMNS)) if training.exists() else None
     customers = join_customers(read_raw(paths, "customers"), tiers)
     now = pd.Timestamp.now(tz="UTC")
     contacted = recommender.log.contacted(channel, int(now.timestamp()) - 7 * DAY)
     customers = customers[~customers["customer_id"].isin(contacted)]
-    scores, eligible = build_candidates(model, customers, read_raw(paths, "offers"), channel, now, segment)
+    scores, eligible = build_candidates(model, customers, recommender.offers, channel, now, segment)
     return select_campaign(scores, budget, eligible), eligible
