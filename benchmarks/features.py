@@ -22,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.definitions import FEATURES, FEATURES_BY_NAME, SIGNAL_NAMES  # noqa: E402
+from features.definitions import FEATURES, FEATURES_BY_NAME, LINK_KIND, SIGNAL_NAMES, kind_values  # noqa: E402
 from features.offline import build_from_signals, build_training_set, choose_cutoffs, to_signal_frame  # noqa: E402
 from features.simulate import simulate  # noqa: E402
 
@@ -76,8 +76,11 @@ def run_small(raw: Path, n_cutoffs: int, window_days: int, n_signals: int, out: 
     began = time.perf_counter()
     build_training_set(events, cutoffs, 7, categories, list(FEATURES))
     full_seconds = time.perf_counter() - began
-    signals = frame[["customer_id", "ts", *SIGNAL_NAMES[:n_signals]]].assign(
-        ts=lambda f: pd.to_datetime(f["ts"], unit="s"))
+    events_only = frame[frame["kind"] != LINK_KIND].reset_index(drop=True)
+    values = kind_values(events_only["kind"].to_numpy(), events_only["amount"].to_numpy(), list(range(n_signals)))
+    signals = pd.concat([events_only[["customer_id"]],
+                         pd.DataFrame(values, columns=list(SIGNAL_NAMES[:n_signals]))],
+                        axis=1).assign(ts=pd.to_datetime(events_only["ts"], unit="s"))
     signals.to_parquet(out / "signals.parquet", index=False)
     customers = ours[["customer_id", "cutoff"]].drop_duplicates()
     pd.DataFrame({"customer_id": customers["customer_id"].to_numpy(dtype=object),

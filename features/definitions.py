@@ -1,33 +1,63 @@
 """Behavioural features declared once, as data, for the offline and the online path alike.
 
-An event contributes to *signals* (a count or an amount, chosen by an event filter). A *feature* is a
+An event contributes to *signals* (a count or an amount, chosen by an event filter); identity stitching
+contributes one more: a device linked to the customer, at the moment of its first link. A *feature* is a
 signal aggregated for an entity (the customer, or the customer within one category) over a window, or
-the days since the signal last fired. Windows count whole days back from the start of the current
+the days since the signal last fired. Day windows count whole days back from the start of the current
 day, plus the current day so far: at time t a 7-day window holds events with
-``day_start(t) - 7 days <= ts < t``.
+``day_start(t) - 7 days <= ts < t``. The session window holds the last 30 minutes before t, and the
+all-time window every earlier row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from features.schema import CHANNELS, EVENT_TYPES
+
 Entity = Literal["customer", "category"]
 Aggregation = Literal["sum", "recency_days", "ratio", "excess"]
-WINDOWS = (1, 7, 30, 90, 365)
-MAX_WINDOW_DAYS = max(WINDOWS)
 DAY = 86_400
 BOTH: tuple[Entity, ...] = ("customer", "category")
+EARLIEST = -(2 ** 62)  # the lower bound of the all-time window
+
+
+@dataclass(frozen=True)
+class Window:
+    """A look-back before t: ``days`` whole days back from the start of t's day, else ``seconds`` back
+    from t, else all time. ``period`` says it in words, for reasons."""
+
+    name: str
+    period: str
+    days: int = 0
+    seconds: int = 0
+
+    def start(self, t: int) -> int:
+        """The window's lower bound (epoch seconds, included) at time t."""
+        if self.days:
+            return int(day_start(t)) - self.days * DAY
+        return t - self.seconds if self.seconds else EARLIEST
+
+
+WINDOWS = tuple(Window(f"{d}d", f"in the last {d} days", days=d) for d in (1, 7, 30, 90, 365))
+SESSION = Window("30m", "this session", seconds=30 * 60)
+ALL_TIME = Window("all", "so far")
+LOOKBACK = WINDOWS[-1]  # recency and activity look this far back
+MAX_WINDOW_DAYS = LOOKBACK.days
 
 
 @dataclass(frozen=True)
 class Signal:
-    """What one event contributes: a count of matching events, or their summed amount.
+    """What one event contributes: a count of matching events, or their summed amount; ``on_link`` signals
+    count a device's first link to the customer instead of events.
 
-    ``phrases`` say what the customer did, in total and within a category ({c}), for reasons.
+    ``phrases`` say what the customer did, in total and within a category ({c}), for reasons; {n} takes
+    the count where the phrase says it.
     """
 
     name: str
@@ -37,6 +67,7 @@ class Signal:
     channels: tuple[str, ...] | None = None
     with_offer: bool = False
     entities: tuple[Entity, ...] = BOTH
+    on_link: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,7 +78,7 @@ class Feature:
     entity: Entity
     signal: Signal
     aggregation: Aggregation
-    window_days: int | None
+    window: Window | None
     description: str
     denominator: Signal | None = None
 
@@ -77,11 +108,12 @@ SIGNALS = (
            channels=("app",), entities=("customer",)),
     Signal("store_visits", ("login", "product_view", "purchase"), "count", ("visited a store", ""),
            channels=("store",), entities=("customer",)),
+    Signal("devices", (), "count", ("signed in on {n} device(s)", ""), entities=("customer",), on_link=True),
 )
 SIGNAL_NAMES = tuple(s.name for s in SIGNALS)
 SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
 ENTITY_PREFIX = {"customer": "cust", "category": "cat"}
-RATIOS = (  # (name, numerator, denominator, window, aggregation, description)
+RATIOS = (  # (name, numerator, denominator, window days, aggregation, description)
     ("email_open_rate", "email_opens", "emails_sent", 90, "ratio", "share of e-mails opened"),
     ("email_click_rate", "email_clicks", "emails_sent", 90, "ratio", "share of e-mails clicked"),
     ("offer_click_rate", "offer_clicks", "offers_shown", 90, "ratio", "share of offers clicked"),
@@ -89,25 +121,35 @@ RATIOS = (  # (name, numerator, denominator, window, aggregation, description)
     ("store_share", "store_purchases", "purchases", 365, "ratio", "share of purchases made in store"),
     ("abandoned_carts", "carts", "purchases", 7, "excess", "cart additions not followed by a purchase"),
 )
+EXTRA_WINDOWS = (  # windows beyond the day windows, and the signals summed over them
+    (SESSION, ("views", "carts")),  # current-session intent; serving's request context counts as a view at t-1
+    (ALL_TIME, ("devices",)),
+)
+DECLARED_WINDOWS = WINDOWS + tuple(window for window, _ in EXTRA_WINDOWS)
+WINDOWS_BY_DAYS = {w.days: w for w in WINDOWS}
 
 
 def _declare_features() -> tuple[Feature, ...]:
-    """Every signal over every window and its recency, per entity, then the ratios."""
+    """Every signal over every day window and its recency, per entity, then the extra windows and the ratios."""
     declared = []
     for entity, prefix in ENTITY_PREFIX.items():
         scope = "in total" if entity == "customer" else "in the offer's category"
         for signal in (s for s in SIGNALS if entity in s.entities):
             for window in WINDOWS:
-                declared.append(Feature(
-                    f"{prefix}_{signal.name}_{window}d", entity, signal, "sum", window,
-                    f"{signal.name} {scope} over the last {window} days"))
+                declared.append(Feature(f"{prefix}_{signal.name}_{window.name}", entity, signal, "sum", window,
+                                        f"{signal.name} {scope} {window.period}"))
             declared.append(Feature(
                 f"{prefix}_{signal.name}_recency_days", entity, signal, "recency_days", None,
                 f"days since the last of: {signal.name} {scope}"))
-        for name, numerator, denominator, window, aggregation, description in RATIOS:
+        for window, names in EXTRA_WINDOWS:
+            for signal in (SIGNALS_BY_NAME[n] for n in names if entity in SIGNALS_BY_NAME[n].entities):
+                declared.append(Feature(f"{prefix}_{signal.name}_{window.name}", entity, signal, "sum", window,
+                                        f"{signal.name} {scope} {window.period}"))
+        for name, numerator, denominator, days, aggregation, description in RATIOS:
+            window = WINDOWS_BY_DAYS[days]
             declared.append(Feature(
-                f"{prefix}_{name}_{window}d", entity, SIGNALS_BY_NAME[numerator], aggregation, window,
-                f"{description} {scope} over the last {window} days", SIGNALS_BY_NAME[denominator]))
+                f"{prefix}_{name}_{window.name}", entity, SIGNALS_BY_NAME[numerator], aggregation, window,
+                f"{description} {scope} {window.period}", SIGNALS_BY_NAME[denominator]))
     return tuple(declared)
 
 
@@ -123,21 +165,60 @@ def select_features(names: list[str]) -> list[Feature]:
     return [FEATURES_BY_NAME[n] for n in names]
 
 
+def _kind_values() -> np.ndarray:
+    """(kinds x signals): what one event of each kind (event type, channel, with an offer or not) adds to
+    each signal, amounts counted as 1; the last kind is a device's link."""
+    kinds = pd.MultiIndex.from_product([EVENT_TYPES, CHANNELS, (False, True)]).to_frame(index=False)
+    values = np.zeros((len(kinds) + 1, len(SIGNALS)))
+    for j, signal in enumerate(SIGNALS):
+        match = kinds[0].isin(signal.event_types)
+        if signal.channels is not None:
+            match &= kinds[1].isin(signal.channels)
+        if signal.with_offer:
+            match &= kinds[2]
+        values[:-1, j] = match
+        values[-1, j] = signal.on_link
+    return values
+
+
+KIND_VALUES = _kind_values()
+LINK_KIND = len(KIND_VALUES) - 1
+AMOUNT_SIGNALS = np.array([s.measure == "amount" for s in SIGNALS])
+
+
+def _vocabulary_codes(column: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Position of each value in the vocabulary; a value outside it is an error."""
+    codes, uniques = pd.factorize(column)
+    positions = pd.Index(vocabulary).get_indexer(uniques)
+    if (positions < 0).any() or (codes < 0).any():
+        unknown = sorted({str(u) for u, p in zip(uniques, positions) if p < 0} | ({"<missing>"} if (codes < 0).any()
+                                                                                    else set()))
+        raise ValueError(f"{column.name} outside the schema's vocabulary: {', '.join(unknown)}")
+    return positions[codes]
+
+
+def event_kinds(events: pd.DataFrame) -> np.ndarray:
+    """Each event's kind: its row in KIND_VALUES, from its event type, channel and whether it names an offer."""
+    types = _vocabulary_codes(events["event_type"], EVENT_TYPES)
+    channels = _vocabulary_codes(events["channel"], CHANNELS)
+    has_offer = events["offer_id"].notna().to_numpy() if "offer_id" in events else np.zeros(len(events), bool)
+    return ((types * len(CHANNELS) + channels) * 2 + has_offer).astype("int16")
+
+
+def kind_values(kinds: np.ndarray, amounts: np.ndarray, signals: list[int] | None = None) -> np.ndarray:
+    """(rows x signals) values of rows of the given kinds and amounts (NaN counts as 0), for all signals
+    or the listed ones."""
+    columns = np.arange(len(SIGNALS)) if signals is None else np.asarray(signals, dtype="int64")
+    values = KIND_VALUES[np.asarray(kinds, dtype="int64")[:, None], columns[None, :]]
+    scaled = AMOUNT_SIGNALS[columns]
+    if scaled.any():
+        values[:, scaled] *= np.nan_to_num(np.asarray(amounts, dtype="float64"))[:, None]
+    return values
+
+
 def signal_values(events: pd.DataFrame) -> np.ndarray:
     """An (events x signals) matrix: what each event adds to each signal."""
-    event_type = events["event_type"].to_numpy(dtype=object)
-    channel = events["channel"].to_numpy(dtype=object)
-    amount = events["amount"].fillna(0.0).to_numpy(dtype="float64")
-    has_offer = events["offer_id"].notna().to_numpy() if "offer_id" in events else np.zeros(len(events), bool)
-    values = np.zeros((len(events), len(SIGNALS)), dtype="float64")
-    for j, signal in enumerate(SIGNALS):
-        match = np.isin(event_type, signal.event_types)
-        if signal.channels is not None:
-            match &= np.isin(channel, signal.channels)
-        if signal.with_offer:
-            match &= has_offer
-        values[:, j] = np.where(match, amount if signal.measure == "amount" else 1.0, 0.0)
-    return values
+    return kind_values(event_kinds(events), events["amount"].to_numpy(dtype="float64", na_value=np.nan))
 
 
 def day_start(ts_seconds: np.ndarray | int) -> np.ndarray | int:
@@ -146,8 +227,8 @@ def day_start(ts_seconds: np.ndarray | int) -> np.ndarray | int:
 
 
 def window_bounds(t: int) -> np.ndarray:
-    """Lower bound (epoch seconds) of every window at time t, in WINDOWS order."""
-    return day_start(t) - np.asarray(WINDOWS, dtype="int64") * DAY
+    """Lower bound (epoch seconds) of every declared window at time t, in DECLARED_WINDOWS order."""
+    return np.array([w.start(int(t)) for w in DECLARED_WINDOWS], dtype="int64")
 
 
 def describe_feature(feature: Feature, value: float, category: str | None) -> str | None:
@@ -156,16 +237,18 @@ def describe_feature(feature: Feature, value: float, category: str | None) -> st
     if np.isnan(value) or (feature.aggregation != "recency_days" and value <= 0):
         return None
     phrase = feature.signal.phrases[feature.entity == "category"].replace("{c}", category or "")
-    period = f"in the last {feature.window_days} days"
     if feature.aggregation == "recency_days":
         return f"{phrase} {_days_ago(value)}"
+    period = feature.window.period
     if feature.aggregation == "ratio":
-        return f"{feature.description.split(' over ')[0]}: {value:.0%} {period}"
+        return f"{feature.description.removesuffix(' ' + period)}: {value:.0%} {period}"
     if feature.aggregation == "excess":
         return f"left {value:.0f} cart item(s) unbought{' in ' + category if feature.entity == 'category' else ''}"
     if feature.signal.measure == "amount":
         return f"{phrase} {value:,.0f} {period}"
-    times = "once" if round(value) == 1 else f"{value:.0f} times"
+    if "{n}" in phrase:
+        return f"{phrase.replace('{n}', f'{value:.0f}')} {period}"
+    times = "once" if round(value) == 1 else "twice" if round(value) == 2 else f"{value:.0f} times"
     return f"{phrase} {times} {period}"
 
 
@@ -179,7 +262,8 @@ def _days_ago(days: float) -> str:
 
 @dataclass
 class Aggregates:
-    """Per-row window sums (rows x windows x signals) and last-seen times (rows x signals) of both entities."""
+    """Per-row window sums (rows x declared windows x signals) and last-seen times within the look-back
+    (rows x signals) of both entities."""
 
     customer_sums: np.ndarray
     customer_last: np.ndarray
@@ -187,23 +271,32 @@ class Aggregates:
     category_last: np.ndarray
 
 
+SumOf = Callable[[Window, Signal], np.ndarray]
+LastOf = Callable[[Signal], np.ndarray]
+
+
+def compute_feature(feature: Feature, sum_of: SumOf, last_of: LastOf, t: np.ndarray | int) -> np.ndarray:
+    """One feature's values from its entity's window sums and last-seen times at times t."""
+    if feature.aggregation == "sum":
+        return sum_of(feature.window, feature.signal)
+    if feature.aggregation in ("ratio", "excess"):
+        numerator = sum_of(feature.window, feature.signal)
+        denominator = sum_of(feature.window, feature.denominator)
+        if feature.aggregation == "excess":
+            return np.maximum(numerator - denominator, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return numerator / np.where(denominator > 0, denominator, np.nan)
+    return (t - last_of(feature.signal)) / DAY
+
+
 def assemble_features(features: list[Feature], aggregates: Aggregates, t: np.ndarray) -> np.ndarray:
     """The (rows x features) matrix, in the order of ``features``, from the aggregates at times t."""
     out = np.empty((len(t), len(features)), dtype="float64")
     for j, feature in enumerate(features):
-        s = SIGNAL_NAMES.index(feature.signal.name)
         own = feature.entity == "customer"
         sums = aggregates.customer_sums if own else aggregates.category_sums
-        if feature.aggregation == "sum":
-            out[:, j] = sums[:, WINDOWS.index(feature.window_days), s]
-        elif feature.aggregation in ("ratio", "excess"):
-            w = WINDOWS.index(feature.window_days)
-            numerator = sums[:, w, s]
-            denominator = sums[:, w, SIGNAL_NAMES.index(feature.denominator.name)]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[:, j] = (numerator / np.where(denominator > 0, denominator, np.nan)
-                             if feature.aggregation == "ratio" else np.maximum(numerator - denominator, 0.0))
-        else:
-            last = aggregates.customer_last if own else aggregates.category_last
-            out[:, j] = (t - last[:, s]) / DAY
+        last = aggregates.customer_last if own else aggregates.category_last
+        out[:, j] = compute_feature(
+            feature, lambda w, s: sums[:, DECLARED_WINDOWS.index(w), SIGNAL_NAMES.index(s.name)],
+            lambda s: last[:, SIGNAL_NAMES.index(s.name)], t)
     return out

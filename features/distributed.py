@@ -1,8 +1,9 @@
 """The point-in-time training set on Dask, partitioned by customer, equal to the pandas build.
 
 Devices link to customers across partitions, so the links are found first, over the few events that
-carry both ids. Each partition is then stitched with those links and reduced to signal rows, the rows
-are shuffled so that every customer lives in one partition, and each partition builds its own rows.
+carry both ids. Each partition is then stitched with those links and reduced to compact signal rows, the
+links add one row per device, the rows are shuffled so that every customer lives in one partition, and
+each partition builds its own rows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pandas as pd
 
 from features.definitions import Feature
 from features.identity import link_devices
-from features.offline import build_from_signals, to_signal_frame
+from features.offline import build_from_signals, link_rows, to_signal_frame
 
 EVENT_COLUMNS = ["ts", "customer_id", "anonymous_id", "channel", "event_type", "category", "amount", "offer_id"]
 
@@ -46,7 +47,8 @@ def build_training_set_dask(events: dd.DataFrame | str | Path, cutoffs: list[pd.
     """``build_training_set`` on Dask (the current scheduler), over ``npartitions`` customer partitions."""
     events = read_events(events)
     links = find_links(events)
-    signals = events.map_partitions(to_signal_frame, links, meta=to_signal_frame(events._meta, links))
+    rows = events.map_partitions(to_signal_frame, links, meta=to_signal_frame(events._meta, links))
+    signals = dd.concat([rows, dd.from_pandas(link_rows(links), npartitions=1)])
     by_customer = signals.shuffle("customer_id", npartitions=npartitions or events.npartitions)
     build_args = (cutoffs, horizon_days, categories, features)
     meta = build_from_signals(signals._meta, *build_args)

@@ -1,7 +1,7 @@
 """Online feature store: the declared signals kept per customer, updated event by event.
 
 Every backend offers the same ``FeatureStore`` interface and semantics: writes are idempotent by event_id;
-a device's first link to a customer wins; anonymous events wait until their device is linked, then count
+a device's first link to a customer wins (and adds a ``devices`` row at the link); anonymous events wait until their device is linked, then count
 for the customer from the link's time on, exactly as the offline builder attributes them. The embedded
 backend is SQLite (write-ahead log, persisted in the NBO home); ``open_store`` picks Redis instead when
 $NBO_REDIS_URL is set (features.online_redis), for several service replicas sharing one store.
@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 
-from features.definitions import SIGNAL_NAMES, Aggregates, signal_values, window_bounds
+from features.definitions import (
+    LINK_KIND, LOOKBACK, SIGNAL_NAMES, Aggregates, kind_values, signal_values, window_bounds,
+)
 from features.offline import to_seconds
 
 if TYPE_CHECKING:
@@ -50,11 +52,11 @@ class CustomerRows:
 def aggregate_rows(rows: CustomerRows, t: int, categories: list[str]) -> Aggregates:
     """Aggregates of one customer at time t, one row per requested category."""
     lows = window_bounds(t)
-    m = (rows.visible < t) & (rows.ts < t) & (rows.ts >= lows[-1])
+    m = (rows.visible < t) & (rows.ts < t)
     ts, values = rows.ts[m], rows.values[m]
     inside = (ts[:, None] >= lows[None, :]).astype("float64")
     in_category = (rows.category[m][None, :] == np.asarray(categories, dtype=object)[:, None])
-    fired = values != 0
+    fired = (values != 0) & (ts >= LOOKBACK.start(t))[:, None]
     when = np.where(fired, ts[:, None].astype("float64"), -np.inf)
     k = len(categories)
     customer_last = when.max(axis=0, initial=-np.inf)
@@ -124,6 +126,7 @@ class OnlineStore:
             events = events[events["event_id"].isin(new)].reset_index(drop=True)
             newly_linked = self._link(events)
             self._store(events)
+            self._store_links(newly_linked)
             for anonymous_id, customer_id, linked_at in newly_linked:
                 self._release(anonymous_id, customer_id, linked_at)
         touched = set(events["customer_id"].dropna()) | {c for _, c, _ in newly_linked}
@@ -178,6 +181,13 @@ class OnlineStore:
         marks = ",".join("?" * (4 + len(SIGNAL_NAMES)))
         self.db.executemany(f"INSERT INTO signals VALUES ({marks})", known)
         self.db.executemany(f"INSERT INTO pending VALUES ({marks[2:]})", pending)
+
+    def _store_links(self, links: list[tuple[str, str, int]]) -> None:
+        """One row per newly linked device for its customer, at the link (the ``devices`` signal)."""
+        values = kind_values(np.array([LINK_KIND]), np.array([np.nan]))[0].tolist()
+        marks = ",".join("?" * (4 + len(SIGNAL_NAMES)))
+        self.db.executemany(f"INSERT INTO signals VALUES ({marks})",
+                            [(customer_id, None, linked_at, linked_at, *values) for _, customer_id, linked_at in links])
 
     def _release(self, anonymous_id: str, customer_id: str, linked_at: int) -> None:
         """Move a newly linked device's waiting events to its customer, visible from the link on."""

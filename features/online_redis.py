@@ -4,7 +4,8 @@ Keys, under a prefix (default ``nbo:online:``):
 
 - ``seen``: set of applied event ids (SADD's answer makes writes idempotent);
 - ``links``: hash device -> "linked_at customer_id" (HSETNX: a device's first link wins);
-- ``rows:<customer>``: the customer's signal rows as packed fixed-size records (``RECORD``), appended;
+- ``rows:<customer>``: the customer's signal rows as packed fixed-size records (``RECORD``), appended,
+  with one row per device at its first link (the ``devices`` signal);
 - ``pending:<device>``: packed records of a device not linked yet, moved to its customer on the link;
 - ``customers``: set of customers with rows;
 - ``category_codes`` (hash name -> code) and ``category_names`` (NUL-terminated names, append-only):
@@ -22,14 +23,14 @@ import numpy as np
 import pandas as pd
 import redis
 
-from features.definitions import SIGNAL_NAMES, signal_values
+from features.definitions import LINK_KIND, SIGNAL_NAMES, kind_values, signal_values
 from features.offline import to_seconds
 from features.online import CustomerRows
 
 _PACKED = np.dtype([("ts", "<i8"), ("visible", "<i8"), ("values", "<f8", (len(SIGNAL_NAMES),))])
 RECORD = np.dtype([("category", "<i4"), *_PACKED.descr])
 BATCH_EVENTS = 500  # events per script call: Redis blocks other clients for a few ms at most
-_ARGS_PER_EVENT = 6
+_ARGS_PER_EVENT = 7
 TIMEOUT_S = 0.2  # socket connect/read timeout unless the URL sets one: an outage must not hang requests
 
 _WRITE = r"""
@@ -81,9 +82,9 @@ local function release(device, customer, at)
 end
 
 local new = 0
-for i = 4, #ARGV, 6 do
+for i = 4, #ARGV, 7 do
   local event_id, customer, device = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local category, ts, packed = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local category, ts, packed, link = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   if redis.call('SADD', seen, event_id) == 1 then
     new = new + 1
     local record = ''
@@ -91,6 +92,7 @@ for i = 4, #ARGV, 6 do
     if customer ~= '' then
       if device ~= '' and redis.call('HSETNX', links, device, ts .. ' ' .. customer) == 1 then
         release(device, customer, tonumber(ts))
+        append(customer, link)
       end
       append(customer, record)
     elseif device ~= '' then
@@ -129,11 +131,16 @@ class RedisStore:
         packed["ts"], packed["visible"], packed["values"] = ts, ts, values
         blob, size = packed.tobytes(), _PACKED.itemsize
         useful = (values != 0).any(axis=1)
+        link = np.zeros(1, RECORD)
+        link["category"], link["values"] = -1, kind_values(np.array([LINK_KIND]), np.array([np.nan]))
         texts = zip(*(to_texts(events[c]) for c in ("event_id", "customer_id", "anonymous_id", "category")))
         args: list[str | bytes] = []
         for i, (event_id, customer_id, anonymous_id, category) in enumerate(texts):
             record = blob[i * size:(i + 1) * size] if useful[i] else b""
-            args += [event_id, customer_id, anonymous_id, category, str(ts[i]), record]
+            linked = link.copy()
+            linked["ts"] = linked["visible"] = ts[i]
+            args += [event_id, customer_id, anonymous_id, category, str(ts[i]), record,
+                     linked.tobytes() if customer_id and anonymous_id else b""]
         step = BATCH_EVENTS * _ARGS_PER_EVENT
         new = 0
         for start in range(0, len(args), step):

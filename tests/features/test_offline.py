@@ -38,11 +38,41 @@ def test_windows_count_whole_days_back_from_the_cutoff(history):
 def test_future_events_cannot_change_a_feature(history, make_events):
     later = make_events([dict(ts="2025-03-10 00:00", customer_id="c1", event_type="purchase", category="shoes",
                               amount=999.0),
-                         dict(ts="2025-04-01", customer_id="c2", event_type="product_view", category="shoes")])
+                         dict(ts="2025-04-01", customer_id="c2", event_type="product_view", category="shoes"),
+                         dict(ts="2025-03-10 00:00", customer_id="c2", anonymous_id="tablet", event_type="login")])
     pairs = [("c1", "shoes"), ("c2", "shoes")]
     before = at(to_signal_frame(history), pairs)
     after = at(to_signal_frame(pd.concat([history, later], ignore_index=True)), pairs)
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_devices_count_once_each_from_their_first_link(make_events):
+    events = make_events([
+        dict(ts="2025-03-01 09:00", customer_id="c1", anonymous_id="phone", event_type="login"),
+        dict(ts="2025-03-05 09:00", customer_id="c1", anonymous_id="phone", event_type="login"),
+        dict(ts="2025-03-06 09:00", anonymous_id="laptop", event_type="page_view"),
+        dict(ts="2025-03-09 09:00", customer_id="c1", anonymous_id="laptop", event_type="email_click",
+             channel="email"),
+    ])
+    frame = to_signal_frame(events)
+    before, after = (at(frame, [("c1", "shoes")], pd.Timestamp(day, tz="UTC")).loc[("c1", "shoes")]
+                     for day in ("2025-03-08", "2025-03-10"))
+    assert (before["cust_devices_all"], after["cust_devices_all"]) == (1, 2)
+    assert (before["cust_devices_1d"], after["cust_devices_1d"]) == (0, 1)
+    assert after["cust_devices_recency_days"] == pytest.approx(15 / 24)
+
+
+def test_session_window_counts_the_last_30_minutes(make_events):
+    events = make_events([
+        dict(ts="2025-03-09 23:20", customer_id="c1", event_type="product_view", category="shoes"),
+        dict(ts="2025-03-09 23:45", customer_id="c1", event_type="page_view", category="shoes"),
+        dict(ts="2025-03-09 23:50", customer_id="c1", event_type="add_to_cart", category="coffee"),
+    ])
+    rows = at(to_signal_frame(events), [("c1", "shoes"), ("c1", "coffee")])
+    assert rows.loc[("c1", "shoes"), "cat_views_30m"] == 1
+    assert rows.loc[("c1", "shoes"), "cat_views_1d"] == 2
+    assert rows.loc[("c1", "coffee"), "cat_carts_30m"] == 1
+    assert rows.loc[("c1", "coffee"), "cust_views_30m"] == 1
 
 
 def test_training_rows_label_purchases_in_the_horizon(history):

@@ -95,20 +95,26 @@ def test_online_features_equal_offline_ones_at_random_times(random_events, open_
         store.write(arriving.iloc[start:start + 90])
     frame = to_signal_frame(random_events)
     rng = np.random.default_rng(5)
-    checked = 0
-    for _ in range(40):
+    checked, seen = 0, []
+    for i in range(80):
         customer_id = f"c{rng.integers(20)}"
         t = int(pd.Timestamp("2025-01-01", tz="UTC").timestamp()) + int(rng.integers(0, 70 * 86400))
+        if i % 2:  # minutes after one of the customer's rows, so that the session window holds some
+            mine = frame.loc[frame["customer_id"] == customer_id, "ts"].to_numpy()
+            t = int(rng.choice(mine)) + int(rng.integers(1, 20 * 60)) if len(mine) else t
         pairs = pd.DataFrame({"customer_id": customer_id, "category": CATEGORIES})
-        offline = features_at(frame, t, pairs, list(FEATURES)).iloc[:, 2:].to_numpy()
+        offline = features_at(frame, t, pairs, list(FEATURES)).iloc[:, 2:]
         rows = store.rows(customer_id)
         if rows is None:
             continue
         online = assemble_features(list(FEATURES), aggregate_rows(rows, t, CATEGORIES), np.full(3, t))
-        np.testing.assert_allclose(online, offline, rtol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(online, offline.to_numpy(), rtol=1e-9, equal_nan=True)
+        seen.append(offline)
         checked += 1
-    assert checked >= 30
+    assert checked >= 60
     assert frame["visible"].gt(frame["ts"]).any()  # some anonymous history was attributed late
+    compared = pd.concat(seen)
+    assert (compared[["cust_devices_all", "cust_devices_30d", "cat_views_30m", "cust_carts_30m"]] > 0).any().all()
 
 
 def test_writes_are_idempotent_by_event_id(random_events, open_test_store):
@@ -128,8 +134,10 @@ def test_device_history_moves_to_the_customer_when_linked(make_events, open_test
     store.write(make_events([dict(ts="2025-02-03 10:00", anonymous_id="d1", customer_id="c9",
                                   event_type="login")]))
     rows = store.rows("c9")
-    assert rows.category.tolist() == ["tea"]
-    assert rows.visible[0] == int(pd.Timestamp("2025-02-03 10:00", tz="UTC").timestamp())
+    linked_at = int(pd.Timestamp("2025-02-03 10:00", tz="UTC").timestamp())
+    assert rows.category.tolist() == ["tea", None]  # the browsing, then the device's link
+    assert rows.visible.tolist() == [linked_at, linked_at]
+    assert rows.values[:, SIGNAL_NAMES.index("devices")].tolist() == [0.0, 1.0]
 
 
 def test_first_link_of_a_device_wins(make_events, open_test_store):
@@ -138,7 +146,9 @@ def test_first_link_of_a_device_wins(make_events, open_test_store):
                              dict(ts="2025-02-02 10:00", anonymous_id="d1", customer_id="c2", event_type="login")]))
     store.write(make_events([dict(ts="2025-02-03 10:00", anonymous_id="d1", event_type="product_view",
                                   category="tea")]))
-    assert store.rows("c1").category.tolist() == ["tea"]
+    rows = store.rows("c1")
+    assert rows.category.tolist() == [None, "tea"]  # the device's link, then its browsing
+    assert rows.values[:, SIGNAL_NAMES.index("devices")].tolist() == [1.0, 0.0]
     assert store.rows("c2") is None
 
 
