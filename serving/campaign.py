@@ -9,7 +9,8 @@ from features.segments import TIER_COLUMNS, latest_tiers
 from nbo.config import Paths
 from serving.recommender import Recommender
 from serving.rules import DAY
-from training.uplift import build_candidates, join_customers, load_uplift, select_campaign
+from training.uplift import join_customers, load_uplift, select_campaign
+from training.uplift_campaign import score_best_offers
 
 
 def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel: str,
@@ -22,5 +23,5 @@ def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel
     now = pd.Timestamp.now(tz="UTC")
     contacted = recommender.log.contacted(channel, int(now.timestamp()) - 7 * DAY)
     customers = customers[~customers["customer_id"].isin(contacted)]
-    scores, eligible = build_candidates(model, customers, recommender.offers, channel, now, segment)
-    return select_campaign(scores, budget, eligible), eligible
+    best, eligible = score_best_offers(model, customers, recommender.offers, channel, now, segment)
+    return select_campaign(best, budget, eligible), eligible

@@ -233,12 +233,8 @@ def load_uplift(folder: Path) -> UpliftModel:
                        lgb.Booster(model_str=(folder / CONTROL_FILE).read_text()), spec)
 
 
-def build_candidates(model: UpliftModel, customers: pd.DataFrame, offers: pd.DataFrame, channel: str,
-                     now: pd.Timestamp, segment: dict[str, str] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, int]:
-    """Eligible (customer, offer) pairs with predicted uplift and expected incremental value, and the number
-    of eligible customers. Eligible: opted in to the channel (``<channel>_opt_in`` when present), in the
-    segment (column = value), offer valid at ``now`` and allowed in the channel (``channels``, '|'-joined)."""
+def eligible_customers(customers: pd.DataFrame, channel: str, segment: dict[str, str] | None = None) -> pd.DataFrame:
+    """Customers opted in to the channel (``<channel>_opt_in`` when present) and in the segment (column = value)."""
     people = customers
     if f"{channel}_opt_in" in people.columns:
         people = people[people[f"{channel}_opt_in"].astype(bool)]
@@ -246,14 +242,35 @@ def build_candidates(model: UpliftModel, customers: pd.DataFrame, offers: pd.Dat
         if column not in people.columns:
             raise ValueError(f"segment column '{column}' is not a customer attribute")
         people = people[people[column].astype(str) == value]
+    return people
+
+
+def live_offers(offers: pd.DataFrame, channel: str, now: pd.Timestamp) -> pd.DataFrame:
+    """Offers valid at ``now`` (``valid_from``/``valid_to`` when present) and allowed in the channel
+    (``channels``, '|'-joined, when present)."""
     live = offers
     if {"valid_from", "valid_to"} <= set(offers.columns):
         live = live[(pd.to_datetime(live["valid_from"], utc=True) <= now)
                     & (pd.to_datetime(live["valid_to"], utc=True) >= now)]
     if "channels" in live.columns:
         live = live[live["channels"].astype(str).str.split("|").map(lambda allowed: channel in allowed)]
-    value = (live["value"].astype(float).to_numpy() if model.spec.binary and "value" in live.columns
-             else np.ones(len(live)))
+    return live
+
+
+def offer_values(model: UpliftModel, live: pd.DataFrame) -> np.ndarray:
+    """What one incremental outcome of each offer is worth: its ``value`` for a binary outcome, else 1."""
+    return (live["value"].astype(float).to_numpy() if model.spec.binary and "value" in live.columns
+            else np.ones(len(live)))
+
+
+def build_candidates(model: UpliftModel, customers: pd.DataFrame, offers: pd.DataFrame, channel: str,
+                     now: pd.Timestamp, segment: dict[str, str] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, int]:
+    """Every eligible (customer, offer) pair with predicted uplift and expected incremental value, and the
+    number of eligible customers (see eligible_customers and live_offers). One row per pair: for analysis
+    and small cases; campaigns use training.uplift_campaign.score_best_offers."""
+    people, live = eligible_customers(customers, channel, segment), live_offers(offers, channel, now)
+    value = offer_values(model, live)
     table = offers.drop_duplicates("offer_id").set_index("offer_id")
     parts = [pd.DataFrame(columns=["customer_id", "offer_id", "uplift", "value", "expected_value"])]
     ids = people["customer_id"].to_numpy()

@@ -16,8 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nbo.config import Paths, get_paths
-from training.uplift import (build_candidates, build_offer_table, fit_uplift, join_customers, load_uplift,
-                             prepare_exposures, save_uplift, select_campaign, validate_inputs)
+from training.uplift import (build_offer_table, fit_uplift, join_customers, load_uplift, prepare_exposures,
+                             save_uplift, select_campaign, validate_inputs)
+from training.uplift_campaign import score_best_offers
 from training.uplift_eval import evaluate_uplift, split_exposures
 
 EXPERIMENT = "nbo-uplift"
@@ -150,9 +151,9 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
         with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as bar:
             task = bar.add_task("scoring", total=None)
-            scores, eligible = build_candidates(model, people, table, channel, when, rules,
-                                                lambda done, total: bar.update(task, completed=done, total=total))
-        chosen = select_campaign(scores, budget, eligible)
+            best, eligible = score_best_offers(model, people, table, channel, when, rules,
+                                               lambda done, total: bar.update(task, completed=done, total=total))
+        chosen = select_campaign(best, budget, eligible)
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(2) from error

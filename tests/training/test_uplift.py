@@ -8,7 +8,9 @@ import pytest
 
 from features.simulate import load_truth, simulate
 from training.uplift import (build_candidates, build_offer_table, fit_uplift, join_customers, predict_uplift,
-                             prepare_exposures, select_campaign, validate_inputs)
+                             prepare_exposures, save_uplift, select_campaign, validate_inputs)
+from training.uplift_campaign import score_best_offers
+from training.uplift_commands import campaign
 from training.uplift_eval import evaluate_uplift, split_exposures
 
 
@@ -76,6 +78,52 @@ def test_select_campaign_keeps_each_customers_best_positive_offer():
         select_campaign(scores, 1.5)
 
 
+def select_every_pair(model, customers, offers, channel, now, budget, segment=None) -> pd.DataFrame:
+    """The straightforward selection: every eligible pair scored, then select_campaign."""
+    scores, eligible = build_candidates(model, customers, offers, channel, now, segment)
+    return select_campaign(scores, budget, eligible).astype({"uplift": float, "value": float,
+                                                              "expected_value": float})
+
+
+@pytest.mark.parametrize(("channel", "segment", "budget"), [("email", None, 1.0), ("sms", {"lifecycle_stage": "active"}, 0.1)])
+def test_best_offers_select_the_rows_of_scoring_every_pair(simulated, channel, segment, budget):
+    customers, offers, model = simulated["customers"], simulated["offers"], simulated["model"]
+    now = pd.Timestamp("2025-05-20 06:00", tz="UTC")
+    seen = []
+    best, eligible = score_best_offers(model, customers, offers, channel, now, segment,
+                                       lambda done, total: seen.append((done, total)))
+    assert best["customer_id"].is_unique and len(best) == eligible
+    assert seen[-1] == (eligible, eligible) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    expected = select_every_pair(model, customers, offers, channel, now, budget, segment)
+    assert len(expected) > 0
+    pd.testing.assert_frame_equal(select_campaign(best, budget, eligible), expected, check_dtype=False,
+                                  check_exact=True)
+
+
+def test_campaign_command_writes_the_selection(simulated, tmp_path):
+    customers, offers, model = simulated["customers"], simulated["offers"], simulated["model"]
+    (tmp_path / "raw").mkdir()
+    customers.to_parquet(tmp_path / "raw" / "customers.parquet")
+    offers.to_parquet(tmp_path / "raw" / "offers.parquet")
+    save_uplift(model, tmp_path / "uplift")
+    campaign(0.2, channel="email", now="2025-05-20T06:00", home=tmp_path, out=tmp_path / "plan.csv")
+    written = pd.read_csv(tmp_path / "plan.csv")
+    expected = select_every_pair(model, customers, offers, "email", pd.Timestamp("2025-05-20 06:00", tz="UTC"), 0.2)
+    assert written[["customer_id", "offer_id"]].values.tolist() == expected[["customer_id", "offer_id"]].values.tolist()
+    assert np.allclose(written["expected_value"], expected["expected_value"], rtol=1e-12)
+
+
+def test_best_offers_reject_repeated_ids_and_missing_offer_inputs(simulated):
+    customers, offers, model = simulated["customers"], simulated["offers"], simulated["model"]
+    now = pd.Timestamp("2025-05-20 06:00", tz="UTC")
+    with pytest.raises(ValueError, match="'customer_id' repeats"):
+        score_best_offers(model, pd.concat([customers, customers.head(1)]), offers, "email", now)
+    with pytest.raises(ValueError, match="'offer_id' repeats"):
+        score_best_offers(model, customers, pd.concat([offers, offers.head(1)]), "email", now)
+    with pytest.raises(ValueError, match="'discount'"):
+        score_best_offers(model, customers, offers.drop(columns="discount"), "email", now)
+
+
 def make_generic(n: int = 4000, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customers with a categorical tier; offer A works on gold customers only, B on nobody."""
     rng = np.random.default_rng(seed)
@@ -113,6 +161,21 @@ def test_generic_input_with_a_categorical_attribute():
     report = evaluate_uplift(model, people, table, test, 0.5, n_boot=10)
     assert report["qini"]["low"] > 0
     assert report["model_snips"]["value"] > report["random_snips"]["value"]
+    check_best_offers_without_offer_inputs_in_control(model, people)
+
+
+def check_best_offers_without_offer_inputs_in_control(model, people):
+    """Missing, zero and shared attribute values, an offer the model never saw, ties between customers."""
+    people = people.assign(age=people["age"].astype(float))
+    people.loc[people.index[:40], "age"] = np.nan
+    people.loc[people.index[40:80], "age"] = 0.0
+    offers = pd.DataFrame({"offer_id": ["B", "A", "new"]})
+    now = pd.Timestamp("2025-04-01", tz="UTC")
+    best, eligible = score_best_offers(model, people, offers, "email", now)
+    assert set(best["offer_id"]) >= {"A", "B"} and best["expected_value"].duplicated().any()
+    pd.testing.assert_frame_equal(select_campaign(best, 1.0, eligible),
+                                  select_every_pair(model, people, offers, "email", now, 1.0),
+                                  check_dtype=False, check_exact=True)
 
 
 @pytest.mark.parametrize("column", ["customer_id", "offer_id", "propensity", "bought"])

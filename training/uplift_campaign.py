@@ -1,0 +1,156 @@
+"""Campaign scoring at scale: each eligible customer's best offer by expected incremental value.
+
+Two customers whose inputs fall on the same side of every split threshold of both boosters (same category
+codes, same missing and zero flags) follow the same path in every tree, so their predictions are identical.
+The boosters therefore score one representative customer per such profile against every live offer, chunk by
+chunk, and keep only each profile's best offer; customers inherit their profile's result. The selection is
+the one of scoring every (customer, offer) pair with ``build_candidates`` and ``select_campaign``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from training.uplift import (UpliftModel, UpliftSpec, eligible_customers, encode_levels, live_offers,
+                             offer_values)
+
+CHUNK_PAIRS = 400_000  # (profile, offer) rows scored at once: about 40 MB of inputs per chunk
+ZERO = 1e-35  # LightGBM's zero threshold: smaller magnitudes count as zero (missing under missing_type Zero)
+BEST_COLUMNS = ["customer_id", "offer_id", "uplift", "value", "expected_value"]
+
+
+def split_offer_features(spec: UpliftSpec) -> tuple[list[int], list[int]]:
+    """Positions of the customer inputs and of the offer inputs in ``spec.features``."""
+    offer_names = {"offer_id", "offer_category", *spec.offer_numeric}
+    positions = list(enumerate(spec.features))
+    return ([i for i, name in positions if name not in offer_names],
+            [i for i, name in positions if name in offer_names])
+
+
+def encode_customers(spec: UpliftSpec, people: pd.DataFrame, now: pd.Timestamp) -> np.ndarray:
+    """Customer inputs, one row per customer, the same values ``build_matrix`` gives them at time ``now``."""
+    names = [spec.features[i] for i in split_offer_features(spec)[0]]
+    if missing := [c for c in names if c not in people.columns]:
+        raise ValueError(f"customer features lack column(s) {missing} the uplift model was trained with")
+    columns = []
+    for name in names:
+        values = people[name]
+        if name in spec.categories:
+            columns.append(encode_levels(values, spec.categories[name]))
+        elif name in spec.datetimes:
+            stamps = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+            columns.append(np.asarray((now - stamps) / pd.Timedelta(days=1), dtype=float))
+        else:
+            columns.append(values.astype(float).to_numpy())
+    return np.column_stack(columns) if columns else np.zeros((len(people), 0))
+
+
+def encode_offers(spec: UpliftSpec, live: pd.DataFrame) -> np.ndarray:
+    """Offer inputs, one row per offer: offer_id and category codes, offer numbers."""
+    columns = []
+    for name in (spec.features[i] for i in split_offer_features(spec)[1]):
+        source = "category" if name == "offer_category" else name
+        if source not in live.columns:
+            raise ValueError(f"offers lack column '{source}' the uplift model was trained with")
+        columns.append(encode_levels(live[source], spec.categories[name]) if name in spec.categories
+                       else live[source].astype(float).to_numpy())
+    return np.column_stack(columns) if columns else np.zeros((len(live), 0))
+
+
+def collect_splits(boosters: list[lgb.Booster]) -> dict[int, np.ndarray | None]:
+    """Per feature index split on: its sorted numerical thresholds, or None for a categorical feature."""
+    found: dict[int, set[float] | None] = {}
+    for booster in boosters:
+        nodes = [tree["tree_structure"] for tree in booster.dump_model()["tree_info"]]
+        while nodes:
+            node = nodes.pop()
+            if "split_feature" not in node:
+                continue
+            feature = node["split_feature"]
+            if node["decision_type"] == "==":
+                found[feature] = None
+            else:
+                found.setdefault(feature, set()).add(float(node["threshold"]))
+            nodes += [node["left_child"], node["right_child"]]
+    return {feature: None if cuts is None else np.array(sorted(cuts)) for feature, cuts in found.items()}
+
+
+def group_profiles(inputs: np.ndarray, splits: list[np.ndarray | None | bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that take the same path in every tree: the first row of each profile and each row's profile.
+
+    splits, per column: sorted thresholds, None (categorical: the code itself decides), False (never split on)."""
+    keys = np.zeros(inputs.shape, dtype=np.int64)
+    for j, cuts in enumerate(splits):
+        values = inputs[:, j]
+        missing = np.isnan(values)
+        if cuts is None:
+            keys[:, j] = np.where(missing, -1, np.nan_to_num(values))
+        elif cuts is not False:
+            below = np.searchsorted(cuts, values, side="left")
+            keys[:, j] = np.where(missing, -1, 2 * below + (np.abs(values) <= ZERO))
+    profile = pd.DataFrame(keys).groupby(list(range(keys.shape[1])), sort=False).ngroup().to_numpy() \
+        if keys.shape[1] else np.zeros(len(inputs), dtype=np.int64)
+    return np.unique(profile, return_index=True)[1], profile
+
+
+def predict_profiles(model: UpliftModel, person: np.ndarray, offer: np.ndarray) -> np.ndarray:
+    """Uplift of every (profile, offer) pair, shape (profiles, offers); the control model scores each profile
+    once when it has no offer inputs."""
+    customer_at, offer_at = split_offer_features(model.spec)
+    n_people, n_offers = len(person), len(offer)
+    pairs = np.empty((n_people * n_offers, len(model.spec.features)))
+    pairs[:, customer_at] = np.repeat(person, n_offers, axis=0)
+    pairs[:, offer_at] = np.tile(offer, (n_people, 1))
+    treated = model.treated.predict(pairs, num_threads=2).reshape(n_people, n_offers)
+    if model.spec.control_by_offer:
+        return treated - model.control.predict(pairs, num_threads=2).reshape(n_people, n_offers)
+    alone = np.full((n_people, len(model.spec.features)), np.nan)
+    alone[:, customer_at] = person
+    return treated - model.control.predict(alone, num_threads=2)[:, None]
+
+
+def pick_best_offers(model: UpliftModel, person: np.ndarray, offer: np.ndarray, worth: np.ndarray,
+                     progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``person``: the index of the offer with the highest expected value (the first on ties) and
+    its uplift, scored in chunks of about CHUNK_PAIRS pairs; progress gets the rows done after each chunk."""
+    best = np.zeros(len(person), dtype=np.int64)
+    uplift = np.zeros(len(person))
+    step = max(1, CHUNK_PAIRS // max(len(offer), 1))
+    for first in range(0, len(person), step):
+        scored = predict_profiles(model, person[first:first + step], offer)
+        chosen = np.argmax(scored * worth, axis=1)
+        best[first:first + step] = chosen
+        uplift[first:first + step] = scored[np.arange(len(chosen)), chosen]
+        if progress:
+            progress(min(first + step, len(person)))
+    return best, uplift
+
+
+def score_best_offers(model: UpliftModel, customers: pd.DataFrame, offers: pd.DataFrame, channel: str,
+                      now: pd.Timestamp, segment: dict[str, str] | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, int]:
+    """Each eligible customer's best live offer (columns BEST_COLUMNS, customers in table order) and the number
+    of eligible customers; eligibility as in ``build_candidates``. progress gets (customers done, total)."""
+    people, live = eligible_customers(customers, channel, segment), live_offers(offers, channel, now)
+    for table, key in ((people, "customer_id"), (live, "offer_id")):
+        if table[key].duplicated().any():
+            raise ValueError(f"column '{key}' repeats: {table.loc[table[key].duplicated(), key].iloc[0]}")
+    if people.empty or live.empty:
+        return pd.DataFrame({name: [] for name in BEST_COLUMNS}), len(people) if len(live) else 0
+    person = encode_customers(model.spec, people, now)
+    boosters = [model.treated, model.control]
+    splits = collect_splits(boosters)
+    customer_at = split_offer_features(model.spec)[0]
+    first, profile = group_profiles(person, [splits.get(i, False) for i in customer_at])
+    covered = np.cumsum(np.bincount(profile))
+    worth = offer_values(model, live)
+    best, uplift = pick_best_offers(model, person[first], encode_offers(model.spec, live), worth,
+                                    progress and (lambda done: progress(int(covered[done - 1]), len(people))))
+    chosen = best[profile]
+    return pd.DataFrame({"customer_id": people["customer_id"].to_numpy(),
+                         "offer_id": live["offer_id"].to_numpy()[chosen], "uplift": uplift[profile],
+                         "value": worth[chosen], "expected_value": uplift[profile] * worth[chosen]}), len(people)
