@@ -1,11 +1,15 @@
 """The decision log: every offer served, with its propensity, and the outcomes that came back.
 
 It feeds the contact caps, retraining and off-policy evaluation. SQLite in WAL mode, in the NBO home.
+Served offers are written by a background thread (a bounded queue: a full queue makes the request wait,
+nothing is dropped); reads see the rows still queued, and close() or interpreter exit flushes them.
 """
 
 from __future__ import annotations
 
+import atexit
 import sqlite3
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -20,34 +24,104 @@ CREATE TABLE IF NOT EXISTS outcomes (event_id TEXT PRIMARY KEY, decision_id TEXT
     event_type TEXT, ts INTEGER, amount REAL);
 """
 OUTCOME_TYPES = ("offer_shown", "offer_click", "purchase")
+MAX_QUEUED = 10_000  # served offers waiting for the writer before record() blocks
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync on commit
+    return db
 
 
 class DecisionLog:
     """Append-only log of decisions and their outcomes."""
 
-    def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync on the request path
+    def __init__(self, path: str | Path, max_queued: int = MAX_QUEUED):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = _connect(self.path)
         self.db.executescript(_SCHEMA)
+        self.max_queued = max_queued
+        self._queued: list[tuple] = []  # recorded, not yet taken by the writer
+        self._writing: list[tuple] = []  # taken by the writer, maybe not committed yet
+        self._changed = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._failure: BaseException | None = None
 
     def record(self, rows: list[tuple]) -> None:
-        """Store the served offers of one decision (one tuple per offer, in table column order)."""
-        with self.db:
-            self.db.executemany("INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        """Queue the served offers of one decision (one tuple per offer, in table column order)."""
+        with self._changed:
+            self._raise_failure()
+            if self._closing:
+                raise RuntimeError("the decision log is closed")
+            while len(self._queued) >= self.max_queued:
+                self._changed.wait()
+                self._raise_failure()
+            self._queued.extend(rows)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_queued, name="decision-log", daemon=True)
+                self._writer.start()
+                atexit.register(self.close)
+            self._changed.notify_all()
 
-    def contacts(self, customer_id: str, since: int) -> pd.DataFrame:
-        """Offers served to a customer since a time: offer_id, channel, ts."""
-        found = self.db.execute("SELECT offer_id, channel, ts FROM decisions WHERE customer_id = ? AND ts >= ?",
-                                (customer_id, since)).fetchall()
-        return pd.DataFrame(found, columns=["offer_id", "channel", "ts"])
+    def _write_queued(self) -> None:
+        """The writer thread: commit whatever is queued, one transaction per batch, until closed."""
+        db = _connect(self.path)
+        try:
+            while True:
+                with self._changed:
+                    while not self._queued and not self._closing:
+                        self._changed.wait()
+                    if not self._queued:
+                        return
+                    self._writing, self._queued = self._queued, []
+                    self._changed.notify_all()
+                with db:
+                    db.executemany("INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", self._writing)
+                with self._changed:
+                    self._writing = []
+                    self._changed.notify_all()
+        except BaseException as error:  # surfaced to the next caller; the queued rows stay readable
+            with self._changed:
+                self._failure = error
+                self._changed.notify_all()
+        finally:
+            db.close()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"the decision log writer failed: {self._failure}") from self._failure
+
+    def flush(self) -> None:
+        """Wait until every recorded offer is committed."""
+        with self._changed:
+            while (self._queued or self._writing) and self._failure is None:
+                self._changed.wait()
+            self._raise_failure()
+
+    def _unwritten(self) -> list[tuple]:
+        """Rows recorded but maybe not committed, taken before reading the database (a row committed in
+        between is then in both: readers drop the copy by (decision_id, rank))."""
+        with self._changed:
+            return self._writing + self._queued
+
+    def contacts(self, customer_id: str, since: int) -> list[tuple[str, str, int]]:
+        """Offers served to a customer since a time: (offer_id, channel, ts) tuples."""
+        unwritten = [r for r in self._unwritten() if r[2] == customer_id and r[1] >= since]
+        found = self.db.execute("SELECT decision_id, rank, offer_id, channel, ts FROM decisions "
+                                "WHERE customer_id = ? AND ts >= ?", (customer_id, since)).fetchall()
+        committed = {(d, rank) for d, rank, *_ in found}
+        return [(o, c, ts) for _, _, o, c, ts in found] + \
+               [(r[6], r[3], r[1]) for r in unwritten if (r[0], r[7]) not in committed]
 
     def contacted(self, channel: str, since: int) -> set[str]:
         """Customers who got an offer in a channel since a time."""
+        unwritten = {r[2] for r in self._unwritten() if r[3] == channel and r[1] >= since}
         found = self.db.execute("SELECT DISTINCT customer_id FROM decisions WHERE channel = ? AND ts >= ?",
                                 (channel, since))
-        return {c for (c,) in found}
+        return {c for (c,) in found} | unwritten
 
     def record_outcomes(self, events: pd.DataFrame) -> int:
         """Keep offer events that carry a decision_id; return how many were new."""
@@ -64,6 +138,7 @@ class DecisionLog:
 
     def joined(self) -> pd.DataFrame:
         """Every served offer with whether it was clicked or bought afterwards (for off-policy evaluation)."""
+        self.flush()
         return pd.read_sql_query(
             "SELECT d.*, EXISTS(SELECT 1 FROM outcomes o WHERE o.decision_id = d.decision_id AND "
             "o.event_type = 'offer_click' AND (o.offer_id = d.offer_id OR o.offer_id IS NULL)) AS clicked, "
@@ -71,6 +146,16 @@ class DecisionLog:
             "AND (o.offer_id = d.offer_id OR o.offer_id IS NULL)) AS converted FROM decisions d", self.db)
 
     def close(self) -> None:
+        """Write what is queued, stop the writer and release the connection (idempotent)."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+            writer = self._writer
+        if writer is not None:
+            writer.join()
+            atexit.unregister(self.close)
+            self._writer = None
+        self._raise_failure()
         self.db.close()
 
 

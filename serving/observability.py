@@ -15,6 +15,8 @@ LATENCY = Histogram("nbo_recommend_seconds", "Time to decide, inside the service
                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
 DEGRADED = Counter("nbo_degraded", "Decisions served by the popularity fallback because the online store "
                    "was unreachable")
+REASON_CONTRIBUTIONS = Counter("nbo_reason_contributions", "Shown offers explained, by whether their SHAP "
+                               "contributions were computed or reused (same split decisions)", ["source"])
 EVENTS = Counter("nbo_events", "Events received on /events", ["outcome"])
 logger = logging.getLogger("nbo.decisions")
 _SALT = os.environ.get("NBO_LOG_SALT", "nbo")

@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -15,9 +16,12 @@ from features.online import CustomerRows, FeatureStore, aggregate_rows, open_sto
 from features.online_redis import StoreUnavailable
 from features.pipeline import read_raw
 from nbo.config import Paths
+from serving.contributions import ContributionCache
 from serving.decisions import DecisionLog
-from serving.rules import Policy, capped_offers, choose_slots, eligible_offers, rank_offers, recently_bought
+from serving.observability import REASON_CONTRIBUTIONS
 from serving.packaged import load_serving_model
+from serving.rules import (Policy, capped_offers, choose_slots, eligible_offers, index_offers, rank_offers,
+                           recently_bought)
 from training.registry import LoadedModel, predict_proba
 
 logger = logging.getLogger("nbo.serving")
@@ -44,17 +48,24 @@ class Decision:
 
 
 class Scorer:
-    """A loaded model with what it needs to rebuild its inputs; swapped whole on reload."""
+    """A loaded model with what it needs to rebuild its inputs and explain them; swapped whole on reload."""
 
     def __init__(self, model: LoadedModel):
         self.model = model
         self.features = select_features(model.meta["declared_features"])
-        self.categories = pd.Index(model.meta["categories"])
+        self.vocabulary = {c: float(i) for i, c in enumerate(model.meta["categories"])}
+        self.explainer = ContributionCache(model.booster)
 
     def matrix(self, declared: np.ndarray, categories: list[str]) -> np.ndarray:
         """The model's input: declared features, then the category code in the model's vocabulary."""
-        codes = self.categories.get_indexer(categories).astype("float64")
-        return np.column_stack([declared, np.where(codes < 0, np.nan, codes)])
+        codes = np.array([self.vocabulary.get(c, np.nan) for c in categories], dtype="float64")
+        return np.column_stack([declared, codes])
+
+
+@lru_cache(maxsize=None)
+def context_signals(event_type: str) -> np.ndarray:
+    """What one web event of this type, without amount, adds to each signal."""
+    return signal_values(pd.DataFrame({"event_type": [event_type], "channel": ["web"], "amount": [np.nan]}))[0]
 
 
 def with_context(rows: CustomerRows | None, t: int, current_category: str | None,
@@ -64,13 +75,22 @@ def with_context(rows: CustomerRows | None, t: int, current_category: str | None
               [("add_to_cart", c) for c in cart_categories]
     if not context:
         return rows
-    now = pd.DataFrame({"event_type": [e for e, _ in context], "channel": "web", "amount": np.nan})
     extra = CustomerRows(np.array([c for _, c in context], dtype=object), np.full(len(context), t - 1),
-                         np.full(len(context), t - 1), signal_values(now))
+                         np.full(len(context), t - 1), np.array([context_signals(e) for e, _ in context]))
     if rows is None:
         return extra
     return CustomerRows(*(np.concatenate([getattr(rows, f), getattr(extra, f)])
                           for f in ("category", "ts", "visible", "values")))
+
+
+@dataclass
+class Ranking:
+    """Candidate offers (catalogue positions), each with its category's score, and the allowed best first."""
+
+    offers: np.ndarray
+    probability: np.ndarray
+    best: np.ndarray
+    explain: Callable[[list[str]], dict[str, str]]
 
 
 class Recommender:
@@ -81,6 +101,7 @@ class Recommender:
         self.scorer = Scorer(model) if model else None
         self.model_source = model_source if model else "none"
         self.store, self.offers, self.log, self.policy = store, offers, log, policy
+        self.catalogue = index_offers(offers)
         self.item_category = items.set_index("item_id")["category"].to_dict()
         self.rng = np.random.default_rng(seed)
 
@@ -99,14 +120,24 @@ class Recommender:
         self.scorer = Scorer(model)
         self.model_source = "registry"
 
+    def candidates(self, customer_id: str, channel: str, now: pd.Timestamp) -> np.ndarray:
+        """Catalogue positions of the offers valid now in the channel that no contact cap forbids."""
+        t = int(now.timestamp())
+        since = t - (7 * DAY if channel == "email" else DAY)
+        capped = capped_offers(self.log.contacts(customer_id, since), channel, t, self.policy)
+        eligible = eligible_offers(self.catalogue, channel, now.timestamp())
+        if capped is None:
+            return eligible[:0]
+        if capped:
+            eligible = eligible[[o not in capped for o in self.catalogue.offer_ids[eligible]]]
+        return eligible
+
     def recommend(self, customer_id: str, channel: str, k: int = 3, current_category: str | None = None,
                   cart_items: list[str] | None = None, now: pd.Timestamp | None = None) -> Decision:
         """The k best offers for a customer in a channel right now, logged with their propensities."""
         now = now or pd.Timestamp.now(tz="UTC")
-        t, scorer = int(now.timestamp()), self.scorer
-        candidates = eligible_offers(self.offers, channel, now)
-        capped = capped_offers(self.log.contacts(customer_id, t - 7 * DAY), channel, t, self.policy)
-        candidates = candidates[~candidates["offer_id"].isin(capped or set())] if capped is not None else candidates[:0]
+        t, scorer, catalogue = int(now.timestamp()), self.scorer, self.catalogue
+        candidates = self.candidates(customer_id, channel, now)
         try:
             rows, degraded = self.store.rows(customer_id), False
         except StoreUnavailable as error:  # serve popularity until the store is back
@@ -114,57 +145,82 @@ class Recommender:
             rows, degraded = None, True
         version = scorer.model.version if scorer else None
         decision = Decision(uuid.uuid4().hex, customer_id, version, rows is None or scorer is None, degraded=degraded)
-        if candidates.empty:
+        if len(candidates) == 0:
             return decision
         if decision.fallback:
-            popularity = scorer.model.meta["popularity"] if scorer else {}
-            ranked = rank_offers(candidates, candidates["category"].map(popularity).fillna(0.0).to_numpy(), set())
-            chosen = choose_slots(ranked, k, self.policy.epsilon, self.rng)
-            reasons = {c: f"popular in {c} right now" for c in chosen["category"]}
+            ranking = self._popularity(scorer, candidates)
         else:
-            ranked, explain = self._score(scorer, rows, candidates, t, current_category, cart_items or [])
-            chosen = choose_slots(ranked, k, self.policy.epsilon, self.rng)
-            reasons = explain(chosen["category"].tolist())
-        decision.offers = [RankedOffer(o.offer_id, float(o.score), float(o.expected_value), reasons[o.category],
-                                       float(o.propensity), bool(o.explored)) for o in chosen.itertuples()]
+            ranking = self._score(scorer, rows, candidates, t, current_category, cart_items or [])
+        slots = choose_slots(len(ranking.best), k, self.policy.epsilon, self.rng)
+        chosen = ranking.best[slots.picks]
+        offers, probability = ranking.offers[chosen], ranking.probability[chosen]
+        categories = [catalogue.category_names[c] for c in catalogue.category_codes[offers]]
+        reasons = ranking.explain(categories)
+        decision.offers = [RankedOffer(str(catalogue.offer_ids[o]), float(p), float(p * catalogue.values[o]),
+                                       reasons[c], float(pr), bool(x))
+                           for o, p, c, pr, x in zip(offers, probability, categories, slots.propensity, slots.explored)]
         self.log.record([(decision.decision_id, t, customer_id, channel, version, int(decision.fallback),
                           o.offer_id, rank, o.score, o.expected_value, o.propensity, int(o.explored))
                          for rank, o in enumerate(decision.offers)])
         return decision
 
-    def _score(self, scorer: Scorer, rows: CustomerRows, candidates: pd.DataFrame, t: int,
-               current_category: str | None, cart_items: list[str]) -> tuple[pd.DataFrame, Callable]:
-        """Rank the candidates by the model's expected value; and a function giving the reasons of the
+    def _rank(self, candidates: np.ndarray, by_category: np.ndarray, excluded: np.ndarray,
+              explain: Callable[[list[str]], dict[str, str]]) -> Ranking:
+        """Rank the candidates given one probability and one exclusion flag per catalogue category."""
+        catalogue = self.catalogue
+        codes = catalogue.category_codes[candidates]
+        probability = by_category[codes]
+        best = rank_offers(codes, catalogue.values[candidates], catalogue.name_order[candidates], probability,
+                           excluded[codes])
+        return Ranking(candidates, probability, best, explain)
+
+    def _popularity(self, scorer: Scorer | None, candidates: np.ndarray) -> Ranking:
+        """The fallback: each category's share of recent purchases (the model's), no exclusion."""
+        popularity = scorer.model.meta["popularity"] if scorer else {}
+        names = self.catalogue.category_names
+        by_category = np.nan_to_num(np.array([popularity.get(c, 0.0) for c in names], dtype="float64"), nan=0.0)
+        return self._rank(candidates, by_category, np.zeros(len(names), dtype=bool),
+                          lambda shown: {c: f"popular in {c} right now" for c in shown})
+
+    def _score(self, scorer: Scorer, rows: CustomerRows, candidates: np.ndarray, t: int,
+               current_category: str | None, cart_items: list[str]) -> Ranking:
+        """Rank the candidates by the model's expected value, with a function giving the reasons of the
         categories finally shown (contributions are costly: only those rows are explained)."""
         cart = [self.item_category[i] for i in cart_items if i in self.item_category]
         rows = with_context(rows, t, current_category, cart)
-        categories = sorted(candidates["category"].unique())
+        names = self.catalogue.category_names
+        present = np.unique(self.catalogue.category_codes[candidates])
+        categories = [names[c] for c in present]
         aggregates = aggregate_rows(rows, t, categories)
         features = scorer.features
         declared = assemble_features(features, aggregates, np.full(len(categories), t))
         matrix = scorer.matrix(declared, categories)
-        probability = predict_proba(scorer.model, matrix)
+        by_category, excluded = np.full(len(names), np.nan), np.zeros(len(names), dtype=bool)
+        by_category[present] = predict_proba(scorer.model, matrix)
         last_purchase = aggregates.category_last[:, SIGNAL_NAMES.index("purchases")]
-        excluded = recently_bought(categories, (t - last_purchase) / DAY, self.policy.recent_purchase_days)
-        position = pd.Index(categories).get_indexer(candidates["category"])
-        ranked = rank_offers(candidates, probability[position], excluded)
+        excluded[present] = recently_bought((t - last_purchase) / DAY, self.policy.recent_purchase_days)
+        row_of = dict(zip(categories, range(len(categories))))
 
         def explain(shown: list[str]) -> dict[str, str]:
-            rows_shown = pd.Index(categories).get_indexer(shown)
-            contributions = scorer.model.booster.predict(matrix[rows_shown], pred_contrib=True, num_threads=1)
+            rows_shown = [row_of[c] for c in shown]
+            contributions, reused = scorer.explainer.contributions(matrix[rows_shown])
+            REASON_CONTRIBUTIONS.labels("cached").inc(reused)
+            REASON_CONTRIBUTIONS.labels("computed").inc(len(shown) - reused)
             return {c: self._reason(features, declared[i], contributions[j], c)
                     for j, (i, c) in enumerate(zip(rows_shown, shown))}
-        return ranked, explain
+        return self._rank(candidates, by_category, excluded, explain)
 
     @staticmethod
     def _reason(features: list, values: np.ndarray, contributions: np.ndarray, category: str) -> str:
         """What pushed this category's score up the most, in plain words; about the category if possible."""
-        phrases = {True: [], False: []}
+        about_customer = None
         for j in np.argsort(-contributions[:len(features)]):
             if contributions[j] <= 0:
                 break
+            if features[j].entity != "category" and about_customer is not None:
+                continue
             phrase = describe_feature(features[j], float(values[j]), category)
-            if phrase:
-                phrases[features[j].entity == "category"].append(phrase)
-        best = phrases[True] or phrases[False]
-        return f"you {best[0]}" if best else f"a good match in {category} for you"
+            if phrase and features[j].entity == "category":
+                return f"you {phrase}"
+            about_customer = about_customer or phrase
+        return f"you {about_customer}" if about_customer else f"a good match in {category} for you"

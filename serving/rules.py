@@ -1,13 +1,15 @@
-"""Business rules and arbitration, as plain functions over the offer catalogue."""
+"""Business rules and arbitration, as plain functions over the offer catalogue indexed as arrays."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 DAY = 86_400
+OFFER_COLUMNS = ("offer_id", "category", "value", "channels", "valid_from", "valid_to")
 
 
 @dataclass(frozen=True)
@@ -20,50 +22,105 @@ class Policy:
     epsilon: float = 0.1
 
 
-def eligible_offers(offers: pd.DataFrame, channel: str, now: pd.Timestamp) -> pd.DataFrame:
-    """Offers valid at this moment and allowed in this channel."""
-    started = offers["valid_from"].isna().to_numpy() | (offers["valid_from"] <= now).to_numpy()
-    not_ended = offers["valid_to"].isna().to_numpy() | (offers["valid_to"] >= now).to_numpy()
-    in_channel = np.array([channel in allowed.split("|") for allowed in offers["channels"].tolist()], dtype=bool)
-    return offers[started & not_ended & in_channel]
+@dataclass(frozen=True)
+class Catalogue:
+    """The offers as arrays, indexed once when they load: what every request's rules read."""
+
+    offer_ids: np.ndarray  # object
+    category_names: list[str]  # sorted
+    category_codes: np.ndarray  # int, position in category_names
+    values: np.ndarray  # float64, the offer's value
+    valid_from: np.ndarray  # float64 epoch seconds, -inf when open
+    valid_to: np.ndarray  # float64 epoch seconds, +inf when open
+    channels: dict[str, np.ndarray]  # channel -> bool mask of the offers allowed in it
+    name_order: np.ndarray  # int, rank of each offer_id in sorted order (ties broken by name)
 
 
-def capped_offers(contacts: pd.DataFrame, channel: str, now: int, policy: Policy) -> set[str] | None:
-    """Offers the caps forbid now; None when the channel itself is capped (no offer at all)."""
-    if channel == "email" and ((contacts["channel"] == "email") & (contacts["ts"] >= now - 7 * DAY)).sum() \
+def _epoch_seconds(times: pd.Series, missing: float) -> np.ndarray:
+    """Timestamps as float epoch seconds; NaT becomes `missing`."""
+    seconds = (pd.to_datetime(times, utc=True) - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(1, "s")
+    return seconds.fillna(missing).to_numpy(dtype="float64")
+
+
+def index_offers(offers: pd.DataFrame) -> Catalogue:
+    """Index an offer catalogue for the request path; a catalogue the rules cannot read is refused."""
+    missing = [c for c in OFFER_COLUMNS if c not in offers.columns]
+    if missing:
+        raise ValueError(f"the offer catalogue lacks the columns {', '.join(missing)}")
+    for column in ("offer_id", "category", "value", "channels"):
+        if offers[column].isna().any():
+            bad = offers.loc[offers[column].isna(), "offer_id"].tolist()
+            raise ValueError(f"offers without {column}: {bad[:5]}")
+    if offers["offer_id"].duplicated().any():
+        raise ValueError(f"duplicate offer ids: {offers.loc[offers['offer_id'].duplicated(), 'offer_id'].tolist()[:5]}")
+    values = offers["value"].to_numpy(dtype="float64")
+    if not np.isfinite(values).all():
+        raise ValueError(f"offers with a non-finite value: {offers.loc[~np.isfinite(values), 'offer_id'].tolist()[:5]}")
+    offer_ids = offers["offer_id"].to_numpy(dtype=object)
+    names, codes = np.unique(offers["category"].to_numpy(dtype=object), return_inverse=True)
+    allowed = [set(c.split("|")) for c in offers["channels"].tolist()]
+    return Catalogue(
+        offer_ids=offer_ids, category_names=[str(n) for n in names], category_codes=codes.astype("int64"),
+        values=values, valid_from=_epoch_seconds(offers["valid_from"], -np.inf),
+        valid_to=_epoch_seconds(offers["valid_to"], np.inf),
+        channels={ch: np.array([ch in a for a in allowed], dtype=bool) for ch in set().union(*allowed)},
+        name_order=np.argsort(np.argsort(offer_ids.astype(str), kind="stable"), kind="stable"))
+
+
+def eligible_offers(catalogue: Catalogue, channel: str, now: float) -> np.ndarray:
+    """Positions of the offers valid at `now` (epoch seconds) and allowed in this channel."""
+    in_channel = catalogue.channels.get(channel)
+    if in_channel is None:
+        return np.empty(0, dtype="int64")
+    return np.flatnonzero(in_channel & (catalogue.valid_from <= now) & (catalogue.valid_to >= now))
+
+
+def capped_offers(contacts: list[tuple[str, str, int]], channel: str, now: int, policy: Policy) -> set[str] | None:
+    """Offers the caps forbid now, from the customer's recent contacts (offer_id, channel, ts); None when the
+    channel itself is capped (no offer at all)."""
+    if channel == "email" and sum(c == "email" and ts >= now - 7 * DAY for _, c, ts in contacts) \
             >= policy.email_offers_per_week:
         return None
-    today = contacts[contacts["ts"] >= now - DAY]["offer_id"].value_counts()
-    return set(today[today >= policy.impressions_per_offer_per_day].index)
+    today = Counter(offer for offer, _, ts in contacts if ts >= now - DAY)
+    return {offer for offer, n in today.items() if n >= policy.impressions_per_offer_per_day}
 
 
-def rank_offers(candidates: pd.DataFrame, probability: np.ndarray, excluded_categories: set[str]) -> pd.DataFrame:
-    """Best offer of each allowed category, by expected value (probability x offer value)."""
-    value = probability * candidates["value"].to_numpy(dtype="float64")
-    categories, offer_ids = candidates["category"].tolist(), candidates["offer_id"].tolist()
-    order = sorted(range(len(value)), key=lambda i: (-value[i], offer_ids[i]))
-    seen, best = set(excluded_categories), []
-    for i in order:
-        if categories[i] not in seen:
-            seen.add(categories[i])
-            best.append(i)
-    return candidates.iloc[best].assign(score=probability[best], expected_value=value[best]).reset_index(drop=True)
+def rank_offers(category_codes: np.ndarray, values: np.ndarray, name_order: np.ndarray, probability: np.ndarray,
+                excluded: np.ndarray) -> np.ndarray:
+    """Positions of the best offer of each allowed category, best first, by expected value (probability x
+    value; ties go to the smaller offer id). `excluded` marks offers whose category is ruled out."""
+    allowed = np.flatnonzero(~excluded)
+    expected = probability[allowed] * values[allowed]
+    order = allowed[np.lexsort((name_order[allowed], -expected))]
+    _, first = np.unique(category_codes[order], return_index=True)
+    return order[np.sort(first)]
 
 
-def choose_slots(ranked: pd.DataFrame, k: int, epsilon: float, rng: np.random.Generator) -> pd.DataFrame:
-    """Fill k slots epsilon-greedily; each pick carries the probability it had of being picked."""
-    remaining = list(range(len(ranked)))
+@dataclass(frozen=True)
+class Slots:
+    """Which ranked offers fill the slots, with the probability each had of being picked."""
+
+    picks: list[int]
+    propensity: list[float]
+    explored: list[bool]
+
+
+def choose_slots(n: int, k: int, epsilon: float, rng: np.random.Generator) -> Slots:
+    """Fill k slots from n ranked offers epsilon-greedily: the best remaining one, or with probability
+    epsilon one drawn at random; each pick carries its propensity."""
+    remaining = list(range(n))
     picks, propensities, explored = [], [], []
-    for _ in range(min(k, len(ranked))):
-        n = len(remaining)
+    for _ in range(min(k, n)):
+        size = len(remaining)
         exploring = rng.random() < epsilon
-        position = int(rng.integers(n)) if exploring else 0
+        position = int(rng.integers(size)) if exploring else 0
         picks.append(remaining.pop(position))
-        propensities.append((1 - epsilon) * (position == 0) + epsilon / n)
+        propensities.append((1 - epsilon) * (position == 0) + epsilon / size)
         explored.append(exploring and position != 0)
-    return ranked.iloc[picks].assign(propensity=propensities, explored=explored).reset_index(drop=True)
+    return Slots(picks, propensities, explored)
 
 
-def recently_bought(categories: list[str], days_since_purchase: np.ndarray, within_days: int) -> set[str]:
-    """Categories the customer bought in within the last within_days days."""
-    return {c for c, days in zip(categories, days_since_purchase) if days < within_days}
+def recently_bought(days_since_purchase: np.ndarray, within_days: int) -> np.ndarray:
+    """Whether the customer bought within the last within_days days (NaN: never), element-wise."""
+    with np.errstate(invalid="ignore"):
+        return days_since_purchase < within_days

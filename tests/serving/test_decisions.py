@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,14 +24,51 @@ def test_outcomes_join_their_decision_once(tmp_path, make_events):
 def test_greedy_value_is_recovered_from_epsilon_greedy_logs():
     """Offer A converts at 30%, B at 10%; the log explores with epsilon 0.5 and IPS recovers A's 30%."""
     rng = np.random.default_rng(0)
-    ranked = pd.DataFrame({"offer_id": ["A", "B"], "category": ["x", "y"]})
     rows = []
     for _ in range(6000):
-        shown = choose_slots(ranked, 1, 0.5, rng).iloc[0]
-        converted = rng.random() < (0.3 if shown["offer_id"] == "A" else 0.1)
-        rows.append({"rank": 0, "offer_id": shown["offer_id"], "propensity": shown["propensity"],
-                     "explored": shown["explored"], "converted": converted})
+        slots = choose_slots(2, 1, 0.5, rng)
+        offer = "AB"[slots.picks[0]]
+        converted = rng.random() < (0.3 if offer == "A" else 0.1)
+        rows.append({"rank": 0, "offer_id": offer, "propensity": slots.propensity[0],
+                     "explored": slots.explored[0], "converted": converted})
     value = evaluate_decisions(pd.DataFrame(rows))
     assert value["logged_value"] == pytest.approx(0.3 * 0.75 + 0.1 * 0.25, abs=0.02)
     assert value["greedy_snips"] == pytest.approx(0.3, abs=0.03)
     assert value["greedy_ips"] == pytest.approx(0.3, abs=0.04)
+
+
+def served(decision: str, customer: str, channel: str, ts: int, offers: list[str]) -> list[tuple]:
+    return [(decision, ts, customer, channel, "1", 0, o, rank, 0.1, 1.0, 1.0, 0) for rank, o in enumerate(offers)]
+
+
+def test_served_offers_count_for_the_caps_before_and_after_they_are_written(tmp_path):
+    log = DecisionLog(tmp_path / "d.sqlite")
+    log.record(served("d1", "c1", "web", 100, ["o1", "o2"]))
+    log.record(served("d2", "c1", "email", 200, ["o3"]))
+    log.record(served("d3", "c2", "web", 200, ["o1"]))
+    expected = [("o1", "web", 100), ("o2", "web", 100), ("o3", "email", 200)]
+    assert sorted(log.contacts("c1", 0)) == expected  # queued or written, each counted once
+    log.flush()
+    assert sorted(log.contacts("c1", 0)) == expected
+    assert log.contacts("c1", 150) == [("o3", "email", 200)]
+    assert log.contacted("web", 0) == {"c1", "c2"} and log.contacted("email", 0) == {"c1"}
+    log.close()
+    reopened = DecisionLog(tmp_path / "d.sqlite")
+    assert len(reopened.joined()) == 4
+    reopened.close()
+
+
+def test_a_full_queue_makes_the_caller_wait_and_nothing_is_lost(tmp_path):
+    log = DecisionLog(tmp_path / "d.sqlite", max_queued=5)
+    writers = [threading.Thread(target=lambda i=i: [log.record(served(f"d{i}-{j}", "c1", "web", j, ["o1", "o2"]))
+                                                     for j in range(50)]) for i in range(4)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    log.close()
+    reopened = DecisionLog(tmp_path / "d.sqlite")
+    assert len(reopened.contacts("c1", 0)) == 4 * 50 * 2
+    with pytest.raises(RuntimeError, match="closed"):
+        log.record(served("late", "c1", "web", 1, ["o1"]))
+    reopened.close()
