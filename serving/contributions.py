@@ -57,6 +57,8 @@ class ContributionCache:
     def contributions(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
         """(rows x features + 1) SHAP contributions, the last column the expected value; and how many rows
         came from the cache."""
+        if len(rows) == 0:
+            return np.empty((0, rows.shape[1] + 1)), 0
         keys = self.keys(rows)
         with self._lock:
             found = [self.entries.get(k) for k in keys]

@@ -37,6 +37,7 @@ def test_cached_contributions_equal_lightgbm_treeshap(booster):
     assert reused_again > 0 and reused_first < 400
     cached, reused = cache.contributions(x)
     assert reused == 400 and np.array_equal(cached, first)
+    assert cache.contributions(x[:0])[0].shape == (0, 6)
 
 
 def test_rows_share_a_key_only_when_every_split_goes_the_same_way(booster):
