@@ -5,22 +5,51 @@ codes, same missing and zero flags) follow the same path in every tree, so their
 The boosters therefore score one representative customer per such profile against every live offer, chunk by
 chunk, and keep only each profile's best offer; customers inherit their profile's result. The selection is
 the one of scoring every (customer, offer) pair with ``build_candidates`` and ``select_campaign``.
+
+Optionally the boosters are compiled to machine code with lleaves (``pip install 'nbo[compiled]'``): about five
+times faster predictions, equal to LightGBM's to about 1e-15 (not bit for bit), after a few seconds of compiling
+that are cached beside the model.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from training.uplift import (UpliftModel, UpliftSpec, eligible_customers, encode_levels, live_offers,
-                             offer_values)
+from training.uplift import (CONTROL_FILE, TREATED_FILE, UpliftModel, UpliftSpec, eligible_customers,
+                             encode_levels, live_offers, offer_values)
 
 CHUNK_PAIRS = 400_000  # (profile, offer) rows scored at once: about 40 MB of inputs per chunk
 ZERO = 1e-35  # LightGBM's zero threshold: smaller magnitudes count as zero (missing under missing_type Zero)
 BEST_COLUMNS = ["customer_id", "offer_id", "uplift", "value", "expected_value"]
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def booster_predictors(model: UpliftModel) -> tuple[Predict, Predict]:
+    """LightGBM's predict of the treated and of the control booster, on two threads."""
+    return (lambda inputs: model.treated.predict(inputs, num_threads=2),
+            lambda inputs: model.control.predict(inputs, num_threads=2))
+
+
+def compile_predictors(folder: Path) -> tuple[Predict, Predict]:
+    """The treated and control boosters saved in folder, compiled by lleaves; each object file is cached in
+    folder under the hash of its model text."""
+    try:
+        import lleaves
+    except ImportError as error:
+        raise ValueError("compiled scoring needs lleaves: pip install 'nbo[compiled]'") from error
+    compiled = []
+    for name in (TREATED_FILE, CONTROL_FILE):
+        source = folder / name
+        booster = lleaves.Model(model_file=str(source))
+        booster.compile(cache=str(folder / f"{source.stem}-{hashlib.sha256(source.read_bytes()).hexdigest()[:16]}.o"))
+        compiled.append(lambda inputs, booster=booster: booster.predict(inputs, n_jobs=2))
+    return compiled[0], compiled[1]
 
 
 def split_offer_features(spec: UpliftSpec) -> tuple[list[int], list[int]]:
@@ -97,23 +126,25 @@ def group_profiles(inputs: np.ndarray, splits: list[np.ndarray | None | bool]) -
     return np.unique(profile, return_index=True)[1], profile
 
 
-def predict_profiles(model: UpliftModel, person: np.ndarray, offer: np.ndarray) -> np.ndarray:
+def predict_profiles(spec: UpliftSpec, predictors: tuple[Predict, Predict], person: np.ndarray,
+                     offer: np.ndarray) -> np.ndarray:
     """Uplift of every (profile, offer) pair, shape (profiles, offers); the control model scores each profile
     once when it has no offer inputs."""
-    customer_at, offer_at = split_offer_features(model.spec)
+    customer_at, offer_at = split_offer_features(spec)
     n_people, n_offers = len(person), len(offer)
-    pairs = np.empty((n_people * n_offers, len(model.spec.features)))
+    pairs = np.empty((n_people * n_offers, len(spec.features)))
     pairs[:, customer_at] = np.repeat(person, n_offers, axis=0)
     pairs[:, offer_at] = np.tile(offer, (n_people, 1))
-    treated = model.treated.predict(pairs, num_threads=2).reshape(n_people, n_offers)
-    if model.spec.control_by_offer:
-        return treated - model.control.predict(pairs, num_threads=2).reshape(n_people, n_offers)
-    alone = np.full((n_people, len(model.spec.features)), np.nan)
+    treated, control = predictors
+    if spec.control_by_offer:
+        return (treated(pairs) - control(pairs)).reshape(n_people, n_offers)
+    alone = np.full((n_people, len(spec.features)), np.nan)
     alone[:, customer_at] = person
-    return treated - model.control.predict(alone, num_threads=2)[:, None]
+    return treated(pairs).reshape(n_people, n_offers) - control(alone)[:, None]
 
 
-def pick_best_offers(model: UpliftModel, person: np.ndarray, offer: np.ndarray, worth: np.ndarray,
+def pick_best_offers(spec: UpliftSpec, predictors: tuple[Predict, Predict], person: np.ndarray,
+                     offer: np.ndarray, worth: np.ndarray,
                      progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``person``: the index of the offer with the highest expected value (the first on ties) and
     its uplift, scored in chunks of about CHUNK_PAIRS pairs; progress gets the rows done after each chunk."""
@@ -121,7 +152,7 @@ def pick_best_offers(model: UpliftModel, person: np.ndarray, offer: np.ndarray, 
     uplift = np.zeros(len(person))
     step = max(1, CHUNK_PAIRS // max(len(offer), 1))
     for first in range(0, len(person), step):
-        scored = predict_profiles(model, person[first:first + step], offer)
+        scored = predict_profiles(spec, predictors, person[first:first + step], offer)
         chosen = np.argmax(scored * worth, axis=1)
         best[first:first + step] = chosen
         uplift[first:first + step] = scored[np.arange(len(chosen)), chosen]
@@ -132,9 +163,11 @@ def pick_best_offers(model: UpliftModel, person: np.ndarray, offer: np.ndarray, 
 
 def score_best_offers(model: UpliftModel, customers: pd.DataFrame, offers: pd.DataFrame, channel: str,
                       now: pd.Timestamp, segment: dict[str, str] | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, int]:
+                      progress: Callable[[int, int], None] | None = None,
+                      predictors: tuple[Predict, Predict] | None = None) -> tuple[pd.DataFrame, int]:
     """Each eligible customer's best live offer (columns BEST_COLUMNS, customers in table order) and the number
-    of eligible customers; eligibility as in ``build_candidates``. progress gets (customers done, total)."""
+    of eligible customers; eligibility as in ``build_candidates``. progress gets (customers done, total);
+    predictors: the treated and control predictions (default: LightGBM's, see booster_predictors)."""
     people, live = eligible_customers(customers, channel, segment), live_offers(offers, channel, now)
     for table, key in ((people, "customer_id"), (live, "offer_id")):
         if table[key].duplicated().any():
@@ -148,7 +181,8 @@ def score_best_offers(model: UpliftModel, customers: pd.DataFrame, offers: pd.Da
     first, profile = group_profiles(person, [splits.get(i, False) for i in customer_at])
     covered = np.cumsum(np.bincount(profile))
     worth = offer_values(model, live)
-    best, uplift = pick_best_offers(model, person[first], encode_offers(model.spec, live), worth,
+    best, uplift = pick_best_offers(model.spec, predictors or booster_predictors(model), person[first],
+                                    encode_offers(model.spec, live), worth,
                                     progress and (lambda done: progress(int(covered[done - 1]), len(people))))
     chosen = best[profile]
     return pd.DataFrame({"customer_id": people["customer_id"].to_numpy(),

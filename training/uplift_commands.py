@@ -18,7 +18,7 @@ from rich.table import Table
 from nbo.config import Paths, get_paths
 from training.uplift import (build_offer_table, fit_uplift, join_customers, load_uplift, prepare_exposures,
                              save_uplift, select_campaign, validate_inputs)
-from training.uplift_campaign import score_best_offers
+from training.uplift_campaign import compile_predictors, score_best_offers
 from training.uplift_eval import evaluate_uplift, split_exposures
 
 EXPERIMENT = "nbo-uplift"
@@ -137,6 +137,8 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
              channel: str = "email", out: Path | None = None,
              now: Annotated[str | None, typer.Option(help="Send time (default: now, UTC).")] = None,
              customers: Path | None = None, offers: Path | None = None, behaviour: Path | None = None,
+             compiled: Annotated[bool, typer.Option(help="Score with the boosters compiled by lleaves (extra "
+                                                         "'compiled'): about 5x faster, equal to ~1e-15.")] = False,
              home: Home = None) -> None:
     """Write the best offer per customer under a contact budget (positive expected incremental value only)."""
     paths = get_paths(home)
@@ -148,11 +150,13 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
         when = pd.Timestamp(now) if now else pd.Timestamp.now(tz="UTC")
         when = when.tz_localize("UTC") if when.tz is None else when.tz_convert("UTC")
         began = time.perf_counter()
+        predictors = compile_predictors(paths.home / "uplift") if compiled else None
         with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as bar:
             task = bar.add_task("scoring", total=None)
             best, eligible = score_best_offers(model, people, table, channel, when, rules,
-                                               lambda done, total: bar.update(task, completed=done, total=total))
+                                               lambda done, total: bar.update(task, completed=done, total=total),
+                                               predictors)
         chosen = select_campaign(best, budget, eligible)
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}")

@@ -9,7 +9,7 @@ import pytest
 from features.simulate import load_truth, simulate
 from training.uplift import (build_candidates, build_offer_table, fit_uplift, join_customers, predict_uplift,
                              prepare_exposures, save_uplift, select_campaign, validate_inputs)
-from training.uplift_campaign import score_best_offers
+from training.uplift_campaign import booster_predictors, compile_predictors, score_best_offers
 from training.uplift_commands import campaign
 from training.uplift_eval import evaluate_uplift, split_exposures
 
@@ -85,7 +85,8 @@ def select_every_pair(model, customers, offers, channel, now, budget, segment=No
                                                               "expected_value": float})
 
 
-@pytest.mark.parametrize(("channel", "segment", "budget"), [("email", None, 1.0), ("sms", {"lifecycle_stage": "active"}, 0.1)])
+@pytest.mark.parametrize(("channel", "segment", "budget"),
+                         [("email", None, 1.0), ("sms", {"lifecycle_stage": "active"}, 0.1)])
 def test_best_offers_select_the_rows_of_scoring_every_pair(simulated, channel, segment, budget):
     customers, offers, model = simulated["customers"], simulated["offers"], simulated["model"]
     now = pd.Timestamp("2025-05-20 06:00", tz="UTC")
@@ -111,6 +112,23 @@ def test_campaign_command_writes_the_selection(simulated, tmp_path):
     expected = select_every_pair(model, customers, offers, "email", pd.Timestamp("2025-05-20 06:00", tz="UTC"), 0.2)
     assert written[["customer_id", "offer_id"]].values.tolist() == expected[["customer_id", "offer_id"]].values.tolist()
     assert np.allclose(written["expected_value"], expected["expected_value"], rtol=1e-12)
+
+
+def test_compiled_boosters_predict_like_lightgbm_and_select_the_same_rows(simulated, tmp_path):
+    customers, offers, model = simulated["customers"], simulated["offers"], simulated["model"]
+    save_uplift(model, tmp_path)
+    compiled = compile_predictors(tmp_path)
+    assert len(list(tmp_path.glob("*.o"))) == 2
+    inputs = np.random.default_rng(0).random((500, len(model.spec.features))) * 40
+    inputs[::7, 2] = np.nan
+    for fast, plain in zip(compiled, booster_predictors(model), strict=True):
+        assert np.allclose(fast(inputs), plain(inputs), rtol=0, atol=1e-12)
+    now = pd.Timestamp("2025-05-20 06:00", tz="UTC")
+    best, eligible = score_best_offers(model, customers, offers, "email", now, predictors=compiled)
+    chosen = select_campaign(best, 0.3, eligible)
+    expected = select_every_pair(model, customers, offers, "email", now, 0.3)
+    assert chosen[["customer_id", "offer_id"]].values.tolist() == expected[["customer_id", "offer_id"]].values.tolist()
+    assert np.allclose(chosen["expected_value"], expected["expected_value"], rtol=0, atol=1e-12)
 
 
 def test_best_offers_reject_repeated_ids_and_missing_offer_inputs(simulated):
