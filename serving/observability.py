@@ -35,6 +35,8 @@ def observe_decision(decision, channel: str, seconds: float) -> None:
         DEGRADED.inc()
     for offer in decision.offers:
         RECOMMENDATIONS.labels(offer.offer_id, channel).inc()
+    if not logger.isEnabledFor(logging.INFO):  # the JSON line and the hash cost more than the rest
+        return
     logger.info(json.dumps({"decision_id": decision.decision_id, "customer": pseudonymise(decision.customer_id),
                             "channel": channel, "model_version": decision.model_version,
                             "fallback": decision.fallback, "degraded": decision.degraded,
