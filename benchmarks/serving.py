@@ -1,20 +1,25 @@
 """Serving latency: the real `bentoml serve` at fixed request rates, beside the in-process floor.
 
-    .venv/bin/python -m benchmarks.serving [--home DIR] [--rates 50,100,200] [--duration 15] [--soak 60]
+    .venv/bin/python -m benchmarks.serving [--home DIR] [--rates 50,100,200] [--duration 15] [--clients 50]
+                                           [--soak 60]
 
 Needs `hey` (Debian package `hey`). Builds a home (simulated retailer, 100 candidate offers, champion)
-when DIR has no champion yet.
+when DIR has no champion yet. Each load run asks for fresh customers (one hey process each, staggered):
+one customer asked hundreds of times hits the 3-impressions-a-day cap on every offer after about 100
+requests, and the rest of the run would time empty decisions.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import psutil
@@ -55,7 +60,8 @@ def percentiles(seconds: list[float]) -> str:
 
 
 def measure_floor(home: Path, n: int = 2000) -> dict[str, str]:
-    """In-process: feature lookup + model predict alone, and the whole decision (rules, log) without HTTP."""
+    """In-process: feature lookup + model predict alone, and the whole decision (rules, reasons, log) without
+    HTTP, split into each customer's first request and the later ones (200 customers, n requests)."""
     recommender = Recommender.from_home(get_paths(home), Policy(epsilon=0.0))
     scorer, customers = recommender.scorer, recommender.store.customers()[:200]
     categories = sorted(recommender.offers["category"].unique())
@@ -70,20 +76,48 @@ def measure_floor(home: Path, n: int = 2000) -> dict[str, str]:
         began = time.perf_counter()
         recommender.recommend(customer, "web", 3)
         whole.append(time.perf_counter() - began)
+    recommender.log.close()
     return {"features + predict": percentiles(lookup), "whole decision": percentiles(whole),
+            "whole decision, first request of a customer": percentiles(whole[:len(customers)]),
+            "whole decision, later requests": percentiles(whole[len(customers):]),
             "candidates": f"{len(recommender.offers)} offers in {len(categories)} categories"}
 
 
-def run_hey(url: str, body: str, rate: int, duration: int, workers: int = 4) -> dict[str, str]:
-    """Fixed-rate load with hey; returns achieved rate, latency percentiles and status codes."""
-    out = subprocess.run(["hey", "-z", f"{duration}s", "-q", str(rate / workers), "-c", str(workers), "-m", "POST",
-                          "-T", "application/json", "-d", body, f"{url}/recommend"],
-                         capture_output=True, text=True, check=True).stdout
-    found = {p: re.search(rf"{p}% in ([\d.]+) secs", out) for p in ("50", "95", "99")}
-    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
-    return {"achieved rps": re.search(r"Requests/sec:\s+([\d.]+)", out).group(1),
-            **{f"p{p}": f"{float(m.group(1)) * 1000:.1f} ms" for p, m in found.items() if m},
+def run_load(url: str, customers: list[str], rate: int, duration: int) -> dict[str, str]:
+    """Fixed-rate load: one hey process per customer (its own body), rate/len(customers) req/s each, started
+    evenly over one request interval so that requests interleave instead of arriving in bursts."""
+    per_client, procs = rate / len(customers), []
+    try:
+        for i, customer in enumerate(customers):
+            body = f'{{"customer_id": "{customer}", "channel": "web", "k": 3}}'
+            procs.append(subprocess.Popen(
+                ["hey", "-z", f"{duration}s", "-q", f"{per_client:g}", "-c", "1", "-m", "POST", "-o", "csv",
+                 "-T", "application/json", "-d", body, f"{url}/recommend"], stdout=subprocess.PIPE, text=True))
+            time.sleep(1 / rate)
+        outputs = [p.communicate()[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    rows = [line.split(",") for out in outputs for line in out.splitlines()[1:] if line]
+    seconds = np.array([float(r[0]) for r in rows]) * 1000
+    codes = pd.Series([r[6] for r in rows]).value_counts()
+    return {"achieved rps": f"{len(rows) / duration:.1f}",
+            **{f"p{q}": f"{np.percentile(seconds, q):.1f} ms" for q in (50, 95, 99)},
             "status": ", ".join(f"{k}: {v}" for k, v in codes.items())}
+
+
+def reason_sources(url: str) -> dict[str, float]:
+    """How many shown offers the service explained with computed and with reused SHAP contributions so far."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r'nbo_reason_contributions_total\{source="(\w+)"\} ([\d.e+]+)', text)}
+
+
+def reused_share(before: dict[str, float], after: dict[str, float]) -> str:
+    computed = after.get("computed", 0) - before.get("computed", 0)
+    reused = after.get("cached", 0) - before.get("cached", 0)
+    return f"{reused / (computed + reused):.0%} of {computed + reused:.0f}" if computed + reused else "n/a"
 
 
 def resident_mib(pid: int) -> float:
@@ -92,10 +126,10 @@ def resident_mib(pid: int) -> float:
     return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
 
 
-def soak(url: str, body: str, pid: int, rate: int, seconds: int) -> dict[str, str]:
+def soak(url: str, customers: list[str], pid: int, rate: int, seconds: int) -> dict[str, str]:
     """A long run at the target rate: errors and resident-memory growth of the service."""
     before = resident_mib(pid)
-    result = run_hey(url, body, rate, seconds)
+    result = run_load(url, customers, rate, seconds)
     after = resident_mib(pid)
     return {**result, "rss before": f"{before:.0f} MiB", "rss after": f"{after:.0f} MiB",
             "rss growth": f"{(after - before) / before:+.1%}"}
@@ -109,25 +143,36 @@ def main() -> None:
     parser.add_argument("--offers", type=int, default=100)
     parser.add_argument("--rates", default="50,100,200")
     parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--clients", type=int, default=50, help="customers (one hey process each) per load run")
     parser.add_argument("--soak", type=int, default=0, help="then hold 200 req/s this many seconds")
     args = parser.parse_args()
     if shutil.which("hey") is None:
         raise SystemExit("hey not found: apt-get install -y hey")
     prepare_home(args.home, args.customers, args.days, args.offers)
+    print(f"load average {os.getloadavg()[0]:.2f}")
     print("floor (in-process, 2000 calls):", measure_floor(args.home))
     paths = get_paths(args.home)
-    customer = Recommender.from_home(paths).store.customers()[0]
-    body = f'{{"customer_id": "{customer}", "channel": "web", "k": 3}}'
+    customers = Recommender.from_home(paths).store.customers()[200:]  # the floor asked the first 200
+    rates = [int(r) for r in args.rates.split(",")]
+    if len(customers) < args.clients * (len(rates) + 1 + max(1, args.soak // args.duration)):
+        raise SystemExit(f"{len(customers)} customers in the home: too few for {args.clients} fresh ones per run")
+    fresh = iter(customers[i:i + args.clients] for i in range(0, len(customers), args.clients))
     port = free_port()
     process = start_service(paths, port, args.home / "bench-service.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url)
-        run_hey(url, body, 50, 3)  # warm-up
-        for rate in map(int, args.rates.split(",")):
-            print(f"bentoml serve at {rate} req/s for {args.duration} s:", run_hey(url, body, rate, args.duration))
+        run_load(url, next(fresh), 50, 3)  # warm-up
+        for rate in rates:
+            before = reason_sources(url)
+            result = run_load(url, next(fresh), rate, args.duration)
+            print(f"bentoml serve at {rate} req/s for {args.duration} s, {args.clients} customers "
+                  f"(load average {os.getloadavg()[0]:.2f}):",
+                  {**result, "contributions reused": reused_share(before, reason_sources(url))})
         if args.soak:
-            print(f"soak at 200 req/s for {args.soak} s:", soak(url, body, process.pid, 200, args.soak))
+            many = [c for _ in range(max(1, args.soak // args.duration)) for c in next(fresh)]
+            print(f"soak at 200 req/s for {args.soak} s, {len(many)} customers:",
+                  soak(url, many, process.pid, 200, args.soak))
     finally:
         stop_service(process)
 

@@ -18,7 +18,7 @@ from features.schema import CHANNELS, validate_events
 from nbo.config import get_paths
 from serving.observability import EVENTS, observe_decision
 from serving.campaign import plan_campaign
-from serving.recommender import Recommender
+from serving.recommender import Decision, Recommender
 from training.registry import connect, load_model
 
 Channel = Literal[CHANNELS]
@@ -143,6 +143,15 @@ class Status(BaseModel):
                          "unreachable at start); none: popularity only.")
 
 
+def respond(decision: Decision) -> RecommendResponse:
+    """The response of a decision, built without re-validating what the recommender typed itself."""
+    offers = [OfferOut.model_construct(offer_id=o.offer_id, score=o.score, expected_value=o.expected_value,
+                                       reason=o.reason) for o in decision.offers]
+    return RecommendResponse.model_construct(
+        decision_id=decision.decision_id, customer_id=decision.customer_id, model_version=decision.model_version,
+        fallback=decision.fallback, degraded=decision.degraded, offers=offers)
+
+
 def require_key(ctx: bentoml.Context) -> None:
     """Refuse with 401 unless no API key is configured or the request carries it (constant-time comparison)."""
     expected = os.environ.get("NBO_API_KEY")
@@ -205,7 +214,7 @@ class NextBestOffer:
             request.customer_id, request.channel, request.k, request.context.current_category,
             request.context.cart_items)
         observe_decision(decision, request.channel, time.perf_counter() - started)
-        return RecommendResponse.model_validate(decision, from_attributes=True)
+        return respond(decision)
 
     @bentoml.api(input_spec=EventsRequest, output_spec=EventsResponse)
     def events(self, ctx: bentoml.Context, **request) -> EventsResponse:
