@@ -207,12 +207,14 @@ def event_kinds(events: pd.DataFrame) -> np.ndarray:
 
 def kind_values(kinds: np.ndarray, amounts: np.ndarray, signals: list[int] | None = None) -> np.ndarray:
     """(rows x signals) values of rows of the given kinds and amounts (NaN counts as 0), for all signals
-    or the listed ones."""
-    columns = np.arange(len(SIGNALS)) if signals is None else np.asarray(signals, dtype="int64")
-    values = KIND_VALUES[np.asarray(kinds, dtype="int64")[:, None], columns[None, :]]
-    scaled = AMOUNT_SIGNALS[columns]
-    if scaled.any():
-        values[:, scaled] *= np.nan_to_num(np.asarray(amounts, dtype="float64"))[:, None]
+    or the listed ones; Fortran-ordered, so that each signal's column is contiguous."""
+    columns = list(range(len(SIGNALS))) if signals is None else list(signals)
+    values = np.empty((len(kinds), len(columns)), order="F")
+    scale = np.nan_to_num(np.asarray(amounts, dtype="float64")) if AMOUNT_SIGNALS[columns].any() else None
+    for j, s in enumerate(columns):
+        np.take(KIND_VALUES[:, s], kinds, out=values[:, j], mode="clip")  # kinds are valid rows
+        if AMOUNT_SIGNALS[s]:
+            values[:, j] *= scale
     return values
 
 

@@ -34,6 +34,16 @@ def find_links(events: dd.DataFrame) -> pd.DataFrame:
     return link_devices(both[["anonymous_id", "customer_id", "ts"]].compute())
 
 
+def to_text_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """A signal frame with text customer and category columns: partitions' categories differ."""
+    return frame.astype({"customer_id": "str", "category": "str"})
+
+
+def text_signal_frame(events: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
+    """``to_signal_frame`` of a part of the events, with text keys."""
+    return to_text_keys(to_signal_frame(events, links))
+
+
 def sort_rows(training: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
     """Rows in the pandas build's order: cutoff, customer, then category as listed."""
     rank = pd.Index(categories).get_indexer(training["category"])
@@ -47,8 +57,8 @@ def build_training_set_dask(events: dd.DataFrame | str | Path, cutoffs: list[pd.
     """``build_training_set`` on Dask (the current scheduler), over ``npartitions`` customer partitions."""
     events = read_events(events)
     links = find_links(events)
-    rows = events.map_partitions(to_signal_frame, links, meta=to_signal_frame(events._meta, links))
-    signals = dd.concat([rows, dd.from_pandas(link_rows(links), npartitions=1)])
+    rows = events.map_partitions(text_signal_frame, links, meta=text_signal_frame(events._meta, links))
+    signals = dd.concat([rows, dd.from_pandas(to_text_keys(link_rows(links)), npartitions=1)])
     by_customer = signals.shuffle("customer_id", npartitions=npartitions or events.npartitions)
     build_args = (cutoffs, horizon_days, categories, features)
     meta = build_from_signals(signals._meta, *build_args)

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+
+
+def instants(times: pd.Series) -> np.ndarray:
+    """Times as comparable numbers: int64 nanoseconds (UTC) for timestamps, the values otherwise."""
+    if pd.api.types.is_datetime64_any_dtype(times):
+        return times.dt.as_unit("ns").array.asi8
+    return times.to_numpy()
+
+
+def first_links(device: np.ndarray, has_customer: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Positions of the events that link each device (code >= 0) to a customer: its earliest event carrying
+    a customer too (the first listed on a tie), in time order."""
+    both = np.flatnonzero((device >= 0) & has_customer)
+    order = both[np.lexsort((ts[both], device[both]))]
+    first = order[np.append(True, device[order][1:] != device[order][:-1])] if len(order) else order
+    return first[np.lexsort((first, ts[first]))]
 
 
 def link_devices(events: pd.DataFrame) -> pd.DataFrame:
@@ -11,10 +28,36 @@ def link_devices(events: pd.DataFrame) -> pd.DataFrame:
     An event carrying both ids (a login, an e-mail click, a loyalty-card scan) links them. A shared device
     seen with several customers belongs to the one it was linked to first.
     """
-    both = events.loc[events["customer_id"].notna() & events["anonymous_id"].notna(),
-                      ["anonymous_id", "customer_id", "ts"]]
-    first = both.sort_values("ts", kind="stable").drop_duplicates("anonymous_id")
-    return first.rename(columns={"ts": "linked_at"}).reset_index(drop=True)
+    device, _ = pd.factorize(events["anonymous_id"])
+    first = first_links(device, events["customer_id"].notna().to_numpy(), instants(events["ts"]))
+    return pd.DataFrame({"anonymous_id": events["anonymous_id"].array[first],
+                         "customer_id": events["customer_id"].array[first],
+                         "linked_at": events["ts"].array[first]})
+
+
+def attribute(customer: np.ndarray, device: np.ndarray, ts: np.ndarray, owner: np.ndarray,
+              linked_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Customer codes of events (-1 when unknown), anonymous ones taken from their device's ``owner``
+    (per device code, -1 when never linked); and when each event is known to be the customer's: its own
+    time, or its device's ``linked_at`` for earlier anonymous browsing."""
+    anonymous = np.flatnonzero((customer < 0) & (device >= 0))
+    customer, visible = customer.copy(), ts.copy()
+    customer[anonymous] = owner[device[anonymous]]
+    linked = anonymous[customer[anonymous] >= 0]
+    visible[linked] = np.maximum(ts[linked], linked_at[device[linked]])
+    return customer, visible
+
+
+def device_owners(devices: pd.Index, customers: pd.Index, links: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per device code: its owner's position among ``customers`` (-1 when not linked) and its link time."""
+    at = pd.Index(links["anonymous_id"]).get_indexer(devices)
+    known = at >= 0
+    owner = np.full(len(devices), -1, dtype="int64")
+    owner[known] = customers.get_indexer(links["customer_id"])[at[known]]
+    times = instants(links["linked_at"])
+    linked_at = np.zeros(len(devices), dtype=times.dtype)
+    linked_at[known] = times[at[known]]
+    return owner, linked_at
 
 
 def stitch_identities(events: pd.DataFrame, links: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -26,10 +69,17 @@ def stitch_identities(events: pd.DataFrame, links: pd.DataFrame | None = None) -
     """
     events = events.reset_index(drop=True)
     links = link_devices(events) if links is None else links
-    mapped = events[["anonymous_id"]].merge(links, on="anonymous_id", how="left")
-    anonymous = events["customer_id"].isna().to_numpy() & mapped["customer_id"].notna().to_numpy()
+    device, devices = pd.factorize(events["anonymous_id"])
+    customer, names = pd.factorize(events["customer_id"])
+    customers = pd.Index(names).append(pd.Index(links["customer_id"])).unique()
+    owner, linked_at = device_owners(pd.Index(devices), customers, links)
+    codes, visible = attribute(customer, device, instants(events["ts"]), owner, linked_at)
     stitched = events.copy()
-    stitched["customer_id"] = events["customer_id"].mask(anonymous, mapped["customer_id"].to_numpy())
-    linked_at = mapped["linked_at"].to_numpy()
-    stitched["visible_at"] = events["ts"].mask(anonymous & (linked_at > events["ts"].to_numpy()), linked_at)
+    named = np.append(np.asarray(customers, dtype=object), None)[codes]
+    stitched["customer_id"] = pd.Series(named, index=events.index, dtype=events["customer_id"].dtype)
+    visible_at = pd.Series(visible, index=events.index)
+    if pd.api.types.is_datetime64_any_dtype(events["ts"]):
+        visible_at = pd.Series(pd.to_datetime(visible, utc=events["ts"].dt.tz is not None), index=events.index)
+        visible_at = visible_at.astype(events["ts"].dtype)
+    stitched["visible_at"] = visible_at
     return stitched

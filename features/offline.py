@@ -20,7 +20,7 @@ from features.definitions import (
     DAY, KIND_VALUES, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Feature, Signal, Window, compute_feature, event_kinds,
     kind_values,
 )
-from features.identity import link_devices, stitch_identities
+from features.identity import attribute, device_owners, link_devices
 
 KEY_COLUMNS = ["customer_id", "category", "cutoff"]
 FRAME_COLUMNS = ["customer_id", "category", "ts", "visible", "kind", "amount"]
@@ -33,13 +33,26 @@ def to_seconds(ts: pd.Series) -> np.ndarray:
     return (ts.dt.tz_convert("UTC").astype("datetime64[s, UTC]").astype("int64")).to_numpy()
 
 
+def _rows(customer: np.ndarray, customers: pd.Index, category: np.ndarray, categories: pd.Index, ts: np.ndarray,
+          visible: np.ndarray, kind: np.ndarray, amount: np.ndarray) -> pd.DataFrame:
+    """A signal frame from codes: customer and category categorical (code -1: no category)."""
+    return pd.DataFrame({"customer_id": pd.Categorical.from_codes(customer, customers),
+                         "category": pd.Categorical.from_codes(category, categories), "ts": ts, "visible": visible,
+                         "kind": kind.astype("int16"), "amount": amount})
+
+
+def _link_codes(links: pd.DataFrame, customers: pd.Index) -> tuple[np.ndarray, ...]:
+    """The codes of link rows: customer, category (none), ts, visible, kind and amount (none)."""
+    linked_at, n = to_seconds(links["linked_at"]), len(links)
+    return (customers.get_indexer(links["customer_id"]), np.full(n, -1), linked_at, linked_at,
+            np.full(n, LINK_KIND), np.full(n, np.nan))
+
+
 def link_rows(links: pd.DataFrame) -> pd.DataFrame:
     """One signal row per device link (``link_devices``): the customer's device count, at the link."""
-    linked_at = to_seconds(links["linked_at"])
-    return pd.DataFrame({"customer_id": links["customer_id"].array,
-                         "category": pd.array([None] * len(links), dtype="str"), "ts": linked_at,
-                         "visible": linked_at, "kind": np.full(len(links), LINK_KIND, dtype="int16"),
-                         "amount": np.full(len(links), np.nan)})
+    customers = pd.Index(links["customer_id"].unique())
+    customer, category, *rest = _link_codes(links, customers)
+    return _rows(customer, customers, category, pd.Index([], dtype="str"), *rest)
 
 
 def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -51,17 +64,22 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
     whole = links is None
     links = link_devices(events) if whole else links
     kinds = event_kinds(events)
-    useful = np.flatnonzero(KIND_VALUES[kinds].any(axis=1))
-    rows = pd.DataFrame({"ts": to_seconds(events["ts"])[useful]} | {
-        column: events[column].array[useful] for column in ("customer_id", "anonymous_id", "category")})
-    stitched = stitch_identities(rows, links.assign(linked_at=to_seconds(links["linked_at"])))
-    known = np.flatnonzero(stitched["customer_id"].notna().to_numpy())
-    frame = pd.DataFrame({
-        "customer_id": stitched["customer_id"].array[known], "category": stitched["category"].array[known],
-        "ts": stitched["ts"].to_numpy()[known], "visible": stitched["visible_at"].to_numpy()[known].astype("int64"),
-        "kind": kinds[useful[known]],
-        "amount": events["amount"].to_numpy(dtype="float64", na_value=np.nan)[useful[known]]})
-    return pd.concat([frame, link_rows(links)], ignore_index=True) if whole else frame
+    useful = np.flatnonzero(KIND_VALUES.any(axis=1)[kinds])
+    device, devices = pd.factorize(events["anonymous_id"])
+    customer, names = pd.factorize(events["customer_id"])
+    customers = pd.Index(names).append(pd.Index(links["customer_id"])).unique()
+    owner, linked_at = device_owners(pd.Index(devices), customers,
+                                     links.assign(linked_at=to_seconds(links["linked_at"])))
+    ts = to_seconds(events["ts"])[useful]
+    codes, visible = attribute(customer[useful], device[useful], ts, owner, linked_at)
+    known = np.flatnonzero(codes >= 0)
+    category, categories = pd.factorize(events["category"])
+    parts = [(codes[known], category[useful[known]], ts[known], visible[known], kinds[useful[known]],
+              events["amount"].to_numpy(dtype="float64", na_value=np.nan)[useful[known]])]
+    if whole:
+        parts.append(_link_codes(links, customers))
+    customer, category, *rest = (np.concatenate(column) for column in zip(*parts))
+    return _rows(customer, customers, category, pd.Index(categories), *rest)
 
 
 @dataclass
@@ -96,16 +114,18 @@ def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: 
     span = int(ts.max()) - base + 2 if len(ts) else 2
     key = entity.astype("int64") * span + (ts - base)
     order = np.argsort(key, kind="stable")
-    kind, amount = kind[order], amount[order]
+    wanted = sorted(set(needs.sums) | set(needs.lasts))
+    values = kind_values(kind[order], amount[order], wanted)
     sums, fired = {}, {}
-    for s in sorted(set(needs.sums) | set(needs.lasts)):
-        values = kind_values(kind, amount, [s]).ravel()
+    for column, s in enumerate(wanted):
         if s in needs.sums:
-            sums[s] = np.zeros(len(key) + 1)
-            np.cumsum(values, out=sums[s][1:])
+            sums[s] = np.empty(len(key) + 1)
+            sums[s][0] = 0.0
+            np.cumsum(values[:, column], out=sums[s][1:])
         if s in needs.lasts:
-            fired[s] = np.full(len(key) + 1, -1, dtype="int64")
-            fired[s][1:] = np.where(values != 0, np.arange(len(key)), -1)
+            fired[s] = np.full(len(key) + 1, -1, dtype="int32")
+            rows = np.flatnonzero(values[:, column])
+            fired[s][rows + 1] = rows
             np.maximum.accumulate(fired[s], out=fired[s])
     return _Prefix(key[order], base, span, np.append(ts[order], 0), sums, fired)
 
@@ -123,6 +143,7 @@ class _Stats:
     def __init__(self, parts: list[tuple[_Prefix, np.ndarray | None]], queries: np.ndarray, t: int):
         self.parts, self.queries, self.t = parts, queries.astype("int64"), t
         self.positions: dict[tuple[int, int], np.ndarray] = {}
+        self.gathered: dict[tuple[int, int, int], np.ndarray] = {}
         self.sums: dict[tuple[Window, str], np.ndarray] = {}
         self.lasts: dict[str, np.ndarray] = {}
 
@@ -132,29 +153,36 @@ class _Stats:
             self.positions[part, at] = _locate(prefix, self.queries if rows is None else self.queries[rows], at)
         return self.positions[part, at]
 
-    def sum_of(self, window: Window, signal: Signal) -> np.ndarray:
+    def _upto(self, part: int, s: int, at: int) -> np.ndarray:
+        """The running sums of signal s where each queried entity reaches time ``at``."""
+        if (part, s, at) not in self.gathered:
+            self.gathered[part, s, at] = self.parts[part][0].sums[s][self._at(part, at)]
+        return self.gathered[part, s, at]
+
+    def sum_of(self, window: Window, signal: Signal, out: np.ndarray | None = None) -> np.ndarray:
+        """Window sums of the signal (written into ``out`` when given)."""
         if (window, signal.name) not in self.sums:
-            total = np.zeros(len(self.queries))
             s = SIGNAL_NAMES.index(signal.name)
-            for part, (prefix, rows) in enumerate(self.parts):
-                cumulative = prefix.sums[s]
-                window_sum = cumulative[self._at(part, self.t)] - cumulative[self._at(part, window.start(self.t))]
-                if rows is None:
-                    total += window_sum
-                else:
-                    total[rows] += window_sum
+            start = window.start(self.t)
+            cumulative = self.parts[0][0].sums[s]
+            total = np.subtract(self._upto(0, s, self.t), cumulative[self._at(0, start)], out=out)
+            for part, (prefix, rows) in enumerate(self.parts[1:], start=1):
+                total[rows] += self._upto(part, s, self.t) - prefix.sums[s][self._at(part, start)]
             self.sums[window, signal.name] = total
+        elif out is not None:
+            out[:] = self.sums[window, signal.name]
         return self.sums[window, signal.name]
 
     def last_of(self, signal: Signal) -> np.ndarray:
+        """Times the signal last fired within the look-back (NaN when it did not)."""
         if signal.name not in self.lasts:
-            last = np.full(len(self.queries), np.nan)
             s = SIGNAL_NAMES.index(signal.name)
+            last = None
             for part, (prefix, rows) in enumerate(self.parts):
                 latest = prefix.fired[s][self._at(part, self.t)]
                 seen = np.where(latest >= self._at(part, LOOKBACK.start(self.t)), prefix.ts[latest], np.nan)
                 if rows is None:
-                    last = np.fmax(last, seen)
+                    last = seen
                 else:
                     last[rows] = np.fmax(last[rows], seen)
             self.lasts[signal.name] = last
@@ -182,6 +210,14 @@ class _History:
         return _Stats(parts, queries, t)
 
 
+def _sorted_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes of a column's values and the distinct values, in sorted order (categories sorted as text)."""
+    codes, uniques = pd.factorize(column)
+    uniques = pd.Index(np.asarray(uniques, dtype=object))
+    order = uniques.argsort()
+    return np.argsort(order)[codes], uniques[order]
+
+
 def _category_codes(category: pd.Series, categories: pd.Index) -> np.ndarray:
     """Position of each row's category among ``categories``; -1 when absent or not listed."""
     codes, names = pd.factorize(category)
@@ -201,15 +237,24 @@ class _Histories:
                                  visible[listed], kind[listed], amount[listed], Needs.of(self.features["category"]))
 
     def write(self, features: list[Feature], customers: np.ndarray, t: int, out: np.ndarray) -> None:
-        """Write the feature rows of the customers at time t, one per (customer, category), into ``out``."""
+        """Write the feature rows of the customers at time t, one per (customer, category), into ``out``
+        (with contiguous columns, so that a customer feature fills its column as a (customers x categories) view)."""
+        if out.strides[0] != out.itemsize:
+            raise ValueError("features are written into a matrix of contiguous columns (Fortran order)")
         k = self.k
         stats = {"customer": self.customer.at(customers, t),
                  "category": self.category.at((customers.astype("int64")[:, None] * k + np.arange(k)).ravel(), t)
                  if self.features["category"] else None}
         for j, feature in enumerate(features):
             own = stats[feature.entity]
+            if feature.entity == "category" and feature.aggregation == "sum":
+                own.sum_of(feature.window, feature.signal, out=out[:, j])
+                continue
             values = compute_feature(feature, own.sum_of, own.last_of, t)
-            out[:, j] = np.repeat(values, k) if feature.entity == "customer" else values
+            if feature.entity == "customer":
+                out[:, j].reshape(len(customers), k)[:] = values[:, None]
+            else:
+                out[:, j] = values
 
 
 def features_at(frame: pd.DataFrame, t: int, pairs: pd.DataFrame, features: list[Feature]) -> pd.DataFrame:
@@ -273,34 +318,62 @@ def _chunks(customer: np.ndarray, n_customers: int) -> list[np.ndarray]:
     return [order[a:b] for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def build_from_signals(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int,
-                       categories: list[str], features: list[Feature]) -> pd.DataFrame:
-    """The training set of ``build_training_set`` from a signal frame holding whole customers."""
-    k = len(categories)
-    cust, customers = pd.factorize(frame["customer_id"], sort=True)
-    cat = _category_codes(frame["category"], pd.Index(categories))
-    ts, visible = frame["ts"].to_numpy(), frame["visible"].to_numpy()
-    kind, amount = frame["kind"].to_numpy().astype("int64"), frame["amount"].to_numpy(dtype="float64")
-    times = [int(c.timestamp()) for c in cutoffs]
-    active = find_active(cust, len(customers), ts, visible, np.array(times))
+def _arrays(frame: pd.DataFrame) -> tuple[np.ndarray, pd.Index, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A signal frame's customer codes (in sorted customer order), customers, ts, visible, kind and amount."""
+    cust, customers = _sorted_codes(frame["customer_id"])
+    return (cust, customers, frame["ts"].to_numpy(), frame["visible"].to_numpy(),
+            frame["kind"].to_numpy().astype("int64"), frame["amount"].to_numpy(dtype="float64"))
+
+
+def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
+                   amount: np.ndarray, times: list[int], active: np.ndarray, features: list[Feature]) -> np.ndarray:
+    """The (rows x features) matrix, Fortran-ordered: per cutoff, per active customer in code order, one row
+    per category (k of them)."""
     first_row = np.concatenate([[0], np.cumsum(active.sum(axis=0) * k)])
     rank = np.cumsum(active, axis=0) - active  # active customers before each one, per cutoff
     matrix = np.empty((first_row[-1], len(features)), order="F")
-    labels = np.zeros(first_row[-1], dtype="int8")
-    bought, span = _bought(cust, cat, k, ts, kind, max(times, default=0) + horizon_days * DAY)
-    for rows in _chunks(cust, len(customers)):
+    for rows in _chunks(cust, len(active)) if k else []:
         c = cust[rows]
         histories = _Histories(c, cat[rows], k, ts[rows], visible[rows], kind[rows], amount[rows], features)
         low, high = c.min(), c.max()
         for j, t in enumerate(times):
             who = low + np.flatnonzero(active[low:high + 1, j])
-            if not len(who) or not k:
-                continue
-            begin = first_row[j] + rank[who[0], j] * k
-            histories.write(features, who, t, matrix[begin:begin + len(who) * k])
-            labels[begin:begin + len(who) * k] = _labels(
-                bought, span, (who.astype("int64")[:, None] * k + np.arange(k)).ravel(), t, horizon_days)
-    return _frame_rows(matrix, labels, customers, active, categories, cutoffs, features)
+            if len(who):
+                begin = first_row[j] + rank[who[0], j] * k
+                histories.write(features, who, t, matrix[begin:begin + len(who) * k])
+    return matrix
+
+
+def build_from_signals(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int,
+                       categories: list[str], features: list[Feature]) -> pd.DataFrame:
+    """The training set of ``build_training_set`` from a signal frame holding whole customers."""
+    k = len(categories)
+    cust, customers, ts, visible, kind, amount = _arrays(frame)
+    cat = _category_codes(frame["category"], pd.Index(categories))
+    times = [int(c.timestamp()) for c in cutoffs]
+    active = find_active(cust, len(customers), ts, visible, np.array(times))
+    matrix = _fill_features(cust, cat, k, ts, visible, kind, amount, times, active, features)
+    bought, span = _bought(cust, cat, k, ts, kind, max(times, default=0) + horizon_days * DAY)
+    labels = [_labels(bought, span, (np.flatnonzero(active[:, j])[:, None] * k + np.arange(k)).ravel(), t,
+                      horizon_days) for j, t in enumerate(times)]
+    return _frame_rows(matrix, np.concatenate(labels or [np.zeros(0, "int8")]), customers, active, categories,
+                       cutoffs, features)
+
+
+def customer_features(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], features: list[Feature]) -> pd.DataFrame:
+    """Customer features without the category grid: one row per (customer active in the year before the
+    cutoff, cutoff), from a signal frame holding whole customers."""
+    if any(f.entity != "customer" for f in features):
+        raise ValueError("customer_features computes customer features only; build_from_signals does the rest")
+    cust, customers, ts, visible, kind, amount = _arrays(frame)
+    times = [int(c.timestamp()) for c in cutoffs]
+    active = find_active(cust, len(customers), ts, visible, np.array(times))
+    matrix = _fill_features(cust, np.full(len(cust), -1), 1, ts, visible, kind, amount, times, active, features)
+    table = pd.DataFrame(matrix, columns=[f.name for f in features], copy=False)
+    who = np.concatenate([np.flatnonzero(active[:, j]) for j in range(len(cutoffs))] or [np.zeros(0, "int64")])
+    table.insert(0, "customer_id", pd.array(customers.take(who), dtype="str"))
+    table.insert(1, "cutoff", pd.DatetimeIndex(cutoffs).as_unit("ns").repeat(active.sum(axis=0)))
+    return table
 
 
 def _frame_rows(matrix: np.ndarray, labels: np.ndarray, customers: pd.Index, active: np.ndarray,

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from features.definitions import FEATURES
-from features.offline import build_training_set, choose_cutoffs, features_at, to_signal_frame
+from features.offline import build_training_set, choose_cutoffs, customer_features, features_at, to_signal_frame
 
 CUTOFF = pd.Timestamp("2025-03-10", tz="UTC")
 
@@ -87,3 +87,19 @@ def test_cutoffs_leave_a_full_horizon_and_refuse_short_histories(history):
     assert cutoffs == [pd.Timestamp("2025-03-10", tz="UTC"), pd.Timestamp("2025-03-11", tz="UTC")]
     with pytest.raises(ValueError, match="too short"):
         choose_cutoffs(history, 5, 7)
+
+
+def test_customer_features_equal_the_training_set_customer_columns(make_events):
+    rng = np.random.default_rng(1)
+    events = make_events([dict(ts=pd.Timestamp("2025-01-01") + pd.Timedelta(minutes=int(m)), customer_id=f"c{c}",
+                               event_type=t, category=str(rng.choice(["tea", "shoes"])),
+                               amount=10.0 if t == "purchase" else None)
+                          for m, c, t in zip(rng.integers(0, 90 * 1440, 400), rng.integers(0, 12, 400),
+                                             rng.choice(["product_view", "purchase", "add_to_cart"], 400))])
+    cutoffs = choose_cutoffs(events, 3, 7)
+    names = [f for f in FEATURES if f.entity == "customer"]
+    training = build_training_set(events, cutoffs, 7, ["shoes", "tea"], names)
+    expected = training[training["category"] == "shoes"].drop(columns=["category", "label"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(customer_features(to_signal_frame(events), cutoffs, names), expected)
+    with pytest.raises(ValueError, match="customer features only"):
+        customer_features(to_signal_frame(events), cutoffs, list(FEATURES))
