@@ -1,58 +1,75 @@
-"""Probability calibration: isotonic regression fitted on the validation cutoff, stored as plain numbers
-(JSON, no pickle)."""
+"""Probability calibration: a line on the log-odds (Platt scaling) fitted on the validation cutoff, stored as
+plain numbers (JSON, no pickle)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-from sklearn.isotonic import IsotonicRegression
+from scipy.special import expit, logit
+from sklearn.linear_model import LogisticRegression
 
-METHOD = "isotonic_centred"
-# Points interpolated linearly either way; "isotonic" (step thresholds) was written by earlier versions.
-METHODS = ("isotonic", METHOD)
-# Added to the calibrated probability so that it stays strictly increasing beyond the fitted range too:
+METHOD = "platt_logit"
+# Earlier versions wrote isotonic maps: points interpolated linearly ("isotonic_centred") or steps ("isotonic").
+ISOTONIC = ("isotonic", "isotonic_centred")
+METHODS = (*ISOTONIC, METHOD)
+# Added to an isotonic map's probability so that it stays strictly increasing beyond the fitted range too:
 # scores that the raw model ranks apart stay apart.
 TIE_BREAK = 1e-6
+EDGE = 1e-12  # scores are clipped this far inside (0, 1) before taking log-odds
 
 
 @dataclass(frozen=True)
 class Calibrator:
-    """A monotone map from raw scores to probabilities: linear interpolation between points."""
+    """A strictly increasing map from raw scores to probabilities: sigmoid(slope x log-odds + intercept), or
+    for models of earlier versions an isotonic map (linear interpolation between points x -> y)."""
 
-    x: tuple[float, ...]
-    y: tuple[float, ...]
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
     method: str = METHOD
+    slope: float = 1.0
+    intercept: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (what is logged as the run's calibrator artifact)."""
+        if self.method == METHOD:
+            return {"method": self.method, "slope": self.slope, "intercept": self.intercept}
         return {"method": self.method, "tie_break": TIE_BREAK, "x": list(self.x), "y": list(self.y)}
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibrator:
         """Rebuild a calibrator from its JSON form."""
-        if data.get("method") not in METHODS:
-            raise ValueError(f"unknown calibration method {data.get('method')!r}")
-        return cls(tuple(map(float, data["x"])), tuple(map(float, data["y"])), data["method"])
+        method = data.get("method")
+        if method not in METHODS:
+            raise ValueError(f"unknown calibration method {method!r}")
+        if method == METHOD:
+            return cls(method=method, slope=float(data["slope"]), intercept=float(data["intercept"]))
+        return cls(tuple(map(float, data["x"])), tuple(map(float, data["y"])), method)
 
 
 def fit_calibrator(scores: np.ndarray, labels: np.ndarray) -> Calibrator:
-    """Isotonic regression of 0/1 labels on raw scores, interpolated between the centres of its blocks
-    (the mean raw score of each constant block) rather than stepwise, so that it stays strictly increasing;
-    scores beyond the first and last centres keep the end values."""
+    """Platt scaling on the log-odds: a logistic regression of 0/1 labels on logit(score).
+
+    Two parameters, so it does not overfit the few positives of one cutoff, and with a slope near 1 it keeps
+    the ratio of two small probabilities (what decides between offers by p x value); an isotonic map with
+    an intercept at the low end flattens those ratios."""
     if len(np.unique(labels)) < 2:
         raise ValueError("calibration needs both classes in the validation labels")
-    fitted = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit_transform(scores, labels)
-    centres = pd.Series(scores).groupby(fitted).mean()
-    return Calibrator(tuple(centres.to_numpy().tolist()), tuple(centres.index.to_numpy().tolist()))
+    odds = logit(np.clip(scores, EDGE, 1 - EDGE)).reshape(-1, 1)
+    fitted = LogisticRegression(C=1e6, max_iter=1000).fit(odds, labels)
+    slope = float(fitted.coef_[0, 0])
+    if slope <= 0:
+        raise ValueError(f"calibration slope {slope:.3g} is not positive: the scores do not rank the labels")
+    return Calibrator(slope=slope, intercept=float(fitted.intercept_[0]))
 
 
 def calibrate(calibrator: Calibrator, scores: np.ndarray) -> np.ndarray:
-    """Calibrated probabilities of raw scores (raw scores are probabilities, so the tie-break adds at
-    most TIE_BREAK)."""
+    """Calibrated probabilities of raw scores (raw scores are probabilities)."""
+    scores = np.asarray(scores, dtype="float64")
+    if calibrator.method == METHOD:
+        return expit(calibrator.slope * logit(np.clip(scores, EDGE, 1 - EDGE)) + calibrator.intercept)
     mapped = np.interp(scores, calibrator.x, calibrator.y)
-    return np.clip(mapped + TIE_BREAK * np.asarray(scores), 0.0, 1.0)
+    return np.clip(mapped + TIE_BREAK * scores, 0.0, 1.0)
 
 
 def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ Every version that becomes champion is appended to the registered model's ``cham
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import lightgbm as lgb
@@ -18,7 +18,9 @@ from mlflow.models import infer_signature
 
 from features.definitions import select_features
 from nbo.config import MODEL_NAME, Paths
+from training.affinity import CategoryShare, ShareInputs, compute_log_share, locate_inputs
 from training.calibration import Calibrator, calibrate
+from training.dataset import CATEGORY_FEATURE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -37,11 +39,26 @@ class LoadedModel:
     meta: dict
     version: str
     calibrator: Calibrator | None = None
+    share: tuple[CategoryShare, ShareInputs] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        """Read the category share (the booster's offset) from the meta, once."""
+        if "category_share" in self.meta:
+            share = CategoryShare.from_dict(self.meta["category_share"])
+            self.share = share, locate_inputs(share, self.meta["features"], CATEGORY_FEATURE)
+
+
+def predict_uncalibrated(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
+    """The model's probabilities before calibration: the booster's score plus its category-share offset."""
+    if model.share is None:
+        return model.booster.predict(matrix, num_threads=1)
+    raw = model.booster.predict(matrix, raw_score=True, num_threads=1) + compute_log_share(*model.share, matrix)
+    return 1.0 / (1.0 + np.exp(-raw))
 
 
 def predict_proba(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
-    """Calibrated purchase probabilities of model input rows (raw booster scores for uncalibrated models)."""
-    raw = model.booster.predict(matrix, num_threads=1)
+    """Calibrated purchase probabilities of model input rows (uncalibrated ones for models without a calibrator)."""
+    raw = predict_uncalibrated(model, matrix)
     return raw if model.calibrator is None else calibrate(model.calibrator, raw)
 
 
@@ -55,10 +72,12 @@ def connect(paths: Paths) -> MlflowClient:
     return MlflowClient()
 
 
-def log_model(booster: lgb.Booster, calibrator: Calibrator, example: pd.DataFrame, params: dict,
-              metrics: dict[str, float], meta: dict, report: dict, figures: dict[str, Figure]) -> str:
+def log_model(model: LoadedModel, example: pd.DataFrame, params: dict, metrics: dict[str, float], report: dict,
+              figures: dict[str, Figure]) -> str:
     """Log one training run (with its calibrator, evaluation report and plots) and register its model;
-    return the new version."""
+    return the new version. The logged booster alone gives neither the category-share offset nor the
+    calibration: load it with load_model and score with predict_proba."""
+    booster, calibrator, meta = model.booster, model.calibrator, model.meta
     with mlflow.start_run():
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -68,7 +87,7 @@ def log_model(booster: lgb.Booster, calibrator: Calibrator, example: pd.DataFram
         mlflow.log_dict(report, "evaluation/report.json")
         for name, figure in figures.items():
             mlflow.log_figure(figure, f"evaluation/{name}.png")
-        signature = infer_signature(example, calibrate(calibrator, booster.predict(example.to_numpy())))
+        signature = infer_signature(example, predict_proba(model, example.to_numpy()))
         info = mlflow.lightgbm.log_model(booster, name="model", signature=signature, input_example=example,
                                          registered_model_name=MODEL_NAME,
                                          pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"])

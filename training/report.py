@@ -19,7 +19,7 @@ from training.evaluate import (
     category_popularity, cumulative_gain, fit_logistic, fit_recency_frequency, margin_metrics, popularity_scores,
     ranking_metrics, recency_frequency, score_metrics,
 )
-from training.registry import LoadedModel, predict_proba
+from training.registry import LoadedModel, predict_proba, predict_uncalibrated
 
 PREFIXES = {"lightgbm": "test", "lightgbm_uncalibrated": "test_uncalibrated", "popularity": "baseline_popularity",
             "recency_frequency": "baseline_recency_frequency", "logistic": "baseline_logistic"}
@@ -34,7 +34,7 @@ def score_models(split: Split, model: LoadedModel) -> dict[str, np.ndarray]:
     heuristic = fit_recency_frequency(split.train, popularity)
     logistic = fit_logistic(to_matrix(split.train, declared, categories), split.train["label"].to_numpy())
     return {"lightgbm": predict_proba(model, test),
-            "lightgbm_uncalibrated": model.booster.predict(test, num_threads=1),
+            "lightgbm_uncalibrated": predict_uncalibrated(model, test),
             "popularity": popularity_scores(split.test, popularity),
             "recency_frequency": heuristic.predict_proba(recency_frequency(split.test, popularity).reshape(-1, 1))[:, 1],
             "logistic": logistic.predict_proba(test)[:, 1]}

@@ -8,10 +8,13 @@ import pandas as pd
 
 from features.definitions import FEATURES
 from nbo.config import Paths
+from training.affinity import CategoryShare, compute_log_share, fit_category_share, locate_inputs
 from training.calibration import calibrate, fit_calibrator
-from training.dataset import load_training_set, model_feature_names, split_by_time, to_matrix
+from training.dataset import CATEGORY_FEATURE, load_training_set, model_feature_names, split_by_time, to_matrix
 from training.evaluate import category_popularity, score_metrics
-from training.registry import LoadedModel, connect, load_model, log_model, predict_proba, promote, set_alias
+from training.registry import (
+    LoadedModel, connect, load_model, log_model, predict_proba, predict_uncalibrated, promote, set_alias,
+)
 from training.report import build_report, draw_figures, flatten_metrics
 
 GATE_METRIC = "test_auc"
@@ -21,13 +24,22 @@ PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_d
 
 
 def fit(train: np.ndarray, y_train: np.ndarray, valid: np.ndarray, y_valid: np.ndarray,
-        names: list[str], rounds: int = 500) -> lgb.Booster:
-    """LightGBM with early stopping on the validation cutoff."""
-    category = [names.index("category_code")]
-    data = lgb.Dataset(train, y_train, feature_name=names, categorical_feature=category)
-    check = lgb.Dataset(valid, y_valid, reference=data)
+        names: list[str], offsets: tuple[np.ndarray, np.ndarray] | None = None, rounds: int = 500) -> lgb.Booster:
+    """LightGBM with early stopping on the validation cutoff, boosting from the given log-odds offsets."""
+    category = [names.index(CATEGORY_FEATURE)]
+    start_train, start_valid = offsets or (None, None)
+    data = lgb.Dataset(train, y_train, feature_name=names, categorical_feature=category, init_score=start_train)
+    check = lgb.Dataset(valid, y_valid, reference=data, init_score=start_valid)
     return lgb.train(PARAMS, data, num_boost_round=rounds, valid_sets=[check],
                      callbacks=[lgb.early_stopping(50, verbose=False)])
+
+
+def fit_share(train: pd.DataFrame, matrix: np.ndarray, names: list[str], categories: list[str]) -> CategoryShare:
+    """The category share fitted on the training rows, with the categories' purchase shares as its prior."""
+    rates = pd.Series(category_popularity(train)).reindex(categories).fillna(0.0)
+    prior = (rates / rates.sum()).to_numpy() if rates.sum() > 0 else np.full(len(categories), 1 / len(categories))
+    groups = pd.factorize(pd.MultiIndex.from_frame(train[["customer_id", "cutoff"]]))[0]
+    return fit_category_share(matrix, train["label"].to_numpy(), groups, names, CATEGORY_FEATURE, prior)
 
 
 def champion_score(client, test: pd.DataFrame) -> tuple[str, float] | None:
@@ -49,22 +61,26 @@ def train(paths: Paths) -> dict[str, object]:
     names = model_feature_names(declared)
     matrices = {part: to_matrix(getattr(split, part), declared, categories) for part in ("train", "valid", "test")}
     labels = {part: getattr(split, part)["label"].to_numpy() for part in ("train", "valid", "test")}
-    booster = fit(matrices["train"], labels["train"], matrices["valid"], labels["valid"], names)
-    raw_valid = booster.predict(matrices["valid"])
-    calibrator = fit_calibrator(raw_valid, labels["valid"])
+    share = fit_share(split.train, matrices["train"], names, categories)
+    inputs = locate_inputs(share, names, CATEGORY_FEATURE)
+    offsets = tuple(compute_log_share(share, inputs, matrices[part]) for part in ("train", "valid"))
+    booster = fit(matrices["train"], labels["train"], matrices["valid"], labels["valid"], names, offsets)
     meta = {"features": names, "declared_features": declared, "categories": categories,
-            "popularity": category_popularity(split.train), "lineage": lineage}
-    report = build_report(paths, split, LoadedModel(booster, meta, "candidate", calibrator))
+            "popularity": category_popularity(split.train), "category_share": share.to_dict(), "lineage": lineage}
+    raw_valid = predict_uncalibrated(LoadedModel(booster, meta, "candidate"), matrices["valid"])
+    calibrator = fit_calibrator(raw_valid, labels["valid"])
+    model = LoadedModel(booster, meta, "candidate", calibrator)
+    report = build_report(paths, split, model)
     metrics = {**score_metrics(labels["valid"], raw_valid, "valid_uncalibrated"),
                **score_metrics(labels["valid"], calibrate(calibrator, raw_valid), "valid"),
                **flatten_metrics(report), "best_iteration": float(booster.best_iteration)}
     client = connect(paths)
     incumbent = champion_score(client, split.test)
     params = {**PARAMS, "train_rows": len(split.train), "valid_rows": len(split.valid), "test_rows": len(split.test),
-              "gate_metric": GATE_METRIC, "horizon_days": lineage["horizon_days"], "calibration": "isotonic_centred",
+              "gate_metric": GATE_METRIC, "horizon_days": lineage["horizon_days"], "calibration": calibrator.method,
               "test_cutoff": lineage["cutoffs"][-1], "events_sha256": lineage["events_sha256"]}
     example = pd.DataFrame(matrices["test"][:5], columns=names)
-    version = log_model(booster, calibrator, example, params, metrics, meta, report, draw_figures(report))
+    version = log_model(model, example, params, metrics, report, draw_figures(report))
     set_alias(client, "challenger", version)
     promoted = incumbent is None or metrics[GATE_METRIC] > incumbent[1]
     if promoted:

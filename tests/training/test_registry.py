@@ -55,7 +55,7 @@ def test_an_unservable_version_is_refused_and_the_champion_kept(registry, champi
     undeclared = register(booster, {**meta, "declared_features": [*meta["declared_features"][:-1], "no_such_feature"]})
     with pytest.raises(ValueError, match=f"version {undeclared}: .*no_such_feature"):
         promote(client, undeclared)
-    renamed = register(booster, {**meta, "features": [*meta["features"][:-1], "no_such_feature"]})
+    renamed = register(booster, {**meta, "features": ["no_such_feature", *meta["features"][1:]]})
     with pytest.raises(ValueError, match=f"version {renamed}: the booster's features differ"):
         promote(client, renamed)
     assert get_alias_version(client, "champion") == "1" and champion_history(client) == ["1"]

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from nbo.cli import app
 from nbo.config import MODEL_NAME
 from training.dataset import load_training_set, split_by_time, to_matrix
-from training.registry import connect, load_model, predict_proba
+from training.registry import connect, load_model, predict_proba, predict_uncalibrated
 
 MODELS = {"lightgbm", "lightgbm_uncalibrated", "popularity", "recency_frequency", "logistic"}
 
@@ -43,9 +43,9 @@ def test_the_registered_calibrator_is_loaded_and_applied(trained_home):
     model = load_model(connect(paths))
     split = split_by_time(load_training_set(paths)[0])
     matrix = to_matrix(split.test, model.meta["declared_features"], model.meta["categories"])
-    raw, calibrated = model.booster.predict(matrix), predict_proba(model, matrix)
-    assert model.calibrator is not None
-    assert not np.allclose(raw, calibrated)
+    raw, calibrated = predict_uncalibrated(model, matrix), predict_proba(model, matrix)
+    assert model.calibrator is not None and model.share is not None
+    assert not np.allclose(raw, calibrated) and not np.allclose(raw, model.booster.predict(matrix))
     assert np.array_equal(np.argsort(raw, kind="stable"), np.argsort(calibrated, kind="stable"))
 
 
