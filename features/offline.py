@@ -1,25 +1,17 @@
 """Point-in-time training sets: features from events strictly before each cutoff, labels after it.
 
-Events become compact signal rows (who, category, when, visible from, event kind, amount). Each entity's
-rows (a customer's, or a customer's within one category) are sorted by time once and turned into
-cumulative sums of only the signals the requested features use, so a window sum at any cutoff is two
-binary searches and a subtraction, for all entities and windows at once. Rows attributed late (anonymous
-browsing linked to its customer afterwards) count only from the link on: they are kept apart and added at
-the cutoffs that already see them. The training set is built over chunks of customers, so memory beyond
-the result stays bounded.
+Events become compact signal rows (who, category, when, visible from, event kind, amount); only the
+signals and windows the requested features use are aggregated (features.aggregates). The training set is
+built over chunks of customers, so memory beyond the result stays bounded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from features.definitions import (
-    DAY, KIND_VALUES, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Feature, Signal, Window, compute_feature, event_kinds,
-    kind_values,
-)
+from features.aggregates import Histories
+from features.definitions import DAY, KIND_VALUES, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Feature, event_kinds
 from features.identity import attribute, device_owners, link_devices
 
 KEY_COLUMNS = ["customer_id", "category", "cutoff"]
@@ -82,134 +74,6 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
     return _rows(customer, customers, category, pd.Index(categories), *rest)
 
 
-@dataclass
-class Needs:
-    """The signals whose window sums and whose last-seen times an entity's features use."""
-
-    sums: list[int]
-    lasts: list[int]
-
-    @classmethod
-    def of(cls, features: list[Feature]) -> Needs:
-        signals = [s for f in features for s in (f.signal, f.denominator) if s is not None]
-        return cls(sorted({SIGNAL_NAMES.index(s.name) for s in signals}),
-                   sorted({SIGNAL_NAMES.index(f.signal.name) for f in features if f.aggregation == "recency_days"}))
-
-
-@dataclass
-class _Prefix:
-    """Rows sorted by (entity, ts) as keys, with running sums of the needed signals (signal x rows + 1) and,
-    per needed last-seen signal, the latest of the first i rows where it fired (or -1)."""
-
-    key: np.ndarray  # entity * span + ts - base, ascending
-    base: int
-    span: int
-    ts: np.ndarray
-    sums: dict[int, np.ndarray]
-    fired: dict[int, np.ndarray]
-
-
-def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs) -> _Prefix:
-    base = int(ts.min()) if len(ts) else 0
-    span = int(ts.max()) - base + 2 if len(ts) else 2
-    key = entity.astype("int64") * span + (ts - base)
-    order = np.argsort(key, kind="stable")
-    wanted = sorted(set(needs.sums) | set(needs.lasts))
-    values = kind_values(kind[order], amount[order], wanted)
-    sums, fired = {}, {}
-    for column, s in enumerate(wanted):
-        if s in needs.sums:
-            sums[s] = np.empty(len(key) + 1)
-            sums[s][0] = 0.0
-            np.cumsum(values[:, column], out=sums[s][1:])
-        if s in needs.lasts:
-            fired[s] = np.full(len(key) + 1, -1, dtype="int32")
-            rows = np.flatnonzero(values[:, column])
-            fired[s][rows + 1] = rows
-            np.maximum.accumulate(fired[s], out=fired[s])
-    return _Prefix(key[order], base, span, np.append(ts[order], 0), sums, fired)
-
-
-def _locate(prefix: _Prefix, queries: np.ndarray, at: int) -> np.ndarray:
-    """Position in the sorted rows where each queried entity reaches time ``at``."""
-    offset = min(max(at - prefix.base, 0), prefix.span - 1)
-    return np.searchsorted(prefix.key, queries * prefix.span + offset)
-
-
-class _Stats:
-    """Window sums and last-seen times of queried entities at time t, over prefixes of rows (each for all
-    queries, or for the listed ones), computed once each when first asked for."""
-
-    def __init__(self, parts: list[tuple[_Prefix, np.ndarray | None]], queries: np.ndarray, t: int):
-        self.parts, self.queries, self.t = parts, queries.astype("int64"), t
-        self.positions: dict[tuple[int, int], np.ndarray] = {}
-        self.gathered: dict[tuple[int, int, int], np.ndarray] = {}
-        self.sums: dict[tuple[Window, str], np.ndarray] = {}
-        self.lasts: dict[str, np.ndarray] = {}
-
-    def _at(self, part: int, at: int) -> np.ndarray:
-        if (part, at) not in self.positions:
-            prefix, rows = self.parts[part]
-            self.positions[part, at] = _locate(prefix, self.queries if rows is None else self.queries[rows], at)
-        return self.positions[part, at]
-
-    def _upto(self, part: int, s: int, at: int) -> np.ndarray:
-        """The running sums of signal s where each queried entity reaches time ``at``."""
-        if (part, s, at) not in self.gathered:
-            self.gathered[part, s, at] = self.parts[part][0].sums[s][self._at(part, at)]
-        return self.gathered[part, s, at]
-
-    def sum_of(self, window: Window, signal: Signal, out: np.ndarray | None = None) -> np.ndarray:
-        """Window sums of the signal (written into ``out`` when given)."""
-        if (window, signal.name) not in self.sums:
-            s = SIGNAL_NAMES.index(signal.name)
-            start = window.start(self.t)
-            cumulative = self.parts[0][0].sums[s]
-            total = np.subtract(self._upto(0, s, self.t), cumulative[self._at(0, start)], out=out)
-            for part, (prefix, rows) in enumerate(self.parts[1:], start=1):
-                total[rows] += self._upto(part, s, self.t) - prefix.sums[s][self._at(part, start)]
-            self.sums[window, signal.name] = total
-        elif out is not None:
-            out[:] = self.sums[window, signal.name]
-        return self.sums[window, signal.name]
-
-    def last_of(self, signal: Signal) -> np.ndarray:
-        """Times the signal last fired within the look-back (NaN when it did not)."""
-        if signal.name not in self.lasts:
-            s = SIGNAL_NAMES.index(signal.name)
-            last = None
-            for part, (prefix, rows) in enumerate(self.parts):
-                latest = prefix.fired[s][self._at(part, self.t)]
-                seen = np.where(latest >= self._at(part, LOOKBACK.start(self.t)), prefix.ts[latest], np.nan)
-                if rows is None:
-                    last = seen
-                else:
-                    last[rows] = np.fmax(last[rows], seen)
-            self.lasts[signal.name] = last
-        return self.lasts[signal.name]
-
-
-class _History:
-    """Signal rows of one entity level: on-time rows in one prefix, rows attributed late kept apart."""
-
-    def __init__(self, entity: np.ndarray, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
-                 amount: np.ndarray, needs: Needs):
-        late = visible > ts
-        self.needs = needs
-        self.on_time = _build_prefix(entity[~late], ts[~late], kind[~late], amount[~late], needs)
-        self.late = entity[late], ts[late], visible[late], kind[late], amount[late]
-
-    def at(self, queries: np.ndarray, t: int) -> _Stats:
-        """Stats of the queried entities from the rows known before t."""
-        entity, ts, visible, kind, amount = self.late
-        seen = visible < t
-        parts: list[tuple[_Prefix, np.ndarray | None]] = [(self.on_time, None)]
-        if seen.any():
-            rows = np.flatnonzero(np.isin(queries, entity[seen]))
-            parts.append((_build_prefix(entity[seen], ts[seen], kind[seen], amount[seen], self.needs), rows))
-        return _Stats(parts, queries, t)
-
-
 def _sorted_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Codes of a column's values and the distinct values, in sorted order (categories sorted as text)."""
     codes, uniques = pd.factorize(column)
@@ -224,48 +88,16 @@ def _category_codes(category: pd.Series, categories: pd.Index) -> np.ndarray:
     return np.append(categories.get_indexer(names), -1)[codes]
 
 
-class _Histories:
-    """A set of whole customers' rows, by customer and by (customer, listed category), for the features."""
-
-    def __init__(self, customer: np.ndarray, category: np.ndarray, k: int, ts: np.ndarray, visible: np.ndarray,
-                 kind: np.ndarray, amount: np.ndarray, features: list[Feature]):
-        self.k = k
-        self.features = {entity: [f for f in features if f.entity == entity] for entity in ("customer", "category")}
-        self.customer = _History(customer, ts, visible, kind, amount, Needs.of(self.features["customer"]))
-        listed = np.flatnonzero(category >= 0) if self.features["category"] else np.zeros(0, dtype="int64")
-        self.category = _History(customer[listed].astype("int64") * k + category[listed], ts[listed],
-                                 visible[listed], kind[listed], amount[listed], Needs.of(self.features["category"]))
-
-    def write(self, features: list[Feature], customers: np.ndarray, t: int, out: np.ndarray) -> None:
-        """Write the feature rows of the customers at time t, one per (customer, category), into ``out``
-        (with contiguous columns, so that a customer feature fills its column as a (customers x categories) view)."""
-        if out.strides[0] != out.itemsize:
-            raise ValueError("features are written into a matrix of contiguous columns (Fortran order)")
-        k = self.k
-        stats = {"customer": self.customer.at(customers, t),
-                 "category": self.category.at((customers.astype("int64")[:, None] * k + np.arange(k)).ravel(), t)
-                 if self.features["category"] else None}
-        for j, feature in enumerate(features):
-            own = stats[feature.entity]
-            if feature.entity == "category" and feature.aggregation == "sum":
-                own.sum_of(feature.window, feature.signal, out=out[:, j])
-                continue
-            values = compute_feature(feature, own.sum_of, own.last_of, t)
-            if feature.entity == "customer":
-                out[:, j].reshape(len(customers), k)[:] = values[:, None]
-            else:
-                out[:, j] = values
-
-
 def features_at(frame: pd.DataFrame, t: int, pairs: pd.DataFrame, features: list[Feature]) -> pd.DataFrame:
     """Feature values of (customer_id, category) pairs at time t (epoch seconds)."""
     pairs = pairs.reset_index(drop=True)
     customers, categories = pd.Index(pairs["customer_id"].unique()), pd.Index(pairs["category"].unique())
     cust = customers.get_indexer(frame["customer_id"])
     mine = np.flatnonzero(cust >= 0)
-    histories = _Histories(cust[mine], _category_codes(frame["category"], categories)[mine], len(categories),
-                           frame["ts"].to_numpy()[mine], frame["visible"].to_numpy()[mine],
-                           frame["kind"].to_numpy()[mine], frame["amount"].to_numpy()[mine], features)
+    histories = Histories(cust[mine], _category_codes(frame["category"], categories)[mine], len(categories),
+                          frame["ts"].to_numpy()[mine], frame["visible"].to_numpy()[mine],
+                          frame["kind"].to_numpy()[mine].astype("int64"), frame["amount"].to_numpy()[mine], features,
+                          [t], 0, len(customers))
     row, cat = customers.get_indexer(pairs["customer_id"]), categories.get_indexer(pairs["category"])
     matrix = np.empty((len(customers) * len(categories), len(features)), order="F")
     histories.write(features, np.arange(len(customers)), t, matrix)
@@ -334,8 +166,9 @@ def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, vi
     matrix = np.empty((first_row[-1], len(features)), order="F")
     for rows in _chunks(cust, len(active)) if k else []:
         c = cust[rows]
-        histories = _Histories(c, cat[rows], k, ts[rows], visible[rows], kind[rows], amount[rows], features)
         low, high = c.min(), c.max()
+        histories = Histories(c, cat[rows], k, ts[rows], visible[rows], kind[rows], amount[rows], features, times,
+                              low, high - low + 1)
         for j, t in enumerate(times):
             who = low + np.flatnonzero(active[low:high + 1, j])
             if len(who):

@@ -1,0 +1,231 @@
+"""Window sums and last-seen times of entities at cutoffs, from signal rows, for the offline builder.
+
+Customers are few, so their window sums come from a dense grid: each row falls in a segment between the
+window bounds of all cutoffs, one bincount per (customer, segment, kind pattern) and a running sum over
+segments answer every window at every cutoff. A customer's categories are many, so their rows are sorted
+by (entity, time) once and turned into running sums of the signals used; a window sum is then two binary
+searches and a subtraction. Last-seen times use the sorted rows too. Rows attributed late (anonymous
+browsing linked to its customer afterwards) count only from the link on: they are kept apart and added at
+the cutoffs that already see them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.definitions import (
+    AMOUNT_SIGNALS, EARLIEST, KIND_VALUES, LOOKBACK, SIGNAL_NAMES, Feature, Signal, Window, compute_feature,
+    kind_values,
+)
+
+
+@dataclass
+class Needs:
+    """The signals whose window sums (and over which windows) and whose last-seen times features use."""
+
+    sums: list[int]
+    windows: list[Window]
+    lasts: list[int]
+
+    @classmethod
+    def of(cls, features: list[Feature]) -> Needs:
+        summed = [f for f in features if f.aggregation != "recency_days"]
+        signals = {s.name for f in summed for s in (f.signal, f.denominator) if s is not None}
+        return cls(sorted(SIGNAL_NAMES.index(name) for name in signals),
+                   list(dict.fromkeys(f.window for f in summed)),
+                   sorted({SIGNAL_NAMES.index(f.signal.name) for f in features if f.aggregation == "recency_days"}))
+
+
+class _Grid:
+    """Running sums over time segments of signals per entity (``first`` .. ``first + count - 1``): the
+    segments lie between the bounds of the windows at the given times."""
+
+    def __init__(self, entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,
+                 times: list[int], first: int, count: int):
+        starts = [w.start(t) for t in times for w in needs.windows]
+        self.bounds = np.unique(np.array([b for b in starts if b != EARLIEST] + list(times), dtype="int64"))
+        self.first, self.column = first, {s: j for j, s in enumerate(needs.sums)}
+        segments = len(self.bounds) + 1
+        patterns, pattern_of = np.unique(KIND_VALUES[:, needs.sums], axis=0, return_inverse=True)
+        cell = (pattern_of.ravel()[kind] * count + (entity - first)) * segments \
+            + np.searchsorted(self.bounds, ts, side="right")
+        counts = np.bincount(cell, minlength=len(patterns) * count * segments).reshape(len(patterns), -1)
+        scaled = AMOUNT_SIGNALS[needs.sums]
+        amounts = np.bincount(cell, weights=np.nan_to_num(amount), minlength=counts.size).reshape(counts.shape) \
+            if scaled.any() else None
+        self.grid = np.zeros((len(needs.sums), count, segments + 1))
+        for j in range(len(needs.sums)):
+            source = amounts if scaled[j] else counts
+            per_segment = source[np.flatnonzero(patterns[:, j])].sum(axis=0).reshape(count, segments)
+            np.cumsum(per_segment, axis=1, out=self.grid[j, :, 1:])
+
+    def window_sum(self, queries: np.ndarray, s: int, start: int, t: int, out: np.ndarray | None) -> np.ndarray:
+        """Sums of signal s over [start, t) of the queried entities (t and start among the grid's bounds)."""
+        high = np.searchsorted(self.bounds, t) + 1
+        low = 0 if start == EARLIEST else np.searchsorted(self.bounds, start) + 1
+        grid, at = self.grid[self.column[s]], queries - self.first
+        return np.subtract(grid[at, high], grid[at, low], out=out)
+
+
+@dataclass
+class _Prefix:
+    """Rows sorted by (entity, ts) as keys, with running sums of the needed signals (signal x rows + 1) and,
+    per needed last-seen signal, the latest of the first i rows where it fired (or -1)."""
+
+    key: np.ndarray  # entity * span + ts - base, ascending
+    base: int
+    span: int
+    ts: np.ndarray
+    sums: dict[int, np.ndarray]
+    fired: dict[int, np.ndarray]
+
+
+def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs) -> _Prefix:
+    base = int(ts.min()) if len(ts) else 0
+    span = int(ts.max()) - base + 2 if len(ts) else 2
+    key = entity.astype("int64") * span + (ts - base)
+    order = np.argsort(key, kind="stable")
+    wanted = sorted(set(needs.sums) | set(needs.lasts))
+    values = kind_values(kind[order], amount[order], wanted)
+    sums, fired = {}, {}
+    for column, s in enumerate(wanted):
+        if s in needs.sums:
+            sums[s] = np.empty(len(key) + 1)
+            sums[s][0] = 0.0
+            np.cumsum(values[:, column], out=sums[s][1:])
+        if s in needs.lasts:
+            fired[s] = np.full(len(key) + 1, -1, dtype="int32")
+            rows = np.flatnonzero(values[:, column])
+            fired[s][rows + 1] = rows
+            np.maximum.accumulate(fired[s], out=fired[s])
+    return _Prefix(key[order], base, span, np.append(ts[order], 0), sums, fired)
+
+
+def _locate(prefix: _Prefix, queries: np.ndarray, at: int) -> np.ndarray:
+    """Position in the sorted rows where each queried entity reaches time ``at``."""
+    offset = min(max(at - prefix.base, 0), prefix.span - 1)
+    return np.searchsorted(prefix.key, queries * prefix.span + offset)
+
+
+class _Stats:
+    """Window sums and last-seen times of queried entities at time t, over on-time rows (a grid of sums,
+    when given, and sorted rows) and late rows (sorted rows for listed queries), computed once each when
+    first asked for."""
+
+    def __init__(self, grid: _Grid | None, parts: list[tuple[_Prefix, np.ndarray | None]], queries: np.ndarray,
+                 t: int):
+        self.grid, self.parts, self.queries, self.t = grid, parts, queries.astype("int64"), t
+        self.positions: dict[tuple[int, int], np.ndarray] = {}
+        self.gathered: dict[tuple[int, int, int], np.ndarray] = {}
+        self.sums: dict[tuple[Window, str], np.ndarray] = {}
+        self.lasts: dict[str, np.ndarray] = {}
+
+    def _at(self, part: int, at: int) -> np.ndarray:
+        if (part, at) not in self.positions:
+            prefix, rows = self.parts[part]
+            self.positions[part, at] = _locate(prefix, self.queries if rows is None else self.queries[rows], at)
+        return self.positions[part, at]
+
+    def _upto(self, part: int, s: int, at: int) -> np.ndarray:
+        """The running sums of signal s where each queried entity reaches time ``at``."""
+        if (part, s, at) not in self.gathered:
+            self.gathered[part, s, at] = self.parts[part][0].sums[s][self._at(part, at)]
+        return self.gathered[part, s, at]
+
+    def sum_of(self, window: Window, signal: Signal, out: np.ndarray | None = None) -> np.ndarray:
+        """Window sums of the signal (written into ``out`` when given)."""
+        if (window, signal.name) not in self.sums:
+            s = SIGNAL_NAMES.index(signal.name)
+            start = window.start(self.t)
+            if self.grid is not None:
+                total = self.grid.window_sum(self.queries, s, start, self.t, out)
+            else:
+                total = np.subtract(self._upto(0, s, self.t), self.parts[0][0].sums[s][self._at(0, start)], out=out)
+            for part, (prefix, rows) in enumerate(self.parts[1:], start=1):
+                total[rows] += self._upto(part, s, self.t) - prefix.sums[s][self._at(part, start)]
+            self.sums[window, signal.name] = total
+        elif out is not None:
+            out[:] = self.sums[window, signal.name]
+        return self.sums[window, signal.name]
+
+    def last_of(self, signal: Signal) -> np.ndarray:
+        """Times the signal last fired within the look-back (NaN when it did not)."""
+        if signal.name not in self.lasts:
+            s = SIGNAL_NAMES.index(signal.name)
+            last = None
+            for part, (prefix, rows) in enumerate(self.parts):
+                latest = prefix.fired[s][self._at(part, self.t)]
+                seen = np.where(latest >= self._at(part, LOOKBACK.start(self.t)), prefix.ts[latest], np.nan)
+                if rows is None:
+                    last = seen
+                else:
+                    last[rows] = np.fmax(last[rows], seen)
+            self.lasts[signal.name] = last
+        return self.lasts[signal.name]
+
+
+class _History:
+    """Signal rows of one entity level: on-time rows as a grid of sums over ``times`` (entities
+    ``first`` .. ``first + count - 1``) when one is asked for, else sorted; rows attributed late kept apart."""
+
+    def __init__(self, entity: np.ndarray, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
+                 amount: np.ndarray, needs: Needs, grid: tuple[list[int], int, int] | None = None):
+        late = visible > ts
+        self.needs = needs
+        on_time = np.flatnonzero(~late)
+        self.grid = _Grid(entity[on_time], ts[on_time], kind[on_time], amount[on_time], needs, *grid) \
+            if grid is not None and needs.sums else None
+        sorted_needs = Needs([] if self.grid else needs.sums, needs.windows, needs.lasts)
+        self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], sorted_needs) \
+            if sorted_needs.sums or sorted_needs.lasts else None
+        self.late = entity[late], ts[late], visible[late], kind[late], amount[late]
+
+    def at(self, queries: np.ndarray, t: int) -> _Stats:
+        """Stats of the queried entities from the rows known before t."""
+        entity, ts, visible, kind, amount = self.late
+        seen = visible < t
+        parts: list[tuple[_Prefix, np.ndarray | None]] = [(self.on_time, None)]
+        if seen.any():
+            rows = np.flatnonzero(np.isin(queries, entity[seen]))
+            parts.append((_build_prefix(entity[seen], ts[seen], kind[seen], amount[seen], self.needs), rows))
+        return _Stats(self.grid, parts, queries, t)
+
+
+class Histories:
+    """The rows of whole customers (codes ``first`` .. ``first + count - 1``), by customer and by (customer,
+    listed category), for the features at the given times."""
+
+    def __init__(self, customer: np.ndarray, category: np.ndarray, k: int, ts: np.ndarray, visible: np.ndarray,
+                 kind: np.ndarray, amount: np.ndarray, features: list[Feature], times: list[int], first: int,
+                 count: int):
+        self.k = k
+        self.features = {entity: [f for f in features if f.entity == entity] for entity in ("customer", "category")}
+        self.customer = _History(customer, ts, visible, kind, amount, Needs.of(self.features["customer"]),
+                                 (times, first, count))
+        listed = np.flatnonzero(category >= 0) if self.features["category"] else np.zeros(0, dtype="int64")
+        self.category = _History(customer[listed].astype("int64") * k + category[listed], ts[listed],
+                                 visible[listed], kind[listed], amount[listed], Needs.of(self.features["category"]))
+
+    def write(self, features: list[Feature], customers: np.ndarray, t: int, out: np.ndarray) -> None:
+        """Write the feature rows of the customers at time t, one per (customer, category), into ``out``
+        (with contiguous columns, so that a customer feature fills its column as a (customers x categories) view)."""
+        if out.strides[0] != out.itemsize:
+            raise ValueError("features are written into a matrix of contiguous columns (Fortran order)")
+        k = self.k
+        stats = {"customer": self.customer.at(customers, t),
+                 "category": self.category.at((customers.astype("int64")[:, None] * k + np.arange(k)).ravel(), t)
+                 if self.features["category"] else None}
+        for j, feature in enumerate(features):
+            own = stats[feature.entity]
+            if feature.entity == "category" and feature.aggregation == "sum":
+                own.sum_of(feature.window, feature.signal, out=out[:, j])
+                continue
+            values = compute_feature(feature, own.sum_of, own.last_of, t)
+            if feature.entity == "customer":
+                out[:, j].reshape(len(customers), k)[:] = values[:, None]
+            else:
+                out[:, j] = values
+
+
