@@ -32,8 +32,7 @@ from features.simulation.population import build_population
 from features.simulation.tables import build_customers
 from training.uplift import (build_candidates, build_offer_table, eligible_customers, fit_uplift, load_uplift,
                              prepare_exposures, save_uplift, select_campaign)
-from training.uplift_campaign import collect_splits, encode_customers, group_profiles, score_best_offers, \
-    split_offer_features
+from training.uplift_campaign import encode_customers, find_profiles, score_best_offers
 
 NOW = pd.Timestamp("2025-06-24 06:00", tz="UTC")
 
@@ -86,9 +85,7 @@ def run_campaign(home: Path, budget: float, channel: str, compiled: bool) -> dic
     seconds, cpu, peak = time.perf_counter() - began, time.process_time() - cpu, peak_mib()
     model = load_uplift(home / "uplift")
     people = eligible_customers(pd.read_parquet(home / "raw" / "customers.parquet"), channel)
-    splits = collect_splits([model.treated, model.control])
-    profiles = group_profiles(encode_customers(model.spec, people, NOW),
-                              [splits.get(i, False) for i in split_offer_features(model.spec)[0]])[0]
+    profiles = find_profiles(model, encode_customers(model.spec, people, NOW))[0]
     chosen = pd.read_parquet(home / "campaign.parquet")
     digest = int(pd.util.hash_pandas_object(chosen[["customer_id", "offer_id"]], index=False).sum())
     return {"seconds": seconds, "cpu": cpu, "eligible": len(people), "profiles": len(profiles),

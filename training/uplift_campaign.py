@@ -126,6 +126,12 @@ def group_profiles(inputs: np.ndarray, splits: list[np.ndarray | None | bool]) -
     return np.unique(profile, return_index=True)[1], profile
 
 
+def find_profiles(model: UpliftModel, person: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """group_profiles of encoded customers under the split thresholds of both boosters."""
+    splits = collect_splits([model.treated, model.control])
+    return group_profiles(person, [splits.get(i, False) for i in split_offer_features(model.spec)[0]])
+
+
 def predict_profiles(spec: UpliftSpec, predictors: tuple[Predict, Predict], person: np.ndarray,
                      offer: np.ndarray) -> np.ndarray:
     """Uplift of every (profile, offer) pair, shape (profiles, offers); the control model scores each profile
@@ -175,10 +181,7 @@ def score_best_offers(model: UpliftModel, customers: pd.DataFrame, offers: pd.Da
     if people.empty or live.empty:
         return pd.DataFrame({name: [] for name in BEST_COLUMNS}), len(people) if len(live) else 0
     person = encode_customers(model.spec, people, now)
-    boosters = [model.treated, model.control]
-    splits = collect_splits(boosters)
-    customer_at = split_offer_features(model.spec)[0]
-    first, profile = group_profiles(person, [splits.get(i, False) for i in customer_at])
+    first, profile = find_profiles(model, person)
     covered = np.cumsum(np.bincount(profile))
     worth = offer_values(model, live)
     best, uplift = pick_best_offers(model.spec, predictors or booster_predictors(model), person[first],
