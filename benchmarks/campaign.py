@@ -85,10 +85,11 @@ def run_campaign(home: Path, budget: float, channel: str, compiled: bool) -> dic
     seconds, cpu, peak = time.perf_counter() - began, time.process_time() - cpu, peak_mib()
     model = load_uplift(home / "uplift")
     people = eligible_customers(pd.read_parquet(home / "raw" / "customers.parquet"), channel)
-    profiles = find_profiles(model, encode_customers(model.spec, people, NOW))[0]
+    person = encode_customers(model.spec, people, NOW)
+    profiles = [len(find_profiles(booster, model.spec, person)[0]) for booster in (model.treated, model.control)]
     chosen = pd.read_parquet(home / "campaign.parquet")
     digest = int(pd.util.hash_pandas_object(chosen[["customer_id", "offer_id"]], index=False).sum())
-    return {"seconds": seconds, "cpu": cpu, "eligible": len(people), "profiles": len(profiles),
+    return {"seconds": seconds, "cpu": cpu, "eligible": len(people), "profiles": profiles,
             "selected": len(chosen), "digest": digest, "peak_mib": peak}
 
 
@@ -128,8 +129,9 @@ def report(args: argparse.Namespace, runs: list[dict[str, float]], peer: dict[st
              f"{compiled['peak_mib']:,.0f}"),
             (f"peer: build_candidates + select_campaign, {peer['eligible']:,} customers x {scale:,.0f} "
              "(extrapolated)", peer["seconds"] * scale, peer["cpu"] * scale, "-")]
-    print(f"{args.customers:,} customers ({fast['eligible']:,} eligible in {args.channel}, {fast['profiles']:,} input "
-          f"profiles) x {args.offers} offers, budget {args.budget:.0%}: {fast['selected']:,} selected")
+    print(f"{args.customers:,} customers ({fast['eligible']:,} eligible in {args.channel}; input profiles: "
+          f"{fast['profiles'][0]:,} treated model, {fast['profiles'][1]:,} control model) x {args.offers} offers, "
+          f"budget {args.budget:.0%}: {fast['selected']:,} selected")
     print(f"{'path':<80} {'seconds':>9} {'CPU s':>9} {'customers/s':>12} {'pairs/s':>12} {'peak MiB':>9}")
     for name, seconds, cpu, memory in rows:
         print(f"{name:<80} {seconds:>9.1f} {cpu:>9.1f} {fast['eligible'] / seconds:>12,.0f} "

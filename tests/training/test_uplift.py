@@ -94,7 +94,7 @@ def test_best_offers_select_the_rows_of_scoring_every_pair(simulated, channel, s
     best, eligible = score_best_offers(model, customers, offers, channel, now, segment,
                                        lambda done, total: seen.append((done, total)))
     assert best["customer_id"].is_unique and len(best) == eligible
-    assert seen[-1] == (eligible, eligible) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert seen[-1][0] == seen[-1][1] > 0 and [d for d, _ in seen] == sorted(d for d, _ in seen)
     expected = select_every_pair(model, customers, offers, channel, now, budget, segment)
     assert len(expected) > 0
     pd.testing.assert_frame_equal(select_campaign(best, budget, eligible), expected, check_dtype=False,
