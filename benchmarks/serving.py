@@ -126,6 +126,12 @@ def resident_mib(pid: int) -> float:
     return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the service and all its worker processes so far."""
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
 def soak(url: str, customers: list[str], pid: int, rate: int, seconds: int) -> dict[str, str]:
     """A long run at the target rate: errors and resident-memory growth of the service."""
     before = resident_mib(pid)
@@ -164,11 +170,13 @@ def main() -> None:
         wait_ready(process, url)
         run_load(url, next(fresh), 50, 3)  # warm-up
         for rate in rates:
-            before = reason_sources(url)
+            before, cpu = reason_sources(url), cpu_seconds(process.pid)
             result = run_load(url, next(fresh), rate, args.duration)
+            served = float(result["achieved rps"]) * args.duration
             print(f"bentoml serve at {rate} req/s for {args.duration} s, {args.clients} customers "
                   f"(load average {os.getloadavg()[0]:.2f}):",
-                  {**result, "contributions reused": reused_share(before, reason_sources(url))})
+                  {**result, "service CPU": f"{(cpu_seconds(process.pid) - cpu) / served * 1000:.2f} ms/request",
+                   "contributions reused": reused_share(before, reason_sources(url))})
         if args.soak:
             many = [c for _ in range(max(1, args.soak // args.duration)) for c in next(fresh)]
             print(f"soak at 200 req/s for {args.soak} s, {len(many)} customers:",
