@@ -22,10 +22,11 @@ EVENT_COLUMNS = ["ts", "customer_id", "anonymous_id", "channel", "event_type", "
 
 
 def read_events(source: dd.DataFrame | str | Path) -> dd.DataFrame:
-    """Events as a Dask frame: the one given, or the columns features need from Parquet files."""
+    """Events as a Dask frame: the one given, or the columns features need from Parquet files, one
+    partition per row group."""
     if isinstance(source, dd.DataFrame):
         return source
-    return dd.read_parquet(str(source), columns=EVENT_COLUMNS)
+    return dd.read_parquet(str(source), columns=EVENT_COLUMNS, split_row_groups=True)
 
 
 def find_links(events: dd.DataFrame) -> pd.DataFrame:

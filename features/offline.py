@@ -12,7 +12,7 @@ import pandas as pd
 
 from features.aggregates import Histories
 from features.definitions import DAY, KIND_VALUES, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Feature, event_kinds
-from features.identity import attribute, device_owners, link_devices
+from features.identity import attribute, device_owners, first_links, instants
 
 KEY_COLUMNS = ["customer_id", "category", "cutoff"]
 FRAME_COLUMNS = ["customer_id", "category", "ts", "visible", "kind", "amount"]
@@ -33,17 +33,18 @@ def _rows(customer: np.ndarray, customers: pd.Index, category: np.ndarray, categ
                          "kind": kind.astype("int16"), "amount": amount})
 
 
-def _link_codes(links: pd.DataFrame, customers: pd.Index) -> tuple[np.ndarray, ...]:
-    """The codes of link rows: customer, category (none), ts, visible, kind and amount (none)."""
-    linked_at, n = to_seconds(links["linked_at"]), len(links)
-    return (customers.get_indexer(links["customer_id"]), np.full(n, -1), linked_at, linked_at,
-            np.full(n, LINK_KIND), np.full(n, np.nan))
+def _link_codes(customer: np.ndarray, linked_at: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The columns of link rows, from their customers' codes and link times: customer, category (none), ts,
+    visible, kind and amount (none)."""
+    n = len(customer)
+    return customer, np.full(n, -1), linked_at, linked_at, np.full(n, LINK_KIND), np.full(n, np.nan)
 
 
 def link_rows(links: pd.DataFrame) -> pd.DataFrame:
     """One signal row per device link (``link_devices``): the customer's device count, at the link."""
     customers = pd.Index(links["customer_id"].unique())
-    customer, category, *rest = _link_codes(links, customers)
+    customer, category, *rest = _link_codes(customers.get_indexer(links["customer_id"]),
+                                            to_seconds(links["linked_at"]))
     return _rows(customer, customers, category, pd.Index([], dtype="str"), *rest)
 
 
@@ -53,23 +54,27 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
     ``links`` are the device links of the whole history (``link_devices``) when ``events`` is a part of it;
     the link rows are then left to the caller, to add once (``link_rows``).
     """
-    whole = links is None
-    links = link_devices(events) if whole else links
     kinds = event_kinds(events)
     useful = np.flatnonzero(KIND_VALUES.any(axis=1)[kinds])
     device, devices = pd.factorize(events["anonymous_id"])
     customer, names = pd.factorize(events["customer_id"])
-    customers = pd.Index(names).append(pd.Index(links["customer_id"])).unique()
-    owner, linked_at = device_owners(pd.Index(devices), customers,
-                                     links.assign(linked_at=to_seconds(links["linked_at"])))
-    ts = to_seconds(events["ts"])[useful]
+    seconds = to_seconds(events["ts"])
+    if links is None:  # the whole history: each device's first event with a customer links it
+        first = first_links(device, customer >= 0, instants(events["ts"]))
+        customers, owner, linked_at = pd.Index(names), np.full(len(devices), -1), np.zeros(len(devices), "int64")
+        owner[device[first]], linked_at[device[first]] = customer[first], seconds[first]
+    else:
+        customers = pd.Index(names).append(pd.Index(links["customer_id"])).unique()
+        owner, linked_at = device_owners(pd.Index(devices), customers,
+                                         links.assign(linked_at=to_seconds(links["linked_at"])))
+    ts = seconds[useful]
     codes, visible = attribute(customer[useful], device[useful], ts, owner, linked_at)
     known = np.flatnonzero(codes >= 0)
     category, categories = pd.factorize(events["category"])
     parts = [(codes[known], category[useful[known]], ts[known], visible[known], kinds[useful[known]],
               events["amount"].to_numpy(dtype="float64", na_value=np.nan)[useful[known]])]
-    if whole:
-        parts.append(_link_codes(links, customers))
+    if links is None:
+        parts.append(_link_codes(customer[first], seconds[first]))
     customer, category, *rest = (np.concatenate(column) for column in zip(*parts))
     return _rows(customer, customers, category, pd.Index(categories), *rest)
 
