@@ -58,8 +58,8 @@ class _Grid:
         self.grid = np.zeros((len(needs.sums), count, segments + 1))
         for j in range(len(needs.sums)):
             source = amounts if scaled[j] else counts
-            per_segment = source[np.flatnonzero(patterns[:, j])].sum(axis=0).reshape(count, segments)
-            np.cumsum(per_segment, axis=1, out=self.grid[j, :, 1:])
+            self.grid[j, :, 1:] = source[np.flatnonzero(patterns[:, j])].sum(axis=0).reshape(count, segments)
+            np.cumsum(self.grid[j], axis=1, out=self.grid[j])
 
     def window_sum(self, queries: np.ndarray, s: int, start: int, t: int, out: np.ndarray | None) -> np.ndarray:
         """Sums of signal s over [start, t) of the queried entities (t and start among the grid's bounds)."""
