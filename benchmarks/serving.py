@@ -31,7 +31,7 @@ from features.simulate import simulate
 from nbo.config import get_paths
 from serving.process import free_port, start_service, stop_service, wait_ready
 from serving.recommender import Recommender
-from serving.rules import Policy
+from serving.rules import DAY, Policy
 from training.registry import connect, load_model, predict_proba
 from training.train import train
 
@@ -81,6 +81,13 @@ def measure_floor(home: Path, n: int = 2000) -> dict[str, str]:
             "whole decision, first request of a customer": percentiles(whole[:len(customers)]),
             "whole decision, later requests": percentiles(whole[len(customers):]),
             "candidates": f"{len(recommender.offers)} offers in {len(categories)} categories"}
+
+
+def unasked_today(recommender: Recommender, skip: int) -> list[str]:
+    """The home's customers after the first `skip` (the floor's) with no offer served in the last day: an
+    earlier run's contact caps must not empty this run's decisions."""
+    since = int(time.time()) - DAY
+    return [c for c in recommender.store.customers()[skip:] if not recommender.log.contacts(c, since)]
 
 
 def run_load(url: str, customers: list[str], rate: int, duration: int) -> dict[str, str]:
@@ -158,10 +165,11 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}")
     print("floor (in-process, 2000 calls):", measure_floor(args.home))
     paths = get_paths(args.home)
-    customers = Recommender.from_home(paths).store.customers()[200:]  # the floor asked the first 200
+    customers = unasked_today(Recommender.from_home(paths), 200)
     rates = [int(r) for r in args.rates.split(",")]
     if len(customers) < args.clients * (len(rates) + 1 + max(1, args.soak // args.duration)):
-        raise SystemExit(f"{len(customers)} customers in the home: too few for {args.clients} fresh ones per run")
+        raise SystemExit(f"{len(customers)} customers not asked today: too few for {args.clients} fresh ones per "
+                         "run (use another --home or --clients)")
     fresh = iter(customers[i:i + args.clients] for i in range(0, len(customers), args.clients))
     port = free_port()
     process = start_service(paths, port, args.home / "bench-service.log")
