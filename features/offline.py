@@ -16,7 +16,7 @@ from features.identity import attribute, device_owners, first_links, instants
 
 KEY_COLUMNS = ["customer_id", "category", "cutoff"]
 FRAME_COLUMNS = ["customer_id", "category", "ts", "visible", "kind", "amount"]
-CHUNK_ROWS = 500_000  # signal rows per chunk of customers
+CHUNK_ROWS = 500_000  # signal rows per chunk of customers, when category features are asked for
 _PURCHASES = SIGNAL_NAMES.index("purchases")
 
 
@@ -145,10 +145,12 @@ def _labels(bought: np.ndarray, span: int, queries: np.ndarray, start: int, hori
     return (np.searchsorted(bought, queries * span + start + horizon_days * DAY) > low).astype("int8")
 
 
-def _chunks(customer: np.ndarray, n_customers: int) -> list[np.ndarray]:
-    """Row indices grouped by runs of whole customers of about CHUNK_ROWS rows each."""
+def _chunks(customer: np.ndarray, n_customers: int, size: int) -> list[np.ndarray]:
+    """Row indices grouped by runs of whole customers of about ``size`` rows each."""
+    if len(customer) <= size:
+        return [np.arange(len(customer))] if len(customer) else []
     ends = np.cumsum(np.bincount(customer, minlength=n_customers))
-    chunk_of = np.searchsorted(np.arange(CHUNK_ROWS, ends[-1] if len(ends) else 0, CHUNK_ROWS), ends, side="right")
+    chunk_of = np.searchsorted(np.arange(size, ends[-1], size), ends, side="right")
     order = np.argsort(chunk_of[customer].astype("uint16" if len(chunk_of) and chunk_of[-1] < 2 ** 16 else "int64"),
                        kind="stable")
     edges = np.searchsorted(chunk_of[customer][order], np.arange((chunk_of[-1] if len(chunk_of) else 0) + 2))
@@ -169,7 +171,8 @@ def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, vi
     first_row = np.concatenate([[0], np.cumsum(active.sum(axis=0) * k)])
     rank = np.cumsum(active, axis=0) - active  # active customers before each one, per cutoff
     matrix = np.empty((first_row[-1], len(features)), order="F")
-    for rows in _chunks(cust, len(active)) if k else []:
+    by_category = any(f.entity == "category" for f in features)  # customers alone take little memory
+    for rows in _chunks(cust, len(active), CHUNK_ROWS if by_category else len(cust)) if k else []:
         c = cust[rows]
         low, high = c.min(), c.max()
         histories = Histories(c, cat[rows], k, ts[rows], visible[rows], kind[rows], amount[rows], features, times,
