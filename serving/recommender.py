@@ -22,6 +22,7 @@ from serving.observability import REASON_CONTRIBUTIONS
 from serving.packaged import load_serving_model
 from serving.rules import (Policy, capped_offers, choose_slots, eligible_offers, index_offers, rank_offers,
                            recently_bought)
+from training.affinity import attribute_log_share
 from training.registry import LoadedModel, predict_proba
 
 logger = logging.getLogger("nbo.serving")
@@ -204,6 +205,9 @@ class Recommender:
         def explain(shown: list[str]) -> dict[str, str]:
             rows_shown = [row_of[c] for c in shown]
             contributions, reused = scorer.explainer.contributions(matrix[rows_shown])
+            if scorer.model.share is not None:
+                offset = attribute_log_share(*scorer.model.share, matrix[rows_shown])
+                contributions = contributions + np.pad(offset, ((0, 0), (0, contributions.shape[1] - offset.shape[1])))
             REASON_CONTRIBUTIONS.labels("cached").inc(reused)
             REASON_CONTRIBUTIONS.labels("computed").inc(len(shown) - reused)
             return {c: self._reason(features, declared[i], contributions[j], c)

@@ -85,15 +85,34 @@ def locate_inputs(share: CategoryShare, names: list[str], code_name: str) -> Sha
                        names.index(code_name))
 
 
+def look_up_prior(prior: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Each row's category prior; an unknown or missing category gets the mean prior."""
+    known = np.isfinite(code) & (code >= 0) & (code < len(prior))
+    return np.where(known, prior[np.where(known, code, 0).astype(np.int64)], prior.mean())
+
+
 def compute_log_share(share: CategoryShare, inputs: ShareInputs, matrix: np.ndarray) -> np.ndarray:
     """log share of each row's category (missing counts read as 0; an unknown category gets the mean prior)."""
     weights, prior = np.asarray(share.weights), np.asarray(share.prior)
-    code = matrix[:, inputs.code]
-    known = np.isfinite(code) & (code >= 0) & (code < len(prior))
-    row_prior = np.where(known, prior[np.where(known, code, 0).astype(np.int64)], prior.mean())
+    row_prior = look_up_prior(prior, matrix[:, inputs.code])
     numerator = row_prior + np.nan_to_num(matrix[:, inputs.category], nan=0.0).clip(min=0.0) @ weights
     denominator = prior.sum() + np.nan_to_num(matrix[:, inputs.customer], nan=0.0).clip(min=0.0) @ weights
     return np.log(numerator) - np.log(np.maximum(denominator, numerator))
+
+
+def attribute_log_share(share: CategoryShare, inputs: ShareInputs, matrix: np.ndarray) -> np.ndarray:
+    """The offset's part in each row's score, split over the model's inputs (rows x columns): how far the row's
+    log share lies above the share of a customer with no activity, divided among the category counts in
+    proportion to their weighted values; zero where the category shows no activity."""
+    weights, prior = np.asarray(share.weights), np.asarray(share.prior)
+    row_prior = look_up_prior(prior, matrix[:, inputs.code])
+    lift = compute_log_share(share, inputs, matrix) - np.log(row_prior / prior.sum())
+    weighted = np.nan_to_num(matrix[:, inputs.category], nan=0.0).clip(min=0.0) * weights
+    total = weighted.sum(axis=1, keepdims=True)
+    parts = np.zeros(matrix.shape)
+    parts[:, inputs.category] = np.divide(weighted * lift[:, None], total, out=np.zeros_like(weighted),
+                                          where=total > 0)
+    return parts
 
 
 def fit_category_share(matrix: np.ndarray, labels: np.ndarray, groups: np.ndarray, names: list[str],

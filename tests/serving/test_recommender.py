@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -104,3 +105,20 @@ def test_an_unservable_model_is_refused_and_the_current_one_kept(recommender):
     with pytest.raises(LookupError):
         recommender.use_model(None)
     assert recommender.scorer is current
+
+
+
+def test_reasons_include_the_category_share_offset(recommender, monkeypatch):
+    """The offset LightGBM starts from is part of the explanation: give it all to one input, and the reasons
+    name that input."""
+    assert recommender.scorer.model.share is not None
+    column = [f.name for f in recommender.scorer.features].index("cat_views_365d")
+
+    def offset_on_views(share, inputs, matrix):
+        parts = np.zeros(matrix.shape)
+        parts[:, column] = 100.0
+        return parts
+    monkeypatch.setattr("serving.recommender.attribute_log_share", offset_on_views)
+    decision = recommender.recommend(busiest_customer(recommender), "web", k=3)
+    for offer, category in zip(decision.offers, categories_of(recommender, decision)):
+        assert offer.reason.startswith(f"you viewed {category}") and "365 days" in offer.reason, offer.reason

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from training.affinity import CategoryShare, compute_log_share, fit_category_share, locate_inputs
+from training.affinity import (CategoryShare, attribute_log_share, compute_log_share, fit_category_share,
+                               locate_inputs)
 
 NAMES = ["cat_product_views_365d", "cust_product_views_365d", "cat_emails_sent_365d", "cust_emails_sent_365d",
          "category_code"]
@@ -44,3 +45,16 @@ def test_a_model_without_the_share_inputs_is_refused():
     with pytest.raises(ValueError, match="no count feature"):
         fit_category_share(np.zeros((2, 1)), np.array([0, 1]), np.array([0, 0]), ["category_code"], "category_code",
                            np.ones(1))
+
+
+def test_the_offset_is_attributed_to_the_category_counts_that_raise_it():
+    share = CategoryShare(("product_views", "emails_sent"), (1.0, 0.5), (0.5, 0.5))
+    inputs = locate_inputs(share, NAMES, "category_code")
+    rows = np.array([[6.0, 6.0, 4.0, 4.0, 0.0],    # all activity in this category: share above the prior
+                     [0.0, 6.0, 0.0, 4.0, 1.0]])   # no activity here: nothing to attribute
+    parts = attribute_log_share(share, inputs, rows)
+    lift = compute_log_share(share, inputs, rows) - np.log(0.5)
+    assert parts[0].sum() == pytest.approx(lift[0]) and lift[0] > 0
+    assert parts[0, 0] == pytest.approx(3 * parts[0, 2])   # 6 views x 1.0 against 4 e-mails x 0.5
+    assert parts[0, [1, 3, 4]].tolist() == [0.0, 0.0, 0.0]
+    assert not parts[1].any() and lift[1] < 0
