@@ -100,7 +100,8 @@ def test_write_endpoints_need_the_api_key(service):
 
 def test_metrics_count_recommendations_per_offer_and_fallbacks(service):
     url, _ = service
-    httpx.post(f"{url}/recommend", json={"customer_id": "metrics-probe", "channel": "web"}, timeout=10)
+    probe = httpx.post(f"{url}/recommend", json={"customer_id": "metrics-probe", "channel": "web"}, timeout=10)
+    assert probe.status_code == 200, probe.text
     text = httpx.get(f"{url}/metrics", timeout=10).text
     assert 'nbo_decisions_total{channel="web",fallback="true"}' in text
     assert "nbo_recommendations_total{" in text and "nbo_recommend_seconds_bucket" in text
