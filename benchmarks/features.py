@@ -42,8 +42,8 @@ def peak_mib() -> float:
 
 
 def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict[str, float]:
-    """A full training-set build (every declared feature), pandas or Dask on ``workers`` worker processes
-    (started before the clock; their peak memory is added to this process's)."""
+    """A full training-set build (every declared feature): pandas in memory, or Dask on ``workers`` worker
+    processes writing Parquet (started before the clock; their peak memory is added to this process's)."""
     events, categories = load_raw(raw)
     cutoffs, n_events = choose_cutoffs(events, n_cutoffs, horizon_days), len(events)
     if not workers:
@@ -53,15 +53,16 @@ def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict
     else:
         from distributed import Client, LocalCluster
 
-        from features.distributed import build_training_set_dask
+        from features.distributed import write_training_set_dask
         del events
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+                Client(cluster) as client, tempfile.TemporaryDirectory() as out:
             began = time.perf_counter()
-            training = build_training_set_dask(raw / "events.parquet", cutoffs, horizon_days, categories,
-                                               list(FEATURES), npartitions=4 * workers)
+            write_training_set_dask(raw / "events.parquet", out, cutoffs, horizon_days, categories, list(FEATURES),
+                                    npartitions=4 * workers)
             seconds = time.perf_counter() - began
             workers_mib = sum(client.run(peak_mib).values())
+            training = pd.read_parquet(out, columns=["label"])
     return {"events": n_events, "rows": len(training),
             "features": len(FEATURES), "seconds": seconds, "cores": max(workers, 1),
             "peak_mib": peak_mib() + workers_mib}

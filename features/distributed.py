@@ -4,12 +4,18 @@ Devices link to customers across partitions, so the links are found first, over 
 carry both ids. Each partition is then stitched with those links and reduced to compact signal rows, the
 links add one row per device, the rows are shuffled so that every customer lives in one partition, and
 each partition builds its own rows.
+
+The rows never meet on one worker: ``compute`` on a Dask frame concatenates every partition on a worker
+before handing the result over (with the whole training set at 10M events, past the worker's memory
+limit, so the nanny restarted it again and again); the partitions are gathered one by one instead, or
+written to Parquet by the workers that built them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -52,10 +58,10 @@ def sort_rows(training: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
     return training.iloc[order].reset_index(drop=True)
 
 
-def build_training_set_dask(events: dd.DataFrame | str | Path, cutoffs: list[pd.Timestamp], horizon_days: int,
-                            categories: list[str], features: list[Feature],
-                            npartitions: int | None = None) -> pd.DataFrame:
-    """``build_training_set`` on Dask (the current scheduler), over ``npartitions`` customer partitions."""
+def training_partitions(events: dd.DataFrame | str | Path, cutoffs: list[pd.Timestamp], horizon_days: int,
+                        categories: list[str], features: list[Feature], npartitions: int | None = None) -> dd.DataFrame:
+    """The training set as a lazy Dask frame of ``npartitions`` customer partitions (by default one per
+    event partition), each in the pandas build's order."""
     events = read_events(events)
     links = find_links(events)
     rows = events.map_partitions(text_signal_frame, links, meta=text_signal_frame(events._meta, links))
@@ -63,5 +69,23 @@ def build_training_set_dask(events: dd.DataFrame | str | Path, cutoffs: list[pd.
     by_customer = signals.shuffle("customer_id", npartitions=npartitions or events.npartitions)
     build_args = (cutoffs, horizon_days, categories, features)
     meta = build_from_signals(signals._meta, *build_args)
-    training = by_customer.map_partitions(build_from_signals, *build_args, meta=meta).compute()
-    return sort_rows(training, categories)
+    return by_customer.map_partitions(build_from_signals, *build_args, meta=meta)
+
+
+def build_training_set_dask(events: dd.DataFrame | str | Path, cutoffs: list[pd.Timestamp], horizon_days: int,
+                            categories: list[str], features: list[Feature],
+                            npartitions: int | None = None) -> pd.DataFrame:
+    """``build_training_set`` on Dask (the current scheduler), over ``npartitions`` customer partitions,
+    gathered partition by partition into this process."""
+    training = training_partitions(events, cutoffs, horizon_days, categories, features, npartitions)
+    parts = dask.compute(*training.to_delayed())
+    return sort_rows(pd.concat(parts, ignore_index=True), categories)
+
+
+def write_training_set_dask(events: dd.DataFrame | str | Path, path: str | Path, cutoffs: list[pd.Timestamp],
+                            horizon_days: int, categories: list[str], features: list[Feature],
+                            npartitions: int | None = None) -> None:
+    """The training set written by the workers to a Parquet folder, one file per customer partition:
+    no process holds more than its partitions."""
+    training = training_partitions(events, cutoffs, horizon_days, categories, features, npartitions)
+    training.to_parquet(str(path), write_index=False)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from features.definitions import FEATURES
-from features.distributed import build_training_set_dask
+from features.distributed import build_training_set_dask, sort_rows, write_training_set_dask
 from features.offline import build_training_set, choose_cutoffs
 from features.simulate import simulate
 
@@ -44,3 +44,14 @@ def test_dask_build_equals_the_pandas_build(small_shop, cluster):
     assert len(expected) > 1000 and expected["label"].sum() > 0
     pd.testing.assert_frame_equal(from_parquet, expected, check_exact=False, rtol=1e-9)
     pd.testing.assert_frame_equal(from_frame, expected, check_exact=False, rtol=1e-9)
+
+
+def test_parquet_written_by_the_workers_equals_the_pandas_build(small_shop, cluster, tmp_path):
+    raw, events, categories = small_shop
+    cutoffs = choose_cutoffs(events, 3, 7)
+    expected = build_training_set(events, cutoffs, 7, categories, list(FEATURES))
+    write_training_set_dask(raw / "events.parquet", tmp_path / "training", cutoffs, 7, categories, list(FEATURES),
+                            npartitions=3)
+    assert len(list((tmp_path / "training").glob("*.parquet"))) == 3
+    written = sort_rows(pd.read_parquet(tmp_path / "training"), categories)
+    pd.testing.assert_frame_equal(written, expected, check_exact=False, rtol=1e-9)
