@@ -39,11 +39,11 @@ class Needs:
 
 
 class _Grid:
-    """Running sums over time segments of signals per entity (``first`` .. ``first + count - 1``): the
-    segments lie between the bounds of the windows at the given times."""
+    """Running sums over time segments of signals per entity (``first`` .. ``first + count - 1``), rows
+    ``left_out`` (a mask) aside: the segments lie between the bounds of the windows at the given times."""
 
     def __init__(self, entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,
-                 times: list[int], first: int, count: int):
+                 times: list[int], first: int, count: int, left_out: np.ndarray):
         starts = [w.start(t) for t in times for w in needs.windows]
         self.bounds = np.unique(np.array([b for b in starts if b != EARLIEST] + list(times), dtype="int64"))
         self.first, self.column = first, {s: j for j, s in enumerate(needs.sums)}
@@ -51,9 +51,11 @@ class _Grid:
         patterns, pattern_of = np.unique(KIND_VALUES[:, needs.sums], axis=0, return_inverse=True)
         cell = (pattern_of.ravel()[kind] * count + (entity - first)) * segments \
             + np.searchsorted(self.bounds, ts, side="right")
-        counts = np.bincount(cell, minlength=len(patterns) * count * segments).reshape(len(patterns), -1)
+        size = len(patterns) * count * segments
+        cell[left_out] = size  # one cell past the grid gathers the rows left out
+        counts = np.bincount(cell, minlength=size + 1)[:size].reshape(len(patterns), -1)
         scaled = AMOUNT_SIGNALS[needs.sums]
-        amounts = np.bincount(cell, weights=np.nan_to_num(amount), minlength=counts.size).reshape(counts.shape) \
+        amounts = np.bincount(cell, weights=np.nan_to_num(amount), minlength=size + 1)[:size].reshape(counts.shape) \
             if scaled.any() else None
         self.grid = np.zeros((len(needs.sums), count, segments + 1))
         for j in range(len(needs.sums)):
@@ -174,12 +176,15 @@ class _History:
                  amount: np.ndarray, needs: Needs, grid: tuple[list[int], int, int] | None = None):
         late = visible > ts
         self.needs = needs
-        on_time = np.flatnonzero(~late)
-        self.grid = _Grid(entity[on_time], ts[on_time], kind[on_time], amount[on_time], needs, *grid) \
+        self.grid = _Grid(entity, ts, kind, amount, needs, *grid, left_out=late) \
             if grid is not None and needs.sums else None
         sorted_needs = Needs([] if self.grid else needs.sums, needs.windows, needs.lasts)
-        self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], sorted_needs) \
-            if sorted_needs.sums or sorted_needs.lasts else None
+        if sorted_needs.sums or sorted_needs.lasts:
+            on_time = np.flatnonzero(~late)
+            self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], sorted_needs)
+        else:
+            self.on_time = None
+        late = np.flatnonzero(late)
         self.late = entity[late], ts[late], visible[late], kind[late], amount[late]
 
     def at(self, queries: np.ndarray, t: int) -> _Stats:

@@ -145,10 +145,11 @@ def _labels(bought: np.ndarray, span: int, queries: np.ndarray, start: int, hori
     return (np.searchsorted(bought, queries * span + start + horizon_days * DAY) > low).astype("int8")
 
 
-def _chunks(customer: np.ndarray, n_customers: int, size: int) -> list[np.ndarray]:
-    """Row indices grouped by runs of whole customers of about ``size`` rows each."""
+def _chunks(customer: np.ndarray, n_customers: int, size: int) -> list[np.ndarray | slice]:
+    """Row indices grouped by runs of whole customers of about ``size`` rows each (all rows as one slice,
+    not copied, when they fit in one chunk)."""
     if len(customer) <= size:
-        return [np.arange(len(customer))] if len(customer) else []
+        return [slice(0, len(customer))] if len(customer) else []
     ends = np.cumsum(np.bincount(customer, minlength=n_customers))
     chunk_of = np.searchsorted(np.arange(size, ends[-1], size), ends, side="right")
     order = np.argsort(chunk_of[customer].astype("uint16" if len(chunk_of) and chunk_of[-1] < 2 ** 16 else "int64"),
