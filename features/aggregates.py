@@ -40,7 +40,8 @@ class Needs:
 
 class _Grid:
     """Running sums over time segments of signals per entity (``first`` .. ``first + count - 1``), rows
-    ``left_out`` (a mask) aside: the segments lie between the bounds of the windows at the given times."""
+    ``left_out`` (a mask) aside: the segments lie between the bounds of the windows at the given times.
+    The grid is (signal x segment bound x entity), so one bound of one signal is a contiguous row."""
 
     def __init__(self, entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,
                  times: list[int], first: int, count: int, left_out: np.ndarray):
@@ -48,27 +49,32 @@ class _Grid:
         self.bounds = np.unique(np.array([b for b in starts if b != EARLIEST] + list(times), dtype="int64"))
         self.first, self.column = first, {s: j for j, s in enumerate(needs.sums)}
         segments = len(self.bounds) + 1
-        patterns, pattern_of = np.unique(KIND_VALUES[:, needs.sums], axis=0, return_inverse=True)
-        cell = (pattern_of.ravel()[kind] * count + (entity - first)) * segments \
-            + np.searchsorted(self.bounds, ts, side="right")
-        size = len(patterns) * count * segments
+        patterns, pattern_of = np.unique(KIND_VALUES[:, needs.sums] != 0, axis=0, return_inverse=True)
+        cell = pattern_of.ravel()[kind] * segments
+        cell += np.searchsorted(self.bounds, ts, side="right")
+        cell *= count
+        cell += entity
+        cell -= first
+        size = len(patterns) * segments * count
         cell[left_out] = size  # one cell past the grid gathers the rows left out
-        counts = np.bincount(cell, minlength=size + 1)[:size].reshape(len(patterns), -1)
         scaled = AMOUNT_SIGNALS[needs.sums]
-        amounts = np.bincount(cell, weights=np.nan_to_num(amount), minlength=size + 1)[:size].reshape(counts.shape) \
-            if scaled.any() else None
-        self.grid = np.zeros((len(needs.sums), count, segments + 1))
-        for j in range(len(needs.sums)):
-            source = amounts if scaled[j] else counts
-            self.grid[j, :, 1:] = source[np.flatnonzero(patterns[:, j])].sum(axis=0).reshape(count, segments)
-            np.cumsum(self.grid[j], axis=1, out=self.grid[j])
+        self.grid = np.zeros((len(needs.sums), segments + 1, count))
+        counts = np.bincount(cell, minlength=size + 1)[:size].astype("float64").reshape(len(patterns), -1)
+        self.grid[~scaled, 1:] = (patterns[:, ~scaled].T.astype("float64") @ counts).reshape(-1, segments, count)
+        if scaled.any():
+            paid = np.flatnonzero(~np.isnan(amount))
+            amounts = np.bincount(cell[paid], weights=amount[paid], minlength=size + 1)[:size]
+            self.grid[scaled, 1:] = (patterns[:, scaled].T.astype("float64")
+                                     @ amounts.reshape(len(patterns), -1)).reshape(-1, segments, count)
+        for bound in range(2, segments + 1):  # running sums over segments, row by row (cumsum is slow here)
+            self.grid[:, bound] += self.grid[:, bound - 1]
 
     def window_sum(self, queries: np.ndarray, s: int, start: int, t: int, out: np.ndarray | None) -> np.ndarray:
         """Sums of signal s over [start, t) of the queried entities (t and start among the grid's bounds)."""
         high = np.searchsorted(self.bounds, t) + 1
         low = 0 if start == EARLIEST else np.searchsorted(self.bounds, start) + 1
         grid, at = self.grid[self.column[s]], queries - self.first
-        return np.subtract(grid[at, high], grid[at, low], out=out)
+        return np.subtract(grid[high].take(at), grid[low].take(at), out=out)
 
 
 @dataclass
