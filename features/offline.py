@@ -122,11 +122,20 @@ def choose_cutoffs(events: pd.DataFrame, n: int, horizon_days: int) -> list[pd.T
 
 def find_active(customer: np.ndarray, n_customers: int, ts: np.ndarray, visible: np.ndarray,
                 times: np.ndarray) -> np.ndarray:
-    """(customers x cutoffs): whether the customer has a row known before the cutoff, within the look-back."""
-    active = np.zeros((n_customers, len(times)), dtype=bool)
-    for j, t in enumerate(times):
-        seen = (visible < t) & (ts >= LOOKBACK.start(int(t)))
-        active[customer[seen], j] = True
+    """(customers x cutoffs): whether the customer has a row known before the cutoff, within the look-back.
+
+    A row counts at a run of cutoffs (in time order): from the first after it turns visible to the last
+    whose look-back reaches it; one bincount finds the runs each customer has."""
+    order = np.argsort(times, kind="stable")
+    ordered = np.asarray(times, dtype="int64")[order]
+    starts = np.array([LOOKBACK.start(int(t)) for t in ordered], dtype="int64")
+    n = len(ordered) + 1
+    run = np.searchsorted(ordered, visible, side="right") * n + np.searchsorted(starts, ts, side="right")
+    present = np.bincount(customer.astype("int64") * n * n + run, minlength=n_customers * n * n) > 0
+    first, after = np.divmod(np.arange(n * n), n)
+    covers = (first[:, None] <= np.arange(len(ordered))) & (np.arange(len(ordered)) < after[:, None])
+    active = np.empty((n_customers, len(ordered)), dtype=bool)
+    active[:, order] = (present.reshape(n_customers, n * n).astype("uint8") @ covers.astype("uint8")) > 0
     return active
 
 
