@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from features.definitions import assemble_features
+from features.aggregates import assemble_features
 from features.online import aggregate_rows
 from features.pipeline import build_features
 from features.simulate import simulate

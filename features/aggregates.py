@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.definitions import (
-    AMOUNT_SIGNALS, EARLIEST, KIND_VALUES, LOOKBACK, SIGNAL_NAMES, Feature, Signal, Window, compute_feature,
-    kind_values,
+    AMOUNT_SIGNALS, DAY, DECLARED_WINDOWS, EARLIEST, KIND_VALUES, LOOKBACK, SIGNAL_NAMES, Aggregates, Feature, Signal,
+    Window, compute_feature, kind_values,
 )
 
 
@@ -240,3 +240,60 @@ class Histories:
                 out[:, j] = values
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Where each feature of a list reads its inputs: per entity and aggregation, the output columns and the
+    (window, signal, denominator) positions in the aggregates."""
+
+    groups: tuple[tuple[bool, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
+
+
+_PLANS: dict[int, tuple[list[Feature], _Plan]] = {}
+
+
+def _plan_for(features: list[Feature]) -> _Plan:
+    """The gather plan of a feature list, built once per list object (serving asks with the same list)."""
+    cached = _PLANS.get(id(features))
+    if cached is not None and cached[0] is features:
+        return cached[1]
+    window_at = {w: i for i, w in enumerate(DECLARED_WINDOWS)}
+    signal_at = {name: i for i, name in enumerate(SIGNAL_NAMES)}
+    keys = sorted({(f.entity == "customer", f.aggregation) for f in features})
+    groups = []
+    for own, aggregation in keys:
+        members = [(j, f) for j, f in enumerate(features) if (f.entity == "customer") == own
+                   and f.aggregation == aggregation]
+        groups.append((own, aggregation, np.array([j for j, _ in members], dtype=np.int64),
+                       np.array([window_at.get(f.window, 0) for _, f in members], dtype=np.int64),
+                       np.array([signal_at[f.signal.name] for _, f in members], dtype=np.int64),
+                       np.array([signal_at[f.denominator.name] if f.denominator else 0 for _, f in members],
+                                dtype=np.int64)))
+    plan = _Plan(tuple(groups))
+    if len(_PLANS) > 64:
+        _PLANS.clear()
+    _PLANS[id(features)] = (features, plan)
+    return plan
+
+
+def assemble_features(features: list[Feature], aggregates: Aggregates, t: np.ndarray) -> np.ndarray:
+    """The (rows x features) matrix, in the order of ``features``, from the aggregates at times t (the same
+    values as ``compute_feature``, gathered a whole aggregation at a time)."""
+    out = np.empty((len(t), len(features)), dtype="float64")
+    t = np.asarray(t)
+    for own, aggregation, columns, windows, signals, denominators in _plan_for(features).groups:
+        sums = aggregates.customer_sums if own else aggregates.category_sums
+        if aggregation == "recency_days":
+            last = aggregates.customer_last if own else aggregates.category_last
+            out[:, columns] = (t[:, None] - last[:, signals]) / DAY
+            continue
+        numerator = sums[:, windows, signals]
+        if aggregation == "sum":
+            out[:, columns] = numerator
+            continue
+        denominator = sums[:, windows, denominators]
+        if aggregation == "excess":
+            out[:, columns] = np.maximum(numerator - denominator, 0.0)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[:, columns] = numerator / np.where(denominator > 0, denominator, np.nan)
+    return out

@@ -289,16 +289,3 @@ def compute_feature(feature: Feature, sum_of: SumOf, last_of: LastOf, t: np.ndar
         with np.errstate(divide="ignore", invalid="ignore"):
             return numerator / np.where(denominator > 0, denominator, np.nan)
     return (t - last_of(feature.signal)) / DAY
-
-
-def assemble_features(features: list[Feature], aggregates: Aggregates, t: np.ndarray) -> np.ndarray:
-    """The (rows x features) matrix, in the order of ``features``, from the aggregates at times t."""
-    out = np.empty((len(t), len(features)), dtype="float64")
-    for j, feature in enumerate(features):
-        own = feature.entity == "customer"
-        sums = aggregates.customer_sums if own else aggregates.category_sums
-        last = aggregates.customer_last if own else aggregates.category_last
-        out[:, j] = compute_feature(
-            feature, lambda w, s: sums[:, DECLARED_WINDOWS.index(w), SIGNAL_NAMES.index(s.name)],
-            lambda s: last[:, SIGNAL_NAMES.index(s.name)], t)
-    return out

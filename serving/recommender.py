@@ -11,7 +11,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from features.definitions import DAY, SIGNAL_NAMES, assemble_features, describe_feature, select_features, signal_values
+from features.aggregates import assemble_features
+from features.definitions import DAY, SIGNAL_NAMES, describe_feature, select_features, signal_values
 from features.online import CustomerRows, FeatureStore, aggregate_rows, open_store
 from features.online_redis import StoreUnavailable
 from features.pipeline import read_raw

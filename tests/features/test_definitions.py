@@ -2,7 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import FEATURES_BY_NAME, SIGNAL_NAMES, describe_feature, signal_values
+from features.aggregates import assemble_features
+from features.definitions import (DECLARED_WINDOWS, FEATURES, FEATURES_BY_NAME, SIGNAL_NAMES, Aggregates,
+                                  compute_feature, describe_feature, signal_values)
 
 
 @pytest.mark.parametrize("name, value, category, phrase", [
@@ -32,3 +34,23 @@ def test_signal_values_follow_the_event_filters():
 def test_events_outside_the_vocabulary_are_refused():
     with pytest.raises(ValueError, match="event_type outside the schema's vocabulary: teleport"):
         signal_values(pd.DataFrame({"event_type": ["teleport"], "channel": ["web"], "amount": [np.nan]}))
+
+
+def test_assembled_features_equal_each_feature_computed_alone():
+    rng = np.random.default_rng(0)
+    rows, windows, signals = 7, len(DECLARED_WINDOWS), len(SIGNAL_NAMES)
+    sums = rng.poisson(2.0, (2, rows, windows, signals)).astype("float64")
+    sums[rng.random(sums.shape) < 0.3] = 0.0
+    last = rng.integers(0, 10**6, (2, rows, signals)).astype("float64")
+    last[rng.random(last.shape) < 0.2] = np.nan
+    aggregates = Aggregates(sums[0], last[0], sums[1], last[1])
+    t = np.full(rows, 2 * 10**6)
+    features = list(FEATURES)[::-1]  # any order
+    matrix = assemble_features(features, aggregates, t)
+    for j, feature in enumerate(features):
+        own = feature.entity == "customer"
+        s, last_seen = (sums[0], last[0]) if own else (sums[1], last[1])
+        alone = compute_feature(feature, lambda w, g: s[:, DECLARED_WINDOWS.index(w), SIGNAL_NAMES.index(g.name)],
+                                lambda g: last_seen[:, SIGNAL_NAMES.index(g.name)], t)
+        np.testing.assert_array_equal(matrix[:, j], alone, err_msg=feature.name)
+    assert {f.aggregation for f in features} == {"sum", "recency_days", "ratio", "excess"}

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import FEATURES, SIGNAL_NAMES, assemble_features
+from features.aggregates import assemble_features
+from features.definitions import FEATURES, SIGNAL_NAMES
 from features.offline import features_at, to_signal_frame
 from features.online import FeatureStore, OnlineStore, aggregate_rows
 from features.schema import EVENT_TYPES
