@@ -171,5 +171,6 @@ def compare_featuretools(args: argparse.Namespace, tmp: Path) -> None:
     print(f"  ours, full training set (all {len(FEATURES)} features x categories, from raw events): "
           f"{ours['full_seconds']:.3f} s  ratio {theirs['seconds'] / ours['full_seconds']:.1f}x")
 
+
 if __name__ == "__main__":
     main()

@@ -8,8 +8,10 @@ nothing is dropped); reads see the rows still queued, and close() or interpreter
 from __future__ import annotations
 
 import atexit
+import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +27,9 @@ CREATE TABLE IF NOT EXISTS outcomes (event_id TEXT PRIMARY KEY, decision_id TEXT
 """
 OUTCOME_TYPES = ("offer_shown", "offer_click", "purchase")
 MAX_QUEUED = 10_000  # served offers waiting for the writer before record() blocks
+WRITE_TRIES = 3  # a batch that fails this many times in a row stops the writer (the error reaches callers)
+INSERT_DECISION = "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+logger = logging.getLogger("nbo.decisions")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -54,11 +59,11 @@ class DecisionLog:
         """Queue the served offers of one decision (one tuple per offer, in table column order)."""
         with self._changed:
             self._raise_failure()
-            if self._closing:
-                raise RuntimeError("the decision log is closed")
-            while len(self._queued) >= self.max_queued:
+            while len(self._queued) >= self.max_queued and not self._closing:
                 self._changed.wait()
                 self._raise_failure()
+            if self._closing:
+                raise RuntimeError("the decision log is closed")
             self._queued.extend(rows)
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_queued, name="decision-log", daemon=True)
@@ -67,9 +72,11 @@ class DecisionLog:
             self._changed.notify_all()
 
     def _write_queued(self) -> None:
-        """The writer thread: commit whatever is queued, one transaction per batch, until closed."""
-        db = _connect(self.path)
+        """The writer thread: commit whatever is queued, one transaction per batch, until closed. A batch the
+        database refuses (locked, disk full) goes back to the queue and is tried again a second later."""
+        db, failures = None, 0
         try:
+            db = _connect(self.path)
             while True:
                 with self._changed:
                     while not self._queued and not self._closing:
@@ -78,8 +85,20 @@ class DecisionLog:
                         return
                     self._writing, self._queued = self._queued, []
                     self._changed.notify_all()
-                with db:
-                    db.executemany("INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", self._writing)
+                try:
+                    with db:
+                        db.execute("BEGIN")
+                        db.executemany(INSERT_DECISION, self._writing)
+                    failures = 0
+                except sqlite3.OperationalError as error:
+                    failures += 1
+                    if failures >= WRITE_TRIES:
+                        raise
+                    logger.warning("decision log write failed (%s); retrying %d rows", error, len(self._writing))
+                    with self._changed:
+                        self._queued[:0], self._writing = self._writing, []
+                    time.sleep(1.0)
+                    continue
                 with self._changed:
                     self._writing = []
                     self._changed.notify_all()
@@ -88,7 +107,8 @@ class DecisionLog:
                 self._failure = error
                 self._changed.notify_all()
         finally:
-            db.close()
+            if db is not None:
+                db.close()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -133,6 +153,7 @@ class DecisionLog:
                 for e in linked.itertuples()]
         before = self.db.total_changes
         with self.db:
+            self.db.execute("BEGIN")
             self.db.executemany("INSERT OR IGNORE INTO outcomes VALUES (?,?,?,?,?,?)", rows)
         return self.db.total_changes - before
 
@@ -155,8 +176,10 @@ class DecisionLog:
             writer.join()
             atexit.unregister(self.close)
             self._writer = None
-        self._raise_failure()
-        self.db.close()
+        try:
+            self._raise_failure()
+        finally:
+            self.db.close()
 
 
 def evaluate_decisions(joined: pd.DataFrame, reward: str = "converted") -> dict[str, float]:

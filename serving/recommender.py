@@ -21,7 +21,7 @@ from serving.contributions import ContributionCache
 from serving.decisions import DecisionLog
 from serving.observability import REASON_CONTRIBUTIONS
 from serving.packaged import load_serving_model
-from serving.rules import (Policy, capped_offers, choose_slots, eligible_offers, index_offers, rank_offers,
+from serving.rules import (Policy, cap_window, capped_offers, choose_slots, eligible_offers, index_offers, rank_offers,
                            recently_bought)
 from training.affinity import attribute_log_share
 from training.registry import LoadedModel, predict_proba
@@ -125,7 +125,7 @@ class Recommender:
     def candidates(self, customer_id: str, channel: str, now: pd.Timestamp) -> np.ndarray:
         """Catalogue positions of the offers valid now in the channel that no contact cap forbids."""
         t = int(now.timestamp())
-        since = t - (7 * DAY if channel == "email" else DAY)
+        since = t - cap_window(channel)
         capped = capped_offers(self.log.contacts(customer_id, since), channel, t, self.policy)
         eligible = eligible_offers(self.catalogue, channel, now.timestamp())
         if capped is None:

@@ -75,10 +75,15 @@ def eligible_offers(catalogue: Catalogue, channel: str, now: float) -> np.ndarra
     return np.flatnonzero(in_channel & (catalogue.valid_from <= now) & (catalogue.valid_to >= now))
 
 
+def cap_window(channel: str) -> int:
+    """How far back (seconds) the caps of a channel look: a week for e-mail, a day elsewhere."""
+    return 7 * DAY if channel == "email" else DAY
+
+
 def capped_offers(contacts: list[tuple[str, str, int]], channel: str, now: int, policy: Policy) -> set[str] | None:
     """Offers the caps forbid now, from the customer's recent contacts (offer_id, channel, ts); None when the
     channel itself is capped (no offer at all)."""
-    if channel == "email" and sum(c == "email" and ts >= now - 7 * DAY for _, c, ts in contacts) \
+    if channel == "email" and sum(c == "email" and ts >= now - cap_window("email") for _, c, ts in contacts) \
             >= policy.email_offers_per_week:
         return None
     today = Counter(offer for offer, _, ts in contacts if ts >= now - DAY)

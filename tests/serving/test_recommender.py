@@ -84,6 +84,7 @@ def test_nbo_evaluate_decisions_reads_the_decision_log(trained_home, recommender
     from nbo.cli import app
     paths, _ = trained_home
     recommender.recommend(busiest_customer(recommender), "web", k=1)
+    recommender.log.flush()  # the CLI reads the log with its own connection
     result = CliRunner().invoke(app, ["evaluate", "--decisions", "--home", str(paths.home)])
     assert result.exit_code == 0, result.output
     value = json.loads(result.output)
@@ -105,7 +106,6 @@ def test_an_unservable_model_is_refused_and_the_current_one_kept(recommender):
     with pytest.raises(LookupError):
         recommender.use_model(None)
     assert recommender.scorer is current
-
 
 
 def test_reasons_include_the_category_share_offset(recommender, monkeypatch):
