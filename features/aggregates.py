@@ -17,7 +17,7 @@ import numpy as np
 
 from features.definitions import (
     AMOUNT_SIGNALS, DAY, DECLARED_WINDOWS, EARLIEST, KIND_VALUES, LOOKBACK, SIGNAL_NAMES, Aggregates, Feature, Signal,
-    Window, compute_feature, kind_values,
+    Window, combine, compute_feature, kind_values,
 )
 
 
@@ -290,10 +290,5 @@ def assemble_features(features: list[Feature], aggregates: Aggregates, t: np.nda
         if aggregation == "sum":
             out[:, columns] = numerator
             continue
-        denominator = sums[:, windows, denominators]
-        if aggregation == "excess":
-            out[:, columns] = np.maximum(numerator - denominator, 0.0)
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[:, columns] = numerator / np.where(denominator > 0, denominator, np.nan)
+        out[:, columns] = combine(aggregation, numerator, sums[:, windows, denominators])
     return out

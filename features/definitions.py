@@ -48,7 +48,6 @@ WINDOWS = tuple(Window(f"{d}d", f"in the last {d} days", days=d) for d in (1, 7,
 SESSION = Window("30m", "this session", seconds=30 * 60)
 ALL_TIME = Window("all", "so far")
 LOOKBACK = WINDOWS[-1]  # recency and activity look this far back
-MAX_WINDOW_DAYS = LOOKBACK.days
 
 
 @dataclass(frozen=True)
@@ -282,10 +281,14 @@ def compute_feature(feature: Feature, sum_of: SumOf, last_of: LastOf, t: np.ndar
     if feature.aggregation == "sum":
         return sum_of(feature.window, feature.signal)
     if feature.aggregation in ("ratio", "excess"):
-        numerator = sum_of(feature.window, feature.signal)
-        denominator = sum_of(feature.window, feature.denominator)
-        if feature.aggregation == "excess":
-            return np.maximum(numerator - denominator, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return numerator / np.where(denominator > 0, denominator, np.nan)
+        return combine(feature.aggregation, sum_of(feature.window, feature.signal),
+                       sum_of(feature.window, feature.denominator))
     return (t - last_of(feature.signal)) / DAY
+
+
+def combine(aggregation: Aggregation, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """A ratio (missing when the denominator is 0) or an excess (numerator beyond the denominator, at least 0)."""
+    if aggregation == "excess":
+        return np.maximum(numerator - denominator, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return numerator / np.where(denominator > 0, denominator, np.nan)

@@ -14,8 +14,6 @@ from features.aggregates import Histories
 from features.definitions import DAY, KIND_VALUES, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Feature, event_kinds
 from features.identity import attribute, device_owners, first_links, instants
 
-KEY_COLUMNS = ["customer_id", "category", "cutoff"]
-FRAME_COLUMNS = ["customer_id", "category", "ts", "visible", "kind", "amount"]
 CHUNK_ROWS = 500_000  # signal rows per chunk of customers, when category features are asked for
 _PURCHASES = SIGNAL_NAMES.index("purchases")
 
@@ -49,7 +47,7 @@ def link_rows(links: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Stitched events reduced to compact signal rows (FRAME_COLUMNS), with the device links' rows.
+    """Stitched events reduced to compact signal rows (customer_id, category, ts, visible, kind, amount), with the device links' rows.
 
     ``links`` are the device links of the whole history (``link_devices``) when ``events`` is a part of it;
     the link rows are then left to the caller, to add once (``link_rows``).
@@ -135,7 +133,7 @@ def find_active(customer: np.ndarray, n_customers: int, ts: np.ndarray, visible:
     first, after = np.divmod(np.arange(n * n), n)
     covers = (first[:, None] <= np.arange(len(ordered))) & (np.arange(len(ordered)) < after[:, None])
     active = np.empty((n_customers, len(ordered)), dtype=bool)
-    active[:, order] = (present.reshape(n_customers, n * n).astype("uint8") @ covers.astype("uint8")) > 0
+    active[:, order] = (present.reshape(n_customers, n * n).astype("float32") @ covers.astype("float32")) > 0
     return active
 
 
