@@ -129,7 +129,7 @@ def fit_category_share(matrix: np.ndarray, labels: np.ndarray, groups: np.ndarra
         raise ValueError("category share needs at least one purchase in the training rows")
     counts = np.nan_to_num(matrix[buyers][:, inputs.category], nan=0.0).clip(min=0.0)
     code = matrix[buyers, inputs.code]
-    pi = np.where(np.isfinite(code), np.asarray(popularity)[np.nan_to_num(code).astype(np.int64)], 0.0)
+    pi = look_up_prior(np.asarray(popularity, dtype="float64"), code)
     bought = labels[buyers].astype("float64")
     group = pd.factorize(groups[buyers])[0]
     scale = max(counts.mean(axis=0).max(), 1e-9)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from scipy.special import expit
 
 from features.definitions import select_features
 from nbo.config import MODEL_NAME, Paths
@@ -53,7 +54,7 @@ def predict_uncalibrated(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
     if model.share is None:
         return model.booster.predict(matrix, num_threads=1)
     raw = model.booster.predict(matrix, raw_score=True, num_threads=1) + compute_log_share(*model.share, matrix)
-    return 1.0 / (1.0 + np.exp(-raw))
+    return expit(raw)
 
 
 def predict_proba(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:

@@ -37,6 +37,8 @@ def fit(train: np.ndarray, y_train: np.ndarray, valid: np.ndarray, y_valid: np.n
 def fit_share(train: pd.DataFrame, matrix: np.ndarray, names: list[str], categories: list[str]) -> CategoryShare:
     """The category share fitted on the training rows, with the categories' purchase shares as its prior."""
     rates = pd.Series(category_popularity(train)).reindex(categories).fillna(0.0)
+    if (rates > 0).any():
+        rates = rates.where(rates > 0, rates[rates > 0].min() / 2)  # unbought in training: small, never zero
     prior = (rates / rates.sum()).to_numpy() if rates.sum() > 0 else np.full(len(categories), 1 / len(categories))
     groups = pd.factorize(pd.MultiIndex.from_frame(train[["customer_id", "cutoff"]]))[0]
     return fit_category_share(matrix, train["label"].to_numpy(), groups, names, CATEGORY_FEATURE, prior)

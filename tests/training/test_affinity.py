@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from training.affinity import (CategoryShare, attribute_log_share, compute_log_share, fit_category_share,
@@ -58,3 +59,14 @@ def test_the_offset_is_attributed_to_the_category_counts_that_raise_it():
     assert parts[0, 0] == pytest.approx(3 * parts[0, 2])   # 6 views x 1.0 against 4 e-mails x 0.5
     assert parts[0, [1, 3, 4]].tolist() == [0.0, 0.0, 0.0]
     assert not parts[1].any() and lift[1] < 0
+
+
+def test_a_category_nobody_bought_in_training_keeps_a_finite_share():
+    from training.train import fit_share
+    matrix, bought, groups, k = simulate_rows(np.random.default_rng(1), customers=400, categories=3)
+    bought[matrix[:, 4] == 2] = 0  # category 2 never bought
+    train = pd.DataFrame({"customer_id": groups, "cutoff": 0, "category": [f"c{int(c)}" for c in matrix[:, 4]],
+                          "label": bought})
+    share = fit_share(train, matrix, NAMES, ["c0", "c1", "c2"])
+    assert 0 < share.prior[2] < min(share.prior[:2])
+    assert np.isfinite(compute_log_share(share, locate_inputs(share, NAMES, "category_code"), matrix)).all()
