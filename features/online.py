@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import (
-    LINK_KIND, LOOKBACK, SIGNAL_NAMES, Aggregates, kind_values, signal_values, window_bounds,
+    ALL_TIME, EXTRA_WINDOWS, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Aggregates, kind_values, signal_values, window_bounds,
 )
 from features.offline import to_seconds
 
@@ -49,10 +49,17 @@ class CustomerRows:
     values: np.ndarray
 
 
+# signals summed over all time: the only ones a row older than the look-back still counts for
+_ALL_TIME_SIGNALS = np.array([SIGNAL_NAMES.index(n) for w, names in EXTRA_WINDOWS if w == ALL_TIME for n in names],
+                             dtype="int64")
+
+
 def aggregate_rows(rows: CustomerRows, t: int, categories: list[str]) -> Aggregates:
-    """Aggregates of one customer at time t, one row per requested category."""
+    """Aggregates of one customer at time t, one row per requested category (rows older than the look-back
+    are read only for the all-time signals)."""
     lows = window_bounds(t)
-    m = (rows.visible < t) & (rows.ts < t)
+    recent_or_lasting = (rows.ts >= LOOKBACK.start(t)) | (rows.values[:, _ALL_TIME_SIGNALS] != 0).any(axis=1)
+    m = (rows.visible < t) & (rows.ts < t) & recent_or_lasting
     ts, values = rows.ts[m], rows.values[m]
     inside = (ts[:, None] >= lows[None, :]).astype("float64")
     in_category = (rows.category[m][None, :] == np.asarray(categories, dtype=object)[:, None])

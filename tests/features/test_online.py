@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from features.aggregates import assemble_features
-from features.definitions import FEATURES, SIGNAL_NAMES
+from features.definitions import FEATURES, FEATURES_BY_NAME, SIGNAL_NAMES
 from features.offline import features_at, to_signal_frame
-from features.online import FeatureStore, OnlineStore, aggregate_rows
+from features.online import CustomerRows, FeatureStore, OnlineStore, aggregate_rows
 from features.schema import EVENT_TYPES
 
 CATEGORIES = ["coffee", "shoes", "tea"]
@@ -187,3 +187,15 @@ def test_clear_remakes_a_sqlite_store_made_for_other_signals(random_events, tmp_
     assert store.write(random_events) == len(random_events)
     assert store.rows(store.customers()[0]).values.shape[1] == len(SIGNAL_NAMES)
     store.close()
+
+
+def test_rows_older_than_the_look_back_count_only_for_all_time_signals():
+    t = 1_800_000_000
+    old, recent = t - 400 * 86_400, t - 3_600
+    values = np.zeros((3, len(SIGNAL_NAMES)))
+    values[0, SIGNAL_NAMES.index("devices")] = 1.0  # a device linked long ago
+    values[1:, SIGNAL_NAMES.index("views")] = 1.0  # an old view and a recent one
+    rows = CustomerRows(np.array(["tea", "tea", "tea"], dtype=object), np.array([old, old, recent]),
+                        np.array([old, old, recent]), values)
+    features = [FEATURES_BY_NAME[n] for n in ("cust_devices_all", "cust_views_365d", "cat_views_365d")]
+    assert assemble_features(features, aggregate_rows(rows, t, ["tea"]), np.array([t])).tolist() == [[1.0, 1.0, 1.0]]
