@@ -90,7 +90,7 @@ def unasked_today(recommender: Recommender, skip: int) -> list[str]:
     return [c for c in recommender.store.customers()[skip:] if not recommender.log.contacts(c, since)]
 
 
-def run_load(url: str, customers: list[str], rate: int, duration: int) -> dict[str, str]:
+def run_load(url: str, customers: list[str], rate: int, duration: int) -> dict[str, object]:
     """Fixed-rate load: one hey process per customer (its own body), rate/len(customers) req/s each, started
     evenly over one request interval so that requests interleave instead of arriving in bursts."""
     per_client, procs = rate / len(customers), []
@@ -107,9 +107,11 @@ def run_load(url: str, customers: list[str], rate: int, duration: int) -> dict[s
             if p.poll() is None:
                 p.kill()
     rows = [line.split(",") for out in outputs for line in out.splitlines()[1:] if line]
+    if not rows:
+        raise SystemExit(f"no answer from {url} at {rate} req/s: see the service log")
     seconds = np.array([float(r[0]) for r in rows]) * 1000
     codes = pd.Series([r[6] for r in rows]).value_counts()
-    return {"achieved rps": f"{len(rows) / duration:.1f}",
+    return {"requests": len(rows), "achieved rps": f"{len(rows) / duration:.1f}",
             **{f"p{q}": f"{np.percentile(seconds, q):.1f} ms" for q in (50, 95, 99)},
             "status": ", ".join(f"{k}: {v}" for k, v in codes.items())}
 
@@ -167,7 +169,8 @@ def main() -> None:
     paths = get_paths(args.home)
     customers = unasked_today(Recommender.from_home(paths), 200)
     rates = [int(r) for r in args.rates.split(",")]
-    if len(customers) < args.clients * (len(rates) + 1 + max(1, args.soak // args.duration)):
+    soak_runs = max(1, args.soak // args.duration) if args.soak else 0
+    if len(customers) < args.clients * (len(rates) + 1 + soak_runs):
         raise SystemExit(f"{len(customers)} customers not asked today: too few for {args.clients} fresh ones per "
                          "run (use another --home or --clients)")
     fresh = iter(customers[i:i + args.clients] for i in range(0, len(customers), args.clients))
@@ -180,13 +183,12 @@ def main() -> None:
         for rate in rates:
             before, cpu = reason_sources(url), cpu_seconds(process.pid)
             result = run_load(url, next(fresh), rate, args.duration)
-            served = float(result["achieved rps"]) * args.duration
             print(f"bentoml serve at {rate} req/s for {args.duration} s, {args.clients} customers "
                   f"(load average {os.getloadavg()[0]:.2f}):",
-                  {**result, "service CPU": f"{(cpu_seconds(process.pid) - cpu) / served * 1000:.2f} ms/request",
+                  {**result, "service CPU": f"{(cpu_seconds(process.pid) - cpu) / result['requests'] * 1000:.2f} ms/request",
                    "contributions reused": reused_share(before, reason_sources(url))})
         if args.soak:
-            many = [c for _ in range(max(1, args.soak // args.duration)) for c in next(fresh)]
+            many = [c for _ in range(soak_runs) for c in next(fresh)]
             print(f"soak at 200 req/s for {args.soak} s, {len(many)} customers:",
                   soak(url, many, process.pid, 200, args.soak))
     finally:
