@@ -22,11 +22,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from training.splits import collect_splits, group_profiles
 from training.uplift import (CONTROL_FILE, TREATED_FILE, UpliftModel, UpliftSpec, eligible_customers,
                              encode_levels, live_offers, offer_values)
 
 CHUNK_PAIRS = 400_000  # (profile, offer) rows scored at once: about 40 MB of inputs per chunk
-ZERO = 1e-35  # LightGBM's zero threshold: smaller magnitudes count as zero (missing under missing_type Zero)
 BEST_COLUMNS = ["customer_id", "offer_id", "uplift", "value", "expected_value"]
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -89,42 +89,6 @@ def encode_offers(spec: UpliftSpec, live: pd.DataFrame) -> np.ndarray:
         columns.append(encode_levels(live[source], spec.categories[name]) if name in spec.categories
                        else live[source].astype(float).to_numpy())
     return np.column_stack(columns) if columns else np.zeros((len(live), 0))
-
-
-def collect_splits(boosters: list[lgb.Booster]) -> dict[int, np.ndarray | None]:
-    """Per feature index split on: its sorted numerical thresholds, or None for a categorical feature."""
-    found: dict[int, set[float] | None] = {}
-    for booster in boosters:
-        nodes = [tree["tree_structure"] for tree in booster.dump_model()["tree_info"]]
-        while nodes:
-            node = nodes.pop()
-            if "split_feature" not in node:
-                continue
-            feature = node["split_feature"]
-            if node["decision_type"] == "==":
-                found[feature] = None
-            else:
-                found.setdefault(feature, set()).add(float(node["threshold"]))
-            nodes += [node["left_child"], node["right_child"]]
-    return {feature: None if cuts is None else np.array(sorted(cuts)) for feature, cuts in found.items()}
-
-
-def group_profiles(inputs: np.ndarray, splits: list[np.ndarray | None | bool]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows that take the same path in every tree: the first row of each profile and each row's profile.
-
-    splits, per column: sorted thresholds, None (categorical: the code itself decides), False (never split on)."""
-    keys = np.zeros(inputs.shape, dtype=np.int64)
-    for j, cuts in enumerate(splits):
-        values = inputs[:, j]
-        missing = np.isnan(values)
-        if cuts is None:
-            keys[:, j] = np.where(missing, -1, np.nan_to_num(values))
-        elif cuts is not False:
-            below = np.searchsorted(cuts, values, side="left")
-            keys[:, j] = np.where(missing, -1, 2 * below + (np.abs(values) <= ZERO))
-    profile = pd.DataFrame(keys).groupby(list(range(keys.shape[1])), sort=False).ngroup().to_numpy() \
-        if keys.shape[1] else np.zeros(len(inputs), dtype=np.int64)
-    return np.unique(profile, return_index=True)[1], profile
 
 
 def find_profiles(booster: lgb.Booster, spec: UpliftSpec, person: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
