@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from training.splits import collect_splits, group_profiles
-from training.uplift import (CONTROL_FILE, TREATED_FILE, UpliftModel, UpliftSpec, eligible_customers,
-                             encode_levels, live_offers, offer_values)
+from training.uplift import (CONTROL_FILE, TREATED_FILE, UpliftModel, UpliftSpec, build_matrix, eligible_customers,
+                             live_offers, offer_values)
 
 CHUNK_PAIRS = 400_000  # (profile, offer) rows scored at once: about 40 MB of inputs per chunk
 BEST_COLUMNS = ["customer_id", "offer_id", "uplift", "value", "expected_value"]
@@ -62,33 +62,22 @@ def split_offer_features(spec: UpliftSpec) -> tuple[list[int], list[int]]:
 
 
 def encode_customers(spec: UpliftSpec, people: pd.DataFrame, now: pd.Timestamp) -> np.ndarray:
-    """Customer inputs, one row per customer, the same values ``build_matrix`` gives them at time ``now``."""
-    names = [spec.features[i] for i in split_offer_features(spec)[0]]
-    if missing := [c for c in names if c not in people.columns]:
-        raise ValueError(f"customer features lack column(s) {missing} the uplift model was trained with")
-    columns = []
-    for name in names:
-        values = people[name]
-        if name in spec.categories:
-            columns.append(encode_levels(values, spec.categories[name]))
-        elif name in spec.datetimes:
-            stamps = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
-            columns.append(np.asarray((now - stamps) / pd.Timedelta(days=1), dtype=float))
-        else:
-            columns.append(values.astype(float).to_numpy())
-    return np.column_stack(columns) if columns else np.zeros((len(people), 0))
+    """Customer inputs, one row per customer: ``build_matrix``'s customer columns at time ``now``."""
+    rows = build_matrix(spec, people, pd.DataFrame(columns=["category"]), people["customer_id"], None,
+                        pd.Series(now).repeat(len(people)))
+    return rows[:, split_offer_features(spec)[0]]
 
 
-def encode_offers(spec: UpliftSpec, live: pd.DataFrame) -> np.ndarray:
-    """Offer inputs, one row per offer: offer_id and category codes, offer numbers."""
-    columns = []
-    for name in (spec.features[i] for i in split_offer_features(spec)[1]):
-        source = "category" if name == "offer_category" else name
-        if source not in live.columns:
-            raise ValueError(f"offers lack column '{source}' the uplift model was trained with")
-        columns.append(encode_levels(live[source], spec.categories[name]) if name in spec.categories
-                       else live[source].astype(float).to_numpy())
-    return np.column_stack(columns) if columns else np.zeros((len(live), 0))
+def encode_offers(spec: UpliftSpec, people: pd.DataFrame, live: pd.DataFrame, now: pd.Timestamp) -> np.ndarray:
+    """Offer inputs, one row per live offer: ``build_matrix``'s offer columns (offer_id and category codes, offer
+    numbers)."""
+    table = live.drop_duplicates("offer_id").set_index("offer_id")
+    needed = [*spec.offer_numeric, *(["category"] if "offer_category" in spec.categories else [])]
+    if missing := [c for c in needed if c not in table.columns]:
+        raise ValueError(f"offers lack column(s) {missing} the uplift model was trained with")
+    rows = build_matrix(spec, people.iloc[:1], table, np.repeat(people["customer_id"].iloc[0], len(live)),
+                        live["offer_id"], pd.Series(now).repeat(len(live)))
+    return rows[:, split_offer_features(spec)[1]]
 
 
 def find_profiles(booster: lgb.Booster, spec: UpliftSpec, person: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +136,7 @@ def score_best_offers(model: UpliftModel, customers: pd.DataFrame, offers: pd.Da
     if people.empty or live.empty:
         return pd.DataFrame({name: [] for name in BEST_COLUMNS}), len(people) if len(live) else 0
     spec, worth = model.spec, offer_values(model, live)
-    person, offer = encode_customers(spec, people, now), encode_offers(spec, live)
+    person, offer = encode_customers(spec, people, now), encode_offers(spec, people, live, now)
     first_t, treated_of = find_profiles(model.treated, spec, person)
     first_c, control_of = find_profiles(model.control, spec, person)
     control_offer = offer if spec.control_by_offer else None
