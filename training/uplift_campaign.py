@@ -15,6 +15,7 @@ that are cached beside the model.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,14 +28,15 @@ from training.uplift import (CONTROL_FILE, TREATED_FILE, UpliftModel, UpliftSpec
                              live_offers, offer_values)
 
 CHUNK_PAIRS = 400_000  # (profile, offer) rows scored at once: about 40 MB of inputs per chunk
+THREADS = os.cpu_count() or 1  # campaign scoring uses every core
 BEST_COLUMNS = ["customer_id", "offer_id", "uplift", "value", "expected_value"]
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
 def booster_predictors(model: UpliftModel) -> tuple[Predict, Predict]:
-    """LightGBM's predict of the treated and of the control booster, on two threads."""
-    return (lambda inputs: model.treated.predict(inputs, num_threads=2),
-            lambda inputs: model.control.predict(inputs, num_threads=2))
+    """LightGBM's predict of the treated and of the control booster, on every core."""
+    return (lambda inputs: model.treated.predict(inputs, num_threads=THREADS),
+            lambda inputs: model.control.predict(inputs, num_threads=THREADS))
 
 
 def compile_predictors(folder: Path) -> tuple[Predict, Predict]:
@@ -49,7 +51,7 @@ def compile_predictors(folder: Path) -> tuple[Predict, Predict]:
         source = folder / name
         booster = lleaves.Model(model_file=str(source))
         booster.compile(cache=str(folder / f"{source.stem}-{hashlib.sha256(source.read_bytes()).hexdigest()[:16]}.o"))
-        compiled.append(lambda inputs, booster=booster: booster.predict(inputs, n_jobs=2))
+        compiled.append(lambda inputs, booster=booster: booster.predict(inputs, n_jobs=THREADS))
     return compiled[0], compiled[1]
 
 
