@@ -72,3 +72,12 @@ def test_a_full_queue_makes_the_caller_wait_and_nothing_is_lost(tmp_path):
     with pytest.raises(RuntimeError, match="closed"):
         log.record(served("late", "c1", "web", 1, ["o1"]))
     reopened.close()
+
+
+def test_a_row_both_committed_and_still_listed_as_unwritten_counts_once(tmp_path, monkeypatch):
+    log = DecisionLog(tmp_path / "d.sqlite")
+    log.record(served("d1", "c1", "web", 100, ["o1", "o2"]))
+    log.flush()  # committed; now make the writer's last batch look unfinished, as between commit and clear
+    monkeypatch.setattr(log, "_unwritten", lambda: served("d1", "c1", "web", 100, ["o1", "o2"]))
+    assert sorted(log.contacts("c1", 0)) == [("o1", "web", 100), ("o2", "web", 100)]
+    log.close()
