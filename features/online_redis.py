@@ -131,16 +131,16 @@ class RedisStore:
         packed["ts"], packed["visible"], packed["values"] = ts, ts, values
         blob, size = packed.tobytes(), _PACKED.itemsize
         useful = (values != 0).any(axis=1)
-        link = np.zeros(1, RECORD)
-        link["category"], link["values"] = -1, kind_values(np.array([LINK_KIND]), np.array([np.nan]))
+        links = np.zeros(len(events), RECORD)  # the device-link row each event would add, at its time
+        links["category"], links["ts"], links["visible"] = -1, ts, ts
+        links["values"] = kind_values(np.array([LINK_KIND]), np.array([np.nan]))
+        link_blob, link_size = links.tobytes(), RECORD.itemsize
         texts = zip(*(to_texts(events[c]) for c in ("event_id", "customer_id", "anonymous_id", "category")))
         args: list[str | bytes] = []
         for i, (event_id, customer_id, anonymous_id, category) in enumerate(texts):
             record = blob[i * size:(i + 1) * size] if useful[i] else b""
-            linked = link.copy()
-            linked["ts"] = linked["visible"] = ts[i]
-            args += [event_id, customer_id, anonymous_id, category, str(ts[i]), record,
-                     linked.tobytes() if customer_id and anonymous_id else b""]
+            link = link_blob[i * link_size:(i + 1) * link_size] if customer_id and anonymous_id else b""
+            args += [event_id, customer_id, anonymous_id, category, str(ts[i]), record, link]
         step = BATCH_EVENTS * _ARGS_PER_EVENT
         new = 0
         for start in range(0, len(args), step):
