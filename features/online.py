@@ -68,10 +68,12 @@ def aggregate_rows(rows: CustomerRows, t: int, categories: list[str]) -> Aggrega
     k = len(categories)
     customer_last = when.max(axis=0, initial=-np.inf)
     category_last = np.where(in_category[:, :, None], when[None], -np.inf).max(axis=1, initial=-np.inf)
+    shape = (len(lows), len(SIGNAL_NAMES))
+    windowed = (inside[:, :, None] * values[:, None, :]).reshape(len(ts), shape[0] * shape[1])
     return Aggregates(
-        customer_sums=np.broadcast_to(np.einsum("nw,ns->ws", inside, values), (k, len(lows), len(SIGNAL_NAMES))),
+        customer_sums=np.broadcast_to((inside.T @ values), (k, *shape)),
         customer_last=np.broadcast_to(np.where(np.isinf(customer_last), np.nan, customer_last), (k, len(SIGNAL_NAMES))),
-        category_sums=np.einsum("kn,nw,ns->kws", in_category.astype("float64"), inside, values),
+        category_sums=(in_category.astype("float64") @ windowed).reshape(k, *shape),
         category_last=np.where(np.isinf(category_last), np.nan, category_last),
     )
 

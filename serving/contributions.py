@@ -16,7 +16,7 @@ from collections import OrderedDict
 import lightgbm as lgb
 import numpy as np
 
-from training.splits import collect_splits, split_keys
+from training.splits import collect_splits, split_keys, tabulate_splits
 
 
 class ContributionCache:
@@ -25,7 +25,7 @@ class ContributionCache:
     def __init__(self, booster: lgb.Booster, max_entries: int = 4096):
         splits = collect_splits([booster])
         self.booster, self.max_entries = booster, max_entries
-        self.splits = [splits.get(j, False) for j in range(booster.num_feature())]
+        self.splits = tabulate_splits([splits.get(j, False) for j in range(booster.num_feature())])
         self.entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 

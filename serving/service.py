@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 import os
@@ -165,6 +166,13 @@ def recommend_needs_key() -> bool:
     return os.environ.get("NBO_RECOMMEND_NEEDS_KEY", "").lower() in ("1", "true", "yes")
 
 
+def settle_heap() -> None:
+    """Exempt what is alive now (libraries, model, catalogue: about 440k objects) from garbage collection: a full
+    collection over them stalls every request in flight for about 220 ms."""
+    gc.collect()
+    gc.freeze()
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413 before anything parses it."""
 
@@ -195,17 +203,26 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
-@bentoml.service(workers=1, traffic={"timeout": 10})
+# /recommend is the hot path: its JSON decision line (serving.observability) replaces BentoML's access line, and
+# its latency histogram BentoML's per-request metrics and trace span, which cost more CPU than the decision.
+HOT_PATHS = ["/recommend"]
+
+
+@bentoml.service(workers=1, traffic={"timeout": 10},
+                 logging={"access": {"skip_paths": ["/metrics", "/healthz", "/livez", "/readyz", *HOT_PATHS]}},
+                 tracing={"excluded_urls": HOT_PATHS})
 class NextBestOffer:
     """Next-best-offer decisions over HTTP."""
 
     def __init__(self) -> None:
         self.paths = get_paths()
         self.recommender = Recommender.from_home(self.paths)
+        settle_heap()
 
     @bentoml.api(input_spec=RecommendRequest, output_spec=RecommendResponse)
-    def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:
-        """Rank the eligible offers for a customer in a channel."""
+    async def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:
+        """Rank the eligible offers for a customer in a channel. It runs on the event loop (about 2 ms of CPU, no
+        I/O wait): a hand-off to a worker thread costs more than it frees."""
         if recommend_needs_key():
             require_key(ctx)
         request = RecommendRequest.model_validate(request)
@@ -257,6 +274,7 @@ class NextBestOffer:
         require_key(ctx)
         try:
             self.recommender.use_model(load_model(connect(self.paths)))
+            settle_heap()
         except Exception as error:  # no champion, registry down, or a model this code cannot serve
             logger.warning("reload refused, keeping the current model: %s", error)
             ctx.response.status_code = 409

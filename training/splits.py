@@ -4,6 +4,8 @@ prediction and the same contributions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -29,26 +31,54 @@ def collect_splits(boosters: list[lgb.Booster]) -> dict[int, np.ndarray | None]:
     return {feature: None if cuts is None else np.array(sorted(cuts)) for feature, cuts in found.items()}
 
 
-def split_keys(inputs: np.ndarray, splits: list[np.ndarray | None | bool]) -> np.ndarray:
+@dataclass(frozen=True)
+class SplitTable:
+    """Every column's split thresholds laid out flat, so that a row's keys take a few array operations.
+
+    numeric: columns split on thresholds; cuts: their thresholds, column after column, each column's sorted;
+    owner: the position in `numeric` of each cut's column; starts: where each column's cuts begin;
+    categorical: columns whose code decides the split."""
+
+    width: int
+    numeric: np.ndarray
+    cuts: np.ndarray
+    owner: np.ndarray
+    starts: np.ndarray
+    categorical: np.ndarray
+
+
+def tabulate_splits(splits: list[np.ndarray | None | bool]) -> SplitTable:
+    """The table of splits given per column: sorted thresholds, None (categorical: the code itself decides),
+    False (never split on)."""
+    numeric = [j for j, cuts in enumerate(splits) if cuts is not None and cuts is not False and len(cuts)]
+    sizes = np.array([len(splits[j]) for j in numeric], dtype=np.int64)
+    return SplitTable(
+        width=len(splits), numeric=np.array(numeric, dtype=np.int64),
+        cuts=np.concatenate([splits[j] for j in numeric]) if numeric else np.empty(0),
+        owner=np.repeat(np.arange(len(numeric)), sizes), starts=np.cumsum(sizes) - sizes,
+        categorical=np.array([j for j, cuts in enumerate(splits) if cuts is None], dtype=np.int64))
+
+
+def split_keys(inputs: np.ndarray, table: SplitTable, chunk_cells: int = 1 << 24) -> np.ndarray:
     """(rows x columns) int64 codes that decide every split: the bucket between thresholds with a zero flag for
     numerical columns, the code itself for categorical ones, -1 when missing, 0 for columns never split on.
-
-    splits, per column: sorted thresholds, None (categorical: the code itself decides), False (never split on)."""
-    keys = np.zeros(inputs.shape, dtype=np.int64)
-    for j, cuts in enumerate(splits):
-        values = inputs[:, j]
-        missing = np.isnan(values)
-        if cuts is None:
-            keys[:, j] = np.where(missing, -1, np.nan_to_num(values))
-        elif cuts is not False:
-            below = np.searchsorted(cuts, values, side="left")
-            keys[:, j] = np.where(missing, -1, 2 * below + (np.abs(values) <= ZERO))
+    Rows go in chunks of about chunk_cells (row x threshold) comparisons."""
+    keys = np.zeros((len(inputs), table.width), dtype=np.int64)
+    categorical = inputs[:, table.categorical]
+    keys[:, table.categorical] = np.where(np.isnan(categorical), -1, np.nan_to_num(categorical))
+    if len(table.numeric) == 0:
+        return keys
+    step = max(1, chunk_cells // len(table.cuts))
+    for first in range(0, len(inputs), step):
+        values = inputs[first:first + step, table.numeric]
+        below = np.add.reduceat(values[:, table.owner] > table.cuts, table.starts, axis=1)
+        keys[first:first + step, table.numeric] = np.where(np.isnan(values), -1, 2 * below + (np.abs(values) <= ZERO))
     return keys
 
 
-def group_profiles(inputs: np.ndarray, splits: list[np.ndarray | None | bool]) -> tuple[np.ndarray, np.ndarray]:
+def group_profiles(inputs: np.ndarray, table: SplitTable) -> tuple[np.ndarray, np.ndarray]:
     """Rows that take the same path in every tree: the first row of each profile and each row's profile."""
-    keys = split_keys(inputs, splits)
+    keys = split_keys(inputs, table)
     profile = pd.DataFrame(keys).groupby(list(range(keys.shape[1])), sort=False).ngroup().to_numpy() \
         if keys.shape[1] else np.zeros(len(inputs), dtype=np.int64)
     return np.unique(profile, return_index=True)[1], profile

@@ -23,7 +23,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from training.splits import collect_splits, group_profiles
+from training.splits import collect_splits, group_profiles, tabulate_splits
 from training.uplift import (CONTROL_FILE, TREATED_FILE, UpliftModel, UpliftSpec, build_matrix, eligible_customers,
                              live_offers, offer_values)
 
@@ -85,7 +85,7 @@ def encode_offers(spec: UpliftSpec, people: pd.DataFrame, live: pd.DataFrame, no
 def find_profiles(booster: lgb.Booster, spec: UpliftSpec, person: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """group_profiles of encoded customers under the booster's split thresholds."""
     splits = collect_splits([booster])
-    return group_profiles(person, [splits.get(i, False) for i in split_offer_features(spec)[0]])
+    return group_profiles(person, tabulate_splits([splits.get(i, False) for i in split_offer_features(spec)[0]]))
 
 
 def predict_pairs(spec: UpliftSpec, predict: Predict, person: np.ndarray, offer: np.ndarray | None,
