@@ -1,24 +1,26 @@
 """Serving latency: the real `bentoml serve` at fixed request rates, beside the in-process floor.
 
-    .venv/bin/python -m benchmarks.serving [--home DIR] [--rates 50,100,200] [--duration 15] [--clients 50]
+    .venv/bin/python -m benchmarks.serving [--home DIR] [--rates 50,100,200] [--duration 15] [--session 10]
                                            [--soak 60]
 
-Needs `hey` (Debian package `hey`). Builds a home (simulated retailer, 100 candidate offers, champion)
-when DIR has no champion yet. Each load run asks for fresh customers (one hey process each, staggered):
-one customer asked hundreds of times hits the 3-impressions-a-day cap on every offer after about 100
-requests, and the rest of the run would time empty decisions.
+Builds a home (simulated retailer, 100 candidate offers, champion) when DIR has no champion yet. Load is an
+open model of a site, sent by one asyncio client over keep-alive connections: customers arrive at random times,
+each asks for offers `--session` times, two a second on average, and leaves. Every customer is one not asked in the last day,
+so caps do not empty the decisions, and every customer's first request (nothing cached for them yet) is timed
+like the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
-import shutil
-import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 import pandas as pd
@@ -90,29 +92,50 @@ def unasked_today(recommender: Recommender, skip: int) -> list[str]:
     return [c for c in recommender.store.customers()[skip:] if not recommender.log.contacts(c, since)]
 
 
-def run_load(url: str, customers: list[str], rate: int, duration: int) -> dict[str, object]:
-    """Fixed-rate load: one hey process per customer (its own body), rate/len(customers) req/s each, started
-    evenly over one request interval so that requests interleave instead of arriving in bursts."""
-    per_client, procs = rate / len(customers), []
-    try:
-        for i, customer in enumerate(customers):
-            body = f'{{"customer_id": "{customer}", "channel": "web", "k": 3}}'
-            procs.append(subprocess.Popen(
-                ["hey", "-z", f"{duration}s", "-q", f"{per_client:g}", "-c", "1", "-m", "POST", "-o", "csv",
-                 "-T", "application/json", "-d", body, f"{url}/recommend"], stdout=subprocess.PIPE, text=True))
-            time.sleep(1 / rate)
-        outputs = [p.communicate()[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    rows = [line.split(",") for out in outputs for line in out.splitlines()[1:] if line]
-    if not rows:
+async def send_sessions(url: str, customers: list[str], plan: np.ndarray) -> list[tuple[float, float, int]]:
+    """Customer i asks at the times plan[i] (seconds from now), whatever the answers' timing (an open model: a
+    slow answer does not hold the next request back). Returns, per request, its planned time, its latency
+    counted from that time (client lateness included) and its status."""
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=0)  # as many keep-alive connections as requests in flight
+    async with aiohttp.ClientSession(connector=connector) as http:
+        begin = loop.time() + 0.1
+
+        async def ask(customer: str, at: float) -> tuple[float, float, int]:
+            await asyncio.sleep(max(0.0, begin + at - loop.time()))
+            async with http.post(f"{url}/recommend", json={"customer_id": customer, "channel": "web", "k": 3}) as r:
+                await r.read()
+                return at, loop.time() - begin - at, r.status
+        return await asyncio.gather(*(ask(c, float(at)) for c, times in zip(customers, plan) for at in times))
+
+
+def plan_sessions(rate: float, seconds: float, session: int, pace: float, seed: int = 0) -> np.ndarray:
+    """(customers x session) request times: rate/session customers a second arriving at random times over
+    `seconds`, each asking `session` times with exponential gaps of mean 1/pace (a steady grid sends in bursts)."""
+    rng = np.random.default_rng(seed)
+    arrivals = np.sort(rng.uniform(0, seconds, round(seconds * rate / session)))
+    gaps = rng.exponential(1 / pace, (len(arrivals), session))
+    gaps[:, 0] = 0.0
+    return arrivals[:, None] + np.cumsum(gaps, axis=1)
+
+
+def run_load(url: str, customers: Iterator[str], rate: int, duration: int, session: int = 10,
+             pace: float = 2.0) -> dict[str, object]:
+    """Open-model load at `rate` req/s: customers arrive rate/session a second, and each asks `session` times,
+    `pace` a second, so new customers' first requests are mixed in as they would be on a site. Timed: the
+    requests planned during `duration` seconds after a ramp-up of one session (when sessions overlap fully)."""
+    ramp = session / pace
+    plan = plan_sessions(rate, ramp + duration, session, pace, seed=rate)
+    asked = [next(customers) for _ in range(len(plan))]
+    answers = asyncio.run(send_sessions(url, asked, plan))
+    timed = [(latency, status) for at, latency, status in answers if ramp <= at < ramp + duration]
+    if not timed:
         raise SystemExit(f"no answer from {url} at {rate} req/s: see the service log")
-    seconds = np.array([float(r[0]) for r in rows]) * 1000
-    codes = pd.Series([r[6] for r in rows]).value_counts()
-    return {"requests": len(rows), "achieved rps": f"{len(rows) / duration:.1f}",
-            **{f"p{q}": f"{np.percentile(seconds, q):.1f} ms" for q in (50, 95, 99)},
+    milliseconds = np.array([latency for latency, _ in timed]) * 1000
+    codes = pd.Series([status for _, status in timed]).value_counts()
+    return {"requests": len(timed), "sent": len(answers), "customers": len(plan),
+            "achieved rps": f"{len(timed) / duration:.1f}",
+            **{f"p{q}": f"{np.percentile(milliseconds, q):.1f} ms" for q in (50, 95, 99)},
             "status": ", ".join(f"{k}: {v}" for k, v in codes.items())}
 
 
@@ -141,10 +164,10 @@ def cpu_seconds(pid: int) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
 
-def soak(url: str, customers: list[str], pid: int, rate: int, seconds: int) -> dict[str, str]:
+def soak(url: str, customers: Iterator[str], pid: int, rate: int, seconds: int, session: int) -> dict[str, str]:
     """A long run at the target rate: errors and resident-memory growth of the service."""
     before = resident_mib(pid)
-    result = run_load(url, customers, rate, seconds)
+    result = run_load(url, customers, rate, seconds, session)
     after = resident_mib(pid)
     return {**result, "rss before": f"{before:.0f} MiB", "rss after": f"{after:.0f} MiB",
             "rss growth": f"{(after - before) / before:+.1%}"}
@@ -158,39 +181,35 @@ def main() -> None:
     parser.add_argument("--offers", type=int, default=100)
     parser.add_argument("--rates", default="50,100,200")
     parser.add_argument("--duration", type=int, default=15)
-    parser.add_argument("--clients", type=int, default=50, help="customers (one hey process each) per load run")
+    parser.add_argument("--session", type=int, default=10, help="requests per customer (two a second)")
     parser.add_argument("--soak", type=int, default=0, help="then hold 200 req/s this many seconds")
     args = parser.parse_args()
-    if shutil.which("hey") is None:
-        raise SystemExit("hey not found: apt-get install -y hey")
     prepare_home(args.home, args.customers, args.days, args.offers)
     print(f"load average {os.getloadavg()[0]:.2f}")
     print("floor (in-process, 2000 calls):", measure_floor(args.home))
     paths = get_paths(args.home)
     customers = unasked_today(Recommender.from_home(paths), 200)
     rates = [int(r) for r in args.rates.split(",")]
-    soak_runs = max(1, args.soak // args.duration) if args.soak else 0
-    if len(customers) < args.clients * (len(rates) + 1 + soak_runs):
-        raise SystemExit(f"{len(customers)} customers not asked today: too few for {args.clients} fresh ones per "
-                         "run (use another --home or --clients)")
-    fresh = iter(customers[i:i + args.clients] for i in range(0, len(customers), args.clients))
+    runs = [(50, 3), *((rate, args.duration) for rate in rates), *([(200, args.soak)] if args.soak else [])]
+    needed = sum(round((args.session / 2 + seconds) * rate / args.session) for rate, seconds in runs)
+    if len(customers) < needed:
+        raise SystemExit(f"{len(customers)} customers not asked today, {needed} needed (use another --home)")
+    fresh = iter(customers)
     port = free_port()
     process = start_service(paths, port, args.home / "bench-service.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url)
-        run_load(url, next(fresh), 50, 3)  # warm-up
+        run_load(url, fresh, 50, 3, args.session)  # warm-up
         for rate in rates:
             before, cpu = reason_sources(url), cpu_seconds(process.pid)
-            result = run_load(url, next(fresh), rate, args.duration)
-            print(f"bentoml serve at {rate} req/s for {args.duration} s, {args.clients} customers "
+            result = run_load(url, fresh, rate, args.duration, args.session)
+            print(f"bentoml serve at {rate} req/s for {args.duration} s, sessions of {args.session} requests "
                   f"(load average {os.getloadavg()[0]:.2f}):",
-                  {**result, "service CPU": f"{(cpu_seconds(process.pid) - cpu) / result['requests'] * 1000:.2f} ms/request",
+                  {**result, "service CPU": f"{(cpu_seconds(process.pid) - cpu) / result['sent'] * 1000:.2f} ms/request",
                    "contributions reused": reused_share(before, reason_sources(url))})
         if args.soak:
-            many = [c for _ in range(soak_runs) for c in next(fresh)]
-            print(f"soak at 200 req/s for {args.soak} s, {len(many)} customers:",
-                  soak(url, many, process.pid, 200, args.soak))
+            print(f"soak at 200 req/s for {args.soak} s:", soak(url, fresh, process.pid, 200, args.soak, args.session))
     finally:
         stop_service(process)
 
