@@ -35,7 +35,10 @@ CREATE TABLE IF NOT EXISTS signals (customer_id TEXT, category TEXT, ts INTEGER,
 CREATE INDEX IF NOT EXISTS signals_customer ON signals (customer_id);
 CREATE TABLE IF NOT EXISTS pending (anonymous_id TEXT, category TEXT, ts INTEGER, {_SIGNAL_COLUMNS});
 CREATE INDEX IF NOT EXISTS pending_device ON pending (anonymous_id);
+CREATE TABLE IF NOT EXISTS touched (seq INTEGER PRIMARY KEY AUTOINCREMENT, customer_id TEXT);
 """
+MAX_CACHED = 50_000  # customers whose rows a process keeps in memory (the oldest cached go first)
+KEEP_TOUCHED = 100_000  # changes kept for other processes; one further behind drops its whole cache
 _ROW_COLUMNS = ["category", "ts", "visible", *SIGNAL_NAMES]
 
 
@@ -108,17 +111,50 @@ def open_store(paths: Paths) -> FeatureStore:
 
 
 class OnlineStore:
-    """The embedded SQLite backend, with an in-memory cache of customers' rows (one process per file)."""
+    """The embedded SQLite backend, with an in-memory cache of customers' rows. Several processes may share the
+    file (service workers, a rebuild): every write lists the customers it changed in `touched`, and a process
+    that sees another's commit (PRAGMA data_version) drops those customers from its cache before reading."""
 
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
         self.cache: dict[str, CustomerRows] = {}
         self.path = path
+        self.version = self._data_version()
+        self.synced = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM touched").fetchone()[0]
+        self.stale = self._read_stale()
+
+    def _read_stale(self) -> bool:
         columns = [name for _, name, *_ in self.db.execute("PRAGMA table_info(signals)")]
-        self.stale = columns[4:] != list(SIGNAL_NAMES)
+        return columns[4:] != list(SIGNAL_NAMES)
+
+    def _data_version(self) -> int:
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    def _sync(self) -> None:
+        """Drop from the cache the customers other processes changed since the last look (all of them after a
+        rebuild, or when the changes are older than those kept)."""
+        version = self._data_version()
+        if version == self.version:
+            return
+        self.version = version
+        changes = self.db.execute("SELECT seq, customer_id FROM touched WHERE seq > ? ORDER BY seq",
+                                  (self.synced,)).fetchall()
+        if not changes:
+            return
+        if changes[0][0] > self.synced + 1 or any(c is None for _, c in changes):  # missed changes, or a rebuild
+            self.cache.clear()
+            self.stale = self._read_stale()
+        for _, customer_id in changes:
+            self.cache.pop(customer_id, None)
+        self.synced = changes[-1][0]
+
+    def _mark_touched(self, customers: list[str | None]) -> None:
+        """Record changed customers (None: every customer) for the other processes, keeping the latest changes."""
+        self.db.executemany("INSERT INTO touched (customer_id) VALUES (?)", [(c,) for c in customers])
+        self.db.execute("DELETE FROM touched WHERE seq <= (SELECT MAX(seq) FROM touched) - ?", (KEEP_TOUCHED,))
 
     def _check(self) -> None:
         if self.stale:
@@ -138,7 +174,8 @@ class OnlineStore:
             self._store_links(newly_linked)
             for anonymous_id, customer_id, linked_at in newly_linked:
                 self._release(anonymous_id, customer_id, linked_at)
-        touched = set(events["customer_id"].dropna()) | {c for _, c, _ in newly_linked}
+            touched = sorted(set(events["customer_id"].dropna()) | {c for _, c, _ in newly_linked})
+            self._mark_touched(touched)
         for customer_id in touched:
             self.cache.pop(customer_id, None)
         return len(events)
@@ -207,6 +244,7 @@ class OnlineStore:
 
     def rows(self, customer_id: str) -> CustomerRows | None:
         """The customer's signal rows, or None for a customer the store has never seen."""
+        self._sync()
         self._check()
         if customer_id not in self.cache:
             found = self.db.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM signals WHERE customer_id = ? "
@@ -214,6 +252,8 @@ class OnlineStore:
             if not found:
                 return None
             table = np.array(found, dtype=object)
+            if len(self.cache) >= MAX_CACHED:
+                del self.cache[next(iter(self.cache))]
             self.cache[customer_id] = CustomerRows(
                 category=table[:, 0], ts=table[:, 1].astype("int64"), visible=table[:, 2].astype("int64"),
                 values=table[:, 3:].astype("float64"))
@@ -226,7 +266,9 @@ class OnlineStore:
     def clear(self) -> None:
         """Forget every event, link and row, with tables made anew for the current signals (before a rebuild)."""
         drops = "".join(f"DROP TABLE IF EXISTS {table};" for table in ("seen", "links", "signals", "pending"))
-        self.db.executescript(f"BEGIN; {drops} {_SCHEMA} COMMIT;")
+        self.db.executescript(f"BEGIN; {drops} {_SCHEMA}")
+        self._mark_touched([None])
+        self.db.execute("COMMIT")
         self.cache.clear()
         self.stale = False
 

@@ -189,6 +189,38 @@ def test_clear_remakes_a_sqlite_store_made_for_other_signals(random_events, tmp_
     store.close()
 
 
+def test_a_store_sees_what_another_process_wrote_for_a_customer_it_cached(make_events, open_test_store):
+    reader, writer = open_test_store(), open_test_store()
+    writer.write(make_events([dict(ts="2025-02-01 10:00", customer_id="c1", event_type="product_view",
+                                   category="tea"),
+                              dict(ts="2025-02-01 10:00", customer_id="c2", event_type="page_view")]))
+    assert reader.rows("c1").category.tolist() == ["tea"]
+    cached_c2 = reader.rows("c2")
+    writer.write(make_events([dict(ts="2025-02-02 10:00", customer_id="c1", event_type="add_to_cart",
+                                   category="coffee")]))
+    assert reader.rows("c1").category.tolist() == ["tea", "coffee"]
+    assert reader.rows("c2").ts.tolist() == cached_c2.ts.tolist()
+    if isinstance(reader, OnlineStore):  # the embedded backend keeps an untouched customer cached
+        assert reader.rows("c2") is cached_c2
+    writer.clear()
+    assert reader.rows("c1") is None and reader.rows("c2") is None
+
+
+def test_a_store_too_far_behind_the_changes_drops_its_whole_cache(make_events, tmp_path, monkeypatch):
+    monkeypatch.setattr("features.online.KEEP_TOUCHED", 2)
+    reader, writer = OnlineStore(tmp_path / "store.sqlite"), OnlineStore(tmp_path / "store.sqlite")
+    writer.write(make_events([dict(ts="2025-02-01 10:00", customer_id="c1", event_type="product_view",
+                                   category="tea")]))
+    assert reader.rows("c1").category.tolist() == ["tea"]
+    writer.write(make_events([dict(ts="2025-02-02 10:00", customer_id="c1", event_type="product_view",
+                                   category="coffee")]))
+    for i in range(3):  # pushes c1's change out of the kept ones
+        writer.write(make_events([dict(ts="2025-02-03 10:00", customer_id=f"x{i}", event_type="page_view")]))
+    assert reader.rows("c1").category.tolist() == ["tea", "coffee"]
+    reader.close()
+    writer.close()
+
+
 def test_rows_older_than_the_look_back_count_only_for_all_time_signals():
     t = 1_800_000_000
     old, recent = t - 400 * 86_400, t - 3_600
