@@ -182,6 +182,7 @@ def main() -> None:
     parser.add_argument("--rates", default="50,100,200")
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--session", type=int, default=10, help="requests per customer (two a second)")
+    parser.add_argument("--workers", type=int, default=1, help="service worker processes ($NBO_WORKERS)")
     parser.add_argument("--soak", type=int, default=0, help="then hold 200 req/s this many seconds")
     args = parser.parse_args()
     prepare_home(args.home, args.customers, args.days, args.offers)
@@ -196,7 +197,7 @@ def main() -> None:
         raise SystemExit(f"{len(customers)} customers not asked today, {needed} needed (use another --home)")
     fresh = iter(customers)
     port = free_port()
-    process = start_service(paths, port, args.home / "bench-service.log")
+    process = start_service(paths, port, args.home / "bench-service.log", env={"NBO_WORKERS": str(args.workers)})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url)
@@ -204,7 +205,8 @@ def main() -> None:
         for rate in rates:
             before, cpu = reason_sources(url), cpu_seconds(process.pid)
             result = run_load(url, fresh, rate, args.duration, args.session)
-            print(f"bentoml serve at {rate} req/s for {args.duration} s, sessions of {args.session} requests "
+            print(f"bentoml serve ({args.workers} worker(s)) at {rate} req/s for {args.duration} s, sessions of "
+                  f"{args.session} requests "
                   f"(load average {os.getloadavg()[0]:.2f}):",
                   {**result, "service CPU": f"{(cpu_seconds(process.pid) - cpu) / result['sent'] * 1000:.2f} ms/request",
                    "contributions reused": reused_share(before, reason_sources(url))})

@@ -6,6 +6,7 @@ import gc
 import hmac
 import logging
 import os
+import threading
 import time
 from http import HTTPStatus
 from typing import Literal
@@ -210,12 +211,14 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+# $NBO_WORKERS processes serve (one per core for throughput; they share the online store and the decision log, and
+# a worker sees another's served offers once its writer commits them, within milliseconds).
 # /recommend is the hot path: its JSON decision line (serving.observability) replaces BentoML's access line, and
 # its latency histogram BentoML's per-request metrics and trace span, which cost more CPU than the decision.
 HOT_PATHS = ["/recommend"]
 
 
-@bentoml.service(workers=1, traffic={"timeout": 10},
+@bentoml.service(workers=int(os.environ.get("NBO_WORKERS", "1")), traffic={"timeout": 10},
                  logging={"access": {"skip_paths": ["/metrics", "/healthz", "/livez", "/readyz", *HOT_PATHS]}},
                  tracing={"excluded_urls": HOT_PATHS})
 class NextBestOffer:
@@ -226,6 +229,20 @@ class NextBestOffer:
         self.recommender = Recommender.from_home(self.paths)
         limit_blas_threads()
         settle_heap()
+        threading.Thread(target=self.follow_champion, name="follow-champion", daemon=True).start()
+
+    def follow_champion(self) -> None:
+        """Every $NBO_RELOAD_SECONDS (30), serve the registry's champion if it moved: the workers that
+        /admin/reload did not reach follow it, and a promotion or rollback needs no call."""
+        interval = float(os.environ.get("NBO_RELOAD_SECONDS", "30"))
+        while True:
+            time.sleep(interval)
+            try:
+                if self.recommender.follow_champion(connect(self.paths)):
+                    logger.info("now serving champion version %s", self.recommender.scorer.model.version)
+                    settle_heap()
+            except Exception as error:  # registry down or a model this code cannot serve: keep the current one
+                logger.warning("champion check failed, keeping the current model: %s", error)
 
     @bentoml.api(input_spec=RecommendRequest, output_spec=RecommendResponse)
     async def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:

@@ -4,6 +4,7 @@ import pytest
 
 from serving.recommender import Recommender
 from serving.rules import Policy
+from training.registry import connect, get_alias_version
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,16 @@ def test_an_unservable_model_is_refused_and_the_current_one_kept(recommender):
     with pytest.raises(LookupError):
         recommender.use_model(None)
     assert recommender.scorer is current
+
+
+def test_a_worker_not_serving_the_champion_follows_it(trained_home, recommender):
+    client = connect(trained_home[0])
+    assert recommender.follow_champion(client) is False  # already serving it
+    recommender.model_source = "packaged"  # as after a start with the registry down
+    assert recommender.follow_champion(client) is True
+    assert recommender.model_source == "registry"
+    assert recommender.scorer.model.version == get_alias_version(client, "champion")
+    assert recommender.follow_champion(client) is False
 
 
 def test_reasons_include_the_category_share_offset(recommender, monkeypatch):
