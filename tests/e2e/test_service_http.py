@@ -11,10 +11,12 @@ KEY = "test-key-123"
 
 @pytest.fixture(scope="module")
 def service(trained_home, tmp_path_factory):
+    """Two worker processes, as on a two-core machine: consecutive requests may reach either, so every test
+    below also checks that the workers share what they learn (events, decisions)."""
     paths, _ = trained_home
     port = free_port()
     process = start_service(paths, port, tmp_path_factory.mktemp("logs") / "service.log",
-                            env={"NBO_API_KEY": KEY})
+                            env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2"})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url, timeout_s=120)
