@@ -123,17 +123,21 @@ def find_active(customer: np.ndarray, n_customers: int, ts: np.ndarray, visible:
     """(customers x cutoffs): whether the customer has a row known before the cutoff, within the look-back.
 
     A row counts at a run of cutoffs (in time order): from the first after it turns visible to the last
-    whose look-back reaches it; one bincount finds the runs each customer has."""
+    whose look-back reaches it. Each row's run is a bit mask over (up to 62) cutoffs, OR-ed per customer."""
     order = np.argsort(times, kind="stable")
     ordered = np.asarray(times, dtype="int64")[order]
     starts = np.array([LOOKBACK.start(int(t)) for t in ordered], dtype="int64")
-    n = len(ordered) + 1
-    run = np.searchsorted(ordered, visible, side="right") * n + np.searchsorted(starts, ts, side="right")
-    present = np.bincount(customer.astype("int64") * n * n + run, minlength=n_customers * n * n) > 0
-    first, after = np.divmod(np.arange(n * n), n)
-    covers = (first[:, None] <= np.arange(len(ordered))) & (np.arange(len(ordered)) < after[:, None])
+    first = np.searchsorted(ordered, visible, side="right")
+    after = np.searchsorted(starts, ts, side="right")
+    useful = np.flatnonzero(first < after)
+    first, after, customer = first[useful], after[useful], customer[useful].astype("int64")
     active = np.empty((n_customers, len(ordered)), dtype=bool)
-    active[:, order] = (present.reshape(n_customers, n * n).astype("float32") @ covers.astype("float32")) > 0
+    for low in range(0, len(ordered), 62):
+        width = min(62, len(ordered) - low)
+        runs = (np.int64(1) << np.clip(after - low, 0, width)) - (np.int64(1) << np.clip(first - low, 0, width))
+        masks = np.zeros(n_customers, dtype="int64")
+        np.bitwise_or.at(masks, customer, runs)
+        active[:, order[low:low + width]] = (masks[:, None] >> np.arange(width)) & 1
     return active
 
 
