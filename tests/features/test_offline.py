@@ -3,7 +3,10 @@ import pandas as pd
 import pytest
 
 from features.definitions import FEATURES
-from features.offline import build_training_set, choose_cutoffs, customer_features, features_at, to_signal_frame
+from features.definitions import DAY, LOOKBACK
+from features.offline import (
+    build_training_set, choose_cutoffs, customer_features, features_at, find_active, to_signal_frame,
+)
 
 CUTOFF = pd.Timestamp("2025-03-10", tz="UTC")
 
@@ -103,3 +106,19 @@ def test_customer_features_equal_the_training_set_customer_columns(make_events):
     pd.testing.assert_frame_equal(customer_features(to_signal_frame(events), cutoffs, names), expected)
     with pytest.raises(ValueError, match="customer features only"):
         customer_features(to_signal_frame(events), cutoffs, list(FEATURES))
+
+
+@pytest.mark.parametrize("n_cutoffs", [5, 130])  # one bit mask of cutoffs, and several
+def test_a_customer_is_active_from_a_row_turning_visible_until_the_look_back_passes_it(n_cutoffs):
+    times = np.arange(n_cutoffs, dtype="int64") * 10 * DAY + 400 * DAY
+    year = times[0] - LOOKBACK.start(int(times[0]))
+    ts = np.array([times[1] - 1, times[0] - year - 1, times[2] - 5, times[-1] - DAY], dtype="int64")
+    visible = np.array([ts[0], ts[1], times[3] + 1, ts[3]], dtype="int64")  # row 2 is linked late
+    customer = np.array([0, 1, 2, 3])
+    active = find_active(customer, 5, ts, visible, times[::-1].copy())[:, ::-1]  # cutoffs in any order
+    expected = np.zeros((5, n_cutoffs), dtype=bool)
+    expected[0, 1:] = times[1:] - year <= ts[0]  # from the cutoff after it until it leaves the look-back
+    expected[2, 4:] = times[4:] - year <= ts[2]  # only once visible
+    expected[3, -1] = True
+    assert (active == expected).all()
+    assert active[0, 1] and not active[1].any() and not active[4].any()
