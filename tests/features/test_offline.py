@@ -2,8 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import FEATURES
-from features.definitions import DAY, LOOKBACK
+from features.definitions import DAY, FEATURES, LOOKBACK
 from features.offline import (
     build_training_set, choose_cutoffs, customer_features, features_at, find_active, to_signal_frame,
 )
