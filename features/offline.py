@@ -129,14 +129,14 @@ def find_active(customer: np.ndarray, n_customers: int, ts: np.ndarray, visible:
     starts = np.array([LOOKBACK.start(int(t)) for t in ordered], dtype="int64")
     first = np.searchsorted(ordered, visible, side="right")
     after = np.searchsorted(starts, ts, side="right")
-    useful = np.flatnonzero(first < after)
-    first, after, customer = first[useful], after[useful], customer[useful].astype("int64")
     active = np.empty((n_customers, len(ordered)), dtype=bool)
     for low in range(0, len(ordered), 62):
         width = min(62, len(ordered) - low)
-        runs = (np.int64(1) << np.clip(after - low, 0, width)) - (np.int64(1) << np.clip(first - low, 0, width))
+        top, bottom = (after, first) if width == len(ordered) else \
+            (np.clip(after - low, 0, width), np.clip(first - low, 0, width))
+        runs = np.left_shift(1, top, dtype="int64") - np.left_shift(1, bottom, dtype="int64")
         masks = np.zeros(n_customers, dtype="int64")
-        np.bitwise_or.at(masks, customer, runs)
+        np.bitwise_or.at(masks, customer, np.maximum(runs, 0, out=runs))  # no run when it ends before it starts
         active[:, order[low:low + width]] = (masks[:, None] >> np.arange(width)) & 1
     return active
 
