@@ -245,9 +245,8 @@ class NextBestOffer:
                 logger.warning("champion check failed, keeping the current model: %s", error)
 
     @bentoml.api(input_spec=RecommendRequest, output_spec=RecommendResponse)
-    async def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:
-        """Rank the eligible offers for a customer in a channel. It runs on the event loop (about 2 ms of CPU, no
-        I/O wait): a hand-off to a worker thread costs more than it frees."""
+    def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:
+        """Rank the eligible offers for a customer in a channel."""
         if recommend_needs_key():
             require_key(ctx)
         request = RecommendRequest.model_validate(request)

@@ -59,20 +59,22 @@ def tabulate_splits(splits: list[np.ndarray | None | bool]) -> SplitTable:
         categorical=np.array([j for j, cuts in enumerate(splits) if cuts is None], dtype=np.int64))
 
 
-def split_keys(inputs: np.ndarray, table: SplitTable, chunk_cells: int = 1 << 24) -> np.ndarray:
+def split_keys(inputs: np.ndarray, table: SplitTable, few_rows: int = 64) -> np.ndarray:
     """(rows x columns) int64 codes that decide every split: the bucket between thresholds with a zero flag for
     numerical columns, the code itself for categorical ones, -1 when missing, 0 for columns never split on.
-    Rows go in chunks of about chunk_cells (row x threshold) comparisons."""
+    A few rows (a request's) compare with every threshold at once; more rows search each column's thresholds."""
     keys = np.zeros((len(inputs), table.width), dtype=np.int64)
     categorical = inputs[:, table.categorical]
     keys[:, table.categorical] = np.where(np.isnan(categorical), -1, np.nan_to_num(categorical))
-    if len(table.numeric) == 0:
-        return keys
-    step = max(1, chunk_cells // len(table.cuts))
-    for first in range(0, len(inputs), step):
-        values = inputs[first:first + step, table.numeric]
-        below = np.add.reduceat(values[:, table.owner] > table.cuts, table.starts, axis=1)
-        keys[first:first + step, table.numeric] = np.where(np.isnan(values), -1, 2 * below + (np.abs(values) <= ZERO))
+    values = inputs[:, table.numeric]
+    if len(inputs) <= few_rows:
+        below = np.add.reduceat(values[:, table.owner] > table.cuts, table.starts, axis=1) if len(table.numeric) \
+            else np.zeros(values.shape, dtype=np.int64)
+    else:
+        ends = np.append(table.starts[1:], len(table.cuts))
+        below = np.column_stack([np.searchsorted(table.cuts[a:b], values[:, j], side="left")
+                                 for j, (a, b) in enumerate(zip(table.starts, ends))] or [np.zeros(len(inputs), int)])
+    keys[:, table.numeric] = np.where(np.isnan(values), -1, 2 * below + (np.abs(values) <= ZERO))
     return keys
 
 
