@@ -152,9 +152,14 @@ class OnlineStore:
         self.synced = changes[-1][0]
 
     def _mark_touched(self, customers: list[str | None]) -> None:
-        """Record changed customers (None: every customer) for the other processes, keeping the latest changes."""
+        """Record changed customers (None: every customer) for the other processes, keeping the latest changes
+        (inside the caller's transaction). A process that had seen every earlier change stays in step."""
+        latest = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM touched").fetchone()[0]
         self.db.executemany("INSERT INTO touched (customer_id) VALUES (?)", [(c,) for c in customers])
-        self.db.execute("DELETE FROM touched WHERE seq <= (SELECT MAX(seq) FROM touched) - ?", (KEEP_TOUCHED,))
+        newest = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM touched").fetchone()[0]
+        self.db.execute("DELETE FROM touched WHERE seq <= ?", (newest - KEEP_TOUCHED,))
+        if latest == self.synced:
+            self.synced = newest
 
     def _check(self) -> None:
         if self.stale:
@@ -246,18 +251,20 @@ class OnlineStore:
         """The customer's signal rows, or None for a customer the store has never seen."""
         self._sync()
         self._check()
-        if customer_id not in self.cache:
-            found = self.db.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM signals WHERE customer_id = ? "
-                                    "ORDER BY ts", (customer_id,)).fetchall()
-            if not found:
-                return None
-            table = np.array(found, dtype=object)
-            if len(self.cache) >= MAX_CACHED:
-                del self.cache[next(iter(self.cache))]
-            self.cache[customer_id] = CustomerRows(
-                category=table[:, 0], ts=table[:, 1].astype("int64"), visible=table[:, 2].astype("int64"),
-                values=table[:, 3:].astype("float64"))
-        return self.cache[customer_id]
+        cached = self.cache.get(customer_id)
+        if cached is not None:
+            return cached
+        found = self.db.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM signals WHERE customer_id = ? "
+                                "ORDER BY ts", (customer_id,)).fetchall()
+        if not found:
+            return None
+        table = np.array(found, dtype=object)
+        rows = CustomerRows(category=table[:, 0], ts=table[:, 1].astype("int64"),
+                            visible=table[:, 2].astype("int64"), values=table[:, 3:].astype("float64"))
+        if len(self.cache) >= MAX_CACHED:
+            self.cache.pop(next(iter(self.cache), None), None)
+        self.cache[customer_id] = rows
+        return rows
 
     def customers(self) -> list[str]:
         """Every customer with at least one stored signal."""
@@ -266,9 +273,9 @@ class OnlineStore:
     def clear(self) -> None:
         """Forget every event, link and row, with tables made anew for the current signals (before a rebuild)."""
         drops = "".join(f"DROP TABLE IF EXISTS {table};" for table in ("seen", "links", "signals", "pending"))
-        self.db.executescript(f"BEGIN; {drops} {_SCHEMA}")
-        self._mark_touched([None])
-        self.db.execute("COMMIT")
+        with self.db:
+            self.db.executescript(f"BEGIN; {drops} {_SCHEMA}")
+            self._mark_touched([None])
         self.cache.clear()
         self.stale = False
 

@@ -24,7 +24,7 @@ from serving.packaged import load_serving_model
 from serving.rules import (Policy, cap_window, capped_offers, choose_slots, eligible_offers, index_offers, rank_offers,
                            recently_bought)
 from training.affinity import attribute_log_share
-from training.registry import LoadedModel, get_alias_version, load_model, predict_proba
+from training.registry import LoadedModel, predict_proba
 
 logger = logging.getLogger("nbo.serving")
 
@@ -122,15 +122,10 @@ class Recommender:
         self.scorer = Scorer(model)
         self.model_source = "registry"
 
-    def follow_champion(self, client) -> bool:
-        """Serve the registry's champion if it is not the model in use (another worker reloaded, a person
-        promoted or rolled back, or the registry is back after a start on the packaged model); True if swapped."""
-        version = get_alias_version(client, "champion")
-        serving = self.scorer.model.version if self.scorer and self.model_source == "registry" else None
-        if version is None or version == serving:
-            return False
-        self.use_model(load_model(client, version=version))
-        return True
+    @property
+    def registry_version(self) -> str | None:
+        """The registry version served; None when serving the packaged model or popularity only."""
+        return self.scorer.model.version if self.scorer and self.model_source == "registry" else None
 
     def candidates(self, customer_id: str, channel: str, now: pd.Timestamp) -> np.ndarray:
         """Catalogue positions of the offers valid now in the channel that no contact cap forbids."""

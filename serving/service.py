@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hmac
 import logging
 import os
@@ -15,13 +14,13 @@ import bentoml
 import pandas as pd
 from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ConfigDict, Field
-from threadpoolctl import threadpool_limits
 
 from features.schema import CHANNELS, validate_events
 from nbo.config import get_paths
 from serving.observability import EVENTS, observe_decision
 from serving.campaign import plan_campaign
 from serving.recommender import Decision, Recommender
+from serving.runtime import BodyLimit, follow_registry, limit_blas_threads, reload_interval, settle_heap
 from training.registry import connect, load_model
 
 Channel = Literal[CHANNELS]
@@ -168,49 +167,6 @@ def recommend_needs_key() -> bool:
     return os.environ.get("NBO_RECOMMEND_NEEDS_KEY", "").lower() in ("1", "true", "yes")
 
 
-def limit_blas_threads() -> None:
-    """One BLAS thread: request matrices are tiny, and OpenBLAS's second thread spun a whole core between requests
-    (3.3 ms of CPU per request at 200 req/s, as much as the request itself)."""
-    threadpool_limits(limits=1, user_api="blas")
-
-
-def settle_heap() -> None:
-    """Exempt what is alive now (libraries, model, catalogue: about 440k objects) from garbage collection: a full
-    collection over them stalls every request in flight for about 220 ms."""
-    gc.collect()
-    gc.freeze()
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413 before anything parses it."""
-
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = int(dict(scope["headers"]).get(b"content-length", b"0"))
-        body, message = b"", {"type": "http.request", "more_body": declared <= self.limit}
-        while message.get("more_body") and len(body) <= self.limit:
-            message = await receive()
-            body += message.get("body", b"")
-        if declared > self.limit or len(body) > self.limit:
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
-            return await send({"type": "http.response.body", "body": b"request body over %d bytes" % self.limit})
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {**message, "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
-
-
 # $NBO_WORKERS processes serve (one per core for throughput; they share the online store and the decision log, and
 # a worker sees another's served offers once its writer commits them, within milliseconds).
 # /recommend is the hot path: its JSON decision line (serving.observability) replaces BentoML's access line, and
@@ -229,20 +185,8 @@ class NextBestOffer:
         self.recommender = Recommender.from_home(self.paths)
         limit_blas_threads()
         settle_heap()
-        threading.Thread(target=self.follow_champion, name="follow-champion", daemon=True).start()
-
-    def follow_champion(self) -> None:
-        """Every $NBO_RELOAD_SECONDS (30), serve the registry's champion if it moved: the workers that
-        /admin/reload did not reach follow it, and a promotion or rollback needs no call."""
-        interval = float(os.environ.get("NBO_RELOAD_SECONDS", "30"))
-        while True:
-            time.sleep(interval)
-            try:
-                if self.recommender.follow_champion(connect(self.paths)):
-                    logger.info("now serving champion version %s", self.recommender.scorer.model.version)
-                    settle_heap()
-            except Exception as error:  # registry down or a model this code cannot serve: keep the current one
-                logger.warning("champion check failed, keeping the current model: %s", error)
+        threading.Thread(target=follow_registry, args=(self.recommender, self.paths, reload_interval()),
+                         name="follow-champion", daemon=True).start()
 
     @bentoml.api(input_spec=RecommendRequest, output_spec=RecommendResponse)
     def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:

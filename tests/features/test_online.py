@@ -221,6 +221,19 @@ def test_a_store_too_far_behind_the_changes_drops_its_whole_cache(make_events, t
     writer.close()
 
 
+def test_a_store_writing_most_changes_itself_keeps_its_cache(make_events, tmp_path, monkeypatch):
+    monkeypatch.setattr("features.online.KEEP_TOUCHED", 2)
+    busy, other = OnlineStore(tmp_path / "store.sqlite"), OnlineStore(tmp_path / "store.sqlite")
+    busy.write(make_events([dict(ts="2025-02-01 10:00", customer_id="c1", event_type="page_view")]))
+    cached = busy.rows("c1")
+    for i in range(3):  # its own changes, past the ones kept
+        busy.write(make_events([dict(ts="2025-02-03 10:00", customer_id=f"x{i}", event_type="page_view")]))
+    other.write(make_events([dict(ts="2025-02-04 10:00", customer_id="c2", event_type="page_view")]))
+    assert busy.rows("c1") is cached
+    busy.close()
+    other.close()
+
+
 def test_rows_older_than_the_look_back_count_only_for_all_time_signals():
     t = 1_800_000_000
     old, recent = t - 400 * 86_400, t - 3_600

@@ -4,6 +4,7 @@ import pytest
 
 from serving.recommender import Recommender
 from serving.rules import Policy
+from serving.runtime import check_champion
 from training.registry import connect, get_alias_version
 
 
@@ -109,14 +110,18 @@ def test_an_unservable_model_is_refused_and_the_current_one_kept(recommender):
     assert recommender.scorer is current
 
 
-def test_a_worker_not_serving_the_champion_follows_it(trained_home, recommender):
+def test_a_worker_not_serving_the_champion_follows_it(trained_home, recommender, monkeypatch):
     client = connect(trained_home[0])
-    assert recommender.follow_champion(client) is False  # already serving it
+    champion = get_alias_version(client, "champion")
+    assert check_champion(recommender, client, None) == (False, None)  # already serving it
     recommender.model_source = "packaged"  # as after a start with the registry down
-    assert recommender.follow_champion(client) is True
-    assert recommender.model_source == "registry"
-    assert recommender.scorer.model.version == get_alias_version(client, "champion")
-    assert recommender.follow_champion(client) is False
+    assert check_champion(recommender, client, None) == (True, None)
+    assert recommender.model_source == "registry" and recommender.registry_version == champion
+    recommender.model_source = "packaged"
+    monkeypatch.setattr("serving.runtime.load_model", lambda client, version: None)  # an unservable champion
+    assert check_champion(recommender, client, None) == (False, champion)
+    assert check_champion(recommender, client, champion) == (False, champion)  # not tried again
+    assert recommender.model_source == "packaged"
 
 
 def test_reasons_include_the_category_share_offset(recommender, monkeypatch):
