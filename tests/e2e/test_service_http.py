@@ -11,8 +11,8 @@ KEY = "test-key-123"
 
 @pytest.fixture(scope="module")
 def service(trained_home, tmp_path_factory):
-    """Two worker processes, as on a two-core machine: consecutive requests may reach either, so every test
-    below also checks that the workers share what they learn (events, decisions)."""
+    """Two worker processes, as on a two-core machine: the kernel hands each new connection to either worker,
+    so the tests below run across workers too (tests/features/test_online.py checks the sharing itself)."""
     paths, _ = trained_home
     port = free_port()
     process = start_service(paths, port, tmp_path_factory.mktemp("logs") / "service.log",
