@@ -123,21 +123,18 @@ def find_active(customer: np.ndarray, n_customers: int, ts: np.ndarray, visible:
     """(customers x cutoffs): whether the customer has a row known before the cutoff, within the look-back.
 
     A row counts at a run of cutoffs (in time order): from the first after it turns visible to the last
-    whose look-back reaches it. Each row's run is a bit mask over (up to 62) cutoffs, OR-ed per customer."""
+    whose look-back reaches it. Each row adds 1 where its run starts and takes 1 where it ends; a running sum
+    over the cutoffs counts, per customer, the rows that cover each one."""
     order = np.argsort(times, kind="stable")
     ordered = np.asarray(times, dtype="int64")[order]
     starts = np.array([LOOKBACK.start(int(t)) for t in ordered], dtype="int64")
-    first = np.searchsorted(ordered, visible, side="right")
+    n = len(ordered) + 1
     after = np.searchsorted(starts, ts, side="right")
+    first = np.minimum(np.searchsorted(ordered, visible, side="right"), after)  # an empty run adds nothing
+    at = customer.astype("int64") * n
+    edges = np.bincount(at + first, minlength=n_customers * n) - np.bincount(at + after, minlength=n_customers * n)
     active = np.empty((n_customers, len(ordered)), dtype=bool)
-    for low in range(0, len(ordered), 62):
-        width = min(62, len(ordered) - low)
-        top, bottom = (after, first) if width == len(ordered) else \
-            (np.clip(after - low, 0, width), np.clip(first - low, 0, width))
-        runs = np.left_shift(1, top, dtype="int64") - np.left_shift(1, bottom, dtype="int64")
-        masks = np.zeros(n_customers, dtype="int64")
-        np.bitwise_or.at(masks, customer, np.maximum(runs, 0, out=runs))  # no run when it ends before it starts
-        active[:, order[low:low + width]] = (masks[:, None] >> np.arange(width)) & 1
+    active[:, order] = np.cumsum(edges.reshape(n_customers, n), axis=1)[:, :-1] > 0
     return active
 
 

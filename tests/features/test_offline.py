@@ -107,7 +107,7 @@ def test_customer_features_equal_the_training_set_customer_columns(make_events):
         customer_features(to_signal_frame(events), cutoffs, list(FEATURES))
 
 
-@pytest.mark.parametrize("n_cutoffs", [5, 130])  # one bit mask of cutoffs, and several
+@pytest.mark.parametrize("n_cutoffs", [5, 130])
 def test_a_customer_is_active_from_a_row_turning_visible_until_the_look_back_passes_it(n_cutoffs):
     times = np.arange(n_cutoffs, dtype="int64") * 10 * DAY + 400 * DAY
     year = times[0] - LOOKBACK.start(int(times[0]))
