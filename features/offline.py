@@ -79,7 +79,10 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
 
 def _sorted_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Codes of a column's values and the distinct values, in sorted order (categories sorted as text)."""
-    codes, uniques = pd.factorize(column)
+    if isinstance(column.dtype, pd.CategoricalDtype):  # a signal frame's: its codes are already there
+        codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
+    else:
+        codes, uniques = pd.factorize(column)
     uniques = pd.Index(np.asarray(uniques, dtype=object))
     order = uniques.argsort()
     return np.argsort(order)[codes], uniques[order]
