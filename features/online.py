@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS pending (anonymous_id TEXT, category TEXT, ts INTEGER
 CREATE INDEX IF NOT EXISTS pending_device ON pending (anonymous_id);
 CREATE TABLE IF NOT EXISTS touched (seq INTEGER PRIMARY KEY AUTOINCREMENT, customer_id TEXT);
 """
-MAX_CACHED = 50_000  # customers whose rows a process keeps in memory (the oldest cached go first)
+MAX_CACHED = 20_000  # customers whose rows a process keeps in memory, about 15 KB each (oldest go first)
 KEEP_TOUCHED = 100_000  # changes kept for other processes; one further behind drops its whole cache
 _ROW_COLUMNS = ["category", "ts", "visible", *SIGNAL_NAMES]
 
@@ -121,6 +121,7 @@ class OnlineStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
         self.cache: dict[str, CustomerRows] = {}
+        self.names: dict[str | None, str | None] = {}  # one string object per category name
         self.path = path
         self.version = self._data_version()
         self.synced = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM touched").fetchone()[0]
@@ -259,8 +260,10 @@ class OnlineStore:
         if not found:
             return None
         table = np.array(found, dtype=object)
-        rows = CustomerRows(category=table[:, 0], ts=table[:, 1].astype("int64"),
-                            visible=table[:, 2].astype("int64"), values=table[:, 3:].astype("float64"))
+        # nothing may keep the object table (a Python object per cell): categories are copied, one string each
+        category = np.array([self.names.setdefault(c, c) for c in table[:, 0]], dtype=object)
+        rows = CustomerRows(category=category, ts=table[:, 1].astype("int64"), visible=table[:, 2].astype("int64"),
+                            values=table[:, 3:].astype("float64"))
         if len(self.cache) >= MAX_CACHED:
             self.cache.pop(next(iter(self.cache), None), None)
         self.cache[customer_id] = rows
