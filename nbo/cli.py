@@ -85,11 +85,15 @@ def train(home: Home = None) -> None:
 
 
 @app.command()
-def serve(port: int = 3000, home: Home = None) -> None:
+def serve(port: int = 3000, home: Home = None,
+          workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default $NBO_WORKERS or 1; "
+                                                                   "one per core for throughput).")] = None) -> None:
     """Run the BentoML service in the foreground on the champion model."""
     from serving.process import serve_command
 
     os.environ["NBO_HOME"] = str(get_paths(home).home)
+    if workers is not None:
+        os.environ["NBO_WORKERS"] = str(workers)
     os.execv(serve_command(port)[0], serve_command(port))
 
 

@@ -62,6 +62,14 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+def worker_count() -> int:
+    """Worker processes of the service ($NBO_WORKERS, 1 by default)."""
+    raw = os.environ.get("NBO_WORKERS", "1")
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"NBO_WORKERS must be a whole number of processes, 1 or more, not {raw!r}")
+    return int(raw)
+
+
 def reload_interval() -> float:
     """Seconds between two looks at the registry's champion ($NBO_RELOAD_SECONDS, 30 by default)."""
     raw = os.environ.get("NBO_RELOAD_SECONDS", "30")
@@ -69,7 +77,7 @@ def reload_interval() -> float:
         seconds = float(raw)
     except ValueError:
         seconds = 0.0
-    if not seconds > 0:
+    if not 0 < seconds < float("inf"):
         raise ValueError(f"NBO_RELOAD_SECONDS must be a positive number of seconds, not {raw!r}")
     return seconds
 

@@ -20,7 +20,8 @@ from nbo.config import get_paths
 from serving.observability import EVENTS, observe_decision
 from serving.campaign import plan_campaign
 from serving.recommender import Decision, Recommender
-from serving.runtime import BodyLimit, follow_registry, limit_blas_threads, reload_interval, settle_heap
+from serving.runtime import (BodyLimit, follow_registry, limit_blas_threads, reload_interval, settle_heap,
+                             worker_count)
 from training.registry import connect, load_model
 
 Channel = Literal[CHANNELS]
@@ -174,7 +175,7 @@ def recommend_needs_key() -> bool:
 HOT_PATHS = ["/recommend"]
 
 
-@bentoml.service(workers=int(os.environ.get("NBO_WORKERS", "1")), traffic={"timeout": 10},
+@bentoml.service(workers=worker_count(), traffic={"timeout": 10},
                  logging={"access": {"skip_paths": ["/metrics", "/healthz", "/livez", "/readyz", *HOT_PATHS]}},
                  tracing={"excluded_urls": HOT_PATHS})
 class NextBestOffer:
