@@ -66,14 +66,15 @@ def split_keys(inputs: np.ndarray, table: SplitTable, few_rows: int = 64) -> np.
     keys = np.zeros((len(inputs), table.width), dtype=np.int64)
     categorical = inputs[:, table.categorical]
     keys[:, table.categorical] = np.where(np.isnan(categorical), -1, np.nan_to_num(categorical))
+    if len(table.numeric) == 0:
+        return keys
     values = inputs[:, table.numeric]
     if len(inputs) <= few_rows:
-        below = np.add.reduceat(values[:, table.owner] > table.cuts, table.starts, axis=1) if len(table.numeric) \
-            else np.zeros(values.shape, dtype=np.int64)
+        below = np.add.reduceat(values[:, table.owner] > table.cuts, table.starts, axis=1)
     else:
         ends = np.append(table.starts[1:], len(table.cuts))
         below = np.column_stack([np.searchsorted(table.cuts[a:b], values[:, j], side="left")
-                                 for j, (a, b) in enumerate(zip(table.starts, ends))] or [np.zeros(len(inputs), int)])
+                                 for j, (a, b) in enumerate(zip(table.starts, ends))])
     keys[:, table.numeric] = np.where(np.isnan(values), -1, 2 * below + (np.abs(values) <= ZERO))
     return keys
 
