@@ -2,10 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import offline
 from features.definitions import DAY, FEATURES, LOOKBACK
 from features.offline import (
     build_training_set, choose_cutoffs, customer_features, features_at, find_active, to_signal_frame,
 )
+from tests.features.conftest import CATEGORIES
 
 CUTOFF = pd.Timestamp("2025-03-10", tz="UTC")
 
@@ -121,3 +123,16 @@ def test_a_customer_is_active_from_a_row_turning_visible_until_the_look_back_pas
     expected[3, -1] = True
     assert (active == expected).all()
     assert active[0, 1] and not active[1].any() and not active[4].any()
+
+
+def test_training_rows_equal_the_features_at_each_cutoff(random_events, monkeypatch):
+    monkeypatch.setattr(offline, "CHUNK_ROWS", 60)  # several chunks of whole customers
+    cutoffs = choose_cutoffs(random_events, 4, 7)
+    training = build_training_set(random_events, cutoffs, 7, CATEGORIES, list(FEATURES))
+    frame = to_signal_frame(random_events)
+    assert frame["visible"].gt(frame["ts"]).sum() > 10  # anonymous rows linked later are counted from the link
+    for cutoff, rows in training.groupby("cutoff"):
+        expected = features_at(frame, int(cutoff.timestamp()), rows[["customer_id", "category"]], list(FEATURES))
+        np.testing.assert_allclose(rows[[f.name for f in FEATURES]].to_numpy(), expected.iloc[:, 2:].to_numpy(),
+                                   rtol=1e-6, equal_nan=True)
+    assert training["cutoff"].nunique() == 4 and training["cust_views_30d"].gt(0).mean() > 0.5
