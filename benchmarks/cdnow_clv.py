@@ -37,9 +37,18 @@ def load_cdnow(path: Path = DATA) -> pd.DataFrame:
     })
 
 
-def split_customers(tx: pd.DataFrame, seed: int) -> tuple[set[str], set[str]]:
-    """Random 50/50 split of customer ids (train, test)."""
+def split_customers(tx: pd.DataFrame, seed: int,
+                    method: str = "rng") -> tuple[set[str], set[str]]:
+    """Random 50/50 split of customer ids (train, test).
+
+    ``rng``: second half of ``numpy.random.default_rng(seed)``'s permutation.
+    ``pandas-sample``: the test half is ``Series(ids).sample(frac=0.5,
+    random_state=seed)``, the split behind ../shared/NOTES.md (seed 0).
+    """
     ids = np.sort(tx["customer_id"].unique())
+    if method == "pandas-sample":
+        test = set(pd.Series(ids).sample(frac=0.5, random_state=seed))
+        return set(ids) - test, test
     perm = np.random.default_rng(seed).permutation(ids)
     half = len(ids) // 2
     return set(perm[:half]), set(perm[half:])
@@ -67,34 +76,34 @@ def predict_ours(tx: pd.DataFrame, train: set[str], test: set[str], seed: int) -
     return predict_clv(model, test_tx, HOLDOUT_START, HORIZON_DAYS)
 
 
-def summarise_calibration(tx: pd.DataFrame) -> pd.DataFrame:
-    """BG/NBD inputs in weeks: frequency (repeat days), recency and T."""
-    from training.clv import build_features
-    feats = build_features(tx, HOLDOUT_START)
-    weeks = feats[["frequency", "recency", "T"]].copy()
-    weeks[["recency", "T"]] = weeks[["recency", "T"]] / 7.0
-    return weeks
-
-
 def predict_bgnbd(tx: pd.DataFrame, test: set[str], python: str) -> pd.DataFrame:
     """Run BG/NBD in the btyd virtualenv: fit on all calibration data, predict test."""
-    summary = summarise_calibration(tx)
-    summary["is_test"] = summary.index.isin(test)
+    calibration = tx.loc[tx["ts"] < HOLDOUT_START, ["customer_id", "ts"]]
+    calibration = calibration.assign(is_test=calibration["customer_id"].isin(test))
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "calibration.csv", Path(tmp) / "bgnbd.csv"
-        summary.to_csv(src)
+        calibration.to_csv(src, index=False)
         cmd = [python, __file__, "--bgnbd-worker", str(src), str(dst)]
         subprocess.run(cmd, check=True)
         return pd.read_csv(dst, index_col=0, dtype={"customer_id": str})
 
 
 def run_bgnbd_worker(src: str, dst: str) -> None:
-    """Inside the btyd venv: fit BetaGeoFitter and write test-half predictions."""
+    """Inside the btyd venv: fit BetaGeoFitter and write test-half predictions.
+
+    lifetimes' own summary in days (repeat days, recency, T up to the last
+    calibration day 1997-09-30, as in the classic data), then weeks.
+    """
     from lifetimes import BetaGeoFitter
-    cal = pd.read_csv(src, index_col=0, dtype={"customer_id": str})
+    from lifetimes.utils import summary_data_from_transaction_data
+    tx = pd.read_csv(src, dtype={"customer_id": str}, parse_dates=["ts"])
+    last_day = HOLDOUT_START - pd.Timedelta(days=1)
+    cal = summary_data_from_transaction_data(tx, "customer_id", "ts", freq="D",
+                                             observation_period_end=last_day)
+    cal[["recency", "T"]] = cal[["recency", "T"]] / 7.0
     bgf = BetaGeoFitter(penalizer_coef=0.0)
     bgf.fit(cal["frequency"], cal["recency"], cal["T"])
-    test = cal.loc[cal["is_test"].astype(bool)]
+    test = cal.loc[tx.loc[tx["is_test"], "customer_id"].unique()]
     weeks = HORIZON_DAYS / 7.0
     out = pd.DataFrame({
         "expected_purchases": bgf.conditional_expected_number_of_purchases_up_to_time(
@@ -108,11 +117,12 @@ def main() -> None:
     """Run both models on the same split and print metrics side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--split", choices=("rng", "pandas-sample"), default="rng")
     parser.add_argument("--btyd-python", default="/tmp/nbo-btyd-venv/bin/python")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     tx = load_cdnow()
-    train, test = split_customers(tx, args.seed)
+    train, test = split_customers(tx, args.seed, args.split)
     ours = predict_ours(tx, train, test, args.seed)
     actual = _holdout_days(tx, ours.index)
     bg = predict_bgnbd(tx, test, args.btyd_python).reindex(ours.index)
@@ -122,7 +132,7 @@ def main() -> None:
         "BG/NBD": score(actual, bg["expected_purchases"].to_numpy(),
                         bg["expected_purchases"].to_numpy()),
     }
-    print(f"seed={args.seed}  train={len(train)}  test={len(test)} customers")
+    print(f"seed={args.seed} split={args.split}  train={len(train)}  test={len(test)} customers")
     print(pd.DataFrame(rows).T.round(4).to_string())
 
 
