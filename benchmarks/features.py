@@ -23,17 +23,17 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from features.definitions import FEATURES, FEATURES_BY_NAME, LINK_KIND, SIGNAL_NAMES, kind_values  # noqa: E402
+from features.distributed import EVENT_COLUMNS  # noqa: E402
 from features.offline import (  # noqa: E402
     build_from_signals, build_training_set, choose_cutoffs, customer_features, to_signal_frame,
 )
+from features.pipeline import read_events  # noqa: E402
 from features.simulate import simulate  # noqa: E402
-
-EVENT_COLUMNS = ["ts", "customer_id", "anonymous_id", "channel", "event_type", "category", "amount", "offer_id"]
 
 
 def load_raw(raw: Path) -> tuple[pd.DataFrame, list[str]]:
     """The events columns features need, and the categories."""
-    events = pd.read_parquet(raw / "events.parquet", columns=EVENT_COLUMNS)
+    events = read_events([raw / "events.parquet"], EVENT_COLUMNS)
     return events, sorted(pd.read_parquet(raw / "items.parquet")["category"].dropna().unique().tolist())
 
 

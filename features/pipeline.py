@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features.definitions import FEATURES
 from features.offline import build_training_set, choose_cutoffs
 from features.online import open_store
 from nbo.config import Paths
+
+
+# Event columns with few distinct values (ids, vocabularies): read as categoricals, so that no string is
+# materialised per row and the feature builder works on their codes.
+DICTIONARY_COLUMNS = ["customer_id", "anonymous_id", "channel", "event_type", "category", "offer_id"]
 
 
 def read_raw(paths: Paths, table: str) -> pd.DataFrame:
@@ -19,7 +27,19 @@ def read_raw(paths: Paths, table: str) -> pd.DataFrame:
     files += sorted((paths.raw / table).glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no {table} in {paths.raw}: run `nbo generate` or `nbo ingest` first")
+    if table == "events":
+        return read_events(files)
     return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+
+
+def read_events(files: list[Path], columns: list[str] | None = None) -> pd.DataFrame:
+    """Events from Parquet files, the ``DICTIONARY_COLUMNS`` as categoricals (one set of categories)."""
+    tables = []
+    for path in files:
+        names = pq.read_schema(path).names
+        tables.append(pq.read_table(path, columns=columns,
+                                    read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names]))
+    return pa.concat_tables(tables, promote_options="permissive").unify_dictionaries().to_pandas()
 
 
 def build_features(paths: Paths, n_cutoffs: int = 6, horizon_days: int = 7) -> dict[str, object]:

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import redis
-from test_online import random_events, redis_url  # noqa: F401  (shared fixtures)
+from test_online import redis_url  # noqa: F401  (shared fixture)
 
 from features.online import CustomerRows, OnlineStore, open_store
 from features.online_redis import RedisStore
