@@ -39,35 +39,76 @@ class Needs:
 
 
 class _Grid:
-    """Running sums over time segments of signals per entity (``first`` .. ``first + count - 1``), rows
-    ``left_out`` (a mask) aside: the segments lie between the bounds of the windows at the given times.
-    The grid is (signal x segment bound x entity), so one bound of one signal is a contiguous row."""
+    """Running sums, and latest times, over time segments of signals per entity (``first`` .. ``first + count -
+    1``), rows ``left_out`` (a mask) aside: the segments lie between the bounds of the windows (and of the
+    look-back, for latest times) at the given times. The sums are (signal x segment bound x entity), so one
+    bound of one signal is a contiguous row; the latest times are (signal x segment x entity), -1 for none."""
 
     def __init__(self, entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,
                  times: list[int], first: int, count: int, left_out: np.ndarray):
-        starts = [w.start(t) for t in times for w in needs.windows]
+        windows = needs.windows + ([LOOKBACK] if needs.lasts else [])
+        starts = [w.start(t) for t in times for w in windows]
         self.bounds = np.unique(np.array([b for b in starts if b != EARLIEST] + list(times), dtype="int64"))
         self.first, self.column = first, {s: j for j, s in enumerate(needs.sums)}
+        self.last_column = {s: j for j, s in enumerate(needs.lasts)}
+        segment = np.searchsorted(self.bounds, ts, side="right")
+        at = entity - first
+        self.grid = self._sum(segment, at, kind, amount, needs.sums, count, left_out)
+        self.latest = self._latest(segment, at, kind, amount, ts, needs.lasts, count, left_out)
+
+    def _cells(self, pattern: np.ndarray, n_patterns: int, segment: np.ndarray, at: np.ndarray, count: int,
+               left_out: np.ndarray) -> tuple[np.ndarray, int]:
+        """Each row's cell in a (pattern x segment x entity) grid and the grid's size (rows left out: one cell
+        past it)."""
         segments = len(self.bounds) + 1
-        patterns, pattern_of = np.unique(KIND_VALUES[:, needs.sums] != 0, axis=0, return_inverse=True)
-        cell = pattern_of.ravel()[kind] * segments
-        cell += np.searchsorted(self.bounds, ts, side="right")
+        cell = pattern * segments
+        cell += segment
         cell *= count
-        cell += entity
-        cell -= first
-        size = len(patterns) * segments * count
-        cell[left_out] = size  # one cell past the grid gathers the rows left out
-        scaled = AMOUNT_SIGNALS[needs.sums]
-        self.grid = np.zeros((len(needs.sums), segments + 1, count))
+        cell += at
+        size = n_patterns * segments * count
+        cell[left_out] = size
+        return cell, size
+
+    def _sum(self, segment: np.ndarray, at: np.ndarray, kind: np.ndarray, amount: np.ndarray, sums: list[int],
+             count: int, left_out: np.ndarray) -> np.ndarray:
+        """Running sums of the signals: one bincount per (kind pattern, segment, entity), then over segments."""
+        segments = len(self.bounds) + 1
+        grid = np.zeros((len(sums), segments + 1, count))
+        if not sums:
+            return grid
+        patterns, pattern_of = np.unique(KIND_VALUES[:, sums] != 0, axis=0, return_inverse=True)
+        cell, size = self._cells(pattern_of.ravel()[kind], len(patterns), segment, at, count, left_out)
+        scaled = AMOUNT_SIGNALS[sums]
         counts = np.bincount(cell, minlength=size + 1)[:size].astype("float64").reshape(len(patterns), -1)
-        self.grid[~scaled, 1:] = (patterns[:, ~scaled].T.astype("float64") @ counts).reshape(-1, segments, count)
+        grid[~scaled, 1:] = (patterns[:, ~scaled].T.astype("float64") @ counts).reshape(-1, segments, count)
         if scaled.any():
             paid = np.flatnonzero(~np.isnan(amount))
             amounts = np.bincount(cell[paid], weights=amount[paid], minlength=size + 1)[:size]
-            self.grid[scaled, 1:] = (patterns[:, scaled].T.astype("float64")
-                                     @ amounts.reshape(len(patterns), -1)).reshape(-1, segments, count)
+            grid[scaled, 1:] = (patterns[:, scaled].T.astype("float64")
+                                @ amounts.reshape(len(patterns), -1)).reshape(-1, segments, count)
         for bound in range(2, segments + 1):  # running sums over segments, row by row (cumsum is slow here)
-            self.grid[:, bound] += self.grid[:, bound - 1]
+            grid[:, bound] += grid[:, bound - 1]
+        return grid
+
+    def _latest(self, segment: np.ndarray, at: np.ndarray, kind: np.ndarray, amount: np.ndarray, ts: np.ndarray,
+                lasts: list[int], count: int, left_out: np.ndarray) -> np.ndarray:
+        """Latest time each signal fired per (segment, entity): the latest row per (firing pattern, segment,
+        entity), then the latest over the patterns where the signal fires (an amount signal fires when paid)."""
+        segments = len(self.bounds) + 1
+        latest = np.full((len(lasts), segments, count), -1, dtype="int64")
+        if not lasts:
+            return latest
+        paid = np.nan_to_num(amount) != 0
+        fires = (KIND_VALUES[:, lasts] != 0)[:, None, :] & (~AMOUNT_SIGNALS[lasts] | np.array([False, True])[:, None])
+        patterns, pattern_of = np.unique(fires.reshape(-1, len(lasts)), axis=0, return_inverse=True)
+        cell, size = self._cells(pattern_of.ravel()[kind * 2 + paid], len(patterns), segment, at, count, left_out)
+        by_pattern = np.full(size + 1, -1, dtype="int64")
+        np.maximum.at(by_pattern, cell, ts)
+        by_pattern = by_pattern[:size].reshape(-1, segments, count)
+        for j in range(len(lasts)):
+            if patterns[:, j].any():
+                latest[j] = by_pattern[patterns[:, j]].max(axis=0)
+        return latest
 
     def window_sum(self, queries: np.ndarray, s: int, start: int, t: int, out: np.ndarray | None) -> np.ndarray:
         """Sums of signal s over [start, t) of the queried entities (t and start among the grid's bounds)."""
@@ -75,6 +116,12 @@ class _Grid:
         low = 0 if start == EARLIEST else np.searchsorted(self.bounds, start) + 1
         grid, at = self.grid[self.column[s]], queries - self.first
         return np.subtract(grid[high].take(at), grid[low].take(at), out=out)
+
+    def last_seen(self, queries: np.ndarray, s: int, start: int, t: int) -> np.ndarray:
+        """When signal s last fired in [start, t) for the queried entities (NaN: not then)."""
+        low, high = np.searchsorted(self.bounds, [start, t]) + 1
+        latest = self.latest[self.last_column[s], low:high].max(axis=0, initial=-1).take(queries - self.first)
+        return np.where(latest >= 0, latest, np.nan)
 
 
 @dataclass
@@ -162,8 +209,10 @@ class _Stats:
         """Times the signal last fired within the look-back (NaN when it did not)."""
         if signal.name not in self.lasts:
             s = SIGNAL_NAMES.index(signal.name)
-            last = None
+            last = None if self.grid is None else self.grid.last_seen(self.queries, s, LOOKBACK.start(self.t), self.t)
             for part, (prefix, rows) in enumerate(self.parts):
+                if prefix is None:  # the grid holds the on-time rows
+                    continue
                 latest = prefix.fired[s][self._at(part, self.t)]
                 seen = np.where(latest >= self._at(part, LOOKBACK.start(self.t)), prefix.ts[latest], np.nan)
                 if rows is None:
@@ -182,12 +231,10 @@ class _History:
                  amount: np.ndarray, needs: Needs, grid: tuple[list[int], int, int] | None = None):
         late = visible > ts
         self.needs = needs
-        self.grid = _Grid(entity, ts, kind, amount, needs, *grid, left_out=late) \
-            if grid is not None and needs.sums else None
-        sorted_needs = Needs([] if self.grid else needs.sums, needs.windows, needs.lasts)
-        if sorted_needs.sums or sorted_needs.lasts:
+        self.grid = _Grid(entity, ts, kind, amount, needs, *grid, left_out=late) if grid is not None else None
+        if self.grid is None and (needs.sums or needs.lasts):
             on_time = np.flatnonzero(~late)
-            self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], sorted_needs)
+            self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], needs)
         else:
             self.on_time = None
         late = np.flatnonzero(late)
