@@ -164,42 +164,49 @@ def _locate(prefix: _Prefix, queries: np.ndarray, at: int) -> np.ndarray:
     return np.searchsorted(prefix.key, queries * prefix.span + offset)
 
 
-class _Stats:
-    """Window sums and last-seen times of queried entities at time t, over on-time rows (a grid of sums,
-    when given, and sorted rows) and late rows (sorted rows for listed queries), computed once each when
-    first asked for."""
+@dataclass
+class _Late:
+    """Rows attributed late that are known at t, as a grid over t's windows of the entities they touch; ``rows``
+    are the positions of the queried entities among those (``at``: their index in the grid)."""
 
-    def __init__(self, grid: _Grid | None, parts: list[tuple[_Prefix, np.ndarray | None]], queries: np.ndarray,
-                 t: int):
-        self.grid, self.parts, self.queries, self.t = grid, parts, queries.astype("int64"), t
-        self.positions: dict[tuple[int, int], np.ndarray] = {}
-        self.gathered: dict[tuple[int, int, int], np.ndarray] = {}
+    grid: _Grid
+    rows: np.ndarray
+    at: np.ndarray
+
+
+class _Stats:
+    """Window sums and last-seen times of queried entities at time t, over on-time rows (a grid or sorted rows)
+    and late rows known at t, computed once each when first asked for."""
+
+    def __init__(self, on_time: _Grid | _Prefix, late: _Late | None, queries: np.ndarray, t: int):
+        self.on_time, self.late, self.queries, self.t = on_time, late, queries.astype("int64"), t
+        self.positions: dict[int, np.ndarray] = {}
+        self.gathered: dict[tuple[int, int], np.ndarray] = {}
         self.sums: dict[tuple[Window, str], np.ndarray] = {}
         self.lasts: dict[str, np.ndarray] = {}
 
-    def _at(self, part: int, at: int) -> np.ndarray:
-        if (part, at) not in self.positions:
-            prefix, rows = self.parts[part]
-            self.positions[part, at] = _locate(prefix, self.queries if rows is None else self.queries[rows], at)
-        return self.positions[part, at]
+    def _at(self, at: int) -> np.ndarray:
+        if at not in self.positions:
+            self.positions[at] = _locate(self.on_time, self.queries, at)
+        return self.positions[at]
 
-    def _upto(self, part: int, s: int, at: int) -> np.ndarray:
+    def _upto(self, s: int, at: int) -> np.ndarray:
         """The running sums of signal s where each queried entity reaches time ``at``."""
-        if (part, s, at) not in self.gathered:
-            self.gathered[part, s, at] = self.parts[part][0].sums[s][self._at(part, at)]
-        return self.gathered[part, s, at]
+        if (s, at) not in self.gathered:
+            self.gathered[s, at] = self.on_time.sums[s][self._at(at)]
+        return self.gathered[s, at]
 
     def sum_of(self, window: Window, signal: Signal, out: np.ndarray | None = None) -> np.ndarray:
         """Window sums of the signal (written into ``out`` when given)."""
         if (window, signal.name) not in self.sums:
             s = SIGNAL_NAMES.index(signal.name)
             start = window.start(self.t)
-            if self.grid is not None:
-                total = self.grid.window_sum(self.queries, s, start, self.t, out)
+            if isinstance(self.on_time, _Grid):
+                total = self.on_time.window_sum(self.queries, s, start, self.t, out)
             else:
-                total = np.subtract(self._upto(0, s, self.t), self.parts[0][0].sums[s][self._at(0, start)], out=out)
-            for part, (prefix, rows) in enumerate(self.parts[1:], start=1):
-                total[rows] += self._upto(part, s, self.t) - prefix.sums[s][self._at(part, start)]
+                total = np.subtract(self._upto(s, self.t), self.on_time.sums[s][self._at(start)], out=out)
+            if self.late is not None:
+                total[self.late.rows] += self.late.grid.window_sum(self.late.at, s, start, self.t, None)
             self.sums[window, signal.name] = total
         elif out is not None:
             out[:] = self.sums[window, signal.name]
@@ -208,47 +215,51 @@ class _Stats:
     def last_of(self, signal: Signal) -> np.ndarray:
         """Times the signal last fired within the look-back (NaN when it did not)."""
         if signal.name not in self.lasts:
-            s = SIGNAL_NAMES.index(signal.name)
-            last = None if self.grid is None else self.grid.last_seen(self.queries, s, LOOKBACK.start(self.t), self.t)
-            for part, (prefix, rows) in enumerate(self.parts):
-                if prefix is None:  # the grid holds the on-time rows
-                    continue
-                latest = prefix.fired[s][self._at(part, self.t)]
-                seen = np.where(latest >= self._at(part, LOOKBACK.start(self.t)), prefix.ts[latest], np.nan)
-                if rows is None:
-                    last = seen
-                else:
-                    last[rows] = np.fmax(last[rows], seen)
+            s, start = SIGNAL_NAMES.index(signal.name), LOOKBACK.start(self.t)
+            if isinstance(self.on_time, _Grid):
+                last = self.on_time.last_seen(self.queries, s, start, self.t)
+            else:
+                latest = self.on_time.fired[s][self._at(self.t)]
+                last = np.where(latest >= self._at(start), self.on_time.ts[latest], np.nan)
+            if self.late is not None:
+                rows = self.late.rows
+                last[rows] = np.fmax(last[rows], self.late.grid.last_seen(self.late.at, s, start, self.t))
             self.lasts[signal.name] = last
         return self.lasts[signal.name]
 
 
 class _History:
-    """Signal rows of one entity level: on-time rows as a grid of sums over ``times`` (entities
-    ``first`` .. ``first + count - 1``) when one is asked for, else sorted; rows attributed late kept apart."""
+    """Signal rows of one entity level: on-time rows as a grid over ``times`` (entities ``first`` .. ``first +
+    count - 1``) when one is asked for, else sorted; rows attributed late kept apart."""
 
     def __init__(self, entity: np.ndarray, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
                  amount: np.ndarray, needs: Needs, grid: tuple[list[int], int, int] | None = None):
         late = visible > ts
         self.needs = needs
-        self.grid = _Grid(entity, ts, kind, amount, needs, *grid, left_out=late) if grid is not None else None
-        if self.grid is None and (needs.sums or needs.lasts):
+        if grid is not None:
+            self.on_time: _Grid | _Prefix = _Grid(entity, ts, kind, amount, needs, *grid, left_out=late)
+        else:
             on_time = np.flatnonzero(~late)
             self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], needs)
-        else:
-            self.on_time = None
         late = np.flatnonzero(late)
         self.late = entity[late], ts[late], visible[late], kind[late], amount[late]
 
     def at(self, queries: np.ndarray, t: int) -> _Stats:
-        """Stats of the queried entities from the rows known before t."""
+        """Stats of the queried entities (ascending) from the rows known before t."""
         entity, ts, visible, kind, amount = self.late
-        seen = visible < t
-        parts: list[tuple[_Prefix, np.ndarray | None]] = [(self.on_time, None)]
-        if seen.any():
-            rows = np.flatnonzero(np.isin(queries, entity[seen]))
-            parts.append((_build_prefix(entity[seen], ts[seen], kind[seen], amount[seen], self.needs), rows))
-        return _Stats(self.grid, parts, queries, t)
+        seen = np.flatnonzero(visible < t)
+        late = None
+        if len(seen) and len(queries):
+            low = int(queries[0])
+            mine = seen[(entity[seen] >= low) & (entity[seen] <= queries[-1])]
+            touched = np.zeros(int(queries[-1]) - low + 2, dtype=bool)
+            touched[entity[mine] - low] = True
+            index = np.cumsum(touched) - 1  # entities' index among the touched ones
+            rows = np.flatnonzero(touched[queries - low])
+            grid = _Grid(index[entity[mine] - low], ts[mine], kind[mine], amount[mine], self.needs, [t], 0,
+                         int(index[-1]) + 1, np.zeros(len(mine), dtype=bool))
+            late = _Late(grid, rows, index[queries[rows] - low])
+        return _Stats(self.on_time, late, queries, t)
 
 
 class Histories:
