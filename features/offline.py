@@ -86,7 +86,7 @@ def _sorted_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
         codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
     else:
         codes, uniques = pd.factorize(column)
-    uniques = pd.Index(np.asarray(uniques, dtype=object))
+    uniques = pd.Index(uniques).astype("str")  # Arrow-backed text sorts several times faster than objects
     order = uniques.argsort()
     return np.argsort(order)[codes], uniques[order]
 
