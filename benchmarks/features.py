@@ -12,11 +12,14 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
@@ -29,6 +32,9 @@ from features.offline import (  # noqa: E402
 )
 from features.pipeline import read_events  # noqa: E402
 from features.simulate import simulate  # noqa: E402
+
+REPEATS = 3  # runs of each subset job, ours and Featuretools' alike; the median is reported
+T = TypeVar("T")
 
 
 def load_raw(raw: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -80,15 +86,9 @@ def run_small(raw: Path, n_cutoffs: int, window_days: int, n_signals: int, out: 
     features = [FEATURES_BY_NAME[n] for n in comparable_features(n_signals, window_days)]
     frame = to_signal_frame(events)
     seconds = {}
-    began = time.perf_counter()
-    ours = customer_features(frame, cutoffs, features)
-    seconds["customer"] = time.perf_counter() - began
-    began = time.perf_counter()
-    grid = build_from_signals(frame, cutoffs, 7, categories, features)
-    seconds["grid"] = time.perf_counter() - began
-    began = time.perf_counter()
-    build_training_set(events, cutoffs, 7, categories, list(FEATURES))
-    seconds["full"] = time.perf_counter() - began
+    ours, seconds["customer"] = median_run(lambda: customer_features(frame, cutoffs, features))
+    grid, seconds["grid"] = median_run(lambda: build_from_signals(frame, cutoffs, 7, categories, features))
+    _, seconds["full"] = median_run(lambda: build_training_set(events, cutoffs, 7, categories, list(FEATURES)))
     events_only = frame[frame["kind"] != LINK_KIND].reset_index(drop=True)
     values = kind_values(events_only["kind"].to_numpy(), events_only["amount"].to_numpy(), list(range(n_signals)))
     signals = pd.concat([events_only[["customer_id"]].astype("str"),
@@ -99,6 +99,16 @@ def run_small(raw: Path, n_cutoffs: int, window_days: int, n_signals: int, out: 
                   "time": ours["cutoff"].dt.tz_localize(None).to_numpy()}).to_parquet(out / "cutoffs.parquet")
     return {"events": len(events), "customer_cutoffs": len(ours), "grid_rows": len(grid),
             "features": len(features), **{f"{k}_seconds": v for k, v in seconds.items()}}
+
+
+def median_run(job: Callable[[], T], repeats: int = REPEATS) -> tuple[T, float]:
+    """The job's result and its median time over ``repeats`` runs (the first run pays for cold caches)."""
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        result = job()
+        times.append(time.perf_counter() - began)
+    return result, statistics.median(times)
 
 
 def run_job(args: list[str]) -> dict[str, float]:
@@ -158,11 +168,12 @@ def compare_featuretools(args: argparse.Namespace, tmp: Path) -> None:
     ours = run_job(["small", str(raw), str(args.ft_cutoffs), str(args.ft_window), str(args.ft_signals), str(tmp)])
     job = Path(__file__).with_name("featuretools_job.py")
     done = subprocess.run([args.ft_python, str(job), str(tmp / "signals.parquet"), str(tmp / "cutoffs.parquet"),
-                           str(args.ft_window)], check=True, capture_output=True, text=True,
+                           str(args.ft_window), str(REPEATS)], check=True, capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     theirs = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"subset: events={ours['events']:,} customers={args.ft_customers:,} cutoffs={args.ft_cutoffs} "
           f"customer-cutoffs={ours['customer_cutoffs']:,} features={ours['features']} ({args.ft_window}-day sums)")
+    print(f"  medians of {REPEATS} runs each")
     print(f"  featuretools calculate_feature_matrix: {theirs['seconds']:.3f} s ({theirs['rows']:,} rows)")
     print(f"  ours, customer_features (same rows):   {ours['customer_seconds']:.3f} s  "
           f"ratio {theirs['seconds'] / ours['customer_seconds']:.1f}x")
