@@ -186,14 +186,18 @@ AMOUNT_SIGNALS = np.array([s.measure == "amount" for s in SIGNALS])
 
 
 def _vocabulary_codes(column: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
-    """Position of each value in the vocabulary; a value outside it is an error."""
-    codes, uniques = pd.factorize(column)
+    """Position of each value in the vocabulary (int16); a value outside it is an error."""
+    if isinstance(column.dtype, pd.CategoricalDtype):  # its codes are there: no pass over the values
+        codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
+    else:
+        codes, uniques = pd.factorize(column)
     positions = pd.Index(vocabulary).get_indexer(uniques)
-    if (positions < 0).any() or (codes < 0).any():
-        unknown = sorted({str(u) for u, p in zip(uniques, positions) if p < 0} | ({"<missing>"} if (codes < 0).any()
-                                                                                    else set()))
-        raise ValueError(f"{column.name} outside the schema's vocabulary: {', '.join(unknown)}")
-    return positions[codes]
+    if (positions < 0).any() or (codes < 0).any():  # unknown categories count only where used
+        unknown = sorted(str(uniques[c]) if c >= 0 else "<missing>" for c in np.unique(codes)
+                         if c < 0 or positions[c] < 0)
+        if unknown:
+            raise ValueError(f"{column.name} outside the schema's vocabulary: {', '.join(unknown)}")
+    return positions.astype("int16")[codes]
 
 
 def event_kinds(events: pd.DataFrame) -> np.ndarray:
@@ -201,7 +205,11 @@ def event_kinds(events: pd.DataFrame) -> np.ndarray:
     types = _vocabulary_codes(events["event_type"], EVENT_TYPES)
     channels = _vocabulary_codes(events["channel"], CHANNELS)
     has_offer = events["offer_id"].notna().to_numpy() if "offer_id" in events else np.zeros(len(events), bool)
-    return ((types * len(CHANNELS) + channels) * 2 + has_offer).astype("int16")
+    kinds = types * np.int16(len(CHANNELS))
+    kinds += channels
+    kinds *= np.int16(2)
+    kinds += has_offer
+    return kinds
 
 
 def kind_values(kinds: np.ndarray, amounts: np.ndarray, signals: list[int] | None = None) -> np.ndarray:

@@ -71,13 +71,16 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
     ts = seconds[useful]
     codes, visible = attribute(customer[useful], device[useful], ts, owner, linked_at)
     known = np.flatnonzero(codes >= 0)
+    rows = useful[known]
     category, categories = pd.factorize(events["category"])
-    parts = [(codes[known], category[useful[known]], ts[known], visible[known], kinds[useful[known]],
-              events["amount"].to_numpy(dtype="float64", na_value=np.nan)[useful[known]])]
-    if links is None:
-        parts.append(_link_codes(customer[first], seconds[first]))
-    customer, category, *rest = (np.concatenate(column) for column in zip(*parts))
-    return _rows(customer, customers, category, pd.Index(categories), *rest)
+    columns = [(codes, known), (category, rows), (ts, known), (visible, known), (kinds, rows),
+               (events["amount"].to_numpy(dtype="float64", na_value=np.nan), rows)]
+    extra = _link_codes(customer[first], seconds[first]) if links is None else [[]] * len(columns)
+    out = [np.empty(len(known) + len(more), dtype=values.dtype) for (values, _), more in zip(columns, extra)]
+    for (values, at), more, into in zip(columns, extra, out):  # each column gathered once, link rows after
+        np.take(values, at, out=into[:len(known)])
+        into[len(known):] = more
+    return _rows(out[0], customers, out[1], pd.Index(categories), *out[2:])
 
 
 def _sorted_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:

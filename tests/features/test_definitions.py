@@ -54,3 +54,12 @@ def test_assembled_features_equal_each_feature_computed_alone():
                                 lambda g: last_seen[:, SIGNAL_NAMES.index(g.name)], t)
         np.testing.assert_array_equal(matrix[:, j], alone, err_msg=feature.name)
     assert {f.aggregation for f in features} == {"sum", "recency_days", "ratio", "excess"}
+
+
+def test_categorical_columns_are_checked_only_on_the_values_they_hold():
+    events = pd.DataFrame({"event_type": pd.Categorical(["purchase", "login"], categories=["purchase", "login", "x"]),
+                           "channel": pd.Categorical(["store", "web"]), "amount": [5.0, np.nan]})
+    assert signal_values(events)[:, SIGNAL_NAMES.index("store_purchases")].tolist() == [1, 0]
+    events["event_type"] = pd.Categorical(["purchase", "teleport"])
+    with pytest.raises(ValueError, match="event_type outside the schema's vocabulary: teleport"):
+        signal_values(events)
