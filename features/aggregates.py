@@ -73,13 +73,14 @@ class _Grid:
              count: int, left_out: np.ndarray) -> np.ndarray:
         """Running sums of the signals: one bincount per (kind pattern, segment, entity), then over segments."""
         segments = len(self.bounds) + 1
-        grid = np.zeros((len(sums), segments + 1, count))
+        grid = np.empty((len(sums), segments + 1, count))  # bound 0 is zero; the matrix products fill the rest
+        grid[:, 0] = 0.0
         if not sums:
             return grid
         patterns, pattern_of = np.unique(KIND_VALUES[:, sums] != 0, axis=0, return_inverse=True)
         cell, size = self._cells(pattern_of.ravel()[kind], len(patterns), segment, at, count, left_out)
         scaled = AMOUNT_SIGNALS[sums]
-        counts = np.bincount(cell, minlength=size + 1)[:size].astype("float64").reshape(len(patterns), -1)
+        counts = np.bincount(cell, np.ones(len(cell)), size + 1)[:size].reshape(len(patterns), -1)  # as floats
         grid[~scaled, 1:] = (patterns[:, ~scaled].T.astype("float64") @ counts).reshape(-1, segments, count)
         if scaled.any():
             paid = np.flatnonzero(~np.isnan(amount))
