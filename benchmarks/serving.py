@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.serving [--home DIR] [--rates 50,100,200] [--duration 15] [--session 10]
                                            [--workers 1] [--soak 60]
 
-Builds a home (simulated retailer, 100 candidate offers, champion) when DIR has no champion yet. Load is an
+Builds a home (simulated retailer, 100 candidate offers, champion) when DIR has no champion yet. Beside the
+in-process floor, an HTTP floor: the same load on /status, an endpoint that does no work. Load is an
 open model of a site, sent by one asyncio client over keep-alive connections: customers arrive at random
 times, each asks for offers `--session` times, two a second on average, and leaves. Every customer is one not
 asked in the last day, so caps do not empty the decisions, and every customer's first request (nothing cached
@@ -92,7 +93,8 @@ def unasked_today(recommender: Recommender, skip: int) -> list[str]:
     return [c for c in recommender.store.customers()[skip:] if not recommender.log.contacts(c, since)]
 
 
-async def send_sessions(url: str, customers: list[str], plan: np.ndarray) -> list[tuple[float, float, int]]:
+async def send_sessions(url: str, customers: list[str], plan: np.ndarray,
+                        path: str = "/recommend") -> list[tuple[float, float, int]]:
     """Customer i asks at the times plan[i] (seconds from now), whatever the answers' timing (an open model: a
     slow answer does not hold the next request back). Returns, per request, its planned time, its latency
     counted from that time (client lateness included) and its status."""
@@ -104,8 +106,8 @@ async def send_sessions(url: str, customers: list[str], plan: np.ndarray) -> lis
         async def ask(customer: str, at: float) -> tuple[float, float, int]:
             await asyncio.sleep(max(0.0, begin + at - loop.time()))
             try:
-                async with http.post(f"{url}/recommend", json={"customer_id": customer, "channel": "web",
-                                                               "k": 3}) as r:
+                async with http.post(f"{url}{path}", json={"customer_id": customer, "channel": "web",
+                                                             "k": 3}) as r:
                     await r.read()
                     return at, loop.time() - begin - at, r.status
             except aiohttp.ClientError:
@@ -124,14 +126,14 @@ def plan_sessions(rate: float, seconds: float, session: int, pace: float, seed: 
 
 
 def run_load(url: str, customers: Iterator[str], rate: int, duration: int, session: int = 10,
-             pace: float = 2.0) -> dict[str, object]:
+             pace: float = 2.0, path: str = "/recommend") -> dict[str, object]:
     """Open-model load at `rate` req/s: customers arrive rate/session a second, and each asks `session` times,
     `pace` a second, so new customers' first requests are mixed in as they would be on a site. Timed: the
     requests planned during `duration` seconds after a ramp-up of one session (when sessions overlap fully)."""
     ramp = session / pace
     plan = plan_sessions(rate, ramp + duration, session, pace, seed=rate)
     asked = [next(customers) for _ in range(len(plan))]
-    answers = asyncio.run(send_sessions(url, asked, plan))
+    answers = asyncio.run(send_sessions(url, asked, plan, path))
     timed = [(latency, status) for at, latency, status in answers if ramp <= at < ramp + duration]
     if not any(status == 200 for _, status in timed):
         raise SystemExit(f"no answer from {url} at {rate} req/s: see the service log")
@@ -215,6 +217,9 @@ def main() -> None:
                   f"(load average {os.getloadavg()[0]:.2f}):",
                   {**result, "service CPU": f"{(cpu_seconds(process.pid) - cpu) / result['sent'] * 1000:.2f} ms/request",
                    "contributions reused": reused_share(before, reason_sources(url))})
+        noop = run_load(url, iter(lambda: "none", None), 200, args.duration, args.session, path="/status")
+        print(f"HTTP floor: POST /status (no work) at 200 req/s for {args.duration} s, same load shape:",
+              {k: noop[k] for k in ("requests", "p50", "p95", "p99", "status")})
         if args.soak:
             print(f"soak at 200 req/s for {args.soak} s:", soak(url, fresh, process.pid, 200, args.soak, args.session))
     finally:
