@@ -43,7 +43,7 @@ def split_customers(tx: pd.DataFrame, seed: int,
 
     ``rng``: second half of ``numpy.random.default_rng(seed)``'s permutation.
     ``pandas-sample``: the test half is ``Series(ids).sample(frac=0.5,
-    random_state=seed)``, the split behind ../shared/NOTES.md (seed 0).
+    random_state=seed)``, the split behind the reference BG/NBD figures (seed 0).
     """
     ids = np.sort(tx["customer_id"].unique())
     if method == "pandas-sample":

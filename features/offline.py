@@ -184,8 +184,8 @@ def _arrays(frame: pd.DataFrame) -> tuple[np.ndarray, pd.Index, np.ndarray, np.n
 
 def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
                    amount: np.ndarray, times: list[int], active: np.ndarray, features: list[Feature]) -> np.ndarray:
-    """The (rows x features) matrix (``TRAINING_DTYPE``), Fortran-ordered: per cutoff, per active customer in code order, one row
-    per category (k of them)."""
+    """The (rows x features) matrix (``TRAINING_DTYPE``), Fortran-ordered: per cutoff, per active customer in code
+    order, one row per category (k of them)."""
     first_row = np.concatenate([[0], np.cumsum(active.sum(axis=0) * k)])
     rank = np.cumsum(active, axis=0) - active  # active customers before each one, per cutoff
     matrix = np.empty((first_row[-1], len(features)), dtype=TRAINING_DTYPE, order="F")
