@@ -119,6 +119,7 @@ class OnlineStore:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA temp_store=MEMORY")  # the batch's ids and released devices, joined in SQL
         self.db.executescript(_SCHEMA)
         self.cache: dict[str, CustomerRows] = {}
         self.names: dict[str | None, str | None] = {}  # one string object per category name
@@ -173,28 +174,26 @@ class OnlineStore:
         events = events.sort_values("ts", kind="stable").reset_index(drop=True)
         with self.db:
             self.db.execute("BEGIN")
-            new = self._claim(events["event_id"].tolist())
-            events = events[events["event_id"].isin(new)].reset_index(drop=True)
+            events = self._claim(events)
             newly_linked = self._link(events)
             self._store(events)
             self._store_links(newly_linked)
-            for anonymous_id, customer_id, linked_at in newly_linked:
-                self._release(anonymous_id, customer_id, linked_at)
+            self._release(newly_linked)
             touched = sorted(set(events["customer_id"].dropna()) | {c for _, c, _ in newly_linked})
             self._mark_touched(touched)
         for customer_id in touched:
             self.cache.pop(customer_id, None)
         return len(events)
 
-    def _claim(self, event_ids: list[str]) -> set[str]:
-        before = self.db.total_changes
-        fresh = set()
-        for event_id in event_ids:
-            self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (event_id,))
-            if self.db.total_changes > before:
-                fresh.add(event_id)
-                before = self.db.total_changes
-        return fresh
+    def _claim(self, events: pd.DataFrame) -> pd.DataFrame:
+        """The events whose id the store has not seen (the first row of each id), their ids recorded as seen."""
+        events = events[~events["event_id"].duplicated()]
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (event_id TEXT)")
+        self.db.execute("DELETE FROM incoming")
+        self.db.executemany("INSERT INTO incoming VALUES (?)", zip(events["event_id"].tolist()))
+        seen = {e for (e,) in self.db.execute("SELECT event_id FROM incoming JOIN seen USING (event_id)")}
+        self.db.execute("INSERT INTO seen SELECT event_id FROM incoming WHERE event_id NOT IN (SELECT event_id FROM seen)")
+        return (events[~events["event_id"].isin(list(seen))] if seen else events).reset_index(drop=True)
 
     def _link(self, events: pd.DataFrame) -> list[tuple[str, str, int]]:
         both = events[events["customer_id"].notna() & events["anonymous_id"].notna()]
@@ -217,22 +216,27 @@ class OnlineStore:
     def _store(self, events: pd.DataFrame) -> None:
         values = signal_values(events)
         useful = (values != 0).any(axis=1)
-        events, values = events[useful].reset_index(drop=True), values[useful]
+        events, values = events[useful], values[useful]
         ts = to_seconds(events["ts"])
-        links = self._links(events.loc[events["customer_id"].isna(), "anonymous_id"].dropna().unique().tolist())
-        category = events["category"].astype(object).where(events["category"].notna(), None).tolist()
-        known, pending = [], []
-        for i, (customer_id, anonymous_id) in enumerate(zip(events["customer_id"], events["anonymous_id"])):
-            if pd.notna(customer_id):
-                known.append((customer_id, category[i], int(ts[i]), int(ts[i]), *values[i]))
-            elif anonymous_id in links:
-                owner, linked_at = links[anonymous_id]
-                known.append((owner, category[i], int(ts[i]), max(int(ts[i]), linked_at), *values[i]))
-            elif pd.notna(anonymous_id):
-                pending.append((anonymous_id, category[i], int(ts[i]), *values[i]))
+        customer = events["customer_id"].to_numpy(dtype=object, na_value=None)
+        device = events["anonymous_id"].to_numpy(dtype=object, na_value=None)
+        category = events["category"].to_numpy(dtype=object, na_value=None)
+        anonymous = np.flatnonzero(customer == None)  # noqa: E711 (element-wise)
+        links = self._links(list({device[i] for i in anonymous if device[i] is not None}))
+        who, visible = customer.copy(), ts.copy()
+        for i in anonymous:  # a linked device's events are its customer's, visible from the link on
+            if device[i] in links:
+                who[i], linked_at = links[device[i]]
+                visible[i] = max(ts[i], linked_at)
+        known = who != None  # noqa: E711
+        waiting = ~known & (device != None)  # noqa: E711
         marks = ",".join("?" * (4 + len(SIGNAL_NAMES)))
-        self.db.executemany(f"INSERT INTO signals VALUES ({marks})", known)
-        self.db.executemany(f"INSERT INTO pending VALUES ({marks[2:]})", pending)
+        self.db.executemany(f"INSERT INTO signals VALUES ({marks})",
+                            zip(who[known].tolist(), category[known].tolist(), ts[known].tolist(),
+                                visible[known].tolist(), *values[known].T.tolist()))
+        self.db.executemany(f"INSERT INTO pending VALUES ({marks[2:]})",
+                            zip(device[waiting].tolist(), category[waiting].tolist(), ts[waiting].tolist(),
+                                *values[waiting].T.tolist()))
 
     def _store_links(self, links: list[tuple[str, str, int]]) -> None:
         """One row per newly linked device for its customer, at the link (the ``devices`` signal)."""
@@ -241,12 +245,18 @@ class OnlineStore:
         self.db.executemany(f"INSERT INTO signals VALUES ({marks})",
                             [(customer_id, None, linked_at, linked_at, *values) for _, customer_id, linked_at in links])
 
-    def _release(self, anonymous_id: str, customer_id: str, linked_at: int) -> None:
-        """Move a newly linked device's waiting events to its customer, visible from the link on."""
+    def _release(self, links: list[tuple[str, str, int]]) -> None:
+        """Move newly linked devices' waiting events to their customers, visible from the link on."""
+        if not links:
+            return
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS released (anonymous_id TEXT PRIMARY KEY, customer_id TEXT, "
+                        "linked_at INTEGER)")
+        self.db.execute("DELETE FROM released")
+        self.db.executemany("INSERT INTO released VALUES (?, ?, ?)", links)
         self.db.execute(
-            f"INSERT INTO signals SELECT ?, category, ts, MAX(ts, ?), {', '.join(SIGNAL_NAMES)} "
-            "FROM pending WHERE anonymous_id = ?", (customer_id, linked_at, anonymous_id))
-        self.db.execute("DELETE FROM pending WHERE anonymous_id = ?", (anonymous_id,))
+            f"INSERT INTO signals SELECT r.customer_id, p.category, p.ts, MAX(p.ts, r.linked_at), "
+            f"{', '.join('p.' + name for name in SIGNAL_NAMES)} FROM pending p JOIN released r USING (anonymous_id)")
+        self.db.execute("DELETE FROM pending WHERE anonymous_id IN (SELECT anonymous_id FROM released)")
 
     def rows(self, customer_id: str) -> CustomerRows | None:
         """The customer's signal rows, or None for a customer the store has never seen."""

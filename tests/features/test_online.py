@@ -106,6 +106,18 @@ def test_writes_are_idempotent_by_event_id(random_events, open_test_store):
     assert reopened.customers() == store.customers()
 
 
+def test_an_event_repeated_in_one_batch_counts_once(random_events, open_test_store):
+    store = open_test_store()
+    once = random_events[random_events["customer_id"].notna()].head(30)
+    assert store.write(pd.concat([once, once.head(5)], ignore_index=True)) == 30
+    reference = open_test_store()
+    reference.clear()
+    reference.write(once)
+    for customer_id in once["customer_id"].unique():
+        mine, theirs = store.rows(customer_id), reference.rows(customer_id)
+        assert mine is not None and np.array_equal(mine.values, theirs.values)
+
+
 def test_device_history_moves_to_the_customer_when_linked(make_events, open_test_store):
     store = open_test_store()
     store.write(make_events([dict(ts="2025-02-01 10:00", anonymous_id="d1", event_type="product_view",
