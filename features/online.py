@@ -9,6 +9,7 @@ $NBO_REDIS_URL is set (features.online_redis), for several service replicas shar
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -19,27 +20,31 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import (
-    ALL_TIME, EXTRA_WINDOWS, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Aggregates, kind_values, signal_values, window_bounds,
+    ALL_TIME, EXTRA_WINDOWS, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Aggregates, event_kinds, kind_values, window_bounds,
 )
 from features.offline import to_seconds
+from features.schema import CHANNELS, EVENT_TYPES
 
 if TYPE_CHECKING:
     from nbo.config import Paths
 
-_SIGNAL_COLUMNS = ", ".join(f"{s} REAL" for s in SIGNAL_NAMES)
-_SCHEMA = f"""
+# SQLite rows keep each event's kind and amount; their signals are derived when read (``kind_values``), so a store
+# depends on the kinds' encoding (the vocabularies), recorded in `meta`, not on the signals declared.
+_ENCODING = hashlib.sha256(repr((EVENT_TYPES, CHANNELS)).encode()).hexdigest()[:16]
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS links (anonymous_id TEXT PRIMARY KEY, customer_id TEXT, linked_at INTEGER);
-CREATE TABLE IF NOT EXISTS signals (customer_id TEXT, category TEXT, ts INTEGER, visible INTEGER,
-                                    {_SIGNAL_COLUMNS});
+CREATE TABLE IF NOT EXISTS signals (customer_id TEXT, category TEXT, ts INTEGER, visible INTEGER, kind INTEGER,
+                                    amount REAL);
 CREATE INDEX IF NOT EXISTS signals_customer ON signals (customer_id);
-CREATE TABLE IF NOT EXISTS pending (anonymous_id TEXT, category TEXT, ts INTEGER, {_SIGNAL_COLUMNS});
+CREATE TABLE IF NOT EXISTS pending (anonymous_id TEXT, category TEXT, ts INTEGER, kind INTEGER, amount REAL);
 CREATE INDEX IF NOT EXISTS pending_device ON pending (anonymous_id);
 CREATE TABLE IF NOT EXISTS touched (seq INTEGER PRIMARY KEY AUTOINCREMENT, customer_id TEXT);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 MAX_CACHED = 20_000  # customers whose rows a process keeps in memory, about 15 KB each (oldest go first)
 KEEP_TOUCHED = 100_000  # changes kept for other processes; one further behind drops its whole cache
-_ROW_COLUMNS = ["category", "ts", "visible", *SIGNAL_NAMES]
+_ROW_COLUMNS = ["category", "ts", "visible", "kind", "amount"]
 
 
 @dataclass
@@ -121,6 +126,7 @@ class OnlineStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA temp_store=MEMORY")  # the batch's ids and released devices, joined in SQL
         self.db.executescript(_SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('encoding', ?)", (_ENCODING,))
         self.cache: dict[str, CustomerRows] = {}
         self.names: dict[str | None, str | None] = {}  # one string object per category name
         self.path = path
@@ -130,7 +136,8 @@ class OnlineStore:
 
     def _read_stale(self) -> bool:
         columns = [name for _, name, *_ in self.db.execute("PRAGMA table_info(signals)")]
-        return columns[4:] != list(SIGNAL_NAMES)
+        encoding = self.db.execute("SELECT value FROM meta WHERE key = 'encoding'").fetchone()
+        return columns[1:] != _ROW_COLUMNS or encoding != (_ENCODING,)
 
     def _data_version(self) -> int:
         return self.db.execute("PRAGMA data_version").fetchone()[0]
@@ -214,9 +221,10 @@ class OnlineStore:
         return found
 
     def _store(self, events: pd.DataFrame) -> None:
-        values = signal_values(events)
-        useful = (values != 0).any(axis=1)
-        events, values = events[useful], values[useful]
+        kinds = event_kinds(events)
+        amounts = np.nan_to_num(events["amount"].to_numpy(dtype="float64", na_value=np.nan))  # NaN counts as 0
+        useful = kind_values(kinds, amounts).any(axis=1)
+        events, kinds, amounts = events[useful], kinds[useful], amounts[useful]
         ts = to_seconds(events["ts"])
         customer = events["customer_id"].to_numpy(dtype=object, na_value=None)
         device = events["anonymous_id"].to_numpy(dtype=object, na_value=None)
@@ -230,20 +238,17 @@ class OnlineStore:
                 visible[i] = max(ts[i], linked_at)
         known = who != None  # noqa: E711
         waiting = ~known & (device != None)  # noqa: E711
-        marks = ",".join("?" * (4 + len(SIGNAL_NAMES)))
-        self.db.executemany(f"INSERT INTO signals VALUES ({marks})",
+        self.db.executemany("INSERT INTO signals VALUES (?, ?, ?, ?, ?, ?)",
                             zip(who[known].tolist(), category[known].tolist(), ts[known].tolist(),
-                                visible[known].tolist(), *values[known].T.tolist()))
-        self.db.executemany(f"INSERT INTO pending VALUES ({marks[2:]})",
+                                visible[known].tolist(), kinds[known].tolist(), amounts[known].tolist()))
+        self.db.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
                             zip(device[waiting].tolist(), category[waiting].tolist(), ts[waiting].tolist(),
-                                *values[waiting].T.tolist()))
+                                kinds[waiting].tolist(), amounts[waiting].tolist()))
 
     def _store_links(self, links: list[tuple[str, str, int]]) -> None:
         """One row per newly linked device for its customer, at the link (the ``devices`` signal)."""
-        values = kind_values(np.array([LINK_KIND]), np.array([np.nan]))[0].tolist()
-        marks = ",".join("?" * (4 + len(SIGNAL_NAMES)))
-        self.db.executemany(f"INSERT INTO signals VALUES ({marks})",
-                            [(customer_id, None, linked_at, linked_at, *values) for _, customer_id, linked_at in links])
+        self.db.executemany("INSERT INTO signals VALUES (?, ?, ?, ?, ?, 0.0)",
+                            [(customer_id, None, linked_at, linked_at, LINK_KIND) for _, customer_id, linked_at in links])
 
     def _release(self, links: list[tuple[str, str, int]]) -> None:
         """Move newly linked devices' waiting events to their customers, visible from the link on."""
@@ -253,9 +258,8 @@ class OnlineStore:
                         "linked_at INTEGER)")
         self.db.execute("DELETE FROM released")
         self.db.executemany("INSERT INTO released VALUES (?, ?, ?)", links)
-        self.db.execute(
-            f"INSERT INTO signals SELECT r.customer_id, p.category, p.ts, MAX(p.ts, r.linked_at), "
-            f"{', '.join('p.' + name for name in SIGNAL_NAMES)} FROM pending p JOIN released r USING (anonymous_id)")
+        self.db.execute("INSERT INTO signals SELECT r.customer_id, p.category, p.ts, MAX(p.ts, r.linked_at), p.kind, "
+                        "p.amount FROM pending p JOIN released r USING (anonymous_id)")
         self.db.execute("DELETE FROM pending WHERE anonymous_id IN (SELECT anonymous_id FROM released)")
 
     def rows(self, customer_id: str) -> CustomerRows | None:
@@ -273,7 +277,7 @@ class OnlineStore:
         # nothing may keep the object table (a Python object per cell): categories are copied, one string each
         category = np.array([self.names.setdefault(c, c) for c in table[:, 0]], dtype=object)
         rows = CustomerRows(category=category, ts=table[:, 1].astype("int64"), visible=table[:, 2].astype("int64"),
-                            values=table[:, 3:].astype("float64"))
+                            values=kind_values(table[:, 3].astype("int64"), table[:, 4].astype("float64")))
         if len(self.cache) >= MAX_CACHED:
             self.cache.pop(next(iter(self.cache), None), None)
         self.cache[customer_id] = rows
@@ -288,6 +292,7 @@ class OnlineStore:
         drops = "".join(f"DROP TABLE IF EXISTS {table};" for table in ("seen", "links", "signals", "pending"))
         with self.db:
             self.db.executescript(f"BEGIN; {drops} {_SCHEMA}")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('encoding', ?)", (_ENCODING,))
             self._mark_touched([None])
         self.cache.clear()
         self.stale = False
