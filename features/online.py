@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS links (anonymous_id TEXT PRIMARY KEY, customer_id TEXT, linked_at INTEGER);
 CREATE TABLE IF NOT EXISTS signals (customer_id TEXT, category TEXT, ts INTEGER, visible INTEGER, kind INTEGER,
                                     amount REAL);
-CREATE INDEX IF NOT EXISTS signals_customer ON signals (customer_id);
+CREATE INDEX IF NOT EXISTS signals_customer_ts ON signals (customer_id, ts);  -- a customer's rows in time order
 CREATE TABLE IF NOT EXISTS pending (anonymous_id TEXT, category TEXT, ts INTEGER, kind INTEGER, amount REAL);
 CREATE INDEX IF NOT EXISTS pending_device ON pending (anonymous_id);
 CREATE TABLE IF NOT EXISTS touched (seq INTEGER PRIMARY KEY AUTOINCREMENT, customer_id TEXT);
