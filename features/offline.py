@@ -50,7 +50,8 @@ def link_rows(links: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Stitched events reduced to compact signal rows (customer_id, category, ts, visible, kind, amount), with the device links' rows.
+    """Stitched events reduced to compact signal rows (customer_id, category, ts, visible, kind, amount), with the
+    device links' rows.
 
     ``links`` are the device links of the whole history (``link_devices``) when ``events`` is a part of it;
     the link rows are then left to the caller, to add once (``link_rows``).

@@ -1,8 +1,9 @@
 """Online feature store: the declared signals kept per customer, updated event by event.
 
 Every backend offers the same ``FeatureStore`` interface and semantics: writes are idempotent by event_id;
-a device's first link to a customer wins (and adds a ``devices`` row at the link); anonymous events wait until their device is linked, then count
-for the customer from the link's time on, exactly as the offline builder attributes them. The embedded
+a device's first link to a customer wins (and adds a ``devices`` row at the link); anonymous events wait until
+their device is linked, then count for the customer from the link's time on, exactly as the offline builder
+attributes them. The embedded
 backend is SQLite (write-ahead log, persisted in the NBO home); ``open_store`` picks Redis instead when
 $NBO_REDIS_URL is set (features.online_redis), for several service replicas sharing one store.
 """
@@ -199,7 +200,8 @@ class OnlineStore:
         self.db.execute("DELETE FROM incoming")
         self.db.executemany("INSERT INTO incoming VALUES (?)", zip(events["event_id"].tolist()))
         seen = {e for (e,) in self.db.execute("SELECT event_id FROM incoming JOIN seen USING (event_id)")}
-        self.db.execute("INSERT INTO seen SELECT event_id FROM incoming WHERE event_id NOT IN (SELECT event_id FROM seen)")
+        self.db.execute("INSERT INTO seen SELECT event_id FROM incoming "
+                        "WHERE event_id NOT IN (SELECT event_id FROM seen)")
         return (events[~events["event_id"].isin(list(seen))] if seen else events).reset_index(drop=True)
 
     def _link(self, events: pd.DataFrame) -> list[tuple[str, str, int]]:
@@ -248,7 +250,7 @@ class OnlineStore:
     def _store_links(self, links: list[tuple[str, str, int]]) -> None:
         """One row per newly linked device for its customer, at the link (the ``devices`` signal)."""
         self.db.executemany("INSERT INTO signals VALUES (?, ?, ?, ?, ?, 0.0)",
-                            [(customer_id, None, linked_at, linked_at, LINK_KIND) for _, customer_id, linked_at in links])
+                            [(customer, None, linked_at, linked_at, LINK_KIND) for _, customer, linked_at in links])
 
     def _release(self, links: list[tuple[str, str, int]]) -> None:
         """Move newly linked devices' waiting events to their customers, visible from the link on."""
