@@ -43,6 +43,11 @@ CREATE INDEX IF NOT EXISTS pending_device ON pending (anonymous_id);
 CREATE TABLE IF NOT EXISTS touched (seq INTEGER PRIMARY KEY AUTOINCREMENT, customer_id TEXT);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+# This connection's scratch tables: a batch's event ids and its newly linked devices, joined in SQL.
+_SCRATCH = """
+CREATE TEMP TABLE IF NOT EXISTS incoming (event_id TEXT);
+CREATE TEMP TABLE IF NOT EXISTS released (anonymous_id TEXT PRIMARY KEY, customer_id TEXT, linked_at INTEGER);
+"""
 MAX_CACHED = 20_000  # customers whose rows a process keeps in memory, about 15 KB each (oldest go first)
 KEEP_TOUCHED = 100_000  # changes kept for other processes; one further behind drops its whole cache
 _ROW_COLUMNS = ["category", "ts", "visible", "kind", "amount"]
@@ -125,8 +130,8 @@ class OnlineStore:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA temp_store=MEMORY")  # the batch's ids and released devices, joined in SQL
-        self.db.executescript(_SCHEMA)
+        self.db.execute("PRAGMA temp_store=MEMORY")
+        self.db.executescript(_SCHEMA + _SCRATCH)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('encoding', ?)", (_ENCODING,))
         self.cache: dict[str, CustomerRows] = {}
         self.names: dict[str | None, str | None] = {}  # one string object per category name
@@ -196,7 +201,6 @@ class OnlineStore:
     def _claim(self, events: pd.DataFrame) -> pd.DataFrame:
         """The events whose id the store has not seen (the first row of each id), their ids recorded as seen."""
         events = events[~events["event_id"].duplicated()]
-        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (event_id TEXT)")
         self.db.execute("DELETE FROM incoming")
         self.db.executemany("INSERT INTO incoming VALUES (?)", zip(events["event_id"].tolist()))
         seen = {e for (e,) in self.db.execute("SELECT event_id FROM incoming JOIN seen USING (event_id)")}
@@ -256,8 +260,6 @@ class OnlineStore:
         """Move newly linked devices' waiting events to their customers, visible from the link on."""
         if not links:
             return
-        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS released (anonymous_id TEXT PRIMARY KEY, customer_id TEXT, "
-                        "linked_at INTEGER)")
         self.db.execute("DELETE FROM released")
         self.db.executemany("INSERT INTO released VALUES (?, ?, ?)", links)
         self.db.execute("INSERT INTO signals SELECT r.customer_id, p.category, p.ts, MAX(p.ts, r.linked_at), p.kind, "
