@@ -230,15 +230,20 @@ class _Stats:
 
 
 class _History:
-    """Signal rows of one entity level: on-time rows as a grid over ``times`` (entities ``first`` .. ``first +
-    count - 1``) when one is asked for, else sorted; rows attributed late kept apart."""
+    """Signal rows of one entity level, for features at ``times``: on-time rows as a grid over those times
+    (entities ``first`` .. ``first + count - 1``) when ``grid`` is asked for, else sorted; rows attributed late
+    kept apart. A row attributed late that no time falls between (its time, when it turned visible] counts at
+    every time exactly as an on-time row does, so it is one."""
 
     def __init__(self, entity: np.ndarray, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
-                 amount: np.ndarray, needs: Needs, grid: tuple[list[int], int, int] | None = None):
+                 amount: np.ndarray, needs: Needs, times: list[int], grid: tuple[int, int] | None = None):
         late = visible > ts
+        ordered = np.sort(np.asarray(times, dtype="int64"))
+        late[late] = np.searchsorted(ordered, ts[late], side="right") != np.searchsorted(ordered, visible[late],
+                                                                                          side="right")
         self.needs = needs
         if grid is not None:
-            self.on_time: _Grid | _Prefix = _Grid(entity, ts, kind, amount, needs, *grid, left_out=late)
+            self.on_time: _Grid | _Prefix = _Grid(entity, ts, kind, amount, needs, times, *grid, left_out=late)
         else:
             on_time = np.flatnonzero(~late)
             self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], needs)
@@ -272,11 +277,12 @@ class Histories:
                  count: int):
         self.k = k
         self.features = {entity: [f for f in features if f.entity == entity] for entity in ("customer", "category")}
-        self.customer = _History(customer, ts, visible, kind, amount, Needs.of(self.features["customer"]),
-                                 (times, first, count))
+        self.customer = _History(customer, ts, visible, kind, amount, Needs.of(self.features["customer"]), times,
+                                 (first, count))
         listed = np.flatnonzero(category >= 0) if self.features["category"] else np.zeros(0, dtype="int64")
         self.category = _History(customer[listed].astype("int64") * k + category[listed], ts[listed],
-                                 visible[listed], kind[listed], amount[listed], Needs.of(self.features["category"]))
+                                 visible[listed], kind[listed], amount[listed], Needs.of(self.features["category"]),
+                                 times)
 
     def write(self, features: list[Feature], customers: np.ndarray, t: int, out: np.ndarray) -> None:
         """Write the feature rows of the customers at time t, one per (customer, category), into ``out``

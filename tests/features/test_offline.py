@@ -136,3 +136,17 @@ def test_training_rows_equal_the_features_at_each_cutoff(random_events, monkeypa
         np.testing.assert_allclose(rows[[f.name for f in FEATURES]].to_numpy(), expected.iloc[:, 2:].to_numpy(),
                                    rtol=1e-6, equal_nan=True)
     assert training["cutoff"].nunique() == 4 and training["cust_views_30d"].gt(0).mean() > 0.5
+
+
+def test_a_device_linked_exactly_at_a_cutoff_counts_from_the_next_one(make_events):
+    events = make_events([
+        dict(ts="2025-03-01 09:00", customer_id="c1", event_type="product_view", category="shoes"),
+        dict(ts="2025-03-05 09:00", anonymous_id="tablet", event_type="product_view", category="shoes"),
+        dict(ts="2025-03-11 09:00", anonymous_id="tablet", event_type="product_view", category="shoes"),
+        dict(ts="2025-03-10 00:00", customer_id="c1", anonymous_id="tablet", event_type="login"),
+    ])
+    cutoffs = [CUTOFF, CUTOFF + pd.Timedelta(days=7)]
+    training = build_training_set(events, cutoffs, 7, ["shoes"], list(FEATURES)).set_index("cutoff")
+    assert training["cat_product_views_30d"].tolist() == [1, 3]  # the link at the first cutoff is not before it
+    frame = to_signal_frame(events)
+    assert [at(frame, [("c1", "shoes")], c).loc[("c1", "shoes"), "cat_product_views_30d"] for c in cutoffs] == [1, 3]
