@@ -1,8 +1,8 @@
 """The decision log: every offer served, with its propensity, and the outcomes that came back.
 
 It feeds the contact caps, retraining and off-policy evaluation. SQLite in WAL mode, in the NBO home.
-Served offers are written by a background thread (a bounded queue: a full queue makes the request wait,
-nothing is dropped); reads see the rows still queued, and close() or interpreter exit flushes them.
+Served offers are written by a background thread (a bounded queue: a full queue makes a caller that may wait
+wait; nothing is dropped); reads see the rows still queued, and close() or interpreter exit flushes them.
 """
 
 from __future__ import annotations
@@ -55,11 +55,13 @@ class DecisionLog:
         self._closing = False
         self._failure: BaseException | None = None
 
-    def record(self, rows: list[tuple]) -> None:
-        """Queue the served offers of one decision (one tuple per offer, in table column order)."""
+    def record(self, rows: list[tuple], wait: bool = True) -> None:
+        """Queue the served offers of one decision (one tuple per offer, in table column order). With wait=False
+        (a caller on an event loop) a full queue takes them all the same: a writer that cannot write fails after
+        WRITE_TRIES tries, and every later call raises, so the queue cannot grow for long."""
         with self._changed:
             self._raise_failure()
-            while len(self._queued) >= self.max_queued and not self._closing:
+            while wait and len(self._queued) >= self.max_queued and not self._closing:
                 self._changed.wait()
                 self._raise_failure()
             if self._closing:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from features.aggregates import assemble_features
 from features.definitions import DAY, SIGNAL_NAMES, describe_feature, select_features, signal_values
-from features.online import CustomerRows, FeatureStore, aggregate_rows, open_store
+from features.online import CustomerRows, FeatureStore, OnlineStore, aggregate_rows, open_store
 from features.online_redis import StoreUnavailable
 from features.pipeline import read_raw
 from nbo.config import Paths
@@ -127,6 +127,13 @@ class Recommender:
         """The registry version served; None when serving the packaged model or popularity only."""
         return self.scorer.model.version if self.scorer and self.model_source == "registry" else None
 
+    @property
+    def decides_on_the_loop(self) -> bool:
+        """Whether a decision may run on the service's event loop: the embedded store answers from memory or a
+        local file (WAL readers wait for no writer) and the decision log is not waited for. With Redis, network
+        calls would hold the loop: decisions then run on a worker thread."""
+        return isinstance(self.store, OnlineStore)
+
     def candidates(self, customer_id: str, channel: str, now: pd.Timestamp) -> np.ndarray:
         """Catalogue positions of the offers valid now in the channel that no contact cap forbids."""
         t = int(now.timestamp())
@@ -140,8 +147,10 @@ class Recommender:
         return eligible
 
     def recommend(self, customer_id: str, channel: str, k: int = 3, current_category: str | None = None,
-                  cart_items: list[str] | None = None, now: pd.Timestamp | None = None) -> Decision:
-        """The k best offers for a customer in a channel right now, logged with their propensities."""
+                  cart_items: list[str] | None = None, now: pd.Timestamp | None = None,
+                  wait_for_log: bool = True) -> Decision:
+        """The k best offers for a customer in a channel right now, logged with their propensities (without
+        waiting for room in the decision log's queue when wait_for_log is False)."""
         now = now or pd.Timestamp.now(tz="UTC")
         t, scorer, catalogue = int(now.timestamp()), self.scorer, self.catalogue
         candidates = self.candidates(customer_id, channel, now)
@@ -168,7 +177,7 @@ class Recommender:
                            for o, p, c, pr, x in zip(offers, probability, categories, slots.propensity, slots.explored)]
         self.log.record([(decision.decision_id, t, customer_id, channel, version, int(decision.fallback),
                           o.offer_id, rank, o.score, o.expected_value, o.propensity, int(o.explored))
-                         for rank, o in enumerate(decision.offers)])
+                         for rank, o in enumerate(decision.offers)], wait=wait_for_log)
         return decision
 
     def _rank(self, candidates: np.ndarray, by_category: np.ndarray, excluded: np.ndarray,

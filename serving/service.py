@@ -7,9 +7,11 @@ import logging
 import os
 import threading
 import time
+from functools import partial
 from http import HTTPStatus
 from typing import Literal
 
+import anyio
 import bentoml
 import pandas as pd
 from bentoml.exceptions import BentoMLException
@@ -171,7 +173,11 @@ def recommend_needs_key() -> bool:
 # $NBO_WORKERS processes serve (one per core for throughput; they share the online store and the decision log, and
 # a worker sees another's served offers once its writer commits them, within milliseconds).
 # /recommend is the hot path: its JSON decision line (serving.observability) replaces BentoML's access line, and
-# its latency histogram BentoML's per-request metrics and trace span, which cost more CPU than the decision.
+# its latency histogram BentoML's per-request metrics and trace span, which cost more CPU than the decision. It is
+# async: over the embedded store a decision runs on the event loop (no hand-off to a worker thread and back, about
+# 2.5 ms of p99 at 200 req/s). Nothing on that path waits for long: SQLite in WAL mode lets readers read while
+# other processes write (a write of /events on the same connection holds it one statement at a time), and the
+# decision log's queue takes the offers without waiting for room.
 HOT_PATHS = ["/recommend"]
 
 
@@ -190,15 +196,18 @@ class NextBestOffer:
                          name="follow-champion", daemon=True).start()
 
     @bentoml.api(input_spec=RecommendRequest, output_spec=RecommendResponse)
-    def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:
+    async def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:
         """Rank the eligible offers for a customer in a channel."""
         if recommend_needs_key():
             require_key(ctx)
         request = RecommendRequest.model_validate(request)
         started = time.perf_counter()
-        decision = self.recommender.recommend(
-            request.customer_id, request.channel, request.k, request.context.current_category,
-            request.context.cart_items)
+        decide = partial(self.recommender.recommend, request.customer_id, request.channel, request.k,
+                         request.context.current_category, request.context.cart_items)
+        if self.recommender.decides_on_the_loop:  # a few ms of CPU: a thread hand-off would cost more
+            decision = decide(wait_for_log=False)
+        else:
+            decision = await anyio.to_thread.run_sync(decide)
         observe_decision(decision, request.channel, time.perf_counter() - started)
         return respond(decision)
 

@@ -1,3 +1,4 @@
+import sqlite3
 import threading
 
 import numpy as np
@@ -71,6 +72,26 @@ def test_a_full_queue_makes_the_caller_wait_and_nothing_is_lost(tmp_path):
     assert len(reopened.contacts("c1", 0)) == 4 * 50 * 2
     with pytest.raises(RuntimeError, match="closed"):
         log.record(served("late", "c1", "web", 1, ["o1"]))
+    reopened.close()
+
+
+def test_a_caller_that_may_not_wait_is_queued_at_once_when_the_queue_is_full(tmp_path):
+    log = DecisionLog(tmp_path / "d.sqlite", max_queued=2)
+    blocker = sqlite3.connect(tmp_path / "d.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the writer cannot commit: the queue fills
+    log.record(served("d1", "c1", "web", 1, ["o1", "o2"]))
+    log.record(served("d2", "c1", "web", 2, ["o1", "o2"]))
+    waiting = threading.Thread(target=log.record, args=(served("d3", "c1", "web", 3, ["o1"]),))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive()  # a caller that may wait waits for room
+    log.record(served("d4", "c1", "web", 4, ["o1", "o2"]), wait=False)  # the event loop's does not
+    assert len(log.contacts("c1", 0)) == 6
+    blocker.execute("ROLLBACK")
+    waiting.join(10)
+    log.close()
+    reopened = DecisionLog(tmp_path / "d.sqlite")
+    assert sorted({d for d, *_ in reopened.joined().itertuples(index=False)}) == ["d1", "d2", "d3", "d4"]
     reopened.close()
 
 

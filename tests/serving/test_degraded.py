@@ -55,6 +55,7 @@ def test_an_outage_serves_degraded_popularity_and_recovers(trained_home, make_ev
         recommender = Recommender(load_model(connect(paths)), store, offers, read_raw(paths, "items"),
                                   DecisionLog(tmp_path / "decisions.db"), Policy(epsilon=0))
         assert not recommender.recommend("c1", "web").fallback
+        assert not recommender.decides_on_the_loop  # network calls go to a worker thread, off the event loop
 
         server.terminate()
         server.wait()

@@ -34,6 +34,7 @@ def test_known_customer_gets_model_scored_offers_with_reasons(recommender):
     assert len(set(categories_of(recommender, decision))) == len(decision.offers)
     assert all(o.reason.startswith(("you ", "a good match")) and 0 <= o.score <= 1 for o in decision.offers)
     assert all(o.propensity == 1.0 for o in decision.offers)
+    assert recommender.decides_on_the_loop  # the embedded store: the service decides without a thread hand-off
 
 
 def test_every_decision_is_logged_with_its_propensity(recommender):
