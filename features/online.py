@@ -81,7 +81,9 @@ def aggregate_rows(rows: CustomerRows, t: int, categories: list[str]) -> Aggrega
     when = np.where(fired, ts[:, None].astype("float64"), -np.inf)
     k = len(categories)
     customer_last = when.max(axis=0, initial=-np.inf)
-    category_last = np.where(in_category[:, :, None], when[None], -np.inf).max(axis=1, initial=-np.inf)
+    category_last = np.full((k, len(SIGNAL_NAMES)), -np.inf)
+    which, row = np.nonzero(in_category)  # each row's requested category (rows of none add nothing)
+    np.maximum.at(category_last, which, when[row])
     shape = (len(lows), len(SIGNAL_NAMES))
     windowed = (inside[:, :, None] * values[:, None, :]).reshape(len(ts), shape[0] * shape[1])
     return Aggregates(
