@@ -85,6 +85,11 @@ def locate_inputs(share: CategoryShare, names: list[str], code_name: str) -> Sha
                        names.index(code_name))
 
 
+def _counts(columns: np.ndarray) -> np.ndarray:
+    """Count columns with missing (NaN) and negative values read as 0 (``fmax`` skips NaN)."""
+    return np.fmax(columns, 0.0)
+
+
 def look_up_prior(prior: np.ndarray, code: np.ndarray) -> np.ndarray:
     """Each row's category prior; an unknown or missing category gets the mean prior."""
     known = np.isfinite(code) & (code >= 0) & (code < len(prior))
@@ -95,8 +100,8 @@ def compute_log_share(share: CategoryShare, inputs: ShareInputs, matrix: np.ndar
     """log share of each row's category (missing counts read as 0; an unknown category gets the mean prior)."""
     weights, prior = np.asarray(share.weights), np.asarray(share.prior)
     row_prior = look_up_prior(prior, matrix[:, inputs.code])
-    numerator = row_prior + np.nan_to_num(matrix[:, inputs.category], nan=0.0).clip(min=0.0) @ weights
-    denominator = prior.sum() + np.nan_to_num(matrix[:, inputs.customer], nan=0.0).clip(min=0.0) @ weights
+    numerator = row_prior + _counts(matrix[:, inputs.category]) @ weights
+    denominator = prior.sum() + _counts(matrix[:, inputs.customer]) @ weights
     return np.log(numerator) - np.log(np.maximum(denominator, numerator))
 
 
@@ -107,7 +112,7 @@ def attribute_log_share(share: CategoryShare, inputs: ShareInputs, matrix: np.nd
     weights, prior = np.asarray(share.weights), np.asarray(share.prior)
     row_prior = look_up_prior(prior, matrix[:, inputs.code])
     lift = compute_log_share(share, inputs, matrix) - np.log(row_prior / prior.sum())
-    weighted = np.nan_to_num(matrix[:, inputs.category], nan=0.0).clip(min=0.0) * weights
+    weighted = _counts(matrix[:, inputs.category]) * weights
     total = weighted.sum(axis=1, keepdims=True)
     parts = np.zeros(matrix.shape)
     parts[:, inputs.category] = np.divide(weighted * lift[:, None], total, out=np.zeros_like(weighted),
@@ -127,7 +132,7 @@ def fit_category_share(matrix: np.ndarray, labels: np.ndarray, groups: np.ndarra
     buyers = pd.Series(labels).groupby(groups).transform("sum").to_numpy() > 0
     if not buyers.any():
         raise ValueError("category share needs at least one purchase in the training rows")
-    counts = np.nan_to_num(matrix[buyers][:, inputs.category], nan=0.0).clip(min=0.0)
+    counts = _counts(matrix[buyers][:, inputs.category])
     code = matrix[buyers, inputs.code]
     pi = look_up_prior(np.asarray(popularity, dtype="float64"), code)
     bought = labels[buyers].astype("float64")
