@@ -5,10 +5,12 @@
 
 Builds a home (simulated retailer, 100 candidate offers, champion) when DIR has no champion yet. Beside the
 in-process floor, an HTTP floor: the same load on /status, an endpoint that does no work. Load is an
-open model of a site, sent by one asyncio client over keep-alive connections: customers arrive at random
-times, each asks for offers `--session` times, two a second on average, and leaves. Every customer is one not
-asked in the last day, so caps do not empty the decisions, and every customer's first request (nothing cached
-for them yet) is timed like the others. Latency counts from each request's planned time.
+open model of a site, sent by one asyncio client (on uvloop: the client shares the machine's two cores with the
+service, so its own CPU counts) over keep-alive connections: customers arrive at random times, each asks for
+offers `--session` times, two a second on average, and leaves. Every customer is one not asked in the last day,
+so caps do not empty the decisions, and every customer's first request (nothing cached for them yet) is timed
+like the others. Latency counts from each request's planned time; beside it, the service's own decision time
+from each answer's Server-Timing header.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import psutil
+import uvloop
 
 from features.aggregates import assemble_features
 from features.online import aggregate_rows
@@ -93,11 +96,17 @@ def unasked_today(recommender: Recommender, skip: int) -> list[str]:
     return [c for c in recommender.store.customers()[skip:] if not recommender.log.contacts(c, since)]
 
 
+def decide_seconds(server_timing: str | None) -> float:
+    """The service's decision time from a Server-Timing header (``decide;dur=MS``); NaN when absent."""
+    found = re.search(r"decide;dur=([\d.]+)", server_timing or "")
+    return float(found.group(1)) / 1000 if found else float("nan")
+
+
 async def send_sessions(url: str, customers: list[str], plan: np.ndarray,
-                        path: str = "/recommend") -> list[tuple[float, float, int]]:
+                        path: str = "/recommend") -> list[tuple[float, float, int, float]]:
     """Customer i asks at the times plan[i] (seconds from now), whatever the answers' timing (an open model: a
     slow answer does not hold the next request back). Returns, per request, its planned time, its latency
-    counted from that time (client lateness included) and its status."""
+    counted from that time (client lateness included), its status and the service's decision time."""
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=0)  # as many keep-alive connections as requests in flight
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -109,9 +118,9 @@ async def send_sessions(url: str, customers: list[str], plan: np.ndarray,
                 async with http.post(f"{url}{path}", json={"customer_id": customer, "channel": "web",
                                                              "k": 3}) as r:
                     await r.read()
-                    return at, loop.time() - begin - at, r.status
-            except aiohttp.ClientError:
-                return at, loop.time() - begin - at, 0  # status 0: no answer (connection refused, reset)
+                    return at, loop.time() - begin - at, r.status, decide_seconds(r.headers.get("Server-Timing"))
+            except aiohttp.ClientError:  # status 0: no answer (connection refused, reset)
+                return at, loop.time() - begin - at, 0, float("nan")
         return await asyncio.gather(*(ask(c, float(at)) for c, times in zip(customers, plan) for at in times))
 
 
@@ -133,16 +142,19 @@ def run_load(url: str, customers: Iterator[str], rate: int, duration: int, sessi
     ramp = session / pace
     plan = plan_sessions(rate, ramp + duration, session, pace, seed=rate)
     asked = [next(customers) for _ in range(len(plan))]
-    answers = asyncio.run(send_sessions(url, asked, plan, path))
-    timed = [(latency, status) for at, latency, status in answers if ramp <= at < ramp + duration]
-    if not any(status == 200 for _, status in timed):
+    answers = uvloop.run(send_sessions(url, asked, plan, path))
+    timed = [(latency, status, decided) for at, latency, status, decided in answers if ramp <= at < ramp + duration]
+    if not any(status == 200 for _, status, _ in timed):
         raise SystemExit(f"no answer from {url} at {rate} req/s: see the service log")
-    milliseconds = np.array([latency for latency, status in timed if status == 200]) * 1000
-    codes = pd.Series([status for _, status in timed]).value_counts()
-    done = sum(ramp <= at + latency < ramp + duration for at, latency, status in answers if status == 200)
+    milliseconds = np.array([latency for latency, status, _ in timed if status == 200]) * 1000
+    decided = np.array([d for _, status, d in timed if status == 200]) * 1000
+    codes = pd.Series([status for _, status, _ in timed]).value_counts()
+    done = sum(ramp <= at + latency < ramp + duration for at, latency, status, _ in answers if status == 200)
     return {"requests": len(timed), "sent": len(answers), "customers": len(plan),
             "answered rps": f"{done / duration:.1f}",  # answers completed in the window, whenever sent
             **{f"p{q}": f"{np.percentile(milliseconds, q):.1f} ms" for q in (50, 95, 99)},
+            **({"decide p50 / p99 (Server-Timing)": f"{np.nanpercentile(decided, 50):.2f} / "
+                f"{np.nanpercentile(decided, 99):.2f} ms"} if not np.isnan(decided).all() else {}),
             "status": ", ".join(f"{k}: {v}" for k, v in codes.items())}
 
 

@@ -34,8 +34,8 @@ class ContributionCache:
         return [key.tobytes() for key in split_keys(rows, self.splits)]
 
     def contributions(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
-        """(rows x features + 1) SHAP contributions, the last column the expected value; and how many rows
-        came from the cache."""
+        """(rows x features + 1) SHAP contributions, the last column the expected value, in a new array the caller
+        may change; and how many rows came from the cache."""
         if len(rows) == 0:
             return np.empty((0, rows.shape[1] + 1)), 0
         keys = self.keys(rows)

@@ -221,8 +221,7 @@ class Recommender:
             rows_shown = [row_of[c] for c in shown]
             contributions, reused = scorer.explainer.contributions(matrix[rows_shown])
             if scorer.model.share is not None:
-                offset = attribute_log_share(*scorer.model.share, matrix[rows_shown])
-                contributions = contributions + np.pad(offset, ((0, 0), (0, contributions.shape[1] - offset.shape[1])))
+                contributions[:, :-1] += attribute_log_share(*scorer.model.share, matrix[rows_shown])
             REASON_CONTRIBUTIONS.labels("cached").inc(reused)
             REASON_CONTRIBUTIONS.labels("computed").inc(len(shown) - reused)
             return {c: self._reason(features, declared[i], contributions[j], c)

@@ -208,7 +208,9 @@ class NextBestOffer:
             decision = decide(wait_for_log=False)
         else:
             decision = await anyio.to_thread.run_sync(decide)
-        observe_decision(decision, request.channel, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        observe_decision(decision, request.channel, seconds)
+        ctx.response.headers["Server-Timing"] = f"decide;dur={seconds * 1000:.3f}"  # shown by browsers and load tools
         return respond(decision)
 
     @bentoml.api(input_spec=EventsRequest, output_spec=EventsResponse)

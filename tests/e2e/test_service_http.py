@@ -1,5 +1,7 @@
 """The real `bentoml serve` process, called over HTTP."""
 
+import re
+
 import httpx
 import pandas as pd
 import pytest
@@ -35,6 +37,8 @@ def test_recommend_over_http_for_a_known_and_an_unknown_customer(service):
     assert body["customer_id"] == known and body["fallback"] is False and body["model_version"]
     assert 1 <= len(body["offers"]) <= 2
     assert set(body["offers"][0]) == {"offer_id", "score", "expected_value", "reason"}
+    timing = re.fullmatch(r"decide;dur=(\d+\.\d{3})", answer.headers.get("server-timing", ""))
+    assert timing and 0 < float(timing.group(1)) < 10_000, answer.headers  # the decision's own milliseconds
     unknown = httpx.post(f"{url}/recommend", json={"customer_id": "nobody-yet", "channel": "web"}, timeout=10)
     assert unknown.status_code == 200 and unknown.json()["fallback"] is True
 
