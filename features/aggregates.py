@@ -29,6 +29,10 @@ class Needs:
     windows: list[Window]
     lasts: list[int]
 
+    def __post_init__(self) -> None:
+        self.sum_at = {SIGNAL_NAMES[s]: j for j, s in enumerate(self.sums)}  # columns of the window sums
+        self.last_at = {SIGNAL_NAMES[s]: j for j, s in enumerate(self.lasts)}
+
     @classmethod
     def of(cls, features: list[Feature]) -> Needs:
         summed = [f for f in features if f.aggregation != "recency_days"]
@@ -49,8 +53,7 @@ class _Grid:
         windows = needs.windows + ([LOOKBACK] if needs.lasts else [])
         starts = [w.start(t) for t in times for w in windows]
         self.bounds = np.unique(np.array([b for b in starts if b != EARLIEST] + list(times), dtype="int64"))
-        self.first, self.column = first, {s: j for j, s in enumerate(needs.sums)}
-        self.last_column = {s: j for j, s in enumerate(needs.lasts)}
+        self.first, self.last_column = first, {s: j for j, s in enumerate(needs.lasts)}
         segment = np.searchsorted(self.bounds, ts, side="right")
         at = entity - first
         self.grid = self._sum(segment, at, kind, amount, needs.sums, count, left_out)
@@ -111,12 +114,12 @@ class _Grid:
                 latest[j] = by_pattern[patterns[:, j]].max(axis=0)
         return latest
 
-    def window_sum(self, queries: np.ndarray, s: int, start: int, t: int, out: np.ndarray | None) -> np.ndarray:
-        """Sums of signal s over [start, t) of the queried entities (t and start among the grid's bounds)."""
+    def window_sums(self, queries: np.ndarray, start: int, t: int) -> np.ndarray:
+        """(queried entities x summed signals) sums over [start, t) (t and start among the grid's bounds)."""
         high = np.searchsorted(self.bounds, t) + 1
         low = 0 if start == EARLIEST else np.searchsorted(self.bounds, start) + 1
-        grid, at = self.grid[self.column[s]], queries - self.first
-        return np.subtract(grid[high].take(at), grid[low].take(at), out=out)
+        at = queries - self.first
+        return (self.grid[:, high].take(at, axis=1) - self.grid[:, low].take(at, axis=1)).T
 
     def last_seen(self, queries: np.ndarray, s: int, start: int, t: int) -> np.ndarray:
         """When signal s last fired in [start, t) for the queried entities (NaN: not then)."""
@@ -127,15 +130,16 @@ class _Grid:
 
 @dataclass
 class _Prefix:
-    """Rows sorted by (entity, ts) as keys, with running sums of the needed signals (signal x rows + 1) and,
-    per needed last-seen signal, the latest of the first i rows where it fired (or -1)."""
+    """Rows sorted by (entity, ts) as keys, with running sums of the summed signals and, per last-seen signal,
+    the latest of the first i rows where it fired (or -1): (rows + 1 x signals) each, in ``Needs`` order,
+    gathered a row (every signal) at a time."""
 
     key: np.ndarray  # entity * span + ts - base, ascending
     base: int
     span: int
     ts: np.ndarray
-    sums: dict[int, np.ndarray]
-    fired: dict[int, np.ndarray]
+    sums: np.ndarray
+    fired: np.ndarray
 
 
 def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs) -> _Prefix:
@@ -144,25 +148,26 @@ def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: 
     key = entity.astype("int64") * span + (ts - base)
     order = np.argsort(key, kind="stable")
     wanted = sorted(set(needs.sums) | set(needs.lasts))
-    values = kind_values(kind[order], amount[order], wanted)
-    sums, fired = {}, {}
-    for column, s in enumerate(wanted):
-        if s in needs.sums:
-            sums[s] = np.empty(len(key) + 1)
-            sums[s][0] = 0.0
-            np.cumsum(values[:, column], out=sums[s][1:])
-        if s in needs.lasts:
-            fired[s] = np.full(len(key) + 1, -1, dtype="int32")
-            rows = np.flatnonzero(values[:, column])
-            fired[s][rows + 1] = rows
-            np.maximum.accumulate(fired[s], out=fired[s])
+    values = kind_values(kind[order], amount[order], wanted)  # columns contiguous
+    sums = np.empty((len(key) + 1, len(needs.sums)), order="F")  # gathered rows of it come out row by row
+    sums[0] = 0.0
+    np.cumsum(_columns(values, wanted, needs.sums), axis=0, out=sums[1:])
+    fired = np.full((len(key) + 1, len(needs.lasts)), -1, dtype="int32", order="F")
+    np.copyto(fired[1:], np.arange(len(key), dtype="int32")[:, None], where=_columns(values, wanted, needs.lasts) != 0)
+    np.maximum.accumulate(fired, axis=0, out=fired)
     return _Prefix(key[order], base, span, np.append(ts[order], 0), sums, fired)
 
 
-def _locate(prefix: _Prefix, queries: np.ndarray, at: int) -> np.ndarray:
-    """Position in the sorted rows where each queried entity reaches time ``at``."""
-    offset = min(max(at - prefix.base, 0), prefix.span - 1)
-    return np.searchsorted(prefix.key, queries * prefix.span + offset)
+def _columns(values: np.ndarray, wanted: list[int], chosen: list[int]) -> np.ndarray:
+    """The columns of ``values`` (one per ``wanted`` signal) of the chosen signals."""
+    return values if chosen == wanted else values[:, [wanted.index(s) for s in chosen]]
+
+
+def _locate(prefix: _Prefix, queries: np.ndarray, times: list[int]) -> np.ndarray:
+    """(queries x times): position in the sorted rows where each queried entity reaches each time (times
+    ascending, so that the positions are too, row by row, and one pass over the rows finds them all)."""
+    offsets = np.clip(np.asarray(times, dtype="int64") - prefix.base, 0, prefix.span - 1)
+    return np.searchsorted(prefix.key, (queries[:, None] * prefix.span + offsets).ravel()).reshape(len(queries), -1)
 
 
 @dataclass
@@ -177,41 +182,51 @@ class _Late:
 
 class _Stats:
     """Window sums and last-seen times of queried entities at time t, over on-time rows (a grid or sorted rows)
-    and late rows known at t, computed once each when first asked for."""
+    and late rows known at t, computed once per window (every summed signal at once) when first asked for."""
 
-    def __init__(self, on_time: _Grid | _Prefix, late: _Late | None, queries: np.ndarray, t: int):
-        self.on_time, self.late, self.queries, self.t = on_time, late, queries.astype("int64"), t
-        self.positions: dict[int, np.ndarray] = {}
-        self.gathered: dict[tuple[int, int], np.ndarray] = {}
-        self.sums: dict[tuple[Window, str], np.ndarray] = {}
+    def __init__(self, on_time: _Grid | _Prefix, late: _Late | None, needs: Needs, queries: np.ndarray, t: int):
+        self.on_time, self.late, self.needs, self.queries, self.t = on_time, late, needs, queries.astype("int64"), t
+        self.times = sorted({w.start(t) for w in needs.windows} | {LOOKBACK.start(t), t})
+        self.positions: np.ndarray | None = None
+        self.since: np.ndarray | None = None
+        self.windows: dict[Window, np.ndarray] = {}
+        self.fired: np.ndarray | None = None
         self.lasts: dict[str, np.ndarray] = {}
 
     def _at(self, at: int) -> np.ndarray:
-        if at not in self.positions:
-            self.positions[at] = _locate(self.on_time, self.queries, at)
-        return self.positions[at]
+        """Where each queried entity reaches time ``at`` (one of ``times``) in the sorted rows."""
+        if self.positions is None:
+            self.positions = _locate(self.on_time, self.queries, self.times)
+        return self.positions[:, self.times.index(at)]
 
-    def _upto(self, s: int, at: int) -> np.ndarray:
-        """The running sums of signal s where each queried entity reaches time ``at``."""
-        if (s, at) not in self.gathered:
-            self.gathered[s, at] = self.on_time.sums[s][self._at(at)]
-        return self.gathered[s, at]
+    def _since(self, start: int) -> np.ndarray:
+        """(queries x signals) sums over [start, t) of the sorted rows. The running sums are gathered at all
+        ``times`` at once, an entity's together (one pass over the rows), and every window subtracted at once."""
+        if self.since is None:
+            self._at(self.t)
+            reached = self.on_time.sums[self.positions.ravel()].reshape(len(self.queries), len(self.times), -1)
+            self.since = reached[:, -1:] - reached  # t is the last of the times
+        return self.since[:, self.times.index(start)]
+
+    def window(self, window: Window) -> np.ndarray:
+        """(queries x summed signals) sums over the window, in ``Needs.sums`` order."""
+        if window not in self.windows:
+            start = window.start(self.t)
+            if isinstance(self.on_time, _Grid):
+                total = self.on_time.window_sums(self.queries, start, self.t)
+            else:
+                total = self._since(start)
+            if self.late is not None:
+                total[self.late.rows] += self.late.grid.window_sums(self.late.at, start, self.t)
+            self.windows[window] = total
+        return self.windows[window]
 
     def sum_of(self, window: Window, signal: Signal, out: np.ndarray | None = None) -> np.ndarray:
         """Window sums of the signal (written into ``out`` when given)."""
-        if (window, signal.name) not in self.sums:
-            s = SIGNAL_NAMES.index(signal.name)
-            start = window.start(self.t)
-            if isinstance(self.on_time, _Grid):
-                total = self.on_time.window_sum(self.queries, s, start, self.t, out)
-            else:
-                total = np.subtract(self._upto(s, self.t), self.on_time.sums[s][self._at(start)], out=out)
-            if self.late is not None:
-                total[self.late.rows] += self.late.grid.window_sum(self.late.at, s, start, self.t, None)
-            self.sums[window, signal.name] = total
-        elif out is not None:
-            out[:] = self.sums[window, signal.name]
-        return self.sums[window, signal.name]
+        values = self.window(window)[:, self.needs.sum_at[signal.name]]
+        if out is not None:
+            out[:] = values
+        return values
 
     def last_of(self, signal: Signal) -> np.ndarray:
         """Times the signal last fired within the look-back (NaN when it did not)."""
@@ -220,7 +235,9 @@ class _Stats:
             if isinstance(self.on_time, _Grid):
                 last = self.on_time.last_seen(self.queries, s, start, self.t)
             else:
-                latest = self.on_time.fired[s][self._at(self.t)]
+                if self.fired is None:
+                    self.fired = self.on_time.fired[self._at(self.t)]
+                latest = self.fired[:, self.needs.last_at[signal.name]]
                 last = np.where(latest >= self._at(start), self.on_time.ts[latest], np.nan)
             if self.late is not None:
                 rows = self.late.rows
@@ -265,7 +282,7 @@ class _History:
             grid = _Grid(index[entity[mine] - low], ts[mine], kind[mine], amount[mine], self.needs, [t], 0,
                          int(index[-1]) + 1, np.zeros(len(mine), dtype=bool))
             late = _Late(grid, rows, index[queries[rows] - low])
-        return _Stats(self.on_time, late, queries, t)
+        return _Stats(self.on_time, late, self.needs, queries, t)
 
 
 class Histories:
