@@ -146,7 +146,7 @@ def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: 
     base = int(ts.min()) if len(ts) else 0
     span = int(ts.max()) - base + 2 if len(ts) else 2
     key = entity.astype("int64") * span + (ts - base)
-    order = np.argsort(key, kind="stable")
+    order = _key_order(entity, key)
     wanted = sorted(set(needs.sums) | set(needs.lasts))
     values = kind_values(kind[order], amount[order], wanted)  # columns contiguous
     sums = np.empty((len(key) + 1, len(needs.sums)), order="F")  # gathered rows of it come out row by row
@@ -156,6 +156,18 @@ def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: 
     np.copyto(fired[1:], np.arange(len(key), dtype="int32")[:, None], where=_columns(values, wanted, needs.lasts) != 0)
     np.maximum.accumulate(fired, axis=0, out=fired)
     return _Prefix(key[order], base, span, np.append(ts[order], 0), sums, fired)
+
+
+def _key_order(entity: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """The order that sorts the keys. Rows mostly come in time order, so a stable sort of the entities alone
+    (a radix sort when they span fewer than 2**16 codes) usually sorts the keys too; else the keys are sorted."""
+    if len(entity) > 1:
+        low, high = int(entity.min()), int(entity.max())
+        if high - low < 2 ** 16:
+            order = np.argsort((entity - low).astype("uint16"), kind="stable")
+            if np.all(np.diff(key[order]) >= 0):
+                return order
+    return np.argsort(key, kind="stable")
 
 
 def _columns(values: np.ndarray, wanted: list[int], chosen: list[int]) -> np.ndarray:
@@ -190,7 +202,7 @@ class _Stats:
         self.positions: np.ndarray | None = None
         self.since: np.ndarray | None = None
         self.windows: dict[Window, np.ndarray] = {}
-        self.fired: np.ndarray | None = None
+        self.seen: np.ndarray | None = None
         self.lasts: dict[str, np.ndarray] = {}
 
     def _at(self, at: int) -> np.ndarray:
@@ -235,10 +247,10 @@ class _Stats:
             if isinstance(self.on_time, _Grid):
                 last = self.on_time.last_seen(self.queries, s, start, self.t)
             else:
-                if self.fired is None:
-                    self.fired = self.on_time.fired[self._at(self.t)]
-                latest = self.fired[:, self.needs.last_at[signal.name]]
-                last = np.where(latest >= self._at(start), self.on_time.ts[latest], np.nan)
+                if self.seen is None:  # every signal at once, an entity's row of them together
+                    latest = self.on_time.fired[self._at(self.t)]
+                    self.seen = np.where(latest >= self._at(start)[:, None], self.on_time.ts[latest], np.nan)
+                last = self.seen[:, self.needs.last_at[signal.name]]
             if self.late is not None:
                 rows = self.late.rows
                 last[rows] = np.fmax(last[rows], self.late.grid.last_seen(self.late.at, s, start, self.t))

@@ -185,12 +185,18 @@ LINK_KIND = len(KIND_VALUES) - 1
 AMOUNT_SIGNALS = np.array([s.measure == "amount" for s in SIGNALS])
 
 
+def factorize(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes of a column's values (-1: missing) and the values: a categorical's own codes, not copied and
+    without a pass over the values (events read from Parquet keep their texts so), else factorized."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(), column.cat.categories
+    codes, uniques = pd.factorize(column)
+    return codes, pd.Index(uniques)
+
+
 def _vocabulary_codes(column: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
     """Position of each value in the vocabulary (int16); a value outside it is an error."""
-    if isinstance(column.dtype, pd.CategoricalDtype):  # its codes are there: no pass over the values
-        codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
-    else:
-        codes, uniques = pd.factorize(column)
+    codes, uniques = factorize(column)
     positions = pd.Index(vocabulary).get_indexer(uniques)
     if (positions < 0).any() or (codes < 0).any():  # unknown categories count only where used
         unknown = sorted(str(uniques[c]) if c >= 0 else "<missing>" for c in np.unique(codes)

@@ -41,7 +41,7 @@ def attribute(customer: np.ndarray, device: np.ndarray, ts: np.ndarray, owner: n
     (per device code, -1 when never linked); and when each event is known to be the customer's: its own
     time, or its device's ``linked_at`` for earlier anonymous browsing."""
     anonymous = np.flatnonzero((customer < 0) & (device >= 0))
-    customer, visible = customer.copy(), ts.copy()
+    customer, visible = customer.astype(owner.dtype), ts.copy()  # copies; codes as wide as the owners'
     customer[anonymous] = owner[device[anonymous]]
     linked = anonymous[customer[anonymous] >= 0]
     visible[linked] = np.maximum(ts[linked], linked_at[device[linked]])

@@ -166,7 +166,7 @@ def _vm_flags(address: int) -> list[str]:
     raise AssertionError("no mapping holds the address")
 
 
-@pytest.mark.skipif(not hasattr(offline.mmap, "MADV_NOHUGEPAGE"), reason="Linux only")
+@pytest.mark.skipif(not hasattr(offline.mmap, "MAP_POPULATE"), reason="Linux only")
 def test_a_large_training_matrix_is_kept_off_huge_pages():
     rows = offline.ORDINARY_PAGES_FROM // 4 // 10 + 1
     matrix = offline.empty_matrix(rows, 10)
