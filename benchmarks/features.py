@@ -47,10 +47,10 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cpu_seconds() -> float:
+def cpu_seconds() -> tuple[float, float]:
     """User and system CPU time of this process so far (every thread)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict[str, float]:
@@ -58,11 +58,12 @@ def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict
     processes writing Parquet (started before the clock; their peak memory is added to this process's)."""
     events, categories = load_raw(raw)
     cutoffs, n_events = choose_cutoffs(events, n_cutoffs, horizon_days), len(events)
-    cpu = 0.0
+    cpu = (0.0, 0.0)
     if not workers:
         began, used = time.perf_counter(), cpu_seconds()
         training = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES))
-        seconds, cpu, workers_mib = time.perf_counter() - began, cpu_seconds() - used, 0.0
+        seconds, workers_mib = time.perf_counter() - began, 0.0
+        cpu = tuple(after - before for after, before in zip(cpu_seconds(), used))
     else:
         from distributed import Client, LocalCluster
 
@@ -77,7 +78,7 @@ def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict
             workers_mib = sum(client.run(peak_mib).values())
             training = pd.read_parquet(out, columns=["label"])
     return {"events": n_events, "rows": len(training),
-            "features": len(FEATURES), "seconds": seconds, "cpu_seconds": cpu, "cores": max(workers, 1),
+            "features": len(FEATURES), "seconds": seconds, "user_seconds": cpu[0], "system_seconds": cpu[1], "cores": max(workers, 1),
             "peak_mib": peak_mib() + workers_mib}
 
 
@@ -128,8 +129,10 @@ def report_full(label: str, r: dict[str, float]) -> None:
     rate = r["events"] / r["seconds"]
     print(f"{label}: events={r['events']:,} rows={r['rows']:,} features={r['features']} seconds={r['seconds']:.1f} "
           f"events/s={rate:,.0f} per core={rate / r['cores']:,.0f} (cores={r['cores']}) peak_rss={r['peak_mib']:,.0f} MiB")
-    if r["cpu_seconds"]:  # one process: its CPU time says whether more than one core did the work
-        print(f"  CPU time {r['cpu_seconds']:.1f} s: events per CPU second={r['events'] / r['cpu_seconds']:,.0f}")
+    cpu = r["user_seconds"] + r["system_seconds"]
+    if cpu:  # one process: its CPU time says whether more than one core did the work
+        print(f"  CPU time {cpu:.1f} s (user {r['user_seconds']:.1f} s, system {r['system_seconds']:.1f} s): "
+              f"events per CPU second={r['events'] / cpu:,.0f}")
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from features.definitions import (
     AMOUNT_SIGNALS, DAY, DECLARED_WINDOWS, EARLIEST, KIND_VALUES, LOOKBACK, SIGNAL_NAMES, Aggregates, Feature, Signal,
     Window, combine, compute_feature, kind_values,
 )
+from features.identity import entity_time_order
 
 
 @dataclass
@@ -146,7 +147,7 @@ def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: 
     base = int(ts.min()) if len(ts) else 0
     span = int(ts.max()) - base + 2 if len(ts) else 2
     key = entity.astype("int64") * span + (ts - base)
-    order = _key_order(entity, key)
+    order = entity_time_order(entity, ts)
     wanted = sorted(set(needs.sums) | set(needs.lasts))
     values = kind_values(kind[order], amount[order], wanted)  # columns contiguous
     sums = np.empty((len(key) + 1, len(needs.sums)), order="F")  # gathered rows of it come out row by row
@@ -156,18 +157,6 @@ def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: 
     np.copyto(fired[1:], np.arange(len(key), dtype="int32")[:, None], where=_columns(values, wanted, needs.lasts) != 0)
     np.maximum.accumulate(fired, axis=0, out=fired)
     return _Prefix(key[order], base, span, np.append(ts[order], 0), sums, fired)
-
-
-def _key_order(entity: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """The order that sorts the keys. Rows mostly come in time order, so a stable sort of the entities alone
-    (a radix sort when they span fewer than 2**16 codes) usually sorts the keys too; else the keys are sorted."""
-    if len(entity) > 1:
-        low, high = int(entity.min()), int(entity.max())
-        if high - low < 2 ** 16:
-            order = np.argsort((entity - low).astype("uint16"), kind="stable")
-            if np.all(np.diff(key[order]) >= 0):
-                return order
-    return np.argsort(key, kind="stable")
 
 
 def _columns(values: np.ndarray, wanted: list[int], chosen: list[int]) -> np.ndarray:

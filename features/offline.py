@@ -19,7 +19,7 @@ from features.definitions import (
 )
 from features.identity import attribute, device_owners, first_links, instants
 
-CHUNK_ROWS = 500_000  # signal rows per chunk of customers, when category features are asked for
+CHUNK_ROWS = 250_000  # signal rows per chunk of customers, when category features are asked for
 _PURCHASES = SIGNAL_NAMES.index("purchases")
 # Training-set features are stored as float32: half the memory of float64 (the build's largest cost is
 # writing the matrix), exact for counts below 2**24, and LightGBM bins the values anyway.
