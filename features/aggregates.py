@@ -11,6 +11,7 @@ the cutoffs that already see them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,20 @@ class Needs:
         return cls(sorted(SIGNAL_NAMES.index(name) for name in signals),
                    list(dict.fromkeys(f.window for f in summed)),
                    sorted({SIGNAL_NAMES.index(f.signal.name) for f in features if f.aggregation == "recency_days"}))
+
+
+@functools.cache
+def _patterns(signals: tuple[int, ...], paid: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct patterns of the signals a row adds to (or, for ``paid``, fires, an amount signal firing when
+    the row is paid), and each row kind's pattern (for ``paid``: each (kind, paid) pair's, at kind * 2 + paid)."""
+    adds = KIND_VALUES[:, list(signals)] != 0
+    if paid:
+        adds = (adds[:, None, :] & (~AMOUNT_SIGNALS[list(signals)] | np.array([False, True])[:, None])).reshape(
+            -1, len(signals))
+    patterns, pattern_of = np.unique(adds, axis=0, return_inverse=True)
+    pattern_of = pattern_of.ravel()
+    patterns.flags.writeable = pattern_of.flags.writeable = False  # shared by every grid
+    return patterns, pattern_of
 
 
 class _Grid:
@@ -81,8 +96,8 @@ class _Grid:
         grid[:, 0] = 0.0
         if not sums:
             return grid
-        patterns, pattern_of = np.unique(KIND_VALUES[:, sums] != 0, axis=0, return_inverse=True)
-        cell, size = self._cells(pattern_of.ravel()[kind], len(patterns), segment, at, count, left_out)
+        patterns, pattern_of = _patterns(tuple(sums), paid=False)
+        cell, size = self._cells(pattern_of[kind], len(patterns), segment, at, count, left_out)
         scaled = AMOUNT_SIGNALS[sums]
         counts = np.bincount(cell, np.ones(len(cell)), size + 1)[:size].reshape(len(patterns), -1)  # as floats
         grid[~scaled, 1:] = (patterns[:, ~scaled].T.astype("float64") @ counts).reshape(-1, segments, count)
@@ -104,9 +119,8 @@ class _Grid:
         if not lasts:
             return latest
         paid = np.nan_to_num(amount) != 0
-        fires = (KIND_VALUES[:, lasts] != 0)[:, None, :] & (~AMOUNT_SIGNALS[lasts] | np.array([False, True])[:, None])
-        patterns, pattern_of = np.unique(fires.reshape(-1, len(lasts)), axis=0, return_inverse=True)
-        cell, size = self._cells(pattern_of.ravel()[kind * 2 + paid], len(patterns), segment, at, count, left_out)
+        patterns, pattern_of = _patterns(tuple(lasts), paid=True)
+        cell, size = self._cells(pattern_of[kind * 2 + paid], len(patterns), segment, at, count, left_out)
         by_pattern = np.full(size + 1, -1, dtype="int64")
         np.maximum.at(by_pattern, cell, ts)
         by_pattern = by_pattern[:size].reshape(-1, segments, count)
@@ -131,32 +145,54 @@ class _Grid:
 
 @dataclass
 class _Prefix:
-    """Rows sorted by (entity, ts) as keys, with running sums of the summed signals and, per last-seen signal,
-    the latest of the first i rows where it fired (or -1): (rows + 1 x signals) each, in ``Needs`` order,
-    gathered a row (every signal) at a time."""
+    """Rows sorted by (entity, ts), with running sums of the summed signals and, per last-seen signal, the
+    latest of the first i rows where it fired (or -1): (rows + 1 x signals) each, in ``Needs`` order, gathered
+    a row (every signal) at a time. ``reach`` holds, per entity (from ``low`` - 1 to one past the highest) and
+    per bound, the number of rows before the entity reaches the bound: where its running sums stand then."""
 
-    key: np.ndarray  # entity * span + ts - base, ascending
-    base: int
-    span: int
+    bounds: np.ndarray
+    low: int
+    reach: np.ndarray
     ts: np.ndarray
     sums: np.ndarray
     fired: np.ndarray
 
 
-def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs) -> _Prefix:
-    base = int(ts.min()) if len(ts) else 0
-    span = int(ts.max()) - base + 2 if len(ts) else 2
-    key = entity.astype("int64") * span + (ts - base)
+def _times_at(needs: Needs, t: int) -> list[int]:
+    """The times features at t read running sums at, ascending: the windows' starts, the look-back's and t."""
+    return sorted({w.start(t) for w in needs.windows} | {LOOKBACK.start(t), t})
+
+
+def _reach(entity: np.ndarray, ts: np.ndarray, bounds: np.ndarray) -> tuple[int, np.ndarray]:
+    """The lowest entity and the ``reach`` table of rows sorted by (entity, ts): a row is before every bound
+    above its time, so a count per (entity, first such bound), summed along the bounds, counts them."""
+    low = int(entity[0]) if len(entity) else 0
+    count, width = (int(entity[-1]) - low + 1 if len(entity) else 0), len(bounds) + 1
+    cell = (entity - low).astype("int64") * width
+    cell += np.searchsorted(bounds, ts, side="right")
+    counts = np.bincount(cell, minlength=count * width).reshape(count, width)
+    reach = np.empty((count + 2, len(bounds)), dtype="int64")
+    reach[0], reach[-1] = 0, len(entity)
+    np.cumsum(counts[:, :-1], axis=1, out=reach[1:-1])
+    reach[1:-1] += (np.cumsum(counts.sum(axis=1)) - counts.sum(axis=1))[:, None]  # rows of the entities before
+    return low, reach
+
+
+def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,
+                  times: list[int]) -> _Prefix:
     order = entity_time_order(entity, ts)
+    entity, ts = entity[order], ts[order]
+    bounds = np.unique(np.array([b for t in times for b in _times_at(needs, t)], dtype="int64"))
+    low, reach = _reach(entity, ts, bounds)
     wanted = sorted(set(needs.sums) | set(needs.lasts))
     values = kind_values(kind[order], amount[order], wanted)  # columns contiguous
-    sums = np.empty((len(key) + 1, len(needs.sums)), order="F")  # gathered rows of it come out row by row
+    sums = np.empty((len(ts) + 1, len(needs.sums)), order="F")  # gathered rows of it come out row by row
     sums[0] = 0.0
     np.cumsum(_columns(values, wanted, needs.sums), axis=0, out=sums[1:])
-    fired = np.full((len(key) + 1, len(needs.lasts)), -1, dtype="int32", order="F")
-    np.copyto(fired[1:], np.arange(len(key), dtype="int32")[:, None], where=_columns(values, wanted, needs.lasts) != 0)
+    fired = np.full((len(ts) + 1, len(needs.lasts)), -1, dtype="int32", order="F")
+    np.copyto(fired[1:], np.arange(len(ts), dtype="int32")[:, None], where=_columns(values, wanted, needs.lasts) != 0)
     np.maximum.accumulate(fired, axis=0, out=fired)
-    return _Prefix(key[order], base, span, np.append(ts[order], 0), sums, fired)
+    return _Prefix(bounds, low, reach, np.append(ts, 0), sums, fired)
 
 
 def _columns(values: np.ndarray, wanted: list[int], chosen: list[int]) -> np.ndarray:
@@ -165,10 +201,13 @@ def _columns(values: np.ndarray, wanted: list[int], chosen: list[int]) -> np.nda
 
 
 def _locate(prefix: _Prefix, queries: np.ndarray, times: list[int]) -> np.ndarray:
-    """(queries x times): position in the sorted rows where each queried entity reaches each time (times
-    ascending, so that the positions are too, row by row, and one pass over the rows finds them all)."""
-    offsets = np.clip(np.asarray(times, dtype="int64") - prefix.base, 0, prefix.span - 1)
-    return np.searchsorted(prefix.key, (queries[:, None] * prefix.span + offsets).ravel()).reshape(len(queries), -1)
+    """(queries x times): position in the sorted rows where each queried entity reaches each time (times among
+    the prefix's bounds, ascending, so that the positions are too, row by row)."""
+    columns = np.searchsorted(prefix.bounds, times)
+    if np.any(prefix.bounds[np.minimum(columns, len(prefix.bounds) - 1)] != times):
+        raise ValueError("sorted rows are read at the times they were prepared for only")
+    entities = np.clip(queries - (prefix.low - 1), 0, len(prefix.reach) - 1)
+    return prefix.reach[entities[:, None], columns]
 
 
 @dataclass
@@ -187,7 +226,7 @@ class _Stats:
 
     def __init__(self, on_time: _Grid | _Prefix, late: _Late | None, needs: Needs, queries: np.ndarray, t: int):
         self.on_time, self.late, self.needs, self.queries, self.t = on_time, late, needs, queries.astype("int64"), t
-        self.times = sorted({w.start(t) for w in needs.windows} | {LOOKBACK.start(t), t})
+        self.times = _times_at(needs, t)
         self.positions: np.ndarray | None = None
         self.since: np.ndarray | None = None
         self.windows: dict[Window, np.ndarray] = {}
@@ -264,7 +303,7 @@ class _History:
             self.on_time: _Grid | _Prefix = _Grid(entity, ts, kind, amount, needs, times, *grid, left_out=late)
         else:
             on_time = np.flatnonzero(~late)
-            self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], needs)
+            self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], needs, times)
         late = np.flatnonzero(late)
         self.late = entity[late], ts[late], visible[late], kind[late], amount[late]
 

@@ -222,11 +222,12 @@ def kind_values(kinds: np.ndarray, amounts: np.ndarray, signals: list[int] | Non
     """(rows x signals) values of rows of the given kinds and amounts (NaN counts as 0), for all signals
     or the listed ones; Fortran-ordered, so that each signal's column is contiguous."""
     columns = list(range(len(SIGNALS))) if signals is None else list(signals)
-    values = np.empty((len(kinds), len(columns)), order="F")
-    scale = np.nan_to_num(np.asarray(amounts, dtype="float64")) if AMOUNT_SIGNALS[columns].any() else None
-    for j, s in enumerate(columns):
-        np.take(KIND_VALUES[:, s], kinds, out=values[:, j], mode="clip")  # kinds are valid rows
-        if AMOUNT_SIGNALS[s]:
+    by_signal = np.ascontiguousarray(KIND_VALUES[:, columns].T)
+    values = np.take(by_signal, kinds, axis=1, mode="clip").T  # kinds are valid rows
+    scaled = np.flatnonzero(AMOUNT_SIGNALS[columns])
+    if len(scaled):
+        scale = np.nan_to_num(np.asarray(amounts, dtype="float64"))
+        for j in scaled:
             values[:, j] *= scale
     return values
 

@@ -34,17 +34,18 @@ def to_seconds(ts: pd.Series) -> np.ndarray:
 
 def _rows(customer: np.ndarray, customers: pd.Index, category: np.ndarray, categories: pd.Index, ts: np.ndarray,
           visible: np.ndarray, kind: np.ndarray, amount: np.ndarray) -> pd.DataFrame:
-    """A signal frame from codes: customer and category categorical (code -1: no category)."""
+    """A signal frame from codes: customer and category categorical (code -1: no category). The frame keeps the
+    arrays, not copies: callers hand over arrays of their own."""
     return pd.DataFrame({"customer_id": pd.Categorical.from_codes(customer, customers),
                          "category": pd.Categorical.from_codes(category, categories), "ts": ts, "visible": visible,
-                         "kind": kind.astype("int16"), "amount": amount})
+                         "kind": kind.astype("int16", copy=False), "amount": amount}, copy=False)
 
 
 def _link_codes(customer: np.ndarray, linked_at: np.ndarray) -> tuple[np.ndarray, ...]:
     """The columns of link rows, from their customers' codes and link times: customer, category (none), ts,
     visible, kind and amount (none)."""
     n = len(customer)
-    return customer, np.full(n, -1), linked_at, linked_at, np.full(n, LINK_KIND), np.full(n, np.nan)
+    return customer, np.full(n, -1), linked_at, linked_at.copy(), np.full(n, LINK_KIND), np.full(n, np.nan)
 
 
 def link_rows(links: pd.DataFrame) -> pd.DataFrame:
