@@ -24,7 +24,7 @@ _PURCHASES = SIGNAL_NAMES.index("purchases")
 # Training-set features are stored as float32: half the memory of float64 (the build's largest cost is
 # writing the matrix), exact for counts below 2**24, and LightGBM bins the values anyway.
 TRAINING_DTYPE = "float32"
-ORDINARY_PAGES_FROM = 64 * 2 ** 20  # bytes: larger matrices are kept off transparent huge pages
+ORDINARY_PAGES_FROM = 16 * 2 ** 20  # bytes: larger results are kept off transparent huge pages
 
 
 def to_seconds(ts: pd.Series) -> np.ndarray:
@@ -69,7 +69,8 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
     seconds = to_seconds(events["ts"])
     if links is None:  # the whole history: each device's first event with a customer links it
         first = first_links(device, customer >= 0, instants(events["ts"]))
-        customers, owner, linked_at = pd.Index(names), np.full(len(devices), -1), np.zeros(len(devices), "int64")
+        customers, owner = pd.Index(names), np.full(len(devices), -1, dtype="int32")
+        linked_at = np.zeros(len(devices), "int64")
         owner[device[first]], linked_at[device[first]] = customer[first], seconds[first]
     else:
         customers = pd.Index(names).append(pd.Index(links["customer_id"])).unique()
@@ -80,7 +81,7 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
     category, categories = factorize(events["category"])
     columns = [codes, category, seconds, visible, kinds, events["amount"].to_numpy(dtype="float64", na_value=np.nan)]
     extra = _link_codes(customer[first], seconds[first]) if links is None else [[]] * len(columns)
-    out = [np.empty(len(rows) + len(more), dtype=values.dtype) for values, more in zip(columns, extra)]
+    out = [empty_array((len(rows) + len(more),), values.dtype) for values, more in zip(columns, extra)]
     for values, more, into in zip(columns, extra, out):  # each column gathered once, link rows after
         np.take(values, rows, out=into[:len(rows)])
         into[len(rows):] = more
@@ -92,13 +93,13 @@ def _sorted_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
     codes, uniques = factorize(column)
     uniques = uniques.astype("str")  # Arrow-backed text sorts several times faster than objects
     order = uniques.argsort()
-    return np.argsort(order)[codes], uniques[order]
+    return np.argsort(order).astype("int32")[codes], uniques[order]
 
 
 def _category_codes(category: pd.Series, categories: pd.Index) -> np.ndarray:
     """Position of each row's category among ``categories``; -1 when absent or not listed."""
     codes, names = factorize(category)
-    return np.append(categories.get_indexer(names), -1)[codes]
+    return np.append(categories.get_indexer(names), -1).astype("int32")[codes]
 
 
 def features_at(frame: pd.DataFrame, t: int, pairs: pd.DataFrame, features: list[Feature]) -> pd.DataFrame:
@@ -177,26 +178,27 @@ def _chunks(customer: np.ndarray, n_customers: int, size: int) -> list[np.ndarra
 
 
 def _arrays(frame: pd.DataFrame) -> tuple[np.ndarray, pd.Index, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A signal frame's customer codes (in sorted customer order), customers, ts, visible, kind and amount."""
+    """A signal frame's customer codes (int32, in sorted customer order), customers, ts, visible, kind (int16)
+    and amount."""
     cust, customers = _sorted_codes(frame["customer_id"])
     return (cust, customers, frame["ts"].to_numpy(), frame["visible"].to_numpy(),
-            frame["kind"].to_numpy().astype("int64"), frame["amount"].to_numpy(dtype="float64"))
+            frame["kind"].to_numpy(), frame["amount"].to_numpy(dtype="float64"))
 
 
-def empty_matrix(rows: int, columns: int) -> np.ndarray:
-    """An uninitialised (rows x columns) ``TRAINING_DTYPE`` matrix of contiguous columns. A large one is mapped on
-    ordinary pages, all at once: NumPy asks for transparent huge pages, and where the kernel compacts memory to
-    find them when they are first touched (its ``defrag`` setting), a written-once matrix of 2 GiB took 3-5 s
-    of system time; page by page on first touch 1-2 s, mapped at once (Linux) 0.5 s."""
-    size = rows * columns * np.dtype(TRAINING_DTYPE).itemsize
+def empty_array(shape: tuple[int, ...], dtype: str | np.dtype, order: str = "C") -> np.ndarray:
+    """An uninitialised array, for results written in full once. A large one is mapped on ordinary pages, all at
+    once: NumPy asks for transparent huge pages, and where the kernel compacts memory to find them when they are
+    first touched (its ``defrag`` setting), a 2 GiB training matrix took 3-5 s of system time; page by page on
+    first touch 1-2 s, mapped at once (Linux) 0.5 s."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if size < ORDINARY_PAGES_FROM:
-        return np.empty((rows, columns), dtype=TRAINING_DTYPE, order="F")
+        return np.empty(shape, dtype=dtype, order=order)
     if hasattr(mmap, "MAP_POPULATE"):  # Linux
         pages = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
         pages.madvise(mmap.MADV_NOHUGEPAGE)
     else:
         pages = mmap.mmap(-1, size)
-    return np.ndarray((rows, columns), dtype=TRAINING_DTYPE, buffer=pages, order="F")
+    return np.ndarray(shape, dtype=dtype, buffer=pages, order=order)
 
 
 def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
@@ -205,7 +207,7 @@ def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, vi
     order, one row per category (k of them)."""
     first_row = np.concatenate([[0], np.cumsum(active.sum(axis=0) * k)])
     rank = np.cumsum(active, axis=0) - active  # active customers before each one, per cutoff
-    matrix = empty_matrix(int(first_row[-1]), len(features))
+    matrix = empty_array((int(first_row[-1]), len(features)), TRAINING_DTYPE, order="F")
     by_category = any(f.entity == "category" for f in features)  # customers alone take little memory
     with threadpool_limits(limits=1, user_api="blas"):  # its matrix products are small: more threads only spin
         for rows in _chunks(cust, len(active), CHUNK_ROWS if by_category else len(cust)) if k else []:

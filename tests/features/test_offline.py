@@ -167,12 +167,14 @@ def _vm_flags(address: int) -> list[str]:
 
 
 @pytest.mark.skipif(not hasattr(offline.mmap, "MAP_POPULATE"), reason="Linux only")
-def test_a_large_training_matrix_is_kept_off_huge_pages():
+def test_large_results_are_kept_off_huge_pages():
     rows = offline.ORDINARY_PAGES_FROM // 4 // 10 + 1
-    matrix = offline.empty_matrix(rows, 10)
+    matrix = offline.empty_array((rows, 10), offline.TRAINING_DTYPE, order="F")
     matrix[:] = 1.0
     assert matrix.shape == (rows, 10) and matrix.dtype == offline.TRAINING_DTYPE and matrix.flags.f_contiguous
     assert float(matrix.sum(dtype="float64")) == rows * 10
     assert "nh" in _vm_flags(matrix.ctypes.data)  # no huge pages advised for it
-    small = offline.empty_matrix(100, 10)
+    column = offline.empty_array((offline.ORDINARY_PAGES_FROM // 8,), "int64")
+    assert column.flags.c_contiguous and column.flags.writeable and "nh" in _vm_flags(column.ctypes.data)
+    small = offline.empty_array((100, 10), "float32", order="F")
     assert small.shape == (100, 10) and small.flags.f_contiguous and small.flags.owndata
