@@ -130,11 +130,11 @@ class _Grid:
         return latest
 
     def window_sums(self, queries: np.ndarray, start: int, t: int) -> np.ndarray:
-        """(queried entities x summed signals) sums over [start, t) (t and start among the grid's bounds)."""
+        """(summed signals x queried entities) sums over [start, t) (t and start among the grid's bounds)."""
         high = np.searchsorted(self.bounds, t) + 1
         low = 0 if start == EARLIEST else np.searchsorted(self.bounds, start) + 1
         at = queries - self.first
-        return (self.grid[:, high].take(at, axis=1) - self.grid[:, low].take(at, axis=1)).T
+        return self.grid[:, high].take(at, axis=1) - self.grid[:, low].take(at, axis=1)
 
     def last_seen(self, queries: np.ndarray, s: int, start: int, t: int) -> np.ndarray:
         """When signal s last fired in [start, t) for the queried entities (NaN: not then)."""
@@ -228,7 +228,7 @@ class _Stats:
         self.on_time, self.late, self.needs, self.queries, self.t = on_time, late, needs, queries.astype("int64"), t
         self.times = _times_at(needs, t)
         self.positions: np.ndarray | None = None
-        self.since: np.ndarray | None = None
+        self.reached: np.ndarray | None = None
         self.windows: dict[Window, np.ndarray] = {}
         self.seen: np.ndarray | None = None
         self.lasts: dict[str, np.ndarray] = {}
@@ -240,16 +240,17 @@ class _Stats:
         return self.positions[:, self.times.index(at)]
 
     def _since(self, start: int) -> np.ndarray:
-        """(queries x signals) sums over [start, t) of the sorted rows. The running sums are gathered at all
-        ``times`` at once, an entity's together (one pass over the rows), and every window subtracted at once."""
-        if self.since is None:
+        """(signals x queries) sums over [start, t) of the sorted rows. The running sums are gathered at all
+        ``times`` at once, an entity's together (one pass over the rows), then laid out time by time and signal
+        by signal, so that each window's sums of a signal are contiguous."""
+        if self.reached is None:
             self._at(self.t)
             reached = self.on_time.sums[self.positions.ravel()].reshape(len(self.queries), len(self.times), -1)
-            self.since = reached[:, -1:] - reached  # t is the last of the times
-        return self.since[:, self.times.index(start)]
+            self.reached = np.ascontiguousarray(reached.transpose(1, 2, 0))
+        return self.reached[-1] - self.reached[self.times.index(start)]  # t is the last of the times
 
     def window(self, window: Window) -> np.ndarray:
-        """(queries x summed signals) sums over the window, in ``Needs.sums`` order."""
+        """(summed signals x queries) sums over the window, in ``Needs.sums`` order."""
         if window not in self.windows:
             start = window.start(self.t)
             if isinstance(self.on_time, _Grid):
@@ -257,13 +258,13 @@ class _Stats:
             else:
                 total = self._since(start)
             if self.late is not None:
-                total[self.late.rows] += self.late.grid.window_sums(self.late.at, start, self.t)
+                total[:, self.late.rows] += self.late.grid.window_sums(self.late.at, start, self.t)
             self.windows[window] = total
         return self.windows[window]
 
     def sum_of(self, window: Window, signal: Signal, out: np.ndarray | None = None) -> np.ndarray:
         """Window sums of the signal (written into ``out`` when given)."""
-        values = self.window(window)[:, self.needs.sum_at[signal.name]]
+        values = self.window(window)[self.needs.sum_at[signal.name]]
         if out is not None:
             out[:] = values
         return values
@@ -276,9 +277,9 @@ class _Stats:
                 last = self.on_time.last_seen(self.queries, s, start, self.t)
             else:
                 if self.seen is None:  # every signal at once, an entity's row of them together
-                    latest = self.on_time.fired[self._at(self.t)]
-                    self.seen = np.where(latest >= self._at(start)[:, None], self.on_time.ts[latest], np.nan)
-                last = self.seen[:, self.needs.last_at[signal.name]]
+                    latest = self.on_time.fired[self._at(self.t)].T
+                    self.seen = np.where(latest >= self._at(start), self.on_time.ts[latest], np.nan)
+                last = self.seen[self.needs.last_at[signal.name]]
             if self.late is not None:
                 rows = self.late.rows
                 last[rows] = np.fmax(last[rows], self.late.grid.last_seen(self.late.at, s, start, self.t))
