@@ -20,9 +20,12 @@ def entity_time_order(entity: np.ndarray, ts: np.ndarray) -> np.ndarray:
     if len(entity) > 1:
         low, high = int(entity.min()), int(entity.max())
         if high - low < 2 ** 32:
-            shifted = entity.astype("int64") - low
-            order = np.argsort((shifted & 0xFFFF).astype("uint16"), kind="stable")
-            if high - low >= 2 ** 16:
+            shifted = entity - np.asarray(low, dtype=entity.dtype)  # fits: high - low < 2**32
+            if high - low < 2 ** 16:
+                order = np.argsort(shifted.astype("uint16"), kind="stable")
+            else:
+                shifted = shifted.astype("uint32")
+                order = np.argsort((shifted & 0xFFFF).astype("uint16"), kind="stable")
                 order = order[np.argsort((shifted[order] >> 16).astype("uint16"), kind="stable")]
             grouped, times = entity[order], ts[order]
             if np.all((grouped[1:] != grouped[:-1]) | (times[1:] >= times[:-1])):
@@ -35,7 +38,8 @@ def first_links(device: np.ndarray, has_customer: np.ndarray, ts: np.ndarray) ->
     a customer too (the first listed on a tie), in time order."""
     both = np.flatnonzero((device >= 0) & has_customer)
     order = both[entity_time_order(device[both], ts[both])]
-    first = order[np.append(True, device[order][1:] != device[order][:-1])] if len(order) else order
+    ordered = device[order]
+    first = order[np.append(True, ordered[1:] != ordered[:-1])] if len(order) else order
     return first[np.lexsort((first, ts[first]))]
 
 

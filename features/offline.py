@@ -28,8 +28,9 @@ ORDINARY_PAGES_FROM = 16 * 2 ** 20  # bytes: larger results are kept off transpa
 
 
 def to_seconds(ts: pd.Series) -> np.ndarray:
-    """UTC timestamps as int64 epoch seconds."""
-    return (ts.dt.tz_convert("UTC").astype("datetime64[s, UTC]").astype("int64")).to_numpy()
+    """UTC timestamps as int64 epoch seconds (floored)."""
+    utc = ts.dt.tz_convert("UTC")
+    return np.asarray(utc.array.asi8).view(f"datetime64[{utc.dt.unit}]").astype("datetime64[s]").view("int64")
 
 
 def _rows(customer: np.ndarray, customers: pd.Index, category: np.ndarray, categories: pd.Index, ts: np.ndarray,
