@@ -58,6 +58,13 @@ def _patterns(signals: tuple[int, ...], paid: bool) -> tuple[np.ndarray, np.ndar
     return patterns, pattern_of
 
 
+def _by_signal(patterns: np.ndarray, per_pattern: np.ndarray) -> np.ndarray:
+    """(signals x cells): per signal, the sum of the cells of the patterns it is part of. (Summed row by row: a
+    matrix product would call a threaded BLAS, whose threads spin for such small products.)"""
+    return np.stack([per_pattern[part].sum(axis=0) for part in patterns.T]) if patterns.shape[1] else \
+        np.zeros((0, per_pattern.shape[1]))
+
+
 class _Grid:
     """Running sums, and latest times, over time segments of signals per entity (``first`` .. ``first + count -
     1``), rows ``left_out`` (a mask) aside: the segments lie between the bounds of the windows (and of the
@@ -100,12 +107,12 @@ class _Grid:
         cell, size = self._cells(pattern_of[kind], len(patterns), segment, at, count, left_out)
         scaled = AMOUNT_SIGNALS[sums]
         counts = np.bincount(cell, np.ones(len(cell)), size + 1)[:size].reshape(len(patterns), -1)  # as floats
-        grid[~scaled, 1:] = (patterns[:, ~scaled].T.astype("float64") @ counts).reshape(-1, segments, count)
+        grid[~scaled, 1:] = _by_signal(patterns[:, ~scaled], counts).reshape(-1, segments, count)
         if scaled.any():
             paid = np.flatnonzero(~np.isnan(amount))
             amounts = np.bincount(cell[paid], weights=amount[paid], minlength=size + 1)[:size]
-            grid[scaled, 1:] = (patterns[:, scaled].T.astype("float64")
-                                @ amounts.reshape(len(patterns), -1)).reshape(-1, segments, count)
+            grid[scaled, 1:] = _by_signal(patterns[:, scaled], amounts.reshape(len(patterns), -1)).reshape(
+                -1, segments, count)
         for bound in range(2, segments + 1):  # running sums over segments, row by row (cumsum is slow here)
             grid[:, bound] += grid[:, bound - 1]
         return grid

@@ -11,7 +11,6 @@ import mmap
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from features.aggregates import Histories
 from features.definitions import (
@@ -210,17 +209,16 @@ def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, vi
     rank = np.cumsum(active, axis=0) - active  # active customers before each one, per cutoff
     matrix = empty_array((int(first_row[-1]), len(features)), TRAINING_DTYPE, order="F")
     by_category = any(f.entity == "category" for f in features)  # customers alone take little memory
-    with threadpool_limits(limits=1, user_api="blas"):  # its matrix products are small: more threads only spin
-        for rows in _chunks(cust, len(active), CHUNK_ROWS if by_category else len(cust)) if k else []:
-            c = cust[rows]
-            low, high = c.min(), c.max()
-            histories = Histories(c, cat[rows], k, ts[rows], visible[rows], kind[rows], amount[rows], features,
-                                  times, low, high - low + 1)
-            for j, t in enumerate(times):
-                who = low + np.flatnonzero(active[low:high + 1, j])
-                if len(who):
-                    begin = first_row[j] + rank[who[0], j] * k
-                    histories.write(features, who, t, matrix[begin:begin + len(who) * k])
+    for rows in _chunks(cust, len(active), CHUNK_ROWS if by_category else len(cust)) if k else []:
+        c = cust[rows]
+        low, high = c.min(), c.max()
+        histories = Histories(c, cat[rows], k, ts[rows], visible[rows], kind[rows], amount[rows], features, times,
+                              low, high - low + 1)
+        for j, t in enumerate(times):
+            who = low + np.flatnonzero(active[low:high + 1, j])
+            if len(who):
+                begin = first_row[j] + rank[who[0], j] * k
+                histories.write(features, who, t, matrix[begin:begin + len(who) * k])
     return matrix
 
 
