@@ -170,10 +170,10 @@ def _chunks(customer: np.ndarray, n_customers: int, size: int) -> list[np.ndarra
     if len(customer) <= size:
         return [slice(0, len(customer))] if len(customer) else []
     ends = np.cumsum(np.bincount(customer, minlength=n_customers))
-    chunk_of = np.searchsorted(np.arange(size, ends[-1], size), ends, side="right")
-    order = np.argsort(chunk_of[customer].astype("uint16" if len(chunk_of) and chunk_of[-1] < 2 ** 16 else "int64"),
-                       kind="stable")
-    edges = np.searchsorted(chunk_of[customer][order], np.arange((chunk_of[-1] if len(chunk_of) else 0) + 2))
+    chunk_of = np.searchsorted(np.arange(size, ends[-1], size), ends, side="right")  # per customer
+    chunk = chunk_of.astype("uint16" if chunk_of[-1] < 2 ** 16 else "int64")[customer]  # per row
+    order = np.argsort(chunk, kind="stable")  # a radix sort for 16-bit chunk numbers
+    edges = np.concatenate([[0], np.cumsum(np.bincount(chunk, minlength=int(chunk_of[-1]) + 1))])
     return [order[a:b] for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
