@@ -77,8 +77,8 @@ def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict
             seconds = time.perf_counter() - began
             workers_mib = sum(client.run(peak_mib).values())
             training = pd.read_parquet(out, columns=["label"])
-    return {"events": n_events, "rows": len(training),
-            "features": len(FEATURES), "seconds": seconds, "user_seconds": cpu[0], "system_seconds": cpu[1], "cores": max(workers, 1),
+    return {"events": n_events, "rows": len(training), "features": len(FEATURES), "seconds": seconds,
+            "user_seconds": cpu[0], "system_seconds": cpu[1], "cores": max(workers, 1),
             "peak_mib": peak_mib() + workers_mib}
 
 

@@ -34,10 +34,11 @@ def to_seconds(ts: pd.Series) -> np.ndarray:
 
 def _rows(customer: np.ndarray, customers: pd.Index, category: np.ndarray, categories: pd.Index, ts: np.ndarray,
           visible: np.ndarray, kind: np.ndarray, amount: np.ndarray) -> pd.DataFrame:
-    """A signal frame from codes: customer and category categorical (code -1: no category). The frame keeps the
-    arrays, not copies: callers hand over arrays of their own."""
-    return pd.DataFrame({"customer_id": pd.Categorical.from_codes(customer, customers),
-                         "category": pd.Categorical.from_codes(category, categories), "ts": ts, "visible": visible,
+    """A signal frame from valid codes: customer and category categorical (code -1: no category). The frame keeps
+    the arrays, not copies: callers hand over arrays of their own."""
+    return pd.DataFrame({"customer_id": pd.Categorical.from_codes(customer, customers, validate=False),
+                         "category": pd.Categorical.from_codes(category, categories, validate=False), "ts": ts,
+                         "visible": visible,
                          "kind": kind.astype("int16", copy=False), "amount": amount}, copy=False)
 
 
