@@ -58,11 +58,12 @@ def _patterns(signals: tuple[int, ...], paid: bool) -> tuple[np.ndarray, np.ndar
     return patterns, pattern_of
 
 
-def _by_signal(patterns: np.ndarray, per_pattern: np.ndarray) -> np.ndarray:
-    """(signals x cells): per signal, the sum of the cells of the patterns it is part of. (Summed row by row: a
-    matrix product would call a threaded BLAS, whose threads spin for such small products.)"""
-    return np.stack([per_pattern[part].sum(axis=0) for part in patterns.T]) if patterns.shape[1] else \
-        np.zeros((0, per_pattern.shape[1]))
+def _add_patterns(grid: np.ndarray, columns: np.ndarray, patterns: np.ndarray, per_pattern: np.ndarray) -> None:
+    """Add each pattern's (segment x entity) cells to the grid rows of the signals it is made of, among
+    ``columns``. (Added row by row: a matrix product calls a threaded BLAS, whose threads spin on such work.)"""
+    for pattern, cells in zip(patterns, per_pattern):
+        for column in columns[pattern[columns]]:
+            grid[column, 1:] += cells
 
 
 class _Grid:
@@ -99,20 +100,18 @@ class _Grid:
              count: int, left_out: np.ndarray) -> np.ndarray:
         """Running sums of the signals: one bincount per (kind pattern, segment, entity), then over segments."""
         segments = len(self.bounds) + 1
-        grid = np.empty((len(sums), segments + 1, count))  # bound 0 is zero; the matrix products fill the rest
-        grid[:, 0] = 0.0
+        grid = np.zeros((len(sums), segments + 1, count))  # bound 0 stays zero; the patterns add up the rest
         if not sums:
             return grid
         patterns, pattern_of = _patterns(tuple(sums), paid=False)
         cell, size = self._cells(pattern_of[kind], len(patterns), segment, at, count, left_out)
         scaled = AMOUNT_SIGNALS[sums]
-        counts = np.bincount(cell, np.ones(len(cell)), size + 1)[:size].reshape(len(patterns), -1)  # as floats
-        grid[~scaled, 1:] = _by_signal(patterns[:, ~scaled], counts).reshape(-1, segments, count)
+        counts = np.bincount(cell, np.ones(len(cell)), size + 1)[:size]  # as floats
+        _add_patterns(grid, np.flatnonzero(~scaled), patterns, counts.reshape(len(patterns), segments, count))
         if scaled.any():
             paid = np.flatnonzero(~np.isnan(amount))
             amounts = np.bincount(cell[paid], weights=amount[paid], minlength=size + 1)[:size]
-            grid[scaled, 1:] = _by_signal(patterns[:, scaled], amounts.reshape(len(patterns), -1)).reshape(
-                -1, segments, count)
+            _add_patterns(grid, np.flatnonzero(scaled), patterns, amounts.reshape(len(patterns), segments, count))
         for bound in range(2, segments + 1):  # running sums over segments, row by row (cumsum is slow here)
             grid[:, bound] += grid[:, bound - 1]
         return grid
