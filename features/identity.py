@@ -37,9 +37,14 @@ def first_links(device: np.ndarray, has_customer: np.ndarray, ts: np.ndarray) ->
     """Positions of the events that link each device (code >= 0) to a customer: its earliest event carrying
     a customer too (the first listed on a tie), in time order."""
     both = np.flatnonzero((device >= 0) & has_customer)
-    order = both[entity_time_order(device[both], ts[both])]
-    ordered = device[order]
-    first = order[np.append(True, ordered[1:] != ordered[:-1])] if len(order) else order
+    if not len(both):
+        return both
+    linking, times = device[both], ts[both]
+    earliest = np.full(int(linking.max()) + 1, times.max(), dtype=times.dtype)
+    np.minimum.at(earliest, linking, times)  # per device, without sorting the events
+    at_earliest = np.flatnonzero(times == earliest[linking])
+    _, first_listed = np.unique(linking[at_earliest], return_index=True)
+    first = both[at_earliest[first_listed]]
     return first[np.lexsort((first, ts[first]))]
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.identity import entity_time_order, link_devices, stitch_identities
+from features.identity import entity_time_order, first_links, link_devices, stitch_identities
 
 
 def test_anonymous_browsing_joins_the_customer_from_the_login_on(make_events):
@@ -40,3 +40,12 @@ def test_rows_are_ordered_by_entity_then_time_as_a_full_sort_orders_them(span, s
     entity = rng.integers(0, span, len(ts)) - span // 2
     order = entity_time_order(entity, ts)
     np.testing.assert_array_equal(order, np.lexsort((ts, entity)))
+
+
+def test_a_device_links_at_its_earliest_event_with_a_customer_the_first_listed_on_a_tie():
+    device = np.array([0, 1, 0, 1, 0, -1, 2, 1])
+    has_customer = np.array([True, True, True, True, False, True, False, True])
+    ts = np.array([50, 30, 20, 10, 5, 1, 0, 10])
+    # device 0: rows 0 and 2 carry a customer, row 2 is earlier; device 1: rows 3 and 7 tie at 10, row 3 is
+    # listed first; row 4 has no customer, row 5 no device, device 2 never carries a customer
+    assert first_links(device, has_customer, ts).tolist() == [3, 2]  # in time order
