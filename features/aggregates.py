@@ -77,7 +77,7 @@ class _Grid:
         windows = needs.windows + ([LOOKBACK] if needs.lasts else [])
         starts = [w.start(t) for t in times for w in windows]
         self.bounds = np.unique(np.array([b for b in starts if b != EARLIEST] + list(times), dtype="int64"))
-        self.first, self.last_column = first, {s: j for j, s in enumerate(needs.lasts)}
+        self.first = first
         segment = np.searchsorted(self.bounds, ts, side="right")
         at = entity - first
         self.grid = self._sum(segment, at, kind, amount, needs.sums, count, left_out)
@@ -142,10 +142,10 @@ class _Grid:
         at = queries - self.first
         return self.grid[:, high].take(at, axis=1) - self.grid[:, low].take(at, axis=1)
 
-    def last_seen(self, queries: np.ndarray, s: int, start: int, t: int) -> np.ndarray:
-        """When signal s last fired in [start, t) for the queried entities (NaN: not then)."""
+    def last_seen(self, queries: np.ndarray, start: int, t: int) -> np.ndarray:
+        """(last-seen signals x queried entities): when each signal last fired in [start, t) (NaN: not then)."""
         low, high = np.searchsorted(self.bounds, [start, t]) + 1
-        latest = self.latest[self.last_column[s], low:high].max(axis=0, initial=-1).take(queries - self.first)
+        latest = self.latest[:, low:high].max(axis=1, initial=-1).take(queries - self.first, axis=1)
         return np.where(latest >= 0, latest, np.nan)
 
 
@@ -237,7 +237,6 @@ class _Stats:
         self.reached: np.ndarray | None = None
         self.windows: dict[Window, np.ndarray] = {}
         self.seen: np.ndarray | None = None
-        self.lasts: dict[str, np.ndarray] = {}
 
     def _at(self, at: int) -> np.ndarray:
         """Where each queried entity reaches time ``at`` (one of ``times``) in the sorted rows."""
@@ -277,20 +276,18 @@ class _Stats:
 
     def last_of(self, signal: Signal) -> np.ndarray:
         """Times the signal last fired within the look-back (NaN when it did not)."""
-        if signal.name not in self.lasts:
-            s, start = SIGNAL_NAMES.index(signal.name), LOOKBACK.start(self.t)
+        if self.seen is None:  # every signal at once
+            start = LOOKBACK.start(self.t)
             if isinstance(self.on_time, _Grid):
-                last = self.on_time.last_seen(self.queries, s, start, self.t)
-            else:
-                if self.seen is None:  # every signal at once, an entity's row of them together
-                    latest = self.on_time.fired[self._at(self.t)].T
-                    self.seen = np.where(latest >= self._at(start), self.on_time.ts[latest], np.nan)
-                last = self.seen[self.needs.last_at[signal.name]]
+                seen = self.on_time.last_seen(self.queries, start, self.t)
+            else:  # an entity's row of every signal together
+                latest = self.on_time.fired[self._at(self.t)].T
+                seen = np.where(latest >= self._at(start), self.on_time.ts[latest], np.nan)
             if self.late is not None:
                 rows = self.late.rows
-                last[rows] = np.fmax(last[rows], self.late.grid.last_seen(self.late.at, s, start, self.t))
-            self.lasts[signal.name] = last
-        return self.lasts[signal.name]
+                seen[:, rows] = np.fmax(seen[:, rows], self.late.grid.last_seen(self.late.at, start, self.t))
+            self.seen = seen
+        return self.seen[self.needs.last_at[signal.name]]
 
 
 class _History:
