@@ -70,7 +70,8 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
     seconds = to_seconds(events["ts"])
     if links is None:  # the whole history: each device's first event with a customer links it
         first = first_links(device, customer >= 0, instants(events["ts"]))
-        customers, owner = pd.Index(names), np.full(len(devices), -1, dtype="int32")
+        customers = pd.Index(names)  # codes as narrow as pandas keeps them, so the frame takes them as they are
+        owner = np.full(len(devices), -1, dtype=np.min_scalar_type(-max(len(customers), 1)))
         linked_at = np.zeros(len(devices), "int64")
         owner[device[first]], linked_at[device[first]] = customer[first], seconds[first]
     else:
