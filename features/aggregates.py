@@ -1,152 +1,25 @@
 """Window sums and last-seen times of entities at cutoffs, from signal rows, for the offline builder.
 
-Customers are few, so their window sums come from a dense grid: each row falls in a segment between the
-window bounds of all cutoffs, one bincount per (customer, segment, kind pattern) and a running sum over
-segments answer every window at every cutoff. A customer's categories are many, so their rows are sorted
-by (entity, time) once and turned into running sums of the signals used; a window sum is then two binary
-searches and a subtraction. Last-seen times use the sorted rows too. Rows attributed late (anonymous
+Customers are few, so their window sums come from a dense grid (features.grid). A customer's categories are
+many, so their rows are sorted by (entity, time) once and turned into running sums of the signals used; a
+per-entity table of the rows before each window bound says where to read them, and a window sum is a
+subtraction. Last-seen times use the sorted rows too. Rows attributed late (anonymous
 browsing linked to its customer afterwards) count only from the link on: they are kept apart and added at
 the cutoffs that already see them.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from features.definitions import (
-    AMOUNT_SIGNALS, DAY, DECLARED_WINDOWS, EARLIEST, KIND_VALUES, LOOKBACK, SIGNAL_NAMES, Aggregates, Feature, Signal,
-    Window, combine, compute_feature, kind_values,
+    DAY, DECLARED_WINDOWS, LOOKBACK, SIGNAL_NAMES, Aggregates, Feature, Signal, Window, combine, compute_feature,
+    kind_values,
 )
+from features.grid import Grid, Needs
 from features.identity import entity_time_order
-
-
-@dataclass
-class Needs:
-    """The signals whose window sums (and over which windows) and whose last-seen times features use."""
-
-    sums: list[int]
-    windows: list[Window]
-    lasts: list[int]
-
-    def __post_init__(self) -> None:
-        self.sum_at = {SIGNAL_NAMES[s]: j for j, s in enumerate(self.sums)}  # columns of the window sums
-        self.last_at = {SIGNAL_NAMES[s]: j for j, s in enumerate(self.lasts)}
-
-    @classmethod
-    def of(cls, features: list[Feature]) -> Needs:
-        summed = [f for f in features if f.aggregation != "recency_days"]
-        signals = {s.name for f in summed for s in (f.signal, f.denominator) if s is not None}
-        return cls(sorted(SIGNAL_NAMES.index(name) for name in signals),
-                   list(dict.fromkeys(f.window for f in summed)),
-                   sorted({SIGNAL_NAMES.index(f.signal.name) for f in features if f.aggregation == "recency_days"}))
-
-
-@functools.cache
-def _patterns(signals: tuple[int, ...], paid: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct patterns of the signals a row adds to (or, for ``paid``, fires, an amount signal firing when
-    the row is paid), and each row kind's pattern (for ``paid``: each (kind, paid) pair's, at kind * 2 + paid)."""
-    adds = KIND_VALUES[:, list(signals)] != 0
-    if paid:
-        adds = (adds[:, None, :] & (~AMOUNT_SIGNALS[list(signals)] | np.array([False, True])[:, None])).reshape(
-            -1, len(signals))
-    patterns, pattern_of = np.unique(adds, axis=0, return_inverse=True)
-    pattern_of = pattern_of.ravel()
-    patterns.flags.writeable = pattern_of.flags.writeable = False  # shared by every grid
-    return patterns, pattern_of
-
-
-def _add_patterns(grid: np.ndarray, columns: np.ndarray, patterns: np.ndarray, per_pattern: np.ndarray) -> None:
-    """Add each pattern's (segment x entity) cells to the grid rows of the signals it is made of, among
-    ``columns``. (Added row by row: a matrix product calls a threaded BLAS, whose threads spin on such work.)"""
-    for pattern, cells in zip(patterns, per_pattern):
-        for column in columns[pattern[columns]]:
-            grid[column, 1:] += cells
-
-
-class _Grid:
-    """Running sums, and latest times, over time segments of signals per entity (``first`` .. ``first + count -
-    1``), rows ``left_out`` (a mask) aside: the segments lie between the bounds of the windows (and of the
-    look-back, for latest times) at the given times. The sums are (signal x segment bound x entity), so one
-    bound of one signal is a contiguous row; the latest times are (signal x segment x entity), -1 for none."""
-
-    def __init__(self, entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,
-                 times: list[int], first: int, count: int, left_out: np.ndarray):
-        windows = needs.windows + ([LOOKBACK] if needs.lasts else [])
-        starts = [w.start(t) for t in times for w in windows]
-        self.bounds = np.unique(np.array([b for b in starts if b != EARLIEST] + list(times), dtype="int64"))
-        self.first = first
-        segment = np.searchsorted(self.bounds, ts, side="right")
-        at = entity - first
-        self.grid = self._sum(segment, at, kind, amount, needs.sums, count, left_out)
-        self.latest = self._latest(segment, at, kind, amount, ts, needs.lasts, count, left_out)
-
-    def _cells(self, pattern: np.ndarray, n_patterns: int, segment: np.ndarray, at: np.ndarray, count: int,
-               left_out: np.ndarray) -> tuple[np.ndarray, int]:
-        """Each row's cell in a (pattern x segment x entity) grid and the grid's size (rows left out: one cell
-        past it)."""
-        segments = len(self.bounds) + 1
-        cell = pattern * segments
-        cell += segment
-        cell *= count
-        cell += at
-        size = n_patterns * segments * count
-        cell[left_out] = size
-        return cell, size
-
-    def _sum(self, segment: np.ndarray, at: np.ndarray, kind: np.ndarray, amount: np.ndarray, sums: list[int],
-             count: int, left_out: np.ndarray) -> np.ndarray:
-        """Running sums of the signals: one bincount per (kind pattern, segment, entity), then over segments."""
-        segments = len(self.bounds) + 1
-        grid = np.zeros((len(sums), segments + 1, count))  # bound 0 stays zero; the patterns add up the rest
-        if not sums:
-            return grid
-        patterns, pattern_of = _patterns(tuple(sums), paid=False)
-        cell, size = self._cells(pattern_of[kind], len(patterns), segment, at, count, left_out)
-        scaled = AMOUNT_SIGNALS[sums]
-        counts = np.bincount(cell, np.ones(len(cell)), size + 1)[:size]  # as floats
-        _add_patterns(grid, np.flatnonzero(~scaled), patterns, counts.reshape(len(patterns), segments, count))
-        if scaled.any():
-            paid = np.flatnonzero(~np.isnan(amount))
-            amounts = np.bincount(cell[paid], weights=amount[paid], minlength=size + 1)[:size]
-            _add_patterns(grid, np.flatnonzero(scaled), patterns, amounts.reshape(len(patterns), segments, count))
-        for bound in range(2, segments + 1):  # running sums over segments, row by row (cumsum is slow here)
-            grid[:, bound] += grid[:, bound - 1]
-        return grid
-
-    def _latest(self, segment: np.ndarray, at: np.ndarray, kind: np.ndarray, amount: np.ndarray, ts: np.ndarray,
-                lasts: list[int], count: int, left_out: np.ndarray) -> np.ndarray:
-        """Latest time each signal fired per (segment, entity): the latest row per (firing pattern, segment,
-        entity), then the latest over the patterns where the signal fires (an amount signal fires when paid)."""
-        segments = len(self.bounds) + 1
-        latest = np.full((len(lasts), segments, count), -1, dtype="int64")
-        if not lasts:
-            return latest
-        paid = np.nan_to_num(amount) != 0
-        patterns, pattern_of = _patterns(tuple(lasts), paid=True)
-        cell, size = self._cells(pattern_of[kind * 2 + paid], len(patterns), segment, at, count, left_out)
-        by_pattern = np.full(size + 1, -1, dtype="int64")
-        np.maximum.at(by_pattern, cell, ts)
-        by_pattern = by_pattern[:size].reshape(-1, segments, count)
-        for j in range(len(lasts)):
-            if patterns[:, j].any():
-                latest[j] = by_pattern[patterns[:, j]].max(axis=0)
-        return latest
-
-    def window_sums(self, queries: np.ndarray, start: int, t: int) -> np.ndarray:
-        """(summed signals x queried entities) sums over [start, t) (t and start among the grid's bounds)."""
-        high = np.searchsorted(self.bounds, t) + 1
-        low = 0 if start == EARLIEST else np.searchsorted(self.bounds, start) + 1
-        at = queries - self.first
-        return self.grid[:, high].take(at, axis=1) - self.grid[:, low].take(at, axis=1)
-
-    def last_seen(self, queries: np.ndarray, start: int, t: int) -> np.ndarray:
-        """(last-seen signals x queried entities): when each signal last fired in [start, t) (NaN: not then)."""
-        low, high = np.searchsorted(self.bounds, [start, t]) + 1
-        latest = self.latest[:, low:high].max(axis=1, initial=-1).take(queries - self.first, axis=1)
-        return np.where(latest >= 0, latest, np.nan)
 
 
 @dataclass
@@ -221,7 +94,7 @@ class _Late:
     """Rows attributed late that are known at t, as a grid over t's windows of the entities they touch; ``rows``
     are the positions of the queried entities among those (``at``: their index in the grid)."""
 
-    grid: _Grid
+    grid: Grid
     rows: np.ndarray
     at: np.ndarray
 
@@ -230,7 +103,7 @@ class _Stats:
     """Window sums and last-seen times of queried entities at time t, over on-time rows (a grid or sorted rows)
     and late rows known at t, computed once per window (every summed signal at once) when first asked for."""
 
-    def __init__(self, on_time: _Grid | _Prefix, late: _Late | None, needs: Needs, queries: np.ndarray, t: int):
+    def __init__(self, on_time: Grid | _Prefix, late: _Late | None, needs: Needs, queries: np.ndarray, t: int):
         self.on_time, self.late, self.needs, self.queries, self.t = on_time, late, needs, queries.astype("int64"), t
         self.times = _times_at(needs, t)
         self.positions: np.ndarray | None = None
@@ -258,7 +131,7 @@ class _Stats:
         """(summed signals x queries) sums over the window, in ``Needs.sums`` order."""
         if window not in self.windows:
             start = window.start(self.t)
-            if isinstance(self.on_time, _Grid):
+            if isinstance(self.on_time, Grid):
                 total = self.on_time.window_sums(self.queries, start, self.t)
             else:
                 total = self._since(start)
@@ -278,7 +151,7 @@ class _Stats:
         """Times the signal last fired within the look-back (NaN when it did not)."""
         if self.seen is None:  # every signal at once
             start = LOOKBACK.start(self.t)
-            if isinstance(self.on_time, _Grid):
+            if isinstance(self.on_time, Grid):
                 seen = self.on_time.last_seen(self.queries, start, self.t)
             else:  # an entity's row of every signal together
                 latest = self.on_time.fired[self._at(self.t)].T
@@ -304,7 +177,7 @@ class _History:
                                                                                           side="right")
         self.needs = needs
         if grid is not None:
-            self.on_time: _Grid | _Prefix = _Grid(entity, ts, kind, amount, needs, times, *grid, left_out=late)
+            self.on_time: Grid | _Prefix = Grid(entity, ts, kind, amount, needs, times, *grid, left_out=late)
         else:
             on_time = np.flatnonzero(~late)
             self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], needs, times)
@@ -323,7 +196,7 @@ class _History:
             touched[entity[mine] - low] = True
             index = np.cumsum(touched) - 1  # entities' index among the touched ones
             rows = np.flatnonzero(touched[queries - low])
-            grid = _Grid(index[entity[mine] - low], ts[mine], kind[mine], amount[mine], self.needs, [t], 0,
+            grid = Grid(index[entity[mine] - low], ts[mine], kind[mine], amount[mine], self.needs, [t], 0,
                          int(index[-1]) + 1, np.zeros(len(mine), dtype=bool))
             late = _Late(grid, rows, index[queries[rows] - low])
         return _Stats(self.on_time, late, self.needs, queries, t)
