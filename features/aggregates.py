@@ -59,6 +59,8 @@ def _reach(entity: np.ndarray, ts: np.ndarray, bounds: np.ndarray) -> tuple[int,
 
 def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,
                   times: list[int]) -> _Prefix:
+    """The rows sorted by (entity, ts), their running sums and last firings, and where each entity reaches each
+    time features at ``times`` read."""
     order = entity_time_order(entity, ts)
     entity, ts = entity[order], ts[order]
     bounds = np.unique(np.array([b for t in times for b in _times_at(needs, t)], dtype="int64"))
@@ -111,19 +113,22 @@ class _Stats:
         self.windows: dict[Window, np.ndarray] = {}
         self.seen: np.ndarray | None = None
 
-    def _at(self, at: int) -> np.ndarray:
-        """Where each queried entity reaches time ``at`` (one of ``times``) in the sorted rows."""
+    def _positions(self) -> np.ndarray:
+        """(queries x times): where each queried entity reaches each of ``times`` in the sorted rows."""
         if self.positions is None:
             self.positions = _locate(self.on_time, self.queries, self.times)
-        return self.positions[:, self.times.index(at)]
+        return self.positions
+
+    def _at(self, at: int) -> np.ndarray:
+        """Where each queried entity reaches time ``at`` (one of ``times``) in the sorted rows."""
+        return self._positions()[:, self.times.index(at)]
 
     def _since(self, start: int) -> np.ndarray:
         """(signals x queries) sums over [start, t) of the sorted rows. The running sums are gathered at all
         ``times`` at once, an entity's together (one pass over the rows), then laid out time by time and signal
         by signal, so that each window's sums of a signal are contiguous."""
         if self.reached is None:
-            self._at(self.t)
-            reached = self.on_time.sums[self.positions.ravel()].reshape(len(self.queries), len(self.times), -1)
+            reached = self.on_time.sums[self._positions().ravel()].reshape(len(self.queries), len(self.times), -1)
             self.reached = np.ascontiguousarray(reached.transpose(1, 2, 0))
         return self.reached[-1] - self.reached[self.times.index(start)]  # t is the last of the times
 

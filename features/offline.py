@@ -37,9 +37,9 @@ def _rows(customer: np.ndarray, customers: pd.Index, category: np.ndarray, categ
     """A signal frame from valid codes: customer and category categorical (code -1: no category). The frame keeps
     the arrays, not copies: callers hand over arrays of their own."""
     return pd.DataFrame({"customer_id": pd.Categorical.from_codes(customer, customers, validate=False),
-                         "category": pd.Categorical.from_codes(category, categories, validate=False), "ts": ts,
-                         "visible": visible,
-                         "kind": kind.astype("int16", copy=False), "amount": amount}, copy=False)
+                         "category": pd.Categorical.from_codes(category, categories, validate=False),
+                         "ts": ts, "visible": visible, "kind": kind.astype("int16", copy=False), "amount": amount},
+                        copy=False)
 
 
 def _link_codes(customer: np.ndarray, linked_at: np.ndarray) -> tuple[np.ndarray, ...]:
