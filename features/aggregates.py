@@ -19,7 +19,6 @@ from features.definitions import (
     kind_values,
 )
 from features.grid import Grid, Needs
-from features.identity import entity_time_order
 
 
 @dataclass
@@ -55,6 +54,26 @@ def _reach(entity: np.ndarray, ts: np.ndarray, bounds: np.ndarray) -> tuple[int,
     np.cumsum(counts[:, :-1], axis=1, out=reach[1:-1])
     reach[1:-1] += (np.cumsum(counts.sum(axis=1)) - counts.sum(axis=1))[:, None]  # rows of the entities before
     return low, reach
+
+
+def entity_time_order(entity: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The stable order of rows by (entity, ts). Rows mostly come in time order, so a stable sort of the
+    entities alone usually orders the times too: NumPy sorts 16-bit integers by radix, so codes spanning less
+    than 2**32 take one or two such passes. Otherwise both are sorted."""
+    if len(entity) > 1:
+        low, high = int(entity.min()), int(entity.max())
+        if high - low < 2 ** 32:
+            shifted = entity - np.asarray(low, dtype=entity.dtype)  # fits: high - low < 2**32
+            if high - low < 2 ** 16:
+                order = np.argsort(shifted.astype("uint16"), kind="stable")
+            else:
+                shifted = shifted.astype("uint32")
+                order = np.argsort((shifted & 0xFFFF).astype("uint16"), kind="stable")
+                order = order[np.argsort((shifted[order] >> 16).astype("uint16"), kind="stable")]
+            grouped, times = entity[order], ts[order]
+            if np.all((grouped[1:] != grouped[:-1]) | (times[1:] >= times[:-1])):
+                return order
+    return np.lexsort((ts, entity))
 
 
 def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,

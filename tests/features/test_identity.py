@@ -1,8 +1,7 @@
 import numpy as np
 import pandas as pd
-import pytest
 
-from features.identity import entity_time_order, first_links, link_devices, stitch_identities
+from features.identity import first_links, link_devices, stitch_identities
 
 
 def test_anonymous_browsing_joins_the_customer_from_the_login_on(make_events):
@@ -28,18 +27,6 @@ def test_a_shared_device_belongs_to_its_first_customer(make_events):
         dict(ts="2025-03-05", anonymous_id="family-tablet", customer_id="son", event_type="login"),
     ])
     assert link_devices(events).set_index("anonymous_id")["customer_id"].to_dict() == {"family-tablet": "mum"}
-
-
-@pytest.mark.parametrize("span", [50, 70_000, 2 ** 33])
-@pytest.mark.parametrize("shuffled", [False, True])
-def test_rows_are_ordered_by_entity_then_time_as_a_full_sort_orders_them(span, shuffled):
-    rng = np.random.default_rng(span)
-    ts = np.sort(rng.integers(0, 1000, 5000))  # in time order, with ties
-    if shuffled:  # some rows out of time order within their entity
-        ts[rng.choice(len(ts), 50, replace=False)] = rng.integers(0, 1000, 50)
-    entity = rng.integers(0, span, len(ts)) - span // 2
-    order = entity_time_order(entity, ts)
-    np.testing.assert_array_equal(order, np.lexsort((ts, entity)))
 
 
 def test_a_device_links_at_its_earliest_event_with_a_customer_the_first_listed_on_a_tie():

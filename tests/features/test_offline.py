@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from features import offline
+from features.aggregates import entity_time_order
 from features.definitions import DAY, FEATURES, LOOKBACK
 from features.offline import (
     build_training_set, choose_cutoffs, customer_features, features_at, find_active, to_signal_frame,
@@ -178,3 +179,15 @@ def test_large_results_are_kept_off_huge_pages():
     assert column.flags.c_contiguous and column.flags.writeable and "nh" in _vm_flags(column.ctypes.data)
     small = offline.empty_array((100, 10), "float32", order="F")
     assert small.shape == (100, 10) and small.flags.f_contiguous and small.flags.owndata
+
+
+@pytest.mark.parametrize("span", [50, 70_000, 2 ** 33])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_rows_are_ordered_by_entity_then_time_as_a_full_sort_orders_them(span, shuffled):
+    rng = np.random.default_rng(span)
+    ts = np.sort(rng.integers(0, 1000, 5000))  # in time order, with ties
+    if shuffled:  # some rows out of time order within their entity
+        ts[rng.choice(len(ts), 50, replace=False)] = rng.integers(0, 1000, 50)
+    entity = rng.integers(0, span, len(ts)) - span // 2
+    order = entity_time_order(entity, ts)
+    np.testing.assert_array_equal(order, np.lexsort((ts, entity)))
