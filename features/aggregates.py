@@ -24,9 +24,10 @@ from features.grid import Grid, Needs
 @dataclass
 class _Prefix:
     """Rows sorted by (entity, ts), with running sums of the summed signals and, per last-seen signal, the
-    latest of the first i rows where it fired (or -1): (rows + 1 x signals) each, in ``Needs`` order, gathered
-    a row (every signal) at a time. ``reach`` holds, per entity (from ``low`` - 1 to one past the highest) and
-    per bound, the number of rows before the entity reaches the bound: where its running sums stand then."""
+    latest of the first i rows where it fired (or -1): (rows + 1 x signals) each, in ``Needs`` order, a
+    signal's column contiguous (they are gathered a signal at a time). ``reach`` holds, per entity (from
+    ``low`` - 1 to one past the highest) and per bound, the number of rows before the entity reaches the
+    bound: where its running sums stand then."""
 
     bounds: np.ndarray
     low: int
@@ -86,7 +87,7 @@ def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: 
     low, reach = _reach(entity, ts, bounds)
     wanted = sorted(set(needs.sums) | set(needs.lasts))
     values = kind_values(kind[order], amount[order], wanted)  # columns contiguous
-    sums = np.empty((len(ts) + 1, len(needs.sums)), order="F")  # gathered rows of it come out row by row
+    sums = np.empty((len(ts) + 1, len(needs.sums)), order="F")  # gathered a signal at a time
     sums[0] = 0.0
     np.cumsum(_columns(values, wanted, needs.sums), axis=0, out=sums[1:])
     fired = np.full((len(ts) + 1, len(needs.lasts)), -1, dtype="int32", order="F")
@@ -144,12 +145,11 @@ class _Stats:
 
     def _since(self, start: int) -> np.ndarray:
         """(signals x queries) sums over [start, t) of the sorted rows. The running sums are gathered at all
-        ``times`` at once, an entity's together (one pass over the rows), then laid out time by time and signal
-        by signal, so that each window's sums of a signal are contiguous."""
+        ``times`` at once, a signal at a time (each signal's running sums are contiguous, so the reads stay
+        close), as (signals x times x queries)."""
         if self.reached is None:
-            reached = self.on_time.sums[self._positions().ravel()].reshape(len(self.queries), len(self.times), -1)
-            self.reached = np.ascontiguousarray(reached.transpose(1, 2, 0))
-        return self.reached[-1] - self.reached[self.times.index(start)]  # t is the last of the times
+            self.reached = np.take(self.on_time.sums.T, self._positions().T, axis=1)
+        return self.reached[:, -1] - self.reached[:, self.times.index(start)]  # t is the last of the times
 
     def window(self, window: Window) -> np.ndarray:
         """(summed signals x queries) sums over the window, in ``Needs.sums`` order."""
@@ -178,7 +178,7 @@ class _Stats:
             if isinstance(self.on_time, Grid):
                 seen = self.on_time.last_seen(self.queries, start, self.t)
             else:  # an entity's row of every signal together
-                latest = self.on_time.fired[self._at(self.t)].T
+                latest = np.take(self.on_time.fired.T, self._at(self.t), axis=1)
                 seen = np.where(latest >= self._at(start), self.on_time.ts[latest], np.nan)
             if self.late is not None:
                 rows = self.late.rows
