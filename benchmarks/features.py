@@ -61,7 +61,7 @@ def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict
     cpu = (0.0, 0.0)
     if not workers:
         began, used = time.perf_counter(), cpu_seconds()
-        training = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES))
+        rows = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES)).rows
         seconds, workers_mib = time.perf_counter() - began, 0.0
         cpu = tuple(after - before for after, before in zip(cpu_seconds(), used))
     else:
@@ -76,8 +76,8 @@ def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict
                                     npartitions=4 * workers)
             seconds = time.perf_counter() - began
             workers_mib = sum(client.run(peak_mib).values())
-            training = pd.read_parquet(out, columns=["label"])
-    return {"events": n_events, "rows": len(training), "features": len(FEATURES), "seconds": seconds,
+            rows = pd.read_parquet(Path(out) / "rows", columns=["label"])
+    return {"events": n_events, "rows": len(rows), "features": len(FEATURES), "seconds": seconds,
             "user_seconds": cpu[0], "system_seconds": cpu[1], "cores": max(workers, 1),
             "peak_mib": peak_mib() + workers_mib}
 
@@ -105,7 +105,7 @@ def run_small(raw: Path, n_cutoffs: int, window_days: int, n_signals: int, out: 
     signals.to_parquet(out / "signals.parquet", index=False)
     pd.DataFrame({"customer_id": ours["customer_id"].to_numpy(dtype=object),
                   "time": ours["cutoff"].dt.tz_localize(None).to_numpy()}).to_parquet(out / "cutoffs.parquet")
-    return {"events": len(events), "customer_cutoffs": len(ours), "grid_rows": len(grid),
+    return {"events": len(events), "customer_cutoffs": len(ours), "grid_rows": len(grid.rows),
             "features": len(features), **{f"{k}_seconds": v for k, v in seconds.items()}}
 
 
@@ -189,7 +189,7 @@ def compare_featuretools(args: argparse.Namespace, tmp: Path) -> None:
     print(f"  featuretools calculate_feature_matrix: {theirs['seconds']:.3f} s ({theirs['rows']:,} rows)")
     print(f"  ours, customer_features (same rows):   {ours['customer_seconds']:.3f} s  "
           f"ratio {theirs['seconds'] / ours['customer_seconds']:.1f}x")
-    print(f"  ours, build_from_signals, same features x {ours['grid_rows']:,} customer-category rows with labels: "
+    print(f"  ours, build_from_signals, same features + {ours['grid_rows']:,} labelled customer-category rows: "
           f"{ours['grid_seconds']:.3f} s  ratio {theirs['seconds'] / ours['grid_seconds']:.1f}x")
     print(f"  ours, full training set (all {len(FEATURES)} features x categories, from raw events): "
           f"{ours['full_seconds']:.3f} s  ratio {theirs['seconds'] / ours['full_seconds']:.1f}x")

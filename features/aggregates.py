@@ -242,25 +242,23 @@ class Histories:
                                  visible[listed], kind[listed], amount[listed], Needs.of(self.features["category"]),
                                  times)
 
-    def write(self, features: list[Feature], customers: np.ndarray, t: int, out: np.ndarray) -> None:
-        """Write the feature rows of the customers at time t, one per (customer, category), into ``out``
-        (with contiguous columns, so that a customer feature fills its column as a (customers x categories) view)."""
-        if out.strides[0] != out.itemsize:
-            raise ValueError("features are written into a matrix of contiguous columns (Fortran order)")
-        k = self.k
-        stats = {"customer": self.customer.at(customers, t),
-                 "category": self.category.at((customers.astype("int64")[:, None] * k + np.arange(k)).ravel(), t)
-                 if self.features["category"] else None}
-        for j, feature in enumerate(features):
-            own = stats[feature.entity]
-            if feature.entity == "category" and feature.aggregation == "sum":
-                own.sum_of(feature.window, feature.signal, out=out[:, j])
+    def write(self, customers: np.ndarray, t: int, customer_out: np.ndarray, category_out: np.ndarray) -> None:
+        """Write the customers' features at time t: their customer features, a row per customer, into
+        ``customer_out`` and their category features, a row per (customer, category), into ``category_out``
+        (both with contiguous columns), each in the order of the features given."""
+        queries = {"customer": customers,
+                   "category": (customers.astype("int64")[:, None] * self.k + np.arange(self.k)).ravel()}
+        for entity, out in (("customer", customer_out), ("category", category_out)):
+            if not self.features[entity]:
                 continue
-            values = compute_feature(feature, own.sum_of, own.last_of, t)
-            if feature.entity == "customer":
-                out[:, j].reshape(len(customers), k)[:] = values[:, None]
-            else:
-                out[:, j] = values
+            if out.strides[0] != out.itemsize:
+                raise ValueError("features are written into a matrix of contiguous columns (Fortran order)")
+            stats = getattr(self, entity).at(queries[entity], t)
+            for j, feature in enumerate(self.features[entity]):
+                if feature.aggregation == "sum":
+                    stats.sum_of(feature.window, feature.signal, out=out[:, j])
+                else:
+                    out[:, j] = compute_feature(feature, stats.sum_of, stats.last_of, t)
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ carry both ids. Each partition is then stitched with those links and reduced to 
 links add one row per device, the rows are shuffled so that every customer lives in one partition, and
 each partition builds its own rows.
 
-The rows never meet on one worker: ``compute`` on a Dask frame concatenates every partition on a worker
-before handing the result over (with the whole training set at 10M events, past the worker's memory
-limit, so the nanny restarted it again and again); the partitions are gathered one by one instead, or
-written to Parquet by the workers that built them.
+Each partition's build gives both tables of its customers (``features.training_set``), so the parts are
+Dask delayed objects, not a Dask frame. The rows never meet on one worker (a worker that concatenates the
+whole training set of 10M events runs past its memory limit): the parts are gathered one by one, or written
+to Parquet by the workers that built them.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from pathlib import Path
 
 import dask
 import dask.dataframe as dd
+from dask.delayed import Delayed
 import numpy as np
 import pandas as pd
 
 from features.definitions import Feature
 from features.identity import link_devices
 from features.offline import build_from_signals, link_rows, to_signal_frame
+from features.training_set import TrainingSet, write_training_set
 
 EVENT_COLUMNS = ["ts", "customer_id", "anonymous_id", "channel", "event_type", "category", "amount", "offer_id"]
 
@@ -51,41 +53,43 @@ def text_signal_frame(events: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame
     return to_text_keys(to_signal_frame(events, links))
 
 
-def sort_rows(training: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
-    """Rows in the pandas build's order: cutoff, customer, then category as listed."""
-    rank = pd.Index(categories).get_indexer(training["category"])
-    order = np.lexsort((rank, training["customer_id"].to_numpy(), training["cutoff"].to_numpy()))
-    return training.iloc[order].reset_index(drop=True)
+def sort_training_set(training: TrainingSet, categories: list[str]) -> TrainingSet:
+    """The tables in the pandas build's order: cutoff, customer, then (rows) category as listed."""
+    rows, customers = training.rows, training.customers
+    rank = pd.Index(categories).get_indexer(rows["category"])
+    order = np.lexsort((rank, rows["customer_id"].to_numpy(), rows["cutoff"].to_numpy()))
+    by_customer = np.lexsort((customers["customer_id"].to_numpy(), customers["cutoff"].to_numpy()))
+    return TrainingSet(rows.iloc[order].reset_index(drop=True), customers.iloc[by_customer].reset_index(drop=True))
 
 
-def training_partitions(events: dd.DataFrame | str | Path, cutoffs: list[pd.Timestamp], horizon_days: int,
-                        categories: list[str], features: list[Feature], npartitions: int | None = None) -> dd.DataFrame:
-    """The training set as a lazy Dask frame of ``npartitions`` customer partitions (by default one per
-    event partition), each in the pandas build's order."""
+def training_parts(events: dd.DataFrame | str | Path, cutoffs: list[pd.Timestamp], horizon_days: int,
+                   categories: list[str], features: list[Feature], npartitions: int | None = None) -> list[Delayed]:
+    """The training set as lazy parts, one per customer partition (``npartitions``, by default one per event
+    partition), each a ``TrainingSet`` in the pandas build's order."""
     events = read_events(events)
     links = find_links(events)
     rows = events.map_partitions(text_signal_frame, links, meta=text_signal_frame(events._meta, links))
     signals = dd.concat([rows, dd.from_pandas(to_text_keys(link_rows(links)), npartitions=1)])
     by_customer = signals.shuffle("customer_id", npartitions=npartitions or events.npartitions)
-    build_args = (cutoffs, horizon_days, categories, features)
-    meta = build_from_signals(signals._meta, *build_args)
-    return by_customer.map_partitions(build_from_signals, *build_args, meta=meta)
+    build = dask.delayed(build_from_signals, pure=True)
+    return [build(part, cutoffs, horizon_days, categories, features) for part in by_customer.to_delayed()]
 
 
 def build_training_set_dask(events: dd.DataFrame | str | Path, cutoffs: list[pd.Timestamp], horizon_days: int,
                             categories: list[str], features: list[Feature],
-                            npartitions: int | None = None) -> pd.DataFrame:
+                            npartitions: int | None = None) -> TrainingSet:
     """``build_training_set`` on Dask (the current scheduler), over ``npartitions`` customer partitions,
-    gathered partition by partition into this process."""
-    training = training_partitions(events, cutoffs, horizon_days, categories, features, npartitions)
-    parts = dask.compute(*training.to_delayed())
-    return sort_rows(pd.concat(parts, ignore_index=True), categories)
+    gathered part by part into this process."""
+    parts = dask.compute(*training_parts(events, cutoffs, horizon_days, categories, features, npartitions))
+    return sort_training_set(TrainingSet(pd.concat([p.rows for p in parts], ignore_index=True),
+                                         pd.concat([p.customers for p in parts], ignore_index=True)), categories)
 
 
 def write_training_set_dask(events: dd.DataFrame | str | Path, path: str | Path, cutoffs: list[pd.Timestamp],
                             horizon_days: int, categories: list[str], features: list[Feature],
                             npartitions: int | None = None) -> None:
-    """The training set written by the workers to a Parquet folder, one file per customer partition:
-    no process holds more than its partitions."""
-    training = training_partitions(events, cutoffs, horizon_days, categories, features, npartitions)
-    training.to_parquet(str(path), write_index=False)
+    """The training set folder (``features.training_set``) written by the workers, one part per customer
+    partition: no process holds more than its parts."""
+    write = dask.delayed(write_training_set, pure=True)
+    parts = training_parts(events, cutoffs, horizon_days, categories, features, npartitions)
+    dask.compute(*[write(part, Path(path), number) for number, part in enumerate(parts)])

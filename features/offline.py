@@ -17,6 +17,7 @@ from features.definitions import (
     DAY, KIND_VALUES, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Feature, event_kinds, factorize,
 )
 from features.identity import attribute, device_owners, first_links, instants
+from features.training_set import TrainingSet
 
 CHUNK_ROWS = 250_000  # signal rows per chunk of customers, when category features are asked for
 _PURCHASES = SIGNAL_NAMES.index("purchases")
@@ -115,9 +116,12 @@ def features_at(frame: pd.DataFrame, t: int, pairs: pd.DataFrame, features: list
                           frame["kind"].to_numpy()[mine].astype("int64"), frame["amount"].to_numpy()[mine], features,
                           [t], 0, len(customers))
     row, cat = customers.get_indexer(pairs["customer_id"]), categories.get_indexer(pairs["category"])
-    matrix = np.empty((len(customers) * len(categories), len(features)), order="F")
-    histories.write(features, np.arange(len(customers)), t, matrix)
-    values = matrix[row * len(categories) + cat]
+    own, listed = ([j for j, f in enumerate(features) if f.entity == entity] for entity in ("customer", "category"))
+    customer = np.empty((len(customers), len(own)), order="F")
+    category = np.empty((len(customers) * len(categories), len(listed)), order="F")
+    histories.write(np.arange(len(customers)), t, customer, category)
+    values = np.empty((len(pairs), len(features)))
+    values[:, own], values[:, listed] = customer[row], category[row * len(categories) + cat]
     return pd.concat([pairs, pd.DataFrame(values, columns=[f.name for f in features])], axis=1)
 
 
@@ -204,14 +208,17 @@ def empty_array(shape: tuple[int, ...], dtype: str | np.dtype, order: str = "C")
 
 
 def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
-                   amount: np.ndarray, times: list[int], active: np.ndarray, features: list[Feature]) -> np.ndarray:
-    """The (rows x features) matrix (``TRAINING_DTYPE``), Fortran-ordered: per cutoff, per active customer in code
-    order, one row per category (k of them)."""
-    first_row = np.concatenate([[0], np.cumsum(active.sum(axis=0) * k)])
+                   amount: np.ndarray, times: list[int], active: np.ndarray,
+                   features: list[Feature]) -> tuple[np.ndarray, np.ndarray]:
+    """The customer matrix (active (customer, cutoff) x customer features) and the category matrix (rows x
+    category features), ``TRAINING_DTYPE``, Fortran-ordered: per cutoff, per active customer in code order, and
+    for the categories one row per category (k of them)."""
+    first = np.concatenate([[0], np.cumsum(active.sum(axis=0))])
     rank = np.cumsum(active, axis=0) - active  # active customers before each one, per cutoff
-    matrix = empty_array((int(first_row[-1]), len(features)), TRAINING_DTYPE, order="F")
-    by_category = any(f.entity == "category" for f in features)  # customers alone take little memory
-    for rows in _chunks(cust, len(active), CHUNK_ROWS if by_category else len(cust)) if k else []:
+    own, listed = ([f for f in features if f.entity == entity] for entity in ("customer", "category"))
+    customer = empty_array((int(first[-1]), len(own)), TRAINING_DTYPE, order="F")
+    category = empty_array((int(first[-1]) * k, len(listed)), TRAINING_DTYPE, order="F")
+    for rows in _chunks(cust, len(active), CHUNK_ROWS if listed else len(cust)):  # customers alone take little
         c = cust[rows]
         low, high = c.min(), c.max()
         histories = Histories(c, cat[rows], k, ts[rows], visible[rows], kind[rows], amount[rows], features, times,
@@ -219,57 +226,57 @@ def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, vi
         for j, t in enumerate(times):
             who = low + np.flatnonzero(active[low:high + 1, j])
             if len(who):
-                begin = first_row[j] + rank[who[0], j] * k
-                histories.write(features, who, t, matrix[begin:begin + len(who) * k])
-    return matrix
+                begin, end = first[j] + rank[who[0], j], first[j] + rank[who[0], j] + len(who)
+                histories.write(who, t, customer[begin:end], category[begin * k:end * k])
+    return customer, category
 
 
 def build_from_signals(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int,
-                       categories: list[str], features: list[Feature]) -> pd.DataFrame:
+                       categories: list[str], features: list[Feature]) -> TrainingSet:
     """The training set of ``build_training_set`` from a signal frame holding whole customers."""
     k = len(categories)
     cust, customers, ts, visible, kind, amount = _arrays(frame)
     cat = _category_codes(frame["category"], pd.Index(categories))
     times = [int(c.timestamp()) for c in cutoffs]
     active = find_active(cust, len(customers), ts, visible, np.array(times))
-    matrix = _fill_features(cust, cat, k, ts, visible, kind, amount, times, active, features)
+    matrices = _fill_features(cust, cat, k, ts, visible, kind, amount, times, active, features)
     bought, span = _bought(cust, cat, k, ts, kind, max(times, default=0) + horizon_days * DAY)
     labels = [_labels(bought, span, (np.flatnonzero(active[:, j])[:, None] * k + np.arange(k)).ravel(), t,
                       horizon_days) for j, t in enumerate(times)]
-    return _frame_rows(matrix, np.concatenate(labels or [np.zeros(0, "int8")]), customers, active, categories,
-                       cutoffs, features)
+    return _tables(*matrices, np.concatenate(labels or [np.zeros(0, "int8")]), customers, active, categories,
+                   cutoffs, features)
 
 
 def customer_features(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], features: list[Feature]) -> pd.DataFrame:
-    """Customer features without the category grid: one row per (customer active in the year before the
-    cutoff, cutoff), from a signal frame holding whole customers."""
+    """The customer table alone: one row per (customer active in the year before the cutoff, cutoff), from a
+    signal frame holding whole customers."""
     if any(f.entity != "customer" for f in features):
         raise ValueError("customer_features computes customer features only; build_from_signals does the rest")
-    cust, customers, ts, visible, kind, amount = _arrays(frame)
-    times = [int(c.timestamp()) for c in cutoffs]
-    active = find_active(cust, len(customers), ts, visible, np.array(times))
-    matrix = _fill_features(cust, np.full(len(cust), -1), 1, ts, visible, kind, amount, times, active, features)
-    table = pd.DataFrame(matrix, columns=[f.name for f in features], copy=False)
+    return build_from_signals(frame, cutoffs, 0, [], features).customers
+
+
+def _tables(customer: np.ndarray, category: np.ndarray, labels: np.ndarray, customers: pd.Index,
+            active: np.ndarray, categories: list[str], cutoffs: list[pd.Timestamp],
+            features: list[Feature]) -> TrainingSet:
+    """The training set's tables: keys and feature columns (no copy of the matrices), and the rows' label."""
+    k, per_cutoff = len(categories), active.sum(axis=0)
     who = np.concatenate([np.flatnonzero(active[:, j]) for j in range(len(cutoffs))] or [np.zeros(0, "int64")])
-    table.insert(0, "customer_id", pd.array(customers.take(who), dtype="str"))
-    table.insert(1, "cutoff", pd.DatetimeIndex(cutoffs).as_unit("ns").repeat(active.sum(axis=0)))
-    return table
-
-
-def _frame_rows(matrix: np.ndarray, labels: np.ndarray, customers: pd.Index, active: np.ndarray,
-                categories: list[str], cutoffs: list[pd.Timestamp], features: list[Feature]) -> pd.DataFrame:
-    """The training set table: keys, feature columns (no copy of ``matrix``) and the label."""
-    k = len(categories)
-    who = np.concatenate([np.repeat(np.flatnonzero(active[:, j]), k) for j in range(len(cutoffs))])
-    table = pd.DataFrame(matrix, columns=[f.name for f in features], copy=False)
-    table.insert(0, "customer_id", pd.array(customers.take(who.astype("int64")), dtype="str"))
-    table.insert(1, "category", pd.array(categories, dtype="str").take(np.tile(np.arange(k), int(active.sum()))))
-    table.insert(2, "cutoff", pd.DatetimeIndex(cutoffs).as_unit("ns").repeat(active.sum(axis=0) * k))
-    table["label"] = labels
-    return table
+    ids = pd.array(customers.take(who.astype("int64")), dtype="str")
+    at = pd.DatetimeIndex(cutoffs).as_unit("ns")
+    names = {entity: [f.name for f in features if f.entity == entity] for entity in ("customer", "category")}
+    table = pd.DataFrame(customer, columns=names["customer"], copy=False)
+    table.insert(0, "customer_id", ids)
+    table.insert(1, "cutoff", at.repeat(per_cutoff))
+    rows = pd.DataFrame(category, columns=names["category"], copy=False)
+    rows.insert(0, "customer_id", ids.repeat(k))
+    rows.insert(1, "category", pd.array(categories, dtype="str").take(np.tile(np.arange(k), len(who))))
+    rows.insert(2, "cutoff", at.repeat(per_cutoff * k))
+    rows["label"] = labels
+    return TrainingSet(rows, table)
 
 
 def build_training_set(events: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int,
-                       categories: list[str], features: list[Feature]) -> pd.DataFrame:
-    """One row per (customer active in the year before the cutoff, category, cutoff), with its label."""
+                       categories: list[str], features: list[Feature]) -> TrainingSet:
+    """One row per (customer active in the year before the cutoff, category, cutoff), with its label, and the
+    customer features of each (customer, cutoff)."""
     return build_from_signals(to_signal_frame(events), cutoffs, horizon_days, categories, features)

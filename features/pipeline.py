@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 from features.definitions import FEATURES
 from features.offline import build_training_set, choose_cutoffs
 from features.online import open_store
+from features.training_set import write_training_set
 from nbo.config import Paths
 
 
@@ -48,12 +50,12 @@ def build_features(paths: Paths, n_cutoffs: int = 6, horizon_days: int = 7) -> d
     categories = sorted(read_raw(paths, "items")["category"].dropna().unique().tolist())
     cutoffs = choose_cutoffs(events, n_cutoffs, horizon_days)
     training = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES))
-    paths.features.mkdir(parents=True, exist_ok=True)
-    training.to_parquet(paths.features / "training_set.parquet", index=False)
-    lineage = {"events": len(events), "rows": len(training), "positives": int(training["label"].sum()),
-               "horizon_days": horizon_days, "cutoffs": [c.isoformat() for c in cutoffs],
-               "events_sha256": hash_frame(events)}
-    (paths.features / "training_set.json").write_text(json.dumps(lineage, indent=2))
+    shutil.rmtree(paths.training_set, ignore_errors=True)
+    write_training_set(training, paths.training_set)
+    lineage = {"events": len(events), "rows": len(training.rows), "customer_rows": len(training.customers),
+               "positives": int(training.rows["label"].sum()), "horizon_days": horizon_days,
+               "cutoffs": [c.isoformat() for c in cutoffs], "events_sha256": hash_frame(events)}
+    paths.training_set.with_suffix(".json").write_text(json.dumps(lineage, indent=2))
     store = open_store(paths)
     store.clear()
     written = store.write(events)

@@ -8,8 +8,8 @@ import pandas as pd
 ACTIVITY_TIERS = ("inactive", "active", "very_active")
 VALUE_TIERS = ("meh", "good", "great")
 VALUE_SHARES = (0.7, 0.2, 0.1)
-TIER_COLUMNS = ["customer_id", "cutoff", "cust_views_30d", "cust_email_clicks_30d", "cust_purchases_30d",
-                "cust_revenue_365d"]  # what the tiers read from a training set
+TIER_FEATURES = ["cust_views_30d", "cust_email_clicks_30d", "cust_purchases_30d", "cust_revenue_365d"]
+TIER_COLUMNS = ["customer_id", "cutoff", *TIER_FEATURES]  # what the tiers read from a training set's customers
 
 
 def activity_tier(features: pd.DataFrame, very_active_events: int = 20) -> pd.Series:
@@ -33,13 +33,13 @@ def value_tier(revenue: pd.Series, thresholds: list[float]) -> pd.Series:
     return pd.Series(np.asarray(VALUE_TIERS, dtype=object)[tier], index=revenue.index, name="value_tier")
 
 
-def latest_rows(training: pd.DataFrame) -> pd.DataFrame:
-    """One row per customer at the training set's last cutoff (customer features are the same in every row)."""
-    return training[training["cutoff"] == training["cutoff"].max()].drop_duplicates("customer_id")
+def latest_rows(customers: pd.DataFrame) -> pd.DataFrame:
+    """Each customer's row of a training set's customer features at its last cutoff."""
+    return customers[customers["cutoff"] == customers["cutoff"].max()]
 
 
-def latest_tiers(training: pd.DataFrame) -> pd.DataFrame:
-    """Each customer's activity and value tier at the training set's last cutoff."""
-    latest = latest_rows(training).set_index("customer_id")
+def latest_tiers(customers: pd.DataFrame) -> pd.DataFrame:
+    """Each customer's activity and value tier at a training set's last cutoff, from its customer features."""
+    latest = latest_rows(customers).set_index("customer_id")
     revenue = latest["cust_revenue_365d"]
     return pd.concat([activity_tier(latest), value_tier(revenue, value_thresholds(revenue))], axis=1).reset_index()

@@ -140,14 +140,14 @@ def show_offers(decision: dict) -> None:
 def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = None) -> None:
     """The whole job on embedded defaults: generate, features, train, serve, recommend, stop."""
     from features.segments import latest_rows
+    from features.training_set import read_customer_features
     from serving.process import free_port, start_service, stop_service, wait_ready
 
     paths = get_paths(home)
     console.rule("1/5 generate events"); generate(customers, days, seed, None, paths.home)
     console.rule("2/5 build features"); features(6, 7, paths.home)
     console.rule("3/5 train and register"); train(paths.home)
-    latest = latest_rows(pd.read_parquet(paths.features / "training_set.parquet",
-                                         columns=["customer_id", "cutoff", "cust_views_30d"]))
+    latest = latest_rows(read_customer_features(paths.training_set, ["customer_id", "cutoff", "cust_views_30d"]))
     known = latest.sort_values("cust_views_30d", ascending=False)["customer_id"].tolist()
     port = free_port()
     url = f"http://127.0.0.1:{port}"

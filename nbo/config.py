@@ -28,6 +28,11 @@ class Paths:
         return self.home / "features"
 
     @property
+    def training_set(self) -> Path:
+        # Not a valid module name: run from the home, Python would import this folder as features.training_set.
+        return self.features / "training-set"
+
+    @property
     def online_store(self) -> Path:
         return self.home / "online" / "store.sqlite"
 

@@ -6,6 +6,7 @@ import pandas as pd
 
 from features.pipeline import read_raw
 from features.segments import TIER_COLUMNS, latest_tiers
+from features.training_set import read_customer_features
 from nbo.config import Paths
 from serving.recommender import Recommender
 from serving.rules import DAY
@@ -17,8 +18,8 @@ def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel
                   segment: dict[str, str]) -> tuple[pd.DataFrame, int]:
     """The chosen (customer, offer) rows and the number of eligible customers."""
     model = load_uplift(paths.home / "uplift")
-    training = paths.features / "training_set.parquet"
-    tiers = latest_tiers(pd.read_parquet(training, columns=TIER_COLUMNS)) if training.exists() else None
+    built = paths.training_set.with_suffix(".json").exists()
+    tiers = latest_tiers(read_customer_features(paths.training_set, TIER_COLUMNS)) if built else None
     customers = join_customers(read_raw(paths, "customers"), tiers)
     now = pd.Timestamp.now(tz="UTC")
     contacted = recommender.log.contacted(channel, int(now.timestamp()) - 7 * DAY)

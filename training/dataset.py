@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.training_set import TrainingSet, feature_matrix, read_training_set
 from nbo.config import Paths
 
 CATEGORY_FEATURE = "category_code"
@@ -15,35 +16,40 @@ CATEGORY_FEATURE = "category_code"
 
 @dataclass
 class Split:
-    """Train, validation and test rows, each from later cutoffs than the one before."""
+    """Train, validation and test rows, each from later cutoffs than the one before, and the customer features
+    they all read theirs from."""
 
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    customers: pd.DataFrame
 
 
-def load_training_set(paths: Paths) -> tuple[pd.DataFrame, dict]:
+def load_training_set(paths: Paths) -> tuple[TrainingSet, dict]:
     """The training set written by the feature stage, and its lineage (cutoffs, horizon, counts, hash)."""
-    path = paths.features / "training_set.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `nbo features` first")
-    return pd.read_parquet(path), json.loads(path.with_suffix(".json").read_text())
+    lineage = paths.training_set.with_suffix(".json")
+    if not lineage.exists():
+        raise FileNotFoundError(f"{lineage} not found: run `nbo features` first")
+    return read_training_set(paths.training_set), json.loads(lineage.read_text())
 
 
-def split_by_time(training: pd.DataFrame) -> Split:
+def split_by_time(training: TrainingSet) -> Split:
     """Last cutoff for test, the one before for validation (early stopping), the rest for training."""
-    cutoffs = np.sort(training["cutoff"].unique())
+    rows = training.rows
+    cutoffs = np.sort(rows["cutoff"].unique())
     if len(cutoffs) < 3:
         raise ValueError(f"need at least 3 cutoffs for a time split, the training set has {len(cutoffs)}")
-    by = training["cutoff"]
-    return Split(training[by < cutoffs[-2]], training[by == cutoffs[-2]], training[by == cutoffs[-1]])
+    by = rows["cutoff"]
+    return Split(rows[by < cutoffs[-2]], rows[by == cutoffs[-2]], rows[by == cutoffs[-1]], training.customers)
 
 
-def to_matrix(rows: pd.DataFrame, declared: list[str], categories: list[str]) -> np.ndarray:
-    """Model input: the declared feature columns, then the category's code in the model's vocabulary."""
-    codes = pd.Index(categories).get_indexer(rows["category"]).astype("float64")
-    codes[codes < 0] = np.nan
-    return np.column_stack([rows[declared].to_numpy(dtype="float64"), codes])
+def to_matrix(rows: pd.DataFrame, customers: pd.DataFrame, declared: list[str], categories: list[str]) -> np.ndarray:
+    """Model input: the declared feature columns (a row's customer features from its customer's row), then the
+    category's code in the model's vocabulary."""
+    matrix = feature_matrix(rows, customers, declared, extra=1)
+    matrix[:, -1] = pd.Index(categories).get_indexer(rows["category"])
+    matrix[matrix[:, -1] < 0, -1] = np.nan
+    return matrix
 
 
 def model_feature_names(declared: list[str]) -> list[str]:

@@ -10,8 +10,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from features.pipeline import read_raw
-from features.segments import ACTIVITY_TIERS, VALUE_TIERS, activity_tier, value_thresholds, value_tier
+from features.segments import (
+    ACTIVITY_TIERS, TIER_FEATURES, VALUE_TIERS, activity_tier, value_thresholds, value_tier,
+)
 from features.simulate import load_truth
+from features.training_set import with_customer_columns
 from nbo.config import Paths
 from training.calibration import reliability_bins
 from training.dataset import Split, to_matrix
@@ -29,10 +32,11 @@ SEGMENT_METRICS = ("auc", "pr_auc", "ece", "ndcg_at_3", "hit_rate_at_3")
 def score_models(split: Split, model: LoadedModel) -> dict[str, np.ndarray]:
     """Test-row probabilities of the model (calibrated and raw) and of baselines fitted on the training rows."""
     declared, categories = model.meta["declared_features"], model.meta["categories"]
-    test = to_matrix(split.test, declared, categories)
+    test = to_matrix(split.test, split.customers, declared, categories)
     popularity = category_popularity(split.train)
     heuristic = fit_recency_frequency(split.train, popularity)
-    logistic = fit_logistic(to_matrix(split.train, declared, categories), split.train["label"].to_numpy())
+    logistic = fit_logistic(to_matrix(split.train, split.customers, declared, categories),
+                            split.train["label"].to_numpy())
     return {"lightgbm": predict_proba(model, test),
             "lightgbm_uncalibrated": predict_uncalibrated(model, test),
             "popularity": popularity_scores(split.test, popularity),
@@ -127,7 +131,7 @@ def build_report(paths: Paths, split: Split, model: LoadedModel) -> dict[str, ob
         "model_version": model.version, "test_cutoff": at.isoformat(), "rows": len(rows),
         "customers": int(rows["customer_id"].nunique()), "positive_rate": float(labels.mean()),
         "models": {name: measure_model(rows, s, values) for name, s in scores.items()},
-        "segments": measure_segments(rows, scores),
+        "segments": measure_segments(with_customer_columns(rows, split.customers, TIER_FEATURES), scores),
         "oracle": oracle_share(paths, rows, scores, offers, at),
         "curves": {"reliability": {n: {k: v.tolist() for k, v in reliability_bins(labels, s).items()}
                                    for n, s in scores.items()},

@@ -10,7 +10,9 @@ from features.definitions import FEATURES
 from nbo.config import Paths
 from training.affinity import CategoryShare, compute_log_share, fit_category_share, locate_inputs
 from training.calibration import calibrate, fit_calibrator
-from training.dataset import CATEGORY_FEATURE, load_training_set, model_feature_names, split_by_time, to_matrix
+from training.dataset import (
+    CATEGORY_FEATURE, Split, load_training_set, model_feature_names, split_by_time, to_matrix,
+)
 from training.evaluate import category_popularity, score_metrics
 from training.registry import (
     LoadedModel, connect, load_model, log_model, predict_proba, predict_uncalibrated, promote, set_alias,
@@ -46,14 +48,14 @@ def fit_share(train: pd.DataFrame, matrix: np.ndarray, names: list[str], categor
     return fit_category_share(matrix, train["label"].to_numpy(), groups, names, CATEGORY_FEATURE, prior)
 
 
-def champion_score(client, test: pd.DataFrame) -> tuple[str, float] | None:
+def champion_score(client, split: Split) -> tuple[str, float] | None:
     """The current champion's gate metric on this run's test rows (None when there is no champion)."""
     champion = load_model(client)
     if champion is None:
         return None
-    matrix = to_matrix(test, champion.meta["declared_features"], champion.meta["categories"])
+    matrix = to_matrix(split.test, split.customers, champion.meta["declared_features"], champion.meta["categories"])
     scores = predict_proba(champion, matrix)
-    return champion.version, score_metrics(test["label"].to_numpy(), scores, "test")[GATE_METRIC]
+    return champion.version, score_metrics(split.test["label"].to_numpy(), scores, "test")[GATE_METRIC]
 
 
 def train(paths: Paths) -> dict[str, object]:
@@ -63,7 +65,8 @@ def train(paths: Paths) -> dict[str, object]:
     declared = [f.name for f in FEATURES]
     categories = sorted(split.train["category"].unique().tolist())
     names = model_feature_names(declared)
-    matrices = {part: to_matrix(getattr(split, part), declared, categories) for part in ("train", "valid", "test")}
+    matrices = {part: to_matrix(getattr(split, part), split.customers, declared, categories)
+                for part in ("train", "valid", "test")}
     labels = {part: getattr(split, part)["label"].to_numpy() for part in ("train", "valid", "test")}
     share = fit_share(split.train, matrices["train"], names, categories)
     inputs = locate_inputs(share, names, CATEGORY_FEATURE)
@@ -79,7 +82,7 @@ def train(paths: Paths) -> dict[str, object]:
                **score_metrics(labels["valid"], calibrate(calibrator, raw_valid), "valid"),
                **flatten_metrics(report), "best_iteration": float(booster.best_iteration)}
     client = connect(paths)
-    incumbent = champion_score(client, split.test)
+    incumbent = champion_score(client, split)
     params = {**PARAMS, "train_rows": len(split.train), "valid_rows": len(split.valid), "test_rows": len(split.test),
               "gate_metric": GATE_METRIC, "horizon_days": lineage["horizon_days"], "calibration": calibrator.method,
               "test_cutoff": lineage["cutoffs"][-1], "events_sha256": lineage["events_sha256"]}

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from features.definitions import FEATURES
-from features.distributed import build_training_set_dask, sort_rows, write_training_set_dask
+from features.distributed import build_training_set_dask, sort_training_set, write_training_set_dask
 from features.offline import build_training_set, choose_cutoffs
+from features.training_set import TrainingSet, read_training_set
 from features.simulate import simulate
 
 
@@ -33,6 +34,11 @@ def cluster():
             yield client
 
 
+def assert_same_training_set(actual: TrainingSet, expected: TrainingSet) -> None:
+    for table in ("rows", "customers"):
+        pd.testing.assert_frame_equal(getattr(actual, table), getattr(expected, table), check_exact=False, rtol=1e-9)
+
+
 def test_dask_build_equals_the_pandas_build(small_shop, cluster):
     raw, events, categories = small_shop
     cutoffs = choose_cutoffs(events, 3, 7)
@@ -41,9 +47,10 @@ def test_dask_build_equals_the_pandas_build(small_shop, cluster):
                                            npartitions=3)
     from_frame = build_training_set_dask(dd.from_pandas(events, npartitions=4), cutoffs, 7, categories,
                                          list(FEATURES), npartitions=2)
-    assert len(expected) > 1000 and expected["label"].sum() > 0
-    pd.testing.assert_frame_equal(from_parquet, expected, check_exact=False, rtol=1e-9)
-    pd.testing.assert_frame_equal(from_frame, expected, check_exact=False, rtol=1e-9)
+    assert len(expected.rows) > 1000 and expected.rows["label"].sum() > 0
+    assert len(expected.rows) == len(expected.customers) * len(categories)
+    assert_same_training_set(from_parquet, expected)
+    assert_same_training_set(from_frame, expected)
 
 
 def test_parquet_written_by_the_workers_equals_the_pandas_build(small_shop, cluster, tmp_path):
@@ -52,6 +59,6 @@ def test_parquet_written_by_the_workers_equals_the_pandas_build(small_shop, clus
     expected = build_training_set(events, cutoffs, 7, categories, list(FEATURES))
     write_training_set_dask(raw / "events.parquet", tmp_path / "training", cutoffs, 7, categories, list(FEATURES),
                             npartitions=3)
-    assert len(list((tmp_path / "training").glob("*.parquet"))) == 3
-    written = sort_rows(pd.read_parquet(tmp_path / "training"), categories)
-    pd.testing.assert_frame_equal(written, expected, check_exact=False, rtol=1e-9)
+    for table in ("rows", "customers"):
+        assert len(list((tmp_path / "training" / table).glob("*.parquet"))) == 3
+    assert_same_training_set(sort_training_set(read_training_set(tmp_path / "training"), categories), expected)

@@ -8,6 +8,7 @@ from features.definitions import DAY, FEATURES, LOOKBACK
 from features.offline import (
     build_training_set, choose_cutoffs, customer_features, features_at, find_active, to_signal_frame,
 )
+from features.training_set import with_customer_columns
 from tests.features.conftest import CATEGORIES
 
 CUTOFF = pd.Timestamp("2025-03-10", tz="UTC")
@@ -82,9 +83,11 @@ def test_session_window_counts_the_last_30_minutes(make_events):
 
 def test_training_rows_label_purchases_in_the_horizon(history):
     training = build_training_set(history, [CUTOFF], 7, ["coffee", "shoes"], list(FEATURES))
-    labels = training.set_index(["customer_id", "category"])["label"].to_dict()
+    labels = training.rows.set_index(["customer_id", "category"])["label"].to_dict()
     assert labels == {("c1", "coffee"): 0, ("c1", "shoes"): 1, ("c2", "coffee"): 0, ("c2", "shoes"): 0}
-    assert (training["cutoff"] == CUTOFF).all()
+    assert (training.rows["cutoff"] == CUTOFF).all()
+    assert training.customers["customer_id"].tolist() == ["c1", "c2"]
+    assert training.customers["cust_revenue_7d"].tolist() == [12.0, 0.0]
 
 
 def test_cutoffs_leave_a_full_horizon_and_refuse_short_histories(history):
@@ -94,7 +97,7 @@ def test_cutoffs_leave_a_full_horizon_and_refuse_short_histories(history):
         choose_cutoffs(history, 5, 7)
 
 
-def test_customer_features_equal_the_training_set_customer_columns(make_events):
+def test_customer_features_equal_the_training_set_customer_table(make_events):
     rng = np.random.default_rng(1)
     events = make_events([dict(ts=pd.Timestamp("2025-01-01") + pd.Timedelta(minutes=int(m)), customer_id=f"c{c}",
                                event_type=t, category=str(rng.choice(["tea", "shoes"])),
@@ -103,9 +106,9 @@ def test_customer_features_equal_the_training_set_customer_columns(make_events):
                                              rng.choice(["product_view", "purchase", "add_to_cart"], 400))])
     cutoffs = choose_cutoffs(events, 3, 7)
     names = [f for f in FEATURES if f.entity == "customer"]
-    training = build_training_set(events, cutoffs, 7, ["shoes", "tea"], names)
-    expected = training[training["category"] == "shoes"].drop(columns=["category", "label"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(customer_features(to_signal_frame(events), cutoffs, names), expected)
+    training = build_training_set(events, cutoffs, 7, ["shoes", "tea"], list(FEATURES))
+    assert len(training.customers) > 12 and training.customers["cust_purchases_30d"].gt(0).any()
+    pd.testing.assert_frame_equal(customer_features(to_signal_frame(events), cutoffs, names), training.customers)
     with pytest.raises(ValueError, match="customer features only"):
         customer_features(to_signal_frame(events), cutoffs, list(FEATURES))
 
@@ -129,7 +132,8 @@ def test_a_customer_is_active_from_a_row_turning_visible_until_the_look_back_pas
 def test_training_rows_equal_the_features_at_each_cutoff(random_events, monkeypatch):
     monkeypatch.setattr(offline, "CHUNK_ROWS", 60)  # several chunks of whole customers
     cutoffs = choose_cutoffs(random_events, 4, 7)
-    training = build_training_set(random_events, cutoffs, 7, CATEGORIES, list(FEATURES))
+    built = build_training_set(random_events, cutoffs, 7, CATEGORIES, list(FEATURES))
+    training = with_customer_columns(built.rows, built.customers, [f.name for f in FEATURES if f.entity == "customer"])
     frame = to_signal_frame(random_events)
     assert frame["visible"].gt(frame["ts"]).sum() > 10  # anonymous rows linked later are counted from the link
     for cutoff, rows in training.groupby("cutoff"):
@@ -147,7 +151,7 @@ def test_a_device_linked_exactly_at_a_cutoff_counts_from_the_next_one(make_event
         dict(ts="2025-03-10 00:00", customer_id="c1", anonymous_id="tablet", event_type="login"),
     ])
     cutoffs = [CUTOFF, CUTOFF + pd.Timedelta(days=7)]
-    training = build_training_set(events, cutoffs, 7, ["shoes"], list(FEATURES)).set_index("cutoff")
+    training = build_training_set(events, cutoffs, 7, ["shoes"], list(FEATURES)).rows.set_index("cutoff")
     assert training["cat_product_views_30d"].tolist() == [1, 3]  # the link at the first cutoff is not before it
     frame = to_signal_frame(events)
     assert [at(frame, [("c1", "shoes")], c).loc[("c1", "shoes"), "cat_product_views_30d"] for c in cutoffs] == [1, 3]

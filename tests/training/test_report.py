@@ -42,7 +42,7 @@ def test_the_registered_calibrator_is_loaded_and_applied(trained_home):
     paths, _ = trained_home
     model = load_model(connect(paths))
     split = split_by_time(load_training_set(paths)[0])
-    matrix = to_matrix(split.test, model.meta["declared_features"], model.meta["categories"])
+    matrix = to_matrix(split.test, split.customers, model.meta["declared_features"], model.meta["categories"])
     raw, calibrated = predict_uncalibrated(model, matrix), predict_proba(model, matrix)
     assert model.calibrator is not None and model.share is not None
     assert not np.allclose(raw, calibrated) and not np.allclose(raw, model.booster.predict(matrix))

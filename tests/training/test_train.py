@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from features.training_set import TrainingSet
 from nbo.config import MODEL_NAME
 from training.dataset import split_by_time
 from training.registry import connect, load_model
@@ -37,7 +38,9 @@ def test_a_model_that_does_not_beat_the_champion_stays_challenger(trained_home, 
 
 def test_time_split_keeps_later_cutoffs_for_evaluation():
     rows = pd.DataFrame({"cutoff": pd.to_datetime(["2025-01-01", "2025-01-08", "2025-01-15", "2025-01-22"] * 2)})
-    split = split_by_time(rows)
+    customers = pd.DataFrame({"customer_id": ["c1"], "cutoff": pd.to_datetime(["2025-01-01"])})
+    split = split_by_time(TrainingSet(rows, customers))
     assert split.train["cutoff"].max() < split.valid["cutoff"].min() < split.test["cutoff"].min()
+    assert split.customers is customers
     with pytest.raises(ValueError, match="at least 3 cutoffs"):
-        split_by_time(rows[rows["cutoff"] < "2025-01-15"])
+        split_by_time(TrainingSet(rows[rows["cutoff"] < "2025-01-15"], customers))

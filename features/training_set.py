@@ -1,0 +1,80 @@
+"""The point-in-time training set as two tables, and its Parquet folder.
+
+Customer features are the same for each of a customer's category rows at a cutoff, so they are kept once per
+(customer, cutoff) in ``customers``; ``rows`` hold one row per (customer, category, cutoff) with the category
+features and the label. A row's customer features are its (customer_id, cutoff) row of ``customers``: the model
+matrix gathers them there, and nothing holds them repeated per category.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+KEYS = ["customer_id", "cutoff"]  # how a row finds its customer features
+TABLES = ("rows", "customers")  # the folder's sub-folders, one Parquet file per part in each
+
+
+@dataclass
+class TrainingSet:
+    """Rows (customer_id, category, cutoff, category features, label) and their customers' features
+    (customer_id, cutoff, customer features), one customer row per (customer_id, cutoff)."""
+
+    rows: pd.DataFrame
+    customers: pd.DataFrame
+
+
+def locate_customers(rows: pd.DataFrame, customers: pd.DataFrame) -> np.ndarray:
+    """Position in ``customers`` of each row's (customer_id, cutoff); an error when one has none."""
+    where = pd.MultiIndex.from_frame(customers[KEYS]).get_indexer(pd.MultiIndex.from_frame(rows[KEYS]))
+    if (where < 0).any():
+        missing = rows.iloc[int(np.flatnonzero(where < 0)[0])]
+        raise ValueError(f"no customer features for customer {missing['customer_id']} at cutoff {missing['cutoff']}")
+    return where
+
+
+def feature_matrix(rows: pd.DataFrame, customers: pd.DataFrame, names: list[str], extra: int = 0) -> np.ndarray:
+    """(rows x names) float64 values of the named features, from the rows or from each row's customer, with
+    ``extra`` columns left for the caller to fill."""
+    out = np.empty((len(rows), len(names) + extra))
+    unknown = [n for n in names if n not in rows.columns and n not in customers.columns]
+    if unknown:
+        raise KeyError(f"features not in the training set: {', '.join(unknown)}")
+    own = [j for j, name in enumerate(names) if name in rows.columns]
+    theirs = [j for j, name in enumerate(names) if name not in rows.columns]
+    if own:
+        out[:, own] = rows[[names[j] for j in own]].to_numpy(dtype="float64")
+    if theirs:
+        values = customers[[names[j] for j in theirs]].to_numpy(dtype="float64")
+        out[:, theirs] = values.take(locate_customers(rows, customers), axis=0)
+    return out
+
+
+def with_customer_columns(rows: pd.DataFrame, customers: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The rows with the named customer features beside them."""
+    values = customers[names].take(locate_customers(rows, customers)).set_axis(rows.index)
+    return pd.concat([rows, values], axis=1)
+
+
+def write_training_set(training: TrainingSet, folder: Path, part: int = 0) -> None:
+    """Write one part of a training set: ``rows/part.N.parquet`` and ``customers/part.N.parquet``."""
+    for table in TABLES:
+        (folder / table).mkdir(parents=True, exist_ok=True)
+        getattr(training, table).to_parquet(folder / table / f"part.{part:05d}.parquet", index=False)
+
+
+def read_training_set(folder: Path) -> TrainingSet:
+    """A training set folder, all its parts."""
+    if not (folder / "rows").is_dir():
+        raise FileNotFoundError(f"{folder} holds no training set (rows/): run `nbo features` first")
+    return TrainingSet(pd.read_parquet(folder / "rows"), read_customer_features(folder))
+
+
+def read_customer_features(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The customer table of a training set folder (the listed columns, when given)."""
+    if not (folder / "customers").is_dir():
+        raise FileNotFoundError(f"{folder} holds no training set (customers/): run `nbo features` first")
+    return pd.read_parquet(folder / "customers", columns=columns)
