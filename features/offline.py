@@ -101,6 +101,8 @@ def _sorted_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
 
 def _category_codes(category: pd.Series, categories: pd.Index) -> np.ndarray:
     """Position of each row's category among ``categories``; -1 when absent or not listed."""
+    if not len(categories):
+        return np.full(len(category), -1, dtype="int32")
     codes, names = factorize(category)
     return np.append(categories.get_indexer(names), -1).astype("int32")[codes]
 
@@ -159,7 +161,8 @@ def _bought(customer: np.ndarray, category: np.ndarray, k: int, ts: np.ndarray, 
             latest: int) -> tuple[np.ndarray, int]:
     """Sorted (customer, category) * span + ts keys of the purchases in listed categories, and the span
     (beyond every time up to ``latest``)."""
-    rows = np.flatnonzero((category >= 0) & (KIND_VALUES[kind, _PURCHASES] > 0))
+    rows = np.flatnonzero(category >= 0)
+    rows = rows[KIND_VALUES[kind[rows], _PURCHASES] > 0]
     span = max(int(ts.max(initial=0)), latest) + 1
     return np.sort((customer[rows].astype("int64") * k + category[rows]) * span + ts[rows]), span
 
