@@ -7,8 +7,6 @@ built over chunks of customers, so memory beyond the result stays bounded.
 
 from __future__ import annotations
 
-import mmap
-
 import numpy as np
 import pandas as pd
 
@@ -17,6 +15,7 @@ from features.definitions import (
     DAY, KIND_VALUES, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Feature, event_kinds, factorize,
 )
 from features.identity import attribute, device_owners, first_links, instants
+from features.memory import empty_array
 from features.training_set import TrainingSet
 
 CHUNK_ROWS = 250_000  # signal rows per chunk of customers, when category features are asked for
@@ -24,7 +23,6 @@ _PURCHASES = SIGNAL_NAMES.index("purchases")
 # Training-set features are stored as float32: half the memory of float64 (the build's largest cost is
 # writing the matrix), exact for counts below 2**24, and LightGBM bins the values anyway.
 TRAINING_DTYPE = "float32"
-ORDINARY_PAGES_FROM = 16 * 2 ** 20  # bytes: larger results are kept off transparent huge pages
 
 
 def to_seconds(ts: pd.Series) -> np.ndarray:
@@ -192,22 +190,6 @@ def _arrays(frame: pd.DataFrame) -> tuple[np.ndarray, pd.Index, np.ndarray, np.n
     cust, customers = _sorted_codes(frame["customer_id"])
     return (cust, customers, frame["ts"].to_numpy(), frame["visible"].to_numpy(),
             frame["kind"].to_numpy(), frame["amount"].to_numpy(dtype="float64"))
-
-
-def empty_array(shape: tuple[int, ...], dtype: str | np.dtype, order: str = "C") -> np.ndarray:
-    """An uninitialised array, for results written in full once. A large one is mapped on ordinary pages, all at
-    once: NumPy asks for transparent huge pages, and where the kernel compacts memory to find them when they are
-    first touched (its ``defrag`` setting), a 2 GiB training matrix took 3-5 s of system time; page by page on
-    first touch 1-2 s, mapped at once (Linux) 0.5 s."""
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if size < ORDINARY_PAGES_FROM:
-        return np.empty(shape, dtype=dtype, order=order)
-    if hasattr(mmap, "MAP_POPULATE"):  # Linux
-        pages = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
-        pages.madvise(mmap.MADV_NOHUGEPAGE)
-    else:
-        pages = mmap.mmap(-1, size)
-    return np.ndarray(shape, dtype=dtype, buffer=pages, order=order)
 
 
 def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,

@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.memory import empty_array
+
 KEYS = ["customer_id", "cutoff"]  # how a row finds its customer features
 TABLES = ("rows", "customers")  # the folder's sub-folders, one Parquet file per part in each
+BLOCK_ROWS = 4096  # rows of the model matrix written at a time
 
 
 @dataclass
@@ -38,19 +41,28 @@ def locate_customers(rows: pd.DataFrame, customers: pd.DataFrame) -> np.ndarray:
 
 def feature_matrix(rows: pd.DataFrame, customers: pd.DataFrame, names: list[str], extra: int = 0) -> np.ndarray:
     """(rows x names) float64 values of the named features, from the rows or from each row's customer, with
-    ``extra`` columns left for the caller to fill."""
-    out = np.empty((len(rows), len(names) + extra))
+    ``extra`` columns left for the caller to fill. Written a block of rows at a time into memory mapped at once
+    (``empty_array``): for 2.4M rows x 221 features, whole columns into NumPy's fresh memory took 20 s."""
     unknown = [n for n in names if n not in rows.columns and n not in customers.columns]
     if unknown:
         raise KeyError(f"features not in the training set: {', '.join(unknown)}")
     own = [j for j, name in enumerate(names) if name in rows.columns]
     theirs = [j for j, name in enumerate(names) if name not in rows.columns]
-    if own:
-        out[:, own] = rows[[names[j] for j in own]].to_numpy(dtype="float64")
-    if theirs:
-        values = customers[[names[j] for j in theirs]].to_numpy(dtype="float64")
-        out[:, theirs] = values.take(locate_customers(rows, customers), axis=0)
+    mine = rows[[names[j] for j in own]].to_numpy()
+    other = np.ascontiguousarray(customers[[names[j] for j in theirs]].to_numpy())  # a customer's row together
+    where = locate_customers(rows, customers) if theirs else None
+    out = empty_array((len(rows), len(names) + extra), "float64")
+    for start in range(0, len(rows), BLOCK_ROWS):
+        block = slice(start, start + BLOCK_ROWS)
+        out[block, _span(own)] = mine[block]
+        if where is not None:
+            out[block, _span(theirs)] = other[where[block]]
     return out
+
+
+def _span(columns: list[int]) -> list[int] | slice:
+    """The columns as a slice when they are consecutive (assigned several times faster), else as they are."""
+    return slice(columns[0], columns[-1] + 1) if columns and columns[-1] - columns[0] == len(columns) - 1 else columns
 
 
 def with_customer_columns(rows: pd.DataFrame, customers: pd.DataFrame, names: list[str]) -> pd.DataFrame:

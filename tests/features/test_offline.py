@@ -157,34 +157,6 @@ def test_a_device_linked_exactly_at_a_cutoff_counts_from_the_next_one(make_event
     assert [at(frame, [("c1", "shoes")], c).loc[("c1", "shoes"), "cat_product_views_30d"] for c in cutoffs] == [1, 3]
 
 
-def _vm_flags(address: int) -> list[str]:
-    """The kernel's flags of the mapping holding an address (Linux /proc/self/smaps)."""
-    with open("/proc/self/smaps") as smaps:
-        inside = False
-        for line in smaps:
-            head = line.split()[0]
-            if "-" in head and ":" not in head:
-                low, high = (int(x, 16) for x in head.split("-"))
-                inside = low <= address < high
-            elif inside and head == "VmFlags:":
-                return line.split()[1:]
-    raise AssertionError("no mapping holds the address")
-
-
-@pytest.mark.skipif(not hasattr(offline.mmap, "MAP_POPULATE"), reason="Linux only")
-def test_large_results_are_kept_off_huge_pages():
-    rows = offline.ORDINARY_PAGES_FROM // 4 // 10 + 1
-    matrix = offline.empty_array((rows, 10), offline.TRAINING_DTYPE, order="F")
-    matrix[:] = 1.0
-    assert matrix.shape == (rows, 10) and matrix.dtype == offline.TRAINING_DTYPE and matrix.flags.f_contiguous
-    assert float(matrix.sum(dtype="float64")) == rows * 10
-    assert "nh" in _vm_flags(matrix.ctypes.data)  # no huge pages advised for it
-    column = offline.empty_array((offline.ORDINARY_PAGES_FROM // 8,), "int64")
-    assert column.flags.c_contiguous and column.flags.writeable and "nh" in _vm_flags(column.ctypes.data)
-    small = offline.empty_array((100, 10), "float32", order="F")
-    assert small.shape == (100, 10) and small.flags.f_contiguous and small.flags.owndata
-
-
 @pytest.mark.parametrize("span", [50, 70_000, 2 ** 33])
 @pytest.mark.parametrize("shuffled", [False, True])
 def test_rows_are_ordered_by_entity_then_time_as_a_full_sort_orders_them(span, shuffled):
