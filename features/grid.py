@@ -98,7 +98,7 @@ class Grid:
         patterns, pattern_of = _patterns(tuple(sums), paid=False)
         cell, size = self._cells(pattern_of[kind], len(patterns), segment, at, count, left_out)
         scaled = AMOUNT_SIGNALS[sums]
-        counts = np.bincount(cell, np.ones(len(cell)), size + 1)[:size]  # as floats
+        counts = np.bincount(cell, minlength=size + 1)[:size]
         _add_patterns(grid, np.flatnonzero(~scaled), patterns, counts.reshape(len(patterns), segments, count))
         if scaled.any():
             paid = np.flatnonzero(~np.isnan(amount))
