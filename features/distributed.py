@@ -17,9 +17,9 @@ from pathlib import Path
 
 import dask
 import dask.dataframe as dd
-from dask.delayed import Delayed
 import numpy as np
 import pandas as pd
+from dask.delayed import Delayed
 
 from features.definitions import Feature
 from features.identity import link_devices

@@ -211,7 +211,8 @@ def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, vi
         for j, t in enumerate(times):
             who = low + np.flatnonzero(active[low:high + 1, j])
             if len(who):
-                begin, end = first[j] + rank[who[0], j], first[j] + rank[who[0], j] + len(who)
+                begin = first[j] + rank[who[0], j]
+                end = begin + len(who)
                 histories.write(who, t, customer[begin:end], category[begin * k:end * k])
     return customer, category
 
