@@ -1,7 +1,7 @@
 """Benchmark of the point-in-time training-set build, and of the same window job against Featuretools.
 
 Usage: python benchmarks/features.py [--raw DIR] [--customers 27000] [--days 365] [--cutoffs 6] [--dask 2]
-                                     [--ft-python /tmp/nbo-ft-venv/bin/python] [--ft-customers 20000]
+                                     [--model-input] [--ft-python /tmp/nbo-ft-venv/bin/python] [--ft-customers 20000]
                                      [--ft-days 50] [--ft-cutoffs 4] [--ft-window 30] [--ft-signals 14]
 Each measured job runs in its own subprocess, so its peak memory is its own.
 """
@@ -32,6 +32,8 @@ from features.offline import (  # noqa: E402
 )
 from features.pipeline import read_events  # noqa: E402
 from features.simulate import simulate  # noqa: E402
+from features.training_set import read_training_set, write_training_set  # noqa: E402
+from training.dataset import to_matrix  # noqa: E402
 
 REPEATS = 3  # runs of each subset job, ours and Featuretools' alike; the median is reported
 T = TypeVar("T")
@@ -80,6 +82,28 @@ def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict
     return {"events": n_events, "rows": len(rows), "features": len(FEATURES), "seconds": seconds,
             "user_seconds": cpu[0], "system_seconds": cpu[1], "cores": max(workers, 1),
             "peak_mib": peak_mib() + workers_mib}
+
+
+def run_model_input(raw: Path, n_cutoffs: int, horizon_days: int) -> dict[str, float]:
+    """What training does with the build's result: the pandas build, the training set written to Parquet (as
+    ``nbo features`` does), read back (as ``nbo train`` does) and turned into the model's float64 matrix."""
+    events, categories = load_raw(raw)
+    cutoffs = choose_cutoffs(events, n_cutoffs, horizon_days)
+    seconds = {}
+    with tempfile.TemporaryDirectory() as out:
+        began = time.perf_counter()
+        training = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES))
+        del events
+        seconds["build"] = time.perf_counter() - began
+        write_training_set(training, Path(out))
+        seconds["write"] = time.perf_counter() - began - seconds["build"]
+        del training
+        back = read_training_set(Path(out))
+        seconds["read"] = time.perf_counter() - began - sum(seconds.values())
+        matrix = to_matrix(back.rows, back.customers, [f.name for f in FEATURES], categories)
+        seconds["matrix"] = time.perf_counter() - began - sum(seconds.values())
+    return {**{f"{k}_seconds": v for k, v in seconds.items()}, "rows": len(matrix), "columns": matrix.shape[1],
+            "peak_mib": peak_mib()}
 
 
 def comparable_features(n_signals: int, window_days: int) -> list[str]:
@@ -145,6 +169,8 @@ def main() -> None:
     parser.add_argument("--cutoffs", type=int, default=6)
     parser.add_argument("--horizon", type=int, default=7)
     parser.add_argument("--dask", type=int, default=0, help="also build on a LocalCluster of this many workers")
+    parser.add_argument("--model-input", action="store_true",
+                        help="also time the training set's way to the model matrix: write, read, to_matrix")
     parser.add_argument("--ft-python", default=None, help="python of a virtualenv with featuretools 1.31")
     parser.add_argument("--ft-customers", type=int, default=20000)
     parser.add_argument("--ft-days", type=int, default=50)
@@ -156,6 +182,7 @@ def main() -> None:
     if args.job:
         kind, *rest = args.job
         result = (run_full(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3])) if kind == "full" else
+                  run_model_input(Path(rest[0]), int(rest[1]), int(rest[2])) if kind == "input" else
                   run_small(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), Path(rest[4])))
         print(json.dumps(result))
         return
@@ -168,6 +195,11 @@ def main() -> None:
         report_full("pandas", run_job(["full", str(raw), str(args.cutoffs), str(args.horizon), "0"]))
         if args.dask:
             report_full("dask", run_job(["full", str(raw), str(args.cutoffs), str(args.horizon), str(args.dask)]))
+        if args.model_input:
+            r = run_job(["input", str(raw), str(args.cutoffs), str(args.horizon)])
+            print(f"model input: build {r['build_seconds']:.1f} s, write Parquet {r['write_seconds']:.1f} s, "
+                  f"read back {r['read_seconds']:.1f} s, to_matrix {r['matrix_seconds']:.1f} s "
+                  f"({r['rows']:,} x {r['columns']}), peak_rss={r['peak_mib']:,.0f} MiB")
         if args.ft_python:
             compare_featuretools(args, tmp)
         print("load average (1, 5, 15 min) after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
