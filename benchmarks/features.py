@@ -89,21 +89,21 @@ def run_model_input(raw: Path, n_cutoffs: int, horizon_days: int) -> dict[str, f
     ``nbo features`` does), read back (as ``nbo train`` does) and turned into the model's float64 matrix."""
     events, categories = load_raw(raw)
     cutoffs = choose_cutoffs(events, n_cutoffs, horizon_days)
-    seconds = {}
     with tempfile.TemporaryDirectory() as out:
-        began = time.perf_counter()
+        marks = [time.perf_counter()]
         training = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES))
         del events
-        seconds["build"] = time.perf_counter() - began
+        marks.append(time.perf_counter())
         write_training_set(training, Path(out))
-        seconds["write"] = time.perf_counter() - began - seconds["build"]
         del training
+        marks.append(time.perf_counter())
         back = read_training_set(Path(out))
-        seconds["read"] = time.perf_counter() - began - sum(seconds.values())
+        marks.append(time.perf_counter())
         matrix = to_matrix(back.rows, back.customers, [f.name for f in FEATURES], categories)
-        seconds["matrix"] = time.perf_counter() - began - sum(seconds.values())
-    return {**{f"{k}_seconds": v for k, v in seconds.items()}, "rows": len(matrix), "columns": matrix.shape[1],
-            "peak_mib": peak_mib()}
+        marks.append(time.perf_counter())
+    steps = ("build", "write", "read", "matrix")
+    return {**{f"{step}_seconds": b - a for step, a, b in zip(steps, marks, marks[1:])}, "rows": len(matrix),
+            "columns": matrix.shape[1], "peak_mib": peak_mib()}
 
 
 def comparable_features(n_signals: int, window_days: int) -> list[str]:
