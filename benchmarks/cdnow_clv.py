@@ -3,7 +3,8 @@
 Classic protocol: calibration 1997-01-01..1997-09-30, holdout
 1997-10-01..1998-06-30, customers split 50/50 at random (fixed seed). Our
 model learns on the training half (holdout labels included) and is scored on
-the test half. BG/NBD (``lifetimes``) runs as a subprocess in a separate
+the test half. Rows from earlier cutoffs come from every customer's calibration
+history, the data BG/NBD is fitted on; the test half's holdout is never read. BG/NBD (``lifetimes``) runs as a subprocess in a separate
 virtualenv (it needs pandas<2 / numpy<2); see docs/clv.md.
 
     .venv/bin/python benchmarks/cdnow_clv.py [--btyd-python PATH]
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "../shared/data/cdnow/CDNOW_master.txt"
 HOLDOUT_START = pd.Timestamp("1997-10-01")
 HORIZON_DAYS = 273  # 1997-10-01 .. 1998-06-30 inclusive
-EXTRA_CUTOFFS = ("1997-05-01", "1997-06-01", "1997-07-01")
+EXTRA_CUTOFFS = ("1997-04-01", "1997-05-01", "1997-06-01", "1997-07-01", "1997-08-01")
 
 
 def load_cdnow(path: Path = DATA) -> pd.DataFrame:
@@ -67,11 +68,15 @@ def score(actual: np.ndarray, expected: np.ndarray, ranking: np.ndarray) -> dict
 
 
 def predict_ours(tx: pd.DataFrame, train: set[str], test: set[str], seed: int) -> pd.DataFrame:
-    """Fit on the training half only, predict the test half at the holdout start."""
+    """Fit on the training half's labels, predict the test half at the holdout start.
+
+    Earlier-cutoff rows are labelled within the calibration period, from every customer's history.
+    """
     from training.clv import build_training_set, fit_clv_model, predict_clv
     train_tx = tx.loc[tx["customer_id"].isin(train)]
     test_tx = tx.loc[tx["customer_id"].isin(test)]
-    data = build_training_set(train_tx, HOLDOUT_START, HORIZON_DAYS, EXTRA_CUTOFFS)
+    data = build_training_set(train_tx, HOLDOUT_START, HORIZON_DAYS, EXTRA_CUTOFFS,
+                              history=tx.loc[tx["ts"] < HOLDOUT_START])
     model = fit_clv_model(data, seed=seed, n_jobs=2)
     return predict_clv(model, test_tx, HOLDOUT_START, HORIZON_DAYS)
 
