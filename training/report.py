@@ -29,14 +29,18 @@ PREFIXES = {"lightgbm": "test", "lightgbm_uncalibrated": "test_uncalibrated", "p
 SEGMENT_METRICS = ("auc", "pr_auc", "ece", "ndcg_at_3", "hit_rate_at_3")
 
 
-def score_models(split: Split, model: LoadedModel) -> dict[str, np.ndarray]:
-    """Test-row probabilities of the model (calibrated and raw) and of baselines fitted on the training rows."""
+def score_models(split: Split, model: LoadedModel,
+                 matrices: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Test-row probabilities of the model (calibrated and raw) and of baselines fitted on the training rows.
+
+    ``matrices`` ("train", "test"): the model inputs of those rows when the caller has built them already."""
     declared, categories = model.meta["declared_features"], model.meta["categories"]
-    test = to_matrix(split.test, split.customers, declared, categories)
+    matrices = matrices or {part: to_matrix(getattr(split, part), split.customers, declared, categories)
+                            for part in ("train", "test")}
+    test = matrices["test"]
     popularity = category_popularity(split.train)
     heuristic = fit_recency_frequency(split.train, popularity)
-    logistic = fit_logistic(to_matrix(split.train, split.customers, declared, categories),
-                            split.train["label"].to_numpy())
+    logistic = fit_logistic(matrices["train"], split.train["label"].to_numpy())
     return {"lightgbm": predict_proba(model, test),
             "lightgbm_uncalibrated": predict_uncalibrated(model, test),
             "popularity": popularity_scores(split.test, popularity),
@@ -117,11 +121,13 @@ def oracle_share(paths: Paths, rows: pd.DataFrame, scores: dict[str, np.ndarray]
     return {"customers": int(len(customers)), "offers": int(len(valid)), "share": share}
 
 
-def build_report(paths: Paths, split: Split, model: LoadedModel) -> dict[str, object]:
-    """The full evaluation of a model against its baselines on the split's test cutoff."""
+def build_report(paths: Paths, split: Split, model: LoadedModel,
+                 matrices: dict[str, np.ndarray] | None = None) -> dict[str, object]:
+    """The full evaluation of a model against its baselines on the split's test cutoff (``matrices``: as in
+    ``score_models``)."""
     rows = split.test.reset_index(drop=True)
     at = pd.Timestamp(rows["cutoff"].iloc[0])
-    scores = score_models(split, model)
+    scores = score_models(split, model, matrices)
     offers = read_raw(paths, "offers")
     values = offer_values(offers, rows, at)
     labels = rows["label"].to_numpy()

@@ -77,7 +77,7 @@ def train(paths: Paths) -> dict[str, object]:
     raw_valid = predict_uncalibrated(LoadedModel(booster, meta, "candidate"), matrices["valid"])
     calibrator = fit_calibrator(raw_valid, labels["valid"])
     model = LoadedModel(booster, meta, "candidate", calibrator)
-    report = build_report(paths, split, model)
+    report = build_report(paths, split, model, matrices)
     metrics = {**score_metrics(labels["valid"], raw_valid, "valid_uncalibrated"),
                **score_metrics(labels["valid"], calibrate(calibrator, raw_valid), "valid"),
                **flatten_metrics(report), "best_iteration": float(booster.best_iteration)}
