@@ -21,14 +21,14 @@ def activity_tier(features: pd.DataFrame, very_active_events: int = 20) -> pd.Se
 
 
 def value_thresholds(revenue: pd.Series, shares: tuple[float, float, float] = VALUE_SHARES) -> list[float]:
-    """Revenue cut points so that shares of customers fall in meh / good / great (70/20/10 by default)."""
+    """Value cut points so that shares of customers fall in meh / good / great (70/20/10 by default)."""
     if len(shares) != 3 or not np.isclose(sum(shares), 1.0) or min(shares) <= 0:
         raise ValueError(f"value tier shares must be three positive fractions summing to 1, got {shares}")
     return [float(revenue.quantile(shares[0])), float(revenue.quantile(shares[0] + shares[1]))]
 
 
 def value_tier(revenue: pd.Series, thresholds: list[float]) -> pd.Series:
-    """meh / good / great by 365-day revenue against the cut points."""
+    """meh / good / great by value (past revenue or predicted lifetime value) against the cut points."""
     tier = np.searchsorted(np.asarray(thresholds), revenue.fillna(0).to_numpy(), side="right")
     return pd.Series(np.asarray(VALUE_TIERS, dtype=object)[tier], index=revenue.index, name="value_tier")
 
@@ -38,8 +38,15 @@ def latest_rows(customers: pd.DataFrame) -> pd.DataFrame:
     return customers[customers["cutoff"] == customers["cutoff"].max()]
 
 
-def latest_tiers(customers: pd.DataFrame) -> pd.DataFrame:
-    """Each customer's activity and value tier at a training set's last cutoff, from its customer features."""
+def latest_tiers(customers: pd.DataFrame, lifetime: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each customer's activity and value tier at a training set's last cutoff.
+
+    The value tier is the lifetime model's (``customer_id, value_tier``) when given; customers it does not
+    know (never bought) are "meh". Without it, the tier comes from the 365-day revenue."""
     latest = latest_rows(customers).set_index("customer_id")
-    revenue = latest["cust_revenue_365d"]
-    return pd.concat([activity_tier(latest), value_tier(revenue, value_thresholds(revenue))], axis=1).reset_index()
+    if lifetime is None:
+        revenue = latest["cust_revenue_365d"]
+        value = value_tier(revenue, value_thresholds(revenue))
+    else:
+        value = lifetime.set_index("customer_id")["value_tier"].reindex(latest.index).fillna(VALUE_TIERS[0])
+    return pd.concat([activity_tier(latest), value.rename("value_tier")], axis=1).reset_index()

@@ -74,14 +74,21 @@ def features(cutoffs: int = 6, horizon_days: int = 7, home: Home = None) -> None
 
 @app.command()
 def train(home: Home = None) -> None:
-    """Train, evaluate and register a model; it becomes champion if it beats the current one."""
+    """Train, evaluate and register a model (champion if it beats the current one), then lifetime value."""
+    from training.lifetime import fit_lifetime
     from training.train import train as train_model
 
+    paths = get_paths(home)
     try:
-        result = train_model(get_paths(home))
+        result = train_model(paths)
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
     console.print_json(json.dumps(result, default=str))
+    try:
+        console.print_json(json.dumps({"lifetime": fit_lifetime(paths)}, default=str))
+    except ValueError as error:
+        paths.lifetime.unlink(missing_ok=True)
+        console.print(f"[yellow]warning:[/] no lifetime value, value tiers stay on 365-day revenue: {error}")
 
 
 @app.command()

@@ -33,6 +33,10 @@ class Paths:
         return self.features / "training-set"
 
     @property
+    def lifetime(self) -> Path:
+        return self.home / "lifetime.parquet"
+
+    @property
     def online_store(self) -> Path:
         return self.home / "online" / "store.sqlite"
 

@@ -19,7 +19,9 @@ def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel
     """The chosen (customer, offer) rows and the number of eligible customers."""
     model = load_uplift(paths.home / "uplift")
     built = paths.training_set.with_suffix(".json").exists()
-    tiers = latest_tiers(read_customer_features(paths.training_set, TIER_COLUMNS)) if built else None
+    known = paths.lifetime.exists()
+    lifetime = pd.read_parquet(paths.lifetime, columns=["customer_id", "value_tier"]) if known else None
+    tiers = latest_tiers(read_customer_features(paths.training_set, TIER_COLUMNS), lifetime) if built else None
     customers = join_customers(read_raw(paths, "customers"), tiers)
     now = pd.Timestamp.now(tz="UTC")
     contacted = recommender.log.contacted(channel, int(now.timestamp()) - 7 * DAY)

@@ -63,13 +63,13 @@ def predict_proba(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
     return raw if model.calibrator is None else calibrate(model.calibrator, raw)
 
 
-def connect(paths: Paths) -> MlflowClient:
-    """Point MLflow at the home's tracking store; artifacts go beside it."""
+def connect(paths: Paths, experiment: str = EXPERIMENT) -> MlflowClient:
+    """Point MLflow at the home's tracking store and an experiment; artifacts go beside it."""
     mlflow.set_tracking_uri(paths.tracking_uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+    if mlflow.get_experiment_by_name(experiment) is None:
         paths.artifacts.mkdir(parents=True, exist_ok=True)
-        mlflow.create_experiment(EXPERIMENT, artifact_location=paths.artifacts.as_uri())
-    mlflow.set_experiment(EXPERIMENT)
+        mlflow.create_experiment(experiment, artifact_location=paths.artifacts.as_uri())
+    mlflow.set_experiment(experiment)
     return MlflowClient()
 
 
