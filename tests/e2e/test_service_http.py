@@ -136,3 +136,22 @@ def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budge
     bad = httpx.post(f"{url}/campaign", json={**body, "segment": {"shoe_size": "42"}}, headers=headers, timeout=60)
     assert bad.status_code == 400 and "shoe_size" in bad.text
     assert httpx.post(f"{url}/campaign", json={**body, "budget": 1.5}, headers=headers, timeout=10).status_code == 400
+
+
+def test_campaign_value_tiers_come_from_lifetime_value(service):
+    url, paths = service
+    if not (paths.home / "uplift").exists():
+        from training.uplift_commands import train_uplift
+        train_uplift(paths, pd.read_parquet(paths.raw / "customers.parquet"),
+                     pd.read_parquet(paths.raw / "exposures.parquet"), pd.read_parquet(paths.raw / "offers.parquet"),
+                     n_boot=5)
+    great = pd.read_parquet(paths.raw / "customers.parquet")["customer_id"].iloc[::4].tolist()
+    pd.DataFrame({"customer_id": great, "value_tier": "great"}).to_parquet(paths.lifetime)
+    body = {"budget": 1.0, "channel": "email", "segment": {"value_tier": "great"}, "limit": 10_000}
+    try:
+        answer = httpx.post(f"{url}/campaign", json=body, headers={"x-api-key": KEY}, timeout=60)
+    finally:
+        paths.lifetime.unlink()
+    assert answer.status_code == 200, answer.text
+    chosen = {r["customer_id"] for r in answer.json()["rows"]}
+    assert chosen and chosen <= set(great)
