@@ -23,15 +23,16 @@ from nbo.config import Paths
 DICTIONARY_COLUMNS = ["customer_id", "anonymous_id", "channel", "event_type", "category", "offer_id"]
 
 
-def read_raw(paths: Paths, table: str) -> pd.DataFrame:
-    """One canonical table from the raw folder: TABLE.parquet and the Parquet files in TABLE/."""
+def read_raw(paths: Paths, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One canonical table from the raw folder: TABLE.parquet and the Parquet files in TABLE/ (only ``columns``
+    when given)."""
     files = [p for p in [paths.raw / f"{table}.parquet"] if p.exists()]
     files += sorted((paths.raw / table).glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no {table} in {paths.raw}: run `nbo generate` or `nbo ingest` first")
     if table == "events":
-        return read_events(files)
-    return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+        return read_events(files, columns)
+    return pd.concat([pd.read_parquet(p, columns=columns) for p in files], ignore_index=True)
 
 
 def read_events(files: list[Path], columns: list[str] | None = None) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from features.identity import stitch_identities
+from features.identity import link_devices, stitch_identities
 from features.pipeline import read_raw
 from features.segments import value_thresholds, value_tier
 from nbo.config import Paths
@@ -31,10 +31,10 @@ DAY = pd.Timedelta(days=1)
 
 def purchase_transactions(events: pd.DataFrame) -> pd.DataFrame:
     """Purchases as ``customer_id, ts, amount``, anonymous ones attributed to their device's customer."""
-    purchases = events["event_type"] == "purchase"
-    stitched = stitch_identities(events[["customer_id", "anonymous_id", "ts"]].assign(
-        amount=events["amount"], purchase=purchases))
-    tx = stitched.loc[stitched["purchase"] & stitched["customer_id"].notna(), ["customer_id", "ts", "amount"]]
+    links = link_devices(events[["customer_id", "anonymous_id", "ts"]])
+    purchases = events.loc[events["event_type"] == "purchase", ["customer_id", "anonymous_id", "ts", "amount"]]
+    stitched = stitch_identities(purchases, links)
+    tx = stitched.loc[stitched["customer_id"].notna(), ["customer_id", "ts", "amount"]]
     return tx.assign(customer_id=tx["customer_id"].astype(str), amount=tx["amount"].fillna(0.0)).reset_index(drop=True)
 
 
@@ -95,7 +95,7 @@ def predict_lifetime(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS, seed: i
 
 def fit_lifetime(paths: Paths, horizon_days: int = HORIZON_DAYS, seed: int = 0) -> dict[str, object]:
     """Measure, fit and write every customer's lifetime value; log the run to MLflow."""
-    tx = purchase_transactions(read_raw(paths, "events"))
+    tx = purchase_transactions(read_raw(paths, "events", ["customer_id", "anonymous_id", "ts", "event_type", "amount"]))
     metrics = measure_holdout(tx, horizon_days, seed)
     lifetime = predict_lifetime(tx, horizon_days, seed)
     lifetime.to_parquet(paths.lifetime, index=False)
