@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from features.pipeline import read_raw
-from features.segments import TIER_COLUMNS, latest_tiers
-from features.training_set import read_customer_features
+from features.segments import read_tiers
 from nbo.config import Paths
 from serving.recommender import Recommender
 from serving.rules import DAY
@@ -18,11 +17,7 @@ def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel
                   segment: dict[str, str]) -> tuple[pd.DataFrame, int]:
     """The chosen (customer, offer) rows and the number of eligible customers."""
     model = load_uplift(paths.home / "uplift")
-    built = paths.training_set.with_suffix(".json").exists()
-    known = paths.lifetime.exists()
-    lifetime = pd.read_parquet(paths.lifetime, columns=["customer_id", "value_tier"]) if known else None
-    tiers = latest_tiers(read_customer_features(paths.training_set, TIER_COLUMNS), lifetime) if built else None
-    customers = join_customers(read_raw(paths, "customers"), tiers)
+    customers = join_customers(read_raw(paths, "customers"), read_tiers(paths))
     now = pd.Timestamp.now(tz="UTC")
     contacted = recommender.log.contacted(channel, int(now.timestamp()) - 7 * DAY)
     customers = customers[~customers["customer_id"].isin(contacted)]

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from features.segments import read_tiers
 from nbo.config import Paths, get_paths
 from training.uplift import (build_offer_table, fit_uplift, join_customers, load_uplift, prepare_exposures,
                              save_uplift, select_campaign, validate_inputs)
@@ -136,7 +137,9 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
              segment: Annotated[list[str] | None, typer.Option(help="column=value filter, repeatable.")] = None,
              channel: str = "email", out: Path | None = None,
              now: Annotated[str | None, typer.Option(help="Send time (default: now, UTC).")] = None,
-             customers: Path | None = None, offers: Path | None = None, behaviour: Path | None = None,
+             customers: Path | None = None, offers: Path | None = None,
+             behaviour: Annotated[Path | None, typer.Option(help="Customer columns to join and filter on (default: "
+                                                                  "the home's activity and value tiers).")] = None,
              compiled: Annotated[bool, typer.Option(help="Score with the boosters compiled by lleaves (extra "
                                                          "'compiled'): about 5x faster, equal to ~1e-15.")] = False,
              home: Home = None) -> None:
@@ -145,7 +148,8 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
     try:
         rules = dict(rule.split("=", 1) for rule in segment or [])
         model = load_uplift(paths.home / "uplift")
-        people = join_customers(read_table(customers or paths.raw / "customers.parquet"), read_optional(behaviour))
+        tiers = read_optional(behaviour) if behaviour is not None else read_tiers(paths)
+        people = join_customers(read_table(customers or paths.raw / "customers.parquet"), tiers)
         table = read_table(offers or paths.raw / "offers.parquet")
         when = pd.Timestamp(now) if now else pd.Timestamp.now(tz="UTC")
         when = when.tz_localize("UTC") if when.tz is None else when.tz_convert("UTC")

@@ -114,6 +114,30 @@ def test_campaign_command_writes_the_selection(simulated, tmp_path):
     assert np.allclose(written["expected_value"], expected["expected_value"], rtol=1e-12)
 
 
+def test_campaign_command_filters_on_the_homes_value_tiers(simulated, tmp_path):
+    from features.segments import TIER_FEATURES
+    from features.training_set import TrainingSet, write_training_set
+    from nbo.config import get_paths
+
+    customers, offers, model = simulated["customers"], simulated["offers"], simulated["model"]
+    paths = get_paths(tmp_path)
+    paths.raw.mkdir()
+    customers.to_parquet(paths.raw / "customers.parquet")
+    offers.to_parquet(paths.raw / "offers.parquet")
+    save_uplift(model, tmp_path / "uplift")
+    ids = customers["customer_id"]
+    features = pd.DataFrame({"customer_id": ids, "cutoff": pd.Timestamp("2025-05-01", tz="UTC")})
+    write_training_set(TrainingSet(pd.DataFrame(), features.assign(**dict.fromkeys(TIER_FEATURES, 1.0))),
+                       paths.training_set)
+    paths.training_set.with_suffix(".json").write_text("{}")
+    great = set(ids.iloc[::3])
+    pd.DataFrame({"customer_id": sorted(great), "value_tier": "great"}).to_parquet(paths.lifetime)
+    campaign(1.0, segment=["value_tier=great"], channel="email", now="2025-05-20T06:00", home=tmp_path,
+             out=tmp_path / "plan.csv")
+    chosen = set(pd.read_csv(tmp_path / "plan.csv")["customer_id"])
+    assert chosen and chosen <= great
+
+
 def test_compiled_boosters_predict_like_lightgbm_and_select_the_same_rows(simulated, tmp_path):
     customers, offers, model = simulated["customers"], simulated["offers"], simulated["model"]
     save_uplift(model, tmp_path)
