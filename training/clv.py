@@ -11,13 +11,15 @@ P(buys again). Lifetime value = expected purchase days x shrunk mean spend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 DAY = pd.Timedelta(days=1)
+# Extra per-customer columns known at a cutoff (behavioural features, say), indexed by customer_id.
+Covariates = Callable[[pd.Timestamp], pd.DataFrame]
 WINDOWS: tuple[int, ...] = (30, 90, 180)
 REGRESSOR_PARAMS: dict[str, object] = {  # chosen by CV of RMSE on CDNOW's training halves (docs/clv.md)
     "objective": "poisson", "learning_rate": 0.03, "n_estimators": 250,
@@ -122,12 +124,25 @@ def build_labels(tx: pd.DataFrame, cutoff: pd.Timestamp | str,
 
 
 def build_examples(tx: pd.DataFrame, cutoff: pd.Timestamp | str, horizon_days: int,
-                   windows: Sequence[int] = WINDOWS) -> tuple[pd.DataFrame, pd.Series]:
-    """Features at ``cutoff`` plus a ``horizon`` column, and the horizon labels."""
-    feats = build_features(tx, cutoff, windows)
+                   windows: Sequence[int] = WINDOWS,
+                   covariates: Covariates | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """Features at ``cutoff`` (with the covariates there, when given) plus a ``horizon`` column, and the
+    horizon labels."""
+    feats = join_covariates(build_features(tx, cutoff, windows), covariates, pd.Timestamp(cutoff))
     feats["horizon"] = float(horizon_days)
     labels = build_labels(tx, cutoff, horizon_days).reindex(feats.index, fill_value=0)
     return feats, labels.astype("float64")
+
+
+def join_covariates(feats: pd.DataFrame, covariates: Covariates | None, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """The calibration features with the covariates at ``cutoff`` (missing for customers they lack)."""
+    if covariates is None:
+        return feats
+    extra = covariates(cutoff)
+    clash = feats.columns.intersection(extra.columns)
+    if len(clash):
+        raise ValueError(f"covariates reuse calibration feature names: {list(clash)}")
+    return feats.join(extra.astype("float64"))
 
 
 @dataclass
@@ -142,22 +157,24 @@ class TrainingSet:
 def build_training_set(tx: pd.DataFrame, cutoff: pd.Timestamp | str, horizon_days: int,
                        extra_cutoffs: Sequence[pd.Timestamp | str] = (),
                        history: pd.DataFrame | None = None,
-                       windows: Sequence[int] = WINDOWS) -> TrainingSet:
+                       windows: Sequence[int] = WINDOWS,
+                       covariates: Covariates | None = None) -> TrainingSet:
     """Target examples from ``tx`` plus extra examples from earlier cutoffs.
 
     Target rows: features at ``cutoff``, labels over ``horizon_days`` (``tx``
     must cover that horizon). Each earlier cutoff adds rows built from
     ``history`` (default ``tx``) truncated at ``cutoff``, labelled over
     ``[extra_cutoff, cutoff)``, so nothing at or after ``cutoff`` is used.
+    ``covariates`` add their columns at each row's cutoff.
     """
     cutoff = pd.Timestamp(cutoff)
-    parts = [build_examples(tx, cutoff, horizon_days, windows)]
+    parts = [build_examples(tx, cutoff, horizon_days, windows, covariates)]
     past = (tx if history is None else history)
     past = past.loc[past["ts"] < cutoff]
     for extra in map(pd.Timestamp, extra_cutoffs):
         if extra >= cutoff:
             raise ValueError(f"extra cutoff {extra.date()} is not before {cutoff.date()}")
-        parts.append(build_examples(past, extra, (cutoff - extra).days, windows))
+        parts.append(build_examples(past, extra, (cutoff - extra).days, windows, covariates))
     is_target = np.zeros(sum(len(p[1]) for p in parts), dtype=bool)
     is_target[: len(parts[0][1])] = True
     X = pd.concat([p[0] for p in parts], ignore_index=True)
@@ -196,15 +213,18 @@ def fit_clv_model(train: TrainingSet, seed: int = 0, n_jobs: int = 1,
 
 
 def predict_clv(model: ClvModel, tx: pd.DataFrame, cutoff: pd.Timestamp | str,
-                horizon_days: int) -> pd.DataFrame:
+                horizon_days: int, covariates: Covariates | None = None) -> pd.DataFrame:
     """Expected purchase days, P(buys again) and value over the horizon.
 
     Returns one row per customer active before ``cutoff`` with columns
     ``expected_purchases``, ``p_buy_again``, ``expected_spend`` (shrunk mean
     spend per purchase day) and ``expected_value``.
     """
-    feats = build_features(tx, cutoff, model.windows)
+    feats = join_covariates(build_features(tx, cutoff, model.windows), covariates, pd.Timestamp(cutoff))
     feats["horizon"] = float(horizon_days)
+    missing = [name for name in model.feature_names if name not in feats.columns]
+    if missing:
+        raise ValueError(f"the model was fitted with columns the prediction lacks (covariates?): {missing[:5]}")
     X = feats[model.feature_names]
     naive = estimate_rate(X, model.base_rate, model.prior_days) * float(horizon_days)
     offset = np.log(model.rate_scale * naive)

@@ -1,12 +1,13 @@
-"""Lifetime value per customer from the retailer's own purchases; it feeds the value tiers.
+"""Lifetime value per customer from the retailer's own purchases and behaviour; it feeds the value tiers.
 
-The repeat-purchase model of ``training/clv.py`` is fitted on the stitched purchase events. Its features
-are taken at ``end - horizon`` and labelled over the last ``horizon`` days, and monthly cutoffs before
-that add rows. It then scores every customer at the end of the data for the next ``horizon`` days.
-A 50/50 split of customers measures it first: buys-again AUC, RMSE of purchase days, total error, and
-the share of the holdout spend made by the top tenth of customers, ranked by predicted value against
-ranked by past revenue. The metrics go to MLflow, and each customer's prediction and value tier go to
-``HOME/lifetime.parquet``.
+The repeat-purchase model of ``training/clv.py`` is fitted on the stitched purchase events. The declared
+customer features (browsing, e-mail, carts, store visits, ...) at each cutoff, point in time, are its
+covariates. Examples are taken at ``end - horizon``, labelled over the last ``horizon`` days, and at
+monthly cutoffs before that. The model then scores every buyer at the end of the data for the next
+``horizon`` days. A 50/50 split of customers measures it first: buys-again AUC, RMSE of purchase days,
+total error, and the share of the holdout spend made by the top tenth of customers, ranked by predicted
+value against ranked by past revenue. The metrics go to MLflow, and each customer's prediction and value
+tier go to ``HOME/lifetime.parquet``.
 """
 
 from __future__ import annotations
@@ -16,17 +17,23 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from features.definitions import FEATURES
 from features.identity import link_devices, stitch_identities
+from features.offline import customer_features, to_signal_frame
 from features.pipeline import read_raw
 from features.segments import value_thresholds, value_tier
 from nbo.config import Paths
-from training.clv import REGRESSOR_PARAMS, build_labels, build_training_set, fit_clv_model, predict_clv
+from training.clv import (
+    REGRESSOR_PARAMS, Covariates, build_labels, build_training_set, fit_clv_model, predict_clv,
+)
 from training.registry import connect
 
 EXPERIMENT = "nbo-lifetime"
 HORIZON_DAYS = 90
 MIN_HISTORY_DAYS = 28
 DAY = pd.Timedelta(days=1)
+CUSTOMER_FEATURES = [f for f in FEATURES if f.entity == "customer"]
+EVENT_COLUMNS = ["customer_id", "anonymous_id", "ts", "event_type", "channel", "category", "offer_id", "amount"]
 
 
 def purchase_transactions(events: pd.DataFrame) -> pd.DataFrame:
@@ -36,6 +43,21 @@ def purchase_transactions(events: pd.DataFrame) -> pd.DataFrame:
     stitched = stitch_identities(purchases, links)
     tx = stitched.loc[stitched["customer_id"].notna(), ["customer_id", "ts", "amount"]]
     return tx.assign(customer_id=tx["customer_id"].astype(str), amount=tx["amount"].fillna(0.0)).reset_index(drop=True)
+
+
+def behaviour_at(events: pd.DataFrame, cutoffs: list[pd.Timestamp]) -> Covariates:
+    """The declared customer features at each of ``cutoffs`` (computed once, point in time), as covariates."""
+    table = customer_features(to_signal_frame(events), sorted(set(cutoffs)), CUSTOMER_FEATURES)
+    table = table.assign(customer_id=table["customer_id"].astype(str))
+    by_cutoff = {pd.Timestamp(c): part.drop(columns="cutoff").set_index("customer_id")
+                 for c, part in table.groupby("cutoff")}
+    nobody = pd.DataFrame(columns=[f.name for f in CUSTOMER_FEATURES], index=pd.Index([], name="customer_id"))
+
+    def at(cutoff: pd.Timestamp) -> pd.DataFrame:
+        if cutoff not in cutoffs:
+            raise KeyError(f"no behaviour computed at {cutoff}")
+        return by_cutoff.get(cutoff, nobody)  # nobody active in the year before it
+    return at
 
 
 def plan_cutoffs(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> tuple[pd.Timestamp, int, list[pd.Timestamp]]:
@@ -52,15 +74,17 @@ def plan_cutoffs(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> tuple[pd
     return end, horizon, extra
 
 
-def measure_holdout(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS, seed: int = 0) -> dict[str, float]:
+def measure_holdout(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS, seed: int = 0,
+                    covariates: Covariates | None = None) -> dict[str, float]:
     """Fit on half of the customers, score the other half on the last ``horizon`` days."""
     end, horizon, extra = plan_cutoffs(tx, horizon_days)
     cutoff = end - horizon * DAY
     ids = np.sort(tx["customer_id"].unique())
     test = set(np.random.default_rng(seed).permutation(ids)[len(ids) // 2:])
     is_test = tx["customer_id"].isin(test).to_numpy()
-    data = build_training_set(tx[~is_test], cutoff, horizon, extra, history=tx[tx["ts"] < cutoff])
-    pred = predict_clv(fit_clv_model(data, seed=seed), tx[is_test], cutoff, horizon)
+    data = build_training_set(tx[~is_test], cutoff, horizon, extra, history=tx[tx["ts"] < cutoff],
+                              covariates=covariates)
+    pred = predict_clv(fit_clv_model(data, seed=seed), tx[is_test], cutoff, horizon, covariates)
     held = tx[is_test & (tx["ts"] >= cutoff).to_numpy()]
     actual = build_labels(held, cutoff, horizon).reindex(pred.index, fill_value=0).to_numpy(dtype="float64")
     spend = held.groupby("customer_id")["amount"].sum().reindex(pred.index, fill_value=0.0)
@@ -83,26 +107,32 @@ def top_share(score: pd.Series, spend: pd.Series, fraction: float = 0.1) -> floa
     return float(spend.loc[top].sum() / spend.sum()) if spend.sum() > 0 else float("nan")
 
 
-def predict_lifetime(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS, seed: int = 0) -> pd.DataFrame:
+def predict_lifetime(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS, seed: int = 0,
+                     covariates: Covariates | None = None) -> pd.DataFrame:
     """Every buyer's expected purchases, P(buys again) and value over the next ``horizon`` days, and value tier."""
     end, horizon, extra = plan_cutoffs(tx, horizon_days)
     cutoff = end - horizon * DAY
-    model = fit_clv_model(build_training_set(tx, cutoff, horizon, extra), seed=seed)
-    pred = predict_clv(model, tx, end, horizon)
+    model = fit_clv_model(build_training_set(tx, cutoff, horizon, extra, covariates=covariates), seed=seed)
+    pred = predict_clv(model, tx, end, horizon, covariates)
     pred["value_tier"] = value_tier(pred["expected_value"], value_thresholds(pred["expected_value"]))
     return pred.rename_axis("customer_id").reset_index().assign(horizon_days=horizon, as_of=end)
 
 
 def fit_lifetime(paths: Paths, horizon_days: int = HORIZON_DAYS, seed: int = 0) -> dict[str, object]:
     """Measure, fit and write every customer's lifetime value; log the run to MLflow."""
-    tx = purchase_transactions(read_raw(paths, "events", ["customer_id", "anonymous_id", "ts", "event_type", "amount"]))
-    metrics = measure_holdout(tx, horizon_days, seed)
-    lifetime = predict_lifetime(tx, horizon_days, seed)
+    events = read_raw(paths, "events", EVENT_COLUMNS)
+    tx = purchase_transactions(events)
+    end, horizon, extra = plan_cutoffs(tx, horizon_days)
+    behaviour = behaviour_at(events, [end, end - horizon * DAY, *extra])
+    del events
+    metrics = measure_holdout(tx, horizon_days, seed, behaviour)
+    lifetime = predict_lifetime(tx, horizon_days, seed, behaviour)
     lifetime.to_parquet(paths.lifetime, index=False)
     connect(paths, EXPERIMENT)
     with mlflow.start_run():
         mlflow.log_params({**REGRESSOR_PARAMS, "horizon_days": int(lifetime["horizon_days"].iloc[0]),
-                           "as_of": lifetime["as_of"].iloc[0].isoformat(), "purchases": len(tx), "seed": seed})
+                           "as_of": lifetime["as_of"].iloc[0].isoformat(), "purchases": len(tx), "seed": seed,
+                           "behaviour_features": len(CUSTOMER_FEATURES)})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_dict(lifetime["value_tier"].value_counts().to_dict(), "value_tiers.json")
     return {"customers": len(lifetime), "file": str(paths.lifetime),

@@ -108,3 +108,24 @@ def test_beats_naive_baseline_on_cdnow() -> None:
     assert roc_auc_score(actual > 0, pred["p_buy_again"]) > 0.75
     assert rmse < 0.9 * naive_rmse
     assert abs(pred["expected_purchases"].sum() / actual.sum() - 1) < 0.08
+
+
+def test_covariates_join_at_each_cutoff_and_are_required_to_predict() -> None:
+    tx = make_transactions()
+    seen = []
+
+    def covariates(cutoff: pd.Timestamp) -> pd.DataFrame:
+        seen.append(cutoff)
+        return pd.DataFrame({"visits": [float(cutoff.month), 1.0]}, index=pd.Index(["a", "z"], name="customer_id"))
+
+    data = build_training_set(tx, CUTOFF, 30, ["2024-03-01"], covariates=covariates)
+    assert seen == [CUTOFF, pd.Timestamp("2024-03-01")]
+    target, earlier = data.X[data.is_target], data.X[~data.is_target]
+    assert target["visits"].iloc[0] == 4.0 and np.isnan(target["visits"].iloc[1])  # customers a and b
+    assert earlier["visits"].iloc[0] == 3.0  # a's row at the earlier cutoff
+    model = fit_clv_model(data)
+    assert len(predict_clv(model, tx, CUTOFF, 30, covariates)) == 2
+    with pytest.raises(ValueError, match="covariates"):
+        predict_clv(model, tx, CUTOFF, 30)
+    with pytest.raises(ValueError, match="reuse"):
+        build_training_set(tx, CUTOFF, 30, covariates=lambda c: pd.DataFrame({"recency": [1.0]}, index=["a"]))

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.lifetime import EXPERIMENT, fit_lifetime, plan_cutoffs, predict_lifetime, purchase_transactions
+from training.lifetime import (
+    EXPERIMENT, behaviour_at, fit_lifetime, plan_cutoffs, predict_lifetime, purchase_transactions,
+)
 
 
 def make_purchases(n: int = 400, days: int = 180, seed: int = 0) -> pd.DataFrame:
@@ -85,3 +87,19 @@ def test_nbo_train_fits_lifetime_value_or_says_why_not(trained_home, make_events
     warned = CliRunner().invoke(app, ["train", "--home", str(short.home)])
     assert warned.exit_code == 0 and "value tiers stay on 365-day revenue" in warned.output
     assert "at least 28 days" in warned.output and not short.lifetime.exists()
+
+
+def test_behaviour_at_a_cutoff_ignores_later_events(make_events):
+    before = [dict(ts="2025-03-01 09:00", anonymous_id="phone", customer_id="c1", event_type="product_view",
+                   category="shoes", channel="web"),
+              dict(ts="2025-03-02 09:00", anonymous_id="phone", customer_id="c1", event_type="purchase",
+                   category="shoes", channel="web", amount=30.0)]
+    later = [dict(ts=f"2025-03-2{day} 09:00", anonymous_id="phone", customer_id="c1", event_type="product_view",
+                  category="shoes", channel="web") for day in range(3)]
+    cutoff = pd.Timestamp("2025-03-10", tz="UTC")
+    alone = behaviour_at(make_events(before), [cutoff])(cutoff)
+    with_later = behaviour_at(make_events(before + later), [cutoff])(cutoff)
+    pd.testing.assert_frame_equal(alone, with_later)
+    assert alone.loc["c1", "cust_views_30d"] == 1 and alone.loc["c1", "cust_purchases_30d"] == 1
+    with pytest.raises(KeyError, match="no behaviour"):
+        behaviour_at(make_events(before), [cutoff])(cutoff + pd.Timedelta(days=1))
