@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.training_set import read_customer_features
-from nbo.config import Paths
-
 ACTIVITY_TIERS = ("inactive", "active", "very_active")
 VALUE_TIERS = ("meh", "good", "great")
 VALUE_SHARES = (0.7, 0.2, 0.1)
@@ -54,12 +51,3 @@ def latest_tiers(customers: pd.DataFrame, lifetime: pd.DataFrame | None = None) 
         value = lifetime.set_index("customer_id")["value_tier"].reindex(latest.index).fillna(VALUE_TIERS[0])
     return pd.concat([activity_tier(latest), value.rename("value_tier")], axis=1).reset_index()
 
-
-def read_tiers(paths: Paths) -> pd.DataFrame | None:
-    """Each customer's activity and value tier in a home (lifetime-value tiers once `nbo train` has written
-    them); None before `nbo features`."""
-    if not paths.training_set.with_suffix(".json").exists():
-        return None
-    known = paths.lifetime.exists()
-    lifetime = pd.read_parquet(paths.lifetime, columns=["customer_id", "value_tier"]) if known else None
-    return latest_tiers(read_customer_features(paths.training_set, TIER_COLUMNS), lifetime)

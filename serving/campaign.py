@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 
 from features.pipeline import read_raw
-from features.segments import read_tiers
 from nbo.config import Paths
 from serving.recommender import Recommender
 from serving.rules import DAY
+from training.lifetime import read_tiers
 from training.uplift import join_customers, load_uplift, select_campaign
 from training.uplift_campaign import score_best_offers
 

@@ -21,7 +21,8 @@ from features.definitions import FEATURES
 from features.identity import link_devices, stitch_identities
 from features.offline import customer_features, to_signal_frame
 from features.pipeline import read_raw
-from features.segments import value_thresholds, value_tier
+from features.segments import TIER_COLUMNS, latest_tiers, value_thresholds, value_tier
+from features.training_set import read_customer_features
 from nbo.config import Paths
 from training.clv import (
     REGRESSOR_PARAMS, Covariates, build_labels, build_training_set, fit_clv_model, predict_clv,
@@ -137,3 +138,13 @@ def fit_lifetime(paths: Paths, horizon_days: int = HORIZON_DAYS, seed: int = 0) 
         mlflow.log_dict(lifetime["value_tier"].value_counts().to_dict(), "value_tiers.json")
     return {"customers": len(lifetime), "file": str(paths.lifetime),
             "tiers": lifetime["value_tier"].value_counts().to_dict(), **metrics}
+
+
+def read_tiers(paths: Paths) -> pd.DataFrame | None:
+    """Each customer's activity and value tier in a home (the lifetime-value tiers once `nbo train` has
+    written them, else by 365-day revenue); None before `nbo features`."""
+    if not paths.training_set.with_suffix(".json").exists():
+        return None
+    known = paths.lifetime.exists()
+    lifetime = pd.read_parquet(paths.lifetime, columns=["customer_id", "value_tier"]) if known else None
+    return latest_tiers(read_customer_features(paths.training_set, TIER_COLUMNS), lifetime)

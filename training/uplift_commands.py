@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from features.segments import read_tiers
 from nbo.config import Paths, get_paths
+from training.lifetime import read_tiers
 from training.uplift import (build_offer_table, fit_uplift, join_customers, load_uplift, prepare_exposures,
                              save_uplift, select_campaign, validate_inputs)
 from training.uplift_campaign import compile_predictors, score_best_offers
