@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.pipeline import read_raw  # noqa: E402
 from nbo.config import get_paths  # noqa: E402
 from training.lifetime import (  # noqa: E402
-    DAY, EVENT_COLUMNS, HORIZON_DAYS, behaviour_at, measure_holdout, plan_cutoffs, purchase_transactions,
+    EVENT_COLUMNS, HORIZON_DAYS, behaviour_at, measure_holdout, plan_cutoffs, purchase_transactions,
 )
 
 SHOWN = {"holdout_auc": "AUC buys again", "holdout_rmse": "RMSE", "holdout_mae": "MAE",
@@ -39,18 +39,18 @@ def main() -> None:
     began = time.perf_counter()
     events = read_raw(get_paths(args.home), "events", EVENT_COLUMNS)
     tx = purchase_transactions(events)
-    end, horizon, extra = plan_cutoffs(tx, args.horizon_days)
-    behaviour = behaviour_at(events, [end, end - horizon * DAY, *extra])
+    plan = plan_cutoffs(tx, args.horizon_days)
+    behaviour = behaviour_at(events, plan.cutoffs)
     prepared = time.perf_counter() - began
     del events
     rows, seconds = {}, {}
     for name, covariates in (("with behaviour", behaviour), ("purchases only", None)):
         start = time.perf_counter()
-        found = pd.DataFrame([measure_holdout(tx, args.horizon_days, seed, covariates) for seed in args.seeds])
+        found = pd.DataFrame([measure_holdout(tx, plan, seed, covariates) for seed in args.seeds])
         seconds[name] = (time.perf_counter() - start) / len(args.seeds)
         rows[name] = found.mean()
     table = pd.DataFrame(rows).loc[list(SHOWN)].rename(index=SHOWN)
-    print(f"{len(tx):,} purchases of {tx['customer_id'].nunique():,} buyers, horizon {horizon} days, "
+    print(f"{len(tx):,} purchases of {tx['customer_id'].nunique():,} buyers, horizon {plan.horizon} days, "
           f"holdout seeds {args.seeds}, {int(rows['with behaviour']['holdout_customers'])} test-half buyers")
     print(table.round(4).to_string())
     print(f"seconds: reading, stitching and behaviour {prepared:.1f}; one holdout check "

@@ -12,6 +12,8 @@ tier go to ``HOME/lifetime.parquet``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -61,7 +63,26 @@ def behaviour_at(events: pd.DataFrame, cutoffs: list[pd.Timestamp]) -> Covariate
     return at
 
 
-def plan_cutoffs(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> tuple[pd.Timestamp, int, list[pd.Timestamp]]:
+@dataclass(frozen=True)
+class Plan:
+    """When the model learns and predicts: labels over ``[label_cutoff, end)``, rows from the earlier
+    monthly ``extra`` cutoffs too, then predictions from ``end`` for ``horizon`` days."""
+
+    end: pd.Timestamp
+    horizon: int
+    extra: list[pd.Timestamp]
+
+    @property
+    def label_cutoff(self) -> pd.Timestamp:
+        return self.end - self.horizon * DAY
+
+    @property
+    def cutoffs(self) -> list[pd.Timestamp]:
+        """Every cutoff at which the model reads features."""
+        return [self.end, self.label_cutoff, *self.extra]
+
+
+def plan_cutoffs(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> Plan:
     """The end of the data, the horizon (at most half the history) and the earlier monthly cutoffs."""
     if tx.empty:
         raise ValueError("lifetime value needs purchases with a customer id; the events hold none")
@@ -72,18 +93,17 @@ def plan_cutoffs(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> tuple[pd
                          f"the events span {(end - first).days}")
     label_cutoff = end - horizon * DAY
     extra = [label_cutoff - k * 30 * DAY for k in range(1, 6) if label_cutoff - k * 30 * DAY >= first + 30 * DAY]
-    return end, horizon, extra
+    return Plan(end, horizon, extra)
 
 
-def measure_holdout(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS, seed: int = 0,
+def measure_holdout(tx: pd.DataFrame, plan: Plan, seed: int = 0,
                     covariates: Covariates | None = None) -> dict[str, float]:
     """Fit on half of the customers, score the other half on the last ``horizon`` days."""
-    end, horizon, extra = plan_cutoffs(tx, horizon_days)
-    cutoff = end - horizon * DAY
+    cutoff, horizon = plan.label_cutoff, plan.horizon
     ids = np.sort(tx["customer_id"].unique())
     test = set(np.random.default_rng(seed).permutation(ids)[len(ids) // 2:])
     is_test = tx["customer_id"].isin(test).to_numpy()
-    data = build_training_set(tx[~is_test], cutoff, horizon, extra, history=tx[tx["ts"] < cutoff],
+    data = build_training_set(tx[~is_test], cutoff, horizon, plan.extra, history=tx[tx["ts"] < cutoff],
                               covariates=covariates)
     pred = predict_clv(fit_clv_model(data, seed=seed), tx[is_test], cutoff, horizon, covariates)
     held = tx[is_test & (tx["ts"] >= cutoff).to_numpy()]
@@ -108,31 +128,29 @@ def top_share(score: pd.Series, spend: pd.Series, fraction: float = 0.1) -> floa
     return float(spend.loc[top].sum() / spend.sum()) if spend.sum() > 0 else float("nan")
 
 
-def predict_lifetime(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS, seed: int = 0,
+def predict_lifetime(tx: pd.DataFrame, plan: Plan, seed: int = 0,
                      covariates: Covariates | None = None) -> pd.DataFrame:
     """Every buyer's expected purchases, P(buys again) and value over the next ``horizon`` days, and value tier."""
-    end, horizon, extra = plan_cutoffs(tx, horizon_days)
-    cutoff = end - horizon * DAY
-    model = fit_clv_model(build_training_set(tx, cutoff, horizon, extra, covariates=covariates), seed=seed)
-    pred = predict_clv(model, tx, end, horizon, covariates)
+    data = build_training_set(tx, plan.label_cutoff, plan.horizon, plan.extra, covariates=covariates)
+    pred = predict_clv(fit_clv_model(data, seed=seed), tx, plan.end, plan.horizon, covariates)
     pred["value_tier"] = value_tier(pred["expected_value"], value_thresholds(pred["expected_value"]))
-    return pred.rename_axis("customer_id").reset_index().assign(horizon_days=horizon, as_of=end)
+    return pred.rename_axis("customer_id").reset_index().assign(horizon_days=plan.horizon, as_of=plan.end)
 
 
 def fit_lifetime(paths: Paths, horizon_days: int = HORIZON_DAYS, seed: int = 0) -> dict[str, object]:
     """Measure, fit and write every customer's lifetime value; log the run to MLflow."""
     events = read_raw(paths, "events", EVENT_COLUMNS)
     tx = purchase_transactions(events)
-    end, horizon, extra = plan_cutoffs(tx, horizon_days)
-    behaviour = behaviour_at(events, [end, end - horizon * DAY, *extra])
+    plan = plan_cutoffs(tx, horizon_days)
+    behaviour = behaviour_at(events, plan.cutoffs)
     del events
-    metrics = measure_holdout(tx, horizon_days, seed, behaviour)
-    lifetime = predict_lifetime(tx, horizon_days, seed, behaviour)
+    metrics = measure_holdout(tx, plan, seed, behaviour)
+    lifetime = predict_lifetime(tx, plan, seed, behaviour)
     lifetime.to_parquet(paths.lifetime, index=False)
     connect(paths, EXPERIMENT)
     with mlflow.start_run():
-        mlflow.log_params({**REGRESSOR_PARAMS, "horizon_days": int(lifetime["horizon_days"].iloc[0]),
-                           "as_of": lifetime["as_of"].iloc[0].isoformat(), "purchases": len(tx), "seed": seed,
+        mlflow.log_params({**REGRESSOR_PARAMS, "horizon_days": plan.horizon, "as_of": plan.end.isoformat(),
+                           "purchases": len(tx), "seed": seed,
                            "behaviour_features": len(CUSTOMER_FEATURES)})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_dict(lifetime["value_tier"].value_counts().to_dict(), "value_tiers.json")

@@ -36,9 +36,10 @@ def test_anonymous_purchases_count_for_the_customer_who_later_logs_in(make_event
 
 def test_the_horizon_is_at_most_half_the_history_and_too_little_is_refused():
     tx = make_purchases(50, days=120)
-    end, horizon, extra = plan_cutoffs(tx, 90)
-    assert horizon == (end - tx["ts"].min().floor("D")).days // 2
-    assert all(c < end - pd.Timedelta(days=horizon) for c in extra)
+    plan = plan_cutoffs(tx, 90)
+    assert plan.horizon == (plan.end - tx["ts"].min().floor("D")).days // 2
+    assert plan.extra and all(c < plan.label_cutoff for c in plan.extra)
+    assert plan.cutoffs == [plan.end, plan.label_cutoff, *plan.extra]
     with pytest.raises(ValueError, match="at least 28 days"):
         plan_cutoffs(tx[tx["ts"] < tx["ts"].min() + pd.Timedelta(days=10)])
     with pytest.raises(ValueError, match="no purchases|none"):
@@ -47,7 +48,7 @@ def test_the_horizon_is_at_most_half_the_history_and_too_little_is_refused():
 
 def test_frequent_buyers_get_the_higher_value_tiers():
     tx = make_purchases()
-    lifetime = predict_lifetime(tx, 60).set_index("customer_id")
+    lifetime = predict_lifetime(tx, plan_cutoffs(tx, 60)).set_index("customer_id")
     counts = tx.groupby("customer_id").size().reindex(lifetime.index)
     shares = lifetime["value_tier"].value_counts(normalize=True)
     assert shares["meh"] == pytest.approx(0.7, abs=0.02) and shares["great"] == pytest.approx(0.1, abs=0.02)
