@@ -56,7 +56,7 @@ class Signal:
     count a device's first link to the customer instead of events.
 
     ``phrases`` say what the customer did, in total and within a category ({c}), for reasons; {n} takes
-    the count where the phrase says it.
+    the count or amount where the phrase says it (and is left out of "... 3 days ago").
     """
 
     name: str
@@ -95,7 +95,7 @@ SIGNALS = (
     Signal("offers_shown", ("offer_shown",), "count", ("saw offers", "saw {c} offers")),
     Signal("offer_clicks", ("offer_click",), "count", ("clicked offers", "clicked {c} offers")),
     Signal("purchases", ("purchase",), "count", ("bought", "bought {c}")),
-    Signal("revenue", ("purchase",), "amount", ("spent", "spent on {c}")),
+    Signal("revenue", ("purchase",), "amount", ("spent {n}", "spent {n} on {c}")),
     Signal("offer_purchases", ("purchase",), "count", ("bought with an offer", "bought {c} with an offer"),
            with_offer=True),
     Signal("store_purchases", ("purchase",), "count", ("bought in store", "bought {c} in store"),
@@ -254,16 +254,14 @@ def describe_feature(feature: Feature, value: float, category: str | None) -> st
         return None
     phrase = feature.signal.phrases[feature.entity == "category"].replace("{c}", category or "")
     if feature.aggregation == "recency_days":
-        return f"{phrase} {_days_ago(value)}"
+        return f"{phrase.replace('{n} ', '')} {_days_ago(value)}"
     period = feature.window.period
     if feature.aggregation == "ratio":
         return f"{feature.description.removesuffix(' ' + period)}: {value:.0%} {period}"
     if feature.aggregation == "excess":
         return f"left {value:.0f} cart item(s) unbought{' in ' + category if feature.entity == 'category' else ''}"
-    if feature.signal.measure == "amount":
-        return f"{phrase} {value:,.0f} {period}"
     if "{n}" in phrase:
-        return f"{phrase.replace('{n}', f'{value:.0f}')} {period}"
+        return f"{phrase.replace('{n}', f'{value:,.0f}')} {period}"
     times = "once" if round(value) == 1 else "twice" if round(value) == 2 else f"{value:.0f} times"
     return f"{phrase} {times} {period}"
 
