@@ -252,18 +252,24 @@ def describe_feature(feature: Feature, value: float, category: str | None) -> st
     when the value shows nothing the customer did."""
     if np.isnan(value) or (feature.aggregation != "recency_days" and value <= 0):
         return None
-    phrase = feature.signal.phrases[feature.entity == "category"].replace("{c}", category or "")
+    phrase = feature.signal.phrases[feature.entity == "category"].replace("{c}", readable(category or ""))
     if feature.aggregation == "recency_days":
         return f"{phrase.replace('{n} ', '')} {_days_ago(value)}"
     period = feature.window.period
     if feature.aggregation == "ratio":
         return f"{feature.description.removesuffix(' ' + period)}: {value:.0%} {period}"
     if feature.aggregation == "excess":
-        return f"left {value:.0f} cart item(s) unbought{' in ' + category if feature.entity == 'category' else ''}"
+        where = f" in {readable(category or '')}" if feature.entity == "category" else ""
+        return f"left {value:.0f} cart item(s) unbought{where}"
     if "{n}" in phrase:
         return f"{phrase.replace('{n}', f'{value:,.0f}')} {period}"
     times = "once" if round(value) == 1 else "twice" if round(value) == 2 else f"{value:.0f} times"
     return f"{phrase} {times} {period}"
+
+
+def readable(category: str) -> str:
+    """A category name as a marketer writes it ('running_shoes' -> 'running shoes')."""
+    return category.replace("_", " ")
 
 
 def _days_ago(days: float) -> str:

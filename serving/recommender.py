@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.aggregates import assemble_features
-from features.definitions import DAY, SIGNAL_NAMES, describe_feature, select_features, signal_values
+from features.definitions import DAY, SIGNAL_NAMES, describe_feature, readable, select_features, signal_values
 from features.online import CustomerRows, FeatureStore, OnlineStore, aggregate_rows, open_store
 from features.online_redis import StoreUnavailable
 from features.pipeline import read_raw
@@ -196,7 +196,7 @@ class Recommender:
         names = self.catalogue.category_names
         by_category = np.nan_to_num(np.array([popularity.get(c, 0.0) for c in names], dtype="float64"), nan=0.0)
         return self._rank(candidates, by_category, np.zeros(len(names), dtype=bool),
-                          lambda shown: {c: f"popular in {c} right now" for c in shown})
+                          lambda shown: {c: f"popular in {readable(c)} right now" for c in shown})
 
     def _score(self, scorer: Scorer, rows: CustomerRows, candidates: np.ndarray, t: int,
                current_category: str | None, cart_items: list[str]) -> Ranking:
@@ -241,4 +241,4 @@ class Recommender:
             if phrase and features[j].entity == "category":
                 return f"you {phrase}"
             about_customer = about_customer or phrase
-        return f"you {about_customer}" if about_customer else f"a good match in {category} for you"
+        return f"you {about_customer}" if about_customer else f"a good match in {readable(category)} for you"

@@ -19,6 +19,7 @@ from features.definitions import (DECLARED_WINDOWS, FEATURES, FEATURES_BY_NAME, 
     ("cust_email_open_rate_90d", 0.25, None, "share of e-mails opened in total: 25% in the last 90 days"),
     ("cat_views_recency_days", 3.2, "tea", "viewed tea 3 days ago"),
     ("cust_devices_all", 0, None, None),
+    ("cat_carts_7d", 2, "running_shoes", "put running shoes in the cart twice in the last 7 days"),
 ])
 def test_features_read_as_marketer_phrases(name, value, category, phrase):
     assert describe_feature(FEATURES_BY_NAME[name], value, category) == phrase

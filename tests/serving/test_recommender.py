@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.definitions import readable
 from serving.recommender import Recommender
 from serving.rules import Policy
 from serving.runtime import check_champion
@@ -138,4 +139,4 @@ def test_reasons_include_the_category_share_offset(recommender, monkeypatch):
     monkeypatch.setattr("serving.recommender.attribute_log_share", offset_on_views)
     decision = recommender.recommend(busiest_customer(recommender), "web", k=3)
     for offer, category in zip(decision.offers, categories_of(recommender, decision)):
-        assert offer.reason.startswith(f"you viewed {category}") and "365 days" in offer.reason, offer.reason
+        assert offer.reason.startswith(f"you viewed {readable(category)}") and "365 days" in offer.reason, offer.reason
