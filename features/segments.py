@@ -28,8 +28,9 @@ def value_thresholds(revenue: pd.Series, shares: tuple[float, float, float] = VA
 
 
 def value_tier(revenue: pd.Series, thresholds: list[float]) -> pd.Series:
-    """meh / good / great by value (past revenue or predicted lifetime value) against the cut points."""
-    tier = np.searchsorted(np.asarray(thresholds), revenue.fillna(0).to_numpy(), side="right")
+    """meh / good / great by value (past revenue or predicted lifetime value): a tier up for each cut point the
+    value is above, so that customers with nothing (when most have nothing) stay meh."""
+    tier = np.searchsorted(np.asarray(thresholds), revenue.fillna(0).to_numpy(), side="left")
     return pd.Series(np.asarray(VALUE_TIERS, dtype=object)[tier], index=revenue.index, name="value_tier")
 
 

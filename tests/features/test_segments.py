@@ -15,6 +15,9 @@ def test_value_tiers_split_customers_70_20_10():
     tiers = value_tier(revenue, value_thresholds(revenue))
     assert tiers.value_counts().to_dict() == {"meh": 70, "good": 20, "great": 10}
     assert tiers.iloc[-1] == "great" and tiers.iloc[0] == "meh"
+    mostly_nothing = pd.Series([0.0] * 80 + [5.0] * 12 + [50.0] * 8)
+    assert value_tier(mostly_nothing, value_thresholds(mostly_nothing)).value_counts().to_dict() == \
+        {"meh": 80, "good": 12, "great": 8}  # cut points 0 and 5: no one with nothing is above the first
     with pytest.raises(ValueError, match="shares"):
         value_thresholds(revenue, (0.5, 0.3, 0.3))
 
