@@ -130,10 +130,12 @@ def top_share(score: pd.Series, spend: pd.Series, fraction: float = 0.1) -> floa
 
 def predict_lifetime(tx: pd.DataFrame, plan: Plan, seed: int = 0,
                      covariates: Covariates | None = None) -> pd.DataFrame:
-    """Every buyer's expected purchases, P(buys again) and value over the next ``horizon`` days, and value tier."""
+    """Every buyer's expected purchases, P(buys again) and value over the next ``horizon`` days, and value tier
+    (by expected purchases when the purchases carry no amounts)."""
     data = build_training_set(tx, plan.label_cutoff, plan.horizon, plan.extra, covariates=covariates)
     pred = predict_clv(fit_clv_model(data, seed=seed), tx, plan.end, plan.horizon, covariates)
-    pred["value_tier"] = value_tier(pred["expected_value"], value_thresholds(pred["expected_value"]))
+    value = pred["expected_value"] if (pred["expected_value"] > 0).any() else pred["expected_purchases"]  # no prices
+    pred["value_tier"] = value_tier(value, value_thresholds(value))
     return pred.rename_axis("customer_id").reset_index().assign(horizon_days=plan.horizon, as_of=plan.end)
 
 

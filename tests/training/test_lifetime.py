@@ -46,8 +46,10 @@ def test_the_horizon_is_at_most_half_the_history_and_too_little_is_refused():
         plan_cutoffs(tx.iloc[:0])
 
 
-def test_frequent_buyers_get_the_higher_value_tiers():
+@pytest.mark.parametrize("priced", [True, False])  # some sources (RetailRocket) carry no prices
+def test_frequent_buyers_get_the_higher_value_tiers(priced):
     tx = make_purchases()
+    tx["amount"] = tx["amount"] if priced else 0.0
     lifetime = predict_lifetime(tx, plan_cutoffs(tx, 60)).set_index("customer_id")
     counts = tx.groupby("customer_id").size().reindex(lifetime.index)
     shares = lifetime["value_tier"].value_counts(normalize=True)
