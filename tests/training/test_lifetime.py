@@ -1,6 +1,8 @@
 """Lifetime value from the retailer's purchases: stitching, cutoffs, tiers, the MLflow run."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -106,3 +108,19 @@ def test_behaviour_at_a_cutoff_ignores_later_events(make_events):
     assert alone.loc["c1", "cust_views_30d"] == 1 and alone.loc["c1", "cust_purchases_30d"] == 1
     with pytest.raises(KeyError, match="no behaviour"):
         behaviour_at(make_events(before), [cutoff])(cutoff + pd.Timedelta(days=1))
+
+
+CDNOW = Path(__file__).resolve().parents[2] / "../shared/data/cdnow/CDNOW_master.txt"
+
+
+@pytest.mark.skipif(not CDNOW.exists(), reason=f"CDNOW data not found at {CDNOW}")
+def test_lifetime_value_on_real_purchases_beats_ranking_by_past_revenue(tmp_path):
+    from features.ingest import ingest_file
+    from nbo.config import get_paths
+
+    paths = get_paths(tmp_path)
+    ingest_file("cdnow", CDNOW, paths)
+    summary = fit_lifetime(paths)
+    assert summary["customers"] == 23_570
+    assert summary["holdout_auc"] > 0.8 and abs(summary["holdout_total_error"]) < 0.1
+    assert summary["top10_spend_share_by_value"] > summary["top10_spend_share_by_revenue"]
