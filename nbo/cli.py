@@ -73,14 +73,18 @@ def features(cutoffs: int = 6, horizon_days: int = 7, home: Home = None) -> None
 
 
 @app.command()
-def train(home: Home = None) -> None:
+def train(home: Home = None,
+          gate_metric: Annotated[str, typer.Option(envvar="NBO_GATE_METRIC", help=(
+              "Metric a new model must beat the champion on, both scored on the same test rows: test_auc, "
+              "test_pr_auc, test_log_loss, test_ece, test_{precision,recall,ndcg,hit_rate}_at_{1,3,5}."))] = "test_auc",
+          ) -> None:
     """Train, evaluate and register a model (champion if it beats the current one), then lifetime value."""
     from training.lifetime import fit_lifetime
     from training.train import train as train_model
 
     paths = get_paths(home)
     try:
-        result = train_model(paths)
+        result = train_model(paths, gate_metric)
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
     console.print_json(json.dumps(result, default=str))

@@ -13,13 +13,16 @@ from training.calibration import calibrate, fit_calibrator
 from training.dataset import (
     CATEGORY_FEATURE, Split, load_training_set, model_feature_names, split_by_time, to_matrix,
 )
-from training.evaluate import category_popularity, score_metrics
+from training.evaluate import KS, category_popularity, ranking_metrics, score_metrics
 from training.registry import (
     LoadedModel, connect, load_model, log_model, predict_proba, predict_uncalibrated, promote, set_alias,
 )
 from training.report import build_report, draw_figures, flatten_metrics
 
-GATE_METRIC = "test_auc"
+GATE_METRIC = "test_auc"  # the default; `nbo train --gate-metric` or $NBO_GATE_METRIC picks another
+# Gate metrics the champion can be re-scored on, on the same test rows: True where higher is better.
+GATE_METRICS = {"test_auc": True, "test_pr_auc": True, "test_log_loss": False, "test_ece": False,
+                **{f"test_{m}_at_{k}": True for m in ("precision", "recall", "ndcg", "hit_rate") for k in KS}}
 # Small trees (at most 15 leaves, 6 deep): as accurate on the simulated retailers as 31 leaves, and TreeSHAP, which
 # explains every shown offer, costs about half as much (docs/benchmarks.md, serving round 6).
 PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "max_depth": 6, "min_data_in_leaf": 50,
@@ -48,18 +51,34 @@ def fit_share(train: pd.DataFrame, matrix: np.ndarray, names: list[str], categor
     return fit_category_share(matrix, train["label"].to_numpy(), groups, names, CATEGORY_FEATURE, prior)
 
 
-def champion_score(client, split: Split) -> tuple[str, float] | None:
+def check_gate_metric(gate_metric: str) -> str:
+    """The gate metric, if the champion can be re-scored on it; else a clear error."""
+    if gate_metric not in GATE_METRICS:
+        raise ValueError(f"gate metric {gate_metric!r} is not one of {', '.join(GATE_METRICS)}")
+    return gate_metric
+
+
+def beats(value: float, incumbent: float, gate_metric: str) -> bool:
+    """Whether a gate metric value is strictly better than the champion's."""
+    return value > incumbent if GATE_METRICS[gate_metric] else value < incumbent
+
+
+def champion_score(client, split: Split, gate_metric: str = GATE_METRIC) -> tuple[str, float] | None:
     """The current champion's gate metric on this run's test rows (None when there is no champion)."""
     champion = load_model(client)
     if champion is None:
         return None
     matrix = to_matrix(split.test, split.customers, champion.meta["declared_features"], champion.meta["categories"])
     scores = predict_proba(champion, matrix)
-    return champion.version, score_metrics(split.test["label"].to_numpy(), scores, "test")[GATE_METRIC]
+    found = {**score_metrics(split.test["label"].to_numpy(), scores, "test"),
+             **{f"test_{k}": v for k, v in ranking_metrics(split.test, scores).items()}}
+    return champion.version, found[gate_metric]
 
 
-def train(paths: Paths) -> dict[str, object]:
-    """Train on the home's training set, log to MLflow, register, and promote if it beats the champion."""
+def train(paths: Paths, gate_metric: str = GATE_METRIC) -> dict[str, object]:
+    """Train on the home's training set, log to MLflow, register, and promote if it beats the champion on the
+    gate metric."""
+    check_gate_metric(gate_metric)
     training, lineage = load_training_set(paths)
     split = split_by_time(training)
     declared = [f.name for f in FEATURES]
@@ -82,16 +101,16 @@ def train(paths: Paths) -> dict[str, object]:
                **score_metrics(labels["valid"], calibrate(calibrator, raw_valid), "valid"),
                **flatten_metrics(report), "best_iteration": float(booster.best_iteration)}
     client = connect(paths)
-    incumbent = champion_score(client, split)
+    incumbent = champion_score(client, split, gate_metric)
     params = {**PARAMS, "train_rows": len(split.train), "valid_rows": len(split.valid), "test_rows": len(split.test),
-              "gate_metric": GATE_METRIC, "horizon_days": lineage["horizon_days"], "calibration": calibrator.method,
+              "gate_metric": gate_metric, "horizon_days": lineage["horizon_days"], "calibration": calibrator.method,
               "test_cutoff": lineage["cutoffs"][-1], "events_sha256": lineage["events_sha256"]}
     example = pd.DataFrame(matrices["test"][:5], columns=names)
     version = log_model(model, example, params, metrics, report, draw_figures(report))
     set_alias(client, "challenger", version)
-    promoted = incumbent is None or metrics[GATE_METRIC] > incumbent[1]
+    promoted = incumbent is None or beats(metrics[gate_metric], incumbent[1], gate_metric)
     if promoted:
         promote(client, version)
-    return {"version": version, "promoted": promoted, "metrics": metrics,
+    return {"version": version, "promoted": promoted, "gate_metric": gate_metric, "metrics": metrics,
             "champion_before": incumbent[0] if incumbent else None,
             "champion_metric_before": incumbent[1] if incumbent else None}

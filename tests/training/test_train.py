@@ -24,14 +24,17 @@ def test_first_model_is_registered_as_champion_with_a_time_holdout_auc(trained_h
     assert load_model(client).booster.feature_name() == features
 
 
-def test_a_model_that_does_not_beat_the_champion_stays_challenger(trained_home, monkeypatch):
+@pytest.mark.parametrize("gate_metric", ["test_auc", "test_log_loss"])
+def test_a_model_that_does_not_beat_the_champion_stays_challenger(trained_home, monkeypatch, gate_metric):
     paths, first = trained_home
     import training.train as module
     monkeypatch.setattr(module, "PARAMS", {**module.PARAMS, "num_leaves": 2, "learning_rate": 0.001})
-    second = train(paths)
+    second = train(paths, gate_metric)
     client = MlflowClient(paths.tracking_uri)
-    assert not second["promoted"]
-    assert second["champion_metric_before"] > second["metrics"]["test_auc"]
+    assert not second["promoted"] and second["gate_metric"] == gate_metric
+    worse = second["metrics"][gate_metric]
+    assert (second["champion_metric_before"] > worse) if gate_metric == "test_auc" else \
+        (second["champion_metric_before"] < worse)  # log loss: lower is better
     assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == first["version"]
     assert str(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == second["version"]
 
@@ -44,3 +47,18 @@ def test_time_split_keeps_later_cutoffs_for_evaluation():
     assert split.customers is customers
     with pytest.raises(ValueError, match="at least 3 cutoffs"):
         split_by_time(TrainingSet(rows[rows["cutoff"] < "2025-01-15"], customers))
+
+
+def test_the_gate_metric_knows_which_way_is_better_and_refuses_unknown_ones(tmp_path):
+    from typer.testing import CliRunner
+
+    from nbo.cli import app
+    from training.train import beats, check_gate_metric
+
+    assert beats(0.91, 0.90, "test_auc") and not beats(0.90, 0.90, "test_auc")
+    assert beats(0.040, 0.045, "test_log_loss") and not beats(0.05, 0.045, "test_log_loss")
+    assert beats(0.62, 0.60, "test_ndcg_at_3")
+    with pytest.raises(ValueError, match="test_pr_auc"):
+        check_gate_metric("accuracy")
+    refused = CliRunner().invoke(app, ["train", "--gate-metric", "accuracy", "--home", str(tmp_path)])
+    assert refused.exit_code == 2 and "gate metric 'accuracy'" in refused.output
