@@ -62,3 +62,11 @@ def test_the_gate_metric_knows_which_way_is_better_and_refuses_unknown_ones(tmp_
         check_gate_metric("accuracy")
     refused = CliRunner().invoke(app, ["train", "--gate-metric", "accuracy", "--home", str(tmp_path)])
     assert refused.exit_code == 2 and "gate metric 'accuracy'" in refused.output
+
+
+def test_the_same_data_trains_to_the_same_metrics(trained_home):
+    paths, first = trained_home
+    again = train(paths)
+    for key in ("best_iteration", "test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "oracle_share_lightgbm"):
+        assert again["metrics"][key] == first["metrics"][key], key
+    assert not again["promoted"]  # as good is not better

@@ -27,7 +27,7 @@ def simulated(tmp_path_factory):
     model = fit_uplift(customers, train, table, "converted")
     report = evaluate_uplift(model, customers, table, test, 0.3, load_truth(raw).uplift, frame, n_boot=30)
     return {"customers": customers, "offers": offers, "train": train, "test": test, "model": model,
-            "report": report, "frame": frame}
+            "report": report, "frame": frame, "table": table}
 
 
 def test_time_split_holds_out_the_last_campaigns(simulated):
@@ -239,3 +239,14 @@ def test_customers_without_id_are_rejected():
     customers, exposures = make_generic(50)
     with pytest.raises(ValueError, match="'customer_id'"):
         validate_inputs(customers.drop(columns="customer_id"), exposures, "bought")
+
+
+
+def test_the_same_data_gives_the_same_uplift_report(simulated):
+    customers, table, test = simulated["customers"], simulated["table"], simulated["test"]
+    again = fit_uplift(customers, simulated["train"], table, "converted")
+    report = evaluate_uplift(again, customers, table, test, 0.3, None, simulated["frame"], n_boot=30)
+    first = simulated["report"]
+    shared = [key for key in report if key in first]
+    assert {"qini", "uplift_top10", "model_ips", "model_snips"} <= set(shared)
+    assert all(report[key] == first[key] for key in shared), [k for k in shared if report[k] != first[k]]
