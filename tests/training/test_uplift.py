@@ -241,7 +241,6 @@ def test_customers_without_id_are_rejected():
         validate_inputs(customers.drop(columns="customer_id"), exposures, "bought")
 
 
-
 def test_the_same_data_gives_the_same_uplift_report(simulated):
     customers, table, test = simulated["customers"], simulated["table"], simulated["test"]
     again = fit_uplift(customers, simulated["train"], table, "converted")
