@@ -79,7 +79,8 @@ def test_nbo_train_fits_lifetime_value_or_says_why_not(trained_home, make_events
     from nbo.cli import app
     from nbo.config import get_paths
 
-    monkeypatch.setattr(training.train, "train", lambda paths: {"version": "1"})  # the intent model: tested apart
+    # the purchase-intent model is tested apart; here only what `nbo train` does after it
+    monkeypatch.setattr(training.train, "train", lambda paths, gate_metric: {"version": "1"})
     paths, _ = trained_home
     paths.lifetime.unlink(missing_ok=True)
     done = CliRunner().invoke(app, ["train", "--home", str(paths.home)])
