@@ -70,8 +70,9 @@ def champion_score(client, split: Split, gate_metric: str = GATE_METRIC) -> tupl
         return None
     matrix = to_matrix(split.test, split.customers, champion.meta["declared_features"], champion.meta["categories"])
     scores = predict_proba(champion, matrix)
-    found = {**score_metrics(split.test["label"].to_numpy(), scores, "test"),
-             **{f"test_{k}": v for k, v in ranking_metrics(split.test, scores).items()}}
+    found = score_metrics(split.test["label"].to_numpy(), scores, "test")
+    if gate_metric not in found:  # a ranking metric: only then rank each customer's rows
+        found = {f"test_{k}": v for k, v in ranking_metrics(split.test, scores).items()}
     return champion.version, found[gate_metric]
 
 
