@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import threading
 import time
 
 import mlflow
@@ -17,6 +18,7 @@ from serving.recommender import Recommender
 from training.registry import get_alias_version, load_model
 
 logger = logging.getLogger("nbo.serving")
+RELOAD_REQUEST = "reload-request"  # in the NBO home: its content changes when a reload of every worker is asked
 
 
 def limit_blas_threads() -> None:
@@ -98,16 +100,50 @@ def check_champion(recommender: Recommender, client: MlflowClient, refused: str 
     return True, refused
 
 
-def follow_registry(recommender: Recommender, paths: Paths, interval: float) -> None:
-    """Every `interval` seconds, check_champion; the registry being down keeps the current model."""
-    mlflow.set_tracking_uri(paths.tracking_uri)
-    client, refused = MlflowClient(tracking_uri=paths.tracking_uri), None
-    while True:
-        time.sleep(interval)
-        try:
-            swapped, refused = check_champion(recommender, client, refused)
-        except Exception as error:  # registry unreachable
-            logger.warning("champion check failed, keeping the current model: %s", error)
+def request_reload(paths: Paths) -> None:
+    """Ask every worker of the service to look at the registry now: write a new reload epoch in the NBO home (the
+    workers' follow loops read it each second)."""
+    target = paths.home / RELOAD_REQUEST
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f"{RELOAD_REQUEST}.{os.getpid()}")
+    staged.write_text(str(time.time_ns()))
+    os.replace(staged, target)
+
+
+def read_reload_epoch(paths: Paths) -> str | None:
+    """The last reload asked for, None if none ever was."""
+    try:
+        return (paths.home / RELOAD_REQUEST).read_text()
+    except OSError:
+        return None
+
+
+def follow_registry(recommender: Recommender, paths: Paths, interval: float, stop: threading.Event | None = None,
+                    tick: float = 1.0) -> None:
+    """Until `stop` is set: check_champion every `interval` seconds, and within `tick` seconds of a reload request.
+    Nothing stops the loop: a registry that is down, unreadable or corrupt keeps the current model, warned about
+    once per failure spell, and is looked at again on the next round."""
+    stop = stop or threading.Event()
+    epoch, refused, failing = read_reload_epoch(paths), None, False
+    due = time.monotonic() + interval
+    while not stop.wait(min(tick, interval)):
+        requested = read_reload_epoch(paths)
+        if requested == epoch and time.monotonic() < due:
             continue
+        if requested != epoch:
+            epoch, refused = requested, None  # asked for: try the champion again even if refused once
+        due = time.monotonic() + interval
+        try:
+            mlflow.set_tracking_uri(paths.tracking_uri)
+            swapped, refused = check_champion(recommender, MlflowClient(tracking_uri=paths.tracking_uri), refused)
+        except Exception as error:  # registry unreachable or unreadable: keep the current model
+            if not failing:
+                logger.warning("champion check failed, keeping the current model until the registry answers "
+                               "(checked every %.0f s): %s", interval, error)
+            failing = True
+            continue
+        if failing:
+            logger.info("the registry answers again")
+            failing = False
         if swapped:
             settle_heap()
