@@ -6,6 +6,7 @@ quarantine frame with the source, the 1-based row number, the field and the reas
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +22,13 @@ EVENT_TYPES = (
 Kind = Literal["string", "timestamp", "float", "int", "bool"]
 QUARANTINE_COLUMNS = ["source", "row", "field", "reason"]
 FUTURE_TOLERANCE = pd.Timedelta(minutes=5)
+EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")  # older events are a typo or a placeholder, not behaviour
+MAX_AMOUNT = 10_000_000.0  # one purchase or return; more is a unit or parsing error
+MAX_QUANTITY = 1_000_000.0
+# ASCII digits only (full-width digits would otherwise parse), a date, then optionally a time and a zone.
+ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?"
+                      r"(?: ?(?:Z|UTC|[+-]\d{2}(?::?\d{2})?))?", re.ASCII)
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class Column:
     required: bool = False
     allowed: tuple[str, ...] | None = None
     min_value: float | None = None
+    max_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,8 @@ EVENTS = TableSchema("events", "event_id", (
     Column("event_type", "string", "What happened.", required=True, allowed=EVENT_TYPES),
     Column("item_id", "string", "Product concerned, if any."),
     Column("category", "string", "Product category concerned, if any."),
-    Column("amount", "float", "Money amount (purchase or return value).", min_value=0.0),
-    Column("quantity", "float", "Number of units.", min_value=0.0),
+    Column("amount", "float", "Money amount (purchase or return value).", min_value=0.0, max_value=MAX_AMOUNT),
+    Column("quantity", "float", "Number of units.", min_value=0.0, max_value=MAX_QUANTITY),
     Column("offer_id", "string", "Offer concerned (offer_shown, offer_click, purchase with offer)."),
     Column("campaign_id", "string", "Campaign concerned (e-mail events)."),
     Column("decision_id", "string", "The /recommend decision that showed the offer (offer events, purchases)."),
@@ -96,7 +105,7 @@ def _coerce(series: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
     """Convert one column to its kind; return the values and a mask of present-but-unparsable cells."""
     present = series.notna() & (series.astype("string").str.strip() != "")
     if column.kind == "timestamp":
-        values = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
+        values = pd.to_datetime(_iso_text(series), utc=True, errors="coerce", format="mixed")
     elif column.kind in ("float", "int"):
         values = pd.to_numeric(series, errors="coerce").astype("float64")
     elif column.kind == "bool":
@@ -107,6 +116,14 @@ def _coerce(series: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
         values = series.astype("string").str.strip().mask(~present)
     bad = present & values.isna()
     return values, bad
+
+
+def _iso_text(series: pd.Series) -> pd.Series:
+    """Timestamps as they came, except text that is not ASCII ISO 8601 (blanked, so it counts as unparsable)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
+        return series
+    text = series.astype("string").str.strip()
+    return series.where(text.str.fullmatch(ISO_TIME).fillna(False).astype(bool))
 
 
 def _flag(reasons: pd.DataFrame, mask: pd.Series, field: str, reason: str) -> None:
@@ -130,6 +147,12 @@ def validate_table(raw: pd.DataFrame, schema: TableSchema, source: str) -> tuple
         series = raw[column.name] if column.name in raw.columns else pd.Series([None] * len(raw))
         values, bad = _coerce(series, column)
         _flag(reasons, bad, column.name, f"not a valid {column.kind}: {series[bad].head(1).tolist()}")
+        if column.kind == "string":
+            _flag(reasons, values.str.contains(CONTROL_CHARACTERS).fillna(False).astype(bool), column.name,
+                  f"{column.name} contains a control character")
+        if column.kind == "float":
+            _flag(reasons, pd.Series(np.isinf(values.to_numpy())), column.name,
+                  f"{column.name} must be a finite number")
         if column.required:
             _flag(reasons, values.isna(), column.name, "required value is missing")
         if column.allowed is not None:
@@ -137,6 +160,8 @@ def validate_table(raw: pd.DataFrame, schema: TableSchema, source: str) -> tuple
             _flag(reasons, unknown, column.name, f"unknown value (allowed: {', '.join(column.allowed)})")
         if column.min_value is not None:
             _flag(reasons, values < column.min_value, column.name, f"must be >= {column.min_value:g}")
+        if column.max_value is not None:
+            _flag(reasons, values > column.max_value, column.name, f"must be <= {column.max_value:g}")
         out[column.name] = values
     table = pd.DataFrame(out)
     if schema.key in raw.columns:
@@ -165,8 +190,10 @@ def derive_event_ids(events: pd.DataFrame) -> pd.Series:
 
 
 def validate_events(raw: pd.DataFrame, source: str, now: pd.Timestamp | None = None,
-                    known_offers: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate events: canonical types, an identity on every row, no future timestamps, unique ids."""
+                    known_offers: set[str] | None = None, known_decisions: set[str] | None = None,
+                    known_categories: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate events: canonical types, an identity on every row, a time between EARLIEST and now, unique ids,
+    and, where the known values are given, offers, decisions and categories that exist."""
     raw = raw.reset_index(drop=True).copy()
     if "event_id" not in raw.columns:
         raw["event_id"] = None
@@ -179,11 +206,18 @@ def validate_events(raw: pd.DataFrame, source: str, now: pd.Timestamp | None = N
     _flag(reasons, events["customer_id"].isna() & events["anonymous_id"].isna(), "customer_id",
           "neither customer_id nor anonymous_id is set")
     _flag(reasons, events["ts"] > now + FUTURE_TOLERANCE, "ts", "timestamp is in the future")
+    _flag(reasons, events["ts"] < EARLIEST, "ts", f"timestamp before {EARLIEST:%Y-%m-%d}")
     _flag(reasons, (events["event_type"] == "purchase") & events["amount"].isna(), "amount",
           "a purchase needs an amount")
     if known_offers is not None:
         _flag(reasons, events["offer_id"].notna() & ~events["offer_id"].isin(known_offers), "offer_id",
               "unknown offer")
+    if known_decisions is not None:
+        _flag(reasons, events["decision_id"].notna() & ~events["decision_id"].isin(known_decisions),
+              "decision_id", "unknown decision (not served by /recommend)")
+    if known_categories is not None:
+        _flag(reasons, events["category"].notna() & ~events["category"].isin(known_categories), "category",
+              "unknown category (in no item or offer)")
     rows = np.setdiff1d(np.arange(len(raw)), quarantine["row"].to_numpy() - 1)
     accepted, more = _split(raw.loc[rows].reset_index(drop=True), events, reasons, source)
     more["row"] = rows[more["row"].to_numpy() - 1] + 1
