@@ -1,0 +1,95 @@
+"""The service's OpenAPI document: BentoML's, completed with the error document, the API-key scheme and every
+status a route may answer. The live /docs.json and docs/openapi.json are both this document."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+from pathlib import Path
+
+from serving.errors import ErrorResponse
+from serving.guard import KEYED_ROUTES, OPTIONALLY_KEYED_ROUTES
+
+SCHEMA_REF = "#/components/schemas/{model}"
+ERROR = {"content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="ErrorResponse")}}}}
+COMMON_ERRORS = {
+    "400": "The body is not valid JSON or not the route's schema: `details` names each field.",
+    "413": "The body is over 1 MB.",
+    "415": "The body is not `application/json`.",
+    "500": "A fault of the service (a bug): reported in its log.",
+}
+ROUTE_ERRORS = {
+    "/recommend": {"503": "The service cannot decide now (no model and no fallback ready); see `Retry-After`."},
+    "/events": {"409": "An event_id already applied with different content.",
+                "422": "No event of the batch was accepted: `details` gives each row's field and reason.",
+                "503": "The online store is unreachable or loading: nothing was applied; retry after `Retry-After`."},
+    "/campaign": {"409": "No uplift model trained yet (`nbo uplift train`).",
+                  "503": "The service cannot plan now; see `Retry-After`."},
+    "/admin/reload": {"409": "The registry has no champion this code can serve: the current model stays.",
+                      "503": "The registry is unreachable: the current model stays."},
+    "/status": {},
+}
+UNAUTHORISED = "Missing or wrong `x-api-key` header (checked before the body is read)."
+DESCRIPTION = ("Next-best-offer decisions, live events and campaign plans. Every answer with a status of 400 or more "
+               "carries the `ErrorResponse` document. Write and admin routes need the `x-api-key` header when "
+               "`NBO_API_KEY` is set; `/recommend` too when `NBO_RECOMMEND_NEEDS_KEY` is true.")
+OPENAPI_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
+
+
+def error_schemas() -> dict:
+    """The JSON schemas of the error document and its parts, by name."""
+    schema = ErrorResponse.model_json_schema(ref_template=SCHEMA_REF)
+    parts = schema.pop("$defs", {})
+    return {**parts, "ErrorResponse": schema}
+
+
+def _responses(path: str, responses: dict) -> dict:
+    """A route's documented answers: its success, then each error it may answer, all in the error document."""
+    errors = {**COMMON_ERRORS, **ROUTE_ERRORS.get(path, {})}
+    if path in KEYED_ROUTES or path in OPTIONALLY_KEYED_ROUTES:
+        errors["401"] = UNAUTHORISED
+    kept = {str(status): answer for status, answer in responses.items() if int(status) < 400}
+    return {**kept, **{status: {"description": text, **ERROR} for status, text in sorted(errors.items())}}
+
+
+def _security(path: str) -> list[dict] | None:
+    if path in KEYED_ROUTES:
+        return [{"ApiKey": []}]
+    if path in OPTIONALLY_KEYED_ROUTES:
+        return [{}, {"ApiKey": []}]
+    return None
+
+
+def complete_openapi(document: dict) -> dict:
+    """BentoML's document with the service's own title, the error document on every error status of every route
+    of the service, the API-key scheme, and /readyz's 503."""
+    document = json.loads(json.dumps(document))  # a copy, with the status codes as text
+    document["info"] = {"title": "nbo: next best offer", "version": version("nbo"), "description": DESCRIPTION}
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("InvalidArgument", "NotFound", "InternalServerError"):
+        schemas.pop(unused, None)
+    schemas.update(error_schemas())
+    document["components"]["securitySchemes"] = {
+        "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                   "description": "The value of $NBO_API_KEY on the server."}}
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            if path in ROUTE_ERRORS:
+                operation["responses"] = _responses(path, operation["responses"])
+                if (security := _security(path)) is not None:
+                    operation["security"] = security
+    document["paths"]["/readyz"]["get"]["responses"]["503"] = {"description": "Not ready to serve yet.", **ERROR}
+    return document
+
+
+def openapi_document() -> dict:
+    """The service's OpenAPI document, as /docs.json serves it."""
+    from serving.service import NextBestOffer
+
+    return complete_openapi(NextBestOffer.openapi_spec.asdict())
+
+
+def write_openapi(path: Path = OPENAPI_PATH) -> Path:
+    """Write the service's OpenAPI document (docs/openapi.json by default)."""
+    path.write_text(json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n")
+    return path
