@@ -29,6 +29,15 @@ from training.registry import LoadedModel, predict_proba
 logger = logging.getLogger("nbo.serving")
 
 
+class NoModel(LookupError):
+    """No model to serve: neither the registry's champion nor a packaged one. Nothing honest can be ranked (the
+    popularity fallback is the model's own record of recent purchases)."""
+
+    def __init__(self) -> None:
+        super().__init__("no model to serve: train one with `nbo train` (the service follows the registry's "
+                         "champion), or serve a Bento built with `nbo build`")
+
+
 @dataclass
 class RankedOffer:
     offer_id: str
@@ -150,17 +159,19 @@ class Recommender:
                   cart_items: list[str] | None = None, now: pd.Timestamp | None = None,
                   wait_for_log: bool = True) -> Decision:
         """The k best offers for a customer in a channel right now, logged with their propensities (without
-        waiting for room in the decision log's queue when wait_for_log is False)."""
+        waiting for room in the decision log's queue when wait_for_log is False). NoModel without a model."""
         now = now or pd.Timestamp.now(tz="UTC")
         t, scorer, catalogue = int(now.timestamp()), self.scorer, self.catalogue
+        if scorer is None:
+            raise NoModel()
         candidates = self.candidates(customer_id, channel, now)
         try:
             rows, degraded = self.store.rows(customer_id), False
         except StoreUnavailable as error:  # serve popularity until the store is back
             logger.warning("%s; serving the popularity fallback", error)
             rows, degraded = None, True
-        version = scorer.model.version if scorer else None
-        decision = Decision(uuid.uuid4().hex, customer_id, version, rows is None or scorer is None, degraded=degraded)
+        version = scorer.model.version
+        decision = Decision(uuid.uuid4().hex, customer_id, version, rows is None, degraded=degraded)
         if len(candidates) == 0:
             return decision
         if decision.fallback:
@@ -190,12 +201,13 @@ class Recommender:
                            excluded[codes])
         return Ranking(candidates, probability, best, explain)
 
-    def _popularity(self, scorer: Scorer | None, candidates: np.ndarray) -> Ranking:
-        """The fallback: each category's share of recent purchases (the model's), no exclusion."""
-        popularity = scorer.model.meta["popularity"] if scorer else {}
-        names = self.catalogue.category_names
+    def _popularity(self, scorer: Scorer, candidates: np.ndarray) -> Ranking:
+        """The fallback: each category's share of recent purchases (the model's); categories the model has no
+        share for (new in the catalogue) are left out rather than shown as popular."""
+        popularity, names = scorer.model.meta["popularity"], self.catalogue.category_names
         by_category = np.nan_to_num(np.array([popularity.get(c, 0.0) for c in names], dtype="float64"), nan=0.0)
-        return self._rank(candidates, by_category, np.zeros(len(names), dtype=bool),
+        unknown = np.array([c not in popularity for c in names], dtype=bool)
+        return self._rank(candidates, by_category, unknown,
                           lambda shown: {c: f"popular in {readable(c)} right now" for c in shown})
 
     def _score(self, scorer: Scorer, rows: CustomerRows, candidates: np.ndarray, t: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import threading
 import time
@@ -16,14 +17,15 @@ import bentoml
 import pandas as pd
 from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
 
 from features.schema import CHANNELS, validate_events
 from nbo.config import get_paths
 from serving.observability import EVENTS, observe_decision
 from serving.campaign import plan_campaign
-from serving.recommender import Decision, Recommender
-from serving.runtime import (BodyLimit, follow_registry, limit_blas_threads, reload_interval, settle_heap,
-                             worker_count)
+from serving.recommender import Decision, NoModel, Recommender
+from serving.runtime import (BodyLimit, follow_registry, limit_blas_threads, reload_interval, request_reload,
+                             settle_heap, worker_count)
 from training.registry import connect, load_model
 
 Channel = Literal[CHANNELS]
@@ -145,7 +147,7 @@ class Status(BaseModel):
     model_version: str | None
     model_source: Literal["registry", "packaged", "none"] = Field(
         ..., description="registry: the champion; packaged: the model built into the Bento (registry "
-                         "unreachable at start); none: popularity only.")
+                         "unreachable at start); none: no model, /recommend answers 503 and /readyz is not ready.")
 
 
 def respond(decision: Decision) -> RecommendResponse:
@@ -189,11 +191,22 @@ class NextBestOffer:
 
     def __init__(self) -> None:
         self.paths = get_paths()
-        self.recommender = Recommender.from_home(self.paths)
+        try:
+            self.recommender = Recommender.from_home(self.paths)
+        except FileNotFoundError as error:  # no catalogue: say what is missing in one line, not a traceback only
+            logger.error("cannot start the service: %s", error)
+            raise RuntimeError(f"cannot start the service: {error}") from None
+        if self.recommender.scorer is None:
+            logger.warning("%s; not ready until a champion is registered", NoModel())
         limit_blas_threads()
         settle_heap()
+        self.retry_after = str(math.ceil(reload_interval()))
         threading.Thread(target=follow_registry, args=(self.recommender, self.paths, reload_interval()),
                          name="follow-champion", daemon=True).start()
+
+    async def __is_ready__(self) -> bool:
+        """Ready (/readyz 200) only with a model to serve."""
+        return self.recommender.scorer is not None
 
     @bentoml.api(input_spec=RecommendRequest, output_spec=RecommendResponse)
     async def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:
@@ -204,10 +217,15 @@ class NextBestOffer:
         started = time.perf_counter()
         decide = partial(self.recommender.recommend, request.customer_id, request.channel, request.k,
                          request.context.current_category, request.context.cart_items)
-        if self.recommender.decides_on_the_loop:  # a few ms of CPU: a thread hand-off would cost more
-            decision = decide(wait_for_log=False)
-        else:
-            decision = await anyio.to_thread.run_sync(decide)
+        try:
+            if self.recommender.decides_on_the_loop:  # a few ms of CPU: a thread hand-off would cost more
+                decision = decide(wait_for_log=False)
+            else:
+                decision = await anyio.to_thread.run_sync(decide)
+        except NoModel as error:  # the registry is looked at again within Retry-After seconds
+            ctx.response.status_code = HTTPStatus.SERVICE_UNAVAILABLE
+            ctx.response.headers["Retry-After"] = self.retry_after
+            return JSONResponse({"error": str(error)})
         seconds = time.perf_counter() - started
         observe_decision(decision, request.channel, seconds)
         ctx.response.headers["Server-Timing"] = f"decide;dur={seconds * 1000:.3f}"  # shown by browsers and load tools
@@ -250,8 +268,10 @@ class NextBestOffer:
 
     @bentoml.api(route="/admin/reload")
     def reload(self, ctx: bentoml.Context) -> Status:
-        """Load the current champion from the registry without downtime."""
+        """Load the current champion from the registry without downtime: at once in the worker answering, within a
+        second in every other worker (the answer describes the worker answering)."""
         require_key(ctx)
+        request_reload(self.paths)
         try:
             self.recommender.use_model(load_model(connect(self.paths)))
             settle_heap()

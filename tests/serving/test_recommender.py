@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from features.definitions import readable
-from serving.recommender import Recommender
+from serving.decisions import DecisionLog
+from serving.recommender import NoModel, Recommender
 from serving.rules import Policy
 from serving.runtime import check_champion
 from training.registry import connect, get_alias_version
@@ -140,3 +141,25 @@ def test_reasons_include_the_category_share_offset(recommender, monkeypatch):
     decision = recommender.recommend(busiest_customer(recommender), "web", k=3)
     for offer, category in zip(decision.offers, categories_of(recommender, decision)):
         assert offer.reason.startswith(f"you viewed {readable(category)}") and "365 days" in offer.reason, offer.reason
+
+
+def test_without_a_model_nothing_is_ranked_nor_logged(trained_home, recommender, tmp_path):
+    """No champion and no packaged model: no popularity with zero scores and invented reasons, an error that says
+    what to do."""
+    empty = Recommender(None, recommender.store, recommender.offers, pd.DataFrame({"item_id": [], "category": []}),
+                        DecisionLog(tmp_path / "decisions.sqlite"))
+    assert empty.model_source == "none"
+    with pytest.raises(NoModel, match="nbo train"):
+        empty.recommend(busiest_customer(recommender), "web", k=3)
+    with pytest.raises(NoModel):
+        empty.recommend("never-seen", "web", k=3)
+    assert empty.log.joined().empty
+
+
+def test_the_popularity_fallback_leaves_out_categories_the_model_has_no_share_for(recommender, monkeypatch):
+    popularity = dict(recommender.scorer.model.meta["popularity"])
+    dropped = categories_of(recommender, recommender.recommend("never-seen", "web", k=1))[0]
+    del popularity[dropped]
+    monkeypatch.setitem(recommender.scorer.model.meta, "popularity", popularity)
+    shown = categories_of(recommender, recommender.recommend("never-seen", "web", k=20))
+    assert shown and dropped not in shown
