@@ -30,7 +30,7 @@ Home = Annotated[Path | None, typer.Option(help="Data folder (default $NBO_HOME 
 
 def fail(message: str) -> None:
     """Print a clear error and exit non-zero."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -100,9 +100,16 @@ def serve(port: int = 3000, home: Home = None,
           workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default $NBO_WORKERS or 1; "
                                                                    "one per core for throughput).")] = None) -> None:
     """Run the BentoML service in the foreground on the champion model."""
-    from serving.process import serve_command
+    from serving.process import explain_missing, missing_to_serve, serve_command
 
-    os.environ["NBO_HOME"] = str(get_paths(home).home)
+    paths = get_paths(home)
+    missing = missing_to_serve(paths)
+    if missing and missing != ["model"]:
+        fail(explain_missing(paths, missing))
+    if missing:
+        console.print(f"[yellow]warning:[/] {explain_missing(paths, missing)}; until then /recommend answers 503",
+                      soft_wrap=True)
+    os.environ["NBO_HOME"] = str(paths.home)
     if workers is not None:
         os.environ["NBO_WORKERS"] = str(workers)
     os.execv(serve_command(port)[0], serve_command(port))
@@ -117,8 +124,8 @@ def build(home: Home = None) -> None:
     model = load_model(connect(get_paths(home)))
     if model is None:
         fail("no champion in the registry: run `nbo train` first")
-    console.print(f"built {build_bento(model)} with model version {model.version}; "
-                  "serve it with `bentoml serve TAG` and NBO_HOME set")
+    console.print(f"built {build_bento(model)} with model version {model.version} packaged (served when the "
+                  "registry cannot be reached); serve it with `bentoml serve TAG` and NBO_HOME set")
 
 
 @app.command()

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 
+from features.pipeline import read_raw
 from nbo.config import Paths
-from serving.packaged import PACKAGED, export_model
+from serving.packaged import PACKAGED, export_model, packaged_folder
 from training.registry import LoadedModel
 
 SERVICE = "serving.service:NextBestOffer"
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PACKAGES = ("nbo", "features", "training", "serving")  # what a Bento carries ([tool.bentoml.build] include)
+CATALOGUE = {"offers": "offer_id", "items": "item_id"}  # raw tables the service reads at start, one column each
 
 
 def free_port() -> int:
@@ -36,34 +42,57 @@ def free_port() -> int:
     raise RuntimeError("no free TCP port between 20000 and 31999")
 
 
-def serve_command(port: int, target: str = SERVICE) -> list[str]:
-    """The bentoml serve command line for this project's service (or a built Bento's tag)."""
-    bentoml = Path(sys.executable).with_name("bentoml")
-    return [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+def missing_to_serve(paths: Paths) -> list[str]:
+    """What the service needs from the NBO home and does not find there: the raw offers and items (without them it
+    cannot start), and a model (without one it starts, but answers 503 until a champion is registered)."""
+    missing = []
+    for table, column in CATALOGUE.items():
+        try:
+            read_raw(paths, table, [column])
+        except FileNotFoundError:
+            missing.append(f"raw {table}")
+    registry = os.environ.get("NBO_TRACKING_URI") or (paths.home / "mlflow.db").exists()
+    if not registry and not (packaged_folder() / "model.json").exists():
+        missing.append("model")
+    return missing
 
 
-def start_service(paths: Paths, port: int, log_path: Path | None = None,
-                  env: dict[str, str] | None = None, target: str = SERVICE) -> subprocess.Popen:
+def explain_missing(paths: Paths, missing: list[str]) -> str:
+    """One line: what is missing from the home and the commands that make it."""
+    steps = ("`nbo train`" if missing == ["model"] else
+             "`nbo generate` (a simulated retailer) or `nbo ingest FILE`, then `nbo features` and `nbo train`")
+    return f"nothing to serve in {paths.home}: no {', no '.join(missing)}; run {steps}"
+
+
+def serve_command(port: int, target: str = SERVICE, bin_dir: Path = BIN) -> list[str]:
+    """The bentoml serve command line for this project's service (or a built Bento's tag), with the bentoml of
+    the virtual environment in bin_dir."""
+    return [str(bin_dir / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def start_service(paths: Paths, port: int, log_path: Path | None = None, env: dict[str, str] | None = None,
+                  target: str = SERVICE, bin_dir: Path = BIN) -> subprocess.Popen:
     """Start the service in the background on the home's champion model and online store."""
     env = {**os.environ, "NBO_HOME": str(paths.home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(serve_command(port, target), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(serve_command(port, target, bin_dir), cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 90.0) -> None:
-    """Block until the service answers /readyz, or raise with the reason."""
+def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 90.0, probe: str = "/readyz") -> None:
+    """Block until the service answers 200 on `probe` (/readyz: ready to serve; /livez: up, maybe without a
+    model), or raise with the reason."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"bentoml serve exited with code {process.returncode} before it was ready")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}{probe}", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
-    raise TimeoutError(f"service at {url} not ready after {timeout_s:.0f} s")
+        time.sleep(0.1)
+    raise TimeoutError(f"service at {url} not answering {probe} after {timeout_s:.0f} s")
 
 
 def stop_service(process: subprocess.Popen) -> None:
@@ -81,14 +110,26 @@ def stop_service(process: subprocess.Popen) -> None:
         worker.kill()
 
 
+def stage_build(model: LoadedModel, folder: Path) -> None:
+    """A Bento's build context in `folder`: pyproject.toml (its [tool.bentoml.build] and its dependencies, the one
+    list of packages), the project's packages, and the model packaged under serving/model."""
+    shutil.copy2(ROOT / "pyproject.toml", folder / "pyproject.toml")
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, folder / package,
+                        ignore=lambda where, names: [n for n in names if n == "__pycache__" or
+                                                     Path(where, n) == PACKAGED])
+    export_model(model, folder / PACKAGED.relative_to(ROOT))
+
+
 def build_bento(model: LoadedModel, bentoml_home: Path | None = None) -> str:
-    """Package a model beside the service code and build a Bento from bentofile.yaml; return its tag."""
-    export_model(model, PACKAGED)
+    """Build a Bento serving this model when the registry cannot be reached, from a staged copy of the project (the
+    checkout's serving/model is left alone); return its tag."""
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true",
            **({"BENTOML_HOME": str(bentoml_home)} if bentoml_home else {})}
-    bentoml = Path(sys.executable).with_name("bentoml")
-    built = subprocess.run([str(bentoml), "build", str(ROOT), "--output", "tag"], cwd=ROOT, env=env,
-                           capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="nbo-bento-") as staging:
+        stage_build(model, Path(staging))
+        built = subprocess.run([str(BIN / "bentoml"), "build", staging, "--output", "tag"], cwd=staging, env=env,
+                               capture_output=True, text=True)
     if built.returncode != 0:
         raise RuntimeError(f"bentoml build failed:\n{built.stderr[-2000:]}")
     return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
