@@ -133,7 +133,7 @@ class Recommender:
 
     @property
     def registry_version(self) -> str | None:
-        """The registry version served; None when serving the packaged model or popularity only."""
+        """The registry version served; None when serving the packaged model or none."""
         return self.scorer.model.version if self.scorer and self.model_source == "registry" else None
 
     @property

@@ -72,7 +72,7 @@ class RecommendResponse(BaseModel):
     customer_id: str = Field(..., description="The customer asked about.")
     model_version: str | None = Field(..., description="Registered model version that scored the offers.")
     fallback: bool = Field(..., description="True when offers come from popularity, not the model "
-                                            "(unknown customer, no model, or the online store unreachable).")
+                                            "(unknown customer, or the online store unreachable).")
     degraded: bool = Field(False, description="True when the online store could not be reached: the offers are "
                                               "the popularity fallback whatever the customer's history.")
     offers: list[OfferOut] = Field(..., description="Best offer first; empty when a contact cap applies.")
