@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.privacy import find_erased, register_opt_outs
 from features.schema import EVENTS, QUARANTINE_COLUMNS, validate_events
 from nbo.config import Paths
 
@@ -167,7 +168,7 @@ FORMATS: dict[str, SourceFormat] = {
 
 @dataclass
 class IngestReport:
-    """What one ingest did; rows_in == accepted + quarantined."""
+    """What one ingest did; rows_in == accepted + quarantined + erased."""
 
     fmt: str
     source: Path
@@ -176,6 +177,7 @@ class IngestReport:
     rows_in: int = 0
     accepted: int = 0
     quarantined: int = 0
+    erased: int = 0  # rows of customers or devices erased since (``nbo forget``), left out
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -225,7 +227,8 @@ def _summarize_reason(field_name: str, reason: str) -> str:
 
 
 def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: pd.Timestamp,
-                   events_tmp: Path, quarantine_tmp: Path, chunk_rows: int, known_offers: set[str] | None) -> None:
+                   events_tmp: Path, quarantine_tmp: Path, chunk_rows: int, known_offers: set[str] | None,
+                   paths: Paths) -> None:
     """Stream the file's chunks through adapter and validation into the two output files."""
     reasons: Counter[str] = Counter()
     seen: set[str] = set()
@@ -235,7 +238,10 @@ def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: p
             _check_columns(chunk, report.fmt, spec, report.source)
             accepted, quarantine = validate_events(spec.adapt(chunk), source, now=now, known_offers=known_offers)
             accepted, quarantine = _split_repeats(accepted, quarantine, seen, source, report.rows_in)
-            accepted = accepted.astype({"ts": "datetime64[us, UTC]"})
+            erased, unsure = find_erased(paths, accepted), find_erased(paths, quarantine.drop(columns="ts"))
+            accepted, quarantine = accepted[~erased].astype({"ts": "datetime64[us, UTC]"}), quarantine[~unsure]
+            register_opt_outs(paths, accepted)
+            report.erased += int(erased.sum() + unsure.sum())
             writer.write_table(pa.Table.from_pandas(accepted, schema=EVENTS_ARROW, preserve_index=False))
             quarantine.reindex(columns=QUARANTINE_FILE_COLUMNS).to_csv(out, header=False, index=False)
             reasons.update(map(_summarize_reason, quarantine["field"], quarantine["reason"]))
@@ -263,7 +269,7 @@ def ingest_file(fmt: str, path: Path, paths: Paths, now: pd.Timestamp | None = N
     offers = paths.raw / "offers.parquet"
     known_offers = set(pd.read_parquet(offers, columns=["offer_id"])["offer_id"]) if offers.exists() else None
     try:
-        _write_outputs(report, spec, source, now, events_tmp, quarantine_tmp, chunk_rows, known_offers)
+        _write_outputs(report, spec, source, now, events_tmp, quarantine_tmp, chunk_rows, known_offers, paths)
         os.replace(events_tmp, report.events_path)
         os.replace(quarantine_tmp, report.quarantine_path)
     finally:

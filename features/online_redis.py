@@ -172,6 +172,27 @@ class RedisStore:
         """Every customer with at least one stored signal, sorted."""
         return sorted(c.decode() for c in self.client.smembers(self.prefix + "customers"))
 
+    def forget(self, customer_id: str) -> tuple[int, list[str]]:
+        """Erase a customer: their rows, their devices' links and waiting rows, and the seen event ids that
+        contain their id; return (keys and members erased, their devices). Redis's own snapshots keep them until
+        they are next rewritten (docs/privacy.md)."""
+        links, seen = self.prefix + "links", self.prefix + "seen"
+        devices = [d.decode() for d, link in self.client.hscan_iter(links, count=1000)
+                   if link.decode().partition(" ")[2] == customer_id]
+        hashed = self.client.type(seen) == b"hash"  # event ids alone, or with their content's fingerprint
+        scan = self.client.hscan_iter if hashed else self.client.sscan_iter
+        found = {member[0] if hashed else member
+                 for name in [customer_id, *devices] for member in scan(seen, match=f"*{_glob_escape(name)}*")}
+        with self.client.pipeline() as batch:
+            batch.delete(self.prefix + "rows:" + customer_id, *(self.prefix + "pending:" + d for d in devices))
+            batch.srem(self.prefix + "customers", customer_id)
+            if devices:
+                batch.hdel(links, *devices)
+            if found:
+                (batch.hdel if hashed else batch.srem)(seen, *found)
+            erased = batch.execute()
+        return sum(int(n) for n in erased), devices
+
     def clear(self) -> None:
         """Forget every event, link and row under the prefix (before a rebuild)."""
         keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
@@ -186,6 +207,11 @@ class RedisStore:
     def close(self) -> None:
         """Release the connection."""
         self.client.close()
+
+
+def _glob_escape(text: str) -> str:
+    """Text matched literally by a Redis MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def to_texts(column: pd.Series) -> list[str]:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from features.definitions import FEATURES
 from features.offline import build_training_set, choose_cutoffs
 from features.online import open_store
+from features.privacy import drop_erased
 from features.training_set import write_training_set
 from nbo.config import Paths
 
@@ -30,8 +31,8 @@ def read_raw(paths: Paths, table: str, columns: list[str] | None = None) -> pd.D
     files += sorted((paths.raw / table).glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no {table} in {paths.raw}: run `nbo generate` or `nbo ingest` first")
-    if table == "events":
-        return read_events(files, columns)
+    if table == "events":  # without the events of erased customers (features.privacy)
+        return drop_erased(paths, read_events(files, columns))
     return pd.concat([pd.read_parquet(p, columns=columns) for p in files], ignore_index=True)
 
 

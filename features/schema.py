@@ -17,7 +17,7 @@ CHANNELS = ("web", "app", "email", "store", "call_center", "sms")
 EVENT_TYPES = (
     "page_view", "product_view", "search", "add_to_cart", "remove_from_cart",
     "email_sent", "email_open", "email_click", "offer_shown", "offer_click",
-    "purchase", "return", "login",
+    "purchase", "return", "login", "opt_out",  # opt_out: no more offers to this customer, on any channel
 )
 Kind = Literal["string", "timestamp", "float", "int", "bool"]
 QUARANTINE_COLUMNS = ["source", "row", "field", "reason"]

@@ -1,10 +1,11 @@
-"""Campaign planning for the service: segment, opt-in, weekly e-mail cap, then the uplift selection."""
+"""Campaign planning for the service: segment, opt-in, opt-outs, weekly e-mail cap, then the uplift selection."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from features.pipeline import read_raw
+from features.privacy import drop_opted_out
 from nbo.config import Paths
 from serving.recommender import Recommender
 from serving.rules import DAY
@@ -20,6 +21,6 @@ def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel
     customers = join_customers(read_raw(paths, "customers"), read_tiers(paths))
     now = pd.Timestamp.now(tz="UTC")
     contacted = recommender.log.contacted(channel, int(now.timestamp()) - 7 * DAY)
-    customers = customers[~customers["customer_id"].isin(contacted)]
+    customers = drop_opted_out(paths, customers[~customers["customer_id"].isin(contacted)])
     best, eligible = score_best_offers(model, customers, recommender.offers, channel, now, segment)
     return select_campaign(best, budget, eligible), eligible

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from features.privacy import drop_opted_out
 from nbo.config import Paths, get_paths
 from training.lifetime import read_tiers
 from training.uplift import (build_offer_table, fit_uplift, join_customers, load_uplift, prepare_exposures,
@@ -149,7 +150,7 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
         rules = dict(rule.split("=", 1) for rule in segment or [])
         model = load_uplift(paths.home / "uplift")
         tiers = read_optional(behaviour) if behaviour is not None else read_tiers(paths)
-        people = join_customers(read_table(customers or paths.raw / "customers.parquet"), tiers)
+        people = drop_opted_out(paths, join_customers(read_table(customers or paths.raw / "customers.parquet"), tiers))
         table = read_table(offers or paths.raw / "offers.parquet")
         when = pd.Timestamp(now) if now else pd.Timestamp.now(tz="UTC")
         when = when.tz_localize("UTC") if when.tz is None else when.tz_convert("UTC")

@@ -52,7 +52,7 @@ def test_events_are_canonical_and_all_valid(run, events: pd.DataFrame) -> None:
     assert events["amount"].dtype == np.float64 and events["quantity"].dtype == np.float64
     accepted, quarantine = validate_events(events, "sim", known_offers=offers)
     assert len(quarantine) == 0 and len(accepted) == len(events) == summary["events"]
-    assert set(events["event_type"]) == set(EVENT_TYPES)
+    assert set(events["event_type"]) == set(EVENT_TYPES) - {"opt_out"}  # simulated customers never opt out
     assert set(events["channel"]) == set(CHANNELS)
     assert events["event_id"].is_unique
 
