@@ -93,3 +93,22 @@ def test_admin_reload_reaches_every_worker(trained_home, tmp_path):
 @pytest.fixture(autouse=True)
 def no_tracking_server(monkeypatch):
     monkeypatch.delenv("NBO_TRACKING_URI", raising=False)
+
+
+def test_a_home_without_a_catalogue_fails_the_start_with_one_clear_line(tmp_path):
+    """The worker's first error line says what is missing (under `bentoml serve` BentoML restarts the worker;
+    `nbo serve` checks first and does not start at all: tests/serving/test_process.py)."""
+    home = Paths(tmp_path / "empty")
+    home.home.mkdir()
+    log = tmp_path / "service.log"
+    process = start_service(home, free_port(), log, env={"NBO_PACKAGED_MODEL": str(tmp_path / "no-packaged-model")})
+    try:
+        started = time.monotonic()
+        while "[ERROR]" not in log.read_text():
+            assert time.monotonic() - started < 60, "no error logged"
+            time.sleep(0.2)
+    finally:
+        stop_service(process)
+    first = next(line for line in log.read_text().splitlines() if "[ERROR]" in line)
+    assert first.endswith(f"cannot start the service: no offers in {home.raw}: run `nbo generate` or `nbo ingest` "
+                          "first")
