@@ -1,6 +1,7 @@
 """Online feature store: the declared signals kept per customer, updated event by event.
 
-Every backend offers the same ``FeatureStore`` interface and semantics: writes are idempotent by event_id;
+Every backend offers the same ``FeatureStore`` interface and semantics: writes are idempotent by event_id (an
+id sent again with other content is a conflict, reported and left as first applied);
 a device's first link to a customer wins (and adds a ``devices`` row at the link); anonymous events wait until
 their device is linked, then count for the customer from the link's time on, exactly as the offline builder
 attributes them. The embedded
@@ -12,8 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,8 +23,11 @@ import pandas as pd
 from features.definitions import (
     ALL_TIME, EXTRA_WINDOWS, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Aggregates, event_kinds, kind_values, window_bounds,
 )
+from features.fingerprints import conflicts_within, fingerprint
 from features.offline import to_seconds
 from features.schema import CHANNELS, EVENT_TYPES
+from features.privacy import wipe_freed_pages
+from features.sqlite import connect_sqlite
 
 if TYPE_CHECKING:
     from nbo.config import Paths
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 # depends on the kinds' encoding (the vocabularies), recorded in `meta`, not on the signals declared.
 _ENCODING = hashlib.sha256(repr((EVENT_TYPES, CHANNELS)).encode()).hexdigest()[:16]
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY, fingerprint TEXT);
 CREATE TABLE IF NOT EXISTS links (anonymous_id TEXT PRIMARY KEY, customer_id TEXT, linked_at INTEGER);
 CREATE TABLE IF NOT EXISTS signals (customer_id TEXT, category TEXT, ts INTEGER, visible INTEGER, kind INTEGER,
                                     amount REAL);
@@ -45,12 +48,25 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 # This connection's scratch tables: a batch's event ids and its newly linked devices, joined in SQL.
 _SCRATCH = """
-CREATE TEMP TABLE IF NOT EXISTS incoming (event_id TEXT);
+CREATE TEMP TABLE IF NOT EXISTS incoming (event_id TEXT, fingerprint TEXT);
 CREATE TEMP TABLE IF NOT EXISTS released (anonymous_id TEXT PRIMARY KEY, customer_id TEXT, linked_at INTEGER);
 """
 MAX_CACHED = 20_000  # customers whose rows a process keeps in memory, about 15 KB each (oldest go first)
 KEEP_TOUCHED = 100_000  # changes kept for other processes; one further behind drops its whole cache
 _ROW_COLUMNS = ["category", "ts", "visible", "kind", "amount"]
+
+
+class StoreUnavailable(ConnectionError):
+    """The online store could not be reached or did not answer in time (it is tried again on the next call)."""
+
+
+@dataclass
+class Written:
+    """What a write did: how many events were new, and the ids already applied with other content
+    (conflicts, left as they were)."""
+
+    applied: int
+    conflicts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -100,11 +116,19 @@ class FeatureStore(Protocol):
     def write(self, events: pd.DataFrame) -> int:
         """Apply validated canonical events not seen before; return how many were new."""
 
+    def apply(self, events: pd.DataFrame) -> Written:
+        """Apply validated canonical events not seen before; say how many were new and which ids conflicted
+        (already applied with other content); StoreUnavailable when the store cannot be reached."""
+
     def rows(self, customer_id: str) -> CustomerRows | None:
         """The customer's signal rows (ordered by ts), or None for a customer never seen."""
 
     def customers(self) -> list[str]:
         """Every customer with at least one stored signal, sorted."""
+
+    def forget(self, customer_id: str) -> tuple[int, list[str]]:
+        """Erase a customer: their rows, their devices' links and waiting rows, and the seen event ids that
+        contain their id, leaving no bytes of them on disk; return (rows or keys erased, their devices)."""
 
     def clear(self) -> None:
         """Forget every event, link and row (before a rebuild)."""
@@ -130,10 +154,10 @@ class OnlineStore:
 
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = connect_sqlite(path)
         self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.executescript(_SCHEMA + _SCRATCH)
+        self._add_fingerprints()
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('encoding', ?)", (_ENCODING,))
         self.cache: dict[str, CustomerRows] = {}
         self.names: dict[str | None, str | None] = {}  # one string object per category name
@@ -142,8 +166,21 @@ class OnlineStore:
         self.synced = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM touched").fetchone()[0]
         self.stale = self._read_stale()
 
+    def _add_fingerprints(self) -> None:
+        """Give the seen ids of a store made before fingerprints their column (ids kept without one count as
+        duplicates whatever the content sent again)."""
+        if "fingerprint" in self._columns("seen"):
+            return
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            if "fingerprint" not in self._columns("seen"):  # another process may have added it meanwhile
+                self.db.execute("ALTER TABLE seen ADD COLUMN fingerprint TEXT")
+
+    def _columns(self, table: str) -> list[str]:
+        return [name for _, name, *_ in self.db.execute(f"PRAGMA table_info({table})")]
+
     def _read_stale(self) -> bool:
-        columns = [name for _, name, *_ in self.db.execute("PRAGMA table_info(signals)")]
+        columns = self._columns("signals")
         encoding = self.db.execute("SELECT value FROM meta WHERE key = 'encoding'").fetchone()
         return columns[1:] != _ROW_COLUMNS or encoding != (_ENCODING,)
 
@@ -185,11 +222,15 @@ class OnlineStore:
 
     def write(self, events: pd.DataFrame) -> int:
         """Apply validated canonical events not seen before; return how many were new."""
+        return self.apply(events).applied
+
+    def apply(self, events: pd.DataFrame) -> Written:
+        """Apply validated canonical events not seen before; say how many were new and which ids conflicted."""
         self._check()
         events = events.sort_values("ts", kind="stable").reset_index(drop=True)
         with self.db:
-            self.db.execute("BEGIN")
-            events = self._claim(events)
+            self.db.execute("BEGIN IMMEDIATE")  # the write lock first: a deferred read-then-write cannot wait
+            events, conflicts = self._claim(events)
             newly_linked = self._link(events)
             self._store(events)
             self._store_links(newly_linked)
@@ -198,17 +239,24 @@ class OnlineStore:
             self._mark_touched(touched)
         for customer_id in touched:
             self.cache.pop(customer_id, None)
-        return len(events)
+        return Written(len(events), conflicts)
 
-    def _claim(self, events: pd.DataFrame) -> pd.DataFrame:
-        """The events whose id the store has not seen (the first row of each id), their ids recorded as seen."""
-        events = events[~events["event_id"].duplicated()]
+    def _claim(self, events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+        """The events whose id the store has not seen (the first row of each id), their ids recorded as seen
+        with their fingerprints; and the ids seen before, or earlier in the batch, with another content."""
+        event_ids, prints = events["event_id"].tolist(), fingerprint(events)
+        conflicts = conflicts_within(event_ids, prints)
+        first = ~events["event_id"].duplicated().to_numpy()
+        events = events[first]
         self.db.execute("DELETE FROM incoming")
-        self.db.executemany("INSERT INTO incoming VALUES (?)", zip(events["event_id"].tolist()))
-        seen = {e for (e,) in self.db.execute("SELECT event_id FROM incoming JOIN seen USING (event_id)")}
-        self.db.execute("INSERT INTO seen SELECT event_id FROM incoming "
+        self.db.executemany("INSERT INTO incoming VALUES (?, ?)",
+                            [(e, p) for e, p, keep in zip(event_ids, prints, first) if keep])
+        seen = dict(self.db.execute("SELECT event_id, s.fingerprint IS NULL OR s.fingerprint = i.fingerprint "
+                                    "FROM incoming i JOIN seen s USING (event_id)").fetchall())
+        self.db.execute("INSERT INTO seen SELECT event_id, fingerprint FROM incoming "
                         "WHERE event_id NOT IN (SELECT event_id FROM seen)")
-        return (events[~events["event_id"].isin(list(seen))] if seen else events).reset_index(drop=True)
+        conflicts += [e for e, same in seen.items() if not same and e not in conflicts]
+        return (events[~events["event_id"].isin(list(seen))] if seen else events).reset_index(drop=True), conflicts
 
     def _link(self, events: pd.DataFrame) -> list[tuple[str, str, int]]:
         both = events[events["customer_id"].notna() & events["anonymous_id"].notna()]
@@ -293,11 +341,29 @@ class OnlineStore:
         """Every customer with at least one stored signal."""
         return [c for (c,) in self.db.execute("SELECT DISTINCT customer_id FROM signals ORDER BY customer_id")]
 
+    def forget(self, customer_id: str) -> tuple[int, list[str]]:
+        """Erase a customer: their rows, their devices' links and waiting rows, and the seen event ids that
+        contain their id; then the file is rewritten without freed pages. Every process drops its cache."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            devices = [a for (a,) in self.db.execute("SELECT anonymous_id FROM links WHERE customer_id = ?",
+                                                     (customer_id,))]
+            erased = sum(self.db.execute(sql, (key,)).rowcount for sql, keys in (
+                ("DELETE FROM signals WHERE customer_id = ?", [customer_id]),
+                ("DELETE FROM links WHERE customer_id = ?", [customer_id]),
+                ("DELETE FROM pending WHERE anonymous_id = ?", devices),
+                ("DELETE FROM seen WHERE instr(event_id, ?) > 0", [customer_id, *devices]),
+                ("DELETE FROM touched WHERE customer_id = ?", [customer_id])) for key in keys)
+            self._mark_touched([None])
+        wipe_freed_pages(self.db)
+        self.cache.clear()
+        return erased, devices
+
     def clear(self) -> None:
         """Forget every event, link and row, with tables made anew for the current signals (before a rebuild)."""
         drops = "".join(f"DROP TABLE IF EXISTS {table};" for table in ("seen", "links", "signals", "pending"))
         with self.db:
-            self.db.executescript(f"BEGIN; {drops} {_SCHEMA}")
+            self.db.executescript(f"BEGIN IMMEDIATE; {drops} {_SCHEMA}")
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('encoding', ?)", (_ENCODING,))
             self._mark_touched([None])
         self.cache.clear()

@@ -1,6 +1,7 @@
 """The decision log: every offer served, with its propensity, and the outcomes that came back.
 
-It feeds the contact caps, retraining and off-policy evaluation. SQLite in WAL mode, in the NBO home.
+It feeds the contact caps, retraining and off-policy evaluation. SQLite in WAL mode, in the NBO home, synced
+as $NBO_SYNC says (features.sqlite: what a crash and a power loss keep).
 Served offers are written by a background thread (a bounded queue: a full queue makes a caller that may wait
 wait; nothing is dropped); reads see the rows still queued, and close() or interpreter exit flushes them.
 """
@@ -15,6 +16,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from features.privacy import wipe_freed_pages
+from features.sqlite import connect_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT, ts INTEGER, customer_id TEXT, channel TEXT,
@@ -32,20 +36,13 @@ INSERT_DECISION = "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 logger = logging.getLogger("nbo.decisions")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync on commit
-    return db
-
-
 class DecisionLog:
     """Append-only log of decisions and their outcomes."""
 
     def __init__(self, path: str | Path, max_queued: int = MAX_QUEUED):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = _connect(self.path)
+        self.db = connect_sqlite(self.path)
         self.db.executescript(_SCHEMA)
         self.max_queued = max_queued
         self._queued: list[tuple] = []  # recorded, not yet taken by the writer
@@ -78,7 +75,7 @@ class DecisionLog:
         database refuses (locked, disk full) goes back to the queue and is tried again a second later."""
         db, failures = None, 0
         try:
-            db = _connect(self.path)
+            db = connect_sqlite(self.path)
             while True:
                 with self._changed:
                     while not self._queued and not self._closing:
@@ -89,7 +86,7 @@ class DecisionLog:
                     self._changed.notify_all()
                 try:
                     with db:
-                        db.execute("BEGIN")
+                        db.execute("BEGIN IMMEDIATE")
                         db.executemany(INSERT_DECISION, self._writing)
                     failures = 0
                 except sqlite3.OperationalError as error:
@@ -145,6 +142,14 @@ class DecisionLog:
                                 (channel, since))
         return {c for (c,) in found} | unwritten
 
+    def known_decisions(self, ids: list[str]) -> set[str]:
+        """The ids among `ids` of decisions this log holds (committed, or still queued in this process)."""
+        wanted = set(ids)
+        queued = {r[0] for r in self._unwritten() if r[0] in wanted}
+        found = self.db.execute(f"SELECT DISTINCT decision_id FROM decisions WHERE decision_id IN "
+                                f"({','.join('?' * len(wanted))})", list(wanted)) if wanted else []
+        return {d for (d,) in found} | queued
+
     def record_outcomes(self, events: pd.DataFrame) -> int:
         """Keep offer events that carry a decision_id; return how many were new."""
         if "decision_id" not in events:
@@ -155,9 +160,22 @@ class DecisionLog:
                 for e in linked.itertuples()]
         before = self.db.total_changes
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT OR IGNORE INTO outcomes VALUES (?,?,?,?,?,?)", rows)
         return self.db.total_changes - before
+
+    def forget(self, customer_id: str) -> int:
+        """Erase a customer's decisions and their outcomes (and outcomes whose event id contains their id), the
+        queued ones written first; the file is then rewritten without freed pages. Return the rows erased."""
+        self.flush()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            erased = self.db.execute("DELETE FROM outcomes WHERE decision_id IN (SELECT decision_id FROM decisions "
+                                     "WHERE customer_id = ?) OR instr(event_id, ?) > 0",
+                                     (customer_id, customer_id)).rowcount
+            erased += self.db.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,)).rowcount
+        wipe_freed_pages(self.db)
+        return erased
 
     def joined(self) -> pd.DataFrame:
         """Every served offer with whether it was clicked or bought afterwards (for off-policy evaluation)."""

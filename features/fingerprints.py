@@ -1,0 +1,42 @@
+"""Event fingerprints: a digest of an event's content, kept beside its id by the online stores, so that an id sent
+again with other content is told apart from a plain resend (a conflict, not a duplicate)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+import pandas as pd
+
+from features.schema import EVENTS
+
+_CONTENT = [c.name for c in EVENTS.columns if c.name != "event_id"]
+_NUMERIC = {c.name for c in EVENTS.columns if c.kind in ("float", "int")}
+
+
+def fingerprint(events: pd.DataFrame) -> list[str]:
+    """A digest of each event's content (every canonical column but event_id), the same for every backend: a
+    resend under a known id is a duplicate when its fingerprint matches, a conflict when it does not."""
+    columns = []
+    for name in _CONTENT:
+        values = events[name]
+        if name == "ts":
+            text = values.dt.as_unit("us").astype("int64").astype(str)
+        elif name in _NUMERIC:
+            text = values.astype("float64").map(lambda v: "" if v != v else repr(v))
+        else:
+            text = values.astype("object").where(values.notna(), "").astype(str)
+        columns.append(text.tolist())
+    return [hashlib.blake2b("\x1f".join(row).encode(), digest_size=8).hexdigest() for row in zip(*columns)]
+
+
+def conflicts_within(event_ids: list[str], prints: list[str]) -> list[str]:
+    """Ids repeated in one batch with another content than their first row's, in order, once each."""
+    first: dict[str, str] = {}
+    found: dict[str, None] = {}
+    for event_id, digest in zip(event_ids, prints):
+        if first.setdefault(event_id, digest) != digest:
+            found[event_id] = None
+    return list(found)

@@ -1,0 +1,37 @@
+"""SQLite connections of the embedded stores (the online store and the decision log).
+
+Write-ahead log, a busy timeout, and the sync level of $NBO_SYNC. Every transaction that writes starts with
+``BEGIN IMMEDIATE``: it takes the write lock up front, waiting up to the busy timeout for another process to
+finish. A deferred ``BEGIN`` that reads and then writes fails at once with "database is locked" when another
+process holds the lock (in WAL mode the busy timeout does not apply to that upgrade).
+
+Durability: with ``NBO_SYNC=normal`` (the default) a commit survives a crash of the process, but a power loss
+or an operating system crash may roll back the transactions committed since the last checkpoint;
+``NBO_SYNC=full`` syncs the log to disk at every commit, so nothing acknowledged is lost even then.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+BUSY_TIMEOUT_S = 30
+SYNC_LEVELS = {"normal": "NORMAL", "full": "FULL"}
+
+
+def sync_level() -> str:
+    """The PRAGMA synchronous level of $NBO_SYNC (normal or full; normal by default)."""
+    raw = os.environ.get("NBO_SYNC", "normal")
+    level = SYNC_LEVELS.get(raw.strip().lower())
+    if level is None:
+        raise ValueError(f"NBO_SYNC must be one of {', '.join(SYNC_LEVELS)}, not {raw!r}")
+    return level
+
+
+def connect_sqlite(path: str | Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), in WAL mode at the configured sync level."""
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={sync_level()}")
+    return db
