@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 
 from features.schema import CHANNELS, validate_events
 from nbo.config import get_paths
+from serving.errors import refuse
 from serving.observability import EVENTS, observe_decision
 from serving.campaign import plan_campaign
 from serving.recommender import Decision, NoModel, Recommender
@@ -223,9 +224,8 @@ class NextBestOffer:
             else:
                 decision = await anyio.to_thread.run_sync(decide)
         except NoModel as error:  # the registry is looked at again within Retry-After seconds
-            ctx.response.status_code = HTTPStatus.SERVICE_UNAVAILABLE
             ctx.response.headers["Retry-After"] = self.retry_after
-            return JSONResponse({"error": str(error)})
+            return refuse(ctx, HTTPStatus.SERVICE_UNAVAILABLE, str(error), code="no_model")
         seconds = time.perf_counter() - started
         observe_decision(decision, request.channel, seconds)
         ctx.response.headers["Server-Timing"] = f"decide;dur={seconds * 1000:.3f}"  # shown by browsers and load tools

@@ -51,7 +51,9 @@ def test_without_a_model_the_service_says_so_and_recovers_once_the_registry_is_r
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
         answer = httpx.post(f"{url}/recommend", json={"customer_id": "c0000001", "channel": "web"}, timeout=10)
         assert answer.status_code == 503
-        assert "no model to serve" in answer.json()["error"] and "nbo train" in answer.json()["error"]
+        error = answer.json()["error"]
+        assert error["status"] == 503 and error["code"] == "no_model"
+        assert "no model to serve" in error["message"] and "nbo train" in error["message"]
         assert answer.headers["retry-after"] == str(RELOAD_SECONDS)
         assert set(versions_served(url)) == {("none", None)}
 
