@@ -14,6 +14,7 @@ from features.schema import EVENTS
 
 _CONTENT = [c.name for c in EVENTS.columns if c.name != "event_id"]
 _NUMERIC = {c.name for c in EVENTS.columns if c.kind in ("float", "int")}
+CONFLICT = "event_id already used for different content"
 
 
 def fingerprint(events: pd.DataFrame) -> list[str]:
@@ -40,3 +41,15 @@ def conflicts_within(event_ids: list[str], prints: list[str]) -> list[str]:
         if first.setdefault(event_id, digest) != digest:
             found[event_id] = None
     return list(found)
+
+
+def quarantine_conflicts(raw: pd.DataFrame, quarantine: pd.DataFrame, accepted: pd.DataFrame, conflicts: list[str],
+                         source: str) -> pd.DataFrame:
+    """Quarantine rows, as validation writes them, for the accepted events whose id conflicted: raw is the batch
+    as validated, quarantine and accepted what validation returned (accepted rows keep the batch's order)."""
+    positions = np.setdiff1d(np.arange(len(raw)), quarantine["row"].to_numpy() - 1)
+    positions = positions[accepted["event_id"].isin(conflicts).to_numpy()]
+    rows = raw.iloc[positions].astype("string").reset_index(drop=True)
+    for name, value in (("reason", CONFLICT), ("field", "event_id"), ("row", positions + 1), ("source", source)):
+        rows.insert(0, name, value)
+    return rows

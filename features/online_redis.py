@@ -2,7 +2,9 @@
 
 Keys, under a prefix (default ``nbo:online:``):
 
-- ``seen``: set of applied event ids (SADD's answer makes writes idempotent);
+- ``seen``: hash of applied event ids -> their content's fingerprint (features.fingerprints): an id sent again
+  is a duplicate when the fingerprint matches, a conflict when not (a store made before fingerprints keeps a
+  set of ids, and tells no conflicts until rebuilt);
 - ``links``: hash device -> "linked_at customer_id" (HSETNX: a device's first link wins);
 - ``rows:<customer>``: the customer's signal rows as packed fixed-size records (``RECORD``), appended,
   with one row per device at its first link (the ``devices`` signal);
@@ -12,12 +14,19 @@ Keys, under a prefix (default ``nbo:online:``):
   the int32 category codes of the records; ``layout``: the signal names the records were packed with
   (a store packed for other signals is refused on every write and read until rebuilt).
 
-A batch of events is applied by one Lua script, atomically: replicas never interleave half-applied
-batches. rows() reads a customer with one MGET and decodes it with numpy, and keeps no cache, so a
-replica never serves rows another one has since changed.
+A batch of events (up to BATCH_EVENTS, more than /events takes) is applied by one Lua script, atomically:
+replicas never interleave half-applied batches, and a batch refused while Redis is down left nothing applied.
+rows() reads a customer with one MGET and decodes it with numpy, and keeps no cache, so a replica never serves
+rows another one has since changed.
+
+While Redis is down or loading, every call raises StoreUnavailable; the outage is logged once as a warning
+when it starts and once when Redis answers again, not on every request.
 """
 
 from __future__ import annotations
+
+import logging
+import threading
 
 import numpy as np
 import pandas as pd
@@ -25,21 +34,36 @@ import redis
 
 from features.definitions import LINK_KIND, SIGNAL_NAMES, kind_values, signal_values
 from features.offline import to_seconds
-from features.online import CustomerRows
+from features.fingerprints import fingerprint
+from features.online import CustomerRows, StoreUnavailable, Written
 
 _PACKED = np.dtype([("ts", "<i8"), ("visible", "<i8"), ("values", "<f8", (len(SIGNAL_NAMES),))])
 RECORD = np.dtype([("category", "<i4"), *_PACKED.descr])
-BATCH_EVENTS = 500  # events per script call: Redis blocks other clients for a few ms at most
-_ARGS_PER_EVENT = 7
+BATCH_EVENTS = 1000  # events per script call (all of an /events batch): Redis blocks others for a few ms at most
+_ARGS_PER_EVENT = 8
 TIMEOUT_S = 0.2  # socket connect/read timeout unless the URL sets one: an outage must not hang requests
+_DOWN = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError (Redis loading its data) is a ConnectionError
+logger = logging.getLogger("nbo.online")
 
 _WRITE = r"""
 local prefix, size, layout = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local stored = redis.call('GET', prefix .. 'layout')
-if stored and stored ~= layout then return -1 end
+if stored and stored ~= layout then return {-1, {}} end
 if not stored then redis.call('SET', prefix .. 'layout', layout) end
 local seen, links, customers = prefix .. 'seen', prefix .. 'links', prefix .. 'customers'
-local codes = {}
+local legacy = redis.call('TYPE', seen)['ok'] == 'set'  -- ids kept without fingerprints (until rebuilt)
+local codes, conflicts = {}, {}
+
+local function claim(event_id, digest)
+  if legacy then return redis.call('SADD', seen, event_id) == 1 end
+  local known = redis.call('HGET', seen, event_id)
+  if not known then
+    redis.call('HSET', seen, event_id, digest)
+    return true
+  end
+  if known ~= digest then conflicts[#conflicts + 1] = event_id end
+  return false
+end
 
 local function code_of(category)
   if category == '' then return -1 end
@@ -82,10 +106,10 @@ local function release(device, customer, at)
 end
 
 local new = 0
-for i = 4, #ARGV, 7 do
+for i = 4, #ARGV, 8 do
   local event_id, customer, device = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local category, ts, packed, link = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  if redis.call('SADD', seen, event_id) == 1 then
+  if claim(event_id, ARGV[i + 7]) then
     new = new + 1
     local record = ''
     if packed ~= '' then record = struct.pack('<i4', code_of(category)) .. packed end
@@ -106,12 +130,33 @@ for i = 4, #ARGV, 7 do
     end
   end
 end
-return new
+return {new, conflicts}
 """
 
 
-class StoreUnavailable(ConnectionError):
-    """Redis could not be reached or did not answer in time (the client reconnects on the next call)."""
+class OutageLog:
+    """Logs an outage of the store once when it starts and once when the store answers again."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.lock = threading.Lock()
+
+    def failed(self, error: Exception) -> StoreUnavailable:
+        """The error to raise for a failed call (the first failure of an outage is logged)."""
+        with self.lock:
+            if not self.down:
+                self.down = True
+                logger.warning("online store unreachable (%s): /recommend serves the popularity fallback and "
+                               "/events answers 503 until it is back", error)
+        return StoreUnavailable(f"online store unreachable: {error}")
+
+    def answered(self) -> None:
+        """Note a call that succeeded (the first one after an outage is logged)."""
+        if self.down:
+            with self.lock:
+                if self.down:
+                    self.down = False
+                    logger.info("online store reachable again")
 
 
 class RedisStore:
@@ -122,9 +167,15 @@ class RedisStore:
         self.prefix = prefix
         self.script = self.client.register_script(_WRITE)
         self.layout = ",".join(SIGNAL_NAMES)
+        self.outage = OutageLog()
 
     def write(self, events: pd.DataFrame) -> int:
         """Apply validated canonical events not seen before; return how many were new."""
+        return self.apply(events).applied
+
+    def apply(self, events: pd.DataFrame) -> Written:
+        """Apply validated canonical events not seen before; say how many were new and which ids conflicted
+        (already applied with other content); StoreUnavailable while Redis is down or loading."""
         events = events.sort_values("ts", kind="stable").reset_index(drop=True)
         values, ts = signal_values(events), to_seconds(events["ts"])
         packed = np.zeros(len(events), _PACKED)
@@ -135,20 +186,27 @@ class RedisStore:
         links["category"], links["ts"], links["visible"] = -1, ts, ts
         links["values"] = kind_values(np.array([LINK_KIND]), np.array([np.nan]))
         link_blob, link_size = links.tobytes(), RECORD.itemsize
-        texts = zip(*(to_texts(events[c]) for c in ("event_id", "customer_id", "anonymous_id", "category")))
+        texts = zip(*(to_texts(events[c]) for c in ("event_id", "customer_id", "anonymous_id", "category")),
+                    fingerprint(events))
         args: list[str | bytes] = []
-        for i, (event_id, customer_id, anonymous_id, category) in enumerate(texts):
+        for i, (event_id, customer_id, anonymous_id, category, digest) in enumerate(texts):
             record = blob[i * size:(i + 1) * size] if useful[i] else b""
             link = link_blob[i * link_size:(i + 1) * link_size] if customer_id and anonymous_id else b""
-            args += [event_id, customer_id, anonymous_id, category, str(ts[i]), record, link]
+            args += [event_id, customer_id, anonymous_id, category, str(ts[i]), record, link, digest]
         step = BATCH_EVENTS * _ARGS_PER_EVENT
-        new = 0
+        new, conflicts = 0, {}
         for start in range(0, len(args), step):
-            applied = int(self.script(args=[self.prefix, RECORD.itemsize, self.layout, *args[start:start + step]]))
+            try:
+                applied, refused = self.script(args=[self.prefix, RECORD.itemsize, self.layout,
+                                                     *args[start:start + step]])
+            except _DOWN as error:
+                raise self.outage.failed(error) from error
+            self.outage.answered()
             if applied < 0:
                 raise self._refusal()
             new += applied
-        return new
+            conflicts.update(dict.fromkeys(e.decode() for e in refused))
+        return Written(new, list(conflicts))
 
     def rows(self, customer_id: str) -> CustomerRows | None:
         """The customer's signal rows (ordered by ts), or None for a customer never seen; StoreUnavailable
@@ -156,8 +214,9 @@ class RedisStore:
         try:
             blob, names, layout = self.client.mget(self.prefix + "rows:" + customer_id,
                                                    self.prefix + "category_names", self.prefix + "layout")
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            raise StoreUnavailable(f"online store unreachable: {error}") from error
+        except _DOWN as error:
+            raise self.outage.failed(error) from error
+        self.outage.answered()
         if blob is None:
             return None
         if layout != self.layout.encode():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +13,9 @@ import pandas as pd
 from features.aggregates import assemble_features
 from features.definitions import DAY, SIGNAL_NAMES, describe_feature, readable, select_features, signal_values
 from features.online import CustomerRows, FeatureStore, OnlineStore, aggregate_rows, open_store
-from features.online_redis import StoreUnavailable
+from features.online import StoreUnavailable
 from features.pipeline import read_raw
+from features.privacy import OPTED_OUT, PrivacyRegister, register_path
 from nbo.config import Paths
 from serving.contributions import ContributionCache
 from serving.decisions import DecisionLog
@@ -25,8 +25,6 @@ from serving.rules import (Policy, cap_window, capped_offers, choose_slots, elig
                            recently_bought)
 from training.affinity import attribute_log_share
 from training.registry import LoadedModel, predict_proba
-
-logger = logging.getLogger("nbo.serving")
 
 
 class NoModel(LookupError):
@@ -56,6 +54,7 @@ class Decision:
     fallback: bool
     offers: list[RankedOffer] = field(default_factory=list)
     degraded: bool = False
+    withheld: str | None = None  # why no offer at all may be made: "opted_out"
 
 
 class Scorer:
@@ -108,20 +107,24 @@ class Recommender:
     """Scores a customer's eligible offers with the champion model, applies the rules and logs the decision."""
 
     def __init__(self, model: LoadedModel | None, store: FeatureStore, offers: pd.DataFrame, items: pd.DataFrame,
-                 log: DecisionLog, policy: Policy = Policy(), seed: int | None = None, model_source: str = "registry"):
+                 log: DecisionLog, policy: Policy = Policy(), seed: int | None = None, model_source: str = "registry",
+                 privacy: PrivacyRegister | None = None):
         self.scorer = Scorer(model) if model else None
         self.model_source = model_source if model else "none"
         self.store, self.offers, self.log, self.policy = store, offers, log, policy
         self.catalogue = index_offers(offers)
         self.item_category = items.set_index("item_id")["category"].to_dict()
         self.rng = np.random.default_rng(seed)
+        self.privacy = privacy  # opt-outs: none when not given
 
     @classmethod
     def from_home(cls, paths: Paths, policy: Policy = Policy()) -> Recommender:
-        """The champion (registry, else packaged), the home's online store, catalogue and decision log."""
+        """The champion (registry, else packaged), the home's online store, catalogue, decision log and privacy
+        register."""
         model, source = load_serving_model(paths)
         return cls(model, open_store(paths), read_raw(paths, "offers"), read_raw(paths, "items"),
-                   DecisionLog(paths.decisions), policy, model_source=source)
+                   DecisionLog(paths.decisions), policy, model_source=source,
+                   privacy=PrivacyRegister(register_path(paths)))
 
     def use_model(self, model: LoadedModel | None) -> None:
         """Serve another model from the next request on (one attribute swap: requests in flight finish on
@@ -164,11 +167,12 @@ class Recommender:
         t, scorer, catalogue = int(now.timestamp()), self.scorer, self.catalogue
         if scorer is None:
             raise NoModel()
+        if self.privacy is not None and self.privacy.opted_out(customer_id):
+            return Decision(uuid.uuid4().hex, customer_id, scorer.model.version, False, withheld=OPTED_OUT)
         candidates = self.candidates(customer_id, channel, now)
         try:
             rows, degraded = self.store.rows(customer_id), False
-        except StoreUnavailable as error:  # serve popularity until the store is back
-            logger.warning("%s; serving the popularity fallback", error)
+        except StoreUnavailable:  # serve popularity until the store is back (the store logs the outage once)
             rows, degraded = None, True
         version = scorer.model.version
         decision = Decision(uuid.uuid4().hex, customer_id, version, rows is None, degraded=degraded)

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
-import os
 import threading
 import time
+from collections.abc import Mapping
 from functools import partial
 from http import HTTPStatus
-from typing import Literal
+from typing import Annotated, Literal
 
 import anyio
 import bentoml
 import pandas as pd
 from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from features.schema import CHANNELS, validate_events
+from features.fingerprints import quarantine_conflicts
+from features.forget import forget_customer
+from features.online import StoreUnavailable, Written
+from features.schema import CHANNELS
 from nbo.config import get_paths
-from serving.errors import refuse
+from serving.checks import SOURCE, check_events
+from serving.errors import quiet_refusal_logs, refuse
+from serving.guard import Guard, key_matches, recommend_needs_key
 from serving.observability import EVENTS, observe_decision
+from serving.openapi import complete_openapi
 from serving.campaign import plan_campaign
 from serving.recommender import Decision, NoModel, Recommender
 from serving.runtime import (BodyLimit, follow_registry, limit_blas_threads, reload_interval, request_reload,
@@ -33,15 +41,19 @@ Channel = Literal[CHANNELS]
 logger = logging.getLogger("nbo.serving")
 MAX_EVENTS = 1000
 MAX_BODY_BYTES = 1_000_000
+STORE_RETRY_AFTER_S = 1  # a store back from an outage answers again within a second
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # ids and names: no NUL, no line breaks, no escapes
+quiet_refusal_logs()
 
 
 class RequestContext(BaseModel):
     """What the page shows right now."""
 
     model_config = ConfigDict(extra="forbid")
-    current_category: str | None = Field(None, max_length=128, description="Category the customer is browsing.",
+    current_category: str | None = Field(None, max_length=128, pattern=PRINTABLE,
+                                         description="Category the customer is browsing.",
                                          examples=["running_shoes"])
-    cart_items: list[str] = Field(default_factory=list, max_length=100,
+    cart_items: list[Annotated[str, Field(max_length=128, pattern=PRINTABLE)]] = Field(default_factory=list, max_length=100,
                                   description="Item ids in the customer's cart.", examples=[["i00042"]])
 
 
@@ -49,7 +61,7 @@ class RecommendRequest(BaseModel):
     """Who asks, where, and how many offers."""
 
     model_config = ConfigDict(extra="forbid")
-    customer_id: str = Field(..., min_length=1, max_length=128, description="Known customer id.",
+    customer_id: str = Field(..., min_length=1, max_length=128, pattern=PRINTABLE, description="Known customer id.",
                              examples=["c0000123"])
     channel: Channel = Field(..., description="Channel the offers will be shown in.", examples=["web"])
     k: int = Field(3, ge=1, le=20, description="How many offers to return.")
@@ -77,12 +89,14 @@ class RecommendResponse(BaseModel):
     degraded: bool = Field(False, description="True when the online store could not be reached: the offers are "
                                               "the popularity fallback whatever the customer's history.")
     offers: list[OfferOut] = Field(..., description="Best offer first; empty when a contact cap applies.")
+    withheld: Literal["opted_out"] | None = Field(None, description="Set when no offer may be made at all: "
+                                                  "opted_out (the customer sent an opt_out event).")
 
 
 class EventIn(BaseModel):
     """One behavioural event in the canonical schema (checked row by row; bad rows are quarantined)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     event_id: str | None = Field(None, max_length=128, description="Unique id; derived from the content if absent.")
     ts: str = Field(..., max_length=64, description="ISO 8601 time, UTC.", examples=["2025-06-01T10:00:00Z"])
     customer_id: str | None = Field(None, max_length=128)
@@ -114,14 +128,16 @@ class Rejected(BaseModel):
 
 class EventsResponse(BaseModel):
     accepted: int = Field(..., description="Events applied now.")
-    duplicates: int = Field(..., description="Valid events already applied before (same event_id).")
+    duplicates: int = Field(..., description="Valid events already applied before (same event_id and content).")
+    conflicts: int = Field(0, description="Events whose event_id was already used for different content: not "
+                                          "applied, listed in `rejected` and quarantined.")
     rejected: list[Rejected] = Field(..., description="Events refused, also written to the quarantine file.")
 
 
 class CampaignRequest(BaseModel):
     """Who to target and how many to contact."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     budget: float = Field(..., ge=0.0001, le=1, description="Fraction of eligible customers to contact.", examples=[0.2])
     channel: Channel = Field("email", description="Channel of the campaign (opt-in and offer channels apply).")
     segment: dict[str, str] = Field(default_factory=dict, max_length=10,
@@ -157,20 +173,18 @@ def respond(decision: Decision) -> RecommendResponse:
                                        reason=o.reason) for o in decision.offers]
     return RecommendResponse.model_construct(
         decision_id=decision.decision_id, customer_id=decision.customer_id, model_version=decision.model_version,
-        fallback=decision.fallback, degraded=decision.degraded, offers=offers)
+        fallback=decision.fallback, degraded=decision.degraded, offers=offers, withheld=decision.withheld)
+
+
+def key_accepted(headers: Mapping[str, str]) -> bool:
+    """Whether no API key is configured or the headers carry it (constant-time comparison)."""
+    return key_matches(headers.get("x-api-key", "").encode())
 
 
 def require_key(ctx: bentoml.Context) -> None:
-    """Refuse with 401 unless no API key is configured or the request carries it (constant-time comparison)."""
-    expected = os.environ.get("NBO_API_KEY")
-    given = ctx.request.headers.get("x-api-key", "")
-    if expected and not hmac.compare_digest(given.encode(), expected.encode()):
+    """Refuse with 401 unless no API key is configured or the request carries it."""
+    if not key_accepted(ctx.request.headers):
         raise BentoMLException("missing or wrong x-api-key header", error_code=HTTPStatus.UNAUTHORIZED)
-
-
-def recommend_needs_key() -> bool:
-    """Whether /recommend is protected too ($NBO_RECOMMEND_NEEDS_KEY=true); write and admin endpoints always are."""
-    return os.environ.get("NBO_RECOMMEND_NEEDS_KEY", "").lower() in ("1", "true", "yes")
 
 
 # $NBO_WORKERS processes serve (one per core for throughput; they share the online store and the decision log, and
@@ -185,7 +199,8 @@ HOT_PATHS = ["/recommend"]
 
 
 @bentoml.service(workers=worker_count(), traffic={"timeout": 10},
-                 logging={"access": {"skip_paths": ["/metrics", "/healthz", "/livez", "/readyz", *HOT_PATHS]}},
+                 logging={"access": {"skip_paths": ["/metrics", "/healthz", "/livez", "/readyz", *HOT_PATHS,
+                                                    "/customers/"]}},
                  tracing={"excluded_urls": HOT_PATHS})
 class NextBestOffer:
     """Next-best-offer decisions over HTTP."""
@@ -236,20 +251,33 @@ class NextBestOffer:
         """Apply live events to the online store at once; idempotent by event_id."""
         require_key(ctx)
         raw = pd.DataFrame([e.model_dump() for e in EventsRequest.model_validate(request).events])
-        valid, quarantine = validate_events(raw, "POST /events")
+        valid, quarantine = check_events(raw, self.recommender)
+        try:
+            written = self.recommender.store.apply(valid) if len(valid) else Written(0)
+        except StoreUnavailable as error:  # nothing of the batch applied, quarantined or logged: it can be resent
+            ctx.response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+            return refuse(ctx, HTTPStatus.SERVICE_UNAVAILABLE, f"{error}; nothing of the batch was applied, send it "
+                          "again", code="store_unavailable")
+        conflicts = quarantine_conflicts(raw, quarantine, valid, written.conflicts, SOURCE)
+        quarantine = pd.concat([quarantine, conflicts], ignore_index=True).sort_values("row", ignore_index=True)
+        valid = valid[~valid["event_id"].isin(written.conflicts)]
         if not quarantine.empty:
             self.paths.quarantine.mkdir(parents=True, exist_ok=True)
             target = self.paths.quarantine / "api-events.csv"
             quarantine.to_csv(target, mode="a", header=not target.exists(), index=False)
-        applied = self.recommender.store.write(valid) if len(valid) else 0
+        applied = written.applied
         EVENTS.labels("applied").inc(applied)
         EVENTS.labels("duplicate").inc(len(valid) - applied)
-        EVENTS.labels("rejected").inc(len(quarantine))
+        EVENTS.labels("conflict").inc(len(conflicts))
+        EVENTS.labels("rejected").inc(len(quarantine) - len(conflicts))
         self.recommender.log.record_outcomes(valid)
+        self.recommender.privacy.record_opt_outs(valid)
         rejected = [Rejected(row=int(r.row), field=str(r.field), reason=str(r.reason)) for r in quarantine.itertuples()]
-        if len(valid) == 0:
-            ctx.response.status_code = 422
-        return EventsResponse(accepted=applied, duplicates=len(valid) - applied, rejected=rejected)
+        if len(valid) == 0:  # nothing accepted: the error document, one detail per row (each one quarantined)
+            return refuse(ctx, 422, "no event of the batch was accepted", code="events_rejected", details=[
+                {"loc": ["events", r.row - 1, r.field], "msg": r.reason, "type": "rejected_event"} for r in rejected])
+        return EventsResponse(accepted=applied, duplicates=len(valid) - applied, conflicts=len(conflicts),
+                              rejected=rejected)
 
     @bentoml.api(input_spec=CampaignRequest, output_spec=CampaignResponse)
     def campaign(self, ctx: bentoml.Context, **request) -> CampaignResponse:
@@ -291,4 +319,23 @@ class NextBestOffer:
                       model_source=self.recommender.model_source)
 
 
+NextBestOffer.add_asgi_middleware(Guard, routes=tuple(api.route for api in NextBestOffer.apis.values()),
+                                  openapi=complete_openapi)  # first: the key before the body is read
 NextBestOffer.add_asgi_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+
+def forget(request: Request) -> JSONResponse:
+    """DELETE /customers/{customer_id}: erase a customer from the home, the online store and the decision log
+    (features.forget) and answer what was erased per place; the API key is required."""
+    if not key_accepted(request.headers):
+        return JSONResponse({"error": "missing or wrong x-api-key header"}, status_code=401)
+    customer_id = request.path_params["customer_id"]
+    if not customer_id.strip() or len(customer_id) > 128:
+        return JSONResponse({"error": "a customer id of 1 to 128 characters is required"}, status_code=400)
+    service = bentoml.get_current_service()
+    erased = forget_customer(service.paths, customer_id, service.recommender.store, service.recommender.log)
+    return JSONResponse({"erased": erased})
+
+
+NextBestOffer.mount_asgi_app(Starlette(routes=[Route("/{customer_id:path}", forget, methods=["DELETE"])]),
+                             path="/customers")

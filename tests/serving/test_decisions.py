@@ -102,3 +102,12 @@ def test_a_row_both_committed_and_still_listed_as_unwritten_counts_once(tmp_path
     monkeypatch.setattr(log, "_unwritten", lambda: served("d1", "c1", "web", 100, ["o1", "o2"]))
     assert sorted(log.contacts("c1", 0)) == [("o1", "web", 100), ("o2", "web", 100)]
     log.close()
+
+
+def test_nbo_sync_full_reaches_the_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBO_SYNC", "full")
+    log = DecisionLog(tmp_path / "d.sqlite")
+    assert log.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    log.close()
+    monkeypatch.setenv("NBO_SYNC", "normal")
+    assert DecisionLog(tmp_path / "d.sqlite").db.execute("PRAGMA synchronous").fetchone()[0] == 1
