@@ -60,6 +60,15 @@ def _security(path: str) -> list[dict] | None:
     return None
 
 
+def _by_reference(content: dict, schemas: dict) -> None:
+    """Point a body's schema at its complete copy in the components: BentoML inlines a flattened one, whose
+    top-level fields lose `null` (it keeps the first choice of an anyOf, so an optional field looks required)."""
+    for media in content.values():
+        title = media.get("schema", {}).get("title")
+        if title in schemas:
+            media["schema"] = {"$ref": SCHEMA_REF.format(model=title)}
+
+
 def complete_openapi(document: dict) -> dict:
     """BentoML's document with the service's own title, the error document on every error status of every route
     of the service, the API-key scheme, and /readyz's 503."""
@@ -76,6 +85,8 @@ def complete_openapi(document: dict) -> dict:
         for operation in operations.values():
             if path in ROUTE_ERRORS:
                 operation["responses"] = _responses(path, operation["responses"])
+                for body in [operation.get("requestBody", {}), *operation["responses"].values()]:
+                    _by_reference(body.get("content", {}), schemas)
                 if (security := _security(path)) is not None:
                     operation["security"] = security
     document["paths"]["/readyz"]["get"]["responses"]["503"] = {"description": "Not ready to serve yet.", **ERROR}
