@@ -130,16 +130,28 @@ def build(home: Home = None) -> None:
 
 @app.command()
 def recommend(customer_id: str, channel: str = "web", k: int = 3, category: str | None = None,
-              url: str = "http://127.0.0.1:3000") -> None:
+              url: str = "http://127.0.0.1:3000",
+              api_key: Annotated[str | None, typer.Option(envvar="NBO_API_KEY", show_envvar=True,
+                                                          help="Sent as x-api-key (when /recommend needs it).")] = None
+              ) -> None:
     """Ask a running service for a customer's best offers."""
     body = {"customer_id": customer_id, "channel": channel, "k": k, "context": {"current_category": category}}
+    headers = {"x-api-key": api_key} if api_key else {}
     try:
-        response = httpx.post(f"{url}/recommend", json=body, timeout=10)
+        response = httpx.post(f"{url}/recommend", json=body, headers=headers, timeout=10)
     except httpx.HTTPError as error:
         fail(f"no service at {url} ({error}); start one with `nbo serve`")
     if response.status_code != 200:
         fail(f"{response.status_code}: {response.text}")
     show_offers(response.json())
+
+
+@app.command()
+def openapi(output: Annotated[Path | None, typer.Option(help="Where to write it (default docs/openapi.json).")]
+            = None) -> None:
+    """Write the service's OpenAPI document, the one its /docs.json serves."""
+    from serving.openapi import OPENAPI_PATH, write_openapi
+    console.print(f"wrote {write_openapi(output or OPENAPI_PATH)}")
 
 
 def show_offers(decision: dict) -> None:
