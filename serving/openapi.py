@@ -28,7 +28,19 @@ ROUTE_ERRORS = {
     "/admin/reload": {"409": "The registry has no champion this code can serve: the current model stays.",
                       "503": "The registry is unreachable: the current model stays."},
     "/status": {},
+    "/customers/{customer_id}": {"400": "The customer id is blank or over 128 characters.",
+                                 "404": "No customer id in the path."},
 }
+FORGET = {  # DELETE /customers/{customer_id}: a Starlette route beside BentoML's, so BentoML does not document it
+    "tags": ["Service APIs"], "operationId": "NextBestOffer__forget", "security": [{"ApiKey": []}],
+    "description": "Erase a customer from raw events and tables, the online store, the decision log and outcomes, "
+                   "quarantine files, lifetime tables and training sets (docs/privacy.md).",
+    "parameters": [{"name": "customer_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128}}],
+    "responses": {"200": {"description": "Rows or keys erased, per place.", "content": {"application/json": {
+        "schema": {"type": "object", "required": ["erased"], "properties": {
+            "erased": {"type": "object", "additionalProperties": {"type": "integer"}}}}}}}}}
+FORGET_ROUTE = ("/customers/{customer_id}",)
 UNAUTHORISED = "Missing or wrong `x-api-key` header (checked before the body is read)."
 DESCRIPTION = ("Next-best-offer decisions, live events and campaign plans. Every answer with a status of 400 or more "
                "carries the `ErrorResponse` document. Write and admin routes need the `x-api-key` header when "
@@ -43,13 +55,19 @@ def error_schemas() -> dict:
     return {**parts, "ErrorResponse": schema}
 
 
-def _responses(path: str, responses: dict) -> dict:
-    """A route's documented answers: its success, then each error it may answer, all in the error document."""
+def _errors(path: str, statuses: tuple[str, ...] | None = None) -> dict:
+    """The error answers of a route (those of `statuses` only, when given), each in the error document."""
     errors = {**COMMON_ERRORS, **ROUTE_ERRORS.get(path, {})}
-    if path in KEYED_ROUTES or path in OPTIONALLY_KEYED_ROUTES:
+    if path in KEYED_ROUTES or path in OPTIONALLY_KEYED_ROUTES or path in FORGET_ROUTE:
         errors["401"] = UNAUTHORISED
+    return {status: {"description": text, **ERROR} for status, text in sorted(errors.items())
+            if statuses is None or status in statuses}
+
+
+def _responses(path: str, responses: dict) -> dict:
+    """A route's documented answers: its success, then each error it may answer."""
     kept = {str(status): answer for status, answer in responses.items() if int(status) < 400}
-    return {**kept, **{status: {"description": text, **ERROR} for status, text in sorted(errors.items())}}
+    return {**kept, **_errors(path)}
 
 
 def _security(path: str) -> list[dict] | None:
@@ -89,6 +107,8 @@ def complete_openapi(document: dict) -> dict:
                     _by_reference(body.get("content", {}), schemas)
                 if (security := _security(path)) is not None:
                     operation["security"] = security
+    document["paths"]["/customers/{customer_id}"] = {"delete": {
+        **FORGET, "responses": {**FORGET["responses"], **_errors("/customers/{customer_id}", ("400", "401", "404", "500"))}}}
     document["paths"]["/readyz"]["get"]["responses"]["503"] = {"description": "Not ready to serve yet.", **ERROR}
     return document
 

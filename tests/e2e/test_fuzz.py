@@ -40,6 +40,7 @@ def fuzzed(trained_home, tmp_path_factory):
 
 def test_every_route_of_the_live_service_is_fuzzed():
     assert {"/recommend", "/events", "/campaign", "/admin/reload", "/status"} <= set(POST_ROUTES)
+    assert ("/customers/{customer_id}", "DELETE") in OPERATIONS
 
 
 @pytest.mark.parametrize("path, method", OPERATIONS)
@@ -48,8 +49,8 @@ def test_no_input_breaks_the_contract(fuzzed, path, method):
     url, _ = fuzzed
     operation = schemathesis.openapi.from_url(f"{url}/docs.json")[path][method]
     tally = Tally()
-    for mode in GenerationMode:
-        fuzz_operation(operation, url, 15, mode, tally)
+    for mode in GenerationMode:  # an erasure rewrites the home's files (about 1.5 s): fewer of them
+        fuzz_operation(operation, url, 3 if method == "DELETE" else 15, mode, tally)
     assert tally.cases > 0 and tally.server_errors == 0, tally.statuses
     assert not tally.failures, tally.examples
 

@@ -35,6 +35,8 @@ def test_the_api_key_scheme_is_declared_on_the_protected_routes():
     for path in KEYED_ROUTES:
         assert document["paths"][path]["post"]["security"] == [{"ApiKey": []}]
         assert "401" in document["paths"][path]["post"]["responses"]
+    forget = document["paths"]["/customers/{customer_id}"]["delete"]
+    assert forget["security"] == [{"ApiKey": []}] and "401" in forget["responses"]
     assert document["paths"]["/recommend"]["post"]["security"] == [{}, {"ApiKey": []}]
     assert "security" not in document["paths"]["/status"]["post"]
 
