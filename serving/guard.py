@@ -46,8 +46,8 @@ def media_type(headers: dict[bytes, bytes]) -> bytes:
 def warn_when_open() -> None:
     """One warning per worker at start when anybody who reaches the port may write."""
     if not os.environ.get("NBO_API_KEY"):
-        logger.warning("NBO_API_KEY is not set: %s accept requests from anybody who can reach this port",
-                       ", ".join(KEYED_ROUTES))
+        logger.warning("NBO_API_KEY is not set: %s and DELETE /customers/{id} accept requests from anybody who can "
+                       "reach this port", ", ".join(KEYED_ROUTES))
 
 
 async def answer(send: Send, document: dict) -> None:

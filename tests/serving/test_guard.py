@@ -134,8 +134,8 @@ def test_open_write_endpoints_are_warned_about_at_start(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="nbo.serving"):
         Guard(inner_app([]), routes=ROUTES, openapi=dict)
     assert [r.getMessage() for r in caplog.records] == [
-        "NBO_API_KEY is not set: /events, /campaign, /admin/reload accept requests from anybody who can reach "
-        "this port"]
+        "NBO_API_KEY is not set: /events, /campaign, /admin/reload and DELETE /customers/{id} accept requests from "
+        "anybody who can reach this port"]
     caplog.clear()
     monkeypatch.setenv("NBO_API_KEY", "s3cret")
     with caplog.at_level(logging.WARNING, logger="nbo.serving"):
