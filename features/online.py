@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -27,7 +28,7 @@ from features.fingerprints import conflicts_within, fingerprint
 from features.offline import to_seconds
 from features.schema import CHANNELS, EVENT_TYPES
 from features.privacy import wipe_freed_pages
-from features.sqlite import connect_sqlite
+from features.sqlite import connect_sqlite, write_transaction
 
 if TYPE_CHECKING:
     from nbo.config import Paths
@@ -150,13 +151,21 @@ def open_store(paths: Paths) -> FeatureStore:
 class OnlineStore:
     """The embedded SQLite backend, with an in-memory cache of customers' rows. Several processes may share the
     file (service workers, a rebuild): every write lists the customers it changed in `touched`, and a process
-    that sees another's commit (PRAGMA data_version) drops those customers from its cache before reading."""
+    that sees another's commit (PRAGMA data_version) drops those customers from its cache before reading.
+
+    Two connections: writes go through ``db``, one transaction at a time (request threads share it); reads through
+    ``reader``, so a read never holds a snapshot on the writing connection (its BEGIN IMMEDIATE would then fail at
+    once with "database is locked" after another process's commit) nor sees a write half done."""
 
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = connect_sqlite(path)
+        self.writing = threading.RLock()  # one write transaction at a time on this connection (request threads)
         self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.executescript(_SCHEMA + _SCRATCH)
+        self.reader = connect_sqlite(path)
+        self.caching = threading.Lock()  # a read caches rows only if no write changed the cache meanwhile
+        self.generation = 0  # writes that changed the cache so far
         self._add_fingerprints()
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('encoding', ?)", (_ENCODING,))
         self.cache: dict[str, CustomerRows] = {}
@@ -171,21 +180,20 @@ class OnlineStore:
         duplicates whatever the content sent again)."""
         if "fingerprint" in self._columns("seen"):
             return
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with write_transaction(self.db, self.writing):
             if "fingerprint" not in self._columns("seen"):  # another process may have added it meanwhile
                 self.db.execute("ALTER TABLE seen ADD COLUMN fingerprint TEXT")
 
     def _columns(self, table: str) -> list[str]:
-        return [name for _, name, *_ in self.db.execute(f"PRAGMA table_info({table})")]
+        return [name for _, name, *_ in self.reader.execute(f"PRAGMA table_info({table})")]
 
     def _read_stale(self) -> bool:
         columns = self._columns("signals")
-        encoding = self.db.execute("SELECT value FROM meta WHERE key = 'encoding'").fetchone()
+        encoding = self.reader.execute("SELECT value FROM meta WHERE key = 'encoding'").fetchone()
         return columns[1:] != _ROW_COLUMNS or encoding != (_ENCODING,)
 
     def _data_version(self) -> int:
-        return self.db.execute("PRAGMA data_version").fetchone()[0]
+        return self.reader.execute("PRAGMA data_version").fetchone()[0]
 
     def _sync(self) -> None:
         """Drop from the cache the customers other processes changed since the last look (all of them after a
@@ -194,15 +202,14 @@ class OnlineStore:
         if version == self.version:
             return
         self.version = version
-        changes = self.db.execute("SELECT seq, customer_id FROM touched WHERE seq > ? ORDER BY seq",
-                                  (self.synced,)).fetchall()
+        changes = self.reader.execute("SELECT seq, customer_id FROM touched WHERE seq > ? ORDER BY seq",
+                                      (self.synced,)).fetchall()
         if not changes:
             return
         if changes[0][0] > self.synced + 1 or any(c is None for _, c in changes):  # missed changes, or a rebuild
-            self.cache.clear()
+            self._drop_cached(None)
             self.stale = self._read_stale()
-        for _, customer_id in changes:
-            self.cache.pop(customer_id, None)
+        self._drop_cached([customer_id for _, customer_id in changes])
         self.synced = changes[-1][0]
 
     def _mark_touched(self, customers: list[str | None]) -> None:
@@ -228,8 +235,7 @@ class OnlineStore:
         """Apply validated canonical events not seen before; say how many were new and which ids conflicted."""
         self._check()
         events = events.sort_values("ts", kind="stable").reset_index(drop=True)
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")  # the write lock first: a deferred read-then-write cannot wait
+        with write_transaction(self.db, self.writing):  # the write lock first: a deferred read-then-write cannot wait
             events, conflicts = self._claim(events)
             newly_linked = self._link(events)
             self._store(events)
@@ -237,9 +243,15 @@ class OnlineStore:
             self._release(newly_linked)
             touched = sorted(set(events["customer_id"].dropna()) | {c for _, c, _ in newly_linked})
             self._mark_touched(touched)
-        for customer_id in touched:
-            self.cache.pop(customer_id, None)
+        self._drop_cached(touched)
         return Written(len(events), conflicts)
+
+    def _drop_cached(self, customers: list[str] | None) -> None:
+        """Forget cached rows after a write (customers None: all of them)."""
+        with self.caching:
+            self.generation += 1
+            for customer_id in customers if customers is not None else list(self.cache):
+                self.cache.pop(customer_id, None)
 
     def _claim(self, events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         """The events whose id the store has not seen (the first row of each id), their ids recorded as seen
@@ -323,8 +335,9 @@ class OnlineStore:
         cached = self.cache.get(customer_id)
         if cached is not None:
             return cached
-        found = self.db.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM signals WHERE customer_id = ? "
-                                "ORDER BY ts", (customer_id,)).fetchall()
+        generation = self.generation
+        found = self.reader.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM signals WHERE customer_id = ? "
+                                    "ORDER BY ts", (customer_id,)).fetchall()
         if not found:
             return None
         table = np.array(found, dtype=object)
@@ -332,43 +345,46 @@ class OnlineStore:
         category = np.array([self.names.setdefault(c, c) for c in table[:, 0]], dtype=object)
         rows = CustomerRows(category=category, ts=table[:, 1].astype("int64"), visible=table[:, 2].astype("int64"),
                             values=kind_values(table[:, 3].astype("int64"), table[:, 4].astype("float64")))
-        if len(self.cache) >= MAX_CACHED:
-            self.cache.pop(next(iter(self.cache), None), None)
-        self.cache[customer_id] = rows
+        with self.caching:
+            if generation == self.generation:  # else a write since the read may have changed them
+                if len(self.cache) >= MAX_CACHED:
+                    self.cache.pop(next(iter(self.cache), None), None)
+                self.cache[customer_id] = rows
         return rows
 
     def customers(self) -> list[str]:
         """Every customer with at least one stored signal."""
-        return [c for (c,) in self.db.execute("SELECT DISTINCT customer_id FROM signals ORDER BY customer_id")]
+        return [c for (c,) in self.reader.execute("SELECT DISTINCT customer_id FROM signals ORDER BY customer_id")]
 
     def forget(self, customer_id: str) -> tuple[int, list[str]]:
         """Erase a customer: their rows, their devices' links and waiting rows, and the seen event ids that
         contain their id; then the file is rewritten without freed pages. Every process drops its cache."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            devices = [a for (a,) in self.db.execute("SELECT anonymous_id FROM links WHERE customer_id = ?",
-                                                     (customer_id,))]
-            erased = sum(self.db.execute(sql, (key,)).rowcount for sql, keys in (
-                ("DELETE FROM signals WHERE customer_id = ?", [customer_id]),
-                ("DELETE FROM links WHERE customer_id = ?", [customer_id]),
-                ("DELETE FROM pending WHERE anonymous_id = ?", devices),
-                ("DELETE FROM seen WHERE instr(event_id, ?) > 0", [customer_id, *devices]),
-                ("DELETE FROM touched WHERE customer_id = ?", [customer_id])) for key in keys)
-            self._mark_touched([None])
-        wipe_freed_pages(self.db)
-        self.cache.clear()
+        with self.writing:  # the rewrite too, outside any transaction
+            with write_transaction(self.db, self.writing):
+                devices = [a for (a,) in self.db.execute("SELECT anonymous_id FROM links WHERE customer_id = ?",
+                                                         (customer_id,))]
+                erased = sum(self.db.execute(sql, (key,)).rowcount for sql, keys in (
+                    ("DELETE FROM signals WHERE customer_id = ?", [customer_id]),
+                    ("DELETE FROM links WHERE customer_id = ?", [customer_id]),
+                    ("DELETE FROM pending WHERE anonymous_id = ?", devices),
+                    ("DELETE FROM seen WHERE instr(event_id, ?) > 0", [customer_id, *devices]),
+                    ("DELETE FROM touched WHERE customer_id = ?", [customer_id])) for key in keys)
+                self._mark_touched([None])
+            wipe_freed_pages(self.db)
+        self._drop_cached(None)
         return erased, devices
 
     def clear(self) -> None:
         """Forget every event, link and row, with tables made anew for the current signals (before a rebuild)."""
         drops = "".join(f"DROP TABLE IF EXISTS {table};" for table in ("seen", "links", "signals", "pending"))
-        with self.db:
+        with self.writing, self.db:
             self.db.executescript(f"BEGIN IMMEDIATE; {drops} {_SCHEMA}")
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('encoding', ?)", (_ENCODING,))
             self._mark_touched([None])
-        self.cache.clear()
+        self._drop_cached(None)
         self.stale = False
 
     def close(self) -> None:
-        """Release the connection."""
+        """Release the connections."""
         self.db.close()
+        self.reader.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.privacy import wipe_freed_pages
-from features.sqlite import connect_sqlite
+from features.sqlite import connect_sqlite, write_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT, ts INTEGER, customer_id TEXT, channel TEXT,
@@ -42,7 +42,9 @@ class DecisionLog:
     def __init__(self, path: str | Path, max_queued: int = MAX_QUEUED):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = connect_sqlite(self.path)
+        self.db = connect_sqlite(self.path)  # reads
+        self.outcomes = connect_sqlite(self.path)  # outcome writes (a read on it would hold a snapshot)
+        self.writing = threading.RLock()  # one write transaction at a time on it (request threads share it)
         self.db.executescript(_SCHEMA)
         self.max_queued = max_queued
         self._queued: list[tuple] = []  # recorded, not yet taken by the writer
@@ -158,23 +160,21 @@ class DecisionLog:
         rows = [(e.event_id, e.decision_id, e.offer_id if pd.notna(e.offer_id) else None, e.event_type,
                  int(e.ts.timestamp()), None if pd.isna(e.amount) else float(e.amount))
                 for e in linked.itertuples()]
-        before = self.db.total_changes
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT OR IGNORE INTO outcomes VALUES (?,?,?,?,?,?)", rows)
-        return self.db.total_changes - before
+        with write_transaction(self.outcomes, self.writing):
+            return self.outcomes.executemany("INSERT OR IGNORE INTO outcomes VALUES (?,?,?,?,?,?)", rows).rowcount
 
     def forget(self, customer_id: str) -> int:
         """Erase a customer's decisions and their outcomes (and outcomes whose event id contains their id), the
         queued ones written first; the file is then rewritten without freed pages. Return the rows erased."""
         self.flush()
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            erased = self.db.execute("DELETE FROM outcomes WHERE decision_id IN (SELECT decision_id FROM decisions "
-                                     "WHERE customer_id = ?) OR instr(event_id, ?) > 0",
-                                     (customer_id, customer_id)).rowcount
-            erased += self.db.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,)).rowcount
-        wipe_freed_pages(self.db)
+        with self.writing:  # the rewrite too, outside any transaction
+            with write_transaction(self.outcomes, self.writing):
+                erased = self.outcomes.execute("DELETE FROM outcomes WHERE decision_id IN (SELECT decision_id FROM "
+                                               "decisions WHERE customer_id = ?) OR instr(event_id, ?) > 0",
+                                               (customer_id, customer_id)).rowcount
+                erased += self.outcomes.execute("DELETE FROM decisions WHERE customer_id = ?",
+                                                (customer_id,)).rowcount
+            wipe_freed_pages(self.outcomes)
         return erased
 
     def joined(self) -> pd.DataFrame:
@@ -200,6 +200,7 @@ class DecisionLog:
             self._raise_failure()
         finally:
             self.db.close()
+            self.outcomes.close()
 
 
 def evaluate_decisions(joined: pd.DataFrame, reward: str = "converted") -> dict[str, float]:
