@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,7 @@ _ARGS_PER_EVENT = 8
 TIMEOUT_S = 0.2  # socket connect/read timeout unless the URL sets one: an outage must not hang requests
 _DOWN = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError (Redis loading its data) is a ConnectionError
 logger = logging.getLogger("nbo.online")
+logger.setLevel(logging.INFO)  # an outage's end shows too where the root logger is at WARNING (as in BentoML)
 
 _WRITE = r"""
 local prefix, size, layout = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -138,25 +140,25 @@ class OutageLog:
     """Logs an outage of the store once when it starts and once when the store answers again."""
 
     def __init__(self) -> None:
-        self.down = False
+        self.down_since: float | None = None
         self.lock = threading.Lock()
 
     def failed(self, error: Exception) -> StoreUnavailable:
         """The error to raise for a failed call (the first failure of an outage is logged)."""
         with self.lock:
-            if not self.down:
-                self.down = True
+            if self.down_since is None:
+                self.down_since = time.monotonic()
                 logger.warning("online store unreachable (%s): /recommend serves the popularity fallback and "
                                "/events answers 503 until it is back", error)
         return StoreUnavailable(f"online store unreachable: {error}")
 
     def answered(self) -> None:
         """Note a call that succeeded (the first one after an outage is logged)."""
-        if self.down:
+        if self.down_since is not None:
             with self.lock:
-                if self.down:
-                    self.down = False
-                    logger.info("online store reachable again")
+                if self.down_since is not None:
+                    logger.info("online store reachable again after %.1f s", time.monotonic() - self.down_since)
+                    self.down_since = None
 
 
 class RedisStore:
