@@ -71,10 +71,26 @@ def test_a_live_product_view_changes_the_next_recommendation(service):
               "event_type": "product_view", "category": category} for s in (5, 4, 3)]
     sent = httpx.post(f"{url}/events", json={"events": views}, headers={"x-api-key": KEY}, timeout=10)
     assert sent.status_code == 200, sent.text
-    assert sent.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+    assert sent.json() == {"accepted": 3, "duplicates": 0, "conflicts": 0, "rejected": []}
     again = httpx.post(f"{url}/events", json={"events": views}, headers={"x-api-key": KEY}, timeout=10)
     assert again.json()["accepted"] == 0 and again.json()["duplicates"] == 3
     assert scores(ask())[category] > scores(before)[category]
+
+
+def test_an_event_id_resent_with_other_content_is_a_conflict_and_quarantined(service):
+    url, paths = service
+    event = {"event_id": "conflict-1", "ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "web",
+             "event_type": "page_view"}
+    send = lambda rows: httpx.post(f"{url}/events", json={"events": rows}, headers={"x-api-key": KEY}, timeout=10)
+    assert send([event]).json()["accepted"] == 1
+    other = {**event, "channel": "app"}
+    body = send([other, {**event, "event_id": "conflict-2"}]).json()  # over either worker: the store decides
+    assert (body["accepted"], body["duplicates"], body["conflicts"]) == (1, 0, 1)
+    assert body["rejected"] == [{"row": 1, "field": "event_id", "reason": "event_id already used for different "
+                                                                          "content"}]
+    assert send([event]).json()["duplicates"] == 1  # the first content is still a plain resend
+    quarantined = pd.read_csv(paths.quarantine / "api-events.csv")
+    assert ((quarantined["event_id"] == "conflict-1") & (quarantined["channel"] == "app")).sum() == 1
 
 
 def test_bad_events_are_rejected_by_row_and_quarantined(service):
