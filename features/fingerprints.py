@@ -23,13 +23,13 @@ def fingerprint(events: pd.DataFrame) -> list[str]:
     columns = []
     for name in _CONTENT:
         values = events[name]
-        if name == "ts":
-            text = values.dt.as_unit("us").astype("int64").astype(str)
+        if name == "ts":  # whole microseconds since the epoch, whatever the column's unit
+            column = map(str, values.dt.as_unit("us").array.asi8.tolist())
         elif name in _NUMERIC:
-            text = values.astype("float64").map(lambda v: "" if v != v else repr(v))
+            column = ("" if v != v else repr(v) for v in values.to_numpy("float64", na_value=np.nan).tolist())
         else:
-            text = values.astype("object").where(values.notna(), "").astype(str)
-        columns.append(text.tolist())
+            column = ("" if v is None else str(v) for v in values.to_numpy(object, na_value=None).tolist())
+        columns.append(column)
     return [hashlib.blake2b("\x1f".join(row).encode(), digest_size=8).hexdigest() for row in zip(*columns)]
 
 
