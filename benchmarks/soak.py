@@ -50,8 +50,9 @@ class Soak:
         out = {}
         for route, counts in self.statuses.items():
             ms = np.asarray(self.seconds[route]) * 1000
-            out[route] = (f"{sum(counts.values())} requests ({', '.join(f'{s}: {n}' for s, n in sorted(counts.items()))})"
-                          + (f", p50 {np.percentile(ms, 50):.1f} / p99 {np.percentile(ms, 99):.1f} ms" if len(ms) else ""))
+            statuses = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
+            latency = f", p50 {np.percentile(ms, 50):.1f} / p99 {np.percentile(ms, 99):.1f} ms" if len(ms) else ""
+            out[route] = f"{sum(counts.values())} requests ({statuses}){latency}"
         return {**out, "5xx": str(self.server_errors), "acknowledged events": str(len(self.acknowledged)),
                 "lost": str(self.lost)}
 
