@@ -167,6 +167,37 @@ def show_offers(decision: dict) -> None:
 
 
 @app.command()
+def forget(customer_id: str, home: Home = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False) -> None:
+    """Erase a customer: raw events and tables, online store, decision log, quarantine, lifetime and training
+    sets (docs/privacy.md); later ingests and builds leave their past events out."""
+    from features.forget import forget_customer
+    from features.online import open_store
+    from serving.decisions import DecisionLog
+
+    paths = get_paths(home)
+    if not paths.raw.is_dir():
+        fail(f"{paths.home} is no NBO home (no raw/ folder)")
+    if not customer_id.strip():
+        fail("the customer id is empty")
+    store, log = open_store(paths), DecisionLog(paths.decisions)
+    try:
+        erased = forget_customer(paths, customer_id, store, log)
+    finally:
+        store.close()
+        log.close()
+    if as_json:
+        print(json.dumps(erased))
+        return
+    table = Table(title=f"erased {sum(erased.values()):,} rows or keys")
+    table.add_column("place")
+    table.add_column("erased", justify="right")
+    for place, count in erased.items():
+        table.add_row(place, f"{count:,}")
+    console.print(table)
+
+
+@app.command()
 def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = None) -> None:
     """The whole job on embedded defaults: generate, features, train, serve, recommend, stop."""
     from features.segments import latest_rows
