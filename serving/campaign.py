@@ -7,6 +7,7 @@ import pandas as pd
 from features.pipeline import read_raw
 from features.privacy import drop_opted_out
 from nbo.config import Paths
+from serving.clock import service_now
 from serving.recommender import Recommender
 from serving.rules import DAY
 from training.lifetime import read_tiers
@@ -19,7 +20,7 @@ def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel
     """The chosen (customer, offer) rows and the number of eligible customers."""
     model = load_uplift(paths.home / "uplift")
     customers = join_customers(read_raw(paths, "customers"), read_tiers(paths))
-    now = pd.Timestamp.now(tz="UTC")
+    now = service_now()
     contacted = recommender.log.contacted(channel, int(now.timestamp()) - 7 * DAY)
     customers = drop_opted_out(paths, customers[~customers["customer_id"].isin(contacted)])
     best, eligible = score_best_offers(model, customers, recommender.offers, channel, now, segment)

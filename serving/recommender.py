@@ -17,6 +17,7 @@ from features.online import StoreUnavailable
 from features.pipeline import read_raw
 from features.privacy import OPTED_OUT, PrivacyRegister, register_path
 from nbo.config import Paths
+from serving.clock import service_now
 from serving.contributions import ContributionCache
 from serving.decisions import DecisionLog
 from serving.observability import REASON_CONTRIBUTIONS
@@ -163,7 +164,7 @@ class Recommender:
                   wait_for_log: bool = True) -> Decision:
         """The k best offers for a customer in a channel right now, logged with their propensities (without
         waiting for room in the decision log's queue when wait_for_log is False). NoModel without a model."""
-        now = now or pd.Timestamp.now(tz="UTC")
+        now = now or service_now()
         t, scorer, catalogue = int(now.timestamp()), self.scorer, self.catalogue
         if scorer is None:
             raise NoModel()
