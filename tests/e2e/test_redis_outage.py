@@ -11,6 +11,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from nbo.config import get_paths
 from serving.process import free_port, start_service, stop_service, wait_ready
 from tests.serving.test_degraded import start_redis
 
@@ -61,7 +62,8 @@ def redis_port():
 
 
 def test_redis_outages_over_http(trained_home, redis_port, tmp_path):
-    paths, _ = trained_home
+    paths = get_paths(tmp_path / "home")  # a private copy: the outage writes to the decision log and quarantine
+    shutil.copytree(trained_home[0].home, paths.home)
     server = start_redis(redis_port)
     port, log = free_port(), tmp_path / "service.log"
     process = start_service(paths, port, log, env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2",

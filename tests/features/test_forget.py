@@ -2,6 +2,7 @@
 
 import shutil
 import sqlite3
+import uuid
 
 import pandas as pd
 import pyarrow as pa
@@ -84,7 +85,7 @@ def test_forget_leaves_no_trace_anywhere_in_the_home(home, make_events):
              customer_id=customer_id, event_type="login")]))
     decision = recommender.recommend(customer_id, "web", now=now)
     assert decision.offers and recommender.store.rows(customer_id) is not None
-    clicks = make_events([dict(event_id="click-1", ts=now, customer_id=customer_id, event_type="offer_click",
+    clicks = make_events([dict(event_id=f"click-{uuid.uuid4().hex}", ts=now, customer_id=customer_id, event_type="offer_click",
                                offer_id=decision.offers[0].offer_id, decision_id=decision.decision_id)])
     assert recommender.log.record_outcomes(clicks) == 1
     needles = [customer_id, LIVE_DEVICE, *devices]
