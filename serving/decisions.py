@@ -23,17 +23,41 @@ from features.sqlite import connect_sqlite, write_transaction
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT, ts INTEGER, customer_id TEXT, channel TEXT,
     model_version TEXT, fallback INTEGER, offer_id TEXT, rank INTEGER, score REAL, expected_value REAL,
-    propensity REAL, explored INTEGER);
+    propensity REAL, explored INTEGER, "group" TEXT, intended_offer_id TEXT);
 CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id, ts);
 CREATE INDEX IF NOT EXISTS decisions_id ON decisions (decision_id);
 CREATE TABLE IF NOT EXISTS outcomes (event_id TEXT PRIMARY KEY, decision_id TEXT, offer_id TEXT,
     event_type TEXT, ts INTEGER, amount REAL);
 """
+# One row per slot of a decision, in this order. group: 'treatment' or 'control' (the global control group,
+# serving.rules.ControlGroup); offer_id: the offer shown, NULL where a control slot showed nothing;
+# intended_offer_id: the offer the model's greedy policy would have shown in the slot (= offer_id unless the
+# slot explored or the customer is in the control group).
+DECISION_COLUMNS = ("decision_id", "ts", "customer_id", "channel", "model_version", "fallback", "offer_id", "rank",
+                    "score", "expected_value", "propensity", "explored", "group", "intended_offer_id")
+# Columns added since the first schema, with how existing rows are filled: every decision before the control
+# group was personalised; the intended offer of a slot that did not explore is the offer shown.
+MIGRATIONS = (('"group" TEXT', "UPDATE decisions SET \"group\" = 'treatment'"),
+              ("intended_offer_id TEXT", "UPDATE decisions SET intended_offer_id = offer_id WHERE explored = 0"))
 OUTCOME_TYPES = ("offer_shown", "offer_click", "purchase")
 MAX_QUEUED = 10_000  # served offers waiting for the writer before record() blocks
 WRITE_TRIES = 3  # a batch that fails this many times in a row stops the writer (the error reaches callers)
-INSERT_DECISION = "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+INSERT_DECISION = (f"INSERT INTO decisions ({', '.join(chr(34) + c + chr(34) for c in DECISION_COLUMNS)}) "
+                   f"VALUES ({','.join('?' * len(DECISION_COLUMNS))})")
 logger = logging.getLogger("nbo.decisions")
+
+
+def create_or_migrate(db: sqlite3.Connection, lock: threading.RLock) -> None:
+    """Create the tables, or add the columns an older log lacks and fill its rows, in one write transaction
+    (workers opening the log at once wait for each other)."""
+    with write_transaction(db, lock):
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            db.execute(statement)
+        present = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+        for column, fill in MIGRATIONS:
+            if column.split()[0].strip('"') not in present:
+                db.execute(f"ALTER TABLE decisions ADD COLUMN {column}")
+                db.execute(fill)
 
 
 class DecisionLog:
@@ -45,7 +69,7 @@ class DecisionLog:
         self.db = connect_sqlite(self.path)  # reads
         self.outcomes = connect_sqlite(self.path)  # outcome writes (a read on it would hold a snapshot)
         self.writing = threading.RLock()  # one write transaction at a time on it (request threads share it)
-        self.db.executescript(_SCHEMA)
+        create_or_migrate(self.outcomes, self.writing)
         self.max_queued = max_queued
         self._queued: list[tuple] = []  # recorded, not yet taken by the writer
         self._writing: list[tuple] = []  # taken by the writer, maybe not committed yet
@@ -55,7 +79,7 @@ class DecisionLog:
         self._failure: BaseException | None = None
 
     def record(self, rows: list[tuple], wait: bool = True) -> None:
-        """Queue the served offers of one decision (one tuple per offer, in table column order). With wait=False
+        """Queue the served offers of one decision (one tuple per slot, in DECISION_COLUMNS order). With wait=False
         (a caller on an event loop) a full queue takes them all the same: a writer that cannot write fails after
         WRITE_TRIES tries, and every later call raises, so the queue cannot grow for long."""
         with self._changed:
@@ -177,6 +201,12 @@ class DecisionLog:
             wipe_freed_pages(self.outcomes)
         return erased
 
+    def decisions(self, since: int = 0) -> pd.DataFrame:
+        """Every slot logged at or after a time (epoch seconds), columns DECISION_COLUMNS (queued ones first
+        written)."""
+        self.flush()
+        return pd.read_sql_query("SELECT * FROM decisions WHERE ts >= ?", self.db, params=(since,))
+
     def joined(self) -> pd.DataFrame:
         """Every served offer with whether it was clicked or bought afterwards (for off-policy evaluation)."""
         self.flush()
@@ -204,9 +234,9 @@ class DecisionLog:
 
 
 def evaluate_decisions(joined: pd.DataFrame, reward: str = "converted") -> dict[str, float]:
-    """Off-policy value of the greedy policy from the logged first slots (IPS and self-normalised IPS),
-    beside the value the logging policy actually got."""
-    first = joined[joined["rank"] == 0]
+    """Off-policy value of the greedy policy from the logged first slots of the treatment group (IPS and
+    self-normalised IPS), beside the value the logging policy actually got."""
+    first = joined[(joined["rank"] == 0) & (joined.get("group", "treatment") != "control")]
     if first.empty:
         raise ValueError("the decision log holds no decisions yet")
     rewards = first[reward].to_numpy(dtype="float64")

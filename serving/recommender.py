@@ -22,8 +22,8 @@ from serving.contributions import ContributionCache
 from serving.decisions import DecisionLog
 from serving.observability import REASON_CONTRIBUTIONS
 from serving.packaged import load_serving_model
-from serving.rules import (Policy, cap_window, capped_offers, choose_slots, eligible_offers, index_offers, rank_offers,
-                           recently_bought)
+from serving.rules import (ControlGroup, Policy, Slots, cap_window, capped_offers, choose_slots, control_group_from_env,
+                           eligible_offers, in_control, index_offers, rank_offers, recently_bought)
 from training.affinity import attribute_log_share
 from training.registry import LoadedModel, predict_proba
 
@@ -56,6 +56,19 @@ class Decision:
     offers: list[RankedOffer] = field(default_factory=list)
     degraded: bool = False
     withheld: str | None = None  # why no offer at all may be made: "opted_out"
+
+
+def log_rows(decision: Decision, t: int, channel: str, group: str, intended: list[str]) -> list[tuple]:
+    """A decision's rows in the decision log (serving.decisions.DECISION_COLUMNS): one per slot shown or
+    intended; a control slot that showed nothing has no offer, score or expected value (propensity 1)."""
+    rows = []
+    for rank in range(max(len(decision.offers), len(intended))):
+        o = decision.offers[rank] if rank < len(decision.offers) else None
+        rows.append((decision.decision_id, t, decision.customer_id, channel, decision.model_version,
+                     int(decision.fallback), o and o.offer_id, rank, o and o.score, o and o.expected_value,
+                     o.propensity if o else 1.0, int(o.explored) if o else 0, group,
+                     intended[rank] if rank < len(intended) else None))
+    return rows
 
 
 class Scorer:
@@ -109,8 +122,9 @@ class Recommender:
 
     def __init__(self, model: LoadedModel | None, store: FeatureStore, offers: pd.DataFrame, items: pd.DataFrame,
                  log: DecisionLog, policy: Policy = Policy(), seed: int | None = None, model_source: str = "registry",
-                 privacy: PrivacyRegister | None = None):
+                 privacy: PrivacyRegister | None = None, control: ControlGroup | None = None):
         self.scorer = Scorer(model) if model else None
+        self.control = control or control_group_from_env()  # default: $NBO_CONTROL_SHARE, _SALT, _POLICY
         self.model_source = model_source if model else "none"
         self.store, self.offers, self.log, self.policy = store, offers, log, policy
         self.catalogue = index_offers(offers)
@@ -183,18 +197,27 @@ class Recommender:
             ranking = self._popularity(scorer, candidates)
         else:
             ranking = self._score(scorer, rows, candidates, t, current_category, cart_items or [])
-        slots = choose_slots(len(ranking.best), k, self.policy.epsilon, self.rng)
+        control = in_control(customer_id, self.control)
+        slots = choose_slots(len(ranking.best), k, 0.0 if control else self.policy.epsilon, self.rng)
+        intended = [str(o) for o in catalogue.offer_ids[ranking.offers[ranking.best[slots.intended]]]]
+        if control and self.control.policy == "popularity":  # the baseline: popularity, never explored
+            ranking = self._popularity(scorer, candidates)
+            slots, decision.fallback = choose_slots(len(ranking.best), k, 0.0, self.rng), True
+        decision.offers = [] if control and self.control.policy == "none" else self._offers(ranking, slots)
+        self.log.record(log_rows(decision, t, channel, "control" if control else "treatment", intended),
+                        wait=wait_for_log)
+        return decision
+
+    def _offers(self, ranking: Ranking, slots: Slots) -> list[RankedOffer]:
+        """The offers of the picked slots, with their scores, expected values, reasons and propensities."""
+        catalogue = self.catalogue
         chosen = ranking.best[slots.picks]
         offers, probability = ranking.offers[chosen], ranking.probability[chosen]
         categories = [catalogue.category_names[c] for c in catalogue.category_codes[offers]]
         reasons = ranking.explain(categories)
-        decision.offers = [RankedOffer(str(catalogue.offer_ids[o]), float(p), float(p * catalogue.values[o]),
-                                       reasons[c], float(pr), bool(x))
-                           for o, p, c, pr, x in zip(offers, probability, categories, slots.propensity, slots.explored)]
-        self.log.record([(decision.decision_id, t, customer_id, channel, version, int(decision.fallback),
-                          o.offer_id, rank, o.score, o.expected_value, o.propensity, int(o.explored))
-                         for rank, o in enumerate(decision.offers)], wait=wait_for_log)
-        return decision
+        return [RankedOffer(str(catalogue.offer_ids[o]), float(p), float(p * catalogue.values[o]), reasons[c],
+                            float(pr), bool(x))
+                for o, p, c, pr, x in zip(offers, probability, categories, slots.propensity, slots.explored)]
 
     def _rank(self, candidates: np.ndarray, by_category: np.ndarray, excluded: np.ndarray,
               explain: Callable[[list[str]], dict[str, str]]) -> Ranking:

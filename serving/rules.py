@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +13,8 @@ import pandas as pd
 
 DAY = 86_400
 OFFER_COLUMNS = ("offer_id", "category", "value", "channels", "valid_from", "valid_to")
+CONTROL_SALT = "nbo-global-control-v1"  # the default salt of the control group's hash ($NBO_CONTROL_SALT)
+CONTROL_POLICIES = ("none", "popularity")  # what the control group gets instead of personalised offers
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,53 @@ class Policy:
     email_offers_per_week: int = 1
     impressions_per_offer_per_day: int = 3
     epsilon: float = 0.1
+
+
+@dataclass(frozen=True)
+class ControlGroup:
+    """The global control group: a stable share of customers, drawn by a salted hash of their id, who get no
+    personalised offer on any channel but the baseline ``policy`` instead: "none" (no offer at all: treatment
+    against control then measures the whole programme) or "popularity" (the popularity ranking: it measures
+    what personalisation adds to it)."""
+
+    share: float = 0.05
+    salt: str = CONTROL_SALT
+    policy: str = "none"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"the control group's share must lie between 0 and 1, not {self.share}")
+        if self.policy not in CONTROL_POLICIES:
+            raise ValueError(f"the control group's policy must be one of {', '.join(CONTROL_POLICIES)}, "
+                             f"not {self.policy!r}")
+
+
+def control_group_from_env(environ: Mapping[str, str] = os.environ) -> ControlGroup:
+    """The control group of $NBO_CONTROL_SHARE (default 0.05), $NBO_CONTROL_SALT (default CONTROL_SALT) and
+    $NBO_CONTROL_POLICY (none or popularity; default none)."""
+    raw = environ.get("NBO_CONTROL_SHARE", "0.05")
+    try:
+        share = float(raw)
+    except ValueError:
+        raise ValueError(f"NBO_CONTROL_SHARE must be a number between 0 and 1, not {raw!r}") from None
+    return ControlGroup(share, environ.get("NBO_CONTROL_SALT") or CONTROL_SALT,
+                        environ.get("NBO_CONTROL_POLICY", "none").strip().lower())
+
+
+def control_draw(customer_id: str, salt: str) -> float:
+    """A customer's stable uniform draw in [0, 1): the first 8 bytes of SHA-256 of the salt and the id."""
+    digest = hashlib.sha256(f"{salt}\x00{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def in_control(customer_id: str, control: ControlGroup) -> bool:
+    """Whether a customer belongs to the control group (the same answer in every process and run)."""
+    return control.share > 0 and control_draw(customer_id, control.salt) < control.share
+
+
+def control_mask(customer_ids: Iterable[str], control: ControlGroup) -> np.ndarray:
+    """in_control for each id, as a boolean array."""
+    return np.fromiter((in_control(str(c), control) for c in customer_ids), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -108,21 +160,23 @@ class Slots:
     picks: list[int]
     propensity: list[float]
     explored: list[bool]
+    intended: list[int]  # the pick the greedy policy would have made in each slot (the pick itself unless explored)
 
 
 def choose_slots(n: int, k: int, epsilon: float, rng: np.random.Generator) -> Slots:
     """Fill k slots from n ranked offers epsilon-greedily: the best remaining one, or with probability
-    epsilon one drawn at random; each pick carries its propensity."""
+    epsilon one drawn at random; each pick carries its propensity and the best remaining one it replaced."""
     remaining = list(range(n))
-    picks, propensities, explored = [], [], []
+    picks, propensities, explored, intended = [], [], [], []
     for _ in range(min(k, n)):
         size = len(remaining)
         exploring = rng.random() < epsilon
         position = int(rng.integers(size)) if exploring else 0
+        intended.append(remaining[0])
         picks.append(remaining.pop(position))
         propensities.append((1 - epsilon) * (position == 0) + epsilon / size)
         explored.append(exploring and position != 0)
-    return Slots(picks, propensities, explored)
+    return Slots(picks, propensities, explored, intended)
 
 
 def recently_bought(days_since_purchase: np.ndarray, within_days: int) -> np.ndarray:

@@ -11,8 +11,8 @@ from serving.rules import choose_slots
 
 def test_outcomes_join_their_decision_once(tmp_path, make_events):
     log = DecisionLog(tmp_path / "d.sqlite")
-    log.record([("d1", 100, "c1", "web", "1", 0, "o1", 0, 0.2, 1.0, 0.9, 0),
-                ("d1", 100, "c1", "web", "1", 0, "o2", 1, 0.1, 0.5, 0.9, 0)])
+    log.record([("d1", 100, "c1", "web", "1", 0, "o1", 0, 0.2, 1.0, 0.9, 0, "treatment", "o1"),
+                ("d1", 100, "c1", "web", "1", 0, "o2", 1, 0.1, 0.5, 0.9, 0, "treatment", "o2")])
     click = make_events([dict(ts="2025-01-01 10:00", customer_id="c1", event_type="offer_click", offer_id="o2",
                               decision_id="d1")])
     assert log.record_outcomes(click) == 1
@@ -39,7 +39,8 @@ def test_greedy_value_is_recovered_from_epsilon_greedy_logs():
 
 
 def served(decision: str, customer: str, channel: str, ts: int, offers: list[str]) -> list[tuple]:
-    return [(decision, ts, customer, channel, "1", 0, o, rank, 0.1, 1.0, 1.0, 0) for rank, o in enumerate(offers)]
+    return [(decision, ts, customer, channel, "1", 0, o, rank, 0.1, 1.0, 1.0, 0, "treatment", o)
+            for rank, o in enumerate(offers)]
 
 
 def test_served_offers_count_for_the_caps_before_and_after_they_are_written(tmp_path):
