@@ -154,7 +154,10 @@ class CampaignRow(BaseModel):
 
 
 class CampaignResponse(BaseModel):
-    eligible: int = Field(..., description="Customers in the segment, opted in and not contacted this week.")
+    eligible: int = Field(..., description="Customers in the segment, opted in, not contacted this week and not in "
+                                           "the global control group.")
+    control_held_out: int = Field(0, description="Customers otherwise eligible but in the global control group "
+                                                 "($NBO_CONTROL_SHARE): no campaign reaches them.")
     selected: int = Field(..., description="Customers chosen (at most budget x eligible).")
     expected_incremental_value: float
     rows: list[CampaignRow] = Field(..., description="Best first, at most `limit`.")
@@ -285,13 +288,13 @@ class NextBestOffer:
         require_key(ctx)
         request = CampaignRequest.model_validate(request)
         try:
-            chosen, eligible = plan_campaign(self.paths, self.recommender, request.budget, request.channel,
-                                             request.segment)
+            chosen, eligible, held_out = plan_campaign(self.paths, self.recommender, request.budget,
+                                                       request.channel, request.segment)
         except (ValueError, FileNotFoundError) as error:  # no uplift model yet (409), a bad segment (400)
             status = HTTPStatus.CONFLICT if isinstance(error, FileNotFoundError) else HTTPStatus.BAD_REQUEST
             raise BentoMLException(str(error), error_code=status) from error
         rows = [CampaignRow(**r) for r in chosen.head(request.limit)[list(CampaignRow.model_fields)].to_dict("records")]
-        return CampaignResponse(eligible=eligible, selected=len(chosen),
+        return CampaignResponse(eligible=eligible, control_held_out=held_out, selected=len(chosen),
                                 expected_incremental_value=float(chosen["expected_value"].sum()), rows=rows)
 
     @bentoml.api(route="/admin/reload")

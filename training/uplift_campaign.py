@@ -23,6 +23,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from serving.rules import ControlGroup, control_mask
 from training.splits import collect_splits, group_profiles, tabulate_splits
 from training.uplift import (CONTROL_FILE, TREATED_FILE, UpliftModel, UpliftSpec, build_matrix, eligible_customers,
                              live_offers, offer_values)
@@ -156,3 +157,10 @@ def score_best_offers(model: UpliftModel, customers: pd.DataFrame, offers: pd.Da
     return pd.DataFrame({"customer_id": people["customer_id"].to_numpy(),
                          "offer_id": live["offer_id"].to_numpy()[chosen], "uplift": uplift[profile],
                          "value": worth[chosen], "expected_value": uplift[profile] * worth[chosen]}), len(people)
+
+
+def leave_out_control(best: pd.DataFrame, eligible: int, control: ControlGroup) -> tuple[pd.DataFrame, int, int]:
+    """The best offers of the eligible customers outside the global control group (no campaign reaches it, what
+    its baseline policy may be), the eligible customers left and how many the control group held out."""
+    held = control_mask(best["customer_id"], control)
+    return best[~held], eligible - int(held.sum()), int(held.sum())

@@ -17,10 +17,11 @@ from rich.table import Table
 
 from features.privacy import drop_opted_out
 from nbo.config import Paths, get_paths
+from serving.rules import control_group_from_env
 from training.lifetime import read_tiers
 from training.uplift import (build_offer_table, fit_uplift, join_customers, load_uplift, prepare_exposures,
                              save_uplift, select_campaign, validate_inputs)
-from training.uplift_campaign import compile_predictors, score_best_offers
+from training.uplift_campaign import compile_predictors, leave_out_control, score_best_offers
 from training.uplift_eval import evaluate_uplift, split_exposures
 
 EXPERIMENT = "nbo-uplift"
@@ -162,6 +163,7 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
             best, eligible = score_best_offers(model, people, table, channel, when, rules,
                                                lambda done, total: bar.update(task, completed=done, total=total),
                                                predictors)
+        best, eligible, held_out = leave_out_control(best, eligible, control_group_from_env())
         chosen = select_campaign(best, budget, eligible)
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}")
@@ -171,4 +173,5 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
     chosen.to_csv(target, index=False) if target.suffix == ".csv" else chosen.to_parquet(target, index=False)
     console.print(f"{len(chosen):,} of {eligible:,} eligible customers selected "
                   f"(expected incremental value {chosen['expected_value'].sum():,.1f}) -> {target}; "
-                  f"scored {eligible / max(seconds, 1e-9):,.0f} customers/s")
+                  f"{held_out:,} eligible customers of the control group left out; "
+                  f"scored {(eligible + held_out) / max(seconds, 1e-9):,.0f} customers/s")

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from features.simulate import load_truth, simulate
+from serving.rules import control_group_from_env, control_mask
 from training.uplift import (build_candidates, build_offer_table, fit_uplift, join_customers, predict_uplift,
                              prepare_exposures, save_uplift, select_campaign, validate_inputs)
 from training.uplift_campaign import booster_predictors, compile_predictors, score_best_offers
@@ -109,7 +110,11 @@ def test_campaign_command_writes_the_selection(simulated, tmp_path):
     save_uplift(model, tmp_path / "uplift")
     campaign(0.2, channel="email", now="2025-05-20T06:00", home=tmp_path, out=tmp_path / "plan.csv")
     written = pd.read_csv(tmp_path / "plan.csv")
-    expected = select_every_pair(model, customers, offers, "email", pd.Timestamp("2025-05-20 06:00", tz="UTC"), 0.2)
+    group = control_group_from_env()  # no campaign reaches the control group
+    control = control_mask(customers["customer_id"], group)
+    assert control.any() and not control_mask(written["customer_id"], group).any()
+    expected = select_every_pair(model, customers[~control], offers, "email",
+                                 pd.Timestamp("2025-05-20 06:00", tz="UTC"), 0.2)
     assert written[["customer_id", "offer_id"]].values.tolist() == expected[["customer_id", "offer_id"]].values.tolist()
     assert np.allclose(written["expected_value"], expected["expected_value"], rtol=1e-12)
 
