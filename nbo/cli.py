@@ -16,12 +16,14 @@ from rich.table import Table
 from nbo.config import MODEL_NAME, get_paths
 from training.commands import evaluate, models_app
 from training.html_report import report
+from training.performance_page import performance
 from training.uplift_commands import campaign, uplift_app
 
 app = typer.Typer(help="Predictive next-best-offer service.", no_args_is_help=True, add_completion=False)
 app.add_typer(models_app, name="models")
 app.command()(evaluate)
 app.command()(report)
+app.command()(performance)
 app.add_typer(uplift_app, name="uplift")
 app.command()(campaign)
 console = Console()
