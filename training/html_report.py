@@ -65,8 +65,9 @@ def segment_tables(report: dict) -> str:
     return "".join(parts)
 
 
-def render_html(version: str, report: dict, images: dict[str, bytes]) -> str:
-    """The page: headline metrics, models side by side, segments, oracle share and the plots."""
+def render_html(version: str, report: dict, images: dict[str, bytes], performance: str | None = None) -> str:
+    """The page: headline metrics, models side by side, segments, oracle share and the plots; a link to the
+    programme's performance page when given."""
     lightgbm = report["models"]["lightgbm"]
     cards = "".join(f"<span>{escape(k)}<br><b>{format_number(lightgbm.get(k))}</b></span>" for k in HEADLINE)
     models = html_table(["model", *MODEL_COLUMNS], [[name, *(format_number(m.get(k)) for k in MODEL_COLUMNS)]
@@ -81,6 +82,8 @@ def render_html(version: str, report: dict, images: dict[str, bytes]) -> str:
     title = f"{MODEL_NAME} v{version}"
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
+            + (f"<p><a href=\"{escape(performance)}\">Programme performance: treatment against the control "
+               f"group</a></p>" if performance else "") +
             f"<p>Test cutoff {escape(report['test_cutoff'][:10])}: {report['customers']} customers, "
             f"{report['rows']} rows, {report['positive_rate']:.2%} positive.</p>"
             f"<h2>Headline (lightgbm)</h2><div class=cards>{cards}</div>"
@@ -89,11 +92,19 @@ def render_html(version: str, report: dict, images: dict[str, bytes]) -> str:
 
 
 def write_report(paths: Paths, version: str | None = None, out: Path | None = None) -> Path:
-    """Write the HTML report of a version (default: the champion); return its path."""
+    """Write the HTML report of a version (default: the champion), and beside it the programme's performance page
+    (performance.html, linked from it) when the decision log holds decisions; return the report's path."""
+    from training.performance import NoDecisions
+    from training.performance_page import write_performance_page
+
     found, report, images = load_run(paths, version)
     target = out or paths.home / "reports" / f"report-v{found}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_html(found, report, images), encoding="utf-8")
+    try:
+        performance = write_performance_page(paths, target.parent / "performance.html").name
+    except NoDecisions:
+        performance = None
+    target.write_text(render_html(found, report, images, performance), encoding="utf-8")
     return target
 
 
