@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.definitions import FEATURES
+from features.lake import compact_lake, known_ids, read_lake_table, without_ids
 from features.offline import build_training_set, choose_cutoffs
 from features.online import open_store
 from features.privacy import drop_erased
@@ -26,28 +28,53 @@ DICTIONARY_COLUMNS = ["customer_id", "anonymous_id", "channel", "event_type", "c
 
 def read_raw(paths: Paths, table: str, columns: list[str] | None = None) -> pd.DataFrame:
     """One canonical table from the raw folder: TABLE.parquet and the Parquet files in TABLE/ (only ``columns``
-    when given)."""
+    when given); for events, also the events of the event lake (features.lake) that no raw file holds."""
     files = [p for p in [paths.raw / f"{table}.parquet"] if p.exists()]
     files += sorted((paths.raw / table).glob("*.parquet"))
-    if not files:
+    lake = read_lake_table(paths, with_event_id(columns)) if table == "events" else None
+    if not files and not (lake is not None and lake.num_rows):
         raise FileNotFoundError(f"no {table} in {paths.raw}: run `nbo generate` or `nbo ingest` first")
     if table == "events":  # without the events of erased customers (features.privacy)
-        return drop_erased(paths, read_events(files, columns))
+        return drop_erased(paths, read_events(files, columns, lake))
     return pd.concat([pd.read_parquet(p, columns=columns) for p in files], ignore_index=True)
 
 
-def read_events(files: list[Path], columns: list[str] | None = None) -> pd.DataFrame:
-    """Events from Parquet files, the ``DICTIONARY_COLUMNS`` as categoricals (one set of categories)."""
+def read_events(files: list[Path], columns: list[str] | None = None, lake: pa.Table | None = None) -> pd.DataFrame:
+    """Events from Parquet files, then the lake's events (with event_id) whose event_id no file holds: the first
+    occurrence wins. Only the lake's ids are looked up in the files' ids, and an empty lake costs nothing. The
+    ``DICTIONARY_COLUMNS`` come as categoricals (one set of categories)."""
+    merging = lake is not None and lake.num_rows > 0
+    read = with_event_id(columns) if merging else columns
     tables = []
     for path in files:
         names = pq.read_schema(path).names
-        tables.append(pq.read_table(path, columns=columns,
+        tables.append(pq.read_table(path, columns=read,
                                     read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names]))
-    return pa.concat_tables(tables, promote_options="permissive").unify_dictionaries().to_pandas()
+    if merging:
+        known = [known_ids(t["event_id"], lake["event_id"]) for t in tables]
+        fresh = without_ids(lake, pa.concat_arrays(known) if known else pa.array([], pa.string()))
+        tables.append(encode_dictionaries(fresh.select(read) if read else fresh))
+    table = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
+    return table.select(columns).to_pandas() if columns else table.to_pandas()
+
+
+def with_event_id(columns: list[str] | None) -> list[str] | None:
+    """The columns to read to tell events apart (None: all)."""
+    return list(dict.fromkeys(["event_id", *columns])) if columns else columns
+
+
+def encode_dictionaries(table: pa.Table) -> pa.Table:
+    """The table with its ``DICTIONARY_COLUMNS`` dictionary-encoded, as read from Parquet files."""
+    for name in DICTIONARY_COLUMNS:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, pc.dictionary_encode(table[name]))
+    return table
 
 
 def build_features(paths: Paths, n_cutoffs: int = 6, horizon_days: int = 7) -> dict[str, object]:
     """Write the point-in-time training set and load every event into the online store."""
+    compacted = compact_lake(paths)  # the events /events kept since the last build, into the lake's partitions
     events = read_raw(paths, "events")
     categories = sorted(read_raw(paths, "items")["category"].dropna().unique().tolist())
     cutoffs = choose_cutoffs(events, n_cutoffs, horizon_days)
@@ -56,7 +83,8 @@ def build_features(paths: Paths, n_cutoffs: int = 6, horizon_days: int = 7) -> d
     write_training_set(training, paths.training_set)
     lineage = {"events": len(events), "rows": len(training.rows), "customer_rows": len(training.customers),
                "positives": int(training.rows["label"].sum()), "horizon_days": horizon_days,
-               "cutoffs": [c.isoformat() for c in cutoffs], "events_sha256": hash_frame(events)}
+               "cutoffs": [c.isoformat() for c in cutoffs], "events_sha256": hash_frame(events),
+               "lake_events": read_lake_table(paths, ["event_id"]).num_rows, "lake_compacted": compacted["events"]}
     paths.training_set.with_suffix(".json").write_text(json.dumps(lineage, indent=2))
     store = open_store(paths)
     store.clear()

@@ -45,6 +45,10 @@ class Paths:
         return self.home / "decisions.sqlite"
 
     @property
+    def lake(self) -> Path:
+        return self.home / "lake"
+
+    @property
     def tracking_uri(self) -> str:
         # Not $MLFLOW_TRACKING_URI: MLflow writes that variable itself whenever a URI is set.
         return os.environ.get("NBO_TRACKING_URI") or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from features.fingerprints import quarantine_conflicts
 from features.forget import forget_customer
+from features.lake import append_to_lake
 from features.online import StoreUnavailable, Written
 from features.schema import CHANNELS
 from nbo.config import get_paths
@@ -264,6 +265,13 @@ class NextBestOffer:
         conflicts = quarantine_conflicts(raw, quarantine, valid, written.conflicts, SOURCE)
         quarantine = pd.concat([quarantine, conflicts], ignore_index=True).sort_values("row", ignore_index=True)
         valid = valid[~valid["event_id"].isin(written.conflicts)]
+        try:  # the lake (features.lake) takes every accepted event, applied or resent, before the answer
+            append_to_lake(self.paths, valid)
+        except OSError as error:  # not acknowledged: the resend is a duplicate for the store and reaches the lake
+            logger.error("could not keep events in the lake: %s", error)
+            ctx.response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+            return refuse(ctx, HTTPStatus.SERVICE_UNAVAILABLE, f"the events could not be kept ({error.strerror}); "
+                          "send the batch again (a resend is idempotent)", code="lake_unavailable")
         if not quarantine.empty:
             self.paths.quarantine.mkdir(parents=True, exist_ok=True)
             target = self.paths.quarantine / "api-events.csv"
