@@ -8,6 +8,8 @@ The places, each counted in the answer:
   rows of the customer and of their devices (the devices whose first link is to them, as identity stitching
   attributes them);
 - the online store (the backend's ``forget``) and the decision log with its outcomes (``DecisionLog.forget``);
+- the event lake (features.lake): its day partitions as Parquet files above, its segments not compacted yet
+  rewritten without the customer's and devices' events (under the lake's lock: no compaction meanwhile);
 - every CSV file under the home (quarantine files), rewritten without the rows that mention the customer's id
   or one of their devices' ids;
 - the privacy register (features.privacy) then lists the customer and devices, as digests, so that a later
@@ -28,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.identity import link_devices
+from features.lake import erase_from_segment, lake_lock, read_lake_table, segment_files
 from features.privacy import PrivacyRegister, register_path
 from nbo.config import Paths
 
@@ -46,8 +49,8 @@ def event_files(paths: Paths) -> list[Path]:
 def linked_devices(paths: Paths, customer_id: str) -> set[str]:
     """The devices the raw events link first to the customer (their anonymous events are the customer's)."""
     both = []
-    for path in event_files(paths):
-        table = pq.read_table(path, columns=["ts", *ID_COLUMNS])
+    tables = [pq.read_table(path, columns=["ts", *ID_COLUMNS]) for path in event_files(paths)]
+    for table in [*tables, read_lake_table(paths, ["ts", *ID_COLUMNS])]:
         seen = pc.and_(pc.is_valid(table["customer_id"]), pc.is_valid(table["anonymous_id"]))
         both.append(table.filter(seen).to_pandas())
     if not both:
@@ -131,8 +134,11 @@ def forget_customer(paths: Paths, customer_id: str, store: FeatureStore, log: De
     finally:
         register.close()
     counts = {"online store": store_erased, "decision log": log.forget(customer_id)}
-    for path in sorted(paths.home.rglob("*.parquet")):
-        counts[str(path.relative_to(paths.home))] = erase_parquet(path, customer_id, devices)
+    with lake_lock(paths.lake, exclusive=True):  # no compaction meanwhile
+        for path in sorted(paths.home.rglob("*.parquet")):
+            counts[str(path.relative_to(paths.home))] = erase_parquet(path, customer_id, devices)
+        for path in segment_files(paths.lake):
+            counts[str(path.relative_to(paths.home))] = erase_from_segment(path, customer_id, devices)
     for path in sorted(paths.home.rglob("*.csv")):
         counts[str(path.relative_to(paths.home))] = erase_csv(path, [customer_id, *sorted(devices)])
     return {place: n for place, n in counts.items() if n or place in ("online store", "decision log")}

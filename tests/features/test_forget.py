@@ -13,6 +13,7 @@ from test_online import redis_url  # noqa: F401  (shared fixture)
 
 from features.forget import erase_csv, erase_parquet, forget_customer, linked_devices
 from features.ingest import ingest_file
+from features.lake import append_to_lake, compact_lake, read_lake
 from features.online import OnlineStore
 from features.online_redis import RedisStore
 from features.privacy import OPTED_OUT, PrivacyRegister, drop_erased, drop_opted_out, register_path
@@ -88,6 +89,13 @@ def test_forget_leaves_no_trace_anywhere_in_the_home(home, make_events):
     clicks = make_events([dict(event_id=f"click-{uuid.uuid4().hex}", ts=now, customer_id=customer_id, event_type="offer_click",
                                offer_id=decision.offers[0].offer_id, decision_id=decision.decision_id)])
     assert recommender.log.record_outcomes(clicks) == 1
+    lake_events = make_events([dict(event_id=f"lake-{customer_id}-{i}", ts=now - pd.Timedelta(days=i), customer_id=customer_id,
+                                    event_type="product_view", category="tea") for i in (1, 2)])
+    append_to_lake(home, lake_events.iloc[:1])
+    assert compact_lake(home)["events"] == 1  # one in a day partition, the others in this process's live segment
+    append_to_lake(home, pd.concat([lake_events.iloc[1:], make_events([
+        dict(event_id="lake-device", ts=now, anonymous_id=LIVE_DEVICE, event_type="page_view"),
+        dict(event_id="lake-other", ts=now, customer_id="someone-else", event_type="page_view")])]))
     needles = [customer_id, LIVE_DEVICE, *devices]
     assert len(mentions(home, needles)) >= 8  # raw, ingested, quarantine, lifetime, training set, stores...
 
@@ -102,9 +110,12 @@ def test_forget_leaves_no_trace_anywhere_in_the_home(home, make_events):
                   "features/training-set/rows/part.00000.parquet", "quarantine/canonical-old-export.csv",
                   "raw/events/canonical-old-export.parquet"):
         assert erased[place] > 0, place
+    assert sum(n for place, n in erased.items() if place.startswith("lake/date=")) == 1
+    assert sum(n for place, n in erased.items() if place.startswith("lake/incoming/")) == 2
     checkpoint(home)
     assert mentions(home, needles) == []
     assert pd.read_parquet(home.raw / "events.parquet")["customer_id"].notna().sum() > 1000  # others are kept
+    assert read_lake(home)["event_id"].tolist() == ["lake-other"]
 
     report = ingest_file("canonical", home.home.parent / "old-export.csv", home)  # an old file comes back
     assert (report.accepted, report.quarantined, report.erased) == (0, 0, 2)
