@@ -1,12 +1,14 @@
 """The real `bentoml serve` process, called over HTTP."""
 
 import re
+import time
 
 import httpx
 import pandas as pd
 import pytest
 
 from serving.process import free_port, start_service, stop_service, wait_ready
+from serving.rules import control_group_from_env, control_mask
 
 KEY = "test-key-123"
 
@@ -120,6 +122,28 @@ def test_write_endpoints_need_the_api_key(service):
     assert reloaded.status_code == 200 and reloaded.json()["model_source"] == "registry"
 
 
+def test_the_control_group_gets_no_offer_on_any_channel_and_is_logged_as_such(service):
+    url, paths = service
+    from features.online import open_store
+    from serving.decisions import DecisionLog
+    held = next(c for c in open_store(paths).customers() if control_mask([c], control_group_from_env())[0])
+    ids = []
+    for channel in ("web", "app", "email"):
+        answer = httpx.post(f"{url}/recommend", json={"customer_id": held, "channel": channel}, timeout=10)
+        assert answer.status_code == 200 and answer.json()["offers"] == [], answer.text
+        ids.append(answer.json()["decision_id"])
+    log = DecisionLog(paths.decisions)
+    for _ in range(50):  # the workers' writers commit within milliseconds
+        rows = log.decisions()
+        rows = rows[rows["decision_id"].isin(ids)]
+        if rows["decision_id"].nunique() == len(ids):
+            break
+        time.sleep(0.1)
+    log.close()
+    assert rows["decision_id"].nunique() == len(ids) and (rows["group"] == "control").all()
+    assert rows["offer_id"].isna().all() and rows["intended_offer_id"].notna().all()
+
+
 def test_metrics_count_recommendations_per_offer_and_fallbacks(service):
     url, _ = service
     probe = httpx.post(f"{url}/recommend", json={"customer_id": "metrics-probe", "channel": "web"}, timeout=10)
@@ -143,6 +167,8 @@ def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budge
     assert answer.status_code == 200, answer.text
     plan = answer.json()
     assert 0 < plan["selected"] <= int(0.2 * plan["eligible"])
+    assert plan["control_held_out"] > 0  # the global control group gets no campaign
+    assert not control_mask([r["customer_id"] for r in plan["rows"]], control_group_from_env()).any()
     assert len(plan["rows"]) == 5
     values = [r["expected_value"] for r in plan["rows"]]
     assert values == sorted(values, reverse=True) and values[-1] > 0
