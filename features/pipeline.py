@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +16,7 @@ from features.lake import compact_lake, known_ids, read_lake_table, without_ids
 from features.offline import build_training_set, choose_cutoffs
 from features.online import open_store
 from features.privacy import drop_erased
+from features.publish import publish_folder, stage_folder, write_atomically
 from features.training_set import write_training_set
 from nbo.config import Paths
 
@@ -72,22 +72,29 @@ def encode_dictionaries(table: pa.Table) -> pa.Table:
     return table
 
 
-def build_features(paths: Paths, n_cutoffs: int = 6, horizon_days: int = 7) -> dict[str, object]:
-    """Write the point-in-time training set and load every event into the online store."""
+def build_features(paths: Paths, n_cutoffs: int = 6, horizon_days: int = 7,
+                   online: str = "rebuild") -> dict[str, object]:
+    """Write the point-in-time training set (published in one step: readers see the old one or the new one) and
+    load the events into the online store: ``online="rebuild"`` empties it first; ``"update"`` adds only the
+    events it has not seen (by event_id), so a service reading it meanwhile never sees it empty."""
+    if online not in ("rebuild", "update"):
+        raise ValueError(f"online must be 'rebuild' or 'update', not {online!r}")
     compacted = compact_lake(paths)  # the events /events kept since the last build, into the lake's partitions
     events = read_raw(paths, "events")
     categories = sorted(read_raw(paths, "items")["category"].dropna().unique().tolist())
     cutoffs = choose_cutoffs(events, n_cutoffs, horizon_days)
     training = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES))
-    shutil.rmtree(paths.training_set, ignore_errors=True)
-    write_training_set(training, paths.training_set)
+    staged = stage_folder(paths.training_set)
+    write_training_set(training, staged)
+    publish_folder(staged, paths.training_set)
     lineage = {"events": len(events), "rows": len(training.rows), "customer_rows": len(training.customers),
                "positives": int(training.rows["label"].sum()), "horizon_days": horizon_days,
                "cutoffs": [c.isoformat() for c in cutoffs], "events_sha256": hash_frame(events),
                "lake_events": read_lake_table(paths, ["event_id"]).num_rows, "lake_compacted": compacted["events"]}
-    paths.training_set.with_suffix(".json").write_text(json.dumps(lineage, indent=2))
+    write_atomically(paths.training_set.with_suffix(".json"), lambda p: p.write_text(json.dumps(lineage, indent=2)))
     store = open_store(paths)
-    store.clear()
+    if online == "rebuild":
+        store.clear()
     written = store.write(events)
     store.close()
     return {**lineage, "online_events": written}

@@ -98,6 +98,36 @@ def train(home: Home = None,
 
 
 @app.command()
+def retrain(home: Home = None, cutoffs: int = 6, horizon_days: int = 7,
+            gate_metric: Annotated[str, typer.Option(envvar="NBO_GATE_METRIC",
+                                                     help="The purchase-intent gate (see `nbo train`).")] = "test_auc",
+            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Everything accumulated (lake, ingested sources, decision log) to gated champions of every model; safe
+    while the service serves. Exit 1 when a step failed (its previous output keeps serving), 2 when another
+    retrain of the home is running."""
+    from training.retrain import RetrainRunning, retrain as retrain_home
+
+    try:
+        report = retrain_home(get_paths(home), cutoffs, horizon_days, gate_metric)
+    except RetrainRunning as error:
+        fail(str(error))
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        table = Table(title=f"retrain in {report['seconds']:.1f} s (MLflow run {report['run_id']})")
+        for column in ("step", "verdict", "seconds", "detail"):
+            table.add_column(column)
+        for name, step in report["steps"].items():
+            detail = step.get("error") or step.get("reason") or step.get("source") or ""
+            if "value" in step:
+                detail = f"{step.get('gate_metric')} {step['value']:.4f} " + detail
+            table.add_row(name, step["status"], f"{step['seconds']:.1f}", detail)
+        console.print(table)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def serve(port: int = 3000, home: Home = None,
           workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default $NBO_WORKERS or 1; "
                                                                    "one per core for throughput).")] = None) -> None:

@@ -23,6 +23,7 @@ from features.definitions import FEATURES
 from features.identity import link_devices, stitch_identities
 from features.offline import customer_features, to_signal_frame
 from features.pipeline import read_raw
+from features.publish import write_atomically
 from features.segments import TIER_COLUMNS, latest_tiers, value_thresholds, value_tier
 from features.training_set import read_customer_features
 from nbo.config import Paths
@@ -148,7 +149,7 @@ def fit_lifetime(paths: Paths, horizon_days: int = HORIZON_DAYS, seed: int = 0) 
     del events
     metrics = measure_holdout(tx, plan, seed, behaviour)
     lifetime = predict_lifetime(tx, plan, seed, behaviour)
-    lifetime.to_parquet(paths.lifetime, index=False)
+    write_atomically(paths.lifetime, lambda path: lifetime.to_parquet(path, index=False))  # read while serving
     connect(paths, EXPERIMENT)
     with mlflow.start_run():
         mlflow.log_params({**REGRESSOR_PARAMS, "horizon_days": plan.horizon, "as_of": plan.end.isoformat(),

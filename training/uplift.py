@@ -225,7 +225,8 @@ def save_uplift(model: UpliftModel, folder: Path) -> Path:
 
 
 def load_uplift(folder: Path) -> UpliftModel:
-    """Read a model written by save_uplift."""
+    """Read a model written by save_uplift (all files from one version of a published folder)."""
+    folder = folder.resolve()
     if not (folder / SPEC_FILE).exists():
         raise FileNotFoundError(f"no uplift model in {folder}; train one with `nbo uplift train`")
     spec = UpliftSpec(**json.loads((folder / SPEC_FILE).read_text()))

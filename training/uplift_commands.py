@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import mlflow
+import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
@@ -16,16 +17,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from features.privacy import drop_opted_out
+from features.publish import discard_folder, publish_folder, stage_folder
 from nbo.config import Paths, get_paths
 from serving.rules import control_group_from_env
+from training.exposures import HORIZON_DAYS, exposures_from_log
 from training.lifetime import read_tiers
-from training.uplift import (build_offer_table, fit_uplift, join_customers, load_uplift, prepare_exposures,
-                             save_uplift, select_campaign, validate_inputs)
+from training.uplift import (UpliftModel, build_offer_table, fit_uplift, join_customers, load_uplift,
+                             prepare_exposures, save_uplift, select_campaign, validate_inputs)
 from training.uplift_campaign import compile_predictors, leave_out_control, score_best_offers
 from training.uplift_eval import evaluate_uplift, split_exposures
 
 EXPERIMENT = "nbo-uplift"
 REPORT_FILE = "report.json"
+UPLIFT_FOLDER = "uplift"  # in the home: a link to the published version (features.publish)
+GATE_METRIC = "model_snips"  # held-out incremental outcome per row of the model's policy at the budget (SNIPS)
+MIN_GATE_ROWS = 200  # treated and control rows the gate needs on rows unseen by the published model
 uplift_app = typer.Typer(help="Incremental effect of offers (uplift) from exposure logs.", no_args_is_help=True)
 console = Console()
 Home = Annotated[Path | None, typer.Option(help="Data folder (default $NBO_HOME or ./data).")]
@@ -46,9 +52,10 @@ def read_optional(path: Path | None) -> pd.DataFrame | None:
 def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame, offers: pd.DataFrame | None,
                  outcome: str = "converted", behaviour: pd.DataFrame | None = None, split: str = "time",
                  holdout: float = 0.25, budget: float = 0.3, truth_dir: Path | None = None,
-                 n_boot: int = 100, seed: int = 0) -> dict:
-    """Fit on the training split, evaluate on the held-out split, keep the model under home/uplift, log to
-    MLflow; return the report (metrics with 95% intervals, sizes, settings)."""
+                 n_boot: int = 100, seed: int = 0, gate: bool = False) -> dict:
+    """Fit on the training split, evaluate on the held-out split, log to MLflow and publish the model as
+    home/uplift; return the report (metrics with 95% intervals, sizes, settings). With ``gate``, the model is
+    published only if its held-out policy value is at least the published model's (``report["gate"]``)."""
     began = time.perf_counter()
     validate_inputs(customers, exposures, outcome)
     people = join_customers(customers, behaviour)
@@ -63,17 +70,50 @@ def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame,
     metrics = evaluate_uplift(model, people, offer_table, test, budget, true_uplift, frame, n_boot, seed)
     params = {"outcome": outcome, "split": split, "holdout": holdout, "budget": budget, "n_boot": n_boot,
               "train_rows": len(train), "test_rows": len(test), "features": ",".join(model.spec.features),
-              "control_by_offer": model.spec.control_by_offer}
-    report = {"params": params, "metrics": metrics, "seconds": round(time.perf_counter() - began, 1)}
-    folder = save_uplift(model, paths.home / "uplift")
-    offer_table.reset_index().to_parquet(folder / "offers.parquet")
-    (folder / REPORT_FILE).write_text(json.dumps(report, indent=1))
-    report["run_id"] = log_uplift_run(paths, params, metrics, folder)
+              "control_by_offer": model.spec.control_by_offer, "trained_until": train["ts"].max().isoformat()}
+    verdict = judge_uplift(paths.home / UPLIFT_FOLDER, model, people, offer_table, test, frame, budget) if gate else None
+    report = {"params": params, "metrics": metrics, "seconds": round(time.perf_counter() - began, 1), "gate": verdict}
+    staged = stage_folder(paths.home / UPLIFT_FOLDER)
+    save_uplift(model, staged)
+    offer_table.reset_index().to_parquet(staged / "offers.parquet")
+    (staged / REPORT_FILE).write_text(json.dumps(report, indent=1))
+    report["promoted"] = verdict is None or verdict["promoted"]
+    report["run_id"] = log_uplift_run(paths, params, metrics, staged, report["promoted"])
+    if report["promoted"]:
+        publish_folder(staged, paths.home / UPLIFT_FOLDER)
+    else:
+        discard_folder(staged)
     return report
 
 
-def log_uplift_run(paths: Paths, params: dict, metrics: dict[str, dict], folder: Path) -> str:
-    """One MLflow run in experiment nbo-uplift: params, metrics with their interval bounds, the model folder."""
+def judge_uplift(published: Path, model: UpliftModel, people: pd.DataFrame, offer_table: pd.DataFrame,
+                 test: pd.DataFrame, frame: pd.DataFrame, budget: float) -> dict:
+    """The gate: the new and the published model's policy value (GATE_METRIC) on the same held-out rows, those
+    after the published model's training data when enough remain (else all: the old model may have learned
+    some of them). The new one passes when no model is published, when the published one cannot score these
+    inputs, or when its value is at least the published one's."""
+    try:
+        previous = load_uplift(published)
+    except FileNotFoundError:
+        return {"metric": GATE_METRIC, "promoted": True, "reason": "no published model"}
+    kept = json.loads((published / REPORT_FILE).read_text()) if (published / REPORT_FILE).exists() else {}
+    until = kept.get("params", {}).get("trained_until")
+    unseen = test[test["ts"] > pd.Timestamp(until)] if until else test
+    rows = unseen if unseen["treated"].sum() >= MIN_GATE_ROWS and (~unseen["treated"]).sum() >= MIN_GATE_ROWS else test
+    try:
+        before = evaluate_uplift(previous, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"]
+    except ValueError as error:  # inputs the published model was not trained with
+        return {"metric": GATE_METRIC, "promoted": True, "reason": f"the published model cannot score: {error}"}
+    after = evaluate_uplift(model, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"]
+    promoted = bool(np.isnan(before) or after >= before)
+    return {"metric": GATE_METRIC, "promoted": promoted, "value": after, "published_value": before,
+            "rows": len(rows), "unseen_by_published": rows is unseen,
+            "reason": "at least as good as the published model" if promoted else "worse than the published model"}
+
+
+def log_uplift_run(paths: Paths, params: dict, metrics: dict[str, dict], folder: Path, promoted: bool = True) -> str:
+    """One MLflow run in experiment nbo-uplift: params, metrics with their interval bounds, the model folder, and
+    whether it was published (tag ``promoted``)."""
     mlflow.set_tracking_uri(paths.tracking_uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         paths.artifacts.mkdir(parents=True, exist_ok=True)
@@ -81,6 +121,7 @@ def log_uplift_run(paths: Paths, params: dict, metrics: dict[str, dict], folder:
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run() as run:
         mlflow.log_params(params)
+        mlflow.set_tag("promoted", str(promoted).lower())
         for name, found in metrics.items():
             mlflow.log_metrics({name: found["value"], f"{name}_low": found["low"], f"{name}_high": found["high"]})
         mlflow.log_artifacts(str(folder), "uplift_model")
@@ -119,15 +160,21 @@ def train_command(outcome: str = "converted",
                   offers: Annotated[Path | None, typer.Option(help="Offers table (default raw, optional).")] = None,
                   behaviour: Annotated[Path | None, typer.Option(help="Behavioural features by customer_id.")] = None,
                   split: Annotated[str, typer.Option(help="time (last campaigns) or customer.")] = "time",
-                  holdout: float = 0.25, budget: float = 0.3, bootstraps: int = 100, home: Home = None) -> None:
+                  holdout: float = 0.25, budget: float = 0.3, bootstraps: int = 100,
+                  from_log: Annotated[bool, typer.Option(help="Learn from the decision log's served offers and "
+                                                               "control slots instead of an exposures table.")] = False,
+                  horizon_days: Annotated[int, typer.Option(min=1, help="Outcome window after a decision "
+                                                                        "(--from-log).")] = HORIZON_DAYS,
+                  home: Home = None) -> None:
     """Learn each offer's uplift, report it on the held-out split and keep the model for `nbo campaign`."""
     paths = get_paths(home)
     exposures_path = exposures or paths.raw / "exposures.parquet"
     try:
+        logged = exposures_from_log(paths, horizon_days) if from_log else read_table(exposures_path)
         report = train_uplift(paths, read_table(customers or paths.raw / "customers.parquet"),
-                              read_table(exposures_path), read_optional(offers or paths.raw / "offers.parquet"),
+                              logged, read_optional(offers or paths.raw / "offers.parquet"),
                               outcome, read_optional(behaviour), split, holdout, budget,
-                              exposures_path.parent, bootstraps)
+                              paths.raw if from_log else exposures_path.parent, bootstraps)
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(2) from error
