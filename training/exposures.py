@@ -13,7 +13,6 @@ training.
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
 
 import numpy as np
@@ -27,7 +26,7 @@ from training.uplift import CONTROL
 
 HORIZON_DAYS = 7
 CONTROL_GROUP, TREATMENT_GROUP = "control", "treatment"
-PURCHASE_COLUMNS = ["event_id", "customer_id", "anonymous_id", "ts", "event_type", "category", "amount"]
+PURCHASE_COLUMNS = ["customer_id", "anonymous_id", "ts", "event_type", "category", "amount"]
 COLUMNS = ["customer_id", "offer_id", "intended_offer_id", "category", "ts", "channel", "propensity", "campaign_id",
            "converted", "revenue", "converted_any", "revenue_any", "horizon_complete", "clicked", "group",
            "logged_propensity", "explored", "decision_id", "rank", "model_version"]
@@ -48,22 +47,12 @@ def read_log(paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def read_purchases(paths: Paths) -> pd.DataFrame:
     """Purchases of known customers (``customer_id, ts, category, amount``) from the raw sources and the event
-    lake, each event once; anonymous purchases count for their device's customer."""
-    parts = []
+    lake (read_raw: each event once); anonymous purchases count for their device's customer."""
     try:
-        parts.append(read_raw(paths, "events", PURCHASE_COLUMNS))
+        events = read_raw(paths, "events", PURCHASE_COLUMNS)
     except FileNotFoundError:
-        pass
-    if importlib.util.find_spec("features.lake") is not None:
-        from features.lake import read_lake
-        parts.append(read_lake(paths).reindex(columns=PURCHASE_COLUMNS))
-    frames = [p.astype({c: object for c in ("event_id", "customer_id", "anonymous_id", "event_type", "category")})
-              for p in parts if len(p)]
-    if not frames:
         return pd.DataFrame({"customer_id": [], "ts": pd.Series([], dtype="datetime64[ns, UTC]"),
                              "category": [], "amount": []})
-    events = pd.concat(frames, ignore_index=True).drop_duplicates("event_id")
-    events["ts"] = pd.to_datetime(events["ts"], utc=True)
     stitched = stitch_identities(events)  # links need every event; only purchases are kept
     bought = stitched[(stitched["event_type"] == "purchase") & stitched["customer_id"].notna()]
     return bought[["customer_id", "ts", "category", "amount"]].reset_index(drop=True)

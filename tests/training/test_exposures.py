@@ -66,6 +66,14 @@ def test_a_devices_anonymous_purchase_counts_for_its_customer_and_late_clicks_do
     assert not row["clicked"]  # clicked on day 8
 
 
+def test_a_purchase_kept_only_in_the_event_lake_counts(home, make_events):
+    from features.lake import append_to_lake
+    append_to_lake(home, make_events([dict(ts=at(1), customer_id="c1", event_type="purchase", category="bags",
+                                           amount=7.0, event_id="posted-1")]))
+    bags = exposures_from_log(home, horizon_days=7).set_index(["decision_id", "offer_id"]).loc[("d1", "o_bags")]
+    assert (bags["converted"], bags["revenue"], bags["revenue_any"]) == (True, 7.0, 57.0)
+
+
 def test_the_horizon_bounds_outcomes_and_marks_rows_it_has_not_passed(home):
     short = exposures_from_log(home, horizon_days=1).set_index(["decision_id", "offer_id"])
     assert not short.loc[("d1", "o_shoes"), "converted"]  # bought on day 2
