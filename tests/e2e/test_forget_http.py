@@ -39,7 +39,8 @@ def test_opt_out_and_erasure_over_http(home, tmp_path):
     now = pd.Timestamp.now(tz="UTC")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_service(home, port, tmp_path / "service.log", env={"NBO_API_KEY": KEY})
+    # no control group: the customers below must get offers (forget.me@example.com would fall in the default one)
+    process = start_service(home, port, tmp_path / "service.log", env={"NBO_API_KEY": KEY, "NBO_CONTROL_SHARE": "0"})
     try:
         wait_ready(process, url, timeout_s=120)
         answer = post_events(url, [
