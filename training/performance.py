@@ -59,8 +59,8 @@ def epoch_seconds(times: pd.Series) -> np.ndarray:
 def first_decisions(decisions: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """The first decision (slot 0) of each customer, or of each customer and ``by`` columns: customer_id, ts,
     group, channel, offer (the model's first choice)."""
-    slots = decisions[decisions["rank"] == 0].sort_values(["ts", "decision_id"], kind="stable")
-    first = slots.drop_duplicates(["customer_id", *by])
+    slots = decisions.loc[decisions["rank"] == 0, ["customer_id", "ts", "group", "channel", "intended_offer_id"]]
+    first = slots.loc[slots.groupby(["customer_id", *by], sort=False)["ts"].idxmin()]  # ties: the first logged
     return pd.DataFrame({"customer_id": first["customer_id"].astype(str).to_numpy(), "ts": first["ts"].to_numpy("int64"),
                          "group": first["group"].fillna("treatment").to_numpy(),
                          "channel": first["channel"].to_numpy(),
