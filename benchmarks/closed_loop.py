@@ -140,19 +140,25 @@ def run(paths: Paths, days: int, customers: int, history_days: int, seed: int, o
             for arm in arms:
                 live_arm_day(world, plan, arm, ledgers[arm.name])
             measured.append(measure_performance(paths, world, ledgers["loop"].revenue))
+            print(f"day {day}: true incremental revenue: loop {ledgers['loop'].truth[-1]:.1f}, oracle "
+                  f"{ledgers['oracle'].truth[-1]:.1f}; measured so far {measured[-1]['cumulative']:.1f}", flush=True)
             if retrain and day < days - 1:
                 nights.append(retrain_night(paths, url, KEY))
-            print(f"day {day}: truth {ledgers['loop'].truth[-1]:.1f} measured {measured[-1]['cumulative']:.1f} "
-                  f"oracle {ledgers['oracle'].truth[-1]:.1f} night {nights[-1] if nights else None}", flush=True)
+                print(f"night {day}: {nights[-1]['seconds']} s, ok {nights[-1]['ok']}, serving "
+                      f"{nights[-1]['serving']}", flush=True)
+            report = summarise(world, ledgers, measured, nights, day + 1, customers, history_days, seed,
+                               seconds=time.perf_counter() - began, prepare_seconds=prepared)
+            write_report(report, out)  # after every day: a run stopped early still leaves its figures
     finally:
         stop_service(process)
         frozen.close()
-    report = summarise(world, ledgers, measured, nights, days, customers, history_days, seed,
-                       seconds=time.perf_counter() - began, prepare_seconds=prepared)
+    return report
+
+
+def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "closed_loop.json").write_text(json.dumps(report, indent=2))
     write_plot(report, out / "closed_loop.png")
-    return report
 
 
 def backup_store(paths: Paths) -> Path:

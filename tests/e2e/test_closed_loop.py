@@ -1,0 +1,51 @@
+"""A short closed loop (3 days, 300 customers) against the real service: every link carried data.
+
+benchmarks/closed_loop.py runs the long one (30 days, 5,000 customers) and reports its figures.
+"""
+
+import math
+import sqlite3
+
+import numpy as np
+
+from benchmarks.closed_loop import run
+from features.lake import read_lake
+from nbo.config import get_paths
+from training.exposures import exposures_from_log
+
+DAYS, CUSTOMERS = 3, 300
+
+
+def test_a_short_closed_loop_carries_data_through_every_link(tmp_path):
+    paths = get_paths(tmp_path / "home")
+    report = run(paths, DAYS, CUSTOMERS, history_days=60, seed=7, out=tmp_path / "out")
+
+    lake = read_lake(paths, ["event_id", "event_type", "decision_id"])  # /events kept what the site posted
+    posted = lake[lake["event_id"].str.startswith("loop-")]
+    assert {"page_view", "product_view", "offer_shown", "purchase"} <= set(posted["event_type"])
+    with sqlite3.connect(paths.online_store) as store:  # ... and the online store applied it
+        seen = store.execute("SELECT count(*) FROM seen WHERE event_id LIKE 'loop-%'").fetchone()[0]
+    assert seen == len(posted) > 500
+
+    with sqlite3.connect(paths.decisions) as log:  # every shown offer's decision is logged, control slots too
+        groups = dict(log.execute('SELECT "group", count(*) FROM decisions GROUP BY "group"').fetchall())
+        outcomes = log.execute("SELECT count(*) FROM outcomes WHERE event_type = 'offer_shown'").fetchone()[0]
+    shown = sum(r["loop"]["shown"] for r in report["rows"])
+    assert groups["treatment"] >= shown > 50 and groups.get("control", 0) > 0
+    assert outcomes == shown
+    linked = posted[posted["event_type"] == "purchase"]["decision_id"].notna().sum()
+    assert linked > 0  # some purchases answered an offer in force
+
+    exposures = exposures_from_log(paths)  # the log's slots become the uplift model's exposures
+    assert len(exposures) >= shown and set(exposures["group"]) == {"treatment", "control"}
+
+    nights = report["nights"]  # a retrain ran each night but the last, and registered or gated a model
+    assert len(nights) == DAYS - 1 and all(n["ok"] for n in nights), nights
+    intent = nights[0]["result"]["steps"]["purchase_intent"]
+    assert intent["status"] in {"promoted", "kept"} and intent["version"]  # kept: registered, gated out
+
+    measured = report["rows"][-1]["measured"]  # the system measured its incremental revenue, with an interval
+    assert math.isfinite(measured["cumulative"]) and measured["low"] < measured["cumulative"] < measured["high"]
+    oracle = np.array([r["oracle"]["truth"] for r in report["rows"]])
+    assert (oracle > np.array([r["random"]["truth"] for r in report["rows"]])).all()  # the truth ranks the arms
+    assert (tmp_path / "out" / "closed_loop.png").stat().st_size > 10_000
