@@ -12,7 +12,9 @@ The incremental total of a cell is that difference times its treated customers, 
 The offer of a customer is the model's first choice at their first decision (``intended_offer_id`` of slot 0:
 shown to the treatment group, withheld from the control group), so both sides of an offer's row are alike.
 Weeks and tiers split the customers (their rows add up to the overall counts and sums); a customer reached on
-several channels counts in each channel's row. Tiers are the home's latest (training.lifetime.read_tiers).
+several channels counts in each channel's row. The activity tier is the customer's at the last cutoff of the
+training set at or before their first decision (before the offers could change it; "unknown" before the first
+cutoff), the value tier the home's latest (training.lifetime.read_tiers).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from features.segments import TIER_COLUMNS, activity_tier
 from nbo.config import Paths
 
 HORIZON_DAYS = 7
@@ -120,12 +123,30 @@ def breakdown(units: pd.DataFrame, column: str) -> dict[str, dict]:
     return {str(value): compare(part) for value, part in units.groupby(column, sort=True)}
 
 
+def activity_at_cutoffs(customers: pd.DataFrame) -> pd.DataFrame:
+    """Each customer's activity tier at each cutoff of a training set's customer table: customer_id, cutoff
+    (epoch seconds), activity_tier."""
+    return pd.DataFrame({"customer_id": customers["customer_id"].astype(str).to_numpy(),
+                         "cutoff": epoch_seconds(customers["cutoff"]),
+                         "activity_tier": activity_tier(customers).to_numpy()})
+
+
+def tier_before(units: pd.DataFrame, activity: pd.DataFrame) -> np.ndarray:
+    """Each unit's activity tier at the last cutoff at or before its decision (UNKNOWN before the first one)."""
+    ordered = units[["customer_id", "ts"]].reset_index().sort_values("ts", kind="stable")
+    found = pd.merge_asof(ordered, activity.sort_values("cutoff"), left_on="ts", right_on="cutoff",
+                          by="customer_id", direction="backward")
+    return found.set_index("index")["activity_tier"].reindex(units.index).fillna(UNKNOWN).to_numpy()
+
+
 def measure_performance(decisions: pd.DataFrame, purchases: pd.DataFrame, end: pd.Timestamp | None,
-                        tiers: pd.DataFrame | None = None, horizon_days: float = HORIZON_DAYS,
+                        activity: pd.DataFrame | None = None, values: pd.DataFrame | None = None,
+                        horizon_days: float = HORIZON_DAYS,
                         since: pd.Timestamp | None = None) -> dict:
     """The report: settings, overall cell, and cells per breakdown (BREAKDOWNS). ``decisions`` as the decision
     log holds them (serving.decisions.DECISION_COLUMNS), ``purchases`` as read_purchases gives them, ``end`` the
-    end of the data (horizons must end by it), ``tiers`` customer_id, activity_tier, value_tier."""
+    end of the data (horizons must end by it), ``activity`` as activity_at_cutoffs gives it, ``values``
+    customer_id, value_tier."""
     start = int(since.timestamp()) if since is not None else None
     period = decisions if start is None else decisions[decisions["ts"] >= start]
     if period.empty:
@@ -137,11 +158,12 @@ def measure_performance(decisions: pd.DataFrame, purchases: pd.DataFrame, end: p
     complete = units["ts"] + horizon_s <= last
     units = add_outcomes(units[complete], purchases, horizon_s)
     by_channel = add_outcomes(by_channel[by_channel["ts"] + horizon_s <= last], purchases, horizon_s)
-    known = tiers.set_index("customer_id") if tiers is not None else pd.DataFrame(columns=["activity_tier",
-                                                                                            "value_tier"])
-    for kind in ("activity_tier", "value_tier"):
-        units[kind] = units["customer_id"].map(known[kind]).fillna(UNKNOWN).to_numpy() if len(units) else []
-    units["week"] = iso_week(units["ts"]) if len(units) else []
+    found = len(units) > 0
+    units["activity_tier"] = tier_before(units, activity) if activity is not None and found else UNKNOWN
+    value_of = pd.Series(values["value_tier"].to_numpy(), index=values["customer_id"].astype(str)) \
+        if values is not None else pd.Series(dtype=object)
+    units["value_tier"] = units["customer_id"].map(value_of).fillna(UNKNOWN)
+    units["week"] = iso_week(units["ts"]) if found else []
     overall = compare(units)
     return {"horizon_days": horizon_days, "since": since.isoformat() if since is not None else None,
             "end": pd.Timestamp(last, unit="s", tz="UTC").isoformat(),
@@ -155,6 +177,7 @@ def measure_home(paths: Paths, horizon_days: float = HORIZON_DAYS, since: pd.Tim
                  until: pd.Timestamp | None = None) -> dict:
     """measure_performance on a home's decision log, events and tiers; ``until`` the end of the data (default:
     the last event's time)."""
+    from features.training_set import read_customer_features
     from serving.decisions import DecisionLog
     from training.lifetime import read_tiers
 
@@ -166,4 +189,7 @@ def measure_home(paths: Paths, horizon_days: float = HORIZON_DAYS, since: pd.Tim
     finally:
         log.close()
     purchases, end = read_purchases(paths)
-    return measure_performance(decisions, purchases, until or end, read_tiers(paths), horizon_days, since)
+    tiers = read_tiers(paths)
+    activity = activity_at_cutoffs(read_customer_features(paths.training_set, TIER_COLUMNS)) if tiers is not None \
+        else None
+    return measure_performance(decisions, purchases, until or end, activity, tiers, horizon_days, since)

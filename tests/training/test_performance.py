@@ -13,7 +13,7 @@ from nbo.cli import app
 from nbo.config import get_paths
 from serving.decisions import DECISION_COLUMNS, DecisionLog
 from serving.rules import ControlGroup, control_mask
-from training.performance import NoDecisions, measure_home, measure_performance
+from training.performance import NoDecisions, measure_home, measure_performance, tier_before
 
 DAY = 86_400
 START = int(pd.Timestamp("2026-03-02", tz="UTC").timestamp())  # a Monday: weeks 2026-W10, W11, W12
@@ -72,9 +72,11 @@ def test_without_an_effect_the_interval_contains_zero():
 
 def test_breakdowns_split_the_customers_and_their_sums():
     decisions, purchases = synthetic(3000, 0.30, 0.25, seed=3)
-    tiers = pd.DataFrame({"customer_id": [f"c{i:06d}" for i in range(0, 3000, 2)], "activity_tier": "active",
-                          "value_tier": "great"})
-    report = measure_performance(decisions, purchases, END, tiers)
+    even = [f"c{i:06d}" for i in range(0, 3000, 2)]
+    activity = pd.DataFrame({"customer_id": even * 2, "cutoff": [START - DAY] * 1500 + [START + 30 * DAY] * 1500,
+                             "activity_tier": ["active"] * 1500 + ["very_active"] * 1500})  # the second: too late
+    report = measure_performance(decisions, purchases, END, activity,
+                                 pd.DataFrame({"customer_id": even, "value_tier": "great"}))
     overall = report["overall"]
     assert list(report["week"]) == ["2026-W10", "2026-W11", "2026-W12"]
     assert set(report["channel"]) == {"web", "email"} and set(report["offer"]) == {"o1", "o2", "o3"}
@@ -85,6 +87,14 @@ def test_breakdowns_split_the_customers_and_their_sums():
             assert sum(c[side] for c in cells) == overall[side]
             for metric in ("revenue", "converted"):
                 assert sum(c[metric][f"{side}_sum"] for c in cells) == pytest.approx(overall[metric][f"{side}_sum"])
+
+
+def test_the_activity_tier_is_the_one_before_the_first_decision():
+    activity = pd.DataFrame({"customer_id": ["a", "a", "b"], "cutoff": [START - 7 * DAY, START + 3 * DAY, START + DAY],
+                             "activity_tier": ["inactive", "active", "very_active"]})
+    units = pd.DataFrame({"customer_id": ["a", "a", "b", "c"], "ts": [START + 5 * DAY, START + DAY, START, START]},
+                         index=[10, 11, 12, 13])
+    assert tier_before(units, activity).tolist() == ["active", "inactive", "unknown", "unknown"]
 
 
 def test_a_customer_reached_on_two_channels_counts_in_each_from_its_first_decision_there():
