@@ -89,8 +89,8 @@ def test_forget_leaves_no_trace_anywhere_in_the_home(home, make_events):
     clicks = make_events([dict(event_id=f"click-{uuid.uuid4().hex}", ts=now, customer_id=customer_id, event_type="offer_click",
                                offer_id=decision.offers[0].offer_id, decision_id=decision.decision_id)])
     assert recommender.log.record_outcomes(clicks) == 1
-    lake_events = make_events([dict(event_id=f"lake-{customer_id}-{i}", ts=now - pd.Timedelta(days=i), customer_id=customer_id,
-                                    event_type="product_view", category="tea") for i in (1, 2)])
+    lake_events = make_events([dict(event_id=f"lake-{customer_id}-{i}", ts=now - pd.Timedelta(days=i),
+                                    customer_id=customer_id, event_type="product_view", category="tea") for i in (1, 2)])
     append_to_lake(home, lake_events.iloc[:1])
     assert compact_lake(home)["events"] == 1  # one in a day partition, the others in this process's live segment
     append_to_lake(home, pd.concat([lake_events.iloc[1:], make_events([
