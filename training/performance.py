@@ -64,7 +64,8 @@ def first_decisions(decisions: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     group, channel, offer (the model's first choice)."""
     slots = decisions.loc[decisions["rank"] == 0, ["customer_id", "ts", "group", "channel", "intended_offer_id"]]
     first = slots.loc[slots.groupby(["customer_id", *by], sort=False)["ts"].idxmin()]  # ties: the first logged
-    return pd.DataFrame({"customer_id": first["customer_id"].astype(str).to_numpy(), "ts": first["ts"].to_numpy("int64"),
+    return pd.DataFrame({"customer_id": first["customer_id"].astype(str).to_numpy(),
+                         "ts": first["ts"].to_numpy("int64"),
                          "group": first["group"].fillna("treatment").to_numpy(),
                          "channel": first["channel"].to_numpy(),
                          "offer": first["intended_offer_id"].fillna(UNKNOWN).to_numpy()})

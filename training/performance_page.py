@@ -33,7 +33,8 @@ def format_estimate(found: dict, digits: int = 2, scale: float = 1.0) -> str:
     """value [low, high], or '-' without an estimate."""
     if found["value"] is None:
         return "-"
-    return f"{found['value'] * scale:,.{digits}f} [{found['low'] * scale:,.{digits}f}, {found['high'] * scale:,.{digits}f}]"
+    value, low, high = (found[k] * scale for k in ("value", "low", "high"))
+    return f"{value:,.{digits}f} [{low:,.{digits}f}, {high:,.{digits}f}]"
 
 
 def format_pair(treated: float | None, control: float | None, pattern: str) -> str:
@@ -76,10 +77,12 @@ def png(figure: Figure) -> bytes:
 
 def estimate_bars(ax, cells: dict[str, dict], title: str) -> None:
     """Incremental revenue per customer with its 95 % interval, one horizontal bar per cell."""
-    shown = {k: c["revenue"]["per_customer"] for k, c in cells.items() if c["revenue"]["per_customer"]["value"] is not None}
+    shown = {k: c["revenue"]["per_customer"] for k, c in cells.items()
+             if c["revenue"]["per_customer"]["value"] is not None}
     names = list(shown)
     values = [shown[n]["value"] for n in names]
-    errors = [[v - shown[n]["low"] for n, v in zip(names, values)], [shown[n]["high"] - v for n, v in zip(names, values)]]
+    errors = [[v - shown[n]["low"] for n, v in zip(names, values)],
+              [shown[n]["high"] - v for n, v in zip(names, values)]]
     ax.barh(range(len(names)), values, xerr=errors, color="#4c72b0", capsize=3)
     ax.set_yticks(range(len(names)), names)
     ax.axvline(0, color="black", linewidth=0.8)

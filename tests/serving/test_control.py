@@ -41,7 +41,8 @@ def test_a_larger_share_keeps_every_earlier_member():
 
 def test_settings_come_from_the_environment_and_bad_ones_are_refused():
     assert control_group_from_env({}) == ControlGroup(0.05, CONTROL_SALT, "none")
-    found = control_group_from_env({"NBO_CONTROL_SHARE": "0.1", "NBO_CONTROL_SALT": "s", "NBO_CONTROL_POLICY": "popularity"})
+    found = control_group_from_env({"NBO_CONTROL_SHARE": "0.1", "NBO_CONTROL_SALT": "s",
+                                    "NBO_CONTROL_POLICY": "popularity"})
     assert found == ControlGroup(0.1, "s", "popularity")
     with pytest.raises(ValueError, match="NBO_CONTROL_SHARE must be a number"):
         control_group_from_env({"NBO_CONTROL_SHARE": "five percent"})
@@ -147,7 +148,7 @@ def test_an_older_log_gains_the_columns_with_its_rows_filled(tmp_path):
     rows = log.decisions().sort_values(["decision_id", "rank"])
     assert tuple(rows.columns) == DECISION_COLUMNS
     assert rows["group"].tolist() == ["treatment", "treatment", "control"]
-    assert rows["intended_offer_id"].fillna("?").tolist() == ["o1", "?", "o2"]  # an explored slot's intended offer is unknown
+    assert rows["intended_offer_id"].fillna("?").tolist() == ["o1", "?", "o2"]  # an explored slot's: unknown
     log.close()
     again = DecisionLog(path)  # a second opening finds nothing to migrate
     assert len(again.decisions()) == 3

@@ -144,7 +144,8 @@ def test_the_command_measures_a_home(tmp_path):
     log.record(list(decisions.itertuples(index=False, name=None)))
     log.close()
     paths.raw.mkdir(parents=True)
-    events = pd.DataFrame({"event_id": [f"e{i}" for i in range(len(purchases))], "customer_id": purchases["customer_id"],
+    events = pd.DataFrame({"event_id": [f"e{i}" for i in range(len(purchases))],
+                           "customer_id": purchases["customer_id"],
                            "ts": pd.to_datetime(purchases["ts"], unit="s", utc=True), "event_type": "purchase",
                            "amount": purchases["amount"], "channel": "web"})
     last = events["ts"].max()
