@@ -19,6 +19,8 @@ The places, each counted in the answer:
 from __future__ import annotations
 
 import csv
+import fcntl
+import json
 import os
 import re
 from pathlib import Path
@@ -30,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.identity import link_devices
-from features.lake import erase_from_segment, lake_lock, read_lake_table, segment_files
+from features.lake import lake_lock, read_lake_table, segment_files
 from features.privacy import PrivacyRegister, register_path
 from nbo.config import Paths
 
@@ -118,6 +120,28 @@ def erase_csv(path: Path, ids: list[str]) -> int:
                 csv.writer(out, lineterminator="\n").writerows(kept)
         _replace(path, write)
     return len(rows) - len(kept)
+
+
+def erase_from_segment(path: Path, customer_id: str, devices: set[str]) -> int:
+    """Rewrite a segment without the events of the customer and their devices, under its lock (its writer then
+    opens a new one); return how many went."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # no append meanwhile (the caller holds the lake's lock: no compaction)
+        data = path.read_bytes()
+        lines = data[:data.rfind(b"\n") + 1].splitlines(keepends=True)
+        kept = [line for line in lines if not _mentions(json.loads(line), customer_id, devices)]
+        if len(kept) < len(lines):
+            tmp = path.with_name(f".{path.name}.forget")
+            tmp.write_bytes(b"".join(kept))
+            os.replace(tmp, path)
+        return len(lines) - len(kept)
+    finally:
+        os.close(fd)
+
+
+def _mentions(event: dict, customer_id: str, devices: set[str]) -> bool:
+    return event.get("customer_id") == customer_id or event.get("anonymous_id") in devices
 
 
 def forget_customer(paths: Paths, customer_id: str, store: FeatureStore, log: DecisionLog,

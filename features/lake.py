@@ -309,27 +309,3 @@ def compact_lake(paths: Paths) -> dict[str, object]:
             path.unlink()
         expired = _expire(lake, retention_days())
     return {"segments": len(segments), "events": sum(added.values()), "partitions": sorted(added), "expired": expired}
-
-
-def erase_from_segment(path: Path, customer_id: str, devices: set[str]) -> int:
-    """Rewrite a segment without the events of the customer and their devices, under its lock (its writer then
-    opens a new one); return how many went."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if not _same_file(fd, path):
-            return 0
-        data = path.read_bytes()
-        lines = data[:data.rfind(b"\n") + 1].splitlines(keepends=True)
-        kept = [line for line in lines if not _mentions(json.loads(line), customer_id, devices)]
-        if len(kept) < len(lines):
-            tmp = path.with_name(f".{path.name}.forget")
-            tmp.write_bytes(b"".join(kept))
-            os.replace(tmp, path)
-        return len(lines) - len(kept)
-    finally:
-        os.close(fd)
-
-
-def _mentions(event: dict, customer_id: str, devices: set[str]) -> bool:
-    return event.get("customer_id") == customer_id or event.get("anonymous_id") in devices

@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.lake import (LakeWriter, append_to_lake, compact_lake, erase_from_segment, read_lake, segment_files,
-                           partition_files)
+from features.forget import erase_from_segment
+from features.lake import LakeWriter, append_to_lake, compact_lake, partition_files, read_lake, segment_files
 from features.pipeline import read_raw
 from features.privacy import PrivacyRegister, register_path
 from nbo.config import get_paths
