@@ -172,11 +172,15 @@ def show_tables(report: dict) -> None:
         console.print(table)
 
 
-def parse_time(text: str | None) -> pd.Timestamp | None:
-    """An ISO date or time as UTC."""
+def parse_time(text: str | None, option: str) -> pd.Timestamp | None:
+    """An ISO date or time as UTC; a clear ValueError naming the option otherwise."""
     if text is None:
         return None
-    found = pd.Timestamp(text)
+    try:
+        found = pd.Timestamp(text)
+    except ValueError:
+        raise ValueError(f"{option} takes an ISO date or time (2026-11-30 or 2026-11-30T12:00Z), "
+                         f"not {text!r}") from None
     return found.tz_localize("UTC") if found.tz is None else found.tz_convert("UTC")
 
 
@@ -191,7 +195,7 @@ def performance(home: HomeOption = None,
     channel, offer, activity and value tier and week, with 95 % intervals."""
     paths = get_paths(home)
     try:
-        report = measure_home(paths, horizon_days, parse_time(since), parse_time(until))
+        report = measure_home(paths, horizon_days, parse_time(since, "--since"), parse_time(until, "--until"))
     except (NoDecisions, ValueError) as error:
         abort(str(error))
     if html is not None:

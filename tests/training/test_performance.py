@@ -134,6 +134,8 @@ def test_an_empty_log_says_so_clearly(tmp_path):
     DecisionLog(paths.decisions).close()
     result = CliRunner().invoke(app, ["performance", "--home", str(tmp_path)])
     assert result.exit_code == 2 and "no decisions" in result.output and "nothing to measure yet" in result.output
+    result = CliRunner().invoke(app, ["performance", "--home", str(tmp_path), "--since", "last tuesday"])
+    assert result.exit_code == 2 and "--since takes an ISO date" in result.output
 
 
 def test_the_command_measures_a_home(tmp_path):
