@@ -75,6 +75,18 @@ def features(cutoffs: int = 6, horizon_days: int = 7, home: Home = None) -> None
 
 
 @app.command()
+def compact(home: Home = None) -> None:
+    """Compact the event lake's segments into its day partitions and expire old ones (`nbo features` does it too)."""
+    from features.lake import compact_lake
+
+    try:
+        summary = compact_lake(get_paths(home))
+    except ValueError as error:  # a bad $NBO_LAKE_RETENTION_DAYS
+        fail(str(error))
+    console.print_json(json.dumps(summary))
+
+
+@app.command()
 def train(home: Home = None,
           gate_metric: Annotated[str, typer.Option(envvar="NBO_GATE_METRIC", help=(
               "Metric a new model must beat the champion on, both scored on the same test rows: test_auc, "

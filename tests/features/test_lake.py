@@ -202,3 +202,16 @@ def test_segments_are_json_lines_of_canonical_events(tmp_path):
     assert segment.parent.name == "incoming" and str(os.getpid()) in segment.name
     line = json.loads(segment.read_text())
     assert line["event_id"] == "v-0" and line["ts"] == "2025-03-01T00:00:00.000000Z" and line["amount"] is None
+
+
+def test_nbo_compact_compacts_and_names_a_bad_retention(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nbo.cli import app
+
+    append_to_lake(get_paths(tmp_path), views("v", 2))
+    result = CliRunner().invoke(app, ["compact", "--home", str(tmp_path)])
+    assert result.exit_code == 0 and json.loads(result.output)["events"] == 2, result.output
+    monkeypatch.setenv("NBO_LAKE_RETENTION_DAYS", "-3")
+    result = CliRunner().invoke(app, ["compact", "--home", str(tmp_path)])
+    assert result.exit_code == 2 and "NBO_LAKE_RETENTION_DAYS" in result.output
