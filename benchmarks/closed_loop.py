@@ -72,6 +72,8 @@ class Ledger:
 
     in_force: InForce
     truth: list[float] = field(default_factory=list)
+    gain: list[np.ndarray] = field(default_factory=list)  # per customer: expected revenue beyond no offer
+    decided: list[np.ndarray] = field(default_factory=list)  # customers the arm was asked about
     revenue: list[np.ndarray] = field(default_factory=list)
     shown: list[int] = field(default_factory=list)
     clicks: list[int] = field(default_factory=list)
@@ -106,7 +108,10 @@ def live_arm_day(world: World, plan: DayPlan, arm, ledger: Ledger) -> None:
     revenue = np.zeros(len(world.market.customer_ids))
     np.add.at(revenue, outcome.customer, outcome.amount)
     treated = ~world.control
-    ledger.truth.append(float((outcome.expected - outcome.expected_without)[treated].sum()))
+    gain = outcome.expected - outcome.expected_without
+    ledger.truth.append(float(gain[treated].sum()))
+    ledger.gain.append(gain)
+    ledger.decided.append(np.union1d(plan.emailed, plan.browsers))
     ledger.revenue.append(revenue)
     ledger.shown.append(len(offers))
     ledger.clicks.append(int(clicks.sum()))
@@ -139,9 +144,9 @@ def run(paths: Paths, days: int, customers: int, history_days: int, seed: int, o
             plan = plan_day(world, day)
             for arm in arms:
                 live_arm_day(world, plan, arm, ledgers[arm.name])
-            measured.append(measure_performance(paths, world, ledgers["loop"].revenue))
+            measured.append(measure_performance(paths, world, ledgers["loop"]))
             print(f"day {day}: true incremental revenue: loop {ledgers['loop'].truth[-1]:.1f}, oracle "
-                  f"{ledgers['oracle'].truth[-1]:.1f}; measured so far {measured[-1]['cumulative']:.1f}", flush=True)
+                  f"{ledgers['oracle'].truth[-1]:.1f}; measured {json.dumps(measured[-1])}", flush=True)
             if retrain and day < days - 1:
                 nights.append(retrain_night(paths, url, KEY))
                 print(f"night {day}: {nights[-1]['seconds']} s, ok {nights[-1]['ok']}, serving "

@@ -16,6 +16,7 @@ from nbo.config import Paths
 from serving.process import BIN, ROOT
 
 Z95 = 1.959964
+HORIZON_DAYS = 7  # nbo performance's default
 
 
 def run_verb(paths: Paths, *args: str) -> subprocess.CompletedProcess:
@@ -62,25 +63,35 @@ def estimate_incremental(revenue: np.ndarray, control: np.ndarray) -> dict[str, 
     return {"incremental": float(n * gap), "low": float(n * (gap - Z95 * se)), "high": float(n * (gap + Z95 * se))}
 
 
-def measure_performance(paths: Paths, world: World, revenue: list[np.ndarray]) -> dict:
-    """The system's measured incremental revenue so far: `nbo performance --json` when the home can answer it, else
-    the same treatment-against-control estimate from the purchases the site posted (source says which)."""
+def horizon_truth(world: World, ledger, horizon_days: int = HORIZON_DAYS) -> tuple[float, int]:
+    """The truth in `nbo performance`'s terms: over the treatment customers asked about whose horizon after their
+    first decision has ended by the last day, the expected revenue of those horizon days beyond no offer at all."""
+    days = len(ledger.gain)
+    first = np.full(len(world.control), days)
+    for day in range(days - 1, -1, -1):
+        first[ledger.decided[day]] = day
+    counted = np.flatnonzero(~world.control & (first + horizon_days <= days - 1))
+    gain = np.array(ledger.gain)
+    total = sum(float(gain[first[c]:first[c] + horizon_days, c].sum()) for c in counted)
+    return total, len(counted)
+
+
+def measure_performance(paths: Paths, world: World, ledger) -> dict:
+    """The system's measured incremental revenue (`nbo performance --json`: customers with a decision, purchases
+    within the horizon after the first) beside the truth in the same terms; and the benchmark's own estimate from
+    the purchases the site posted (every customer, every day so far) beside the programme's truth."""
+    own = estimate_incremental(np.sum(ledger.revenue, axis=0), world.control)
+    truth = float(np.sum(ledger.truth))
+    posted = {**own, "truth": truth, "covers_truth": own["low"] <= truth <= own["high"]}
     done = run_verb(paths, "performance", "--json")
-    total = estimate_incremental(np.sum(revenue, axis=0), world.control)
-    own = {"source": "posted purchases", "cumulative": total["incremental"], "low": total["low"], "high": total["high"]}
     if done.returncode != 0:
-        return {**own, "error": (done.stderr or done.stdout)[-300:]}
-    try:
-        return {"source": "nbo performance", **read_performance(json.loads(done.stdout)),
-                "posted_purchases": own}
-    except (KeyError, TypeError, ValueError) as error:  # an answer of another shape: say so, keep the estimate
-        return {**own, "error": f"nbo performance --json unreadable: {error!r}: {done.stdout[:300]}"}
-
-
-def read_performance(answer: dict) -> dict:
-    """The programme's incremental revenue and its interval from `nbo performance --json`."""
-    overall = answer.get("overall", answer)
-    revenue = overall["incremental_revenue"]
-    if isinstance(revenue, dict):
-        return {"cumulative": revenue["estimate"], "low": revenue["low"], "high": revenue["high"]}
-    return {"cumulative": revenue, "low": overall["incremental_revenue_low"], "high": overall["incremental_revenue_high"]}
+        return {"source": "posted purchases", "posted_purchases": posted, "error": (done.stderr or done.stdout)[-300:]}
+    answer = json.loads(done.stdout)
+    overall = answer["overall"]
+    found = overall["revenue"]["incremental"]
+    truth_b, counted = horizon_truth(world, ledger, int(answer["horizon_days"]))
+    system = {"incremental": found["value"], "low": found["low"], "high": found["high"],
+              "treatment_customers": overall["treatment"], "control_customers": overall["control"],
+              "incomplete": answer["incomplete"], "truth": truth_b, "truth_customers": counted,
+              "covers_truth": found["value"] is not None and found["low"] <= truth_b <= found["high"]}
+    return {"source": "nbo performance", "system": system, "posted_purchases": posted}

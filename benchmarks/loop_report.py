@@ -25,9 +25,7 @@ def summarise(world: World, ledgers: dict, measured: list[dict], nights: list[di
                          "regret": round(float(oracle[day] - truth[-1]), 2),
                          "regret_cumulative": round(float(oracle[:day + 1].sum() - truth.sum()), 2),
                          "shown": ledger.shown[day], "clicks": ledger.clicks[day]}
-        m = measured[day]
-        row["measured"] = {key: (round(value, 2) if isinstance(value, float) else value) for key, value in m.items()}
-        row["measured"]["covers_truth"] = bool(m["low"] <= row["loop"]["truth_cumulative"] <= m["high"])
+        row["measured"] = measured[day]
         rows.append(row)
     return {"rows": rows, "nights": nights, "summary": describe(ledgers, rows, nights, days, customers, history_days,
                                                                  seed, seconds, prepare_seconds, world)}
@@ -39,6 +37,7 @@ def describe(ledgers: dict, rows: list[dict], nights: list[dict], days: int, cus
     total = {name: float(np.sum(ledger.truth)) for name, ledger in ledgers.items()}
     last = {name: float(np.sum(ledger.truth[-LAST_DAYS:])) for name, ledger in ledgers.items()}
     final = rows[-1]["measured"]
+    system = [r["measured"]["system"] for r in rows if r["measured"].get("system", {}).get("incremental") is not None]
     return {
         "days": days, "customers": customers, "history_days": history_days, "seed": seed,
         "control_customers": int(world.control.sum()),
@@ -51,9 +50,10 @@ def describe(ledgers: dict, rows: list[dict], nights: list[dict], days: int, cus
         "loop_share_of_oracle_last_week": round(last["loop"] / last["oracle"], 3) if last["oracle"] else None,
         "loop_beats_frozen_last_week": last["loop"] > last["frozen"],
         "loop_beats_popularity_last_week": last["loop"] > last["popularity"],
-        "measured_source": final["source"],
-        "measured_final": {k: final[k] for k in ("cumulative", "low", "high")},
-        "measured_covers_truth_days": sum(r["measured"]["covers_truth"] for r in rows),
+        "measured_final": final,
+        "system_measured_days": len(system),
+        "system_covers_truth_days": sum(m["covers_truth"] for m in system),
+        "posted_covers_truth_days": sum(r["measured"]["posted_purchases"]["covers_truth"] for r in rows),
     }
 
 
@@ -72,9 +72,18 @@ def write_plot(report: dict, target: Path) -> None:
         left.plot(days, [r[arm]["truth_cumulative"] for r in rows], label=f"{arm} (truth)")
         if arm != "oracle":
             right.plot(days, [r[arm]["regret"] for r in rows], label=arm)
-    left.plot(days, [r["measured"]["cumulative"] for r in rows], "k--", label="loop, measured vs control")
-    left.fill_between(days, [r["measured"]["low"] for r in rows], [r["measured"]["high"] for r in rows],
-                      color="grey", alpha=0.25, label="95 % interval")
+    posted = [r["measured"]["posted_purchases"] for r in rows]
+    left.plot(days, [m["incremental"] for m in posted], "k--", label="loop, treatment vs control (posted purchases)")
+    left.fill_between(days, [m["low"] for m in posted], [m["high"] for m in posted], color="grey", alpha=0.25,
+                      label="95 % interval")
+    system = [(r["day"], r["measured"]["system"]) for r in rows
+              if r["measured"].get("system", {}).get("incremental") is not None]
+    if system:
+        values = np.array([[m["incremental"], m["low"], m["high"], m["truth"]] for _, m in system])
+        at = [d for d, _ in system]
+        left.errorbar(at, values[:, 0], yerr=[values[:, 0] - values[:, 1], values[:, 2] - values[:, 0]], fmt="o",
+                      color="purple", capsize=3, label="nbo performance (7-day horizon)")
+        left.plot(at, values[:, 3], "x", color="purple", label="truth, same customers and horizon")
     left.set(title="cumulative incremental revenue", xlabel="day")
     right.set(title="daily regret against the oracle", xlabel="day")
     left.legend(fontsize=8)

@@ -44,8 +44,32 @@ def test_a_short_closed_loop_carries_data_through_every_link(tmp_path):
     intent = nights[0]["result"]["steps"]["purchase_intent"]
     assert intent["status"] in {"promoted", "kept"} and intent["version"]  # kept: registered, gated out
 
-    measured = report["rows"][-1]["measured"]  # the system measured its incremental revenue, with an interval
-    assert math.isfinite(measured["cumulative"]) and measured["low"] < measured["cumulative"] < measured["high"]
+    measured = report["rows"][-1]["measured"]  # nbo performance answered; no 7-day horizon has ended in 3 days
+    assert measured["source"] == "nbo performance", measured
+    assert measured["system"]["incomplete"] > 50 and measured["system"]["truth_customers"] == 0
+    posted = measured["posted_purchases"]  # the same estimate from the purchases posted, every day so far
+    assert math.isfinite(posted["incremental"]) and posted["low"] < posted["incremental"] < posted["high"]
     oracle = np.array([r["oracle"]["truth"] for r in report["rows"]])
     assert (oracle > np.array([r["random"]["truth"] for r in report["rows"]])).all()  # the truth ranks the arms
     assert (tmp_path / "out" / "closed_loop.png").stat().st_size > 10_000
+
+
+def test_the_truth_in_performance_terms_counts_each_treated_customer_from_the_first_decision_for_the_horizon():
+    from types import SimpleNamespace
+
+    from benchmarks.loop_night import estimate_incremental, horizon_truth
+
+    world = SimpleNamespace(control=np.array([False, False, True, False]))
+    days = 10
+    gain = [np.array([1.0, 10.0, 100.0, 1000.0]) * (day + 1) for day in range(days)]
+    decided = [np.array([0, 2]), np.array([1]), np.array([], dtype=int), np.array([3])] + [np.array([0, 1])] * (days - 4)
+    ledger = SimpleNamespace(gain=gain, decided=decided)
+    total, counted = horizon_truth(world, ledger, horizon_days=7)
+    # customer 0 from day 0 (days 1..7 weigh 1..7), customer 1 from day 1 (2..8); 2 is control; 3's horizon (from
+    # day 3) has not ended by day 9
+    assert counted == 2 and total == sum(range(1, 8)) * 1.0 + sum(range(2, 9)) * 10.0
+
+    control = np.array([False] * 80 + [True] * 20)
+    revenue = np.where(control, 1.0, 3.0) + np.tile([0.0, 0.5], 50)
+    found = estimate_incremental(revenue, control)
+    assert found["incremental"] == 80 * 2.0 and found["low"] < 160 < found["high"]
