@@ -29,9 +29,10 @@ PREFIXES = {"lightgbm": "test", "lightgbm_uncalibrated": "test_uncalibrated", "p
 SEGMENT_METRICS = ("auc", "pr_auc", "ece", "ndcg_at_3", "hit_rate_at_3")
 
 
-def score_models(split: Split, model: LoadedModel,
-                 matrices: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Test-row probabilities of the model (calibrated and raw) and of baselines fitted on the training rows.
+def score_models(split: Split, model: LoadedModel, matrices: dict[str, np.ndarray] | None = None,
+                 logistic: bool = True) -> dict[str, np.ndarray]:
+    """Test-row probabilities of the model (calibrated and raw) and of baselines fitted on the training rows
+    (the logistic regression, the costliest to fit, only when ``logistic``).
 
     ``matrices`` ("train", "test"): the model inputs of those rows when the caller has built them already."""
     declared, categories = model.meta["declared_features"], model.meta["categories"]
@@ -40,12 +41,13 @@ def score_models(split: Split, model: LoadedModel,
     test = matrices["test"]
     popularity = category_popularity(split.train)
     heuristic = fit_recency_frequency(split.train, popularity)
-    logistic = fit_logistic(matrices["train"], split.train["label"].to_numpy())
-    return {"lightgbm": predict_proba(model, test),
-            "lightgbm_uncalibrated": predict_uncalibrated(model, test),
-            "popularity": popularity_scores(split.test, popularity),
-            "recency_frequency": heuristic.predict_proba(recency_frequency(split.test, popularity).reshape(-1, 1))[:, 1],
-            "logistic": logistic.predict_proba(test)[:, 1]}
+    heuristic_inputs = recency_frequency(split.test, popularity).reshape(-1, 1)
+    scores = {"lightgbm": predict_proba(model, test), "lightgbm_uncalibrated": predict_uncalibrated(model, test),
+              "popularity": popularity_scores(split.test, popularity),
+              "recency_frequency": heuristic.predict_proba(heuristic_inputs)[:, 1]}
+    if logistic:
+        scores["logistic"] = fit_logistic(matrices["train"], split.train["label"].to_numpy()).predict_proba(test)[:, 1]
+    return scores
 
 
 def offer_values(offers: pd.DataFrame, rows: pd.DataFrame, at: pd.Timestamp) -> np.ndarray:
@@ -121,13 +123,13 @@ def oracle_share(paths: Paths, rows: pd.DataFrame, scores: dict[str, np.ndarray]
     return {"customers": int(len(customers)), "offers": int(len(valid)), "share": share}
 
 
-def build_report(paths: Paths, split: Split, model: LoadedModel,
-                 matrices: dict[str, np.ndarray] | None = None) -> dict[str, object]:
-    """The full evaluation of a model against its baselines on the split's test cutoff (``matrices``: as in
-    ``score_models``)."""
+def build_report(paths: Paths, split: Split, model: LoadedModel, matrices: dict[str, np.ndarray] | None = None,
+                 logistic: bool = True) -> dict[str, object]:
+    """The full evaluation of a model against its baselines on the split's test cutoff (``matrices``,
+    ``logistic``: as in ``score_models``)."""
     rows = split.test.reset_index(drop=True)
     at = pd.Timestamp(rows["cutoff"].iloc[0])
-    scores = score_models(split, model, matrices)
+    scores = score_models(split, model, matrices, logistic)
     offers = read_raw(paths, "offers")
     values = offer_values(offers, rows, at)
     labels = rows["label"].to_numpy()

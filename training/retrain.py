@@ -7,7 +7,8 @@ Steps, each logged to MLflow in its own experiment and tagged with the retrain's
    store only gains the events it has not seen (it is never emptied, so the service keeps serving from it);
 2. purchase intent (training.train): registered, champion only if it beats the champion on the same rows;
 3. uplift: from the decision log's exposures when they hold enough complete-horizon rows of both arms, else
-   ``raw/exposures.parquet``; published only if its held-out policy value is at least the published model's;
+   ``raw/exposures.parquet``; published only if its held-out targeting value over random (Qini, see
+   training.uplift_commands.GATE_METRIC) is at least the published model's on the same rows;
 4. lifetime value (training.lifetime): the tiers file replaced in one rename.
 
 A step that fails leaves what it would have replaced serving; the steps after it still run, except after a
@@ -94,8 +95,9 @@ def refresh_features(paths: Paths, n_cutoffs: int, horizon_days: int) -> dict:
 
 
 def retrain_intent(paths: Paths, gate_metric: str) -> dict:
-    """The purchase-intent model, registered and promoted if it beats the champion."""
-    found = train(paths, gate_metric)
+    """The purchase-intent model, registered and promoted if it beats the champion (its report without the
+    logistic-regression baseline: `nbo evaluate` gives it)."""
+    found = train(paths, gate_metric, logistic_baseline=False)
     run_id = mlflow.MlflowClient().get_model_version(MODEL_NAME, found["version"]).run_id
     return {"status": "promoted" if found["promoted"] else "kept", "version": found["version"],
             "gate_metric": gate_metric, "value": found["metrics"][gate_metric],
@@ -117,7 +119,7 @@ def choose_exposures(paths: Paths, horizon_days: int) -> tuple[pd.DataFrame | No
 
 
 def retrain_uplift(paths: Paths, horizon_days: int) -> dict:
-    """The uplift model, published if its held-out policy value is at least the published model's."""
+    """The uplift model, published if its held-out Qini is at least the published model's."""
     exposures, source = choose_exposures(paths, horizon_days)
     if exposures is None:
         return {"status": "skipped", "reason": f"no exposures to learn from: {source}"}

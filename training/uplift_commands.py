@@ -30,7 +30,12 @@ from training.uplift_eval import evaluate_uplift, split_exposures
 EXPERIMENT = "nbo-uplift"
 REPORT_FILE = "report.json"
 UPLIFT_FOLDER = "uplift"  # in the home: a link to the published version (features.publish)
-GATE_METRIC = "model_snips"  # held-out incremental outcome per row of the model's policy at the budget (SNIPS)
+# The uplift gate: the Qini coefficient, the held-out incremental outcome of targeting by the model's uplift over
+# random targeting, averaged over every budget (IPS-weighted, on every held-out row). Not the policy value at the
+# budget (model_snips): it only counts rows whose logged offer is the policy's pick, about one in the number of
+# offers; on a 600-customer home its 95 % interval spanned [0, 0.14] and it preferred a model fitted to inverted
+# outcomes (true value -0.0004) to the right one (0.002), which Qini ranked correctly (-0.0065 against 0.0041).
+GATE_METRIC = "qini"
 MIN_GATE_ROWS = 200  # treated and control rows the gate needs on rows unseen by the published model
 uplift_app = typer.Typer(help="Incremental effect of offers (uplift) from exposure logs.", no_args_is_help=True)
 console = Console()
@@ -55,7 +60,7 @@ def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame,
                  n_boot: int = 100, seed: int = 0, gate: bool = False) -> dict:
     """Fit on the training split, evaluate on the held-out split, log to MLflow and publish the model as
     home/uplift; return the report (metrics with 95% intervals, sizes, settings). With ``gate``, the model is
-    published only if its held-out policy value is at least the published model's (``report["gate"]``)."""
+    published only if its held-out GATE_METRIC is at least the published model's (``report["gate"]``)."""
     began = time.perf_counter()
     validate_inputs(customers, exposures, outcome)
     people = join_customers(customers, behaviour)
@@ -71,7 +76,8 @@ def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame,
     params = {"outcome": outcome, "split": split, "holdout": holdout, "budget": budget, "n_boot": n_boot,
               "train_rows": len(train), "test_rows": len(test), "features": ",".join(model.spec.features),
               "control_by_offer": model.spec.control_by_offer, "trained_until": train["ts"].max().isoformat()}
-    verdict = judge_uplift(paths.home / UPLIFT_FOLDER, model, people, offer_table, test, frame, budget) if gate else None
+    verdict = (judge_uplift(paths.home / UPLIFT_FOLDER, model, people, offer_table, test, frame, budget,
+                            metrics[GATE_METRIC]["value"]) if gate else None)
     report = {"params": params, "metrics": metrics, "seconds": round(time.perf_counter() - began, 1), "gate": verdict}
     staged = stage_folder(paths.home / UPLIFT_FOLDER)
     save_uplift(model, staged)
@@ -87,11 +93,11 @@ def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame,
 
 
 def judge_uplift(published: Path, model: UpliftModel, people: pd.DataFrame, offer_table: pd.DataFrame,
-                 test: pd.DataFrame, frame: pd.DataFrame, budget: float) -> dict:
-    """The gate: the new and the published model's policy value (GATE_METRIC) on the same held-out rows, those
+                 test: pd.DataFrame, frame: pd.DataFrame, budget: float, value: float) -> dict:
+    """The gate: the new and the published model's GATE_METRIC on the same held-out rows, those
     after the published model's training data when enough remain (else all: the old model may have learned
-    some of them). The new one passes when no model is published, when the published one cannot score these
-    inputs, or when its value is at least the published one's."""
+    some of them; ``value``: the new model's on all of them). The new one passes when no model is published,
+    when the published one cannot score these inputs, or when its value is at least the published one's."""
     try:
         previous = load_uplift(published)
     except FileNotFoundError:
@@ -99,15 +105,17 @@ def judge_uplift(published: Path, model: UpliftModel, people: pd.DataFrame, offe
     kept = json.loads((published / REPORT_FILE).read_text()) if (published / REPORT_FILE).exists() else {}
     until = kept.get("params", {}).get("trained_until")
     unseen = test[test["ts"] > pd.Timestamp(until)] if until else test
-    rows = unseen if unseen["treated"].sum() >= MIN_GATE_ROWS and (~unseen["treated"]).sum() >= MIN_GATE_ROWS else test
+    enough = unseen["treated"].sum() >= MIN_GATE_ROWS and (~unseen["treated"]).sum() >= MIN_GATE_ROWS
+    rows = unseen if enough and len(unseen) < len(test) else test
     try:
         before = evaluate_uplift(previous, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"]
     except ValueError as error:  # inputs the published model was not trained with
         return {"metric": GATE_METRIC, "promoted": True, "reason": f"the published model cannot score: {error}"}
-    after = evaluate_uplift(model, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"]
+    after = (value if rows is test
+             else evaluate_uplift(model, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"])
     promoted = bool(np.isnan(before) or after >= before)
     return {"metric": GATE_METRIC, "promoted": promoted, "value": after, "published_value": before,
-            "rows": len(rows), "unseen_by_published": rows is unseen,
+            "rows": len(rows), "unseen_by_published": bool(enough),
             "reason": "at least as good as the published model" if promoted else "worse than the published model"}
 
 

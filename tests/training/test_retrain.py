@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -153,6 +156,25 @@ def test_a_retrain_that_fails_its_gates_leaves_the_champions_serving(retrained, 
     assert get_alias_version(client, "champion") == champion
     assert (paths.home / "uplift").resolve() == published
     assert mlflow.get_run(report["steps"]["uplift"]["run_id"]).data.tags["promoted"] == "false"
+
+
+def test_a_retrain_killed_midway_leaves_everything_serving_and_frees_the_lock(retrained):
+    paths = retrained["paths"]
+    champion = get_alias_version(connect(paths), "champion")
+    published = (paths.home / "uplift").resolve()
+    command = [str(Path(sys.executable).parent / "nbo"), "retrain", "--home", str(paths.home), "--cutoffs", "4"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while (paths.home / "retrain.lock").read_text().strip() != str(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)  # inside the feature build or the training
+    process.kill()
+    process.wait()
+    assert get_alias_version(connect(paths), "champion") == champion
+    assert (paths.home / "uplift").resolve() == published and load_uplift(paths.home / "uplift") is not None
+    assert (paths.training_set / "rows").is_dir() and (paths.training_set / "customers").is_dir()
+    with hold_lock(paths):  # the dead process held it
+        pass
 
 
 def test_a_second_retrain_at_once_is_refused(tmp_path):
