@@ -7,6 +7,7 @@ import math
 import sqlite3
 
 import numpy as np
+import pandas as pd
 
 from benchmarks.closed_loop import run
 from features.lake import read_lake
@@ -30,6 +31,9 @@ def test_a_short_closed_loop_carries_data_through_every_link(tmp_path):
     with sqlite3.connect(paths.decisions) as log:  # every shown offer's decision is logged, control slots too
         groups = dict(log.execute('SELECT "group", count(*) FROM decisions GROUP BY "group"').fetchall())
         outcomes = log.execute("SELECT count(*) FROM outcomes WHERE event_type = 'offer_shown'").fetchone()[0]
+        first, last = log.execute("SELECT min(ts), max(ts) FROM decisions").fetchone()
+    day0 = (pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=DAYS)).timestamp()
+    assert day0 < first and last < day0 + DAYS * 86_400  # decided on the simulated days ($NBO_CLOCK_FILE)
     shown = sum(r["loop"]["shown"] for r in report["rows"])
     assert groups["treatment"] >= shown > 50 and groups.get("control", 0) > 0
     assert outcomes == shown
