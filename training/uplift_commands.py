@@ -179,6 +179,9 @@ def train_command(outcome: str = "converted",
     exposures_path = exposures or paths.raw / "exposures.parquet"
     try:
         logged = exposures_from_log(paths, horizon_days) if from_log else read_table(exposures_path)
+        if from_log and logged.empty:
+            raise ValueError(f"the decision log {paths.decisions} holds no decisions yet: serve offers first, or "
+                             "learn from an exposures table (--exposures)")
         report = train_uplift(paths, read_table(customers or paths.raw / "customers.parquet"),
                               logged, read_optional(offers or paths.raw / "offers.parquet"),
                               outcome, read_optional(behaviour), split, holdout, budget,

@@ -150,3 +150,11 @@ def test_a_log_of_the_simulators_exposures_gives_back_its_outcomes(tmp_path):
     assert (found["converted"] == truth["converted"]).mean() > 0.97
     assert (found["converted_any"] == truth["converted_any"]).mean() > 0.95
     assert found["converted"].sum() == pytest.approx(truth["converted"].sum(), rel=0.1)
+
+
+def test_uplift_train_from_an_empty_log_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from nbo.cli import app
+    result = CliRunner().invoke(app, ["uplift", "train", "--from-log", "--home", str(tmp_path)])
+    assert result.exit_code == 2 and "holds no decisions yet" in result.output
