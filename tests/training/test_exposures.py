@@ -146,10 +146,10 @@ def test_a_log_of_the_simulators_exposures_gives_back_its_outcomes(tmp_path):
     assert (found["offer_id"] == truth["offer_id"]).all()
     assert np.allclose(found["propensity"], truth["propensity"])
     assert found["horizon_complete"].all()
-    # the simulator counts whole days (a purchase earlier on the exposure's day counts there, not here)
-    assert (found["converted"] == truth["converted"]).mean() > 0.97
-    assert (found["converted_any"] == truth["converted_any"]).mean() > 0.95
-    assert found["converted"].sum() == pytest.approx(truth["converted"].sum(), rel=0.1)
+    for outcome in ("converted", "converted_any"):
+        assert (found[outcome] == truth[outcome]).all(), outcome
+    assert np.allclose(found["revenue"], truth["revenue"]) and np.allclose(found["revenue_any"], truth["revenue_any"])
+    assert found["converted"].sum() > 50
 
 
 def test_uplift_train_from_an_empty_log_says_so(tmp_path):
