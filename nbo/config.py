@@ -61,3 +61,15 @@ class Paths:
 def get_paths(home: str | Path | None = None) -> Paths:
     """Resolve the NBO home: the argument, else $NBO_HOME, else ./data."""
     return Paths(Path(home or os.environ.get("NBO_HOME", "data")).resolve())
+
+
+def read_seconds(name: str, default: float) -> float:
+    """A positive, finite number of seconds from the environment variable `name`, else the default."""
+    raw = os.environ.get(name, str(default))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}")
+    return seconds

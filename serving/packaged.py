@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 
-from nbo.config import Paths
+from nbo.config import Paths, read_seconds
 from training.calibration import Calibrator
 from training.registry import LoadedModel, connect, load_model
 
@@ -53,14 +53,7 @@ def limit_registry_retries() -> None:
 def registry_wait() -> float:
     """Seconds a start waits for the registry's champion before it serves the packaged model
     ($NBO_REGISTRY_WAIT_SECONDS, 3 by default)."""
-    raw = os.environ.get("NBO_REGISTRY_WAIT_SECONDS", "3")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"NBO_REGISTRY_WAIT_SECONDS must be a positive number of seconds, not {raw!r}")
-    return seconds
+    return read_seconds("NBO_REGISTRY_WAIT_SECONDS", 3)
 
 
 def load_champion_within(paths: Paths, seconds: float | None) -> LoadedModel | None:

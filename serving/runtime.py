@@ -13,7 +13,7 @@ import mlflow
 from mlflow import MlflowClient
 from threadpoolctl import threadpool_limits
 
-from nbo.config import Paths
+from nbo.config import Paths, read_seconds
 from serving.recommender import Recommender
 from training.registry import get_alias_version, load_model
 
@@ -74,14 +74,7 @@ def worker_count() -> int:
 
 def reload_interval() -> float:
     """Seconds between two looks at the registry's champion ($NBO_RELOAD_SECONDS, 30 by default)."""
-    raw = os.environ.get("NBO_RELOAD_SECONDS", "30")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"NBO_RELOAD_SECONDS must be a positive number of seconds, not {raw!r}")
-    return seconds
+    return read_seconds("NBO_RELOAD_SECONDS", 30)
 
 
 def check_champion(recommender: Recommender, client: MlflowClient, refused: str | None) -> tuple[bool, str | None]:
