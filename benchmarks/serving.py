@@ -31,7 +31,7 @@ import psutil
 import uvloop
 
 from features.aggregates import assemble_features
-from features.online import aggregate_rows
+from features.store_interface import aggregate_rows
 from features.pipeline import build_features
 from features.simulate import simulate
 from nbo.config import get_paths

@@ -37,7 +37,7 @@ from features.privacy import PrivacyRegister, register_path
 from nbo.config import Paths
 
 if TYPE_CHECKING:
-    from features.online import FeatureStore
+    from features.store_interface import FeatureStore
     from serving.decisions import DecisionLog
 
 ID_COLUMNS = ("customer_id", "anonymous_id")

@@ -36,7 +36,7 @@ import redis
 from features.definitions import LINK_KIND, SIGNAL_NAMES, kind_values, signal_values
 from features.offline import to_seconds
 from features.fingerprints import fingerprint
-from features.online import CustomerRows, StoreUnavailable, Written
+from features.store_interface import CustomerRows, StoreUnavailable, Written
 
 _PACKED = np.dtype([("ts", "<i8"), ("visible", "<i8"), ("values", "<f8", (len(SIGNAL_NAMES),))])
 RECORD = np.dtype([("category", "<i4"), *_PACKED.descr])

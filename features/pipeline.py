@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from features.definitions import FEATURES
 from features.lake import compact_lake, known_ids, read_lake_table, without_ids
 from features.offline import build_training_set, choose_cutoffs
-from features.online import FeatureStore, open_store
+from features.online import open_store
+from features.store_interface import FeatureStore
 from features.privacy import drop_erased
 from features.publish import publish_folder, stage_folder, write_atomically
 from features.training_set import write_training_set

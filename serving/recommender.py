@@ -12,8 +12,8 @@ import pandas as pd
 
 from features.aggregates import assemble_features
 from features.definitions import DAY, SIGNAL_NAMES, describe_feature, readable, select_features, signal_values
-from features.online import CustomerRows, FeatureStore, OnlineStore, aggregate_rows, open_store
-from features.online import StoreUnavailable
+from features.online import OnlineStore, open_store
+from features.store_interface import CustomerRows, FeatureStore, StoreUnavailable, aggregate_rows
 from features.pipeline import read_raw
 from features.privacy import OPTED_OUT, PrivacyRegister, register_path
 from nbo.config import Paths

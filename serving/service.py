@@ -24,7 +24,7 @@ from starlette.routing import Route
 from features.fingerprints import quarantine_conflicts
 from features.forget import forget_customer
 from features.lake import append_to_lake
-from features.online import StoreUnavailable, Written
+from features.store_interface import StoreUnavailable, Written
 from features.schema import CHANNELS
 from nbo.config import get_paths
 from serving.checks import SOURCE, check_events

@@ -13,7 +13,8 @@ import pytest
 from features.aggregates import assemble_features
 from features.definitions import FEATURES, FEATURES_BY_NAME, SIGNAL_NAMES
 from features.offline import features_at, to_signal_frame
-from features.online import CustomerRows, FeatureStore, OnlineStore, aggregate_rows
+from features.online import OnlineStore
+from features.store_interface import CustomerRows, FeatureStore, aggregate_rows
 
 from tests.features.conftest import CATEGORIES
 

@@ -7,7 +7,8 @@ import pytest
 import redis
 from test_online import redis_url  # noqa: F401  (shared fixture)
 
-from features.online import CustomerRows, OnlineStore, open_store
+from features.online import OnlineStore, open_store
+from features.store_interface import CustomerRows
 from features.online_redis import RedisStore
 from nbo.config import get_paths
 

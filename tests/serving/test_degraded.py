@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import redis
 
-from features.online import StoreUnavailable
+from features.store_interface import StoreUnavailable
 from features.online_redis import RedisStore
 from features.pipeline import read_raw
 from serving.decisions import DecisionLog
