@@ -36,3 +36,15 @@ def trained_home(tmp_path_factory):
     build_features(paths, n_cutoffs=4, horizon_days=7)
     result = train(paths)
     return paths, result
+
+
+@pytest.fixture
+def private_home(trained_home, tmp_path):
+    """A private copy of the trained home, for a test that writes to it (lake, stores, decision log)."""
+    import shutil
+
+    from nbo.config import get_paths
+
+    paths = get_paths(tmp_path / "home")
+    shutil.copytree(trained_home[0].home, paths.home)
+    return paths

@@ -1,12 +1,14 @@
 """The real `bentoml serve` process, called over HTTP."""
 
 import re
+import shutil
 import time
 
 import httpx
 import pandas as pd
 import pytest
 
+from nbo.config import get_paths
 from serving.process import free_port, start_service, stop_service, wait_ready
 from serving.rules import control_group_from_env, control_mask
 
@@ -16,8 +18,10 @@ KEY = "test-key-123"
 @pytest.fixture(scope="module")
 def service(trained_home, tmp_path_factory):
     """Two worker processes, as on a two-core machine: the kernel hands each new connection to either worker,
-    so the tests below run across workers too (tests/features/test_online.py checks the sharing itself)."""
-    paths, _ = trained_home
+    so the tests below run across workers too (tests/features/test_online.py checks the sharing itself). They run
+    on a private copy of the trained home: what they post (lake, store, decision log) reaches no other test."""
+    paths = get_paths(tmp_path_factory.mktemp("http") / "home")
+    shutil.copytree(trained_home[0].home, paths.home)
     port = free_port()
     process = start_service(paths, port, tmp_path_factory.mktemp("logs") / "service.log",
                             env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2"})

@@ -4,9 +4,8 @@ and every acknowledged event is in the online store afterwards (benchmarks/soak.
 from benchmarks.soak import soak
 
 
-def test_a_short_two_worker_soak_answers_no_5xx_and_loses_no_event(trained_home):
-    paths, _ = trained_home
-    result = soak(paths, seconds=8, batches=20, size=10, recommend=150, workers=2)
+def test_a_short_two_worker_soak_answers_no_5xx_and_loses_no_event(private_home):
+    result = soak(private_home, seconds=8, batches=20, size=10, recommend=150, workers=2)
     assert result.server_errors == 0, result.figures()
     assert result.lost == 0, result.figures()
     events, decisions = result.statuses["/events"], result.statuses["/recommend"]

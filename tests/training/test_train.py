@@ -67,6 +67,7 @@ def test_the_gate_metric_knows_which_way_is_better_and_refuses_unknown_ones(tmp_
 def test_the_same_data_trains_to_the_same_metrics(trained_home):
     paths, first = trained_home
     again = train(paths)
-    for key in ("best_iteration", "test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "oracle_share_lightgbm"):
-        assert again["metrics"][key] == first["metrics"][key], key
+    assert again["metrics"]["best_iteration"] == first["metrics"]["best_iteration"]
+    for key in ("test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "oracle_share_lightgbm"):  # up to summation order
+        assert again["metrics"][key] == pytest.approx(first["metrics"][key], rel=1e-12, abs=1e-15), key
     assert not again["promoted"]  # as good is not better
