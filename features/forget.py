@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from features.identity import link_devices
 from features.lake import lake_lock, read_lake_table, segment_files
-from features.privacy import PrivacyRegister, register_path
+from features.privacy import opened_register
 from nbo.config import Paths
 
 if TYPE_CHECKING:
@@ -152,11 +152,8 @@ def forget_customer(paths: Paths, customer_id: str, store: FeatureStore, log: De
     devices = linked_devices(paths, customer_id)
     store_erased, store_devices = store.forget(customer_id)
     devices |= set(store_devices)
-    register = PrivacyRegister(register_path(paths))
-    try:
+    with opened_register(paths) as register:
         register.record_erasure(customer_id, devices, now or pd.Timestamp.now(tz="UTC"))
-    finally:
-        register.close()
     counts = {"online store": store_erased, "decision log": log.forget(customer_id)}
     with lake_lock(paths.lake, exclusive=True):  # no compaction meanwhile
         for path in sorted(paths.home.rglob("*.parquet")):

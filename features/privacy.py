@@ -20,7 +20,8 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -116,15 +117,22 @@ class PrivacyRegister:
         self.db.close()
 
 
+@contextmanager
+def opened_register(paths: Paths) -> Iterator[PrivacyRegister]:
+    """The home's privacy register, open for the block and closed after it."""
+    register = PrivacyRegister(register_path(paths))
+    try:
+        yield register
+    finally:
+        register.close()
+
+
 def find_erased(paths: Paths, events: pd.DataFrame) -> np.ndarray:
     """A mask of the rows of erased customers and devices (none when the home has no register)."""
     if not register_path(paths).exists():
         return np.zeros(len(events), dtype=bool)
-    register = PrivacyRegister(register_path(paths))
-    try:
+    with opened_register(paths) as register:
         return register.erased_rows(events)
-    finally:
-        register.close()
 
 
 def drop_erased(paths: Paths, events: pd.DataFrame) -> pd.DataFrame:
@@ -137,22 +145,16 @@ def register_opt_outs(paths: Paths, events: pd.DataFrame) -> int:
     """Register the opt-outs among events in the home's register (made only when there is one)."""
     if not (events["event_type"] == OPT_OUT).any():
         return 0
-    register = PrivacyRegister(register_path(paths))
-    try:
+    with opened_register(paths) as register:
         return register.record_opt_outs(events)
-    finally:
-        register.close()
 
 
 def drop_opted_out(paths: Paths, people: pd.DataFrame) -> pd.DataFrame:
     """The customers (rows with a customer_id) without those who opted out of offers."""
     if not register_path(paths).exists():
         return people
-    register = PrivacyRegister(register_path(paths))
-    try:
+    with opened_register(paths) as register:
         return people[~people["customer_id"].isin(register.opted_out_among(people["customer_id"]))]
-    finally:
-        register.close()
 
 
 def wipe_freed_pages(db: sqlite3.Connection) -> None:
