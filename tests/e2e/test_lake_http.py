@@ -3,8 +3,6 @@ build, at a later cutoff, on either online store; resends count once, conflicts 
 was acknowledged before a kill -9 of every worker is in the lake."""
 
 import shutil
-import threading
-import time
 
 import httpx
 import pandas as pd
@@ -15,7 +13,7 @@ from features.pipeline import build_features
 from features.training_set import read_customer_features
 from nbo.config import get_paths
 from serving.process import free_port, start_service, stop_service, wait_ready
-from tests.e2e.test_crash import kill_all
+from tests.e2e.test_crash import batch, crash_mid_stream
 from tests.serving.test_degraded import start_redis
 
 KEY = "lake-key"
@@ -100,41 +98,10 @@ def test_an_event_posted_over_http_counts_in_the_features_of_the_next_build(home
         (cutoff - pd.Timestamp(bought)) / pd.Timedelta(days=1), abs=1)
 
 
-def stream(url: str, numbers: range, acked: list[int]) -> None:
-    """Send batches of 20 views one after another, noting each one acknowledged, until the service dies."""
-    now = pd.Timestamp.now(tz="UTC").isoformat()
-    for n in numbers:
-        batch = [{"event_id": f"kill-{n}-{i}", "ts": now, "customer_id": f"kill-c{n}", "channel": "web",
-                  "event_type": "product_view"} for i in range(20)]
-        try:
-            answer = post(url, batch)
-        except httpx.HTTPError:
-            return
-        if answer.status_code != 200:
-            return
-        acked.append(n)
-
-
 def test_events_acknowledged_before_a_kill_9_of_every_worker_are_in_the_lake(home):
-    port = free_port()
-    process = start_service(home, port, home.home / "service.log", env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2"})
-    url = f"http://127.0.0.1:{port}"
-    acked: list[int] = []
-    try:
-        wait_ready(process, url, timeout_s=120)
-        clients = [threading.Thread(target=stream, args=(url, range(i, 2000, 2), acked)) for i in range(2)]
-        for client in clients:
-            client.start()
-        while len(acked) < 20 and any(c.is_alive() for c in clients):
-            time.sleep(0.01)
-        kill_all(process)
-        for client in clients:
-            client.join(timeout=30)
-    finally:
-        stop_service(process)
-    assert 20 <= len(acked) < 2000, "the kill must land mid-stream"
+    acked = crash_mid_stream(home, range(2000), "service.log")
     kept = set(read_lake(home)["event_id"])
-    assert {f"kill-{n}-{i}" for n in acked for i in range(20)} <= kept
+    assert {e["event_id"] for n in acked for e in batch(n)} <= kept
     compact_lake(home)
     stored = pd.concat([pd.read_parquet(p, columns=["event_id"]) for p in partition_files(home.lake)])
     assert set(stored["event_id"]) == kept and stored["event_id"].is_unique
