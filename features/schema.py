@@ -103,7 +103,12 @@ OFFERS = TableSchema("offers", "offer_id", (
 
 def _coerce(series: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
     """Convert one column to its kind; return the values and a mask of present-but-unparsable cells."""
-    present = series.notna() & (series.astype("string").str.strip() != "")
+    if column.kind in ("string", "float", "int") and series.isna().all():  # not sent: nothing to parse
+        empty = pd.Series(np.nan if column.kind != "string" else pd.NA, index=series.index,
+                          dtype="string" if column.kind == "string" else "float64")
+        return empty, pd.Series(False, index=series.index)
+    text = series.astype("string").str.strip()
+    present = series.notna() & (text != "")
     if column.kind == "timestamp":
         values = pd.to_datetime(_iso_text(series), utc=True, errors="coerce", format="mixed")
     elif column.kind in ("float", "int"):
@@ -113,7 +118,7 @@ def _coerce(series: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
         values = text.map({"true": True, "1": True, "yes": True, "false": False, "0": False,
                            "no": False, "1.0": True, "0.0": False}).astype("boolean")
     else:
-        values = series.astype("string").str.strip().mask(~present)
+        values = text.mask(~present)
     bad = present & values.isna()
     return values, bad
 
