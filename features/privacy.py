@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.offline import to_seconds
-from features.sqlite import connect_sqlite
+from features.sqlite import connect_sqlite, write_transaction
 from nbo.config import Paths
 
 OPT_OUT = "opt_out"  # the event type
@@ -54,11 +54,10 @@ class PrivacyRegister:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = connect_sqlite(path)
         self.db.executescript(_SCHEMA)
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        self.writing = threading.Lock()  # one transaction at a time on the shared connection
+        with write_transaction(self.db, self.writing):
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('secret', ?)", (secrets.token_hex(32),))
         self.key = bytes.fromhex(self.db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()[0])
-        self.writing = threading.Lock()  # one transaction at a time on the shared connection
 
     def digest(self, kind: str, value: str) -> str:
         """The keyed digest of an id of a kind ("customer" or "device")."""
@@ -72,11 +71,8 @@ class PrivacyRegister:
                 if isinstance(w, str)]
         if not rows:
             return 0
-        with self.writing, self.db:
-            before = self.db.total_changes
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT OR IGNORE INTO opted_out VALUES (?, ?)", rows)
-            return self.db.total_changes - before
+        with write_transaction(self.db, self.writing):
+            return self.db.executemany("INSERT OR IGNORE INTO opted_out VALUES (?, ?)", rows).rowcount
 
     def opted_out(self, customer_id: str) -> bool:
         """Whether the customer (or device id) opted out of offers."""
@@ -92,8 +88,7 @@ class PrivacyRegister:
         """List a customer and their devices as erased at a moment (a later erasure moves the moment on)."""
         rows = [(self.digest("customer", customer_id), int(at.timestamp()))]
         rows += [(self.digest("device", d), int(at.timestamp())) for d in devices]
-        with self.writing, self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with write_transaction(self.db, self.writing):
             self.db.executemany("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", rows)
 
     def erased_rows(self, events: pd.DataFrame) -> np.ndarray:

@@ -40,7 +40,8 @@ def test_opt_out_and_erasure_over_http(home, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # no control group: the customers below must get offers (forget.me@example.com would fall in the default one)
-    process = start_service(home, port, tmp_path / "service.log", env={"NBO_API_KEY": KEY, "NBO_CONTROL_SHARE": "0"})
+    process = start_service(home, port, tmp_path / "service.log", env={"NBO_API_KEY": KEY, "NBO_CONTROL_SHARE": "0",
+                                                                        "NBO_WORKERS": "2"})
     try:
         wait_ready(process, url, timeout_s=120)
         answer = post_events(url, [
