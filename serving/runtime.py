@@ -9,13 +9,12 @@ import os
 import threading
 import time
 
-import mlflow
 from mlflow import MlflowClient
 from threadpoolctl import threadpool_limits
 
 from nbo.config import Paths, read_seconds
 from serving.recommender import Recommender
-from training.registry import get_alias_version, load_model
+from training.registry import get_alias_version, load_model, open_client
 
 logger = logging.getLogger("nbo.serving")
 RELOAD_REQUEST = "reload-request"  # in the NBO home: its content changes when a reload of every worker is asked
@@ -127,8 +126,7 @@ def follow_registry(recommender: Recommender, paths: Paths, interval: float, sto
             epoch, refused = requested, None  # asked for: try the champion again even if refused once
         due = time.monotonic() + interval
         try:
-            mlflow.set_tracking_uri(paths.tracking_uri)
-            swapped, refused = check_champion(recommender, MlflowClient(tracking_uri=paths.tracking_uri), refused)
+            swapped, refused = check_champion(recommender, open_client(paths), refused)
         except Exception as error:  # registry unreachable or unreadable: keep the current model
             if not failing:
                 logger.warning("champion check failed, keeping the current model until the registry answers "

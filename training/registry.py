@@ -6,7 +6,10 @@ Every version that becomes champion is appended to the registered model's ``cham
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightgbm as lgb
@@ -70,7 +73,12 @@ def connect(paths: Paths, experiment: str = EXPERIMENT) -> MlflowClient:
         paths.artifacts.mkdir(parents=True, exist_ok=True)
         mlflow.create_experiment(experiment, artifact_location=paths.artifacts.as_uri())
     mlflow.set_experiment(experiment)
-    return MlflowClient()
+    return open_client(paths)
+
+
+def open_client(paths: Paths) -> MlflowClient:
+    """A client bound to the home's tracking store and registry, whatever the process-wide URIs are."""
+    return MlflowClient(tracking_uri=paths.tracking_uri, registry_uri=paths.tracking_uri)
 
 
 def log_model(model: LoadedModel, example: pd.DataFrame, params: dict, metrics: dict[str, float], report: dict,
@@ -96,17 +104,22 @@ def log_model(model: LoadedModel, example: pd.DataFrame, params: dict, metrics: 
 
 
 def load_model(client: MlflowClient, alias: str = "champion", version: str | None = None) -> LoadedModel | None:
-    """The given version, else the version under an alias; None when there is no such version."""
+    """The given version, else the version under an alias; None when there is no such version. Everything is read
+    through the client's own tracking URI, never the process-wide one, so threads with other homes do not interfere."""
     try:
         found = (client.get_model_version(MODEL_NAME, version) if version
                  else client.get_model_version_by_alias(MODEL_NAME, alias))
     except mlflow.exceptions.MlflowException:
         return None
-    booster = mlflow.lightgbm.load_model(f"models:/{MODEL_NAME}/{found.version}")
-    meta = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{META_FILE}")
     files = {f.path for f in client.list_artifacts(found.run_id)}
-    calibrator = (Calibrator.from_dict(mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{CALIBRATOR_FILE}"))
-                  if CALIBRATOR_FILE in files else None)
+    with tempfile.TemporaryDirectory() as folder:
+        location = client.get_model_version_download_uri(MODEL_NAME, found.version)
+        booster = mlflow.lightgbm.load_model(mlflow.artifacts.download_artifacts(artifact_uri=location,
+                                                                                 dst_path=folder))
+        meta = json.loads(Path(client.download_artifacts(found.run_id, META_FILE, folder)).read_text())
+        calibrator = (Calibrator.from_dict(json.loads(Path(client.download_artifacts(found.run_id, CALIBRATOR_FILE,
+                                                                                     folder)).read_text()))
+                      if CALIBRATOR_FILE in files else None)
     return LoadedModel(booster, meta, str(found.version), calibrator)
 
 

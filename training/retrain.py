@@ -33,7 +33,7 @@ from features.pipeline import build_features, read_raw
 from nbo.config import MODEL_NAME, Paths
 from training.exposures import HORIZON_DAYS, exposures_from_log
 from training.lifetime import fit_lifetime
-from training.registry import connect
+from training.registry import connect, open_client
 from training.train import GATE_METRIC, train
 from training.uplift import CONTROL
 from training.uplift_commands import train_uplift
@@ -98,7 +98,7 @@ def retrain_intent(paths: Paths, gate_metric: str) -> dict:
     """The purchase-intent model, registered and promoted if it beats the champion (its report without the
     logistic-regression baseline: `nbo evaluate` gives it)."""
     found = train(paths, gate_metric, logistic_baseline=False)
-    run_id = mlflow.MlflowClient().get_model_version(MODEL_NAME, found["version"]).run_id
+    run_id = open_client(paths).get_model_version(MODEL_NAME, found["version"]).run_id
     return {"status": "promoted" if found["promoted"] else "kept", "version": found["version"],
             "gate_metric": gate_metric, "value": found["metrics"][gate_metric],
             "champion_before": found["champion_before"], "champion_value_before": found["champion_metric_before"],

@@ -5,8 +5,8 @@ from typer.testing import CliRunner
 
 from nbo.cli import app
 from nbo.config import MODEL_NAME, get_paths
-from training.registry import (META_FILE, champion_history, connect, get_alias_version, load_model, promote,
-                               rollback)
+from training.registry import (META_FILE, champion_history, connect, get_alias_version, load_model,
+                               open_client, promote, rollback)
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,13 @@ def test_cli_promotes_and_rolls_back(registry):
     listed = runner.invoke(app, ["models", "list", *home])
     assert listed.exit_code == 0, listed.output
     assert "champion history: 1\n" in listed.output
+
+
+def test_a_model_loads_through_its_client_whatever_the_process_wide_tracking_uri(trained_home, tmp_path):
+    """The serving loop reads the registry from a thread: another home set process-wide must not be read instead."""
+    home = trained_home[0]
+    client = open_client(home)
+    mlflow.set_tracking_uri(get_paths(tmp_path).tracking_uri)
+    model = load_model(client)
+    assert model is not None and model.version == get_alias_version(client, "champion")
+    assert model.booster.feature_name() == model.meta["features"]
