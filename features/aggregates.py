@@ -11,12 +11,13 @@ the cutoffs that already see them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from features.definitions import (
-    DAY, DECLARED_WINDOWS, LOOKBACK, SIGNAL_NAMES, Aggregates, Feature, Signal, Window, combine, compute_feature,
-    kind_values,
+    DAY, DECLARED_WINDOWS, LOOKBACK, SIGNAL_NAMES, Aggregates, Aggregation, Feature, Signal, Window, combine,
+    compute_feature, kind_values,
 )
 from features.grid import Grid, Needs
 
@@ -136,7 +137,7 @@ class _Stats:
     def _positions(self) -> np.ndarray:
         """(queries x times): where each queried entity reaches each of ``times`` in the sorted rows."""
         if self.positions is None:
-            self.positions = _locate(self.on_time, self.queries, self.times)
+            self.positions = _locate(cast(_Prefix, self.on_time), self.queries, self.times)
         return self.positions
 
     def _at(self, at: int) -> np.ndarray:
@@ -148,7 +149,7 @@ class _Stats:
         ``times`` at once, a signal at a time (each signal's running sums are contiguous, so the reads stay
         close), as (signals x times x queries)."""
         if self.reached is None:
-            self.reached = np.take(self.on_time.sums.T, self._positions().T, axis=1)
+            self.reached = np.take(cast(_Prefix, self.on_time).sums.T, self._positions().T, axis=1)
         return self.reached[:, -1] - self.reached[:, self.times.index(start)]  # t is the last of the times
 
     def window(self, window: Window) -> np.ndarray:
@@ -205,8 +206,8 @@ class _History:
         else:
             on_time = np.flatnonzero(~late)
             self.on_time = _build_prefix(entity[on_time], ts[on_time], kind[on_time], amount[on_time], needs, times)
-        late = np.flatnonzero(late)
-        self.late = entity[late], ts[late], visible[late], kind[late], amount[late]
+        rows = np.flatnonzero(late)
+        self.late = entity[rows], ts[rows], visible[rows], kind[rows], amount[rows]
 
     def at(self, queries: np.ndarray, t: int) -> _Stats:
         """Stats of the queried entities (ascending) from the rows known before t."""
@@ -266,7 +267,7 @@ class _Plan:
     """Where each feature of a list reads its inputs: per entity and aggregation, the output columns and the
     (window, signal, denominator) positions in the aggregates."""
 
-    groups: tuple[tuple[bool, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
+    groups: tuple[tuple[bool, Aggregation, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
 
 
 _PLANS: dict[int, tuple[list[Feature], _Plan]] = {}
@@ -277,7 +278,7 @@ def _plan_for(features: list[Feature]) -> _Plan:
     cached = _PLANS.get(id(features))
     if cached is not None and cached[0] is features:
         return cached[1]
-    window_at = {w: i for i, w in enumerate(DECLARED_WINDOWS)}
+    window_at: dict[Window | None, int] = {w: i for i, w in enumerate(DECLARED_WINDOWS)}
     signal_at = {name: i for i, name in enumerate(SIGNAL_NAMES)}
     keys = sorted({(f.entity == "customer", f.aggregation) for f in features})
     groups = []

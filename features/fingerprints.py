@@ -4,6 +4,7 @@ again with other content is told apart from a plain resend (a conflict, not a du
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,11 +21,11 @@ CONFLICT = "event_id already used for different content"
 def fingerprint(events: pd.DataFrame) -> list[str]:
     """A digest of each event's content (every canonical column but event_id), the same for every backend: a
     resend under a known id is a duplicate when its fingerprint matches, a conflict when it does not."""
-    columns = []
+    columns: list[Iterable[str]] = []
     for name in _CONTENT:
         values = events[name]
         if name == "ts":  # whole microseconds since the epoch, whatever the column's unit
-            column = map(str, values.dt.as_unit("us").array.asi8.tolist())
+            column: Iterable[str] = map(str, values.dt.as_unit("us").array.asi8.tolist())
         elif name in _NUMERIC:
             column = ("" if v != v else repr(v) for v in values.to_numpy("float64", na_value=np.nan).tolist())
         else:

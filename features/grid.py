@@ -32,7 +32,7 @@ class Needs:
         summed = [f for f in features if f.aggregation != "recency_days"]
         signals = {s.name for f in summed for s in (f.signal, f.denominator) if s is not None}
         return cls(sorted(SIGNAL_NAMES.index(name) for name in signals),
-                   list(dict.fromkeys(f.window for f in summed)),
+                   list(dict.fromkeys(f.window for f in summed if f.window is not None)),
                    sorted({SIGNAL_NAMES.index(f.signal.name) for f in features if f.aggregation == "recency_days"}))
 
 
@@ -119,9 +119,9 @@ class Grid:
         paid = np.nan_to_num(amount) != 0
         patterns, pattern_of = _patterns(tuple(lasts), paid=True)
         cell, size = self._cells(pattern_of[kind * 2 + paid], len(patterns), segment, at, count, left_out)
-        by_pattern = np.full(size + 1, -1, dtype="int64")
-        np.maximum.at(by_pattern, cell, ts)
-        by_pattern = by_pattern[:size].reshape(-1, segments, count)
+        by_cell = np.full(size + 1, -1, dtype="int64")
+        np.maximum.at(by_cell, cell, ts)
+        by_pattern = by_cell[:size].reshape(-1, segments, count)
         for j in range(len(lasts)):
             if patterns[:, j].any():
                 latest[j] = by_pattern[patterns[:, j]].max(axis=0)

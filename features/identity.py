@@ -81,7 +81,7 @@ def stitch_identities(events: pd.DataFrame, links: pd.DataFrame | None = None) -
     owner, linked_at = device_owners(pd.Index(devices), customers, links)
     codes, visible = attribute(customer, device, instants(events["ts"]), owner, linked_at)
     stitched = events.copy()
-    named = np.append(np.asarray(customers, dtype=object), None)[codes]
+    named = np.append(np.asarray(customers, dtype=object), np.array([None], dtype=object))[codes]
     stitched["customer_id"] = pd.Series(named, index=events.index, dtype=events["customer_id"].dtype)
     visible_at = pd.Series(visible, index=events.index)
     if pd.api.types.is_datetime64_any_dtype(events["ts"]):

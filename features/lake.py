@@ -61,7 +61,7 @@ def retention_days() -> int:
 
 def encode_events(events: pd.DataFrame) -> bytes:
     """Canonical events (as validation returns them) as JSON lines, in their order."""
-    columns = []
+    columns: list[list] = []
     for name in _NAMES:
         values = events[name]
         if name == "ts":
@@ -137,15 +137,18 @@ class LakeWriter:
     def _locked_segment(self) -> int:
         """This process's segment, locked; a new one when a compaction or an erasure took the last one."""
         while True:
-            if self.fd is None or self.pid != os.getpid():  # a forked child writes a segment of its own
-                self._open()
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            if _same_file(self.fd, self.path):
-                return self.fd
-            os.close(self.fd)  # closing releases the lock
+            if self.fd is not None and self.path is not None and self.pid == os.getpid():
+                fd, path = self.fd, self.path
+            else:  # the first segment, or a forked child's own
+                fd, path = self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, path):
+                return fd
+            os.close(fd)  # closing releases the lock
             self.fd = None
 
-    def _open(self) -> None:
+    def _open(self) -> tuple[int, Path]:
+        """A new segment of this process, open for appending: its descriptor and path."""
         if self.fd is not None:
             os.close(self.fd)
         self.incoming.mkdir(parents=True, exist_ok=True)
@@ -154,6 +157,7 @@ class LakeWriter:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o640)
         if sync_level() == "FULL":
             _sync_dir(self.incoming)
+        return self.fd, self.path
 
 
 _writers: dict[Path, LakeWriter] = {}

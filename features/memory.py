@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import mmap
+from typing import Literal
 
 import numpy as np
 
 ORDINARY_PAGES_FROM = 16 * 2 ** 20  # bytes: larger results are kept off transparent huge pages
 
 
-def empty_array(shape: tuple[int, ...], dtype: str | np.dtype, order: str = "C") -> np.ndarray:
+def empty_array(shape: tuple[int, ...], dtype: str | np.dtype, order: Literal["C", "F"] = "C") -> np.ndarray:
     """An uninitialised array, for results written in full once. A large one is mapped on ordinary pages, all at
     once: NumPy asks for transparent huge pages, and where the kernel compacts memory to find them when they are
     first touched (its ``defrag`` setting), a 2 GiB training matrix took 3-5 s of system time; page by page on

@@ -7,6 +7,8 @@ built over chunks of customers, so memory beyond the result stays bounded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -78,10 +80,11 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
         owner, linked_at = device_owners(pd.Index(devices), customers,
                                          links.assign(linked_at=to_seconds(links["linked_at"])))
     codes, visible = attribute(customer, device, seconds, owner, linked_at)
-    rows = np.flatnonzero(KIND_VALUES.any(axis=1)[kinds] & (codes >= 0))  # known customer, some signal
+    rows = np.flatnonzero(np.any(KIND_VALUES, axis=1)[kinds] & (codes >= 0))  # known customer, some signal
     category, categories = factorize(events["category"])
     columns = [codes, category, seconds, visible, kinds, events["amount"].to_numpy(dtype="float64", na_value=np.nan)]
-    extra = _link_codes(customer[first], seconds[first]) if links is None else [[]] * len(columns)
+    extra: Sequence[np.ndarray] = (_link_codes(customer[first], seconds[first]) if links is None
+                                   else [np.empty(0)] * len(columns))
     out = [empty_array((len(rows) + len(more),), values.dtype) for values, more in zip(columns, extra)]
     for values, more, into in zip(columns, extra, out):  # each column gathered once, link rows after
         np.take(values, rows, out=into[:len(rows)])

@@ -265,7 +265,7 @@ class OnlineStore:
         with self.caching:
             if generation == self.generation:  # else a write since the read may have changed them
                 if len(self.cache) >= MAX_CACHED:
-                    self.cache.pop(next(iter(self.cache), None), None)
+                    del self.cache[next(iter(self.cache))]
                 self.cache[customer_id] = rows
         return rows
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -214,8 +215,8 @@ class RedisStore:
         """The customer's signal rows (ordered by ts), or None for a customer never seen; StoreUnavailable
         while Redis is down."""
         try:
-            blob, names, layout = self.client.mget(self.prefix + "rows:" + customer_id,
-                                                   self.prefix + "category_names", self.prefix + "layout")
+            blob, names, layout = cast(list[bytes | None], self.client.mget(
+                self.prefix + "rows:" + customer_id, self.prefix + "category_names", self.prefix + "layout"))
         except _DOWN as error:
             raise self.outage.failed(error) from error
         self.outage.answered()
@@ -231,7 +232,7 @@ class RedisStore:
 
     def customers(self) -> list[str]:
         """Every customer with at least one stored signal, sorted."""
-        return sorted(c.decode() for c in self.client.smembers(self.prefix + "customers"))
+        return sorted(c.decode() for c in cast(set[bytes], self.client.smembers(self.prefix + "customers")))
 
     def forget(self, customer_id: str) -> tuple[int, list[str]]:
         """Erase a customer: their rows, their devices' links and waiting rows, and the seen event ids that

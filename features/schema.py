@@ -7,6 +7,7 @@ quarantine frame with the source, the 1-based row number, the field and the reas
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Literal
 
@@ -195,8 +196,8 @@ def derive_event_ids(events: pd.DataFrame) -> pd.Series:
 
 
 def validate_events(raw: pd.DataFrame, source: str, now: pd.Timestamp | None = None,
-                    known_offers: set[str] | None = None, known_decisions: set[str] | None = None,
-                    known_categories: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    known_offers: AbstractSet[str] | None = None, known_decisions: AbstractSet[str] | None = None,
+                    known_categories: AbstractSet[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate events: canonical types, an identity on every row, a time between EARLIEST and now, unique ids,
     and, where the known values are given, offers, decisions and categories that exist."""
     raw = raw.reset_index(drop=True).copy()

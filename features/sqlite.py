@@ -42,7 +42,7 @@ def connect_sqlite(path: str | Path) -> sqlite3.Connection:
 
 
 @contextmanager
-def write_transaction(db: sqlite3.Connection, lock: threading.Lock) -> Iterator[sqlite3.Connection]:
+def write_transaction(db: sqlite3.Connection, lock: threading.Lock | threading.RLock) -> Iterator[sqlite3.Connection]:
     """One write transaction at a time on a connection threads share: the lock, then BEGIN IMMEDIATE; committed at
     the end, rolled back on an error. (A connection serialises statements, not transactions: without the lock a
     thread's BEGIN fails inside another's transaction, and its rollback undoes the other's acknowledged work.)"""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeGuard
 
 from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, Field, ValidationError
@@ -63,7 +63,7 @@ def refuse(ctx, status: int, message: str, details: list[dict] | None = None,
     return JSONResponse(error_document(status, message, details, code), status_code=status)
 
 
-def is_error_document(data: Any) -> bool:
+def is_error_document(data: Any) -> TypeGuard[dict]:
     """Whether a decoded body already is an error document."""
     error = data.get("error") if isinstance(data, dict) else None
     return isinstance(error, dict) and {"status", "code", "message", "details"} <= set(error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any, cast
 
 from serving.errors import ErrorResponse
 from serving.guard import KEYED_ROUTES, OPTIONALLY_KEYED_ROUTES
@@ -31,7 +32,7 @@ ROUTE_ERRORS = {
     "/customers/{customer_id}": {"400": "The customer id is blank or over 128 characters.",
                                  "404": "No customer id in the path."},
 }
-FORGET = {  # DELETE /customers/{customer_id}: a Starlette route beside BentoML's, so BentoML does not document it
+FORGET: dict[str, Any] = {  # DELETE /customers/{customer_id}: a Starlette route beside BentoML's, so BentoML does not document it
     "tags": ["Service APIs"], "operationId": "NextBestOffer__forget", "security": [{"ApiKey": []}],
     "description": "Erase a customer from raw events and tables, the online store, the decision log and outcomes, "
                    "quarantine files, lifetime tables and training sets (docs/privacy.md).",
@@ -117,7 +118,7 @@ def openapi_document() -> dict:
     """The service's OpenAPI document, as /docs.json serves it."""
     from serving.service import NextBestOffer
 
-    return complete_openapi(NextBestOffer.openapi_spec.asdict())
+    return complete_openapi(cast(Any, NextBestOffer).openapi_spec.asdict())
 
 
 def write_openapi(path: Path = OPENAPI_PATH) -> Path:

@@ -11,7 +11,8 @@ P(buys again). Lifetime value = expected purchase days x shrunk mean spend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -195,7 +196,7 @@ def fit_clv_model(train: TrainingSet, seed: int = 0, n_jobs: int = 1,
     """
     X, y = train.X, train.y
     windows = tuple(int(c.removeprefix("days_")) for c in X.columns if c.startswith("days_"))
-    common = {"random_state": seed, "n_jobs": n_jobs, "deterministic": True,
+    common: dict[str, Any] = {"random_state": seed, "n_jobs": n_jobs, "deterministic": True,
               "force_col_wise": True, "verbose": -1}
     base_rate = float(y.sum() / X["horizon"].sum())
     naive = estimate_rate(X, base_rate, prior_days) * X["horizon"].to_numpy()
@@ -229,7 +230,7 @@ def predict_clv(model: ClvModel, tx: pd.DataFrame, cutoff: pd.Timestamp | str,
     naive = estimate_rate(X, model.base_rate, model.prior_days) * float(horizon_days)
     offset = np.log(model.rate_scale * naive)
     expected = np.exp(model.regressor.predict(X, raw_score=True) + offset)
-    p_again = model.classifier.predict_proba(X)[:, 1]
+    p_again = np.asarray(model.classifier.predict_proba(X))[:, 1]
     spend = estimate_spend(feats, model.spend_prior_mean, model.spend_prior_weight)
     return pd.DataFrame({
         "expected_purchases": expected, "p_buy_again": p_again,

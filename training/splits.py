@@ -5,6 +5,7 @@ prediction and the same contributions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import lightgbm as lgb
 import numpy as np
@@ -25,8 +26,8 @@ def collect_splits(boosters: list[lgb.Booster]) -> dict[int, np.ndarray | None]:
             feature = node["split_feature"]
             if node["decision_type"] == "==":
                 found[feature] = None
-            else:
-                found.setdefault(feature, set()).add(float(node["threshold"]))
+            elif (cuts := found.setdefault(feature, set())) is not None:
+                cuts.add(float(node["threshold"]))
             nodes += [node["left_child"], node["right_child"]]
     return {feature: None if cuts is None else np.array(sorted(cuts)) for feature, cuts in found.items()}
 
@@ -50,11 +51,12 @@ class SplitTable:
 def tabulate_splits(splits: list[np.ndarray | None | bool]) -> SplitTable:
     """The table of splits given per column: sorted thresholds, None (categorical: the code itself decides),
     False (never split on)."""
-    numeric = [j for j, cuts in enumerate(splits) if cuts is not None and cuts is not False and len(cuts)]
-    sizes = np.array([len(splits[j]) for j in numeric], dtype=np.int64)
+    numeric = [j for j, cuts in enumerate(splits) if isinstance(cuts, np.ndarray) and len(cuts)]
+    thresholds = [cast(np.ndarray, splits[j]) for j in numeric]
+    sizes = np.array([len(cuts) for cuts in thresholds], dtype=np.int64)
     return SplitTable(
         width=len(splits), numeric=np.array(numeric, dtype=np.int64),
-        cuts=np.concatenate([splits[j] for j in numeric]) if numeric else np.empty(0),
+        cuts=np.concatenate(thresholds) if numeric else np.empty(0),
         owner=np.repeat(np.arange(len(numeric)), sizes), starts=np.cumsum(sizes) - sizes,
         categorical=np.array([j for j, cuts in enumerate(splits) if cuts is None], dtype=np.int64))
 
