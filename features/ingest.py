@@ -9,9 +9,12 @@ Output layout under an NBO home (``Paths``), one pair of files per ingested sour
   followed by the expected format).
 
 Both files are written whole and replaced atomically, so re-ingesting a file overwrites its previous
-output; event ids are derived from the row's content when the source has none, so the same rows get
-the same ids. Rows with identical content (hence identical ids) are quarantined as duplicates, also
-across chunks. Source timestamps without a zone (CDNOW, UCI) are taken as UTC.
+output, and a file none of whose rows is accepted (or that cannot be read) changes nothing: the error names
+the file and its first rejected row, column and reason, or the line that could not be read. Event ids are
+derived from the row's content when the source has none, so the same rows get the same ids. Rows with
+identical content (hence identical ids) are quarantined as duplicates, also across chunks. Source timestamps without a zone (CDNOW, UCI) are taken as UTC.
+
+Items, offers and customers tables are ingested by features.ingest_tables.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +31,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.ingest_catalogue import supplied_files
+from features.ingest_read import CHUNK_ROWS, check_columns, describe_rejection, read_chunks
 from features.privacy import find_erased, register_opt_outs
 from features.schema import EVENTS, QUARANTINE_COLUMNS, validate_events
 from nbo.config import Paths
 
-CHUNK_ROWS = 200_000
 ARROW_TYPES = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"),
                "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
 EVENTS_ARROW = pa.schema([(c.name, ARROW_TYPES[c.kind]) for c in EVENTS.columns])
@@ -110,7 +114,8 @@ def adapt_rees46(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def adapt_retailrocket(raw: pd.DataFrame) -> pd.DataFrame:
-    """RetailRocket events of anonymous visitors (anonymous_id = visitorid), times in epoch ms.
+    """RetailRocket events of visitors, times in epoch ms. The visitorid is the customer_id: the source's only,
+    and lasting, id of a person (as an anonymous_id no customer would ever own the events, so none is learnt).
 
     The source has no prices, yet the schema requires an amount on purchases: purchases get amount
     0.0, meaning "value unknown" (monetary features must not read it as free). The transactionid goes
@@ -120,7 +125,7 @@ def adapt_retailrocket(raw: pd.DataFrame) -> pd.DataFrame:
     millis = pd.to_numeric(raw["timestamp"], errors="coerce")
     ts = _or_text(pd.to_datetime(millis, unit="ms", utc=True, errors="coerce"), raw["timestamp"],
                   "epoch milliseconds")
-    return _to_events(raw, ts=ts, anonymous_id=raw["visitorid"], session_id=raw["transactionid"],
+    return _to_events(raw, ts=ts, customer_id=raw["visitorid"], session_id=raw["transactionid"],
                       channel="web", event_type=event_type, item_id=raw["itemid"],
                       amount=pd.Series(0.0, index=raw.index).where(event_type == "purchase"))
 
@@ -179,27 +184,7 @@ class IngestReport:
     quarantined: int = 0
     erased: int = 0  # rows of customers or devices erased since (``nbo forget``), left out
     reasons: dict[str, int] = field(default_factory=dict)
-
-
-def read_chunks(path: Path, sep: str = ",", chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """Read a file in chunks by suffix: .parquet, .jsonl/.json (JSON lines), else delimited text."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
-    elif suffix in (".jsonl", ".json"):
-        yield from pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False, convert_dates=False)
-    else:
-        for chunk in pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, chunksize=chunk_rows):
-            yield chunk.rename(columns=str.strip)
-
-
-def _check_columns(chunk: pd.DataFrame, fmt: str, spec: SourceFormat, path: Path) -> None:
-    """Raise a ValueError naming the file and the source columns the format needs but lacks."""
-    missing = [c for c in spec.columns if c not in chunk.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} required by format '{fmt}' "
-                         f"(found: {', '.join(map(str, chunk.columns))})")
+    first_rejected: str | None = None  # the first quarantined row: row, column and reason
 
 
 def _split_repeats(accepted: pd.DataFrame, quarantine: pd.DataFrame, seen: set[str],
@@ -228,14 +213,14 @@ def _summarize_reason(field_name: str, reason: str) -> str:
 
 def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: pd.Timestamp,
                    events_tmp: Path, quarantine_tmp: Path, chunk_rows: int, known_offers: set[str] | None,
-                   paths: Paths) -> None:
+                   paths: Paths, encoding: str) -> None:
     """Stream the file's chunks through adapter and validation into the two output files."""
     reasons: Counter[str] = Counter()
     seen: set[str] = set()
     with pq.ParquetWriter(events_tmp, EVENTS_ARROW) as writer, open(quarantine_tmp, "w", newline="") as out:
         pd.DataFrame(columns=QUARANTINE_FILE_COLUMNS).to_csv(out, index=False)
-        for chunk in read_chunks(report.source, spec.sep, chunk_rows):
-            _check_columns(chunk, report.fmt, spec, report.source)
+        for chunk in read_chunks(report.source, spec.sep, chunk_rows, encoding):
+            check_columns(chunk, spec.columns, f"format '{report.fmt}'", report.source)
             accepted, quarantine = validate_events(spec.adapt(chunk), source, now=now, known_offers=known_offers)
             accepted, quarantine = _split_repeats(accepted, quarantine, seen, source, report.rows_in)
             erased, unsure = find_erased(paths, accepted), find_erased(paths, quarantine.drop(columns="ts"))
@@ -245,6 +230,7 @@ def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: p
             writer.write_table(pa.Table.from_pandas(accepted, schema=EVENTS_ARROW, preserve_index=False))
             quarantine.reindex(columns=QUARANTINE_FILE_COLUMNS).to_csv(out, header=False, index=False)
             reasons.update(map(_summarize_reason, quarantine["field"], quarantine["reason"]))
+            report.first_rejected = report.first_rejected or describe_rejection(quarantine)
             report.rows_in += len(chunk)
             report.accepted += len(accepted)
             report.quarantined += len(quarantine)
@@ -252,9 +238,9 @@ def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: p
 
 
 def ingest_file(fmt: str, path: Path, paths: Paths, now: pd.Timestamp | None = None,
-                chunk_rows: int = CHUNK_ROWS) -> IngestReport:
+                chunk_rows: int = CHUNK_ROWS, encoding: str = "utf-8") -> IngestReport:
     """Adapt, validate and store one source file; see the module docstring for the output layout.
-    When the home has an offers table, events naming another offer are quarantined."""
+    When the home was given an offers table, events naming another offer are quarantined."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"{path}: unknown format '{fmt}' (known formats: {', '.join(FORMATS)})")
@@ -266,13 +252,26 @@ def ingest_file(fmt: str, path: Path, paths: Paths, now: pd.Timestamp | None = N
     report.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
     events_tmp = report.events_path.with_name(report.events_path.name + ".tmp")
     quarantine_tmp = report.quarantine_path.with_name(report.quarantine_path.name + ".tmp")
-    offers = paths.raw / "offers.parquet"
-    known_offers = set(pd.read_parquet(offers, columns=["offer_id"])["offer_id"]) if offers.exists() else None
+    offers = supplied_files(paths, "offers")
+    known_offers = set(pd.concat([pd.read_parquet(p, columns=["offer_id"]) for p in offers])["offer_id"]) \
+        if offers else None
     try:
-        _write_outputs(report, spec, source, now, events_tmp, quarantine_tmp, chunk_rows, known_offers, paths)
+        _write_outputs(report, spec, source, now, events_tmp, quarantine_tmp, chunk_rows, known_offers, paths,
+                       encoding)
+        refuse_if_all_rejected(report)
         os.replace(events_tmp, report.events_path)
         os.replace(quarantine_tmp, report.quarantine_path)
     finally:
         events_tmp.unlink(missing_ok=True)
         quarantine_tmp.unlink(missing_ok=True)
     return report
+
+
+def refuse_if_all_rejected(report: IngestReport) -> None:
+    """Raise a ValueError naming the file, its first rejected row and the commonest reasons when rows were
+    rejected and none was accepted: such a file is the wrong format or broken, and replaces nothing."""
+    if report.accepted or not report.quarantined:
+        return
+    common = "; ".join(f"{reason} ({n} rows)" for reason, n in list(report.reasons.items())[:3])
+    raise ValueError(f"{report.source}: none of its {report.rows_in} rows was accepted as format '{report.fmt}'; "
+                     f"first rejected: {report.first_rejected}; commonest reasons: {common}")

@@ -13,13 +13,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.definitions import FEATURES
+from features.ingest_catalogue import complete_catalogue, read_table, table_files
 from features.lake import compact_lake, known_ids, read_lake_table, without_ids
 from features.offline import build_training_set, choose_cutoffs
 from features.online import open_store
 from features.store_interface import FeatureStore
 from features.privacy import drop_erased
 from features.publish import publish_folder, stage_folder, write_atomically
-from features.training_set import write_training_set
+from features.training_set import plan_cutoffs, write_training_set
 from nbo.config import Paths
 
 
@@ -29,16 +30,21 @@ DICTIONARY_COLUMNS = ["customer_id", "anonymous_id", "channel", "event_type", "c
 
 
 def read_raw(paths: Paths, table: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """One canonical table from the raw folder: TABLE.parquet and the Parquet files in TABLE/ (only ``columns``
-    when given); for events, also the events of the event lake (features.lake) that no raw file holds."""
-    files = [p for p in [paths.raw / f"{table}.parquet"] if p.exists()]
-    files += sorted((paths.raw / table).glob("*.parquet"))
-    lake = read_lake_table(paths, with_event_id(columns)) if table == "events" else None
-    if not files and not (lake is not None and lake.num_rows):
-        raise FileNotFoundError(f"no {table} in {paths.raw}: run `nbo generate` or `nbo ingest` first")
-    if table == "events":  # without the events of erased customers (features.privacy)
-        return drop_erased(paths, read_events(files, columns, lake))
-    return pd.concat([pd.read_parquet(p, columns=columns) for p in files], ignore_index=True)
+    """One canonical table from the raw folder (only ``columns`` when given). Events: events.parquet, the Parquet
+    files in events/ and the events of the event lake (features.lake) that no raw file holds, without those of
+    erased customers. Other tables: those supplied (TABLE.parquet, TABLE/*.parquet), else the one `nbo features`
+    derived from the events (features.ingest_catalogue)."""
+    if table != "events":
+        files = table_files(paths, table)
+        if not files:
+            raise FileNotFoundError(f"no {table} in {paths.raw} (`nbo ingest --table {table}` supplies them, `nbo "
+                                    "features` derives them from the events): run `nbo generate` or `nbo ingest` first")
+        return read_table(files, columns)
+    files = [p for p in [paths.raw / "events.parquet"] if p.exists()] + sorted((paths.raw / "events").glob("*.parquet"))
+    lake = read_lake_table(paths, with_event_id(columns))
+    if not files and not lake.num_rows:
+        raise FileNotFoundError(f"no events in {paths.raw}: run `nbo generate` or `nbo ingest` first")
+    return drop_erased(paths, read_events(files, columns, lake))
 
 
 def read_events(files: list[Path], columns: list[str] | None = None, lake: pa.Table | None = None) -> pd.DataFrame:
@@ -78,16 +84,18 @@ STORE_BATCH = 20_000  # events per write transaction when the online store is up
 STORE_PAUSE_S = 0.1  # between them: a writer waiting for the lock (SQLite retries every 100 ms at most) gets in
 
 
-def build_features(paths: Paths, n_cutoffs: int = 6, horizon_days: int = 7,
+def build_features(paths: Paths, n_cutoffs: int | None = None, horizon_days: int | None = None,
                    online: str = "rebuild") -> dict[str, object]:
     """Write the point-in-time training set (published in one step: readers see the old one or the new one) and
     load the events into the online store: ``online="rebuild"`` empties it first; ``"update"`` adds only the
-    events it has not seen (by event_id), so a service reading it meanwhile never sees it empty."""
+    events it has not seen (by event_id), so a service reading it meanwhile never sees it empty. Items, offers and
+    customers the home lacks are derived from the events first; cutoffs and horizon not given fit the events'
+    span (``plan_cutoffs``)."""
     if online not in ("rebuild", "update"):
         raise ValueError(f"online must be 'rebuild' or 'update', not {online!r}")
     compacted = compact_lake(paths)  # the events /events kept since the last build, into the lake's partitions
-    events = read_raw(paths, "events")
-    categories = sorted(read_raw(paths, "items")["category"].dropna().unique().tolist())
+    _, events, categories = complete_catalogue(paths, read_raw(paths, "events"))
+    n_cutoffs, horizon_days = plan_cutoffs(events["ts"].min(), events["ts"].max(), n_cutoffs, horizon_days)
     cutoffs = choose_cutoffs(events, n_cutoffs, horizon_days)
     training = build_training_set(events, cutoffs, horizon_days, categories, list(FEATURES))
     staged = stage_folder(paths.training_set)

@@ -85,7 +85,7 @@ CUSTOMERS = TableSchema("customers", "customer_id", (
 ITEMS = TableSchema("items", "item_id", (
     Column("item_id", "string", "Product id.", required=True),
     Column("category", "string", "Product category.", required=True),
-    Column("price", "float", "List price.", required=True, min_value=0.0),
+    Column("price", "float", "List price (optional: sources without prices have none).", min_value=0.0),
     Column("margin", "float", "Gross margin per unit.", min_value=0.0),
 ))
 

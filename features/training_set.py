@@ -8,6 +8,7 @@ matrix gathers them there, and nothing holds them repeated per category.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from features.memory import empty_array
 KEYS = ["customer_id", "cutoff"]  # how a row finds its customer features
 TABLES = ("rows", "customers")  # the folder's sub-folders, one Parquet file per part in each
 BLOCK_ROWS = 4096  # rows of the model matrix written at a time
+MIN_CUTOFFS = 3  # the time split: train, validation (early stopping) and test cutoffs
+DEFAULT_CUTOFFS, DEFAULT_HORIZON_DAYS = 6, 7
 
 
 @dataclass
@@ -28,6 +31,33 @@ class TrainingSet:
 
     rows: pd.DataFrame
     customers: pd.DataFrame
+
+
+def plan_cutoffs(first: pd.Timestamp, last: pd.Timestamp, n: int | None = None,
+                 horizon_days: int | None = None) -> tuple[int, int]:
+    """The number of cutoffs and the horizon (days) for events from ``first`` to ``last``: those given, else the
+    defaults where the span allows them, else the most that fit (MIN_CUTOFFS at least, which training needs).
+    N cutoffs H days apart, the last one H days before the last midnight, need more than N x H days from the first
+    event to that midnight. An error names the span, what is missing and the flags that would fit."""
+    days = (last.floor("D") - first) / pd.Timedelta(days=1)
+
+    def fits(count: int) -> int:
+        """The longest whole-day step that fits count times."""
+        return max(math.ceil(days / count) - 1, 0)
+
+    horizon = horizon_days or min(DEFAULT_HORIZON_DAYS, max(fits(n or MIN_CUTOFFS), 1))
+    count = n or min(DEFAULT_CUTOFFS, max(fits(horizon), MIN_CUTOFFS))
+    if count * horizon < days:
+        return count, horizon
+    span = f"the events span {last - first} ({first} .. {last}), {max(days, 0):.1f} days to the last midnight"
+    if fits(MIN_CUTOFFS) < 1:
+        raise ValueError(f"{span}: too short for a model, which needs {MIN_CUTOFFS} cutoffs a day apart at least, "
+                         f"hence events over more than {MIN_CUTOFFS} days (--cutoffs {MIN_CUTOFFS} --horizon-days 1): "
+                         "ingest a longer period")
+    fewer, closer = (fits(horizon), horizon) if fits(horizon) >= MIN_CUTOFFS else (MIN_CUTOFFS, fits(MIN_CUTOFFS))
+    raise ValueError(f"{span}: too short for {count} cutoffs {horizon} days apart, which need more than "
+                     f"{count * horizon} days; pass fewer or closer cutoffs, such as --cutoffs {fewer} "
+                     f"--horizon-days {closer}, or leave both out to fit them to the span")
 
 
 def locate_customers(rows: pd.DataFrame, customers: pd.DataFrame) -> np.ndarray:

@@ -163,18 +163,18 @@ def test_rees46_maps_events_categories_and_prices(tmp_path: Path) -> None:
     assert events.loc[1, "ts"] == pd.Timestamp("2019-10-01 00:00:05", tz="UTC")
 
 
-def test_retailrocket_maps_anonymous_visitors_and_transactions(tmp_path: Path) -> None:
+def test_retailrocket_maps_visitors_to_customers_and_transactions(tmp_path: Path) -> None:
     report = _ingest(tmp_path, "retailrocket", "events.csv", RETAILROCKET)
     assert (report.rows_in, report.accepted) == (9, 4)
     quarantine = _check_quarantine(report, RETAILROCKET_BAD)
     assert _reason(quarantine, 7) == "neither customer_id nor anonymous_id is set"
     events = pd.read_parquet(report.events_path)
-    assert events["customer_id"].isna().all()
+    assert events["anonymous_id"].isna().all()
     assert sorted(events["event_type"]) == ["add_to_cart", "product_view", "purchase", "purchase"]
     purchases = events[events["event_type"] == "purchase"]
     assert purchases["amount"].tolist() == [0.0, 0.0]
     assert set(purchases["session_id"]) == {"4000"}
-    assert set(purchases["anonymous_id"]) == {"599528"}
+    assert set(purchases["customer_id"]) == {"599528"}
     assert sorted(purchases["item_id"]) == ["15335", "356475"]
     assert events["amount"].isna().sum() == 2
     view = events[events["event_type"] == "product_view"].iloc[0]
