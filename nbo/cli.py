@@ -50,21 +50,40 @@ def generate(customers: int = 3000, days: int = 180, seed: int = 42,
 
 
 @app.command()
-def ingest(path: Path, format: Annotated[str, typer.Option("--format", help="Source format.")] = "canonical",
+def ingest(paths: Annotated[list[Path], typer.Argument(help="Source files (a table may come in parts).")],
+           format: Annotated[str, typer.Option("--format", help="Source format: canonical, cdnow, rees46, "
+                                                                "retailrocket or uci (docs/own-data.md).")] = "canonical",
+           table: Annotated[str, typer.Option(help="events, or items, offers or customers (without them `nbo "
+                                                   "features` derives them from the events).")] = "events",
+           encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
            home: Home = None) -> None:
-    """Validate and load an event file; rejected rows go to the quarantine folder with their reason."""
+    """Validate and load source files; rejected rows go to the quarantine folder with their row, column and
+    reason, and a file none of whose rows is accepted changes nothing."""
     from features.ingest import ingest_file
+    from features.ingest_tables import ingest_table
 
     try:
-        report = ingest_file(format, path, get_paths(home))
+        if table != "events":
+            reports = [ingest_table(table, format, paths, get_paths(home), encoding)]
+        else:
+            reports = [ingest_file(format, path, get_paths(home), encoding=encoding) for path in paths]
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
-    console.print(report)
+    for report in reports:
+        console.print(report)
+        if report.first_rejected:
+            console.print(f"[yellow]{report.quarantined:,} rows quarantined[/] to {report.quarantine_path}; "
+                          f"first: {report.first_rejected}", soft_wrap=True)
 
 
 @app.command()
-def features(cutoffs: int = 6, horizon_days: int = 7, home: Home = None) -> None:
-    """Build the point-in-time training set and load the online store."""
+def features(cutoffs: Annotated[int | None, typer.Option(min=1, help="Cutoffs (default: 6, or as many as the "
+                                                                     "events' span allows, 3 at least).")] = None,
+             horizon_days: Annotated[int | None, typer.Option(min=1, help="Days between cutoffs and of the label "
+                                                                          "window (default: 7, or less to fit the span).")]
+             = None, home: Home = None) -> None:
+    """Build the point-in-time training set and load the online store; items, offers and customers not ingested
+    are derived from the events."""
     from features.pipeline import build_features
 
     try:
