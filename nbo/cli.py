@@ -37,15 +37,25 @@ def fail(message: str) -> None:
 
 
 @app.command()
-def generate(customers: int = 3000, days: int = 180, seed: int = 42,
+def generate(customers: Annotated[int | None, typer.Option(help="Customers (default 3,000; experiment "
+                                                                  "30,000).")] = None,
+             days: int = 180, seed: int = 42,
              start: Annotated[str | None, typer.Option(help="First day (default: DAYS before today).")] = None,
-             home: Home = None) -> None:
-    """Simulate an omnichannel retailer's events, catalogue and offers into the data folder."""
+             home: Home = None,
+             setting: Annotated[str, typer.Option(help="retailer (events, catalogue, offers) or experiment (a "
+                                                       "randomised two-version e-mail test, one send date).")]
+             = "retailer") -> None:
+    """Simulate an omnichannel retailer's events, catalogue and offers (or an e-mail experiment) into the data
+    folder."""
     from features.simulate import simulate
+    from features.simulation.experiment import simulate_experiment
 
     paths = get_paths(home)
     start = start or (pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=days)).date().isoformat()
-    summary = simulate(paths.raw, customers, days, seed, start=start, progress=True)
+    if setting not in ("retailer", "experiment"):
+        fail(f"--setting must be 'retailer' or 'experiment', got {setting!r}")
+    summary = (simulate_experiment(paths.raw, customers or 30_000, seed, start) if setting == "experiment"
+               else simulate(paths.raw, customers or 3000, days, seed, start=start, progress=True))
     console.print_json(json.dumps(summary, default=str))
 
 

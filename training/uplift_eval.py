@@ -15,10 +15,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from training.uplift import UpliftModel, predict_uplift
+from training.uplift import UpliftModel, build_matrix
 
 TrueUplift = Callable[[np.ndarray, np.ndarray, pd.Series], np.ndarray]
 K_SHARES = (0.1, 0.3)
+BASELINES = ("best_single_offer", "random")  # the policies targeting by the model must beat (gains x estimator)
 GRID = np.linspace(0.01, 1.0, 100)
 
 
@@ -71,8 +72,23 @@ def split_exposures(frame: pd.DataFrame, by: str = "time", holdout: float = 0.25
     else:
         raise ValueError(f"split must be 'time' or 'customer', got {by!r}")
     if test.all() or not test.any():
-        raise ValueError("the split leaves no training or no held-out rows")
+        hint = ("the log has one campaign date: use --split customer" if by == "time"
+                else "use more customers or a --holdout between 0 and 1")
+        raise ValueError(f"the {by} split with --holdout {holdout} leaves no training or no held-out rows ({hint})")
     return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
+
+
+def choose_split(frame: pd.DataFrame, by: str = "time", holdout: float = 0.25,
+                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Training and held-out rows, and the split used: a time split of a log with a single campaign date holds
+    out customers instead (``--split customer``); holdout 0 holds out nothing."""
+    if not 0 <= holdout < 1:
+        raise ValueError(f"--holdout must be a fraction in [0, 1), got {holdout}")
+    if by == "time" and frame["campaign"].nunique() < 2:
+        by = "customer"
+    if holdout == 0:
+        return frame, frame.iloc[:0], by
+    return (*split_exposures(frame, by, holdout, seed), by)
 
 
 def build_offer_grid(frame: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
@@ -147,9 +163,11 @@ def pick_row_offer(grid: np.ndarray, column: np.ndarray, missing: float = 0.0) -
 
 
 def value_policy(policy: np.ndarray, column: np.ndarray, treated: np.ndarray, propensity: np.ndarray,
-                 share: np.ndarray | None, y: np.ndarray, weight: np.ndarray,
-                 truth: np.ndarray | None) -> dict[str, float]:
-    """IPS and SNIPS estimates of the policy's incremental outcome per row (and its true value).
+                 share: np.ndarray | None, y: np.ndarray, weight: np.ndarray, truth: np.ndarray | None,
+                 direct: np.ndarray | None = None, residual: np.ndarray | None = None) -> dict[str, float]:
+    """IPS and SNIPS estimates of the policy's incremental outcome per row (and its true value); with ``direct``
+    (rows x offers predicted uplift) and ``residual`` (outcome minus its prediction in the row's own arm), the
+    doubly robust estimate too: the predicted value plus the IPS estimate of the prediction's error.
 
     share: per control row, the estimated chance that the logging policy drew its intended offer;
     None when control rows carry no offer (the outcome is then not offer-specific)."""
@@ -164,9 +182,41 @@ def value_policy(policy: np.ndarray, column: np.ndarray, treated: np.ndarray, pr
     control_mean = (weight * w0 * y).sum() / max((weight * w0).sum(), 1e-12)
     out = {"ips": float((weight * (w1 - w0) * y).sum() / total),
            "snips": float((weight * contact).sum() / total * (treated_mean - control_mean))}
+    if direct is not None and residual is not None:
+        predicted = np.nansum(policy * np.nan_to_num(direct), axis=1)
+        out["dr"] = float((weight * (predicted + (w1 - w0) * np.nan_to_num(residual))).sum() / total)
     if truth is not None:
         out["true"] = float((weight * np.nansum(policy * np.nan_to_num(truth), axis=1)).sum() / total)
     return out
+
+
+def predict_arms(model: UpliftModel, customers: pd.DataFrame, offer_table: pd.DataFrame, frame: pd.DataFrame,
+                 offers: pd.Index, available: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows x offers predicted outcome with each available offer and without it (NaN where not available)."""
+    rows, cols = np.nonzero(available)
+    ids, offer_ids = frame["customer_id"].to_numpy()[rows], offers.to_numpy()[cols]
+    ts = frame["ts"].iloc[rows].reset_index(drop=True)
+    spec = model.spec
+    treated_inputs = build_matrix(spec, customers, offer_table, ids, offer_ids, ts)
+    control_inputs = (treated_inputs if spec.control_by_offer
+                      else build_matrix(spec, customers, offer_table, ids, None, ts))
+    grids = []
+    for booster, inputs in ((model.treated, treated_inputs), (model.control, control_inputs)):
+        grid = np.full(available.shape, np.nan)
+        grid[rows, cols] = booster.predict(inputs, num_threads=2)
+        grids.append(grid)
+    return grids[0], grids[1]
+
+
+def arm_residual(y: np.ndarray, treated: np.ndarray, column: np.ndarray, with_offer: np.ndarray,
+                 without: np.ndarray) -> np.ndarray:
+    """Outcome minus its predicted value in the row's own arm (its offer's column; control rows without an
+    offer: the row's control prediction, the same in every column)."""
+    own = np.where(treated.astype(bool), pick_row_offer(with_offer, column, np.nan),
+                   pick_row_offer(without, column, np.nan))
+    known = (~np.isnan(without)).sum(axis=1)
+    row_control = np.where(known > 0, np.nansum(without, axis=1) / np.maximum(known, 1), np.nan)
+    return y - np.where(np.isnan(own), row_control, own)
 
 
 def evaluate_uplift(model: UpliftModel, customers: pd.DataFrame, offer_table: pd.DataFrame,
@@ -182,11 +232,12 @@ def evaluate_uplift(model: UpliftModel, customers: pd.DataFrame, offer_table: pd
     t = test["treated"].to_numpy().astype(float)
     arm_weight = 1.0 / test["arm_propensity"].to_numpy()
     offers, available = build_offer_grid(test)
-    predicted = predict_grid(lambda c, o, ts: predict_uplift(model, customers, offer_table, c, o, ts),
-                             test, offers, available)
+    with_offer, without = predict_arms(model, customers, offer_table, test, offers, available)
+    predicted = with_offer - without
     column = offers.get_indexer(test["offer"].astype(object).where(test["offer"].notna(), None))
     score = (pick_row_offer(predicted, column, np.nan) if model.spec.control_by_offer
              else np.nanmean(predicted, axis=1))
+    residual = arm_residual(y, t, column, with_offer, without)
     truth = predict_grid(true_uplift, test, offers, available) if true_uplift else None
     groups = offer_table["category"] if "category" in offer_table.columns else pd.Series(dtype=object)
     share = (pick_row_offer(estimate_intended_share(test, offers, available, groups,
@@ -201,9 +252,12 @@ def evaluate_uplift(model: UpliftModel, customers: pd.DataFrame, offer_table: pd
     def measure(weight: np.ndarray) -> dict[str, float]:
         metrics = measure_ranking(score, y, t, weight * arm_weight)
         for name, policy in policies.items():
-            found = value_policy(policy, column, t, propensity, share, y, weight, truth)
+            found = value_policy(policy, column, t, propensity, share, y, weight, truth, predicted, residual)
             metrics |= {f"{name}_{key}": value for key, value in found.items()
                         if name != "oracle" or key == "true"}
+        for baseline in BASELINES:
+            metrics |= {f"model_gain_over_{baseline}_{key}": metrics[f"model_{key}"] - metrics[f"{baseline}_{key}"]
+                        for key in ("ips", "snips", "dr")}
         if truth is not None:
             ok = ~np.isnan(row_truth)
             cov = np.cov(score[ok], row_truth[ok], aweights=weight[ok])

@@ -1,0 +1,84 @@
+"""The targeting guard: a campaign targets by the uplift model only when, held out, its policy beats the best
+single offer and random targeting with 95 % confidence; otherwise it sends the best single offer to a random
+budget share of the eligible customers, and says why.
+
+The decision is taken once, when the model is trained (``decide_targeting`` on the held-out report, doubly robust
+gains with customer-bootstrap intervals), and stored in the model's report; ``nbo campaign`` applies it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.uplift_eval import BASELINES
+
+ESTIMATORS = ("dr", "snips")  # the first one the report holds judges the gains
+SEED = 0  # the random share of customers that gets the best single offer
+
+
+def estimate_offer_effects(frame: pd.DataFrame, outcome: str) -> dict[str, float]:
+    """Per offer, the self-normalised IPS mean outcome of its rows minus that of the control rows (those meant
+    for the offer when control rows carry one): what sending it to everyone adds per customer."""
+    y, weight = frame[outcome].astype(float), 1.0 / frame["propensity"].astype(float)
+    control = ~frame["treated"]
+    by_offer = bool(frame.loc[control, "offer"].notna().all())
+    effects = {}
+    for offer in sorted(frame.loc[frame["treated"], "offer"].astype(str).unique()):
+        mine = frame["treated"] & (frame["offer"].astype(str) == offer)
+        base = control & (frame["offer"].astype(str) == offer) if by_offer else control
+        if base.any():
+            effects[offer] = float(np.average(y[mine], weights=weight[mine]) - np.average(y[base], weights=weight[base]))
+    return effects
+
+
+def decide_targeting(metrics: dict[str, dict], effects: dict[str, float], budget: float, outcome: str) -> dict:
+    """Whether campaigns target by the model, the best single offer and the reason, from a held-out report."""
+    best = max(effects, key=lambda offer: effects[offer]) if effects else None
+    decision = {"by_model": False, "best_single_offer": best, "offer_effects": effects, "budget": budget}
+    estimator = next((e for e in ESTIMATORS if f"model_gain_over_{BASELINES[0]}_{e}" in metrics), None)
+    if estimator is None:
+        return decision | {"reason": "no held-out evaluation (--holdout 0 or an old report): the model's targeting "
+                                     "is unproven"}
+    gains = {baseline: metrics[f"model_gain_over_{baseline}_{estimator}"] for baseline in BASELINES}
+    said = "; ".join(f"over {b.replace('_', ' ')} {g['value']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]"
+                     for b, g in gains.items())
+    confident = all(np.isfinite(g["low"]) and g["low"] > 0 for g in gains.values())
+    verdict = ("beats the best single offer and random targeting with 95 % confidence" if confident
+               else "does not beat the best single offer and random targeting with 95 % confidence")
+    return decision | {"by_model": bool(confident), "estimator": estimator, "gains": gains,
+                       "reason": f"held out at a {budget:.0%} budget, targeting by the model {verdict} "
+                                 f"(incremental {outcome} per customer, {estimator.upper()}, 95 % interval: {said})"}
+
+
+def send_best_single_offer(best: pd.DataFrame, targeting: dict, worth: pd.Series,
+                           budget: float, eligible: int) -> tuple[pd.DataFrame, str]:
+    """The campaign without the model: the live offer with the largest estimated effect, to a random budget share
+    of the eligible customers (``best``: their rows from score_best_offers; ``worth``: each live offer's value of
+    one incremental outcome, by offer_id), and what was sent."""
+    effects = {o: e for o, e in targeting.get("offer_effects", {}).items() if o in set(worth.index.astype(str))}
+    columns = list(best.columns)
+    if not effects:
+        return best.iloc[:0], "no live offer has an estimated effect: nobody is contacted"
+    offer = max(effects, key=lambda o: effects[o])
+    if effects[offer] <= 0:
+        return best.iloc[:0], f"the best live offer '{offer}' has no positive estimated effect: nobody is contacted"
+    chosen = best.iloc[np.random.default_rng(SEED).permutation(len(best))[: int(np.floor(budget * eligible))]]
+    value = float(worth[worth.index.astype(str) == offer].iloc[0])
+    chosen = chosen.assign(offer_id=offer, uplift=effects[offer], value=value, expected_value=effects[offer] * value)
+    chosen = chosen[columns].reset_index(drop=True)
+    return chosen, f"sent the best single offer '{offer}' (estimated effect {effects[offer]:+.4f}) to a random share"
+
+
+def write_why(target: Path, targeting: dict, sent: str, rows: int) -> Path:
+    """The guard's decision beside the campaign file: <campaign file>.why.json."""
+    why = target.with_name(target.name + ".why.json")
+    why.write_text(json.dumps({"targeting": "model" if targeting["by_model"] else "best_single_offer",
+                               "reason": targeting["reason"], "sent": sent, "rows": rows,
+                               "best_single_offer": targeting.get("best_single_offer"),
+                               "gains": targeting.get("gains"), "offer_effects": targeting.get("offer_effects")},
+                              indent=1))
+    return why
