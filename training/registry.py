@@ -6,64 +6,25 @@ Every version that becomes champion is appended to the registered model's ``cham
 
 from __future__ import annotations
 
-import json
+import subprocess
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
-from scipy.special import expit
 
 from features.definitions import select_features
 from nbo.config import MODEL_NAME, Paths
-from training.affinity import CategoryShare, ShareInputs, compute_log_share, locate_inputs
-from training.calibration import Calibrator, calibrate
-from training.dataset import CATEGORY_FEATURE
+from training.pyfunc import ROOT, LoadedModel, log_pyfunc, predict_proba, read_model_folder
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 EXPERIMENT = "nbo-purchase-intent"
-META_FILE = "nbo_model.json"
-CALIBRATOR_FILE = "calibrator.json"
 HISTORY_TAG = "champion_history"
-
-
-@dataclass
-class LoadedModel:
-    """A registered model version with what serving needs to rebuild its inputs."""
-
-    booster: lgb.Booster
-    meta: dict
-    version: str
-    calibrator: Calibrator | None = None
-    share: tuple[CategoryShare, ShareInputs] | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        """Read the category share (the booster's offset) from the meta, once."""
-        if "category_share" in self.meta:
-            share = CategoryShare.from_dict(self.meta["category_share"])
-            self.share = share, locate_inputs(share, self.meta["features"], CATEGORY_FEATURE)
-
-
-def predict_uncalibrated(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
-    """The model's probabilities before calibration: the booster's score plus its category-share offset."""
-    if model.share is None:
-        return model.booster.predict(matrix, num_threads=1)
-    raw = model.booster.predict(matrix, raw_score=True, num_threads=1) + compute_log_share(*model.share, matrix)
-    return expit(raw)
-
-
-def predict_proba(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
-    """Calibrated purchase probabilities of model input rows (uncalibrated ones for models without a calibrator)."""
-    raw = predict_uncalibrated(model, matrix)
-    return raw if model.calibrator is None else calibrate(model.calibrator, raw)
 
 
 def connect(paths: Paths, experiment: str = EXPERIMENT) -> MlflowClient:
@@ -81,46 +42,71 @@ def open_client(paths: Paths) -> MlflowClient:
     return MlflowClient(tracking_uri=paths.tracking_uri, registry_uri=paths.tracking_uri)
 
 
+def describe_run(lineage: dict, features: int) -> tuple[str, dict[str, str]]:
+    """A training run's name (the cutoffs it learnt from) and tags: data span, code commit, feature count."""
+    first, last = lineage["cutoffs"][0][:10], lineage["cutoffs"][-1][:10]
+    tags = {"data_span": f"{first}..{last} (+{lineage['horizon_days']} days of labels)",
+            "feature_count": str(features), "events_sha256": lineage["events_sha256"]}
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return f"purchase-intent {first}..{last}", tags
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with "-dirty" when it has uncommitted changes), None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
 def log_model(model: LoadedModel, example: pd.DataFrame, params: dict, metrics: dict[str, float], report: dict,
               figures: dict[str, Figure]) -> str:
-    """Log one training run (with its calibrator, evaluation report and plots) and register its model;
-    return the new version. The logged booster alone gives neither the category-share offset nor the
-    calibration: load it with load_model and score with predict_proba."""
-    booster, calibrator, meta = model.booster, model.calibrator, model.meta
-    with mlflow.start_run():
+    """Log one training run (named and tagged, with its evaluation report and plots) and register its model as a
+    pyfunc (booster, category-share offset, calibrator, feature spec); return the new version."""
+    name, tags = describe_run(model.meta["lineage"], len(model.meta["features"]))
+    with mlflow.start_run(run_name=name, tags=tags):
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
-        mlflow.log_dict(meta, META_FILE)
-        mlflow.log_dict({"features": meta["features"]}, "features.json")
-        mlflow.log_dict(calibrator.to_dict(), CALIBRATOR_FILE)
+        mlflow.log_dict({"features": model.meta["features"]}, "features.json")
         mlflow.log_dict(report, "evaluation/report.json")
-        for name, figure in figures.items():
-            mlflow.log_figure(figure, f"evaluation/{name}.png")
-        signature = infer_signature(example, predict_proba(model, example.to_numpy()))
-        info = mlflow.lightgbm.log_model(booster, name="model", signature=signature, input_example=example,
-                                         registered_model_name=MODEL_NAME,
-                                         pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"])
+        for figure_name, figure in figures.items():
+            mlflow.log_figure(figure, f"evaluation/{figure_name}.png")
+        info = log_pyfunc(model, example, MODEL_NAME)
     return str(info.registered_model_version)
 
 
-def load_model(client: MlflowClient, alias: str = "champion", version: str | None = None) -> LoadedModel | None:
-    """The given version, else the version under an alias; None when there is no such version. Everything is read
-    through the client's own tracking URI, never the process-wide one, so threads with other homes do not interfere."""
+def download_version(client: MlflowClient, version: str, folder: Path) -> Path:
+    """Download a registered version's pyfunc folder into folder, through the client's own tracking URI."""
+    location = client.get_model_version_download_uri(MODEL_NAME, version)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(folder),
+                                                    tracking_uri=client.tracking_uri))
+
+
+def find_version(client: MlflowClient, alias: str = "champion", version: str | None = None) -> str | None:
+    """The given version if registered, else the version under an alias; None when there is no such version."""
     try:
         found = (client.get_model_version(MODEL_NAME, version) if version
                  else client.get_model_version_by_alias(MODEL_NAME, alias))
     except mlflow.exceptions.MlflowException:
         return None
-    files = {f.path for f in client.list_artifacts(found.run_id)}
+    return str(found.version)
+
+
+def load_model(client: MlflowClient, alias: str = "champion", version: str | None = None) -> LoadedModel | None:
+    """The given version, else the version under an alias; None when there is no such version. Everything is read
+    through the client's own tracking URI, never the process-wide one, so threads with other homes do not interfere."""
+    found = find_version(client, alias, version)
+    if found is None:
+        return None
     with tempfile.TemporaryDirectory() as folder:
-        location = client.get_model_version_download_uri(MODEL_NAME, found.version)
-        booster = mlflow.lightgbm.load_model(mlflow.artifacts.download_artifacts(artifact_uri=location,
-                                                                                 dst_path=folder))
-        meta = json.loads(Path(client.download_artifacts(found.run_id, META_FILE, folder)).read_text())
-        calibrator = (Calibrator.from_dict(json.loads(Path(client.download_artifacts(found.run_id, CALIBRATOR_FILE,
-                                                                                     folder)).read_text()))
-                      if CALIBRATOR_FILE in files else None)
-    return LoadedModel(booster, meta, str(found.version), calibrator)
+        return read_model_folder(download_version(client, found, Path(folder)), found)
 
 
 def set_alias(client: MlflowClient, alias: str, version: str) -> None:
@@ -138,7 +124,7 @@ def champion_history(client: MlflowClient) -> list[str]:
 
 
 def check_servable(client: MlflowClient, version: str) -> None:
-    """Raise ValueError unless serving can use the version: it loads, its booster's features are its meta's,
+    """Raise ValueError unless serving can use the version: it loads (a booster whose features are its spec's),
     its declared features are declared in features.definitions, and it scores a row of NaNs."""
     try:
         model = load_model(client, version=version)
@@ -146,8 +132,6 @@ def check_servable(client: MlflowClient, version: str) -> None:
         raise ValueError(f"version {version} cannot be loaded: {error}") from error
     if model is None:
         raise ValueError(f"version {version} cannot be loaded")
-    if model.booster.feature_name() != model.meta.get("features"):
-        raise ValueError(f"version {version}: the booster's features differ from its meta's feature list")
     try:
         select_features(model.meta.get("declared_features", []))
     except KeyError as error:

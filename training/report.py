@@ -22,7 +22,7 @@ from training.evaluate import (
     category_popularity, cumulative_gain, fit_logistic, fit_recency_frequency, margin_metrics, popularity_scores,
     ranking_metrics, recency_frequency, score_metrics,
 )
-from training.registry import LoadedModel, predict_proba, predict_uncalibrated
+from training.pyfunc import LoadedModel, predict_proba, predict_uncalibrated
 
 PREFIXES = {"lightgbm": "test", "lightgbm_uncalibrated": "test_uncalibrated", "popularity": "baseline_popularity",
             "recency_frequency": "baseline_recency_frequency", "logistic": "baseline_logistic"}

@@ -14,9 +14,8 @@ from training.dataset import (
     CATEGORY_FEATURE, Split, load_training_set, model_feature_names, split_by_time, to_matrix,
 )
 from training.evaluate import KS, category_popularity, ranking_metrics, score_metrics
-from training.registry import (
-    LoadedModel, connect, load_model, log_model, predict_proba, predict_uncalibrated, promote, set_alias,
-)
+from training.pyfunc import LoadedModel, predict_proba, predict_uncalibrated
+from training.registry import connect, load_model, log_model, promote, set_alias
 from training.report import build_report, draw_figures, flatten_metrics
 
 GATE_METRIC = "test_auc"  # the default; `nbo train --gate-metric` or $NBO_GATE_METRIC picks another

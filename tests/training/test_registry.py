@@ -1,12 +1,15 @@
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from nbo.cli import app
 from nbo.config import MODEL_NAME, get_paths
-from training.registry import (META_FILE, champion_history, connect, get_alias_version, load_model,
-                               open_client, promote, rollback)
+from training.pyfunc import LoadedModel, log_pyfunc
+from training.registry import (champion_history, connect, get_alias_version, load_model, open_client, promote,
+                               rollback)
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +20,10 @@ def champion(trained_home):
 
 
 def register(booster, meta: dict) -> str:
-    """Log a booster with a meta and register it as a new version; return the version."""
+    """Log a booster with a meta as the pyfunc training logs, register it as a new version; return the version."""
+    example = pd.DataFrame(np.zeros((1, len(meta["features"]))), columns=meta["features"])
     with mlflow.start_run():
-        mlflow.log_dict(meta, META_FILE)
-        info = mlflow.lightgbm.log_model(booster, name="model", registered_model_name=MODEL_NAME, pip_requirements=[])
+        info = log_pyfunc(LoadedModel(booster, meta, "candidate"), example, MODEL_NAME)
     return str(info.registered_model_version)
 
 
@@ -87,3 +90,31 @@ def test_a_model_loads_through_its_client_whatever_the_process_wide_tracking_uri
     model = load_model(client)
     assert model is not None and model.version == get_alias_version(client, "champion")
     assert model.booster.feature_name() == model.meta["features"]
+
+
+def test_the_standard_mlflow_load_scores_exactly_what_the_service_serves(trained_home, monkeypatch):
+    """mlflow.pyfunc.load_model on the champion's URI: on its logged input example and on the test rows, the
+    probabilities of the service's model (the one it loads at start) to the last bit."""
+    from mlflow.models import Model
+
+    from serving.packaged import load_serving_model
+    from training.dataset import load_training_set, split_by_time, to_matrix
+    from training.pyfunc import predict_proba
+
+    paths = trained_home[0]
+    monkeypatch.setenv("NBO_PACKAGED_MODEL", str(paths.home / "no-packaged-model"))
+    served, source = load_serving_model(paths)
+    assert source == "registry"
+    mlflow.set_tracking_uri(paths.tracking_uri)
+    standard = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    folder = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}@champion")
+    example = Model.load(folder).load_input_example(folder)
+    split = split_by_time(load_training_set(paths)[0])
+    matrix = to_matrix(split.test, split.customers, served.meta["declared_features"], served.meta["categories"])
+    rows = pd.DataFrame(matrix, columns=served.meta["features"])
+    for frame in (example, rows):
+        expected = predict_proba(served, frame[served.meta["features"]].to_numpy(dtype="float64"))
+        np.testing.assert_array_equal(np.asarray(standard.predict(frame)), expected)
+    assert len(rows) > 1000 and expected.std() > 0.01  # many rows, not one constant
+    with pytest.raises(mlflow.exceptions.MlflowException, match="missing inputs"):
+        standard.predict(rows.drop(columns=served.meta["features"][3]))

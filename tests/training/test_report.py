@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from nbo.cli import app
 from nbo.config import MODEL_NAME
 from training.dataset import load_training_set, split_by_time, to_matrix
-from training.registry import connect, load_model, predict_proba, predict_uncalibrated
+from training.pyfunc import predict_proba, predict_uncalibrated
+from training.registry import connect, load_model
 
 MODELS = {"lightgbm", "lightgbm_uncalibrated", "popularity", "recency_frequency", "logistic"}
 

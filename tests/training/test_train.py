@@ -1,3 +1,6 @@
+import json
+import subprocess
+
 import mlflow
 import pandas as pd
 import pytest
@@ -22,6 +25,19 @@ def test_first_model_is_registered_as_champion_with_a_time_holdout_auc(trained_h
     assert len(run.data.params["events_sha256"]) == 64
     features = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/features.json")["features"]
     assert load_model(client).booster.feature_name() == features
+
+
+def test_the_training_run_is_named_and_tagged_with_its_data_span_commit_and_feature_count(trained_home):
+    paths, result = trained_home
+    client = connect(paths)
+    run = client.get_run(client.get_model_version(MODEL_NAME, result["version"]).run_id)
+    lineage = json.loads(paths.training_set.with_suffix(".json").read_text())
+    first, last = lineage["cutoffs"][0][:10], lineage["cutoffs"][-1][:10]
+    assert run.info.run_name == f"purchase-intent {first}..{last}"
+    assert run.data.tags["data_span"] == f"{first}..{last} (+7 days of labels)"
+    assert run.data.tags["feature_count"] == str(len(load_model(client).meta["features"]))
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert run.data.tags["git_commit"].removesuffix("-dirty") == commit
 
 
 @pytest.mark.parametrize("gate_metric", ["test_auc", "test_log_loss", "test_ndcg_at_3"])
