@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,6 +81,12 @@ def test_select_campaign_keeps_each_customers_best_positive_offer():
         select_campaign(scores, 1.5)
 
 
+def publish_proven(model, folder) -> None:
+    """The model saved as `nbo uplift train` publishes one whose held-out targeting passed the guard."""
+    save_uplift(model, folder)
+    (folder / "report.json").write_text(json.dumps({"targeting": {"by_model": True, "reason": "proven held out"}}))
+
+
 def select_every_pair(model, customers, offers, channel, now, budget, segment=None) -> pd.DataFrame:
     """The straightforward selection: every eligible pair scored, then select_campaign."""
     scores, eligible = build_candidates(model, customers, offers, channel, now, segment)
@@ -107,7 +115,7 @@ def test_campaign_command_writes_the_selection(simulated, tmp_path):
     (tmp_path / "raw").mkdir()
     customers.to_parquet(tmp_path / "raw" / "customers.parquet")
     offers.to_parquet(tmp_path / "raw" / "offers.parquet")
-    save_uplift(model, tmp_path / "uplift")
+    publish_proven(model, tmp_path / "uplift")
     campaign(0.2, channel="email", now="2025-05-20T06:00", home=tmp_path, out=tmp_path / "plan.csv")
     written = pd.read_csv(tmp_path / "plan.csv")
     group = control_group_from_env()  # no campaign reaches the control group
@@ -129,7 +137,7 @@ def test_campaign_command_filters_on_the_homes_value_tiers(simulated, tmp_path):
     paths.raw.mkdir()
     customers.to_parquet(paths.raw / "customers.parquet")
     offers.to_parquet(paths.raw / "offers.parquet")
-    save_uplift(model, tmp_path / "uplift")
+    publish_proven(model, tmp_path / "uplift")
     ids = customers["customer_id"]
     features = pd.DataFrame({"customer_id": ids, "cutoff": pd.Timestamp("2025-05-01", tz="UTC")})
     write_training_set(TrainingSet(pd.DataFrame(), features.assign(**dict.fromkeys(TIER_FEATURES, 1.0))),
