@@ -44,7 +44,8 @@ class Window:
         return t - self.seconds if self.seconds else EARLIEST
 
 
-WINDOWS = tuple(Window(f"{d}d", f"in the last {d} days", days=d) for d in (1, 7, 30, 90, 365))
+WINDOWS = tuple(Window(f"{d}d", "since yesterday" if d == 1 else f"in the last {d} days", days=d)
+                for d in (1, 7, 30, 90, 365))
 SESSION = Window("30m", "this session", seconds=30 * 60)
 ALL_TIME = Window("all", "so far")
 LOOKBACK = WINDOWS[-1]  # recency and activity look this far back
@@ -55,8 +56,9 @@ class Signal:
     """What one event contributes: a count of matching events, or their summed amount; ``on_link`` signals
     count a device's first link to the customer instead of events.
 
-    ``phrases`` say what the customer did, in total and within a category ({c}), for reasons; {n} takes
-    the count or amount where the phrase says it (and is left out of "... 3 days ago").
+    ``phrases`` say what the customer did, in total and within a category ({c}), in words that follow "You" in a
+    reason (``serving.reasons``); {n} takes an amount. ``by_retailer`` signals count what the retailer did (its
+    sends): reasons never cite them.
     """
 
     name: str
@@ -67,6 +69,7 @@ class Signal:
     with_offer: bool = False
     entities: tuple[Entity, ...] = BOTH
     on_link: bool = False
+    by_retailer: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,30 +87,32 @@ class Feature:
 
 SIGNALS = (
     Signal("views", ("page_view", "product_view"), "count", ("browsed the shop", "viewed {c}")),
-    Signal("product_views", ("product_view",), "count", ("looked at products", "looked at {c} products")),
+    Signal("product_views", ("product_view",), "count", ("looked at products", "looked at products in {c}")),
     Signal("searches", ("search",), "count", ("searched the shop", "searched for {c}")),
-    Signal("carts", ("add_to_cart",), "count", ("added items to the cart", "put {c} in the cart")),
-    Signal("cart_removals", ("remove_from_cart",), "count", ("removed items from the cart",
-                                                             "took {c} out of the cart")),
-    Signal("emails_sent", ("email_sent",), "count", ("received e-mails", "received {c} e-mails")),
-    Signal("email_opens", ("email_open",), "count", ("opened e-mails", "opened {c} e-mails")),
-    Signal("email_clicks", ("email_click",), "count", ("clicked e-mails", "clicked {c} e-mails")),
-    Signal("offers_shown", ("offer_shown",), "count", ("saw offers", "saw {c} offers")),
-    Signal("offer_clicks", ("offer_click",), "count", ("clicked offers", "clicked {c} offers")),
-    Signal("purchases", ("purchase",), "count", ("bought", "bought {c}")),
+    Signal("carts", ("add_to_cart",), "count", ("added items to your cart", "put {c} in your cart")),
+    Signal("cart_removals", ("remove_from_cart",), "count", ("took items out of your cart",
+                                                             "took {c} out of your cart")),
+    Signal("emails_sent", ("email_sent",), "count", ("received our e-mails", "received our {c} e-mails"),
+           by_retailer=True),
+    Signal("email_opens", ("email_open",), "count", ("opened our e-mails", "opened our {c} e-mails")),
+    Signal("email_clicks", ("email_click",), "count", ("clicked our e-mails", "clicked our {c} e-mails")),
+    Signal("offers_shown", ("offer_shown",), "count", ("were shown offers", "were shown {c} offers"),
+           by_retailer=True),
+    Signal("offer_clicks", ("offer_click",), "count", ("clicked our offers", "clicked our {c} offers")),
+    Signal("purchases", ("purchase",), "count", ("shopped with us", "bought {c}")),
     Signal("revenue", ("purchase",), "amount", ("spent {n}", "spent {n} on {c}")),
     Signal("offer_purchases", ("purchase",), "count", ("bought with an offer", "bought {c} with an offer"),
            with_offer=True),
     Signal("store_purchases", ("purchase",), "count", ("bought in store", "bought {c} in store"),
            channels=("store",)),
     Signal("returns", ("return",), "count", ("returned items", "returned {c}")),
-    Signal("web_views", ("page_view", "product_view"), "count", ("browsed on the web", ""),
+    Signal("web_views", ("page_view", "product_view"), "count", ("browsed our website", ""),
            channels=("web",), entities=("customer",)),
-    Signal("app_views", ("page_view", "product_view"), "count", ("browsed in the app", ""),
+    Signal("app_views", ("page_view", "product_view"), "count", ("browsed our app", ""),
            channels=("app",), entities=("customer",)),
-    Signal("store_visits", ("login", "product_view", "purchase"), "count", ("visited a store", ""),
+    Signal("store_visits", ("login", "product_view", "purchase"), "count", ("visited our store", ""),
            channels=("store",), entities=("customer",)),
-    Signal("devices", (), "count", ("signed in on {n} device(s)", ""), entities=("customer",), on_link=True),
+    Signal("devices", (), "count", ("signed in on a new device", ""), entities=("customer",), on_link=True),
 )
 SIGNAL_NAMES = tuple(s.name for s in SIGNALS)
 SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
@@ -247,37 +252,9 @@ def window_bounds(t: int) -> np.ndarray:
     return np.array([w.start(int(t)) for w in DECLARED_WINDOWS], dtype="int64")
 
 
-def describe_feature(feature: Feature, value: float, category: str | None) -> str | None:
-    """A marketer's phrase for a feature value ('viewed coffee 4 times in the last 7 days'), or None
-    when the value shows nothing the customer did."""
-    if np.isnan(value) or (feature.aggregation != "recency_days" and value <= 0):
-        return None
-    phrase = feature.signal.phrases[feature.entity == "category"].replace("{c}", readable(category or ""))
-    if feature.aggregation == "recency_days":
-        return f"{phrase.replace('{n} ', '')} {_days_ago(value)}"
-    period = feature.window.period
-    if feature.aggregation == "ratio":
-        return f"{feature.description.removesuffix(' ' + period)}: {value:.0%} {period}"
-    if feature.aggregation == "excess":
-        where = f" in {readable(category or '')}" if feature.entity == "category" else ""
-        return f"left {value:.0f} cart item(s) unbought{where}"
-    if "{n}" in phrase:
-        return f"{phrase.replace('{n}', f'{value:,.0f}')} {period}"
-    times = "once" if round(value) == 1 else "twice" if round(value) == 2 else f"{value:.0f} times"
-    return f"{phrase} {times} {period}"
-
-
 def readable(category: str) -> str:
     """A category name as a marketer writes it ('running_shoes' -> 'running shoes')."""
     return category.replace("_", " ")
-
-
-def _days_ago(days: float) -> str:
-    if days < 1:
-        return "today"
-    if days < 2:
-        return "yesterday"
-    return f"{days:.0f} days ago"
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from features.aggregates import assemble_features
-from features.definitions import DAY, SIGNAL_NAMES, describe_feature, readable, select_features, signal_values
+from features.definitions import DAY, SIGNAL_NAMES, readable, select_features, signal_values
 from features.online import OnlineStore, open_store
 from features.store_interface import CustomerRows, FeatureStore, StoreUnavailable, aggregate_rows
 from features.pipeline import read_raw
@@ -22,6 +22,7 @@ from serving.contributions import ContributionCache
 from serving.decisions import DecisionLog
 from serving.observability import REASON_CONTRIBUTIONS
 from serving.packaged import load_serving_model
+from serving.reasons import explain_offer, plan_reasons
 from serving.rules import (ControlGroup, Policy, Slots, cap_window, capped_offers, choose_slots, control_group_from_env,
                            eligible_offers, in_control, index_offers, rank_offers, recently_bought)
 from training.affinity import attribute_log_share
@@ -79,6 +80,7 @@ class Scorer:
         self.features = select_features(model.meta["declared_features"])
         self.vocabulary = {c: float(i) for i, c in enumerate(model.meta["categories"])}
         self.explainer = ContributionCache(model.booster)
+        self.reasons = plan_reasons(tuple(self.features))
 
     def matrix(self, declared: np.ndarray, categories: list[str]) -> np.ndarray:
         """The model's input: declared features, then the category code in the model's vocabulary."""
@@ -236,7 +238,7 @@ class Recommender:
         by_category = np.nan_to_num(np.array([popularity.get(c, 0.0) for c in names], dtype="float64"), nan=0.0)
         unknown = np.array([c not in popularity for c in names], dtype=bool)
         return self._rank(candidates, by_category, unknown,
-                          lambda shown: {c: f"popular in {readable(c)} right now" for c in shown})
+                          lambda shown: {c: f"Popular in {readable(c)} right now." for c in shown})
 
     def _score(self, scorer: Scorer, rows: CustomerRows, candidates: np.ndarray, t: int,
                current_category: str | None, cart_items: list[str]) -> Ranking:
@@ -264,21 +266,6 @@ class Recommender:
                 contributions[:, :-1] += attribute_log_share(*scorer.model.share, matrix[rows_shown])
             REASON_CONTRIBUTIONS.labels("cached").inc(reused)
             REASON_CONTRIBUTIONS.labels("computed").inc(len(shown) - reused)
-            return {c: self._reason(features, declared[i], contributions[j], c)
+            return {c: explain_offer(scorer.reasons, declared[i], contributions[j], c).text
                     for j, (i, c) in enumerate(zip(rows_shown, shown))}
         return self._rank(candidates, by_category, excluded, explain)
-
-    @staticmethod
-    def _reason(features: list, values: np.ndarray, contributions: np.ndarray, category: str) -> str:
-        """What pushed this category's score up the most, in plain words; about the category if possible."""
-        about_customer = None
-        for j in np.argsort(-contributions[:len(features)]):
-            if contributions[j] <= 0:
-                break
-            if features[j].entity != "category" and about_customer is not None:
-                continue
-            phrase = describe_feature(features[j], float(values[j]), category)
-            if phrase and features[j].entity == "category":
-                return f"you {phrase}"
-            about_customer = about_customer or phrase
-        return f"you {about_customer}" if about_customer else f"a good match in {readable(category)} for you"

@@ -76,7 +76,8 @@ class OfferOut(BaseModel):
     score: float = Field(..., description="Predicted purchase probability in the offer's category.")
     expected_value: float = Field(..., description="score x the offer's value (expected margin).")
     reason: str = Field(..., description="Why this offer, in plain words.",
-                        examples=["you viewed running shoes 4 times in the last 7 days"])
+                        examples=["You put running shoes in your cart just now and viewed running shoes 4 times "
+                                  "in the last 7 days."])
 
 
 class RecommendResponse(BaseModel):

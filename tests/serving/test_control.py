@@ -108,7 +108,7 @@ def test_the_popularity_baseline_shows_popular_offers_and_logs_the_intended_ones
     held = recommender_with(paths, tmp_path, ControlGroup(share=1.0, policy="popularity"))
     decision = held.recommend(customer, "web", k=3)
     assert decision.fallback and decision.offers
-    assert all(o.reason.startswith("popular in") and o.propensity == 1.0 for o in decision.offers)
+    assert all(o.reason.startswith("Popular in") and o.propensity == 1.0 for o in decision.offers)
     rows = logged(held, decision.decision_id)
     assert (rows["group"] == "control").all()
     assert rows["offer_id"].tolist()[:len(decision.offers)] == [o.offer_id for o in decision.offers]

@@ -70,7 +70,7 @@ def test_an_outage_serves_degraded_popularity_and_recovers(trained_home, make_ev
         decision = recommender.recommend("c1", "web", k=2)
         assert time.perf_counter() - started < 1
         assert decision.degraded and decision.fallback and len(decision.offers) == 2
-        assert all(o.reason.startswith("popular in") for o in decision.offers)
+        assert all(o.reason.startswith("Popular in") for o in decision.offers)
         observe_decision(decision, "web", 0.001)
         assert DEGRADED._value.get() == before + 1
 
