@@ -134,7 +134,7 @@ def run(paths: Paths, days: int, customers: int, history_days: int, seed: int, o
     process = start_service(paths, port, paths.home / "service.log", env=env)
     url = f"http://127.0.0.1:{port}"
     arms = [LoopArm(url, KEY, clock), frozen, RuleArm("popularity", catalogue, model.meta["popularity"]),
-            RuleArm("random", catalogue), RuleArm("oracle", catalogue)]
+            RuleArm("random", catalogue), RuleArm("typical_response", catalogue), RuleArm("oracle", catalogue)]
     ledgers = {arm.name: Ledger(InForce.empty(len(world.market.customer_ids), len(world.categories))) for arm in arms}
     nights, measured = [], []
     prepared = time.perf_counter() - began
@@ -150,7 +150,7 @@ def run(paths: Paths, days: int, customers: int, history_days: int, seed: int, o
             if retrain and day < days - 1:
                 nights.append(retrain_night(paths, url, KEY))
                 print(f"night {day}: {nights[-1]['seconds']} s, ok {nights[-1]['ok']}, serving "
-                      f"{nights[-1]['serving']}", flush=True)
+                      f"{nights[-1]['serving']}, ranking {json.dumps(nights[-1]['ranking'])}", flush=True)
             report = summarise(world, ledgers, measured, nights, day + 1, customers, history_days, seed,
                                seconds=time.perf_counter() - began, prepare_seconds=prepared)
             write_report(report, out)  # after every day: a run stopped early still leaves its figures

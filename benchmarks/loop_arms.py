@@ -19,7 +19,7 @@ import pandas as pd
 from benchmarks.loop_world import DayPlan, EventLog, World
 from features.online import OnlineStore
 from features.schema import EVENTS, validate_events
-from features.simulation.response import NO_OFFER, best_offers
+from features.simulation.response import NO_OFFER, best_offers, typical_response_offers
 from serving.clock import set_clock
 from serving.decisions import DecisionLog
 from serving.recommender import Recommender
@@ -113,7 +113,8 @@ class FrozenArm:
 
 
 class RuleArm:
-    """Offers without a model: popularity (the champion's category shares at day 0), random, or the oracle."""
+    """Offers without a model: popularity (the champion's category shares at day 0), random, the oracle, or the
+    typical-response reference (true purchase rates, the population's mean answer to offers)."""
 
     posts_events = False
 
@@ -133,6 +134,8 @@ class RuleArm:
               allowed: np.ndarray) -> np.ndarray:
         if self.name == "oracle":
             return best_offers(world.market, plan.rates, customers, allowed)
+        if self.name == "typical_response":
+            return typical_response_offers(world.market, plan.rates, customers, allowed)
         if self.name == "random":
             rng = np.random.default_rng([world.seed, 9, plan.day, len(channel)])
             return rng.choice(allowed, len(customers))

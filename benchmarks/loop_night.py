@@ -26,8 +26,9 @@ def run_verb(paths: Paths, *args: str) -> subprocess.CompletedProcess:
 
 
 def retrain_night(paths: Paths, url: str, key: str) -> dict:
-    """`nbo retrain --json` on everything accumulated, then ask the service to load the champion (workers also follow
-    the registry on their own); return what the night did and how long it took."""
+    """`nbo retrain --json` on everything accumulated, then ask the service to load the champion and the published
+    uplift model (workers also follow them on their own); return what the night did, how the service ranks offers now
+    (by incremental value or by purchase intent, and why) and how long it took."""
     started = time.perf_counter()
     done = run_verb(paths, "retrain", "--json")
     night = {"ok": done.returncode == 0, "seconds": 0.0, "by": "nbo retrain"}
@@ -38,7 +39,9 @@ def retrain_night(paths: Paths, url: str, key: str) -> dict:
     else:
         night["result"] = json.loads(done.stdout)
     reloaded = httpx.post(f"{url}/admin/reload", headers={"x-api-key": key}, timeout=60)
-    night["serving"] = reloaded.json().get("model_version")
+    answer = reloaded.json()
+    night["serving"] = answer.get("model_version")
+    night["ranking"] = {"by": answer.get("ranking"), "reason": answer.get("ranking_reason")}
     night["seconds"] = round(time.perf_counter() - started, 1)
     return night
 

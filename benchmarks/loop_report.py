@@ -44,10 +44,13 @@ def describe(ledgers: dict, rows: list[dict], nights: list[dict], days: int, cus
         "seconds": round(seconds, 1), "prepare_seconds": round(prepare_seconds, 1),
         "night_seconds_mean": round(float(np.mean([n["seconds"] for n in nights])), 1) if nights else None,
         "nights_ok": sum(n["ok"] for n in nights), "nights": len(nights),
+        "days_ranked_by_uplift": sum(n.get("ranking", {}).get("by") == "incremental_value" for n in nights),
         "true_incremental_revenue": {k: round(v, 1) for k, v in total.items()},
         "true_incremental_revenue_last_week": {k: round(v, 1) for k, v in last.items()},
         "loop_share_of_oracle": round(total["loop"] / total["oracle"], 3) if total["oracle"] else None,
         "loop_share_of_oracle_last_week": round(last["loop"] / last["oracle"], 3) if last["oracle"] else None,
+        "typical_response_share_of_oracle": (round(total["typical_response"] / total["oracle"], 3)
+                                             if total["oracle"] and "typical_response" in total else None),
         "loop_beats_frozen_last_week": last["loop"] > last["frozen"],
         "loop_beats_popularity_last_week": last["loop"] > last["popularity"],
         "measured_final": final,

@@ -25,6 +25,7 @@ from serving.packaged import load_serving_model
 from serving.reasons import explain_offer, plan_reasons
 from serving.rules import (ControlGroup, Policy, Slots, cap_window, capped_offers, choose_slots, control_group_from_env,
                            eligible_offers, in_control, index_offers, rank_offers, recently_bought)
+from serving.uplift_ranking import UpliftRanker, Verdict, load_ranker, published_version
 from training.affinity import attribute_log_share
 from training.registry import LoadedModel, predict_proba
 
@@ -117,6 +118,7 @@ class Ranking:
     probability: np.ndarray
     best: np.ndarray
     explain: Callable[[list[str]], dict[str, str]]
+    expected: np.ndarray  # each candidate's expected value: probability x value, or its incremental value
 
 
 class Recommender:
@@ -131,17 +133,23 @@ class Recommender:
         self.store, self.offers, self.log, self.policy = store, offers, log, policy
         self.catalogue = index_offers(offers)
         self.item_category = items.set_index("item_id")["category"].to_dict()
+        self.items = items
         self.rng = np.random.default_rng(seed)
         self.privacy = privacy  # opt-outs: none when not given
+        self.uplift: UpliftRanker | None = None  # ranks by incremental value when set (see use_uplift)
+        self.ranking_verdict = Verdict(False, "no uplift model looked at yet")
+        self.uplift_version: str | None = None
 
     @classmethod
     def from_home(cls, paths: Paths, policy: Policy = Policy()) -> Recommender:
         """The champion (registry, else packaged), the home's online store, catalogue, decision log and privacy
         register."""
         model, source = load_serving_model(paths)
-        return cls(model, open_store(paths), read_raw(paths, "offers"), read_raw(paths, "items"),
-                   DecisionLog(paths.decisions), policy, model_source=source,
-                   privacy=PrivacyRegister(register_path(paths)))
+        recommender = cls(model, open_store(paths), read_raw(paths, "offers"), read_raw(paths, "items"),
+                          DecisionLog(paths.decisions), policy, model_source=source,
+                          privacy=PrivacyRegister(register_path(paths)))
+        recommender.follow_uplift(paths)
+        return recommender
 
     def use_model(self, model: LoadedModel | None) -> None:
         """Serve another model from the next request on (one attribute swap: requests in flight finish on
@@ -150,6 +158,30 @@ class Recommender:
             raise LookupError("the registry has no champion")
         self.scorer = Scorer(model)
         self.model_source = "registry"
+
+    def follow_uplift(self, paths: Paths) -> bool:
+        """Rank by the published uplift model's incremental value when its gate lets it, else by purchase intent;
+        looked at again only when the published version moved. Returns whether anything changed."""
+        version = published_version(paths.home)
+        if version == self.uplift_version:
+            return False
+        try:
+            customers = read_raw(paths, "customers") if version else pd.DataFrame()
+            self.use_uplift(*load_ranker(paths.home, customers, self.catalogue, self.offers, self.items,
+                                         service_now()))
+        except Exception as error:  # a model or customers table this code cannot read: rank by purchase intent
+            self.use_uplift(None, Verdict(False, f"the published uplift model could not be used: "
+                                                 f"{type(error).__name__}: {error}"), version)
+        return True
+
+    def use_uplift(self, ranker: UpliftRanker | None, verdict: Verdict, version: str | None) -> None:
+        """Rank by this uplift model from the next request on (None: by purchase intent), with the gate's verdict."""
+        self.uplift, self.ranking_verdict, self.uplift_version = ranker, verdict, version
+
+    @property
+    def ranking(self) -> str:
+        """How offers are ranked now: "incremental_value" (uplift model) or "purchase_intent"."""
+        return "incremental_value" if self.uplift is not None else "purchase_intent"
 
     @property
     def registry_version(self) -> str | None:
@@ -198,7 +230,7 @@ class Recommender:
         if decision.fallback:
             ranking = self._popularity(scorer, candidates)
         else:
-            ranking = self._score(scorer, rows, candidates, t, current_category, cart_items or [])
+            ranking = self._score(scorer, rows, candidates, t, current_category, cart_items or [], customer_id)
         control = in_control(customer_id, self.control)
         slots = choose_slots(len(ranking.best), k, 0.0 if control else self.policy.epsilon, self.rng)
         intended = [str(o) for o in catalogue.offer_ids[ranking.offers[ranking.best[slots.intended]]]]
@@ -214,22 +246,28 @@ class Recommender:
         """The offers of the picked slots, with their scores, expected values, reasons and propensities."""
         catalogue = self.catalogue
         chosen = ranking.best[slots.picks]
-        offers, probability = ranking.offers[chosen], ranking.probability[chosen]
+        offers, probability, expected = ranking.offers[chosen], ranking.probability[chosen], ranking.expected[chosen]
         categories = [catalogue.category_names[c] for c in catalogue.category_codes[offers]]
         reasons = ranking.explain(categories)
-        return [RankedOffer(str(catalogue.offer_ids[o]), float(p), float(p * catalogue.values[o]), reasons[c],
-                            float(pr), bool(x))
-                for o, p, c, pr, x in zip(offers, probability, categories, slots.propensity, slots.explored)]
+        return [RankedOffer(str(catalogue.offer_ids[o]), float(p), float(e), reasons[c], float(pr), bool(x))
+                for o, p, e, c, pr, x in zip(offers, probability, expected, categories, slots.propensity,
+                                             slots.explored)]
 
     def _rank(self, candidates: np.ndarray, by_category: np.ndarray, excluded: np.ndarray,
-              explain: Callable[[list[str]], dict[str, str]]) -> Ranking:
-        """Rank the candidates given one probability and one exclusion flag per catalogue category."""
+              explain: Callable[[list[str]], dict[str, str]], uplift: UpliftRanker | None = None,
+              customer_id: str = "") -> Ranking:
+        """Rank the candidates given one probability and one exclusion flag per catalogue category: by probability
+        x value, or with an uplift ranker by predicted incremental value."""
         catalogue = self.catalogue
         codes = catalogue.category_codes[candidates]
         probability = by_category[codes]
-        best = rank_offers(codes, catalogue.values[candidates], catalogue.name_order[candidates], probability,
+        if uplift is None:
+            expected = probability * catalogue.values[candidates]
+        else:
+            expected = uplift.incremental_value(customer_id, candidates, codes, probability)
+        best = rank_offers(codes, np.ones(len(candidates)), catalogue.name_order[candidates], expected,
                            excluded[codes])
-        return Ranking(candidates, probability, best, explain)
+        return Ranking(candidates, probability, best, explain, expected)
 
     def _popularity(self, scorer: Scorer, candidates: np.ndarray) -> Ranking:
         """The fallback: each category's share of recent purchases (the model's); categories the model has no
@@ -241,9 +279,10 @@ class Recommender:
                           lambda shown: {c: f"Popular in {readable(c)} right now." for c in shown})
 
     def _score(self, scorer: Scorer, rows: CustomerRows, candidates: np.ndarray, t: int,
-               current_category: str | None, cart_items: list[str]) -> Ranking:
-        """Rank the candidates by the model's expected value, with a function giving the reasons of the
-        categories finally shown (contributions are costly: only those rows are explained)."""
+               current_category: str | None, cart_items: list[str], customer_id: str) -> Ranking:
+        """Rank the candidates by the model's expected value (the uplift ranker's incremental value when one is in
+        use), with a function giving the reasons of the categories finally shown (contributions are costly: only
+        those rows are explained)."""
         cart = [self.item_category[i] for i in cart_items if i in self.item_category]
         rows = with_context(rows, t, current_category, cart)
         names = self.catalogue.category_names
@@ -268,4 +307,4 @@ class Recommender:
             REASON_CONTRIBUTIONS.labels("computed").inc(len(shown) - reused)
             return {c: explain_offer(scorer.reasons, declared[i], contributions[j], c).text
                     for j, (i, c) in enumerate(zip(rows_shown, shown))}
-        return self._rank(candidates, by_category, excluded, explain)
+        return self._rank(candidates, by_category, excluded, explain, self.uplift, customer_id)

@@ -125,6 +125,8 @@ def follow_registry(recommender: Recommender, paths: Paths, interval: float, sto
         if requested != epoch:
             epoch, refused = requested, None  # asked for: try the champion again even if refused once
         due = time.monotonic() + interval
+        if recommender.follow_uplift(paths):  # never raises: an unusable uplift model ranks by purchase intent
+            settle_heap()
         try:
             swapped, refused = check_champion(recommender, open_client(paths), refused)
         except Exception as error:  # registry unreachable or unreadable: keep the current model

@@ -170,6 +170,11 @@ class Status(BaseModel):
     model_source: Literal["registry", "packaged", "none"] = Field(
         ..., description="registry: the champion; packaged: the model built into the Bento (registry "
                          "unreachable at start); none: no model, /recommend answers 503 and /readyz is not ready.")
+    ranking: Literal["incremental_value", "purchase_intent"] = Field(
+        "purchase_intent", description="incremental_value: offers ranked by the published uplift model's predicted "
+                                       "incremental revenue (its gate passed); purchase_intent: by purchase "
+                                       "probability x offer value.")
+    ranking_reason: str = Field("", description="The uplift gate's verdict, in words, with its held-out figures.")
 
 
 def respond(decision: Decision) -> RecommendResponse:
@@ -312,6 +317,7 @@ class NextBestOffer:
         second in every other worker (the answer describes the worker answering)."""
         require_key(ctx)
         request_reload(self.paths)
+        self.recommender.follow_uplift(self.paths)
         try:
             self.recommender.use_model(load_model(connect(self.paths)))
             settle_heap()
@@ -328,7 +334,8 @@ class NextBestOffer:
     def describe(self) -> Status:
         scorer = self.recommender.scorer
         return Status(model_version=scorer.model.version if scorer else None,
-                      model_source=self.recommender.model_source)
+                      model_source=self.recommender.model_source, ranking=self.recommender.ranking,
+                      ranking_reason=self.recommender.ranking_verdict.reason)
 
 
 NextBestOffer.add_asgi_middleware(Guard, routes=tuple(api.route for api in NextBestOffer.apis.values()),

@@ -8,7 +8,8 @@ Steps, each logged to MLflow in its own experiment and tagged with the retrain's
 2. purchase intent (training.train): registered, champion only if it beats the champion on the same rows;
 3. uplift: from the decision log's exposures when they hold enough complete-horizon rows of both arms, else
    ``raw/exposures.parquet``; published only if its held-out targeting value over random (Qini, see
-   training.uplift_commands.GATE_METRIC) is at least the published model's on the same rows;
+   training.uplift_commands.GATE_METRIC) is at least the published model's on the same rows; the report says
+   whether the published model may rank /recommend's offers (serving.uplift_ranking's gate, ``ranking``);
 4. lifetime value (training.lifetime): the tiers file replaced in one rename.
 
 A step that fails leaves what it would have replaced serving; the steps after it still run, except after a
@@ -31,6 +32,7 @@ import pandas as pd
 
 from features.pipeline import build_features, read_raw
 from nbo.config import MODEL_NAME, Paths
+from serving.uplift_ranking import judge_published, published_version
 from training.exposures import HORIZON_DAYS, exposures_from_log
 from training.lifetime import fit_lifetime
 from training.registry import connect, open_client
@@ -43,6 +45,7 @@ LOCK_FILE = "retrain.lock"
 MIN_LOG_ROWS = 2000  # complete-horizon exposures the decision log needs before uplift learns from it
 MIN_LOG_CONTROL = 100  # of which control rows
 UPLIFT_BOOTSTRAPS = 30  # replicates of the uplift report's intervals (the gate compares point values)
+RANKING_BUDGET = 1.0  # the report's policies offer everyone their best offer, as /recommend does
 RETRAIN_TAG = "nbo.retrain_run_id"
 
 
@@ -124,14 +127,14 @@ def retrain_uplift(paths: Paths, horizon_days: int) -> dict:
     if exposures is None:
         return {"status": "skipped", "reason": f"no exposures to learn from: {source}"}
     offers = read_raw(paths, "offers") if list(paths.raw.glob("offers*")) else None
-    report = train_uplift(paths, read_raw(paths, "customers"), exposures, offers, truth_dir=paths.raw,
-                          n_boot=UPLIFT_BOOTSTRAPS, gate=True)
+    report = train_uplift(paths, read_raw(paths, "customers"), exposures, offers, budget=RANKING_BUDGET,
+                          truth_dir=paths.raw, n_boot=UPLIFT_BOOTSTRAPS, gate=True)
     gate = report["gate"]
     return {"status": "promoted" if report["promoted"] else "kept", "source": source,
             "gate_metric": gate["metric"], "value": gate.get("value", report["metrics"][gate["metric"]]["value"]),
             "published_value": gate.get("published_value"), "reason": gate["reason"],
             "train_rows": report["params"]["train_rows"], "test_rows": report["params"]["test_rows"],
-            "run_id": report["run_id"]}
+            "run_id": report["run_id"], "ranking": judge_published(published_version(paths.home)).as_dict()}
 
 
 def retrain_lifetime(paths: Paths) -> dict:

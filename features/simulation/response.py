@@ -75,6 +75,25 @@ def incremental_revenue(market: Market, rates: np.ndarray, customers: np.ndarray
     return market.basket[k] * (with_offer + np.expm1(-rate))
 
 
+def typical_response_offers(market: Market, rates: np.ndarray, customers: np.ndarray,
+                            allowed: np.ndarray) -> np.ndarray:
+    """A reference below the oracle: the allowed offer of most incremental revenue for each customer's true purchase
+    rates but the population's mean answer to offers (discount appeal, price sensitivity, fatigue; the customer's own
+    newsletters, which the customers table shows). What the best model of purchase rates could earn without learning
+    each customer's own response."""
+    p = market.params
+    grid_c = np.repeat(customers, len(allowed))
+    grid_o = np.tile(allowed, len(customers))
+    k = market.offer_category[grid_o]
+    rate = rates[grid_c, k]
+    mult = compute_offer_multiplier(np.full(len(grid_c), p["uplift"].mean()),
+                                    np.full(len(grid_c), p["price_sensitivity"].mean()),
+                                    np.full(len(grid_c), p["fatigue"].mean()), p["newsletters"][grid_c],
+                                    market.discount[grid_o])
+    gains = market.basket[k] * ((1 - market.discount[grid_o]) * -np.expm1(-rate * mult) + np.expm1(-rate))
+    return allowed[gains.reshape(len(customers), len(allowed)).argmax(axis=1)]
+
+
 def best_offers(market: Market, rates: np.ndarray, customers: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """The oracle: for each customer, the allowed offer (positions in market.offer_ids) of most incremental revenue."""
     grid_c = np.repeat(customers, len(allowed))

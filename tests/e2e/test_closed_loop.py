@@ -47,6 +47,11 @@ def test_a_short_closed_loop_carries_data_through_every_link(tmp_path):
     assert len(nights) == DAYS - 1 and all(n["ok"] for n in nights), nights
     intent = nights[0]["result"]["steps"]["purchase_intent"]
     assert intent["status"] in {"promoted", "kept"} and intent["version"]  # kept: registered, gated out
+    for night in nights:  # the uplift gate's verdict, in retrain's report and in the service's /status after reload
+        verdict = night["result"]["steps"]["uplift"]["ranking"]
+        assert night["ranking"] == {"by": "incremental_value" if verdict["ranks"] else "purchase_intent",
+                                    "reason": verdict["reason"]}, night
+        assert verdict["reason"] and verdict["value"] is not None
 
     measured = report["rows"][-1]["measured"]  # nbo performance answered; no 7-day horizon has ended in 3 days
     assert measured["source"] == "nbo performance", measured

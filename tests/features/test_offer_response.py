@@ -6,8 +6,9 @@ import pytest
 
 from features.simulate import load_truth, simulate
 from features.simulation.catalog import CATEGORY_NAMES
-from features.simulation.response import (HORIZON_DAYS, NO_OFFER, InForce, best_offers, build_market,
-                                          category_rates, click_probability, incremental_revenue, live_day)
+from features.simulation.response import (HORIZON_DAYS, NO_OFFER, InForce, Market, best_offers, build_market,
+                                          category_rates, click_probability, incremental_revenue, live_day,
+                                          typical_response_offers)
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +86,18 @@ def test_offers_are_clicked_more_in_the_customers_favourite_category(market):
     liked = click_probability(market, customers, np.array([first_offer[k] for k in favourite]))
     disliked = click_probability(market, customers, np.array([first_offer[k] for k in least]))
     assert liked.mean() > 2 * disliked.mean() and (liked <= 0.3).all()
+
+
+def test_the_typical_response_reference_is_the_oracle_when_every_customer_answers_like_the_average(market):
+    rates = category_rates(market, 40)
+    customers, allowed = np.arange(len(market.customer_ids)), np.arange(len(market.offer_ids))
+    typical = typical_response_offers(market, rates, customers, allowed)
+    oracle = best_offers(market, rates, customers, allowed)
+    gain = incremental_revenue(market, rates, customers, typical).sum()
+    assert gain < incremental_revenue(market, rates, customers, oracle).sum() and (typical != oracle).any()
+    average = {name: np.full_like(v, v.mean()) if name in ("uplift", "price_sensitivity", "fatigue") else v
+               for name, v in market.params.items()}
+    alike = Market(market.customer_ids, average, market.affinity, market.basket, market.offer_ids,
+                   market.offer_category, market.discount, market.start_epoch_day)
+    np.testing.assert_array_equal(typical_response_offers(alike, rates, customers, allowed),
+                                  best_offers(alike, rates, customers, allowed))

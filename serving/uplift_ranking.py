@@ -1,0 +1,146 @@
+"""Ranking by predicted incremental value: the published uplift model, behind its gate, for the request path.
+
+The uplift model (training.uplift, trained by `nbo retrain` from the decision log) predicts, per (customer, offer),
+the chance of a purchase in the offer's category within the horizon with the offer (treated booster) and without
+it (control booster). Its customer inputs are the customers table's attributes, so it says how a kind of customer
+answers a kind of offer; the purchase-intent model says how likely this customer is to buy in the category anyway.
+The expected incremental revenue of an offer combines them:
+
+    basket x p x ((1 - discount) x lift - 1),    lift = treated / control (clipped to [1/LIFT_CAP, LIFT_CAP])
+
+p the purchase-intent probability of the offer's category, basket the category's mean item price: the purchases
+the offer adds pay the discounted price, and the purchases that would have happened anyway pay the discount too.
+
+The gate: the uplift model ranks only if, on its own held-out rows (its report, doubly robust), its policy's incremental
+purchases beat offering nothing (above 0) and are at least those of the best single offer shown to everyone (picked
+on those rows, so at least as good as popularity's one offer); otherwise the purchase-intent ranking serves and the
+reason says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from serving.rules import Catalogue
+from training.uplift import UpliftModel, build_matrix, load_uplift
+
+UPLIFT_FOLDER = "uplift"  # in the home: the published model (a link to one version)
+REPORT_FILE = "report.json"
+LIFT_CAP = 5.0
+GATE_ESTIMATORS = ("dr", "ips")  # the first one the report holds judges (training.uplift_eval: doubly robust, IPS)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the published uplift model may rank offers, and why (the figures it was judged on)."""
+
+    ranks: bool
+    reason: str
+    value: float | None = None
+    baseline: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"ranks": self.ranks, "reason": self.reason, "value": self.value, "best_single_offer": self.baseline}
+
+
+def judge_ranking(report: dict) -> Verdict:
+    """The gate on an uplift model's training report: its held-out policy value above 0 (no offer) and at least the
+    best single offer's."""
+    metrics = report.get("metrics", {})
+    estimator = next((e for e in GATE_ESTIMATORS if f"model_{e}" in metrics and f"best_single_offer_{e}" in metrics),
+                     None)
+    if estimator is None:
+        return Verdict(False, "the uplift model's report holds no held-out policy values")
+    value = float(metrics[f"model_{estimator}"]["value"])
+    baseline = float(metrics[f"best_single_offer_{estimator}"]["value"])
+    if not np.isfinite(value) or value <= 0:
+        return Verdict(False, f"held out, the uplift model's offers add {value:.4f} purchases per customer: "
+                              "no better than no offer", value, baseline)
+    if not np.isfinite(baseline) or value < baseline:
+        return Verdict(False, f"held out, the uplift model's offers ({value:.4f}) do worse than the best single "
+                              f"offer for everyone ({baseline:.4f}), which popularity's one offer cannot beat",
+                       value, baseline)
+    return Verdict(True, f"held out, the uplift model's offers ({value:.4f} purchases per customer) beat no offer "
+                         f"and match or beat the best single offer for everyone ({baseline:.4f}), hence popularity",
+                   value, baseline)
+
+
+def published_version(home: Path) -> str | None:
+    """The published uplift folder's version (the folder its link points at), None when none is published."""
+    target = home / UPLIFT_FOLDER
+    return os.path.realpath(target) if (target / REPORT_FILE).exists() else None
+
+
+def judge_published(version: str | None) -> Verdict:
+    """The gate on a published uplift model's version (see published_version)."""
+    if version is None:
+        return Verdict(False, "no uplift model is published (`nbo retrain` trains one from the decision log)")
+    return judge_ranking(json.loads((Path(version) / REPORT_FILE).read_text()))
+
+
+class UpliftRanker:
+    """A published uplift model encoded for the request path: every customer's inputs and every catalogue offer's
+    inputs computed once, so that a request only stacks rows and runs the two boosters."""
+
+    def __init__(self, model: UpliftModel, version: str, customers: pd.DataFrame, catalogue: Catalogue,
+                 offers: pd.DataFrame, items: pd.DataFrame, now: pd.Timestamp):
+        spec = self.spec = model.spec
+        self.model, self.version = model, version
+        names = spec.features
+        self.offer_at = np.array([i for i, n in enumerate(names) if n in {"offer_id", "offer_category",
+                                                                        *spec.offer_numeric}], dtype=np.int64)
+        self.customer_at = np.setdiff1d(np.arange(len(names)), self.offer_at)
+        people = customers.drop_duplicates("customer_id")
+        encoded = build_matrix(spec, people, pd.DataFrame(columns=["category"]), people["customer_id"], None,
+                               pd.Series(now).repeat(len(people)))
+        self.customers = encoded[:, self.customer_at]
+        self.row_of = {c: i for i, c in enumerate(people["customer_id"].astype(str))}
+        table = offers.drop_duplicates("offer_id").set_index("offer_id")
+        ids = catalogue.offer_ids
+        by_offer = build_matrix(spec, people.iloc[:1], table, np.repeat(people["customer_id"].iloc[0], len(ids)),
+                                ids, pd.Series(now).repeat(len(ids)))
+        self.offers = by_offer[:, self.offer_at]
+        discount = table["discount"].reindex(ids).to_numpy(dtype="float64") if "discount" in table else \
+            np.zeros(len(ids))
+        self.paid = 1.0 - np.nan_to_num(discount, nan=0.0)
+        basket = items.groupby("category")["price"].mean() if "price" in items else pd.Series(dtype=float)
+        self.basket = basket.reindex(catalogue.category_names).fillna(1.0).to_numpy(dtype="float64")
+
+    def lift(self, customer_id: str, candidates: np.ndarray) -> np.ndarray:
+        """Treated over control predicted purchase chance of each candidate offer (catalogue positions)."""
+        n = len(candidates)
+        pairs = np.full((n, len(self.spec.features)), np.nan)
+        row = self.row_of.get(customer_id)
+        if row is not None:
+            pairs[:, self.customer_at] = self.customers[row]
+        pairs[:, self.offer_at] = self.offers[candidates]
+        treated = self.model.treated.predict(pairs, num_threads=1)
+        if not self.spec.control_by_offer:
+            pairs[:, self.offer_at] = np.nan
+        control = self.model.control.predict(pairs[:1] if not self.spec.control_by_offer else pairs, num_threads=1)
+        return np.clip(treated / np.maximum(control, 1e-6), 1 / LIFT_CAP, LIFT_CAP)
+
+    def incremental_value(self, customer_id: str, candidates: np.ndarray, codes: np.ndarray,
+                          probability: np.ndarray) -> np.ndarray:
+        """Expected incremental revenue of each candidate offer given the purchase-intent probability of its
+        category (see the module's formula)."""
+        lift = self.lift(customer_id, candidates)
+        return self.basket[codes] * probability * (self.paid[candidates] * lift - 1.0)
+
+
+def load_ranker(home: Path, customers: pd.DataFrame, catalogue: Catalogue, offers: pd.DataFrame,
+                items: pd.DataFrame, now: pd.Timestamp) -> tuple[UpliftRanker | None, Verdict, str | None]:
+    """The published uplift model ready to rank when its gate lets it (else None), the verdict, and the version
+    judged."""
+    version = published_version(home)
+    verdict = judge_published(version)
+    if not verdict.ranks:
+        return None, verdict, version
+    return UpliftRanker(load_uplift(Path(version)), version, customers, catalogue, offers, items, now), \
+        verdict, version

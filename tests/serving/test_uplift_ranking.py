@@ -1,0 +1,103 @@
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.pipeline import read_raw
+from serving.recommender import Recommender
+from serving.rules import Policy
+from serving.uplift_ranking import (
+    UpliftRanker,
+    Verdict,
+    judge_ranking,
+    published_version,
+)
+from training.uplift import load_uplift
+from training.uplift_commands import train_uplift
+
+
+def report_with(model: float, single: float) -> dict:
+    return {"metrics": {"model_dr": {"value": model}, "best_single_offer_dr": {"value": single},
+                        "model_ips": {"value": -1.0}, "best_single_offer_ips": {"value": 1.0}}}  # DR judges
+
+
+def test_the_gate_lets_the_uplift_model_rank_only_above_no_offer_and_the_best_single_offer():
+    assert judge_ranking(report_with(0.02, 0.01)).ranks and judge_ranking(report_with(0.02, 0.02)).ranks
+    below_nothing = judge_ranking(report_with(-0.01, -0.02))
+    assert not below_nothing.ranks and "no better than no offer" in below_nothing.reason
+    below_single = judge_ranking(report_with(0.01, 0.02))
+    assert not below_single.ranks and "do worse than the best single offer" in below_single.reason
+    assert not judge_ranking({"metrics": {}}).ranks
+
+
+@pytest.fixture(scope="module")
+def uplift_home(trained_home, tmp_path_factory):
+    """A copy of the trained home with an uplift model published from the simulator's exposures."""
+    import shutil
+
+    from nbo.config import get_paths
+
+    paths = get_paths(tmp_path_factory.mktemp("uplift-home") / "home")
+    shutil.copytree(trained_home[0].home, paths.home)
+    report = train_uplift(paths, read_raw(paths, "customers"), pd.read_parquet(paths.raw / "exposures.parquet"),
+                          read_raw(paths, "offers"), n_boot=0)
+    return paths, report
+
+
+@pytest.fixture(scope="module")
+def ranked(uplift_home):
+    """A recommender on that home ranking by the published uplift model, whatever its gate said."""
+    paths, _ = uplift_home
+    recommender = Recommender.from_home(paths, Policy(epsilon=0.0, impressions_per_offer_per_day=10**6))
+    version = published_version(paths.home)
+    ranker = UpliftRanker(load_uplift(paths.home / "uplift"), version, read_raw(paths, "customers"),
+                          recommender.catalogue, recommender.offers, recommender.items, pd.Timestamp.now(tz="UTC"))
+    return recommender, ranker
+
+
+def test_the_service_follows_the_published_uplift_model_and_its_gate(uplift_home):
+    paths, report = uplift_home
+    recommender = Recommender.from_home(paths)
+    verdict = judge_ranking(report)
+    assert recommender.uplift_version == published_version(paths.home) is not None
+    assert recommender.ranking_verdict == verdict
+    assert recommender.ranking == ("incremental_value" if verdict.ranks else "purchase_intent")
+    assert not recommender.follow_uplift(paths)  # the same version: nothing reloaded
+    train_uplift(paths, read_raw(paths, "customers"), pd.read_parquet(paths.raw / "exposures.parquet"),
+                 read_raw(paths, "offers"), n_boot=0, seed=1)
+    assert recommender.follow_uplift(paths) and recommender.uplift_version == published_version(paths.home)
+
+
+def test_offers_are_ranked_by_predicted_incremental_value(ranked):
+    recommender, ranker = ranked
+    customer = recommender.store.customers()[3]
+    by_intent = recommender.recommend(customer, "web", k=20)
+    recommender.use_uplift(ranker, Verdict(True, "ranks"), ranker.version)
+    try:
+        decision = recommender.recommend(customer, "web", k=20)
+    finally:
+        recommender.use_uplift(None, Verdict(False, "off"), ranker.version)
+    values = [o.expected_value for o in decision.offers]
+    assert values == sorted(values, reverse=True) and min(values) < 0 < max(values)
+    positions = recommender.catalogue.offer_ids.tolist()
+    shown = np.array([positions.index(o.offer_id) for o in decision.offers])
+    codes = recommender.catalogue.category_codes[shown]
+    expected = ranker.incremental_value(customer, shown, codes, np.array([o.score for o in decision.offers]))
+    assert np.allclose(values, expected)
+    value = recommender.offers.set_index("offer_id")["value"]
+    assert not np.allclose(values, [o.score * value[o.offer_id] for o in decision.offers])  # not p x value
+    assert [o.expected_value for o in by_intent.offers] == [o.score * value[o.offer_id] for o in by_intent.offers]
+    logged = recommender.log.joined()
+    assert decision.decision_id in set(logged["decision_id"])
+
+
+def test_scoring_a_request_by_uplift_takes_milliseconds(ranked):
+    recommender, ranker = ranked
+    candidates = np.arange(len(recommender.catalogue.offer_ids))
+    customer = recommender.store.customers()[0]
+    ranker.lift(customer, candidates)
+    began = time.perf_counter()
+    for _ in range(50):
+        ranker.lift(customer, candidates)
+    assert (time.perf_counter() - began) / 50 < 0.01
