@@ -96,8 +96,11 @@ def features(cutoffs: Annotated[int | None, typer.Option(min=1, help="Cutoffs (d
     are derived from the events."""
     from features.pipeline import build_features
 
+    from training.commands import working
+
     try:
-        summary = build_features(get_paths(home), cutoffs, horizon_days)
+        with working("building the training set and loading the online store"):
+            summary = build_features(get_paths(home), cutoffs, horizon_days)
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
     console.print_json(json.dumps(summary, default=str))
@@ -120,22 +123,33 @@ def train(home: Home = None,
           gate_metric: Annotated[str, typer.Option(envvar="NBO_GATE_METRIC", help=(
               "Metric a new model must beat the champion on, both scored on the same test rows: test_auc, "
               "test_pr_auc, test_log_loss, test_ece, test_{precision,recall,ndcg,hit_rate}_at_{1,3,5}."))] = "test_auc",
+          as_json: Annotated[bool, typer.Option("--json", help="Print the result and every metric as JSON.")] = False,
           ) -> None:
     """Train, evaluate and register a model (champion if it beats the current one), then lifetime value."""
+    from training.commands import show_lifetime, show_training, working
     from training.lifetime import fit_lifetime
     from training.train import train as train_model
 
     paths = get_paths(home)
     try:
-        result = train_model(paths, gate_metric)
+        with working("training, evaluating and registering the purchase-intent model", as_json):
+            result = train_model(paths, gate_metric)
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
-    console.print_json(json.dumps(result, default=str))
+    if not as_json:
+        show_training(result)
     try:
-        console.print_json(json.dumps({"lifetime": fit_lifetime(paths)}, default=str))
+        with working("fitting lifetime value", as_json):
+            result["lifetime"] = fit_lifetime(paths)
     except ValueError as error:
         paths.lifetime.unlink(missing_ok=True)
-        console.print(f"[yellow]warning:[/] no lifetime value, value tiers stay on 365-day revenue: {error}")
+        result["lifetime"] = {"error": str(error)}
+        if not as_json:
+            console.print(f"[yellow]warning:[/] no lifetime value, value tiers stay on 365-day revenue: {error}")
+    if as_json:
+        print(json.dumps(result, default=str))
+    elif "error" not in result["lifetime"]:
+        show_lifetime(result["lifetime"])
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Commands for people: `nbo evaluate` and `nbo models list|promote|rollback` (wired into nbo/cli.py).
+"""Commands for people: `nbo evaluate`, `nbo models list|promote|rollback` and what `nbo train` prints (wired into
+nbo/cli.py).
 
 Heavy libraries are imported inside the commands so that `nbo --help` stays fast.
 """
@@ -6,12 +7,16 @@ Heavy libraries are imported inside the commands so that `nbo --help` stays fast
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from nbo.config import MODEL_NAME, get_paths
@@ -102,6 +107,60 @@ def show_report(report: dict) -> None:
         for name, value in oracle["share"].items():
             share.add_row(name, f"{value:.1%}")
         console.print(share)
+
+
+@contextmanager
+def working(description: str, quiet: bool = False) -> Iterator[None]:
+    """A spinner with the time elapsed while a long step runs, then one line with its time; on a terminal only
+    (nothing in a log, a pipe or with ``quiet``)."""
+    if quiet or not console.is_terminal:
+        yield
+        return
+    began = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        progress.add_task(description, total=None)
+        yield
+    console.print(f"[green]done[/] {description} in {time.perf_counter() - began:.1f} s")
+
+
+def show_training(result: dict) -> None:
+    """The trained model against its baselines on the test cutoff (AUC, PR-AUC, NDCG@3, share of the oracle's
+    value) and the gate's verdict."""
+    from training.report import PREFIXES
+
+    metrics = result["metrics"]
+    table = build_table(f"{MODEL_NAME} v{result['version']} against its baselines on the test cutoff",
+                        ["model", "AUC", "PR-AUC", "NDCG@3", "oracle share"])
+    for name in (*SHOWN, "random"):
+        scores = (format_number(metrics.get(f"{PREFIXES[name]}_{k}")) if name in PREFIXES else "-"
+                  for k in ("auc", "pr_auc", "ndcg_at_3"))
+        share = metrics.get(f"oracle_share_{name}")
+        table.add_row(name, *scores, "-" if share is None else f"{share:.1%}")
+    table.caption = "oracle share: the simulator's true expected value of each policy's best offer per customer"
+    console.print(table)
+    console.print(describe_gate(result))
+
+
+def describe_gate(result: dict) -> str:
+    """The gate's verdict in one line: which version is the champion now, and why."""
+    version, gate, before = result["version"], result["gate_metric"], result["champion_before"]
+    value = result["metrics"][gate]
+    if before is None:
+        return f"gate ({gate}): no champion before; v{version} ({value:.4f}) is the champion"
+    compared = f"v{version} {value:.4f} against champion v{before} {result['champion_metric_before']:.4f}"
+    if result["promoted"]:
+        return f"gate ({gate}): {compared}: [green]promoted[/], v{version} is the champion"
+    return f"gate ({gate}): {compared}: [yellow]not promoted[/], v{before} stays champion, v{version} is challenger"
+
+
+def show_lifetime(lifetime: dict) -> None:
+    """Two lines on the lifetime values written: where, the tiers, and how well the held-out period was predicted."""
+    tiers = ", ".join(f"{tier} {count:,}" for tier, count in lifetime["tiers"].items())
+    console.print(f"lifetime value of {lifetime['customers']:,} customers written to {lifetime['file']} "
+                  f"(value tiers: {tiers})")
+    console.print(f"held-out period: AUC of buying again {format_number(lifetime['holdout_auc'])}, RMSE of purchases "
+                  f"{lifetime['holdout_rmse']:.3f}, total purchases {lifetime['holdout_total_error']:+.1%} off")
 
 
 def build_table(title: str, columns: list[str], text: int = 1) -> Table:

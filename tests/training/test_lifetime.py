@@ -80,11 +80,11 @@ def test_nbo_train_fits_lifetime_value_or_says_why_not(trained_home, make_events
     from nbo.config import get_paths
 
     # the purchase-intent model is tested apart; here only what `nbo train` does after it
-    monkeypatch.setattr(training.train, "train", lambda paths, gate_metric: {"version": "1"})
-    paths, _ = trained_home
+    paths, trained = trained_home
+    monkeypatch.setattr(training.train, "train", lambda paths, gate_metric: trained)
     paths.lifetime.unlink(missing_ok=True)
     done = CliRunner().invoke(app, ["train", "--home", str(paths.home)])
-    assert done.exit_code == 0 and paths.lifetime.exists() and "holdout_auc" in done.output
+    assert done.exit_code == 0 and paths.lifetime.exists() and "AUC of buying again" in done.output
     short = get_paths(tmp_path)
     short.raw.mkdir(parents=True)
     make_events([dict(ts="2025-03-01", anonymous_id="till", customer_id="c1", event_type="purchase", amount=5.0),
