@@ -5,8 +5,9 @@ features keyed by ``customer_id``, an optional offers table (``offer_id`` + attr
 table (``customer_id, offer_id`` or ``"control", ts, channel, propensity`` + outcome columns; optional
 ``intended_offer_id``, the offer a control row would have received, and ``campaign_id``).
 
-The model is a T-learner over the treatment arm with the offer as a covariate: one LightGBM model of the
-outcome on treated rows, one on control rows; uplift(customer, offer) = mu_treated - mu_control.
+A model is two LightGBM models of the outcome, one for treated rows (the offer as a covariate), one for control
+rows; uplift(customer, offer) = mu_treated - mu_control. ``fit_uplift`` fits the plain T-learner;
+training.uplift_learners holds the learners ``nbo uplift train`` chooses from.
 """
 
 from __future__ import annotations

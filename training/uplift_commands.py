@@ -26,7 +26,7 @@ from training.uplift_guard import decide_targeting, send_best_single_offer, writ
 from training.uplift_learners import LEARNERS
 from training.uplift_training import GATE_METRIC, REPORT_FILE, UPLIFT_FOLDER, train_uplift
 
-__all__ = ["GATE_METRIC", "train_uplift", "uplift_app", "campaign"]
+__all__ = ["GATE_METRIC", "campaign", "train_uplift", "uplift_app"]
 uplift_app = typer.Typer(help="Incremental effect of offers (uplift) from exposure logs.", no_args_is_help=True)
 console = Console()
 Home = Annotated[Path | None, typer.Option(help="Data folder (default $NBO_HOME or ./data).")]

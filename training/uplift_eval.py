@@ -1,12 +1,14 @@
 """Held-out evaluation of an uplift model: Qini and uplift@k (IPS-weighted), and the off-policy value
-(IPS, SNIPS) of targeting policies under a contact budget, with customer-bootstrap confidence intervals.
+(IPS, SNIPS, doubly robust) of targeting policies under a contact budget, with customer-bootstrap confidence
+intervals; the model's gains over the best single offer and over random targeting are measured per bootstrap
+replicate, so their intervals are paired.
 
 Policy values are incremental: the outcome gained per exposure row (customer and campaign) over sending
 nothing. When control rows carry the offer they would have received (``offer`` set by prepare_exposures),
 the outcome is taken as offer-specific, and a control row counts for policy offer o with weight
 1 / (P(control) x q(o)), q being the logging policy's chance of drawing o for that customer, estimated from
-the customer's logged propensities in the offer's group (category, else the offer itself).
-"""
+the customer's logged propensities in the offer's group (category, else the offer itself). The doubly robust
+value is the model's predicted value of the policy plus the IPS estimate of its prediction errors."""
 
 from __future__ import annotations
 

@@ -91,20 +91,30 @@ def fit_learner(name: str, customers: pd.DataFrame, frame: pd.DataFrame, offer_t
     return UpliftModel(treated, control, spec)
 
 
+def assign_folds(frame: pd.DataFrame, seed: int) -> np.ndarray:
+    """Each row's customer fold, 0 to FOLDS - 1."""
+    codes, uniques = pd.factorize(frame["customer_id"])
+    return np.random.default_rng(seed).integers(0, FOLDS, len(uniques))[codes]
+
+
+def can_cross_fit(frame: pd.DataFrame, fold: np.ndarray) -> bool:
+    """Whether every fold holds rows and the rows outside it hold both arms."""
+    treated = frame["treated"].to_numpy()
+    return all((fold == k).any() and treated[fold != k].any() and (~treated[fold != k]).any() for k in range(FOLDS))
+
+
 def cross_fit(learners: tuple[str, ...], customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd.DataFrame,
               outcome: str, offers: pd.Index, available: np.ndarray,
               seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per learner, rows x offers outcome predictions with and without the offer, each row predicted by the
     learner fitted on the other customer folds."""
-    codes, uniques = pd.factorize(frame["customer_id"])
-    fold = np.random.default_rng(seed).integers(0, FOLDS, len(uniques))[codes]
+    fold = assign_folds(frame, seed)
+    if not can_cross_fit(frame, fold):
+        raise ValueError("too few customers to cross-validate the uplift learners (each fold needs both arms)")
     grids = {name: (np.full(available.shape, np.nan), np.full(available.shape, np.nan)) for name in learners}
     for k in range(FOLDS):
         inside = fold == k
-        fitting = frame[~inside].reset_index(drop=True)
-        if inside.all() or not inside.any() or fitting["treated"].all() or not fitting["treated"].any():
-            raise ValueError("too few customers to cross-validate the uplift learners (each fold needs both arms)")
-        held = frame[inside].reset_index(drop=True)
+        fitting, held = frame[~inside].reset_index(drop=True), frame[inside].reset_index(drop=True)
         for name in learners:
             model = fit_learner(name, customers, fitting, offer_table, outcome, seed)
             with_offer, without = predict_arms(model, customers, offer_table, held, offers, available[inside])
@@ -115,9 +125,10 @@ def cross_fit(learners: tuple[str, ...], customers: pd.DataFrame, frame: pd.Data
 def choose_learner(customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd.DataFrame, outcome: str,
                    budget: float, seed: int = 0, learners: tuple[str, ...] = LEARNERS) -> tuple[str, dict[str, float]]:
     """The learner whose cross-fitted policy (each row's best offer, the top ``budget`` of each campaign) has the
-    highest doubly robust value, and every learner's value. The scores' outcome model is the learners' mean
+    highest doubly robust value, and every learner's value (the first learner and no values when there is one, or
+    too few customers to cross-fit). The scores' outcome model is the learners' mean
     cross-fitted prediction, so no row's score uses a model that saw it."""
-    if len(learners) == 1:
+    if len(learners) == 1 or not can_cross_fit(frame, assign_folds(frame, seed)):
         return learners[0], {}
     offers, available = build_offer_grid(frame)
     grids = cross_fit(learners, customers, frame, offer_table, outcome, offers, available, seed)

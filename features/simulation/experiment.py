@@ -5,8 +5,9 @@ It mirrors public retail e-mail tests: one send date, a third of the customers g
 two weeks are ``visit`` (about 10.6 % without e-mail, 18.3 % and 15.1 % with), ``conversion`` (about 0.6 %,
 1.3 %, 0.9 %) and ``spend``. Attributes: months since the last purchase (``recency``), spend over the past year
 (``history``), which product lines were bought (``mens``, ``womens``), new customer or not (``newbie``),
-``acquisition_channel`` and ``area``. The effect of each version varies modestly: more among buyers of its
-product line and recent customers, less among new ones, plus a customer-level part no attribute explains.
+``acquisition_channel`` and ``area``. How often a customer visits anyway depends on the attributes and on a latent
+part none explains. The effect of each version on the logit varies modestly: more among buyers of its product line
+and recent customers, less among new ones, plus a customer-level part no attribute explains.
 
 Files (the exact tables ``nbo uplift train`` reads): customers, offers, exposures, and ``experiment_truth``:
 per customer and arm (control included), the expected ``visit``, ``conversion`` and ``spend`` and each one's

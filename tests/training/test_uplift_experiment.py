@@ -10,15 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.simulation.experiment import (CONVERSION_RATE, TRUTH_FILE, VERSIONS, VISIT_RATE, load_experiment_truth,
-                                            simulate_experiment)
+from features.simulation.experiment import CONVERSION_RATE, TRUTH_FILE, VERSIONS, VISIT_RATE, load_experiment_truth
 from nbo.cli import generate
 from nbo.config import get_paths
 from training.uplift import build_offer_table, load_uplift, predict_uplift, prepare_exposures
 from training.uplift_commands import campaign
-from training.uplift_eval import build_offer_grid, choose_split
+from training.uplift_eval import build_offer_grid, choose_split, split_exposures
 from training.uplift_guard import decide_targeting
-from training.uplift_learners import LEARNERS, choose_learner, cross_fit, fit_learner
+from training.uplift_learners import LEARNERS, assign_folds, choose_learner, cross_fit, fit_learner
 from training.uplift_training import train_uplift
 
 N = 3000
@@ -64,7 +63,6 @@ def test_a_one_date_experiment_is_split_by_customer_by_default(experiment):
     assert 0 < params["test_rows"] < params["train_rows"] and params["final_rows"] == len(raw["exposures"])
     frame = prepare_exposures(raw["exposures"])
     with pytest.raises(ValueError, match="--split customer"):
-        from training.uplift_eval import split_exposures
         split_exposures(frame, "time", 0.25)
     with pytest.raises(ValueError, match="--holdout"):
         choose_split(frame, "customer", 1.0)
@@ -105,8 +103,7 @@ def test_learners_are_chosen_by_cross_fitted_policy_value(experiment):
     assert set(values) == set(LEARNERS) and values[chosen] == max(values.values())
     offers, available = build_offer_grid(frame)
     first = cross_fit(("t",), raw["customers"], frame, table, "visit", offers, available, 0)["t"][0]
-    codes, uniques = pd.factorize(frame["customer_id"])
-    fold = np.random.default_rng(0).integers(0, 3, len(uniques))[codes]
+    fold = assign_folds(frame, 0)
     changed = frame.assign(visit=np.where(fold == 0, 1 - frame["visit"], frame["visit"]))
     second = cross_fit(("t",), raw["customers"], changed, table, "visit", offers, available, 0)["t"][0]
     assert np.array_equal(first[fold == 0], second[fold == 0])  # a fold's predictions never saw its outcomes
