@@ -27,6 +27,7 @@ from serving.rules import (ControlGroup, Policy, Slots, cap_window, capped_offer
                            eligible_offers, in_control, index_offers, rank_offers, recently_bought)
 from serving.uplift_ranking import UpliftRanker, Verdict, load_ranker, published_version
 from training.affinity import attribute_log_share
+from training.exposures import HORIZON_DAYS
 from training.registry import LoadedModel, predict_proba
 
 
@@ -134,6 +135,7 @@ class Recommender:
         self.catalogue = index_offers(offers)
         self.item_category = items.set_index("item_id")["category"].to_dict()
         self.items = items
+        self.offer_position = {str(o): i for i, o in enumerate(self.catalogue.offer_ids)}
         self.rng = np.random.default_rng(seed)
         self.privacy = privacy  # opt-outs: none when not given
         self.uplift: UpliftRanker | None = None  # ranks by incremental value when set (see use_uplift)
@@ -255,7 +257,7 @@ class Recommender:
 
     def _rank(self, candidates: np.ndarray, by_category: np.ndarray, excluded: np.ndarray,
               explain: Callable[[list[str]], dict[str, str]], uplift: UpliftRanker | None = None,
-              customer_id: str = "") -> Ranking:
+              customer_id: str = "", t: int = 0) -> Ranking:
         """Rank the candidates given one probability and one exclusion flag per catalogue category: by probability
         x value, or with an uplift ranker by predicted incremental value."""
         catalogue = self.catalogue
@@ -264,10 +266,20 @@ class Recommender:
         if uplift is None:
             expected = probability * catalogue.values[candidates]
         else:
-            expected = uplift.incremental_value(customer_id, candidates, codes, probability)
+            expected = uplift.incremental_value(customer_id, candidates, codes, probability,
+                                                self._categories_in_force(customer_id, t))
         best = rank_offers(codes, np.ones(len(candidates)), catalogue.name_order[candidates], expected,
                            excluded[codes])
         return Ranking(candidates, probability, best, explain, expected)
+
+    def _categories_in_force(self, customer_id: str, t: int) -> np.ndarray:
+        """Per catalogue category, whether an offer in it was served to the customer within the outcome horizon
+        before t (HORIZON_DAYS): that offer is still in force."""
+        catalogue, since = self.catalogue, t - HORIZON_DAYS * DAY
+        served = [self.offer_position.get(o) for o, _, _ in self.log.contacts(customer_id, since)]
+        in_force = np.zeros(len(catalogue.category_names), dtype=bool)
+        in_force[catalogue.category_codes[[p for p in served if p is not None]]] = True
+        return in_force
 
     def _popularity(self, scorer: Scorer, candidates: np.ndarray) -> Ranking:
         """The fallback: each category's share of recent purchases (the model's); categories the model has no
@@ -307,4 +319,4 @@ class Recommender:
             REASON_CONTRIBUTIONS.labels("computed").inc(len(shown) - reused)
             return {c: explain_offer(scorer.reasons, declared[i], contributions[j], c).text
                     for j, (i, c) in enumerate(zip(rows_shown, shown))}
-        return self._rank(candidates, by_category, excluded, explain, self.uplift, customer_id)
+        return self._rank(candidates, by_category, excluded, explain, self.uplift, customer_id, t)

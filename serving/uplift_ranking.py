@@ -10,6 +10,8 @@ The expected incremental revenue of an offer combines them:
 
 p the purchase-intent probability of the offer's category, basket the category's mean item price: the purchases
 the offer adds pay the discounted price, and the purchases that would have happened anyway pay the discount too.
+An offer served to the customer in the same category within the horizon is still in force: another one there adds
+nothing that one does not, so such offers count 0 (after every offer expected to add something).
 
 The gate: the uplift model ranks only if, on its own held-out rows (its report, doubly robust), its policy's incremental
 purchases beat offering nothing (above 0) and are at least those of the best single offer shown to everyone (picked
@@ -127,11 +129,13 @@ class UpliftRanker:
         return np.clip(treated / np.maximum(control, 1e-6), 1 / LIFT_CAP, LIFT_CAP)
 
     def incremental_value(self, customer_id: str, candidates: np.ndarray, codes: np.ndarray,
-                          probability: np.ndarray) -> np.ndarray:
+                          probability: np.ndarray, in_force: np.ndarray) -> np.ndarray:
         """Expected incremental revenue of each candidate offer given the purchase-intent probability of its
-        category (see the module's formula)."""
+        category, 0 where an offer is in force in the category (in_force: one flag per category code; see the
+        module's formula)."""
         lift = self.lift(customer_id, candidates)
-        return self.basket[codes] * probability * (self.paid[candidates] * lift - 1.0)
+        value = self.basket[codes] * probability * (self.paid[candidates] * lift - 1.0)
+        return np.where(in_force[codes], 0.0, value)
 
 
 def load_ranker(home: Path, customers: pd.DataFrame, catalogue: Catalogue, offers: pd.DataFrame,

@@ -73,9 +73,12 @@ def test_offers_are_ranked_by_predicted_incremental_value(ranked):
     recommender, ranker = ranked
     customer = recommender.store.customers()[3]
     by_intent = recommender.recommend(customer, "web", k=20)
+    now = pd.Timestamp.now(tz="UTC")
+    in_force = recommender._categories_in_force(customer, int(now.timestamp()))
+    assert in_force.any()  # the purchase-intent decision just served offers in some categories
     recommender.use_uplift(ranker, Verdict(True, "ranks"), ranker.version)
     try:
-        decision = recommender.recommend(customer, "web", k=20)
+        decision = recommender.recommend(customer, "web", k=20, now=now)
     finally:
         recommender.use_uplift(None, Verdict(False, "off"), ranker.version)
     values = [o.expected_value for o in decision.offers]
@@ -83,8 +86,11 @@ def test_offers_are_ranked_by_predicted_incremental_value(ranked):
     positions = recommender.catalogue.offer_ids.tolist()
     shown = np.array([positions.index(o.offer_id) for o in decision.offers])
     codes = recommender.catalogue.category_codes[shown]
-    expected = ranker.incremental_value(customer, shown, codes, np.array([o.score for o in decision.offers]))
+    expected = ranker.incremental_value(customer, shown, codes, np.array([o.score for o in decision.offers]),
+                                        in_force)
     assert np.allclose(values, expected)
+    assert all(v == 0 for v, c in zip(values, codes) if in_force[c])  # an offer in force: another adds nothing
+    assert all(v != 0 for v, c in zip(values, codes) if not in_force[c])
     value = recommender.offers.set_index("offer_id")["value"]
     assert not np.allclose(values, [o.score * value[o.offer_id] for o in decision.offers])  # not p x value
     assert [o.expected_value for o in by_intent.offers] == [o.score * value[o.offer_id] for o in by_intent.offers]
