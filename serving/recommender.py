@@ -169,8 +169,9 @@ class Recommender:
             return False
         try:
             customers = read_raw(paths, "customers") if version else pd.DataFrame()
+            popularity = self.scorer.model.meta["popularity"] if self.scorer else {}
             self.use_uplift(*load_ranker(paths.home, customers, self.catalogue, self.offers, self.items,
-                                         service_now()))
+                                         service_now(), popularity))
         except Exception as error:  # a model or customers table this code cannot read: rank by purchase intent
             self.use_uplift(None, Verdict(False, f"the published uplift model could not be used: "
                                                  f"{type(error).__name__}: {error}"), version)

@@ -13,10 +13,11 @@ the offer adds pay the discounted price, and the purchases that would have happe
 An offer served to the customer in the same category within the horizon is still in force: another one there adds
 nothing that one does not, so such offers count 0 (after every offer expected to add something).
 
-The gate: the uplift model ranks only if, on its own held-out rows (its report, doubly robust), its policy's incremental
-purchases beat offering nothing (above 0) and are at least those of the best single offer shown to everyone (picked
-on those rows, so at least as good as popularity's one offer); otherwise the purchase-intent ranking serves and the
-reason says why.
+The gate: the uplift model ranks only if, held out (its report, doubly robust), its policy's incremental purchases
+per customer beat offering nothing (above 0) and popularity: popularity's one offer (the best-value offer of the
+champion's most popular category) shown to everyone, whose effect the report estimates from its logged rows and
+control rows; when the report has no estimate for that offer, the best single offer for everyone (held out, at least
+as good as popularity's) stands in. Otherwise the purchase-intent ranking serves and the reason says why.
 """
 
 from __future__ import annotations
@@ -48,12 +49,22 @@ class Verdict:
     baseline: float | None = None
 
     def as_dict(self) -> dict:
-        return {"ranks": self.ranks, "reason": self.reason, "value": self.value, "best_single_offer": self.baseline}
+        return {"ranks": self.ranks, "reason": self.reason, "value": self.value, "baseline": self.baseline}
 
 
-def judge_ranking(report: dict) -> Verdict:
-    """The gate on an uplift model's training report: its held-out policy value above 0 (no offer) and at least the
-    best single offer's."""
+def choose_popularity_offer(popularity: dict[str, float], offers: pd.DataFrame) -> str | None:
+    """The offer popularity shows: the best-value offer of the most popular category (None without shares)."""
+    known = offers[offers["category"].isin([c for c, share in popularity.items() if share > 0])]
+    if known.empty:
+        return None
+    top = max(known["category"].unique(), key=lambda c: popularity[c])
+    mine = known[known["category"] == top]
+    return str(mine.sort_values(["value", "offer_id"], ascending=[False, True])["offer_id"].iloc[0])
+
+
+def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
+    """The gate on an uplift model's training report: its held-out policy value above 0 (no offer) and above
+    popularity's (the estimated effect of popularity_offer for everyone; else at least the best single offer's)."""
     metrics = report.get("metrics", {})
     estimator = next((e for e in GATE_ESTIMATORS if f"model_{e}" in metrics and f"best_single_offer_{e}" in metrics),
                      None)
@@ -64,6 +75,15 @@ def judge_ranking(report: dict) -> Verdict:
     if not np.isfinite(value) or value <= 0:
         return Verdict(False, f"held out, the uplift model's offers add {value:.4f} purchases per customer: "
                               "no better than no offer", value, baseline)
+    effects = report.get("targeting", {}).get("offer_effects", {})
+    if popularity_offer in effects:
+        popular = float(effects[popularity_offer])
+        if value > popular:
+            return Verdict(True, f"held out, the uplift model's offers add {value:.4f} purchases per customer: more "
+                                 f"than no offer and than popularity's offer {popularity_offer} for everyone "
+                                 f"({popular:.4f})", value, popular)
+        return Verdict(False, f"held out, the uplift model's offers ({value:.4f} purchases per customer) do not beat "
+                              f"popularity's offer {popularity_offer} for everyone ({popular:.4f})", value, popular)
     if not np.isfinite(baseline) or value < baseline:
         return Verdict(False, f"held out, the uplift model's offers ({value:.4f}) do worse than the best single "
                               f"offer for everyone ({baseline:.4f}), which popularity's one offer cannot beat",
@@ -79,11 +99,11 @@ def published_version(home: Path) -> str | None:
     return os.path.realpath(target) if (target / REPORT_FILE).exists() else None
 
 
-def judge_published(version: str | None) -> Verdict:
+def judge_published(version: str | None, popularity_offer: str | None) -> Verdict:
     """The gate on a published uplift model's version (see published_version)."""
     if version is None:
         return Verdict(False, "no uplift model is published (`nbo retrain` trains one from the decision log)")
-    return judge_ranking(json.loads((Path(version) / REPORT_FILE).read_text()))
+    return judge_ranking(json.loads((Path(version) / REPORT_FILE).read_text()), popularity_offer)
 
 
 class UpliftRanker:
@@ -139,11 +159,12 @@ class UpliftRanker:
 
 
 def load_ranker(home: Path, customers: pd.DataFrame, catalogue: Catalogue, offers: pd.DataFrame,
-                items: pd.DataFrame, now: pd.Timestamp) -> tuple[UpliftRanker | None, Verdict, str | None]:
+                items: pd.DataFrame, now: pd.Timestamp,
+                popularity: dict[str, float]) -> tuple[UpliftRanker | None, Verdict, str | None]:
     """The published uplift model ready to rank when its gate lets it (else None), the verdict, and the version
-    judged."""
+    judged; popularity: the champion's category shares."""
     version = published_version(home)
-    verdict = judge_published(version)
+    verdict = judge_published(version, choose_popularity_offer(popularity, offers))
     if not verdict.ranks:
         return None, verdict, version
     return UpliftRanker(load_uplift(Path(version)), version, customers, catalogue, offers, items, now), \

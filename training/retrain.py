@@ -32,10 +32,10 @@ import pandas as pd
 
 from features.pipeline import build_features, read_raw
 from nbo.config import MODEL_NAME, Paths
-from serving.uplift_ranking import judge_published, published_version
+from serving.uplift_ranking import choose_popularity_offer, judge_published, published_version
 from training.exposures import HORIZON_DAYS, exposures_from_log
 from training.lifetime import fit_lifetime
-from training.registry import connect, open_client
+from training.registry import connect, load_model, open_client
 from training.train import GATE_METRIC, train
 from training.uplift import CONTROL
 from training.uplift_commands import train_uplift
@@ -134,7 +134,15 @@ def retrain_uplift(paths: Paths, horizon_days: int) -> dict:
             "gate_metric": gate["metric"], "value": gate.get("value", report["metrics"][gate["metric"]]["value"]),
             "published_value": gate.get("published_value"), "reason": gate["reason"],
             "train_rows": report["params"]["train_rows"], "test_rows": report["params"]["test_rows"],
-            "run_id": report["run_id"], "ranking": judge_published(published_version(paths.home)).as_dict()}
+            "run_id": report["run_id"], "ranking": judge_ranking_of(paths, offers)}
+
+
+def judge_ranking_of(paths: Paths, offers: pd.DataFrame | None) -> dict:
+    """Whether the published uplift model may rank /recommend's offers (serving.uplift_ranking's gate, against the
+    champion's popularity)."""
+    champion = load_model(connect(paths)) if offers is not None else None
+    offer = choose_popularity_offer(champion.meta["popularity"], offers) if champion is not None else None
+    return judge_published(published_version(paths.home), offer).as_dict()
 
 
 def retrain_lifetime(paths: Paths) -> dict:

@@ -7,12 +7,7 @@ import pytest
 from features.pipeline import read_raw
 from serving.recommender import Recommender
 from serving.rules import Policy
-from serving.uplift_ranking import (
-    UpliftRanker,
-    Verdict,
-    judge_ranking,
-    published_version,
-)
+from serving.uplift_ranking import UpliftRanker, Verdict, choose_popularity_offer, judge_ranking, published_version
 from training.uplift import load_uplift
 from training.uplift_commands import train_uplift
 
@@ -29,6 +24,18 @@ def test_the_gate_lets_the_uplift_model_rank_only_above_no_offer_and_the_best_si
     below_single = judge_ranking(report_with(0.01, 0.02))
     assert not below_single.ranks and "do worse than the best single offer" in below_single.reason
     assert not judge_ranking({"metrics": {}}).ranks
+    effects = {"targeting": {"offer_effects": {"o1": 0.015, "o2": 0.03}}}
+    beats_popular = judge_ranking(report_with(0.02, 0.05) | effects, popularity_offer="o1")
+    assert beats_popular.ranks and beats_popular.baseline == 0.015 and "popularity's offer o1" in beats_popular.reason
+    assert not judge_ranking(report_with(0.02, 0.01) | effects, popularity_offer="o2").ranks
+    assert not judge_ranking(report_with(0.02, 0.05) | effects, popularity_offer="o9").ranks  # no estimate: best single
+
+
+def test_popularity_shows_the_best_value_offer_of_the_most_popular_category():
+    offers = pd.DataFrame({"offer_id": ["a", "b", "c", "d"], "category": ["tea", "tea", "coffee", "cups"],
+                           "value": [1.0, 3.0, 9.0, 5.0]})
+    assert choose_popularity_offer({"tea": 0.5, "coffee": 0.3, "cups": 0.0}, offers) == "b"
+    assert choose_popularity_offer({}, offers) is None
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +66,8 @@ def ranked(uplift_home):
 def test_the_service_follows_the_published_uplift_model_and_its_gate(uplift_home):
     paths, report = uplift_home
     recommender = Recommender.from_home(paths)
-    verdict = judge_ranking(report)
+    offer = choose_popularity_offer(recommender.scorer.model.meta["popularity"], recommender.offers)
+    verdict = judge_ranking(report, offer)
     assert recommender.uplift_version == published_version(paths.home) is not None
     assert recommender.ranking_verdict == verdict
     assert recommender.ranking == ("incremental_value" if verdict.ranks else "purchase_intent")
@@ -72,17 +80,17 @@ def test_the_service_follows_the_published_uplift_model_and_its_gate(uplift_home
 def test_offers_are_ranked_by_predicted_incremental_value(ranked):
     recommender, ranker = ranked
     customer = recommender.store.customers()[3]
-    by_intent = recommender.recommend(customer, "web", k=20)
+    by_intent = recommender.recommend(customer, "web", k=2)
     now = pd.Timestamp.now(tz="UTC")
     in_force = recommender._categories_in_force(customer, int(now.timestamp()))
-    assert in_force.any()  # the purchase-intent decision just served offers in some categories
+    assert in_force.sum() == 2  # the purchase-intent decision just served offers in two categories
     recommender.use_uplift(ranker, Verdict(True, "ranks"), ranker.version)
     try:
         decision = recommender.recommend(customer, "web", k=20, now=now)
     finally:
         recommender.use_uplift(None, Verdict(False, "off"), ranker.version)
     values = [o.expected_value for o in decision.offers]
-    assert values == sorted(values, reverse=True) and min(values) < 0 < max(values)
+    assert values == sorted(values, reverse=True) and max(values) > 0 and len(values) > 2
     positions = recommender.catalogue.offer_ids.tolist()
     shown = np.array([positions.index(o.offer_id) for o in decision.offers])
     codes = recommender.catalogue.category_codes[shown]
