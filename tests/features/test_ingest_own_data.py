@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from features.ingest import ingest_file
 from features.ingest_catalogue import OFFER_PREFIX, UNCATEGORISED, is_derived
 from features.ingest_tables import ingest_table
 from features.pipeline import build_features, read_raw
 from features.training_set import plan_cutoffs, read_training_set
+from nbo.cli import app
 from nbo.config import Paths, get_paths
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -181,3 +183,51 @@ def test_derived_offers_do_not_restrict_the_offers_events_may_name(rees46_home, 
     events = tmp_path / "events.csv"
     events.write_text("ts,customer_id,channel,event_type,offer_id\n2023-12-01T10:00:00Z,c1,web,offer_click,o9\n")
     assert ingest_file("canonical", events, paths, now=NOW).accepted == 1
+
+
+def test_a_broken_line_names_the_file_and_line_and_writes_nothing(tmp_path):
+    lines = REES46.read_text().splitlines()
+    lines[5] += ",extra,cells"  # line 6 of the file: two fields too many
+    source = tmp_path / "2019-Oct.csv"
+    source.write_text("\n".join(lines) + "\n")
+    home = get_paths(tmp_path / "home")
+    with pytest.raises(ValueError, match=r"2019-Oct\.csv: not readable as ','-separated text: .*line 6"):
+        ingest_file("rees46", source, home, now=NOW, chunk_rows=2)  # the first chunks were already written
+    assert [p for p in home.home.rglob("*") if p.is_file()] == []
+
+
+def test_text_in_another_encoding_names_the_line_and_the_flag(tmp_path):
+    source = tmp_path / "Online Retail.csv"
+    text = (DATA / "uci" / "Online Retail.csv").read_text().splitlines()
+    text[3] = text[3].replace("United Kingdom", "Réunion")
+    source.write_bytes(("\n".join(text) + "\n").encode("latin-1"))
+    with pytest.raises(ValueError, match=r"Online Retail\.csv: line 4 is not utf-8 text .*--encoding latin-1"):
+        ingest_file("uci", source, get_paths(tmp_path / "home"), now=NOW)
+    assert ingest_file("uci", source, get_paths(tmp_path / "home"), now=NOW, encoding="latin-1").accepted > 100
+
+
+def test_a_file_none_of_whose_rows_is_accepted_changes_nothing(tmp_path):
+    home = get_paths(tmp_path / "home")
+    good = ingest_file("rees46", REES46, home, now=NOW)
+    before = pd.read_parquet(good.events_path)
+    source = tmp_path / "2019-Oct.csv"  # the same name: it would replace the good file's events
+    source.write_text(REES46.read_text().replace(" UTC,", ","))
+    with pytest.raises(ValueError, match=r"2019-Oct\.csv: none of its 465 rows was accepted as format 'rees46'; "
+                                         r"first rejected: rees46:2019-Oct\.csv row 1, column ts: not a valid "
+                                         r"timestamp: .*expected %Y-%m-%d %H:%M:%S UTC"):
+        ingest_file("rees46", source, home, now=NOW)
+    pd.testing.assert_frame_equal(pd.read_parquet(good.events_path), before)
+    assert len(pd.read_csv(good.quarantine_path)) == good.quarantined
+    assert list(home.home.rglob("*.tmp")) == []
+
+
+def test_nbo_ingest_names_the_first_rejected_row_and_fails_on_a_bad_file(tmp_path):
+    runner, home = CliRunner(), str(tmp_path / "home")
+    said = runner.invoke(app, ["ingest", "--format", "rees46", str(REES46), "--home", home])
+    assert said.exit_code == 0 and "2 rows quarantined" in said.output
+    assert "first: rees46:2019-Oct.csv row 7, column event_id: duplicate key" in " ".join(said.output.split())
+    source = tmp_path / "items.csv"
+    source.write_text("item_id,category\ni1,\n")
+    said = runner.invoke(app, ["ingest", "--table", "items", str(source), "--home", home])
+    assert said.exit_code == 2
+    assert "row 1, column category: required value is missing" in " ".join(said.output.split())
