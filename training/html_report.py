@@ -1,11 +1,14 @@
-"""`nbo report`: one self-contained HTML page of a model run (metrics, tables, the run's evaluation plots
-embedded as base64 PNGs; no external CSS, JS or images), built from the run's `evaluation/` artifacts."""
+"""`nbo report`: one self-contained HTML page of a model run (which run, version and date; metrics explained in a
+line each; tables; the run's evaluation plots embedded as base64 PNGs; no external CSS, JS or images), built from the
+run's `evaluation/` artifacts."""
 
 from __future__ import annotations
 
 import base64
 import json
 import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Annotated
@@ -21,11 +24,45 @@ MODEL_COLUMNS = ("auc", "pr_auc", "log_loss", "ece", "precision_at_3", "recall_a
 SEGMENT_COLUMNS = ("auc", "ece", "ndcg_at_3", "hit_rate_at_3")
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
          "th,td{border:1px solid #ccc;padding:.3em .6em}td.n{text-align:right}img{max-width:100%}"
-         ".cards span{display:inline-block;border:1px solid #ccc;padding:.5em 1em;margin:.2em}")
+         ".cards span{display:inline-block;border:1px solid #ccc;padding:.5em 1em;margin:.2em}"
+         "dt{font-weight:bold;float:left;clear:left;width:9em}dd{margin:0 0 .3em 10em}")
+# One line per number on the page, in the order of its tables.
+METRICS_EXPLAINED = {
+    "auc": "chance that a random buyer is scored above a random non-buyer (0.5: random, 1: perfect).",
+    "pr_auc": "average precision over every threshold; random scores get the positive rate.",
+    "log_loss": "mean negative log-likelihood of what happened; lower is better, confident mistakes cost most.",
+    "ece": "expected calibration error: mean gap between predicted probability and observed purchase rate, "
+           "over equal-count bins; 0 is perfectly calibrated.",
+    "precision_at_3": "share of each customer's 3 top-scored categories the customer bought in the horizon.",
+    "recall_at_3": "share of the categories each customer bought that are among the 3 top-scored.",
+    "ndcg_at_3": "top-3 ranking quality, higher ranks weighing more; 1: the bought categories come first.",
+    "hit_rate_at_3": "share of customers who bought in at least one of their 3 top-scored categories.",
+    "margin_at_3": "margin earned on the 3 offers ranked first by expected value, against the best 3 in hindsight.",
+    "oracle share": "true expected value (the simulator's) of each policy's best offer per customer, against the "
+                    "best offer for each; random: an offer drawn at random.",
+}
+PLOTS_EXPLAINED = {
+    "feature_importance": "the inputs the trees gained most from.",
+    "calibration_curve": "predicted probability against the purchase rate observed: on the diagonal when calibrated.",
+    "cumulative_gain": "purchases found when contacting the top-scored share of rows first; random is the diagonal.",
+    "segment_metrics": "AUC and NDCG@3 of every model per activity tier and value tier.",
+}
 
 
-def load_run(paths: Paths, version: str | None) -> tuple[str, dict, dict[str, bytes]]:
-    """A registered version (default: the champion): its number, evaluation report and PNG plots by name."""
+@dataclass
+class Run:
+    """A registered version's run: what names it, its evaluation report and its PNG plots by name."""
+
+    version: str
+    run_id: str
+    run_name: str
+    trained: datetime
+    report: dict
+    images: dict[str, bytes]
+
+
+def load_run(paths: Paths, version: str | None) -> Run:
+    """A registered version (default: the champion): its run, evaluation report and plots."""
     import mlflow
 
     from training.registry import connect
@@ -37,12 +74,14 @@ def load_run(paths: Paths, version: str | None) -> tuple[str, dict, dict[str, by
     except mlflow.exceptions.MlflowException as error:
         raise LookupError(f"no model {'version ' + version if version else 'champion'} in "
                           f"{paths.tracking_uri}: run `nbo train`") from error
+    run = client.get_run(found.run_id)
     with tempfile.TemporaryDirectory() as folder:
         local = Path(mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path="evaluation",
                                                          dst_path=folder))
         report = json.loads((local / "report.json").read_text())
         images = {png.stem: png.read_bytes() for png in sorted(local.glob("*.png"))}
-    return str(found.version), report, images
+    return Run(str(found.version), found.run_id, run.info.run_name or found.run_id,
+               datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC), report, images)
 
 
 def html_table(columns: list[str], rows: list[list[str]]) -> str:
@@ -65,9 +104,16 @@ def segment_tables(report: dict) -> str:
     return "".join(parts)
 
 
-def render_html(version: str, report: dict, images: dict[str, bytes], performance: str | None = None) -> str:
-    """The page: headline metrics, models side by side, segments, oracle share and the plots; a link to the
-    programme's performance page when given."""
+def explain_metrics() -> str:
+    """What each number on the page means, a line each."""
+    return "<dl>" + "".join(f"<dt>{escape(name)}</dt><dd>{escape(text)}</dd>"
+                            for name, text in METRICS_EXPLAINED.items()) + "</dl>"
+
+
+def render_html(run: Run, performance: str | None = None) -> str:
+    """The page: which run, version and date; headline metrics, what they mean, models side by side, segments,
+    oracle share and the plots; a link to the programme's performance page when given."""
+    version, report, images = run.version, run.report, run.images
     lightgbm = report["models"]["lightgbm"]
     cards = "".join(f"<span>{escape(k)}<br><b>{format_number(lightgbm.get(k))}</b></span>" for k in HEADLINE)
     models = html_table(["model", *MODEL_COLUMNS], [[name, *(format_number(m.get(k)) for k in MODEL_COLUMNS)]
@@ -76,17 +122,20 @@ def render_html(version: str, report: dict, images: dict[str, bytes], performanc
     oracle_html = ("<p>No simulator truth: no oracle share.</p>" if not oracle else
                    f"<p>Best offer per customer: {oracle['customers']} customers, {oracle['offers']} valid offers.</p>"
                    + html_table(["policy", "share"], [[n, f"{v:.1%}"] for n, v in oracle["share"].items()]))
-    plots = "".join(f"<h3>{escape(name.replace('_', ' '))}</h3><img alt=\"{escape(name)}\" "
-                    f"src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">"
+    plots = "".join(f"<h3>{escape(name.replace('_', ' '))}</h3><p>{escape(PLOTS_EXPLAINED.get(name, ''))}</p>"
+                    f"<img alt=\"{escape(name)}\" src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">"
                     for name, data in images.items())
     title = f"{MODEL_NAME} v{version}"
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
             + (f"<p><a href=\"{escape(performance)}\">Programme performance: treatment against the control "
                f"group</a></p>" if performance else "") +
+            f"<p class=run>Model version {escape(version)}, MLflow run {escape(run.run_name)} "
+            f"(<code>{escape(run.run_id)}</code>), trained {run.trained:%Y-%m-%d %H:%M} UTC.</p>"
             f"<p>Test cutoff {escape(report['test_cutoff'][:10])}: {report['customers']} customers, "
             f"{report['rows']} rows, {report['positive_rate']:.2%} positive.</p>"
             f"<h2>Headline (lightgbm)</h2><div class=cards>{cards}</div>"
+            f"<h2>What the numbers mean</h2>{explain_metrics()}"
             f"<h2>Models side by side</h2>{models}<h2>Segments</h2>{segment_tables(report)}"
             f"<h2>Share of the oracle's true expected value</h2>{oracle_html}<h2>Plots</h2>{plots}</body></html>")
 
@@ -97,14 +146,14 @@ def write_report(paths: Paths, version: str | None = None, out: Path | None = No
     from training.performance import NoDecisions
     from training.performance_page import write_performance_page
 
-    found, report, images = load_run(paths, version)
-    target = out or paths.home / "reports" / f"report-v{found}.html"
+    run = load_run(paths, version)
+    target = out or paths.home / "reports" / f"report-v{run.version}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         performance = write_performance_page(paths, target.parent / "performance.html").name
     except NoDecisions:
         performance = None
-    target.write_text(render_html(found, report, images, performance), encoding="utf-8")
+    target.write_text(render_html(run, performance), encoding="utf-8")
     return target
 
 

@@ -90,11 +90,12 @@ def estimate_bars(ax, cells: dict[str, dict], title: str) -> None:
     ax.set_xlabel("incremental revenue per customer")
 
 
-def plot_weeks(report: dict) -> bytes:
-    """Per week: revenue per customer of each group, and the incremental revenue per customer with its interval."""
+def draw_weeks(report: dict) -> Figure:
+    """Per week: revenue per customer of each group, and the incremental revenue per customer with its interval;
+    the legend beside the plots."""
     weeks = report["week"]
     names = list(weeks)
-    figure = Figure(figsize=(10, 3.6))
+    figure = Figure(figsize=(11, 3.8), layout="constrained")
     means, effect = figure.subplots(1, 2)
     x = range(len(names))
     for side, color in (("treatment", "#4c72b0"), ("control", "#dd8452")):
@@ -102,7 +103,7 @@ def plot_weeks(report: dict) -> bytes:
         means.plot(x, [float("nan") if v is None else v for v in found], marker="o", color=color, label=side)
     means.set_xticks(list(x), names, rotation=45, fontsize=8)
     means.set_title("revenue per customer within the horizon", fontsize=10)
-    means.legend()
+    figure.legend(loc="outside right upper")
     found = [weeks[n]["revenue"]["per_customer"] for n in names]
     keep = [i for i, f in enumerate(found) if f["value"] is not None]
     effect.errorbar(keep, [found[i]["value"] for i in keep], capsize=3, marker="o", color="#4c72b0",
@@ -111,7 +112,7 @@ def plot_weeks(report: dict) -> bytes:
     effect.axhline(0, color="black", linewidth=0.8)
     effect.set_xticks(list(x), names, rotation=45, fontsize=8)
     effect.set_title("incremental revenue per customer (95 % interval)", fontsize=10)
-    return png(figure)
+    return figure
 
 
 def plot_where(report: dict, top_offers: int = 10) -> bytes:
@@ -138,7 +139,7 @@ def render_performance_html(report: dict) -> str:
                      for kind in BREAKDOWNS)
     plots = "".join(f"<h3>{escape(title)}</h3><img alt=\"{escape(title)}\" "
                     f"src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">"
-                    for title, data in [("by week", plot_weeks(report)), ("where", plot_where(report))])
+                    for title, data in [("by week", png(draw_weeks(report))), ("where", plot_where(report))])
     method = ("Customers are split by a salted hash of their id into the treatment group and the global control "
               "group, which gets no personalised offer (NBO_CONTROL_POLICY). Each customer counts once, from their "
               "first decision in the period; their revenue and conversion are their purchases within the horizon "

@@ -160,8 +160,9 @@ def flatten_metrics(report: dict) -> dict[str, float]:
 
 
 def draw_figures(report: dict) -> dict[str, Figure]:
-    """Feature importance, calibration curve, cumulative gain and metrics per segment."""
-    figures = {name: Figure(figsize=(7, 5), layout="constrained") for name in
+    """Feature importance, calibration curve, cumulative gain and metrics per segment; legends beside the axes,
+    never over the data."""
+    figures = {name: Figure(figsize=(9, 5), layout="constrained") for name in
                ("feature_importance", "calibration_curve", "cumulative_gain", "segment_metrics")}
     ax = figures["feature_importance"].subplots()
     importance = pd.Series(report["feature_importance"]).iloc[::-1]
@@ -176,7 +177,7 @@ def draw_figures(report: dict) -> dict[str, Figure]:
     top = max(max(c["predicted"] + c["observed"]) for c in report["curves"]["reliability"].values())
     ax.set(title="Calibration on the test cutoff (equal-count bins)", xlabel="mean predicted probability",
            ylabel="observed purchase rate", xlim=(0, top * 1.05), ylim=(0, top * 1.05))
-    ax.legend(fontsize=8)
+    figures["calibration_curve"].legend(loc="outside right upper", fontsize=8)
     ax = figures["cumulative_gain"].subplots()
     x = report["curves"]["gain"]["x"]
     ax.plot(x, x, "k:", label="random")
@@ -184,7 +185,7 @@ def draw_figures(report: dict) -> dict[str, Figure]:
         ax.plot(x, report["curves"]["gain"][name], label=name)
     ax.set(title="Cumulative gain on the test cutoff", xlabel="share of rows, by score",
            ylabel="share of purchases found")
-    ax.legend(fontsize=8)
+    figures["cumulative_gain"].legend(loc="outside right upper", fontsize=8)
     draw_segments(figures["segment_metrics"], report)
     return figures
 
@@ -200,5 +201,5 @@ def draw_segments(figure: Figure, report: dict) -> None:
             ax.bar(np.arange(len(segments)) + i * width, heights, width, label=name)
         ax.set(ylabel=metric)
         ax.set_xticks(np.arange(len(segments)) + 0.4 - width / 2, [t for _, t in segments])
-    ax.legend(fontsize=7, ncol=2)
+    figure.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     figure.suptitle("Metrics per segment (activity tier, value tier)")
