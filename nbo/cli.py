@@ -286,31 +286,41 @@ def forget(customer_id: str, home: Home = None,
 
 @app.command()
 def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = None) -> None:
-    """The whole job on embedded defaults: generate, features, train, serve, recommend, stop."""
+    """The whole job on embedded defaults: generate, features, train, uplift, a campaign, serve and recommend, the
+    HTML report; then where to look (report, MLflow UI, campaign file)."""
     from features.segments import latest_rows
     from features.training_set import read_customer_features
     from serving.process import free_port, start_service, stop_service, wait_ready
+    from training.html_report import write_report
+    from training.uplift_commands import train_command as train_uplift
 
     paths = get_paths(home)
-    console.rule("1/5 generate events"); generate(customers, days, seed, None, paths.home)
-    console.rule("2/5 build features"); features(6, 7, paths.home)
-    console.rule("3/5 train and register"); train(paths.home)
+    console.rule("1/8 generate events"); generate(customers, days, seed, None, paths.home)
+    console.rule("2/8 build features"); features(6, 7, paths.home)
+    console.rule("3/8 train and register the purchase-intent model"); train(paths.home)
+    console.rule("4/8 learn each offer's uplift from the simulated campaigns"); train_uplift(home=paths.home)
+    console.rule("5/8 an e-mail campaign to a fifth of the customers"); campaign(0.2, home=paths.home)
     latest = latest_rows(read_customer_features(paths.training_set, ["customer_id", "cutoff", "cust_views_30d"]))
     known = latest.sort_values("cust_views_30d", ascending=False)["customer_id"].tolist()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    console.rule(f"4/5 start bentoml serve on {url}")
+    console.rule(f"6/8 start bentoml serve on {url}")
     process = start_service(paths, port, paths.home / "service.log")
     try:
         wait_ready(process, url)
-        console.rule("5/5 POST /recommend")
+        console.rule("7/8 POST /recommend")
         for customer_id in [known[0], known[len(known) // 4], "someone-new"]:
             response = httpx.post(f"{url}/recommend", json={"customer_id": customer_id, "channel": "web"}, timeout=10)
             response.raise_for_status()
             show_offers(response.json())
     finally:
         stop_service(process)
-    console.print(f"\nMLflow UI:   .venv/bin/mlflow ui --backend-store-uri {paths.tracking_uri}"
-                  f"\n             (model '{MODEL_NAME}', alias 'champion')"
+    console.rule("8/8 the model's HTML report"); written = write_report(paths)
+    console.print(f"\nReport:      {written}  (open it in a browser; `nbo report` writes it again)"
+                  f"\nMLflow UI:   .venv/bin/mlflow ui --backend-store-uri {paths.tracking_uri}"
+                  f"\n             then http://127.0.0.1:5000 (model '{MODEL_NAME}', alias 'champion'; runs, metrics, "
+                  "plots)"
+                  f"\nCampaign:    {paths.home / 'campaign.parquet'}  (one offer per customer; `nbo campaign --budget "
+                  "0.2` writes it again)"
                   f"\nService:     .venv/bin/nbo serve --port 3000"
-                  f"\nAsk it:      .venv/bin/nbo recommend {known[0]} --channel web")
+                  f"\nAsk it:      .venv/bin/nbo recommend {known[0]} --channel web", soft_wrap=True)
