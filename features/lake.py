@@ -41,6 +41,7 @@ from features.ingest import EVENTS_ARROW
 from features.privacy import find_erased
 from features.sqlite import sync_level
 from nbo.config import Paths
+from nbo.settings import read_setting
 
 SEGMENTS = "*.jsonl"
 PARTITIONS = "date=*/*.parquet"
@@ -53,10 +54,7 @@ _JSON_OPTIONS = pj.ParseOptions(explicit_schema=EVENTS_ARROW, unexpected_field_b
 
 def retention_days() -> int:
     """How many days of partitions a compaction keeps before the newest one ($NBO_LAKE_RETENTION_DAYS)."""
-    raw = os.environ.get("NBO_LAKE_RETENTION_DAYS", str(RETENTION_DAYS))
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ValueError(f"NBO_LAKE_RETENTION_DAYS must be a whole number of days (1 or more), not {raw!r}")
-    return int(raw)
+    return read_setting("lake_retention_days")
 
 
 def encode_events(events: pd.DataFrame) -> bytes:

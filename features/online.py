@@ -12,7 +12,6 @@ $NBO_REDIS_URL is set (features.online_redis), for several service replicas shar
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from features.schema import CHANNELS, EVENT_TYPES
 from features.privacy import wipe_freed_pages
 from features.sqlite import connect_sqlite, write_transaction
 from features.store_interface import CustomerRows, FeatureStore, Written
+from nbo.settings import read_setting
 
 if TYPE_CHECKING:
     from nbo.config import Paths
@@ -57,10 +57,13 @@ _ROW_COLUMNS = ["category", "ts", "visible", "kind", "amount"]
 
 def open_store(paths: Paths) -> FeatureStore:
     """The configured online store: Redis at $NBO_REDIS_URL when set, else SQLite in the NBO home."""
-    url = os.environ.get("NBO_REDIS_URL")
+    url = read_setting("redis_url")
     if url:
-        from features.online_redis import RedisStore
-
+        try:
+            from features.online_redis import RedisStore
+        except ModuleNotFoundError as error:
+            raise ValueError(f"NBO_REDIS_URL is set but {error.name!r} is not installed: pip install 'nbo[redis]'") \
+                from error
         return RedisStore(url)
     return OnlineStore(paths.online_store)
 

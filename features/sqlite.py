@@ -13,12 +13,13 @@ or an operating system crash may roll back the transactions committed since the 
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from nbo.settings import read_setting
 
 BUSY_TIMEOUT_S = 30
 SYNC_LEVELS = {"normal": "NORMAL", "full": "FULL"}
@@ -26,11 +27,7 @@ SYNC_LEVELS = {"normal": "NORMAL", "full": "FULL"}
 
 def sync_level() -> str:
     """The PRAGMA synchronous level of $NBO_SYNC (normal or full; normal by default)."""
-    raw = os.environ.get("NBO_SYNC", "normal")
-    level = SYNC_LEVELS.get(raw.strip().lower())
-    if level is None:
-        raise ValueError(f"NBO_SYNC must be one of {', '.join(SYNC_LEVELS)}, not {raw!r}")
-    return level
+    return SYNC_LEVELS[read_setting("sync")]
 
 
 def connect_sqlite(path: str | Path) -> sqlite3.Connection:

@@ -204,15 +204,21 @@ def serve(port: int = 3000, home: Home = None,
 
 @app.command()
 def build(home: Home = None) -> None:
-    """Package the champion beside the service and build a Bento (it serves that model if the registry is down)."""
+    """Put the champion in BentoML's model store and build a Bento declaring it (served if the registry is down)."""
     from serving.process import build_bento
-    from training.registry import connect, load_model
+    from training.registry import check_servable, connect, find_version
 
-    model = load_model(connect(get_paths(home)))
-    if model is None:
+    client = connect(get_paths(home))
+    version = find_version(client)
+    if version is None:
         fail("no champion in the registry: run `nbo train` first")
-    console.print(f"built {build_bento(model)} with model version {model.version} packaged (served when the "
-                  "registry cannot be reached); serve it with `bentoml serve TAG` and NBO_HOME set")
+    try:
+        check_servable(client, version)
+    except ValueError as error:
+        fail(f"the champion cannot be packaged: {error}")
+    bento, model = build_bento(client, version)
+    console.print(f"built {bento} declaring the model {model} (champion version {version}, served when the registry "
+                  f"cannot be reached); serve it with `bentoml serve {bento}` and NBO_HOME set", soft_wrap=True)
 
 
 @app.command()
@@ -239,6 +245,28 @@ def openapi(output: Annotated[Path | None, typer.Option(help="Where to write it 
     """Write the service's OpenAPI document, the one its /docs.json serves."""
     from serving.openapi import OPENAPI_PATH, write_openapi
     console.print(f"wrote {write_openapi(output or OPENAPI_PATH)}")
+
+
+@app.command()
+def settings(markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of docs/operations.md.")]
+             = False) -> None:
+    """Every NBO_ setting: its value here (secrets masked), its default and what it does."""
+    from nbo.settings import describe_settings, load_settings, render_settings_markdown, shown
+
+    if markdown:
+        print(render_settings_markdown(), end="")
+        return
+    try:
+        current = load_settings()
+    except ValueError as error:
+        fail(str(error))
+    table = Table(title="NBO_ settings (empty or unset: the default)")
+    for column in ("variable", "value", "default", "meaning"):
+        table.add_column(column, overflow="fold")
+    for row, (name, value) in zip(describe_settings(), current):
+        table.add_row(row["variable"], shown(value) if name in current.model_fields_set else "", row["default"],
+                      row["meaning"])
+    console.print(table)
 
 
 def show_offers(decision: dict) -> None:

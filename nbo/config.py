@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from nbo.settings import read_setting
 
 MODEL_NAME = "nbo-purchase-intent"
 
@@ -51,7 +52,7 @@ class Paths:
     @property
     def tracking_uri(self) -> str:
         # Not $MLFLOW_TRACKING_URI: MLflow writes that variable itself whenever a URI is set.
-        return os.environ.get("NBO_TRACKING_URI") or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+        return read_setting("tracking_uri") or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 
     @property
     def artifacts(self) -> Path:
@@ -60,16 +61,5 @@ class Paths:
 
 def get_paths(home: str | Path | None = None) -> Paths:
     """Resolve the NBO home: the argument, else $NBO_HOME, else ./data."""
-    return Paths(Path(home or os.environ.get("NBO_HOME", "data")).resolve())
+    return Paths(Path(home or read_setting("home")).resolve())
 
-
-def read_seconds(name: str, default: float) -> float:
-    """A positive, finite number of seconds from the environment variable `name`, else the default."""
-    raw = os.environ.get(name, str(default))
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}")
-    return seconds

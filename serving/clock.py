@@ -11,14 +11,16 @@ import os
 
 import pandas as pd
 
-CLOCK_FILE = "NBO_CLOCK_FILE"
+from nbo.settings import env_name, read_setting
+
+CLOCK_FILE = env_name("clock_file")
 _last: tuple[str, tuple[int, int], pd.Timestamp] | None = None  # (path, (inode, mtime_ns), instant) last read
 
 
 def service_now() -> pd.Timestamp:
     """Now, as the service sees it (UTC)."""
     global _last
-    path = os.environ.get(CLOCK_FILE)
+    path = read_setting("clock_file")
     if not path:
         return pd.Timestamp.now(tz="UTC")
     stat = os.stat(path)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 from collections.abc import Callable
 
+from nbo.settings import read_setting
 from serving.errors import error_document, normalise_error
 
 logger = logging.getLogger("nbo.serving")
@@ -24,13 +24,13 @@ Send = Callable
 
 def key_matches(given: bytes) -> bool:
     """Whether a request may pass: no key is configured ($NBO_API_KEY), or it carries it (constant-time)."""
-    expected = os.environ.get("NBO_API_KEY")
+    expected = read_setting("api_key")
     return not expected or hmac.compare_digest(given, expected.encode())
 
 
 def recommend_needs_key() -> bool:
     """Whether /recommend is protected too ($NBO_RECOMMEND_NEEDS_KEY=true); write and admin endpoints always are."""
-    return os.environ.get("NBO_RECOMMEND_NEEDS_KEY", "").lower() in ("1", "true", "yes")
+    return read_setting("recommend_needs_key")
 
 
 def needs_key(path: str) -> bool:
@@ -45,7 +45,7 @@ def media_type(headers: dict[bytes, bytes]) -> bytes:
 
 def warn_when_open() -> None:
     """One warning per worker at start when anybody who reaches the port may write."""
-    if not os.environ.get("NBO_API_KEY"):
+    if not read_setting("api_key"):
         logger.warning("NBO_API_KEY is not set: %s and DELETE /customers/{id} accept requests from anybody who can "
                        "reach this port", ", ".join(KEYED_ROUTES))
 

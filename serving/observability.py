@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 
 from prometheus_client import Counter, Histogram
+
+from nbo.settings import read_setting
 
 RECOMMENDATIONS = Counter("nbo_recommendations", "Offers recommended", ["offer_id", "channel"])
 DECISIONS = Counter("nbo_decisions", "Recommendation decisions", ["fallback", "channel"])
@@ -19,7 +20,7 @@ REASON_CONTRIBUTIONS = Counter("nbo_reason_contributions", "Shown offers explain
                                "contributions were computed or reused (same split decisions)", ["source"])
 EVENTS = Counter("nbo_events", "Events received on /events", ["outcome"])
 logger = logging.getLogger("nbo.decisions")
-_SALT = os.environ.get("NBO_LOG_SALT", "nbo")
+_SALT = read_setting("log_salt")
 
 
 def pseudonymise(customer_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -10,20 +11,23 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
 import psutil
+from mlflow import MlflowClient
 
 from features.pipeline import read_raw
 from nbo.config import Paths
-from serving.packaged import PACKAGED, export_model, packaged_folder
-from training.registry import LoadedModel
+from nbo.settings import read_setting
+from serving.packaged import PACKAGED_ALIAS, packaged_folder, store_model
 
 SERVICE = "serving.service:NextBestOffer"
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PACKAGES = ("nbo", "features", "training", "serving")  # what a Bento carries ([tool.bentoml.build] include)
+BENTO_EXTRAS = ("redis",)  # optional dependencies a Bento installs too: replicas share a Redis online store
 CATALOGUE = {"offers": "offer_id", "items": "item_id"}  # raw tables the service reads at start, one column each
 
 
@@ -51,8 +55,8 @@ def missing_to_serve(paths: Paths) -> list[str]:
             read_raw(paths, table, [column])
         except FileNotFoundError:
             missing.append(f"raw {table}")
-    registry = os.environ.get("NBO_TRACKING_URI") or (paths.home / "mlflow.db").exists()
-    if not registry and not (packaged_folder() / "model.json").exists():
+    registry = read_setting("tracking_uri") or (paths.home / "mlflow.db").exists()
+    if not registry and packaged_folder() is None:
         missing.append("model")
     return missing
 
@@ -110,26 +114,33 @@ def stop_service(process: subprocess.Popen) -> None:
         worker.kill()
 
 
-def stage_build(model: LoadedModel, folder: Path) -> None:
-    """A Bento's build context in `folder`: pyproject.toml (its [tool.bentoml.build] and its dependencies, the one
-    list of packages), the project's packages, and the model packaged under serving/model."""
-    shutil.copy2(ROOT / "pyproject.toml", folder / "pyproject.toml")
+def bento_config(project: dict, model_tag: str, extras: tuple[str, ...] = BENTO_EXTRAS) -> str:
+    """What a Bento's staged pyproject.toml adds to the project's: the stored model it declares under
+    PACKAGED_ALIAS, and the requirements of the optional dependencies it installs beside [project].dependencies."""
+    optional = project["project"]["optional-dependencies"]
+    packages = [requirement for extra in extras for requirement in optional[extra]]
+    return (f"\n[[tool.bentoml.build.models]]\ntag = {json.dumps(model_tag)}\nalias = {json.dumps(PACKAGED_ALIAS)}\n"
+            f"\n[tool.bentoml.build.python]\npackages = {json.dumps(packages)}\n")
+
+
+def stage_build(model_tag: str, folder: Path) -> None:
+    """A Bento's build context in `folder`: the project's packages and its pyproject.toml (its [tool.bentoml.build]
+    and its dependencies, the one list of packages), declaring the stored model `model_tag`."""
+    source = (ROOT / "pyproject.toml").read_text()
+    (folder / "pyproject.toml").write_text(source + bento_config(tomllib.loads(source), model_tag))
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, folder / package,
-                        ignore=lambda where, names: [n for n in names if n == "__pycache__" or
-                                                     Path(where, n) == PACKAGED])
-    export_model(model, folder / PACKAGED.relative_to(ROOT))
+        shutil.copytree(ROOT / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
 
 
-def build_bento(model: LoadedModel, bentoml_home: Path | None = None) -> str:
-    """Build a Bento serving this model when the registry cannot be reached, from a staged copy of the project (the
-    checkout's serving/model is left alone); return its tag."""
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true",
-           **({"BENTOML_HOME": str(bentoml_home)} if bentoml_home else {})}
+def build_bento(client: MlflowClient, version: str) -> tuple[str, str]:
+    """Put a registered version in BentoML's model store and build a Bento declaring it, from a staged copy of the
+    project (the checkout is left alone); return the Bento's tag and the stored model's tag."""
+    model_tag = store_model(client, version)
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
     with tempfile.TemporaryDirectory(prefix="nbo-bento-") as staging:
-        stage_build(model, Path(staging))
+        stage_build(model_tag, Path(staging))
         built = subprocess.run([str(BIN / "bentoml"), "build", staging, "--output", "tag"], cwd=staging, env=env,
                                capture_output=True, text=True)
     if built.returncode != 0:
         raise RuntimeError(f"bentoml build failed:\n{built.stderr[-2000:]}")
-    return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:"), model_tag

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from nbo.settings import default_of, read_setting
+
 DAY = 86_400
 OFFER_COLUMNS = ("offer_id", "category", "value", "channels", "valid_from", "valid_to")
-CONTROL_SALT = "nbo-global-control-v1"  # the default salt of the control group's hash ($NBO_CONTROL_SALT)
+CONTROL_SALT = default_of("control_salt")  # the default salt of the control group's hash ($NBO_CONTROL_SALT)
 CONTROL_POLICIES = ("none", "popularity")  # what the control group gets instead of personalised offers
 
 
@@ -49,13 +51,7 @@ class ControlGroup:
 def control_group_from_env(environ: Mapping[str, str] = os.environ) -> ControlGroup:
     """The control group of $NBO_CONTROL_SHARE (default 0.05), $NBO_CONTROL_SALT (default CONTROL_SALT) and
     $NBO_CONTROL_POLICY (none or popularity; default none)."""
-    raw = environ.get("NBO_CONTROL_SHARE", "0.05")
-    try:
-        share = float(raw)
-    except ValueError:
-        raise ValueError(f"NBO_CONTROL_SHARE must be a number between 0 and 1, not {raw!r}") from None
-    return ControlGroup(share, environ.get("NBO_CONTROL_SALT") or CONTROL_SALT,
-                        environ.get("NBO_CONTROL_POLICY", "none").strip().lower())
+    return ControlGroup(*(read_setting(f"control_{name}", environ) for name in ("share", "salt", "policy")))
 
 
 def control_draw(customer_id: str, salt: str) -> float:

@@ -12,7 +12,8 @@ import time
 from mlflow import MlflowClient
 from threadpoolctl import threadpool_limits
 
-from nbo.config import Paths, read_seconds
+from nbo.config import Paths
+from nbo.settings import read_setting
 from serving.recommender import Recommender
 from training.registry import get_alias_version, load_model, open_client
 
@@ -65,15 +66,12 @@ class BodyLimit:
 
 def worker_count() -> int:
     """Worker processes of the service ($NBO_WORKERS, 1 by default)."""
-    raw = os.environ.get("NBO_WORKERS", "1")
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ValueError(f"NBO_WORKERS must be a whole number of processes, 1 or more, not {raw!r}")
-    return int(raw)
+    return read_setting("workers")
 
 
 def reload_interval() -> float:
     """Seconds between two looks at the registry's champion ($NBO_RELOAD_SECONDS, 30 by default)."""
-    return read_seconds("NBO_RELOAD_SECONDS", 30)
+    return read_setting("reload_seconds")
 
 
 def check_champion(recommender: Recommender, client: MlflowClient, refused: str | None) -> tuple[bool, str | None]:

@@ -9,8 +9,10 @@ from contextlib import contextmanager
 import pytest
 
 from nbo.config import Paths
-from serving.packaged import export_model, limit_registry_retries, load_champion_within, load_serving_model
-from training.registry import connect, load_model
+from serving.packaged import (PACKAGED_ALIAS, export_model, limit_registry_retries, load_champion_within,
+                              load_serving_model, packaged_folder)
+from serving.process import ROOT, bento_config
+from training.registry import connect, find_version, load_model
 
 
 @contextmanager
@@ -33,8 +35,9 @@ def test_the_registry_look_up_is_time_boxed(tmp_path, monkeypatch):
 
 def test_a_silent_registry_gives_way_to_the_packaged_model(trained_home, tmp_path, monkeypatch):
     paths, _ = trained_home
-    champion = load_model(connect(paths))
-    export_model(champion, tmp_path / "packaged")
+    client = connect(paths)
+    champion = load_model(client)
+    export_model(client, find_version(client), tmp_path / "packaged")
     monkeypatch.setenv("NBO_PACKAGED_MODEL", str(tmp_path / "packaged"))
     monkeypatch.setenv("NBO_REGISTRY_WAIT_SECONDS", "1")
     with silent_server() as url:
@@ -50,3 +53,30 @@ def test_mlflow_http_retries_are_bounded_unless_set(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "42")
     limit_registry_retries()
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"
+
+
+def test_outside_a_bento_nothing_is_packaged_unless_a_folder_is_named(trained_home, tmp_path, monkeypatch):
+    monkeypatch.delenv("NBO_PACKAGED_MODEL", raising=False)
+    assert packaged_folder() is None  # no Bento declares the alias here
+    monkeypatch.setenv("NBO_PACKAGED_MODEL", str(tmp_path / "nothing-there"))
+    assert packaged_folder() is None
+    client = connect(trained_home[0])
+    folder = export_model(client, find_version(client), tmp_path / "exported")
+    monkeypatch.setenv("NBO_PACKAGED_MODEL", str(folder))
+    assert packaged_folder() == folder
+
+
+def test_the_staged_build_config_declares_the_stored_model_and_the_redis_extra():
+    """BentoML's own parser of pyproject.toml reads the staged file: the model under its alias, and the Bento's
+    packages are [project].dependencies plus the redis extra."""
+    import io
+    import tomllib
+
+    from bentoml._internal.bento.build_config import BentoBuildConfig
+
+    source = (ROOT / "pyproject.toml").read_text()
+    project = tomllib.loads(source)
+    staged = source + bento_config(project, "nbo-purchase-intent:abc123")
+    config = BentoBuildConfig.from_pyproject(io.BytesIO(staged.encode()))
+    assert config.model_aliases == {PACKAGED_ALIAS: "nbo-purchase-intent:abc123"}
+    assert set(config.python.packages) == {*project["project"]["dependencies"], "redis>=5"}

@@ -23,9 +23,11 @@ def test_worker_count_and_reload_interval_default_and_read_the_environment(monke
     monkeypatch.setenv("NBO_WORKERS", "2")
     monkeypatch.setenv("NBO_RELOAD_SECONDS", "0.5")
     assert worker_count() == 2 and reload_interval() == 0.5
+    monkeypatch.setenv("NBO_WORKERS", "")  # empty is unset, as for every NBO_ variable
+    assert worker_count() == 1
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
 def test_a_bad_worker_count_is_refused(monkeypatch, value):
     monkeypatch.setenv("NBO_WORKERS", value)
     with pytest.raises(ValueError, match="NBO_WORKERS"):
