@@ -20,7 +20,6 @@ Items, offers and customers tables are ingested by features.ingest_tables.
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.ingest_catalogue import supplied_files
-from features.ingest_read import CHUNK_ROWS, check_columns, describe_rejection, read_chunks
+from features.ingest_read import CHUNK_ROWS, check_columns, describe_rejection, read_chunks, summarize_reason
 from features.privacy import find_erased, register_opt_outs
 from features.schema import EVENTS, QUARANTINE_COLUMNS, validate_events
 from nbo.config import Paths
@@ -41,7 +40,6 @@ ARROW_TYPES = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"),
                "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
 EVENTS_ARROW = pa.schema([(c.name, ARROW_TYPES[c.kind]) for c in EVENTS.columns])
 QUARANTINE_FILE_COLUMNS = QUARANTINE_COLUMNS + EVENTS.names
-REASON_DETAIL = re.compile(r"\s*[:(].*$")
 
 REES46_EVENTS = {"view": "product_view", "cart": "add_to_cart",
                  "remove_from_cart": "remove_from_cart", "purchase": "purchase"}
@@ -206,11 +204,6 @@ def _split_repeats(accepted: pd.DataFrame, quarantine: pd.DataFrame, seen: set[s
     return accepted.loc[~repeat].reset_index(drop=True), merged
 
 
-def _summarize_reason(field_name: str, reason: str) -> str:
-    """A histogram key: the field and the reason without its example value or allowed list."""
-    return f"{field_name}: {REASON_DETAIL.sub('', reason)}"
-
-
 def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: pd.Timestamp,
                    events_tmp: Path, quarantine_tmp: Path, chunk_rows: int, known_offers: set[str] | None,
                    paths: Paths, encoding: str) -> None:
@@ -229,7 +222,7 @@ def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: p
             report.erased += int(erased.sum() + unsure.sum())
             writer.write_table(pa.Table.from_pandas(accepted, schema=EVENTS_ARROW, preserve_index=False))
             quarantine.reindex(columns=QUARANTINE_FILE_COLUMNS).to_csv(out, header=False, index=False)
-            reasons.update(map(_summarize_reason, quarantine["field"], quarantine["reason"]))
+            reasons.update(map(summarize_reason, quarantine["field"], quarantine["reason"]))
             report.first_rejected = report.first_rejected or describe_rejection(quarantine)
             report.rows_in += len(chunk)
             report.accepted += len(accepted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 CHUNK_ROWS = 200_000
+REASON_DETAIL = re.compile(r"\s*[:(].*$")
 
 
 def read_chunks(path: Path, sep: str = ",", chunk_rows: int = CHUNK_ROWS,
@@ -70,3 +72,8 @@ def describe_rejection(quarantine: pd.DataFrame) -> str | None:
         return None
     first = quarantine.iloc[0]
     return f"{first['source']} row {first['row']}, column {first['field']}: {first['reason']}"
+
+
+def summarize_reason(field_name: str, reason: str) -> str:
+    """A histogram key: the field and the reason without its example value or allowed list."""
+    return f"{field_name}: {REASON_DETAIL.sub('', reason)}"

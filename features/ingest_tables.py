@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.ingest_read import CHUNK_ROWS, check_columns, describe_rejection, read_chunks
+from features.ingest_read import CHUNK_ROWS, check_columns, describe_rejection, read_chunks, summarize_reason
 from features.schema import CHANNELS, CUSTOMERS, ITEMS, OFFERS, QUARANTINE_COLUMNS, TableSchema, validate_table
 from nbo.config import Paths
 
@@ -160,9 +160,7 @@ def ingest_table(table: str, fmt: str, sources: list[Path], paths: Paths, encodi
     quarantine = pd.concat([rejected, quarantine], ignore_index=True).sort_values(
         "row", kind="stable").sort_values("source", key=lambda s: s.map(order), kind="stable")
     report.accepted, report.quarantined = len(accepted), len(quarantine)
-    report.reasons = dict(Counter(quarantine["field"] + ": " + quarantine["reason"].str.replace(r"\s*[:(].*$", "",
-                                                                                                  regex=True))
-                          .most_common())
+    report.reasons = dict(Counter(map(summarize_reason, quarantine["field"], quarantine["reason"])).most_common())
     report.first_rejected = describe_rejection(quarantine)
     if not report.accepted:
         first = f"; first rejected: {report.first_rejected}" if report.first_rejected else ""

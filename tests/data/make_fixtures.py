@@ -72,7 +72,7 @@ def write_rees46() -> None:
     rng = np.random.default_rng(46)
     rows = []
     for customer, category, when in visits(rng, len(REES46_CATEGORIES), np.datetime64("2019-10-01T00:00:00")):
-        session = str(uuid.UUID(int=int(rng.integers(2**62))))
+        session = str(uuid.UUID(bytes=rng.bytes(16), version=4))
         for step, kind in enumerate(journey(rng)):
             rows.append(rees46_row(rng, when + np.timedelta64(40 * step, "s"), kind, category,
                                    512_475_445 + customer * 7, session))
