@@ -7,8 +7,9 @@ given as a share of the lift of e-mailing every held-out customer the better ver
 mean true uplift): the model's targeting (each customer's best version, the top half by predicted uplift), the
 oracle's (the same by true uplift), random targeting (random customers, random version), the best single offer
 (the better version, random customers), the previous learner (a plain T-learner, ``training.uplift.fit_uplift``)
-and the guarded policy ``nbo campaign`` sends (the model when its held-out gains over the best single offer and
-random are positive with 95 % confidence, else the version with the larger estimated effect to random customers).
+and the guarded policy ``nbo campaign`` sends (the model when its gains over the best single offer and random,
+measured on the held-out and the cross-fitted training customers, are positive with 95 % confidence, else the
+version with the larger estimated effect to random customers).
 
     .venv/bin/python -m benchmarks.uplift_experiment --customers 30000 --seeds 1 2 3 --splits 2
 """
@@ -27,7 +28,7 @@ import pandas as pd
 from features.simulation.experiment import VERSIONS, load_experiment_truth, simulate_experiment
 from training.uplift import build_offer_table, fit_uplift, prepare_exposures
 from training.uplift_eval import choose_split, evaluate_uplift
-from training.uplift_guard import decide_targeting, estimate_offer_effects
+from training.uplift_guard import decide_targeting, estimate_offer_effects, measure_evidence
 from training.uplift_learners import choose_learner, fit_learner
 
 GOAL = 0.60
@@ -45,13 +46,14 @@ def measure_split(raw: Path, split_seed: int, budget: float, outcome: str, n_boo
     learner, cv_values = choose_learner(customers, train, table, outcome, budget, split_seed)
     model = fit_learner(learner, customers, train, table, outcome, split_seed)
     report = evaluate_uplift(model, customers, table, test, budget, truth, frame, n_boot, split_seed)
+    evidence, _ = measure_evidence(learner, model, customers, train, test, table, budget, frame, n_boot, split_seed)
     seconds = time.perf_counter() - began
     previous = evaluate_uplift(fit_uplift(customers, train, table, outcome), customers, table, test, budget, truth,
                                frame, 0, split_seed)
     ids = test["customer_id"].to_numpy()
     everyone = {v: float(np.mean(truth(ids, np.repeat(v, len(ids)), test["ts"]))) for v in VERSIONS}
     lift = max(everyone.values())
-    targeting = decide_targeting(report, estimate_offer_effects(train, outcome), budget, outcome)
+    targeting = decide_targeting(evidence, estimate_offer_effects(frame, outcome), budget, outcome)
     fallback = budget * everyone[targeting["best_single_offer"]]
     guarded = report["model_true"]["value"] if targeting["by_model"] else fallback
     return {"split_seed": split_seed, "learner": learner, "cv_values": cv_values, "test_rows": len(test),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from training.uplift import UpliftModel, build_matrix
+from training.uplift import UpliftModel, UpliftSpec, build_matrix
 
 TrueUplift = Callable[[np.ndarray, np.ndarray, pd.Series], np.ndarray]
 K_SHARES = (0.1, 0.3)
@@ -230,21 +230,32 @@ def evaluate_uplift(model: UpliftModel, customers: pd.DataFrame, offer_table: pd
     propensities are not outcomes, so all rows may be used."""
     if not 0 < budget <= 1:
         raise ValueError(f"budget must be a fraction in (0, 1], got {budget}")
-    y = test[model.spec.outcome].astype(float).to_numpy()
-    t = test["treated"].to_numpy().astype(float)
-    arm_weight = 1.0 / test["arm_propensity"].to_numpy()
     offers, available = build_offer_grid(test)
     with_offer, without = predict_arms(model, customers, offer_table, test, offers, available)
+    return evaluate_predictions(test, offers, available, with_offer, without, model.spec, offer_table, budget,
+                                true_uplift, history, n_boot, seed)
+
+
+def evaluate_predictions(test: pd.DataFrame, offers: pd.Index, available: np.ndarray, with_offer: np.ndarray,
+                         without: np.ndarray, spec: UpliftSpec, offer_table: pd.DataFrame, budget: float = 0.3,
+                         true_uplift: TrueUplift | None = None, history: pd.DataFrame | None = None,
+                         n_boot: int = 100, seed: int = 0) -> dict[str, dict]:
+    """evaluate_uplift's metrics from predicted outcomes with and without each offer (rows x offers, see
+    predict_arms) by models of this spec, each row's predictions from a model that did not see it."""
+    y = test[spec.outcome].astype(float).to_numpy()
+    t = test["treated"].to_numpy().astype(float)
+    arm_weight = 1.0 / test["arm_propensity"].to_numpy()
+    control_by_offer = spec.control_by_offer
     predicted = with_offer - without
     column = offers.get_indexer(test["offer"].astype(object).where(test["offer"].notna(), None))
-    score = (pick_row_offer(predicted, column, np.nan) if model.spec.control_by_offer
+    score = (pick_row_offer(predicted, column, np.nan) if control_by_offer
              else np.nanmean(predicted, axis=1))
     residual = arm_residual(y, t, column, with_offer, without)
     truth = predict_grid(true_uplift, test, offers, available) if true_uplift else None
     groups = offer_table["category"] if "category" in offer_table.columns else pd.Series(dtype=object)
     share = (pick_row_offer(estimate_intended_share(test, offers, available, groups,
                                                     test if history is None else history), column)
-             if model.spec.control_by_offer else None)
+             if control_by_offer else None)
     policies = build_policies(predicted, test["campaign"], budget)
     if truth is not None:
         policies["oracle"] = build_oracle(truth, test["campaign"], budget)

@@ -1,5 +1,6 @@
 """Training an uplift model end to end: split, learner chosen by cross-validated policy value, held-out report,
-targeting guard, the final model refitted on every row, MLflow run, publication behind the retrain gate."""
+targeting guard (its evidence: the held-out and the cross-fitted training rows), the final model refitted on every
+row, MLflow run, publication behind the retrain gate."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from nbo.config import Paths
 from training.uplift import (UpliftModel, build_offer_table, join_customers, load_uplift, prepare_exposures,
                              save_uplift, validate_inputs)
 from training.uplift_eval import TrueUplift, choose_split, evaluate_uplift
-from training.uplift_guard import decide_targeting, estimate_offer_effects
+from training.uplift_guard import decide_targeting, estimate_offer_effects, measure_evidence
 from training.uplift_learners import LEARNERS, choose_learner, fit_learner
 
 EXPERIMENT = "nbo-uplift"
@@ -64,7 +65,9 @@ def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame,
     model = fit_learner(learner, people, train, offer_table, outcome, seed)
     metrics = (evaluate_uplift(model, people, offer_table, test, budget, find_truth(truth_dir, outcome), frame,
                                n_boot, seed) if len(test) else {})
-    targeting = decide_targeting(metrics, estimate_offer_effects(frame, outcome), budget, outcome)
+    evidence, rows = (measure_evidence(learner, model, people, train, test, offer_table, budget, frame, n_boot, seed)
+                      if len(test) else ({}, 0))
+    targeting = decide_targeting(evidence, estimate_offer_effects(frame, outcome), budget, outcome) | {"rows": rows}
     final = fit_learner(learner, people, frame, offer_table, outcome, seed) if len(test) else model
     params = {"outcome": outcome, "split": used, "split_asked": split, "holdout": holdout, "budget": budget,
               "n_boot": n_boot, "learner": learner, "train_rows": len(train), "test_rows": len(test),
@@ -136,5 +139,8 @@ def log_uplift_run(paths: Paths, params: dict, metrics: dict[str, dict], folder:
             mlflow.set_tag("targeting", "model" if targeting["by_model"] else "best_single_offer")
             mlflow.log_param("targeting_reason", targeting["reason"][:6000])
             mlflow.log_metric("targeting_by_model", float(targeting["by_model"]))
+            for baseline, gain in (targeting.get("gains") or {}).items():
+                mlflow.log_metrics({f"targeting_gain_over_{baseline}{end}": gain[key]
+                                    for end, key in (("", "value"), ("_low", "low"), ("_high", "high"))})
         mlflow.log_artifacts(str(folder), "uplift_model")
     return run.info.run_id
