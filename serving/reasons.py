@@ -59,11 +59,18 @@ class Reason:
 
 @dataclass(frozen=True)
 class ReasonPlan:
-    """A model's citable actions, and for every feature the action it is evidence of (-1: none)."""
+    """A model's citable actions as arrays: for every feature the action it is evidence of (-1: none), and per
+    action its entity, whether it counts an amount, its recency feature (-1: none) and its windows' features
+    (-1: padding) with their lengths in days, shortest first."""
 
     actions: tuple[Action, ...]
     action_of: np.ndarray
     evidence_by_recency: np.ndarray  # True where a feature is a recency (evidence: not NaN), else a value above 0
+    in_category: np.ndarray
+    amount: np.ndarray
+    recency: np.ndarray
+    windows: np.ndarray
+    window_days: np.ndarray
 
 
 def window_days(feature: Feature) -> float:
@@ -89,43 +96,47 @@ def plan_reasons(features: tuple[Feature, ...]) -> ReasonPlan:
                          key=lambda w: w[1])
         recency = next((j for j, f in members if f.aggregation == "recency_days"), None)
         actions.append(Action(entity, members[0][1].signal, tuple(windows), recency))
-    by_recency = np.array([f.aggregation == "recency_days" for f in features], dtype=bool)
-    return ReasonPlan(tuple(actions), action_of, by_recency)
+    width = max((len(a.windows) for a in actions), default=0)
+    windows, lengths = np.full((len(actions), width), -1), np.full((len(actions), width), np.inf)
+    for a, action in enumerate(actions):
+        windows[a, :len(action.windows)] = [j for j, _, _ in action.windows]
+        lengths[a, :len(action.windows)] = [days for _, days, _ in action.windows]
+    return ReasonPlan(tuple(actions), action_of, np.array([f.aggregation == "recency_days" for f in features]),
+                      np.array([a.entity == "category" for a in actions], dtype=bool),
+                      np.array([a.signal.measure == "amount" for a in actions], dtype=bool),
+                      np.array([-1 if a.recency is None else a.recency for a in actions]), windows, lengths)
 
 
 def explain_offer(plan: ReasonPlan, values: np.ndarray, contributions: np.ndarray, category: str) -> Reason:
     """The reason for an offer in a category: the customer's actions that raised its score (``values`` and
     ``contributions``: the model's features, in the plan's order), or a plain match when none did."""
-    n = len(plan.action_of)
+    n, rows = len(plan.action_of), np.arange(len(plan.actions))
     values, contributions = values[:n], contributions[:n]
-    evidence = np.where(plan.evidence_by_recency, ~np.isnan(values), np.nan_to_num(values) > 0) & (plan.action_of >= 0)
-    evidence &= contributions > 0
+    evidence = np.where(plan.evidence_by_recency, ~np.isnan(values), np.nan_to_num(values) > 0)
+    evidence &= (plan.action_of >= 0) & (contributions > 0)
     moved = np.bincount(plan.action_of[evidence], weights=contributions[evidence], minlength=len(plan.actions))
-    clauses = [c for a in np.flatnonzero(moved > 0)
-               if (c := describe_action(plan.actions[a], values, float(moved[a]), category)) is not None]
-    chosen = choose_clauses(clauses)
-    if not chosen:
-        return Reason(f"A good match in {readable(category)} for you.", ())
-    return Reason(f"You {' and '.join(c.text for c in chosen)}.", tuple(chosen))
-
-
-def choose_clauses(clauses: list[Clause]) -> list[Clause]:
-    """The first tier holding any clause (category before customer, fresh before old); in it, the clauses that
-    moved the score enough, most recent first, without two about the same kind of event."""
-    for entity, fresh in TIERS:
-        tier = [c for c in clauses if c.entity == entity and c.fresh == fresh]
-        if tier:
+    counts = np.where(plan.windows >= 0, np.nan_to_num(values[plan.windows]), 0.0)
+    first = (counts > 0).argmax(axis=1)  # the shortest window holding any
+    count = counts[rows, first]
+    age = np.where(plan.recency >= 0, values[plan.recency], np.nan)
+    age = np.where(np.isnan(age) & (count > 0), plan.window_days[rows, first], age)  # at most the window's length ago
+    citable = (moved > 0) & ~np.isnan(age) & ((count > 0) | ~plan.amount)
+    for in_category, fresh in TIERS:
+        tier = citable & (plan.in_category == (in_category == "category")) & ((age <= FRESH_DAYS) == fresh)
+        if tier.any():
             break
     else:
-        return []
-    strongest = max(c.contribution for c in tier)
-    ranked = sorted((c for c in tier if c.contribution >= MOVED_SHARE * strongest),
-                    key=lambda c: (c.age_days, -c.contribution))
+        return Reason(f"A good match in {readable(category)} for you.", ())
+    candidates = np.flatnonzero(tier & (moved >= MOVED_SHARE * moved[tier].max()))
     chosen: list[Clause] = []
-    for clause in ranked:
+    for a in candidates[np.lexsort((-moved[candidates], age[candidates]))]:  # the most recent first
+        clause = describe_action(plan.actions[a], float(count[a]), int(first[a]), float(age[a]), float(moved[a]),
+                                 category)
         if not any(overlap(clause, c) for c in chosen):
             chosen.append(clause)
-    return chosen[:MOST_CLAUSES]
+        if len(chosen) == MOST_CLAUSES:
+            break
+    return Reason(f"You {' and '.join(c.text for c in chosen)}.", tuple(chosen))
 
 
 def overlap(a: Clause, b: Clause) -> bool:
@@ -133,26 +144,19 @@ def overlap(a: Clause, b: Clause) -> bool:
     return bool(set(SIGNALS_BY_NAME[a.signal].event_types) & set(SIGNALS_BY_NAME[b.signal].event_types))
 
 
-def describe_action(action: Action, values: np.ndarray, moved: float, category: str) -> Clause | None:
-    """The clause citing an action: its count or amount over the shortest window holding any, else when it last
-    happened; None when the features show nothing to cite."""
+def describe_action(action: Action, count: float, window: int, age: float, moved: float, category: str) -> Clause:
+    """The clause citing an action: its count (or amount) over the shortest window holding any (the action's
+    ``window``-th; ``count`` 0 when none does), else when it last happened."""
     signal = action.signal
     phrase = signal.phrases[action.entity == "category"].replace("{c}", readable(category))
-    age = values[action.recency] if action.recency is not None else np.nan
-    shortest = next(((v, days, period) for j, days, period in action.windows if (v := values[j]) > 0), None)
-    if np.isnan(age):
-        if shortest is None:
-            return None
-        age = shortest[1]  # at most the window's length ago
+    period = action.windows[window][2] if action.windows else ""
     if signal.measure == "amount":
-        if shortest is None:
-            return None
-        text = f"{phrase.replace('{n}', format_amount(shortest[0]))} {shortest[2]}"
-    elif shortest is not None and (round(shortest[0]) >= 2 or action.recency is None):
-        text = f"{phrase} {format_times(shortest[0])} {shortest[2]}"
+        text = f"{phrase.replace('{n}', format_amount(count))} {period}"
+    elif count > 0 and (round(count) >= 2 or action.recency is None):
+        text = f"{phrase} {format_times(count)} {period}"
     else:
         text = f"{phrase} {format_ago(age)}"
-    return Clause(action.entity, signal.name, text, float(age), moved)
+    return Clause(action.entity, signal.name, text, age, moved)
 
 
 def format_times(count: float) -> str:
