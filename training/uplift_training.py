@@ -83,9 +83,10 @@ def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame,
     save_uplift(final, staged)
     offer_table.reset_index().to_parquet(staged / "offers.parquet")
     (staged / REPORT_FILE).write_text(json.dumps(report, indent=1))
-    report["promoted"] = verdict is None or verdict["promoted"]
-    report["run_id"] = log_uplift_run(paths, params, metrics, staged, report["promoted"], targeting, cv_values)
-    if report["promoted"]:
+    promoted = bool(verdict is None or verdict["promoted"])
+    report["promoted"] = promoted
+    report["run_id"] = log_uplift_run(paths, params, metrics, staged, promoted, targeting, cv_values)
+    if promoted:
         publish_folder(staged, paths.home / UPLIFT_FOLDER)
     else:
         discard_folder(staged)
