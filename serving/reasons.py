@@ -4,11 +4,13 @@ An *action* is one signal of the customer, in the offer's category or in total (
 features showing that the customer did it (a count above 0, a recency within the look-back, a ratio or an excess
 above 0) and raised the score (a positive contribution: SHAP, with the category-share offset) add up to how much
 the action raised it. Their positive parts only: an add-to-cart a moment ago raises the score through the days
-since the last one, while the year's count of one cart, low against other customers, may lower it. Actions of the retailer (e-mails sent, offers shown) are never cited. Among the actions that raised the
-score, those in the offer's category come before those in total, and actions of the last 90 days before older
-ones; within that, the most recent first, among those that moved the score at least a tenth as much as the
-strongest. A reason cites at most two actions: "You put tea in your cart just now and viewed tea 4 times in the
-last 7 days."
+since the last one, while the year's count of one cart, low against other customers, may lower it. Actions of the
+retailer (e-mails sent, offers shown) are never cited.
+
+Among the actions that raised the score, those in the offer's category come before those in total, and actions of
+the last 90 days before older ones; within that, the most recent first, among those that raised the score at least
+a tenth as much as the strongest. A reason cites at most two actions, without two counting the same events: "You
+put tea in your cart just now and viewed tea 4 times in the last 7 days."
 """
 
 from __future__ import annotations
