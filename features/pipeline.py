@@ -37,8 +37,7 @@ def read_raw(paths: Paths, table: str, columns: list[str] | None = None) -> pd.D
     if table != "events":
         files = table_files(paths, table)
         if not files:
-            raise FileNotFoundError(f"no {table} in {paths.raw} (`nbo ingest --table {table}` supplies them, `nbo "
-                                    "features` derives them from the events): run `nbo generate` or `nbo ingest` first")
+            raise FileNotFoundError(f"no {table} in {paths.raw}: run `nbo generate` or `nbo ingest` first")
         return read_table(files, columns)
     files = [p for p in [paths.raw / "events.parquet"] if p.exists()] + sorted((paths.raw / "events").glob("*.parquet"))
     lake = read_lake_table(paths, with_event_id(columns))
