@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from training.pyfunc import LoadedModel, predict_proba, predict_uncalibrated
 from training.registry import connect, load_model, log_model, promote, set_alias
 from training.report import build_report, draw_figures, flatten_metrics
 
+logger = logging.getLogger("nbo.training")
 GATE_METRIC = "test_auc"  # the default; `nbo train --gate-metric` or $NBO_GATE_METRIC picks another
 # Gate metrics the champion can be re-scored on, on the same test rows: True where higher is better.
 GATE_METRICS = {"test_auc": True, "test_pr_auc": True, "test_log_loss": False, "test_ece": False,
@@ -63,8 +66,13 @@ def beats(value: float, incumbent: float, gate_metric: str) -> bool:
 
 
 def champion_score(client, split: Split, gate_metric: str = GATE_METRIC) -> tuple[str, float] | None:
-    """The current champion's gate metric on this run's test rows (None when there is no champion)."""
-    champion = load_model(client)
+    """The current champion's gate metric on this run's test rows (None when there is no champion, or one this code
+    cannot read, such as a plain LightGBM model logged before the pyfunc: the service cannot serve it either)."""
+    try:
+        champion = load_model(client)
+    except ValueError as error:
+        logger.warning("the champion cannot be read, the new model replaces it without a gate: %s", error)
+        return None
     if champion is None:
         return None
     matrix = to_matrix(split.test, split.customers, champion.meta["declared_features"], champion.meta["categories"])

@@ -118,3 +118,20 @@ def test_the_standard_mlflow_load_scores_exactly_what_the_service_serves(trained
     assert len(rows) > 1000 and expected.std() > 0.01  # many rows, not one constant
     with pytest.raises(mlflow.exceptions.MlflowException, match="missing inputs"):
         standard.predict(rows.drop(columns=served.meta["features"][3]))
+
+
+def test_a_champion_logged_as_plain_lightgbm_is_refused_and_a_new_model_is_not_gated_by_it(tmp_path, champion,
+                                                                                            trained_home):
+    """A version logged before the pyfunc (the booster alone): not servable, and no gate for the next training."""
+    from training.dataset import load_training_set, split_by_time
+    from training.train import champion_score
+
+    client = connect(get_paths(tmp_path))
+    with mlflow.start_run():
+        info = mlflow.lightgbm.log_model(champion[0], name="model", registered_model_name=MODEL_NAME,
+                                         pip_requirements=[])
+    old = str(info.registered_model_version)
+    with pytest.raises(ValueError, match=f"version {old} cannot be loaded: .*no purchase-intent pyfunc"):
+        promote(client, old)
+    client.set_registered_model_alias(MODEL_NAME, "champion", old)  # as an older release left it
+    assert champion_score(client, split_by_time(load_training_set(trained_home[0])[0])) is None
