@@ -57,26 +57,31 @@ def purchases_of(events: pd.DataFrame) -> pd.DataFrame:
 
 def derive_items(events: pd.DataFrame) -> pd.DataFrame:
     """One row per item the events name: its latest category (UNCATEGORISED when none) and median unit price."""
-    named = events.loc[events["item_id"].notna(), ["item_id", "category", "ts"]].astype({"item_id": str})
-    latest = (named.dropna(subset=["category"]).astype({"category": str}).sort_values("ts", kind="stable")
-              .drop_duplicates("item_id", keep="last").set_index("item_id")["category"])
-    ids = pd.Index(sorted(named["item_id"].unique()), name="item_id")
+    named = events.loc[events["item_id"].notna(), ["item_id", "category", "ts"]]
+    tagged = named[named["category"].notna()]
+    last = tagged.loc[tagged.groupby("item_id", observed=True)["ts"].idxmax()]  # an item's latest tagged event
+    latest = pd.Series(last["category"].astype(str).to_numpy(), index=last["item_id"].astype(str).to_numpy())
+    ids = pd.Index(np.sort(named["item_id"].astype(str).unique()), name="item_id")
     prices = purchases_of(events).astype({"item_id": str}).groupby("item_id")["unit_price"].median()
     return pd.DataFrame({"category": latest.reindex(ids).fillna(UNCATEGORISED),
                          "price": prices.reindex(ids).astype("float64")}).reset_index()
 
 
 def with_item_categories(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """Events that name an item but no category take the item's category from the catalogue."""
-    missing = events["category"].isna() & events["item_id"].notna()
+    """Events that name an item but no category take the item's category from the catalogue (category codes
+    are remapped, no text is written per event)."""
+    missing = (events["category"].isna() & events["item_id"].notna()).to_numpy()
     if not missing.any():
         return events
-    category = items.drop_duplicates("item_id").set_index(items["item_id"].astype(str))["category"].astype(str)
-    filled = events["item_id"][missing].astype(str).map(category)
-    out = events.copy()
-    out["category"] = out["category"].astype(object)
-    out.loc[missing, "category"] = filled.to_numpy(dtype=object)
-    return out.astype({"category": "category"})
+    catalogue = items.drop_duplicates("item_id")
+    current = events["category"].astype("category")
+    given = catalogue["category"].astype(str)
+    names = current.cat.categories.astype(str).union(pd.Index(given.unique()))
+    remap = np.append(names.get_indexer(current.cat.categories.astype(str)), -1)  # code -1 (none) stays -1
+    codes = remap[current.cat.codes.to_numpy()]
+    item = pd.Index(catalogue["item_id"].astype(str)).get_indexer(events["item_id"][missing].astype(str))
+    codes[missing] = np.append(names.get_indexer(given), -1)[item]  # item -1 (not in the catalogue): none
+    return events.assign(category=pd.Categorical.from_codes(codes, names))
 
 
 def derive_offers(events: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
@@ -93,8 +98,8 @@ def derive_offers(events: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
 
 def derive_customers(events: pd.DataFrame) -> pd.DataFrame:
     """The known customers of the events."""
-    known = events["customer_id"].dropna().astype(str).unique()
-    return pd.DataFrame({"customer_id": np.sort(known)})
+    known = pd.Index(events["customer_id"].dropna().unique()).astype(str).unique()
+    return pd.DataFrame({"customer_id": np.sort(known.to_numpy())})
 
 
 def write_derived(path: Path, table: pd.DataFrame) -> None:
