@@ -41,9 +41,10 @@ def pick_customers(customer_ids: pd.Series, share: float, seed: int) -> np.ndarr
 
 
 def boost_honestly(params: dict, matrix: np.ndarray, y: np.ndarray, categorical: list[int], valid: np.ndarray,
-                   init: lgb.Booster | None = None) -> lgb.Booster:
+                   init: lgb.Booster | None = None, refit: bool = True) -> lgb.Booster:
     """A booster (continuing ``init`` when given) with as many rounds as minimised the validation loss of a booster
-    fitted without the ``valid`` rows, refitted on every row."""
+    fitted without the ``valid`` rows, refitted on every row (without ``refit``: that booster itself, cut at its
+    best round; half the work, for cross-validation)."""
     def data(rows: np.ndarray) -> lgb.Dataset:
         return lgb.Dataset(matrix[rows], y[rows], categorical_feature=categorical, free_raw_data=False,
                            params={"max_bin": params["max_bin"], "verbose": -1})
@@ -52,7 +53,9 @@ def boost_honestly(params: dict, matrix: np.ndarray, y: np.ndarray, categorical:
     if valid.any() and (~valid).any():
         stopper = lgb.early_stopping(PATIENCE, verbose=False)
         trial = lgb.train(params, data(~valid), MAX_ROUNDS, valid_sets=[data(valid)], init_model=init,
-                          callbacks=[stopper])
+                          callbacks=[stopper])  # returned cut at its best round (init's trees included)
+        if not refit:
+            return trial
         rounds = max(1, trial.best_iteration - (init.num_trees() if init is not None else 0))
     return lgb.train(params, data(np.ones(len(y), dtype=bool)), rounds, init_model=init)
 
@@ -67,8 +70,8 @@ def arm_inputs(spec: UpliftSpec, customers: pd.DataFrame, offer_table: pd.DataFr
 
 
 def fit_learner(name: str, customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd.DataFrame,
-                outcome: str, seed: int = 0) -> UpliftModel:
-    """Fit learner ``name`` (one of LEARNERS) on prepared exposure rows."""
+                outcome: str, seed: int = 0, refit: bool = True) -> UpliftModel:
+    """Fit learner ``name`` (one of LEARNERS) on prepared exposure rows (``refit``: see boost_honestly)."""
     if name not in LEARNERS:
         raise ValueError(f"learner must be one of {LEARNERS}, got {name!r}")
     spec = build_spec(customers, offer_table, frame, outcome)
@@ -77,16 +80,17 @@ def fit_learner(name: str, customers: pd.DataFrame, frame: pd.DataFrame, offer_t
     arms = [arm_inputs(spec, customers, offer_table, frame, arm) for arm in (True, False)]
     valids = [pick_customers(ids, VALID_SHARE, seed + i) for i, (_, _, ids) in enumerate(arms)]
     if name == "t":
-        treated, control = (boost_honestly(params, m, y, categorical, v) for (m, y, _), v in zip(arms, valids))
+        treated, control = (boost_honestly(params, m, y, categorical, v, refit=refit)
+                            for (m, y, _), v in zip(arms, valids))
         return UpliftModel(treated, control, spec)
     pooled = np.vstack([arms[0][0], arms[1][0]])
     offer_at = [i for i, column in enumerate(spec.features) if column.startswith("offer_") or column in
                 spec.offer_numeric]
     pooled[:, offer_at] = np.nan  # the baseline has no offer inputs: only the arms' own trees see them
     base = boost_honestly(params, pooled, np.concatenate([arms[0][1], arms[1][1]]), categorical,
-                          np.concatenate(valids))
+                          np.concatenate(valids), refit=refit)
     arm_params = {**params, "learning_rate": 0.03}
-    treated, control = (boost_honestly(arm_params, m, y, categorical, v, init=base)
+    treated, control = (boost_honestly(arm_params, m, y, categorical, v, init=base, refit=refit)
                         for (m, y, _), v in zip(arms, valids))
     return UpliftModel(treated, control, spec)
 
@@ -116,7 +120,7 @@ def cross_fit(learners: tuple[str, ...], customers: pd.DataFrame, frame: pd.Data
         inside = fold == k
         fitting, held = frame[~inside].reset_index(drop=True), frame[inside].reset_index(drop=True)
         for name in learners:
-            model = fit_learner(name, customers, fitting, offer_table, outcome, seed)
+            model = fit_learner(name, customers, fitting, offer_table, outcome, seed, refit=False)
             with_offer, without = predict_arms(model, customers, offer_table, held, offers, available[inside])
             grids[name][0][inside], grids[name][1][inside] = with_offer, without
     return grids
