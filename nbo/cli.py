@@ -319,6 +319,7 @@ def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = No
     from features.segments import latest_rows
     from features.training_set import read_customer_features
     from serving.process import free_port, start_service, stop_service, wait_ready
+    from training.commands import working
     from training.html_report import write_report
     from training.uplift_commands import train_command as train_uplift
 
@@ -326,7 +327,9 @@ def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = No
     console.rule("1/8 generate events"); generate(customers, days, seed, None, paths.home)
     console.rule("2/8 build features"); features(6, 7, paths.home)
     console.rule("3/8 train and register the purchase-intent model"); train(paths.home)
-    console.rule("4/8 learn each offer's uplift from the simulated campaigns"); train_uplift(home=paths.home)
+    console.rule("4/8 learn each offer's uplift from the simulated campaigns")
+    with working("learning each offer's uplift"):
+        train_uplift(home=paths.home)
     console.rule("5/8 an e-mail campaign to a fifth of the customers"); campaign(0.2, home=paths.home)
     latest = latest_rows(read_customer_features(paths.training_set, ["customer_id", "cutoff", "cust_views_30d"]))
     known = latest.sort_values("cust_views_30d", ascending=False)["customer_id"].tolist()
