@@ -248,14 +248,15 @@ def eligible_customers(customers: pd.DataFrame, channel: str, segment: dict[str,
 
 
 def live_offers(offers: pd.DataFrame, channel: str, now: pd.Timestamp) -> pd.DataFrame:
-    """Offers valid at ``now`` (``valid_from``/``valid_to`` when present) and allowed in the channel
-    (``channels``, '|'-joined, when present)."""
+    """Offers valid at ``now`` (``valid_from``/``valid_to`` when present; an empty bound is open, as in the
+    offers schema) and allowed in the channel (``channels``, '|'-joined, when present)."""
     live = offers
     if {"valid_from", "valid_to"} <= set(offers.columns):
-        live = live[(pd.to_datetime(live["valid_from"], utc=True) <= now)
-                    & (pd.to_datetime(live["valid_to"], utc=True) >= now)]
+        start, end = pd.to_datetime(live["valid_from"], utc=True), pd.to_datetime(live["valid_to"], utc=True)
+        live = live[(start.isna() | (start <= now)) & (end.isna() | (end >= now))]
     if "channels" in live.columns:
-        live = live[live["channels"].astype(str).str.split("|").map(lambda allowed: channel in allowed)]
+        allowed = live["channels"].astype(str).str.split("|").map(lambda names: channel in names)
+        live = live[allowed.astype(bool)]
     return live
 
 
