@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import Model, infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PythonModel, PythonModelContext
 from scipy.special import expit
 
 from training.affinity import CategoryShare, ShareInputs, compute_log_share, locate_inputs
@@ -104,14 +105,14 @@ def read_model_folder(folder: Path, version: str) -> LoadedModel:
     return read_artifacts({name: folder / entry["path"] for name, entry in artifacts.items()}, version)
 
 
-class PurchaseIntent(mlflow.pyfunc.PythonModel):
+class PurchaseIntent(PythonModel):
     """Calibrated purchase probabilities of rows with one column per model input."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         """Read the booster, spec and calibrator logged with the model."""
         self.model = read_artifacts(context.artifacts, "pyfunc")
 
-    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
+    def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
                 params: dict | None = None) -> np.ndarray:
         """What the service serves for these rows: predict_proba on the model's input matrix."""
         return predict_proba(self.model, to_model_matrix(self.model, model_input))
