@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # builds the pyfunc at load (models from code)
 ARTIFACTS = {"booster": "booster.txt", "spec": "nbo_model.json", "calibrator": "calibrator.json"}
 CODE = ("nbo", "features", "training")  # the packages the pyfunc imports, carried with it
-REQUIREMENTS = ("lightgbm", "numpy", "pandas", "scipy", "scikit-learn", "pyarrow")
+# What the pyfunc and the code it carries import, pinned to this environment's versions when it is logged.
+REQUIREMENTS = ("lightgbm", "numpy", "pandas", "scipy", "scikit-learn", "pyarrow", "pydantic-settings")
 
 
 @dataclass
