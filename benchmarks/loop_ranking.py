@@ -80,7 +80,8 @@ def measure(home: Path, n_customers: int, seed: int) -> dict[str, float]:
     found = {"oracle": gains.max(axis=1).sum(), "random": gains.mean(axis=1).sum(),
              "typical_response": incremental_revenue(market, rates, picks,
                                                      typical_response_offers(market, rates, picks, allowed)).sum()}
-    for name, ranker in (("purchase_intent", None), ("uplift_ranking", served), ("uplift_ranking_mean_lift", mean_lift)):
+    rankings = (("purchase_intent", None), ("uplift_ranking", served), ("uplift_ranking_mean_lift", mean_lift))
+    for name, ranker in rankings:
         recommender.log = DecisionLog(folder / f"{name}.sqlite")
         recommender.use_uplift(ranker, Verdict(ranker is not None, name), version)
         chosen = [recommender.recommend(market.customer_ids[c], "web", 1, now=now).offers for c in picks]
