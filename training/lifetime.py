@@ -30,7 +30,7 @@ from nbo.config import Paths
 from training.clv import (
     REGRESSOR_PARAMS, Covariates, build_labels, build_training_set, fit_clv_model, predict_clv,
 )
-from training.registry import connect
+from training.registry import connect, run_tags
 
 EXPERIMENT = "nbo-lifetime"
 HORIZON_DAYS = 90
@@ -151,7 +151,8 @@ def fit_lifetime(paths: Paths, horizon_days: int = HORIZON_DAYS, seed: int = 0) 
     lifetime = predict_lifetime(tx, plan, seed, behaviour)
     write_atomically(paths.lifetime, lambda path: lifetime.to_parquet(path, index=False))  # read while serving
     connect(paths, EXPERIMENT)
-    with mlflow.start_run():
+    span = f"{tx['ts'].min().date()}..{plan.end.date()}"
+    with mlflow.start_run(run_name=f"lifetime {span}", tags=run_tags(span, len(CUSTOMER_FEATURES))):
         mlflow.log_params({**REGRESSOR_PARAMS, "horizon_days": plan.horizon, "as_of": plan.end.isoformat(),
                            "purchases": len(tx), "seed": seed,
                            "behaviour_features": len(CUSTOMER_FEATURES)})

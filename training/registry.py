@@ -45,12 +45,14 @@ def open_client(paths: Paths) -> MlflowClient:
 def describe_run(lineage: dict, features: int) -> tuple[str, dict[str, str]]:
     """A training run's name (the cutoffs it learnt from) and tags: data span, code commit, feature count."""
     first, last = lineage["cutoffs"][0][:10], lineage["cutoffs"][-1][:10]
-    tags = {"data_span": f"{first}..{last} (+{lineage['horizon_days']} days of labels)",
-            "feature_count": str(features), "events_sha256": lineage["events_sha256"]}
+    tags = run_tags(f"{first}..{last} (+{lineage['horizon_days']} days of labels)", features)
+    return f"purchase-intent {first}..{last}", {**tags, "events_sha256": lineage["events_sha256"]}
+
+
+def run_tags(data_span: str, features: int) -> dict[str, str]:
+    """A training run's tags: the span of its data, its feature count and the code's commit (in a checkout)."""
     commit = git_commit()
-    if commit:
-        tags["git_commit"] = commit
-    return f"purchase-intent {first}..{last}", tags
+    return {"data_span": data_span, "feature_count": str(features), **({"git_commit": commit} if commit else {})}
 
 
 def git_commit() -> str | None:

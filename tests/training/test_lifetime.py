@@ -70,6 +70,10 @@ def test_fit_lifetime_writes_every_buyer_and_logs_its_holdout_check(trained_home
     assert abs(summary["holdout_total_error"]) < 0.25
     runs = mlflow.search_runs(experiment_names=[EXPERIMENT])
     assert runs["metrics.holdout_rmse"].notna().any()
+    latest = runs.sort_values("start_time").iloc[-1]  # named and tagged like a purchase-intent run
+    assert latest["tags.mlflow.runName"] == f"lifetime {latest['tags.data_span']}"
+    assert latest["tags.data_span"].endswith(f"..{lifetime['as_of'].iloc[0].date()}")
+    assert int(latest["tags.feature_count"]) > 10 and latest["tags.git_commit"]
 
 
 def test_nbo_train_fits_lifetime_value_or_says_why_not(trained_home, make_events, tmp_path, monkeypatch):
