@@ -115,7 +115,8 @@ def train_command(outcome: str = "converted",
     values = ", ".join(f"{name} {value * 100:.3f}" for name, value in report["cv_policy_value"].items())
     console.print(f"learner: {params['learner']}" + (f" (cross-validated policy value x100: {values})" if values else "")
                   + f"; final model refitted on all {params['final_rows']:,} rows")
-    console.print(f"campaigns target by: {params['targeting'].replace('_', ' ')}: {report['targeting']['reason']}")
+    console.print(f"campaigns target by: {params['targeting'].replace('_', ' ')} "
+                  f"({report['targeting']['rows']:,} rows of evidence): {report['targeting']['reason']}")
     console.print(f"model: {paths.home / 'uplift'}   MLflow run {report['run_id']} ({report['seconds']} s)")
 
 
