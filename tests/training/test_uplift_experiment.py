@@ -16,7 +16,7 @@ from nbo.config import get_paths
 from training.uplift import build_offer_table, load_uplift, predict_uplift, prepare_exposures
 from training.uplift_commands import campaign
 from training.uplift_eval import build_offer_grid, choose_split, split_exposures
-from training.uplift_guard import decide_targeting
+from training.uplift_guard import decide_targeting, send_best_single_offer
 from training.uplift_learners import LEARNERS, assign_folds, choose_learner, cross_fit, fit_learner
 from training.uplift_training import train_uplift
 
@@ -175,3 +175,37 @@ def test_with_a_clear_effect_the_campaign_targets_by_the_model(tmp_path):
     assert why["targeting"] == "model" and "beats" in why["reason"]
     assert set(chosen["offer_id"]) == {"A"} and gold.mean() > 0.95
     assert run["tags.targeting"] == "model" and run["metrics.targeting_by_model"] == 1
+
+
+def test_the_command_says_which_split_it_used_and_why_campaigns_target_as_they_do(experiment, tmp_path):
+    from typer.testing import CliRunner
+
+    from nbo.cli import app
+
+    paths, raw, _ = experiment
+    home = get_paths(tmp_path)
+    home.raw.mkdir(parents=True)
+    for name, table in raw.items():
+        table.to_parquet(home.raw / f"{name}.parquet")
+    result = CliRunner().invoke(app, ["uplift", "train", "--outcome", "visit", "--learner", "t", "--bootstraps", "5",
+                                      "--home", str(home.home)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "one campaign date" in result.output and "--split customer" in result.output
+    assert "campaigns target by" in result.output and f"all {N:,} rows" in result.output
+    bad = CliRunner().invoke(app, ["uplift", "train", "--outcome", "visit", "--holdout", "1", "--home",
+                                   str(home.home)], env={"COLUMNS": "300"})
+    assert bad.exit_code == 2 and "--holdout" in bad.output
+
+
+def test_the_best_single_offer_goes_out_only_with_a_positive_estimated_effect():
+    best = pd.DataFrame({"customer_id": list("abcd"), "offer_id": "x", "uplift": 0.1, "value": 1.0,
+                         "expected_value": 0.1})
+    worth = pd.Series([2.0, 1.0], index=["x", "y"])
+    targeting = {"by_model": False, "offer_effects": {"x": 0.02, "y": 0.05, "gone": 0.5}}
+    chosen, sent = send_best_single_offer(best, targeting, worth, 0.5, 4)
+    assert len(chosen) == 2 and set(chosen["offer_id"]) == {"y"} and "'y'" in sent
+    assert np.allclose(chosen["expected_value"], 0.05) and list(chosen.columns) == list(best.columns)
+    again, _ = send_best_single_offer(best, targeting, worth, 0.5, 4)
+    assert again["customer_id"].tolist() == chosen["customer_id"].tolist()  # the same rows on every run
+    nothing, why = send_best_single_offer(best, {"offer_effects": {"x": -0.01, "y": 0.0}}, worth, 0.5, 4)
+    assert nothing.empty and "no positive estimated effect" in why
