@@ -182,7 +182,7 @@ def test_the_command_says_which_split_it_used_and_why_campaigns_target_as_they_d
 
     from nbo.cli import app
 
-    paths, raw, _ = experiment
+    _, raw, _ = experiment
     home = get_paths(tmp_path)
     home.raw.mkdir(parents=True)
     for name, table in raw.items():
