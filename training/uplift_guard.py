@@ -80,21 +80,22 @@ def decide_targeting(metrics: dict[str, dict], effects: dict[str, float], budget
 
 def send_best_single_offer(best: pd.DataFrame, targeting: dict, worth: pd.Series,
                            budget: float, eligible: int) -> tuple[pd.DataFrame, str]:
-    """The campaign without the model: the live offer with the largest estimated effect, to a random budget share
-    of the eligible customers (``best``: their rows from score_best_offers; ``worth``: each live offer's value of
-    one incremental outcome, by offer_id), and what was sent."""
-    effects = {o: e for o, e in targeting.get("offer_effects", {}).items() if o in set(worth.index.astype(str))}
-    columns = list(best.columns)
+    """The campaign without the model: the live offer with the largest estimated effect x value, to a random budget
+    share of the eligible customers (``best``: their rows from score_best_offers; ``worth``: each live offer's value
+    of one incremental outcome, by offer_id), and what was sent."""
+    worth = worth[~worth.index.duplicated()]
+    value = {str(o): float(v) for o, v in worth.items()}
+    effects = {o: e for o, e in targeting.get("offer_effects", {}).items() if o in value}
     if not effects:
         return best.iloc[:0], "no live offer has an estimated effect: nobody is contacted"
-    offer = max(effects, key=lambda o: effects[o])
-    if effects[offer] <= 0:
+    offer = max(effects, key=lambda o: effects[o] * value[o])
+    if effects[offer] * value[offer] <= 0:
         return best.iloc[:0], f"the best live offer '{offer}' has no positive estimated effect: nobody is contacted"
     chosen = best.iloc[np.random.default_rng(SEED).permutation(len(best))[: int(np.floor(budget * eligible))]]
-    value = float(worth[worth.index.astype(str) == offer].iloc[0])
-    chosen = chosen.assign(offer_id=offer, uplift=effects[offer], value=value, expected_value=effects[offer] * value)
-    chosen = chosen[columns].reset_index(drop=True)
-    return chosen, f"sent the best single offer '{offer}' (estimated effect {effects[offer]:+.4f}) to a random share"
+    chosen = chosen.assign(offer_id=offer, uplift=effects[offer], value=value[offer],
+                           expected_value=effects[offer] * value[offer])[list(best.columns)].reset_index(drop=True)
+    return chosen, (f"sent the best single offer '{offer}' (estimated effect {effects[offer]:+.4f}, value "
+                    f"{value[offer]:g}) to a random share")
 
 
 def write_why(target: Path, targeting: dict, sent: str, rows: int) -> Path:

@@ -201,10 +201,12 @@ def test_the_best_single_offer_goes_out_only_with_a_positive_estimated_effect():
     best = pd.DataFrame({"customer_id": list("abcd"), "offer_id": "x", "uplift": 0.1, "value": 1.0,
                          "expected_value": 0.1})
     worth = pd.Series([2.0, 1.0], index=["x", "y"])
-    targeting = {"by_model": False, "offer_effects": {"x": 0.02, "y": 0.05, "gone": 0.5}}
+    targeting = {"by_model": False, "offer_effects": {"x": 0.02, "y": 0.05, "gone": 0.5}}  # "gone": not live
     chosen, sent = send_best_single_offer(best, targeting, worth, 0.5, 4)
     assert len(chosen) == 2 and set(chosen["offer_id"]) == {"y"} and "'y'" in sent
     assert np.allclose(chosen["expected_value"], 0.05) and list(chosen.columns) == list(best.columns)
+    valued, _ = send_best_single_offer(best, targeting, pd.Series([3.0, 1.0], index=["x", "y"]), 0.5, 4)
+    assert set(valued["offer_id"]) == {"x"} and np.allclose(valued["expected_value"], 0.06)  # effect x value
     again, _ = send_best_single_offer(best, targeting, worth, 0.5, 4)
     assert again["customer_id"].tolist() == chosen["customer_id"].tolist()  # the same rows on every run
     nothing, why = send_best_single_offer(best, {"offer_effects": {"x": -0.01, "y": 0.0}}, worth, 0.5, 4)
