@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 
 import mlflow
@@ -36,8 +37,9 @@ def test_the_training_run_is_named_and_tagged_with_its_data_span_commit_and_feat
     assert run.info.run_name == f"purchase-intent {first}..{last}"
     assert run.data.tags["data_span"] == f"{first}..{last} (+7 days of labels)"
     assert run.data.tags["feature_count"] == str(len(load_model(client).meta["features"]))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert run.data.tags["git_commit"].removesuffix("-dirty") == commit
+    commit = run.data.tags["git_commit"].removesuffix("-dirty")  # the checkout's commit then, HEAD or before it now
+    assert re.fullmatch(r"[0-9a-f]{40}", commit)
+    assert subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"]).returncode == 0
 
 
 @pytest.mark.parametrize("gate_metric", ["test_auc", "test_log_loss", "test_ndcg_at_3"])
