@@ -27,6 +27,7 @@ from features.lake import append_to_lake
 from features.store_interface import StoreUnavailable, Written
 from features.schema import CHANNELS
 from nbo.config import get_paths
+from nbo.settings import load_settings
 from serving.checks import SOURCE, check_events
 from serving.errors import quiet_refusal_logs, refuse
 from serving.guard import Guard, key_matches, recommend_needs_key
@@ -162,6 +163,9 @@ class CampaignResponse(BaseModel):
                                                  "($NBO_CONTROL_SHARE): no campaign reaches them.")
     selected: int = Field(..., description="Customers chosen (at most budget x eligible).")
     expected_incremental_value: float
+    targeting: str = Field(..., description="What was sent and why: targeted by the uplift model only when, held out, "
+                                            "it beat the best single offer and random targeting with 95 % "
+                                            "confidence; otherwise the best single offer to a random share.")
     rows: list[CampaignRow] = Field(..., description="Best first, at most `limit`.")
 
 
@@ -218,8 +222,9 @@ class NextBestOffer:
     def __init__(self) -> None:
         self.paths = get_paths()
         try:
+            load_settings()  # every NBO_ variable now, not at the first request that reads a bad one
             self.recommender = Recommender.from_home(self.paths)
-        except FileNotFoundError as error:  # no catalogue: say what is missing in one line, not a traceback only
+        except (ValueError, FileNotFoundError) as error:  # a bad setting, no catalogue: one line, not a traceback
             logger.error("cannot start the service: %s", error)
             raise RuntimeError(f"cannot start the service: {error}") from None
         if self.recommender.scorer is None:
@@ -302,14 +307,15 @@ class NextBestOffer:
         require_key(ctx)
         request = CampaignRequest.model_validate(request)
         try:
-            chosen, eligible, held_out = plan_campaign(self.paths, self.recommender, request.budget,
-                                                       request.channel, request.segment)
+            chosen, eligible, held_out, targeting = plan_campaign(self.paths, self.recommender, request.budget,
+                                                                  request.channel, request.segment)
         except (ValueError, FileNotFoundError) as error:  # no uplift model yet (409), a bad segment (400)
             status = HTTPStatus.CONFLICT if isinstance(error, FileNotFoundError) else HTTPStatus.BAD_REQUEST
             raise BentoMLException(str(error), error_code=status) from error
         rows = [CampaignRow(**r) for r in chosen.head(request.limit)[list(CampaignRow.model_fields)].to_dict("records")]
         return CampaignResponse(eligible=eligible, control_held_out=held_out, selected=len(chosen),
-                                expected_incremental_value=float(chosen["expected_value"].sum()), rows=rows)
+                                expected_incremental_value=float(chosen["expected_value"].sum()),
+                                targeting=targeting, rows=rows)
 
     @bentoml.api(route="/admin/reload")
     def reload(self, ctx: bentoml.Context) -> Status:

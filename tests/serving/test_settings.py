@@ -71,3 +71,14 @@ def test_nbo_settings_prints_the_values_with_the_key_masked_and_refuses_bad_ones
     monkeypatch.setenv("NBO_SYNC", "sometimes")
     refused = CliRunner().invoke(app, ["settings"])
     assert refused.exit_code == 2 and "NBO_SYNC must be one of normal, full" in refused.output
+
+
+def test_a_bad_setting_stops_the_service_start_with_one_line_naming_it(monkeypatch, tmp_path, caplog):
+    """Checked at start, not at the first request that reads it (a bad NBO_RECOMMEND_NEEDS_KEY would fail each one)."""
+    from serving.service import NextBestOffer
+
+    monkeypatch.setenv("NBO_HOME", str(tmp_path))
+    monkeypatch.setenv("NBO_RECOMMEND_NEEDS_KEY", "maybe")
+    with pytest.raises(RuntimeError, match="cannot start the service: NBO_RECOMMEND_NEEDS_KEY must be true or false"):
+        NextBestOffer.inner()
+    assert "NBO_RECOMMEND_NEEDS_KEY must be true or false, not 'maybe'" in caplog.text
