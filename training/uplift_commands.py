@@ -3,7 +3,6 @@ and pick the best offer per customer under a contact budget."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -19,12 +18,12 @@ from nbo.config import get_paths
 from serving.rules import control_group_from_env
 from training.exposures import HORIZON_DAYS, exposures_from_log
 from training.lifetime import read_tiers
-from training.uplift import join_customers, live_offers, load_uplift, offer_values, select_campaign
+from training.uplift import join_customers, load_uplift
 from training.uplift_campaign import compile_predictors, leave_out_control, score_best_offers
 from training.uplift_eval import BASELINES
-from training.uplift_guard import decide_targeting, send_best_single_offer, write_why
+from training.uplift_guard import choose_campaign, write_why
 from training.uplift_learners import LEARNERS
-from training.uplift_training import GATE_METRIC, REPORT_FILE, UPLIFT_FOLDER, train_uplift
+from training.uplift_training import GATE_METRIC, UPLIFT_FOLDER, train_uplift
 
 __all__ = ["GATE_METRIC", "campaign", "train_uplift", "uplift_app"]
 uplift_app = typer.Typer(help="Incremental effect of offers (uplift) from exposure logs.", no_args_is_help=True)
@@ -120,16 +119,6 @@ def train_command(outcome: str = "converted",
     console.print(f"model: {paths.home / 'uplift'}   MLflow run {report['run_id']} ({report['seconds']} s)")
 
 
-def read_targeting(folder: Path) -> dict:
-    """The targeting guard's decision stored with the published model (training.uplift_guard)."""
-    report = json.loads((folder / REPORT_FILE).read_text()) if (folder / REPORT_FILE).exists() else {}
-    if "targeting" in report:
-        return report["targeting"]
-    decision = decide_targeting({}, {}, float(report.get("params", {}).get("budget", 0.3)), "outcome")
-    return decision | {"reason": f"the model in {folder} has no held-out targeting report: retrain it with "
-                                 "`nbo uplift train`; nobody is targeted by an unproven model"}
-
-
 def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible customers to contact.")],
              segment: Annotated[list[str] | None, typer.Option(help="column=value filter, repeatable.")] = None,
              channel: str = "email", out: Path | None = None,
@@ -159,13 +148,8 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
                                                lambda done, total: bar.update(task, completed=done, total=total),
                                                predictors)
         best, eligible, held_out = leave_out_control(best, eligible, control_group_from_env())
-        targeting = read_targeting(paths.home / UPLIFT_FOLDER)
-        if targeting["by_model"]:
-            chosen, sent = select_campaign(best, budget, eligible), "targeted by the model"
-        else:
-            live = live_offers(table, channel, when)
-            worth = pd.Series(offer_values(model, live), index=live["offer_id"].astype(str))
-            chosen, sent = send_best_single_offer(best, targeting, worth, budget, eligible)
+        chosen, sent, targeting = choose_campaign(paths.home / UPLIFT_FOLDER, model, best, table, channel, when,
+                                                  budget, eligible)
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(2) from error

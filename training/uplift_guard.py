@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.uplift import UpliftModel
+from training.uplift import UpliftModel, live_offers, offer_values, select_campaign
 from training.uplift_eval import BASELINES, build_offer_grid, evaluate_predictions, predict_arms
 from training.uplift_learners import assign_folds, can_cross_fit, cross_fit
 
 ESTIMATORS = ("dr", "snips")  # the first one the report holds judges the gains
 SEED = 0  # the random share of customers that gets the best single offer
+REPORT_FILE = "report.json"  # the published model's training report, with the guard's decision
 
 
 def measure_evidence(learner: str, model: UpliftModel, people: pd.DataFrame, train: pd.DataFrame,
@@ -107,3 +108,26 @@ def write_why(target: Path, targeting: dict, sent: str, rows: int) -> Path:
                                "gains": targeting.get("gains"), "offer_effects": targeting.get("offer_effects")},
                               indent=1))
     return why
+
+
+def read_targeting(folder: Path) -> dict:
+    """The guard's decision stored with the model published in ``folder``; an unproven model targets nobody."""
+    report = json.loads((folder / REPORT_FILE).read_text()) if (folder / REPORT_FILE).exists() else {}
+    if "targeting" in report:
+        return report["targeting"]
+    decision = decide_targeting({}, {}, float(report.get("params", {}).get("budget", 0.3)), "outcome")
+    return decision | {"reason": f"the model in {folder} has no held-out targeting report: retrain it with "
+                                 "`nbo uplift train`; nobody is targeted by an unproven model"}
+
+
+def choose_campaign(folder: Path, model: UpliftModel, best: pd.DataFrame, offers: pd.DataFrame, channel: str,
+                    now: pd.Timestamp, budget: float, eligible: int) -> tuple[pd.DataFrame, str, dict]:
+    """The campaign the guard allows (``best``: each eligible customer's best offer, from score_best_offers): the
+    model's selection when it proved itself, else the best single offer; with what was sent and the decision."""
+    targeting = read_targeting(folder)
+    if targeting["by_model"]:
+        return select_campaign(best, budget, eligible), "targeted by the model", targeting
+    live = live_offers(offers, channel, now)
+    worth = pd.Series(offer_values(model, live), index=live["offer_id"].astype(str))
+    chosen, sent = send_best_single_offer(best, targeting, worth, budget, eligible)
+    return chosen, sent, targeting

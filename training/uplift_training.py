@@ -17,11 +17,10 @@ from nbo.config import Paths
 from training.uplift import (UpliftModel, build_offer_table, join_customers, load_uplift, prepare_exposures,
                              save_uplift, validate_inputs)
 from training.uplift_eval import TrueUplift, choose_split, evaluate_uplift
-from training.uplift_guard import decide_targeting, estimate_offer_effects, measure_evidence
+from training.uplift_guard import REPORT_FILE, decide_targeting, estimate_offer_effects, measure_evidence
 from training.uplift_learners import LEARNERS, choose_learner, fit_learner
 
 EXPERIMENT = "nbo-uplift"
-REPORT_FILE = "report.json"
 UPLIFT_FOLDER = "uplift"  # in the home: a link to the published version (features.publish)
 # The uplift gate: the Qini coefficient, the held-out incremental outcome of targeting by the model's uplift over
 # random targeting, averaged over every budget (IPS-weighted, on every held-out row). Not the policy value at the

@@ -171,6 +171,12 @@ def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budge
     assert answer.status_code == 200, answer.text
     plan = answer.json()
     assert 0 < plan["selected"] <= int(0.2 * plan["eligible"])
+    from training.uplift_guard import read_targeting
+    guard = read_targeting(paths.home / "uplift")  # the service applies the targeting guard, as nbo campaign does
+    assert plan["targeting"].startswith("targeted by the model" if guard["by_model"] else "sent the best single offer")
+    assert guard["reason"] in plan["targeting"]
+    if not guard["by_model"]:  # one offer, the live one of largest estimated effect x value, for everyone chosen
+        assert len({r["offer_id"] for r in plan["rows"]}) == 1
     assert plan["control_held_out"] > 0  # the global control group gets no campaign
     assert not control_mask([r["customer_id"] for r in plan["rows"]], control_group_from_env()).any()
     assert len(plan["rows"]) == 5
