@@ -15,6 +15,7 @@ labels, and scored on the same test half:
 
     .venv/bin/python benchmarks/cdnow_ceiling.py [--reps 3]
 """
+
 from __future__ import annotations
 
 import argparse

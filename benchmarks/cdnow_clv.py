@@ -4,11 +4,12 @@ Classic protocol: calibration 1997-01-01..1997-09-30, holdout
 1997-10-01..1998-06-30, customers split 50/50 at random (fixed seed). Our
 model learns on the training half (holdout labels included) and is scored on
 the test half. Rows from earlier cutoffs come from every customer's calibration
-history, the data BG/NBD is fitted on; the test half's holdout is never read. BG/NBD (``lifetimes``) runs as a subprocess in a separate
-virtualenv (it needs pandas<2 / numpy<2); see docs/clv.md.
+history, the data BG/NBD is fitted on; the test half's holdout is never read. BG/NBD (``lifetimes``) runs as a
+subprocess in a separate virtualenv (it needs pandas<2 / numpy<2); see docs/clv.md.
 
     .venv/bin/python benchmarks/cdnow_clv.py [--btyd-python PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,16 @@ EXTRA_CUTOFFS = ("1997-04-01", "1997-05-01", "1997-06-01", "1997-07-01", "1997-0
 def load_cdnow(path: Path = DATA) -> pd.DataFrame:
     """Read CDNOW_master.txt into the generic ``customer_id, ts, amount`` frame."""
     raw = pd.read_csv(path, sep=r"\s+", dtype={"customer_id": str, "date": str})
-    return pd.DataFrame({
-        "customer_id": raw["customer_id"],
-        "ts": pd.to_datetime(raw["date"], format="%Y%m%d"),
-        "amount": raw["dollar_value"].astype("float64"),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": raw["customer_id"],
+            "ts": pd.to_datetime(raw["date"], format="%Y%m%d"),
+            "amount": raw["dollar_value"].astype("float64"),
+        }
+    )
 
 
-def split_customers(tx: pd.DataFrame, seed: int,
-                    method: str = "rng") -> tuple[set[str], set[str]]:
+def split_customers(tx: pd.DataFrame, seed: int, method: str = "rng") -> tuple[set[str], set[str]]:
     """Random 50/50 split of customer ids (train, test).
 
     ``rng``: second half of ``numpy.random.default_rng(seed)``'s permutation.
@@ -58,11 +60,14 @@ def split_customers(tx: pd.DataFrame, seed: int,
 def score(actual: np.ndarray, expected: np.ndarray, ranking: np.ndarray) -> dict[str, float]:
     """AUC of buys-again, RMSE/MAE of purchase days, totals and % error."""
     from sklearn.metrics import roc_auc_score
+
     err = expected - actual
     return {
         "AUC": roc_auc_score(actual > 0, ranking),
-        "RMSE": float(np.sqrt(np.mean(err ** 2))), "MAE": float(np.mean(np.abs(err))),
-        "total_pred": float(expected.sum()), "total_actual": float(actual.sum()),
+        "RMSE": float(np.sqrt(np.mean(err**2))),
+        "MAE": float(np.mean(np.abs(err))),
+        "total_pred": float(expected.sum()),
+        "total_actual": float(actual.sum()),
         "total_err_%": 100.0 * (expected.sum() / actual.sum() - 1.0),
     }
 
@@ -73,10 +78,12 @@ def predict_ours(tx: pd.DataFrame, train: set[str], test: set[str], seed: int) -
     Earlier-cutoff rows are labelled within the calibration period, from every customer's history.
     """
     from training.clv import build_training_set, fit_clv_model, predict_clv
+
     train_tx = tx.loc[tx["customer_id"].isin(train)]
     test_tx = tx.loc[tx["customer_id"].isin(test)]
-    data = build_training_set(train_tx, HOLDOUT_START, HORIZON_DAYS, EXTRA_CUTOFFS,
-                              history=tx.loc[tx["ts"] < HOLDOUT_START])
+    data = build_training_set(
+        train_tx, HOLDOUT_START, HORIZON_DAYS, EXTRA_CUTOFFS, history=tx.loc[tx["ts"] < HOLDOUT_START]
+    )
     model = fit_clv_model(data, seed=seed, n_jobs=2)
     return predict_clv(model, test_tx, HOLDOUT_START, HORIZON_DAYS)
 
@@ -101,19 +108,23 @@ def run_bgnbd_worker(src: str, dst: str) -> None:
     """
     from lifetimes import BetaGeoFitter
     from lifetimes.utils import summary_data_from_transaction_data
+
     tx = pd.read_csv(src, dtype={"customer_id": str}, parse_dates=["ts"])
     last_day = HOLDOUT_START - pd.Timedelta(days=1)
-    cal = summary_data_from_transaction_data(tx, "customer_id", "ts", freq="D",
-                                             observation_period_end=last_day)
+    cal = summary_data_from_transaction_data(tx, "customer_id", "ts", freq="D", observation_period_end=last_day)
     cal[["recency", "T"]] = cal[["recency", "T"]] / 7.0
     bgf = BetaGeoFitter(penalizer_coef=0.0)
     bgf.fit(cal["frequency"], cal["recency"], cal["T"])
     test = cal.loc[tx.loc[tx["is_test"], "customer_id"].unique()]
     weeks = HORIZON_DAYS / 7.0
-    out = pd.DataFrame({
-        "expected_purchases": bgf.conditional_expected_number_of_purchases_up_to_time(
-            weeks, test["frequency"], test["recency"], test["T"]),
-    }, index=test.index)
+    out = pd.DataFrame(
+        {
+            "expected_purchases": bgf.conditional_expected_number_of_purchases_up_to_time(
+                weeks, test["frequency"], test["recency"], test["T"]
+            ),
+        },
+        index=test.index,
+    )
     out.to_csv(dst)
     print("BG/NBD params:", json.dumps({k: round(float(v), 4) for k, v in bgf.params_.items()}))
 
@@ -132,10 +143,8 @@ def main() -> None:
     actual = _holdout_days(tx, ours.index)
     bg = predict_bgnbd(tx, test, args.btyd_python).reindex(ours.index)
     rows = {
-        "ours (LightGBM)": score(actual, ours["expected_purchases"].to_numpy(),
-                                 ours["p_buy_again"].to_numpy()),
-        "BG/NBD": score(actual, bg["expected_purchases"].to_numpy(),
-                        bg["expected_purchases"].to_numpy()),
+        "ours (LightGBM)": score(actual, ours["expected_purchases"].to_numpy(), ours["p_buy_again"].to_numpy()),
+        "BG/NBD": score(actual, bg["expected_purchases"].to_numpy(), bg["expected_purchases"].to_numpy()),
     }
     print(f"seed={args.seed} split={args.split}  train={len(train)}  test={len(test)} customers")
     print(pd.DataFrame(rows).T.round(4).to_string())
@@ -144,6 +153,7 @@ def main() -> None:
 def _holdout_days(tx: pd.DataFrame, index: pd.Index) -> np.ndarray:
     """Actual holdout purchase days for the customers in ``index``."""
     from training.clv import build_labels
+
     labels = build_labels(tx, HOLDOUT_START, HORIZON_DAYS)
     return labels.reindex(index, fill_value=0).to_numpy(dtype="float64")
 

@@ -28,7 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.definitions import FEATURES, FEATURES_BY_NAME, LINK_KIND, SIGNAL_NAMES, kind_values  # noqa: E402
 from features.distributed import EVENT_COLUMNS  # noqa: E402
 from features.offline import (  # noqa: E402
-    build_from_signals, build_training_set, choose_cutoffs, customer_features, to_signal_frame,
+    build_from_signals,
+    build_training_set,
+    choose_cutoffs,
+    customer_features,
+    to_signal_frame,
 )
 from features.pipeline import read_events  # noqa: E402
 from features.simulate import simulate  # noqa: E402
@@ -70,18 +74,30 @@ def run_full(raw: Path, n_cutoffs: int, horizon_days: int, workers: int) -> dict
         from distributed import Client, LocalCluster
 
         from features.distributed import write_training_set_dask
+
         del events
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client, tempfile.TemporaryDirectory() as out:
+        with (
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+            tempfile.TemporaryDirectory() as out,
+        ):
             began = time.perf_counter()
-            write_training_set_dask(raw / "events.parquet", out, cutoffs, horizon_days, categories, list(FEATURES),
-                                    npartitions=4 * workers)
+            write_training_set_dask(
+                raw / "events.parquet", out, cutoffs, horizon_days, categories, list(FEATURES), npartitions=4 * workers
+            )
             seconds = time.perf_counter() - began
             workers_mib = sum(client.run(peak_mib).values())
             rows = pd.read_parquet(Path(out) / "rows", columns=["label"])
-    return {"events": n_events, "rows": len(rows), "features": len(FEATURES), "seconds": seconds,
-            "user_seconds": cpu[0], "system_seconds": cpu[1], "cores": max(workers, 1),
-            "peak_mib": peak_mib() + workers_mib}
+    return {
+        "events": n_events,
+        "rows": len(rows),
+        "features": len(FEATURES),
+        "seconds": seconds,
+        "user_seconds": cpu[0],
+        "system_seconds": cpu[1],
+        "cores": max(workers, 1),
+        "peak_mib": peak_mib() + workers_mib,
+    }
 
 
 def run_model_input(raw: Path, n_cutoffs: int, horizon_days: int) -> dict[str, float]:
@@ -102,8 +118,12 @@ def run_model_input(raw: Path, n_cutoffs: int, horizon_days: int) -> dict[str, f
         matrix = to_matrix(back.rows, back.customers, [f.name for f in FEATURES], categories)
         marks.append(time.perf_counter())
     steps = ("build", "write", "read", "matrix")
-    return {**{f"{step}_seconds": b - a for step, a, b in zip(steps, marks, marks[1:])}, "rows": len(matrix),
-            "columns": matrix.shape[1], "peak_mib": peak_mib()}
+    return {
+        **{f"{step}_seconds": b - a for step, a, b in zip(steps, marks, marks[1:])},
+        "rows": len(matrix),
+        "columns": matrix.shape[1],
+        "peak_mib": peak_mib(),
+    }
 
 
 def comparable_features(n_signals: int, window_days: int) -> list[str]:
@@ -123,14 +143,24 @@ def run_small(raw: Path, n_cutoffs: int, window_days: int, n_signals: int, out: 
     _, seconds["full"] = median_run(lambda: build_training_set(events, cutoffs, 7, categories, list(FEATURES)))
     events_only = frame[frame["kind"] != LINK_KIND].reset_index(drop=True)
     values = kind_values(events_only["kind"].to_numpy(), events_only["amount"].to_numpy(), list(range(n_signals)))
-    signals = pd.concat([events_only[["customer_id"]].astype("str"),
-                         pd.DataFrame(values, columns=list(SIGNAL_NAMES[:n_signals]))],
-                        axis=1).assign(ts=pd.to_datetime(events_only["ts"], unit="s"))
+    signals = pd.concat(
+        [events_only[["customer_id"]].astype("str"), pd.DataFrame(values, columns=list(SIGNAL_NAMES[:n_signals]))],
+        axis=1,
+    ).assign(ts=pd.to_datetime(events_only["ts"], unit="s"))
     signals.to_parquet(out / "signals.parquet", index=False)
-    pd.DataFrame({"customer_id": ours["customer_id"].to_numpy(dtype=object),
-                  "time": ours["cutoff"].dt.tz_localize(None).to_numpy()}).to_parquet(out / "cutoffs.parquet")
-    return {"events": len(events), "customer_cutoffs": len(ours), "grid_rows": len(grid.rows),
-            "features": len(features), **{f"{k}_seconds": v for k, v in seconds.items()}}
+    pd.DataFrame(
+        {
+            "customer_id": ours["customer_id"].to_numpy(dtype=object),
+            "time": ours["cutoff"].dt.tz_localize(None).to_numpy(),
+        }
+    ).to_parquet(out / "cutoffs.parquet")
+    return {
+        "events": len(events),
+        "customer_cutoffs": len(ours),
+        "grid_rows": len(grid.rows),
+        "features": len(features),
+        **{f"{k}_seconds": v for k, v in seconds.items()},
+    }
 
 
 def median_run(job: Callable[[], T], repeats: int = REPEATS) -> tuple[T, float]:
@@ -151,12 +181,16 @@ def run_job(args: list[str]) -> dict[str, float]:
 
 def report_full(label: str, r: dict[str, float]) -> None:
     rate = r["events"] / r["seconds"]
-    print(f"{label}: events={r['events']:,} rows={r['rows']:,} features={r['features']} seconds={r['seconds']:.1f} "
-          f"events/s={rate:,.0f} per core={rate / r['cores']:,.0f} (cores={r['cores']}) peak_rss={r['peak_mib']:,.0f} MiB")
+    print(
+        f"{label}: events={r['events']:,} rows={r['rows']:,} features={r['features']} seconds={r['seconds']:.1f} "
+        f"events/s={rate:,.0f} per core={rate / r['cores']:,.0f} (cores={r['cores']}) peak_rss={r['peak_mib']:,.0f} MiB"
+    )
     cpu = r["user_seconds"] + r["system_seconds"]
     if cpu:  # one process: its CPU time says whether more than one core did the work
-        print(f"  CPU time {cpu:.1f} s (user {r['user_seconds']:.1f} s, system {r['system_seconds']:.1f} s): "
-              f"events per CPU second={r['events'] / cpu:,.0f}")
+        print(
+            f"  CPU time {cpu:.1f} s (user {r['user_seconds']:.1f} s, system {r['system_seconds']:.1f} s): "
+            f"events per CPU second={r['events'] / cpu:,.0f}"
+        )
 
 
 def main() -> None:
@@ -169,8 +203,11 @@ def main() -> None:
     parser.add_argument("--cutoffs", type=int, default=6)
     parser.add_argument("--horizon", type=int, default=7)
     parser.add_argument("--dask", type=int, default=0, help="also build on a LocalCluster of this many workers")
-    parser.add_argument("--model-input", action="store_true",
-                        help="also time the training set's way to the model matrix: write, read, to_matrix")
+    parser.add_argument(
+        "--model-input",
+        action="store_true",
+        help="also time the training set's way to the model matrix: write, read, to_matrix",
+    )
     parser.add_argument("--ft-python", default=None, help="python of a virtualenv with featuretools 1.31")
     parser.add_argument("--ft-customers", type=int, default=20000)
     parser.add_argument("--ft-days", type=int, default=50)
@@ -181,9 +218,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.job:
         kind, *rest = args.job
-        result = (run_full(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3])) if kind == "full" else
-                  run_model_input(Path(rest[0]), int(rest[1]), int(rest[2])) if kind == "input" else
-                  run_small(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), Path(rest[4])))
+        result = (
+            run_full(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
+            if kind == "full"
+            else run_model_input(Path(rest[0]), int(rest[1]), int(rest[2]))
+            if kind == "input"
+            else run_small(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), Path(rest[4]))
+        )
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,9 +238,11 @@ def main() -> None:
             report_full("dask", run_job(["full", str(raw), str(args.cutoffs), str(args.horizon), str(args.dask)]))
         if args.model_input:
             r = run_job(["input", str(raw), str(args.cutoffs), str(args.horizon)])
-            print(f"model input: build {r['build_seconds']:.1f} s, write Parquet {r['write_seconds']:.1f} s, "
-                  f"read back {r['read_seconds']:.1f} s, to_matrix {r['matrix_seconds']:.1f} s "
-                  f"({r['rows']:,} x {r['columns']}), peak_rss={r['peak_mib']:,.0f} MiB")
+            print(
+                f"model input: build {r['build_seconds']:.1f} s, write Parquet {r['write_seconds']:.1f} s, "
+                f"read back {r['read_seconds']:.1f} s, to_matrix {r['matrix_seconds']:.1f} s "
+                f"({r['rows']:,} x {r['columns']}), peak_rss={r['peak_mib']:,.0f} MiB"
+            )
         if args.ft_python:
             compare_featuretools(args, tmp)
         print("load average (1, 5, 15 min) after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
@@ -211,20 +254,39 @@ def compare_featuretools(args: argparse.Namespace, tmp: Path) -> None:
     simulate(raw, args.ft_customers, args.ft_days, args.seed)
     ours = run_job(["small", str(raw), str(args.ft_cutoffs), str(args.ft_window), str(args.ft_signals), str(tmp)])
     job = Path(__file__).with_name("featuretools_job.py")
-    done = subprocess.run([args.ft_python, str(job), str(tmp / "signals.parquet"), str(tmp / "cutoffs.parquet"),
-                           str(args.ft_window), str(REPEATS)], check=True, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    done = subprocess.run(
+        [
+            args.ft_python,
+            str(job),
+            str(tmp / "signals.parquet"),
+            str(tmp / "cutoffs.parquet"),
+            str(args.ft_window),
+            str(REPEATS),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     theirs = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"subset: events={ours['events']:,} customers={args.ft_customers:,} cutoffs={args.ft_cutoffs} "
-          f"customer-cutoffs={ours['customer_cutoffs']:,} features={ours['features']} ({args.ft_window}-day sums)")
+    print(
+        f"subset: events={ours['events']:,} customers={args.ft_customers:,} cutoffs={args.ft_cutoffs} "
+        f"customer-cutoffs={ours['customer_cutoffs']:,} features={ours['features']} ({args.ft_window}-day sums)"
+    )
     print(f"  medians of {REPEATS} runs each")
     print(f"  featuretools calculate_feature_matrix: {theirs['seconds']:.3f} s ({theirs['rows']:,} rows)")
-    print(f"  ours, customer_features (same rows):   {ours['customer_seconds']:.3f} s  "
-          f"ratio {theirs['seconds'] / ours['customer_seconds']:.1f}x")
-    print(f"  ours, build_from_signals, same features + {ours['grid_rows']:,} labelled customer-category rows: "
-          f"{ours['grid_seconds']:.3f} s  ratio {theirs['seconds'] / ours['grid_seconds']:.1f}x")
-    print(f"  ours, full training set (all {len(FEATURES)} features x categories, from raw events): "
-          f"{ours['full_seconds']:.3f} s  ratio {theirs['seconds'] / ours['full_seconds']:.1f}x")
+    print(
+        f"  ours, customer_features (same rows):   {ours['customer_seconds']:.3f} s  "
+        f"ratio {theirs['seconds'] / ours['customer_seconds']:.1f}x"
+    )
+    print(
+        f"  ours, build_from_signals, same features + {ours['grid_rows']:,} labelled customer-category rows: "
+        f"{ours['grid_seconds']:.3f} s  ratio {theirs['seconds'] / ours['grid_seconds']:.1f}x"
+    )
+    print(
+        f"  ours, full training set (all {len(FEATURES)} features x categories, from raw events): "
+        f"{ours['full_seconds']:.3f} s  ratio {theirs['seconds'] / ours['full_seconds']:.1f}x"
+    )
 
 
 if __name__ == "__main__":

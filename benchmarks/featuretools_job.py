@@ -14,8 +14,8 @@ import sys
 import time
 
 import featuretools as ft
-from featuretools.primitives import Sum
 import pandas as pd
+from featuretools.primitives import Sum
 
 
 def build_entityset(signals: pd.DataFrame) -> ft.EntitySet:
@@ -34,13 +34,18 @@ def run_job(signals_path: str, cutoffs_path: str, window_days: int, repeats: int
     signals, cutoffs = pd.read_parquet(signals_path), pd.read_parquet(cutoffs_path)
     es = build_entityset(signals)
     names = [c for c in signals.columns if c not in ("customer_id", "ts")]
-    features = [ft.Feature(es["signals"].ww[name], parent_dataframe_name="customers", primitive=Sum)
-                for name in names]
+    features = [ft.Feature(es["signals"].ww[name], parent_dataframe_name="customers", primitive=Sum) for name in names]
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
-        matrix = ft.calculate_feature_matrix(features, es, cutoff_time=cutoffs, training_window=f"{window_days} days",
-                                             include_cutoff_time=False, cutoff_time_in_index=True)
+        matrix = ft.calculate_feature_matrix(
+            features,
+            es,
+            cutoff_time=cutoffs,
+            training_window=f"{window_days} days",
+            include_cutoff_time=False,
+            cutoff_time_in_index=True,
+        )
         times.append(time.perf_counter() - began)
     return {"seconds": statistics.median(times), "rows": len(matrix), "features": len(features)}
 

@@ -25,8 +25,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
-                                 status_code_conformance)
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.core.failures import FailureGroup
 
 from nbo.config import Paths, get_paths
@@ -81,8 +85,17 @@ def fuzz_service(url: str, cases: int) -> Tally:
     plan = [(operation, mode) for operation in operations for mode in GenerationMode]
     per_round = max(10, cases // len(plan))
     while tally.cases < cases:
-        plan = [(operation, mode) for operation, mode in plan if fuzz_operation(
-            operation, url, min(per_round, ERASURES) if operation.method.upper() == "DELETE" else per_round, mode, tally)]
+        plan = [
+            (operation, mode)
+            for operation, mode in plan
+            if fuzz_operation(
+                operation,
+                url,
+                min(per_round, ERASURES) if operation.method.upper() == "DELETE" else per_round,
+                mode,
+                tally,
+            )
+        ]
     return tally
 
 
@@ -120,9 +133,11 @@ def main() -> None:
         finally:
             stop_service(process)
     operations = len({" ".join(key.split()[:2]) for key in tally.statuses})
-    print(f"{tally.cases} cases over {operations} operations in {seconds:.0f} s: {tally.server_errors} answers 5xx, "
-          f"{sum(tally.failures.values())} failed checks; service log {len(log) / 1024:.0f} KB, "
-          f"{log.count('Traceback')} tracebacks")
+    print(
+        f"{tally.cases} cases over {operations} operations in {seconds:.0f} s: {tally.server_errors} answers 5xx, "
+        f"{sum(tally.failures.values())} failed checks; service log {len(log) / 1024:.0f} KB, "
+        f"{log.count('Traceback')} tracebacks"
+    )
     print("statuses:", dict(sorted(tally.statuses.items())))
     for name, count in tally.failures.most_common():
         print(f"  {count:5d} {name}\n        {tally.examples[name]}")

@@ -23,8 +23,13 @@ def run_benchmark(customers: int, days: int, seed: int, out: Path) -> dict[str, 
     summary = simulate(out, customers, days, seed)
     seconds = time.perf_counter() - began
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"events": summary["events"], "seconds": seconds, "events_per_second": summary["events"] / seconds,
-            "peak_mib": peak_mib, "top15_revenue_share": summary["top15_revenue_share"]}
+    return {
+        "events": summary["events"],
+        "seconds": seconds,
+        "events_per_second": summary["events"] / seconds,
+        "peak_mib": peak_mib,
+        "top15_revenue_share": summary["top15_revenue_share"],
+    }
 
 
 def main() -> None:
@@ -37,8 +42,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         r = run_benchmark(args.customers, args.days, args.seed, args.out or Path(tmp))
-    print(f"events={r['events']:,} seconds={r['seconds']:.1f} events/s={r['events_per_second']:,.0f} "
-          f"peak_rss={r['peak_mib']:.0f} MiB top15_share={r['top15_revenue_share']:.3f}")
+    print(
+        f"events={r['events']:,} seconds={r['seconds']:.1f} events/s={r['events_per_second']:,.0f} "
+        f"peak_rss={r['peak_mib']:.0f} MiB top15_share={r['top15_revenue_share']:.3f}"
+    )
 
 
 if __name__ == "__main__":

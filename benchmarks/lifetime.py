@@ -8,6 +8,7 @@ predicted value (and, the peer, by past 365-day revenue), with the seconds and p
 
     .venv/bin/python benchmarks/lifetime.py --home data [--seeds 0 1 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.pipeline import read_raw  # noqa: E402
 from nbo.config import get_paths  # noqa: E402
 from training.lifetime import (  # noqa: E402
-    EVENT_COLUMNS, HORIZON_DAYS, behaviour_at, measure_holdout, plan_cutoffs, purchase_transactions,
+    EVENT_COLUMNS,
+    HORIZON_DAYS,
+    behaviour_at,
+    measure_holdout,
+    plan_cutoffs,
+    purchase_transactions,
 )
 
-SHOWN = {"holdout_auc": "AUC buys again", "holdout_rmse": "RMSE", "holdout_mae": "MAE",
-         "holdout_total_error": "total error", "top10_spend_share_by_value": "top tenth's spend, by value",
-         "top10_spend_share_by_revenue": "top tenth's spend, by past revenue"}
+SHOWN = {
+    "holdout_auc": "AUC buys again",
+    "holdout_rmse": "RMSE",
+    "holdout_mae": "MAE",
+    "holdout_total_error": "total error",
+    "top10_spend_share_by_value": "top tenth's spend, by value",
+    "top10_spend_share_by_revenue": "top tenth's spend, by past revenue",
+}
 
 
 def main() -> None:
@@ -50,12 +61,16 @@ def main() -> None:
         seconds[name] = (time.perf_counter() - start) / len(args.seeds)
         rows[name] = found.mean()
     table = pd.DataFrame(rows).loc[list(SHOWN)].rename(index=SHOWN)
-    print(f"{len(tx):,} purchases of {tx['customer_id'].nunique():,} buyers, horizon {plan.horizon} days, "
-          f"holdout seeds {args.seeds}, {int(rows['with behaviour']['holdout_customers'])} test-half buyers")
+    print(
+        f"{len(tx):,} purchases of {tx['customer_id'].nunique():,} buyers, horizon {plan.horizon} days, "
+        f"holdout seeds {args.seeds}, {int(rows['with behaviour']['holdout_customers'])} test-half buyers"
+    )
     print(table.round(4).to_string())
-    print(f"seconds: reading, stitching and behaviour {prepared:.1f}; one holdout check "
-          + ", ".join(f"{name} {s:.1f}" for name, s in seconds.items())
-          + f"; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(
+        f"seconds: reading, stitching and behaviour {prepared:.1f}; one holdout check "
+        + ", ".join(f"{name} {s:.1f}" for name, s in seconds.items())
+        + f"; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

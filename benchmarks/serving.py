@@ -31,9 +31,9 @@ import psutil
 import uvloop
 
 from features.aggregates import assemble_features
-from features.store_interface import aggregate_rows
 from features.pipeline import build_features
 from features.simulate import simulate
+from features.store_interface import aggregate_rows
 from nbo.config import get_paths
 from serving.process import free_port, start_service, stop_service, wait_ready
 from serving.recommender import Recommender
@@ -53,7 +53,8 @@ def prepare_home(home: Path, customers: int, days: int, n_offers: int) -> None:
     evergreen = offers[offers["valid_to"] >= pd.Timestamp.now(tz="UTC")]
     rng = np.random.default_rng(0)
     extra = evergreen.sample(n_offers - len(evergreen), replace=True, random_state=0).assign(
-        offer_id=[f"x{i:03d}" for i in range(n_offers - len(evergreen))])
+        offer_id=[f"x{i:03d}" for i in range(n_offers - len(evergreen))]
+    )
     extra["value"] = extra["value"].to_numpy() * rng.uniform(0.5, 1.5, len(extra))
     pd.concat([evergreen, extra], ignore_index=True).to_parquet(paths.raw / "offers.parquet", index=False)
     build_features(paths, n_cutoffs=6, horizon_days=7)
@@ -83,10 +84,13 @@ def measure_floor(home: Path, n: int = 2000) -> dict[str, str]:
         recommender.recommend(customer, "web", 3)
         whole.append(time.perf_counter() - began)
     recommender.log.close()
-    return {"features + predict": percentiles(lookup), "whole decision": percentiles(whole),
-            "whole decision, first request of a customer": percentiles(whole[:len(customers)]),
-            "whole decision, later requests": percentiles(whole[len(customers):]),
-            "candidates": f"{len(recommender.offers)} offers in {len(categories)} categories"}
+    return {
+        "features + predict": percentiles(lookup),
+        "whole decision": percentiles(whole),
+        "whole decision, first request of a customer": percentiles(whole[: len(customers)]),
+        "whole decision, later requests": percentiles(whole[len(customers) :]),
+        "candidates": f"{len(recommender.offers)} offers in {len(categories)} categories",
+    }
 
 
 def unasked_today(recommender: Recommender, skip: int) -> list[str]:
@@ -102,8 +106,9 @@ def decide_seconds(server_timing: str | None) -> float:
     return float(found.group(1)) / 1000 if found else float("nan")
 
 
-async def send_sessions(url: str, customers: list[str], plan: np.ndarray,
-                        path: str = "/recommend") -> list[tuple[float, float, int, float]]:
+async def send_sessions(
+    url: str, customers: list[str], plan: np.ndarray, path: str = "/recommend"
+) -> list[tuple[float, float, int, float]]:
     """Customer i asks at the times plan[i] (seconds from now), whatever the answers' timing (an open model: a
     slow answer does not hold the next request back). Returns, per request, its planned time, its latency
     (counted from the planned time when sent late, so client lateness is included, and from the sending when
@@ -118,12 +123,12 @@ async def send_sessions(url: str, customers: list[str], plan: np.ndarray,
             await asyncio.sleep(max(0.0, begin + at - time.perf_counter()))
             start = min(begin + at, time.perf_counter())
             try:
-                async with http.post(f"{url}{path}", json={"customer_id": customer, "channel": "web",
-                                                             "k": 3}) as r:
+                async with http.post(f"{url}{path}", json={"customer_id": customer, "channel": "web", "k": 3}) as r:
                     await r.read()
                     return at, time.perf_counter() - start, r.status, decide_seconds(r.headers.get("Server-Timing"))
             except aiohttp.ClientError:  # status 0: no answer (connection refused, reset)
                 return at, time.perf_counter() - start, 0, float("nan")
+
         return await asyncio.gather(*(ask(c, float(at)) for c, times in zip(customers, plan) for at in times))
 
 
@@ -137,8 +142,15 @@ def plan_sessions(rate: float, seconds: float, session: int, pace: float, seed: 
     return arrivals[:, None] + np.cumsum(gaps, axis=1)
 
 
-def run_load(url: str, customers: Iterator[str], rate: int, duration: int, session: int = 10,
-             pace: float = 2.0, path: str = "/recommend") -> dict[str, object]:
+def run_load(
+    url: str,
+    customers: Iterator[str],
+    rate: int,
+    duration: int,
+    session: int = 10,
+    pace: float = 2.0,
+    path: str = "/recommend",
+) -> dict[str, object]:
     """Open-model load at `rate` req/s: customers arrive rate/session a second, and each asks `session` times,
     `pace` a second, so new customers' first requests are mixed in as they would be on a site. Timed: the
     requests planned during `duration` seconds after a ramp-up of one session (when sessions overlap fully)."""
@@ -153,19 +165,31 @@ def run_load(url: str, customers: Iterator[str], rate: int, duration: int, sessi
     decided = np.array([d for _, status, d in timed if status == 200]) * 1000
     codes = pd.Series([status for _, status, _ in timed]).value_counts()
     done = sum(ramp <= at + latency < ramp + duration for at, latency, status, _ in answers if status == 200)
-    return {"requests": len(timed), "sent": len(answers), "customers": len(plan),
-            "answered rps": f"{done / duration:.1f}",  # answers completed in the window, whenever sent
-            **{f"p{q}": f"{np.percentile(milliseconds, q):.1f} ms" for q in (50, 95, 99)},
-            **({"decide p50 / p99 (Server-Timing)": f"{np.nanpercentile(decided, 50):.2f} / "
-                f"{np.nanpercentile(decided, 99):.2f} ms"} if not np.isnan(decided).all() else {}),
-            "status": ", ".join(f"{k}: {v}" for k, v in codes.items())}
+    return {
+        "requests": len(timed),
+        "sent": len(answers),
+        "customers": len(plan),
+        "answered rps": f"{done / duration:.1f}",  # answers completed in the window, whenever sent
+        **{f"p{q}": f"{np.percentile(milliseconds, q):.1f} ms" for q in (50, 95, 99)},
+        **(
+            {
+                "decide p50 / p99 (Server-Timing)": f"{np.nanpercentile(decided, 50):.2f} / "
+                f"{np.nanpercentile(decided, 99):.2f} ms"
+            }
+            if not np.isnan(decided).all()
+            else {}
+        ),
+        "status": ", ".join(f"{k}: {v}" for k, v in codes.items()),
+    }
 
 
 def reason_sources(url: str) -> dict[str, float]:
     """How many shown offers the service explained with computed and with reused SHAP contributions so far."""
     text = httpx.get(f"{url}/metrics", timeout=5).text
-    return {m.group(1): float(m.group(2))
-            for m in re.finditer(r'nbo_reason_contributions_total\{source="(\w+)"\} ([\d.e+]+)', text)}
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'nbo_reason_contributions_total\{source="(\w+)"\} ([\d.e+]+)', text)
+    }
 
 
 def reused_share(before: dict[str, float], after: dict[str, float]) -> str:
@@ -191,8 +215,12 @@ def soak(url: str, customers: Iterator[str], pid: int, rate: int, seconds: int, 
     before = resident_mib(pid)
     result = run_load(url, customers, rate, seconds, session)
     after = resident_mib(pid)
-    return {**result, "rss before": f"{before:.0f} MiB", "rss after": f"{after:.0f} MiB",
-            "rss growth": f"{(after - before) / before:+.1%}"}
+    return {
+        **result,
+        "rss before": f"{before:.0f} MiB",
+        "rss after": f"{after:.0f} MiB",
+        "rss growth": f"{(after - before) / before:+.1%}",
+    }
 
 
 def main() -> None:
@@ -227,14 +255,21 @@ def main() -> None:
         for rate in rates:
             before, cpu = reason_sources(url), cpu_seconds(process.pid)
             result = run_load(url, fresh, rate, args.duration, args.session)
-            print(f"bentoml serve ({args.workers} worker(s)) at {rate} req/s for {args.duration} s, sessions of "
-                  f"{args.session} requests "
-                  f"(load average {os.getloadavg()[0]:.2f}):",
-                  {**result, "service CPU": f"{(cpu_seconds(process.pid) - cpu) / result['sent'] * 1000:.2f} ms/request",
-                   "contributions reused": reused_share(before, reason_sources(url))})
+            print(
+                f"bentoml serve ({args.workers} worker(s)) at {rate} req/s for {args.duration} s, sessions of "
+                f"{args.session} requests "
+                f"(load average {os.getloadavg()[0]:.2f}):",
+                {
+                    **result,
+                    "service CPU": f"{(cpu_seconds(process.pid) - cpu) / result['sent'] * 1000:.2f} ms/request",
+                    "contributions reused": reused_share(before, reason_sources(url)),
+                },
+            )
         noop = run_load(url, iter(lambda: "none", None), 200, args.duration, args.session, path="/status")
-        print(f"HTTP floor: POST /status (no work) at 200 req/s for {args.duration} s, same load shape:",
-              {k: noop[k] for k in ("requests", "p50", "p95", "p99", "status")})
+        print(
+            f"HTTP floor: POST /status (no work) at 200 req/s for {args.duration} s, same load shape:",
+            {k: noop[k] for k in ("requests", "p50", "p95", "p99", "status")},
+        )
         if args.soak:
             print(f"soak at 200 req/s for {args.soak} s:", soak(url, fresh, process.pid, 200, args.soak, args.session))
     finally:

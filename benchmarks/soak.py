@@ -53,8 +53,12 @@ class Soak:
             statuses = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
             latency = f", p50 {np.percentile(ms, 50):.1f} / p99 {np.percentile(ms, 99):.1f} ms" if len(ms) else ""
             out[route] = f"{sum(counts.values())} requests ({statuses}){latency}"
-        return {**out, "5xx": str(self.server_errors), "acknowledged events": str(len(self.acknowledged)),
-                "lost": str(self.lost)}
+        return {
+            **out,
+            "5xx": str(self.server_errors),
+            "acknowledged events": str(len(self.acknowledged)),
+            "lost": str(self.lost),
+        }
 
 
 def arrivals(rate: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
@@ -66,27 +70,43 @@ def arrivals(rate: float, seconds: float, rng: np.random.Generator) -> np.ndarra
 
 def events_body(run: str, batch: int, size: int, category: str) -> dict:
     now = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)
-    return {"events": [{"event_id": f"soak-{run}-{batch}-{i}", "ts": now.isoformat(), "channel": "web",
-                        "customer_id": f"soak-{run}-{(batch * size + i) % 500}", "event_type": "product_view",
-                        "category": category} for i in range(size)]}
+    return {
+        "events": [
+            {
+                "event_id": f"soak-{run}-{batch}-{i}",
+                "ts": now.isoformat(),
+                "channel": "web",
+                "customer_id": f"soak-{run}-{(batch * size + i) % 500}",
+                "event_type": "product_view",
+                "category": category,
+            }
+            for i in range(size)
+        ]
+    }
 
 
-async def drive(url: str, run: str, seconds: float, batches: float, size: int, recommend: float,
-                customers: list[str], category: str) -> Soak:
+async def drive(
+    url: str, run: str, seconds: float, batches: float, size: int, recommend: float, customers: list[str], category: str
+) -> Soak:
     """Send the open load and tally the answers."""
     rng = np.random.default_rng(0)
-    plan = sorted([(t, "/events", i) for i, t in enumerate(arrivals(batches, seconds, rng))]
-                  + [(t, "/recommend", i) for i, t in enumerate(arrivals(recommend, seconds, rng))])
+    plan = sorted(
+        [(t, "/events", i) for i, t in enumerate(arrivals(batches, seconds, rng))]
+        + [(t, "/recommend", i) for i, t in enumerate(arrivals(recommend, seconds, rng))]
+    )
     result = Soak()
 
     async def send(client: aiohttp.ClientSession, route: str, i: int) -> None:
-        body = (events_body(run, i, size, category) if route == "/events" else
-                {"customer_id": customers[i % len(customers)], "channel": "web", "k": 3})
+        body = (
+            events_body(run, i, size, category)
+            if route == "/events"
+            else {"customer_id": customers[i % len(customers)], "channel": "web", "k": 3}
+        )
         started = time.perf_counter()
         try:
             async with client.post(url + route, json=body, headers={"x-api-key": KEY}) as answer:
                 status, reply = answer.status, await answer.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             status, reply = 0, None
         result.statuses[route][status] += 1
         result.seconds[route].append(time.perf_counter() - started)
@@ -116,14 +136,25 @@ def stored_ids(paths: Paths, run: str) -> set[str]:
         return {e for (e,) in db.execute("SELECT event_id FROM seen WHERE event_id LIKE ?", (pattern + "%",))}
 
 
-def soak(paths: Paths, seconds: float = 60, batches: float = 20, size: int = 10, recommend: float = 150,
-         workers: int = 2, env: dict[str, str] | None = None) -> Soak:
+def soak(
+    paths: Paths,
+    seconds: float = 60,
+    batches: float = 20,
+    size: int = 10,
+    recommend: float = 150,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+) -> Soak:
     """Start the service on the home, drive the load, stop it, and count what the store kept."""
     customers = pd.read_parquet(paths.raw / "customers.parquet")["customer_id"].astype(str).head(500).tolist()
     category = str(pd.read_parquet(paths.raw / "offers.parquet")["category"].iloc[0])
     run, port = uuid.uuid4().hex[:8], free_port()
-    process = start_service(paths, port, paths.home / "soak-service.log",
-                            env={"NBO_WORKERS": str(workers), "NBO_API_KEY": KEY, **(env or {})})
+    process = start_service(
+        paths,
+        port,
+        paths.home / "soak-service.log",
+        env={"NBO_WORKERS": str(workers), "NBO_API_KEY": KEY, **(env or {})},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url, timeout_s=120)
@@ -148,8 +179,11 @@ def main() -> None:
     prepare_home(Path(args.home), 1000, 120, 100)
     print(f"load average {os.getloadavg()[0]:.2f}")
     result = soak(get_paths(args.home), args.seconds, args.batches, args.batch_size, args.recommend, args.workers)
-    print(f"soak, {args.workers} workers, {args.seconds:g} s, {args.batches:g} batches of {args.batch_size} events/s "
-          f"beside {args.recommend:g} /recommend/s:", result.figures())
+    print(
+        f"soak, {args.workers} workers, {args.seconds:g} s, {args.batches:g} batches of {args.batch_size} events/s "
+        f"beside {args.recommend:g} /recommend/s:",
+        result.figures(),
+    )
 
 
 if __name__ == "__main__":

@@ -48,37 +48,52 @@ def measure_split(raw: Path, split_seed: int, budget: float, outcome: str, n_boo
     report = evaluate_uplift(model, customers, table, test, budget, truth, frame, n_boot, split_seed)
     evidence, _ = measure_evidence(learner, model, customers, train, test, table, budget, frame, n_boot, split_seed)
     seconds = time.perf_counter() - began
-    previous = evaluate_uplift(fit_uplift(customers, train, table, outcome), customers, table, test, budget, truth,
-                               frame, 0, split_seed)
+    previous = evaluate_uplift(
+        fit_uplift(customers, train, table, outcome), customers, table, test, budget, truth, frame, 0, split_seed
+    )
     ids = test["customer_id"].to_numpy()
     everyone = {v: float(np.mean(truth(ids, np.repeat(v, len(ids)), test["ts"]))) for v in VERSIONS}
     lift = max(everyone.values())
     targeting = decide_targeting(evidence, estimate_offer_effects(frame, outcome), budget, outcome)
     fallback = budget * everyone[targeting["best_single_offer"]]
     guarded = report["model_true"]["value"] if targeting["by_model"] else fallback
-    return {"split_seed": split_seed, "learner": learner, "cv_values": cv_values, "test_rows": len(test),
-            "model": report["model_true"]["value"] / lift, "oracle": report["oracle_true"]["value"] / lift,
-            "random": report["random_true"]["value"] / lift,
-            "best_single_offer": report["best_single_offer_true"]["value"] / lift,
-            "previous_learner": previous["model_true"]["value"] / lift, "guarded": guarded / lift,
-            "guard_by_model": targeting["by_model"], "guard_gains": targeting.get("gains"),
-            "true_uplift_corr": report["true_uplift_corr"]["value"], "lift_everyone_better": lift,
-            "seconds": round(seconds, 1)}
+    return {
+        "split_seed": split_seed,
+        "learner": learner,
+        "cv_values": cv_values,
+        "test_rows": len(test),
+        "model": report["model_true"]["value"] / lift,
+        "oracle": report["oracle_true"]["value"] / lift,
+        "random": report["random_true"]["value"] / lift,
+        "best_single_offer": report["best_single_offer_true"]["value"] / lift,
+        "previous_learner": previous["model_true"]["value"] / lift,
+        "guarded": guarded / lift,
+        "guard_by_model": targeting["by_model"],
+        "guard_gains": targeting.get("gains"),
+        "true_uplift_corr": report["true_uplift_corr"]["value"],
+        "lift_everyone_better": lift,
+        "seconds": round(seconds, 1),
+    }
 
 
 def show(rows: list[dict[str, object]]) -> None:
     """One line per run and the mean."""
     columns = ["model", "oracle", "random", "best_single_offer", "previous_learner", "guarded"]
     table = pd.DataFrame(rows)
-    print(table[["data_seed", "split_seed", "learner", *columns, "guard_by_model", "true_uplift_corr",
-                 "seconds"]].round(3).to_string(index=False))
+    print(
+        table[["data_seed", "split_seed", "learner", *columns, "guard_by_model", "true_uplift_corr", "seconds"]]
+        .round(3)
+        .to_string(index=False)
+    )
     means = table[columns].mean()
     print("mean share of the lift:", ", ".join(f"{c} {means[c]:.3f}" for c in columns))
     met = means["model"] >= GOAL
     floor = bool((table["guarded"] >= table["best_single_offer"] - 1e-9).all())
-    print(f"goal >= {GOAL:.0%} of the lift with the budget's sends: {'met' if met else 'not met'} "
-          f"(model {means['model']:.1%}, oracle {means['oracle']:.1%}); guarded policy never below the best single "
-          f"offer: {floor}")
+    print(
+        f"goal >= {GOAL:.0%} of the lift with the budget's sends: {'met' if met else 'not met'} "
+        f"(model {means['model']:.1%}, oracle {means['oracle']:.1%}); guarded policy never below the best single "
+        f"offer: {floor}"
+    )
 
 
 def main() -> None:
@@ -97,8 +112,9 @@ def main() -> None:
             raw = Path(folder) / f"seed{seed}"
             simulate_experiment(raw, args.customers, seed, "2025-03-01")
             for split in range(args.splits):
-                rows.append({"data_seed": seed, **measure_split(raw, split, args.budget, args.outcome,
-                                                                args.bootstraps)})
+                rows.append(
+                    {"data_seed": seed, **measure_split(raw, split, args.budget, args.outcome, args.bootstraps)}
+                )
                 print(json.dumps(rows[-1], default=str), flush=True)
     show(rows)
     if args.json:

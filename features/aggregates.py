@@ -16,8 +16,18 @@ from typing import cast
 import numpy as np
 
 from features.definitions import (
-    DAY, DECLARED_WINDOWS, LOOKBACK, SIGNAL_NAMES, Aggregates, Aggregation, Feature, Signal, Window, combine,
-    compute_feature, kind_values,
+    DAY,
+    DECLARED_WINDOWS,
+    LOOKBACK,
+    SIGNAL_NAMES,
+    Aggregates,
+    Aggregation,
+    Feature,
+    Signal,
+    Window,
+    combine,
+    compute_feature,
+    kind_values,
 )
 from features.grid import Grid, Needs
 
@@ -64,9 +74,9 @@ def entity_time_order(entity: np.ndarray, ts: np.ndarray) -> np.ndarray:
     than 2**32 take one or two such passes. Otherwise both are sorted."""
     if len(entity) > 1:
         low, high = int(entity.min()), int(entity.max())
-        if high - low < 2 ** 32:
+        if high - low < 2**32:
             shifted = entity - np.asarray(low, dtype=entity.dtype)  # fits: high - low < 2**32
-            if high - low < 2 ** 16:
+            if high - low < 2**16:
                 order = np.argsort(shifted.astype("uint16"), kind="stable")
             else:
                 shifted = shifted.astype("uint32")
@@ -78,8 +88,9 @@ def entity_time_order(entity: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return np.lexsort((ts, entity))
 
 
-def _build_prefix(entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,
-                  times: list[int]) -> _Prefix:
+def _build_prefix(
+    entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs, times: list[int]
+) -> _Prefix:
     """The rows sorted by (entity, ts), their running sums and last firings, and where each entity reaches each
     time features at ``times`` read."""
     order = entity_time_order(entity, ts)
@@ -194,12 +205,22 @@ class _History:
     kept apart. A row attributed late that no time falls between (its time, when it turned visible] counts at
     every time exactly as an on-time row does, so it is one."""
 
-    def __init__(self, entity: np.ndarray, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
-                 amount: np.ndarray, needs: Needs, times: list[int], grid: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        entity: np.ndarray,
+        ts: np.ndarray,
+        visible: np.ndarray,
+        kind: np.ndarray,
+        amount: np.ndarray,
+        needs: Needs,
+        times: list[int],
+        grid: tuple[int, int] | None = None,
+    ):
         late = visible > ts
         ordered = np.sort(np.asarray(times, dtype="int64"))
-        late[late] = np.searchsorted(ordered, ts[late], side="right") != np.searchsorted(ordered, visible[late],
-                                                                                          side="right")
+        late[late] = np.searchsorted(ordered, ts[late], side="right") != np.searchsorted(
+            ordered, visible[late], side="right"
+        )
         self.needs = needs
         if grid is not None:
             self.on_time: Grid | _Prefix = Grid(entity, ts, kind, amount, needs, times, *grid, left_out=late)
@@ -221,8 +242,17 @@ class _History:
             touched[entity[mine] - low] = True
             index = np.cumsum(touched) - 1  # entities' index among the touched ones
             rows = np.flatnonzero(touched[queries - low])
-            grid = Grid(index[entity[mine] - low], ts[mine], kind[mine], amount[mine], self.needs, [t], 0,
-                         int(index[-1]) + 1, np.zeros(len(mine), dtype=bool))
+            grid = Grid(
+                index[entity[mine] - low],
+                ts[mine],
+                kind[mine],
+                amount[mine],
+                self.needs,
+                [t],
+                0,
+                int(index[-1]) + 1,
+                np.zeros(len(mine), dtype=bool),
+            )
             late = _Late(grid, rows, index[queries[rows] - low])
         return _Stats(self.on_time, late, self.needs, queries, t)
 
@@ -231,24 +261,44 @@ class Histories:
     """The rows of whole customers (codes ``first`` .. ``first + count - 1``), by customer and by (customer,
     listed category), for the features at the given times."""
 
-    def __init__(self, customer: np.ndarray, category: np.ndarray, k: int, ts: np.ndarray, visible: np.ndarray,
-                 kind: np.ndarray, amount: np.ndarray, features: list[Feature], times: list[int], first: int,
-                 count: int):
+    def __init__(
+        self,
+        customer: np.ndarray,
+        category: np.ndarray,
+        k: int,
+        ts: np.ndarray,
+        visible: np.ndarray,
+        kind: np.ndarray,
+        amount: np.ndarray,
+        features: list[Feature],
+        times: list[int],
+        first: int,
+        count: int,
+    ):
         self.k = k
         self.features = {entity: [f for f in features if f.entity == entity] for entity in ("customer", "category")}
-        self.customer = _History(customer, ts, visible, kind, amount, Needs.of(self.features["customer"]), times,
-                                 (first, count))
+        self.customer = _History(
+            customer, ts, visible, kind, amount, Needs.of(self.features["customer"]), times, (first, count)
+        )
         listed = np.flatnonzero(category >= 0) if self.features["category"] else np.zeros(0, dtype="int64")
-        self.category = _History(customer[listed].astype("int64") * k + category[listed], ts[listed],
-                                 visible[listed], kind[listed], amount[listed], Needs.of(self.features["category"]),
-                                 times)
+        self.category = _History(
+            customer[listed].astype("int64") * k + category[listed],
+            ts[listed],
+            visible[listed],
+            kind[listed],
+            amount[listed],
+            Needs.of(self.features["category"]),
+            times,
+        )
 
     def write(self, customers: np.ndarray, t: int, customer_out: np.ndarray, category_out: np.ndarray) -> None:
         """Write the customers' features at time t: their customer features, a row per customer, into
         ``customer_out`` and their category features, a row per (customer, category), into ``category_out``
         (both with contiguous columns), each in the order of the features given."""
-        queries = {"customer": customers,
-                   "category": (customers.astype("int64")[:, None] * self.k + np.arange(self.k)).ravel()}
+        queries = {
+            "customer": customers,
+            "category": (customers.astype("int64")[:, None] * self.k + np.arange(self.k)).ravel(),
+        }
         for entity, out in (("customer", customer_out), ("category", category_out)):
             if not self.features[entity]:
                 continue
@@ -283,13 +333,19 @@ def _plan_for(features: list[Feature]) -> _Plan:
     keys = sorted({(f.entity == "customer", f.aggregation) for f in features})
     groups = []
     for own, aggregation in keys:
-        members = [(j, f) for j, f in enumerate(features) if (f.entity == "customer") == own
-                   and f.aggregation == aggregation]
-        groups.append((own, aggregation, np.array([j for j, _ in members], dtype=np.int64),
-                       np.array([window_at.get(f.window, 0) for _, f in members], dtype=np.int64),
-                       np.array([signal_at[f.signal.name] for _, f in members], dtype=np.int64),
-                       np.array([signal_at[f.denominator.name] if f.denominator else 0 for _, f in members],
-                                dtype=np.int64)))
+        members = [
+            (j, f) for j, f in enumerate(features) if (f.entity == "customer") == own and f.aggregation == aggregation
+        ]
+        groups.append(
+            (
+                own,
+                aggregation,
+                np.array([j for j, _ in members], dtype=np.int64),
+                np.array([window_at.get(f.window, 0) for _, f in members], dtype=np.int64),
+                np.array([signal_at[f.signal.name] for _, f in members], dtype=np.int64),
+                np.array([signal_at[f.denominator.name] if f.denominator else 0 for _, f in members], dtype=np.int64),
+            )
+        )
     plan = _Plan(tuple(groups))
     if len(_PLANS) > 64:
         _PLANS.clear()

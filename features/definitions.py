@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ Entity = Literal["customer", "category"]
 Aggregation = Literal["sum", "recency_days", "ratio", "excess"]
 DAY = 86_400
 BOTH: tuple[Entity, ...] = ("customer", "category")
-EARLIEST = -(2 ** 62)  # the lower bound of the all-time window
+EARLIEST = -(2**62)  # the lower bound of the all-time window
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,9 @@ class Window:
         return t - self.seconds if self.seconds else EARLIEST
 
 
-WINDOWS = tuple(Window(f"{d}d", "since yesterday" if d == 1 else f"in the last {d} days", days=d)
-                for d in (1, 7, 30, 90, 365))
+WINDOWS = tuple(
+    Window(f"{d}d", "since yesterday" if d == 1 else f"in the last {d} days", days=d) for d in (1, 7, 30, 90, 365)
+)
 SESSION = Window("30m", "this session", seconds=30 * 60)
 ALL_TIME = Window("all", "so far")
 LOOKBACK = WINDOWS[-1]  # recency and activity look this far back
@@ -90,34 +91,54 @@ SIGNALS = (
     Signal("product_views", ("product_view",), "count", ("looked at products", "looked at products in {c}")),
     Signal("searches", ("search",), "count", ("searched the shop", "searched for {c}")),
     Signal("carts", ("add_to_cart",), "count", ("added items to your cart", "put {c} in your cart")),
-    Signal("cart_removals", ("remove_from_cart",), "count", ("took items out of your cart",
-                                                             "took {c} out of your cart")),
-    Signal("emails_sent", ("email_sent",), "count", ("received our e-mails", "received our {c} e-mails"),
-           by_retailer=True),
+    Signal(
+        "cart_removals", ("remove_from_cart",), "count", ("took items out of your cart", "took {c} out of your cart")
+    ),
+    Signal(
+        "emails_sent", ("email_sent",), "count", ("received our e-mails", "received our {c} e-mails"), by_retailer=True
+    ),
     Signal("email_opens", ("email_open",), "count", ("opened our e-mails", "opened our {c} e-mails")),
     Signal("email_clicks", ("email_click",), "count", ("clicked our e-mails", "clicked our {c} e-mails")),
-    Signal("offers_shown", ("offer_shown",), "count", ("were shown offers", "were shown {c} offers"),
-           by_retailer=True),
+    Signal("offers_shown", ("offer_shown",), "count", ("were shown offers", "were shown {c} offers"), by_retailer=True),
     Signal("offer_clicks", ("offer_click",), "count", ("clicked our offers", "clicked our {c} offers")),
     Signal("purchases", ("purchase",), "count", ("shopped with us", "bought {c}")),
     Signal("revenue", ("purchase",), "amount", ("spent {n}", "spent {n} on {c}")),
-    Signal("offer_purchases", ("purchase",), "count", ("bought with an offer", "bought {c} with an offer"),
-           with_offer=True),
-    Signal("store_purchases", ("purchase",), "count", ("bought in store", "bought {c} in store"),
-           channels=("store",)),
+    Signal(
+        "offer_purchases", ("purchase",), "count", ("bought with an offer", "bought {c} with an offer"), with_offer=True
+    ),
+    Signal("store_purchases", ("purchase",), "count", ("bought in store", "bought {c} in store"), channels=("store",)),
     Signal("returns", ("return",), "count", ("returned items", "returned {c}")),
-    Signal("web_views", ("page_view", "product_view"), "count", ("browsed our website", ""),
-           channels=("web",), entities=("customer",)),
-    Signal("app_views", ("page_view", "product_view"), "count", ("browsed our app", ""),
-           channels=("app",), entities=("customer",)),
-    Signal("store_visits", ("login", "product_view", "purchase"), "count", ("visited our store", ""),
-           channels=("store",), entities=("customer",)),
+    Signal(
+        "web_views",
+        ("page_view", "product_view"),
+        "count",
+        ("browsed our website", ""),
+        channels=("web",),
+        entities=("customer",),
+    ),
+    Signal(
+        "app_views",
+        ("page_view", "product_view"),
+        "count",
+        ("browsed our app", ""),
+        channels=("app",),
+        entities=("customer",),
+    ),
+    Signal(
+        "store_visits",
+        ("login", "product_view", "purchase"),
+        "count",
+        ("visited our store", ""),
+        channels=("store",),
+        entities=("customer",),
+    ),
     Signal("devices", (), "count", ("signed in on a new device", ""), entities=("customer",), on_link=True),
 )
 SIGNAL_NAMES = tuple(s.name for s in SIGNALS)
 SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
-ENTITY_PREFIX = {"customer": "cust", "category": "cat"}
-RATIOS = (  # (name, numerator, denominator, window days, aggregation, description)
+ENTITY_PREFIX: dict[Entity, str] = {"customer": "cust", "category": "cat"}
+RATIOS: tuple[tuple[str, str, str, int, Aggregation, str], ...] = (  # (name, numerator, denominator, window days,
+    # aggregation, description)
     ("email_open_rate", "email_opens", "emails_sent", 90, "ratio", "share of e-mails opened"),
     ("email_click_rate", "email_clicks", "emails_sent", 90, "ratio", "share of e-mails clicked"),
     ("offer_click_rate", "offer_clicks", "offers_shown", 90, "ratio", "share of offers clicked"),
@@ -140,20 +161,51 @@ def _declare_features() -> tuple[Feature, ...]:
         scope = "in total" if entity == "customer" else "in the offer's category"
         for signal in (s for s in SIGNALS if entity in s.entities):
             for window in WINDOWS:
-                declared.append(Feature(f"{prefix}_{signal.name}_{window.name}", entity, signal, "sum", window,
-                                        f"{signal.name} {scope} {window.period}"))
-            declared.append(Feature(
-                f"{prefix}_{signal.name}_recency_days", entity, signal, "recency_days", None,
-                f"days since the last of: {signal.name} {scope}"))
+                declared.append(
+                    Feature(
+                        f"{prefix}_{signal.name}_{window.name}",
+                        entity,
+                        signal,
+                        "sum",
+                        window,
+                        f"{signal.name} {scope} {window.period}",
+                    )
+                )
+            declared.append(
+                Feature(
+                    f"{prefix}_{signal.name}_recency_days",
+                    entity,
+                    signal,
+                    "recency_days",
+                    None,
+                    f"days since the last of: {signal.name} {scope}",
+                )
+            )
         for window, names in EXTRA_WINDOWS:
             for signal in (SIGNALS_BY_NAME[n] for n in names if entity in SIGNALS_BY_NAME[n].entities):
-                declared.append(Feature(f"{prefix}_{signal.name}_{window.name}", entity, signal, "sum", window,
-                                        f"{signal.name} {scope} {window.period}"))
+                declared.append(
+                    Feature(
+                        f"{prefix}_{signal.name}_{window.name}",
+                        entity,
+                        signal,
+                        "sum",
+                        window,
+                        f"{signal.name} {scope} {window.period}",
+                    )
+                )
         for name, numerator, denominator, days, aggregation, description in RATIOS:
             window = WINDOWS_BY_DAYS[days]
-            declared.append(Feature(
-                f"{prefix}_{name}_{window.name}", entity, SIGNALS_BY_NAME[numerator], aggregation, window,
-                f"{description} {scope} {window.period}", SIGNALS_BY_NAME[denominator]))
+            declared.append(
+                Feature(
+                    f"{prefix}_{name}_{window.name}",
+                    entity,
+                    SIGNALS_BY_NAME[numerator],
+                    aggregation,
+                    window,
+                    f"{description} {scope} {window.period}",
+                    SIGNALS_BY_NAME[denominator],
+                )
+            )
     return tuple(declared)
 
 
@@ -204,8 +256,9 @@ def _vocabulary_codes(column: pd.Series, vocabulary: tuple[str, ...]) -> np.ndar
     codes, uniques = factorize(column)
     positions = pd.Index(vocabulary).get_indexer(uniques)
     if (positions < 0).any() or (codes < 0).any():  # unknown categories count only where used
-        unknown = sorted(str(uniques[c]) if c >= 0 else "<missing>" for c in np.unique(codes)
-                         if c < 0 or positions[c] < 0)
+        unknown = sorted(
+            str(uniques[c]) if c >= 0 else "<missing>" for c in np.unique(codes) if c < 0 or positions[c] < 0
+        )
         if unknown:
             raise ValueError(f"{column.name} outside the schema's vocabulary: {', '.join(unknown)}")
     return positions.astype("int16")[codes]
@@ -274,12 +327,12 @@ LastOf = Callable[[Signal], np.ndarray]
 
 def compute_feature(feature: Feature, sum_of: SumOf, last_of: LastOf, t: np.ndarray | int) -> np.ndarray:
     """One feature's values from its entity's window sums and last-seen times at times t."""
+    if feature.aggregation == "recency_days":
+        return (t - last_of(feature.signal)) / DAY
+    window = cast(Window, feature.window)  # every other aggregation has one
     if feature.aggregation == "sum":
-        return sum_of(feature.window, feature.signal)
-    if feature.aggregation in ("ratio", "excess"):
-        return combine(feature.aggregation, sum_of(feature.window, feature.signal),
-                       sum_of(feature.window, feature.denominator))
-    return (t - last_of(feature.signal)) / DAY
+        return sum_of(window, feature.signal)
+    return combine(feature.aggregation, sum_of(window, feature.signal), sum_of(window, cast(Signal, feature.denominator)))
 
 
 def combine(aggregation: Aggregation, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -62,8 +62,14 @@ def sort_training_set(training: TrainingSet, categories: list[str]) -> TrainingS
     return TrainingSet(rows.iloc[order].reset_index(drop=True), customers.iloc[by_customer].reset_index(drop=True))
 
 
-def training_parts(events: dd.DataFrame | str | Path, cutoffs: list[pd.Timestamp], horizon_days: int,
-                   categories: list[str], features: list[Feature], npartitions: int | None = None) -> list[Delayed]:
+def training_parts(
+    events: dd.DataFrame | str | Path,
+    cutoffs: list[pd.Timestamp],
+    horizon_days: int,
+    categories: list[str],
+    features: list[Feature],
+    npartitions: int | None = None,
+) -> list[Delayed]:
     """The training set as lazy parts, one per customer partition (``npartitions``, by default one per event
     partition), each a ``TrainingSet`` in the pandas build's order."""
     events = read_events(events)
@@ -75,19 +81,35 @@ def training_parts(events: dd.DataFrame | str | Path, cutoffs: list[pd.Timestamp
     return [build(part, cutoffs, horizon_days, categories, features) for part in by_customer.to_delayed()]
 
 
-def build_training_set_dask(events: dd.DataFrame | str | Path, cutoffs: list[pd.Timestamp], horizon_days: int,
-                            categories: list[str], features: list[Feature],
-                            npartitions: int | None = None) -> TrainingSet:
+def build_training_set_dask(
+    events: dd.DataFrame | str | Path,
+    cutoffs: list[pd.Timestamp],
+    horizon_days: int,
+    categories: list[str],
+    features: list[Feature],
+    npartitions: int | None = None,
+) -> TrainingSet:
     """``build_training_set`` on Dask (the current scheduler), over ``npartitions`` customer partitions,
     gathered part by part into this process."""
     parts = dask.compute(*training_parts(events, cutoffs, horizon_days, categories, features, npartitions))
-    return sort_training_set(TrainingSet(pd.concat([p.rows for p in parts], ignore_index=True),
-                                         pd.concat([p.customers for p in parts], ignore_index=True)), categories)
+    return sort_training_set(
+        TrainingSet(
+            pd.concat([p.rows for p in parts], ignore_index=True),
+            pd.concat([p.customers for p in parts], ignore_index=True),
+        ),
+        categories,
+    )
 
 
-def write_training_set_dask(events: dd.DataFrame | str | Path, path: str | Path, cutoffs: list[pd.Timestamp],
-                            horizon_days: int, categories: list[str], features: list[Feature],
-                            npartitions: int | None = None) -> None:
+def write_training_set_dask(
+    events: dd.DataFrame | str | Path,
+    path: str | Path,
+    cutoffs: list[pd.Timestamp],
+    horizon_days: int,
+    categories: list[str],
+    features: list[Feature],
+    npartitions: int | None = None,
+) -> None:
     """The training set folder (``features.training_set``) written by the workers, one part per customer
     partition: no process holds more than its parts."""
     write = dask.delayed(write_training_set, pure=True)

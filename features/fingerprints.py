@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
-
 import pandas as pd
 
 from features.schema import EVENTS
@@ -44,8 +42,9 @@ def conflicts_within(event_ids: list[str], prints: list[str]) -> list[str]:
     return list(found)
 
 
-def quarantine_conflicts(raw: pd.DataFrame, quarantine: pd.DataFrame, accepted: pd.DataFrame, conflicts: list[str],
-                         source: str) -> pd.DataFrame:
+def quarantine_conflicts(
+    raw: pd.DataFrame, quarantine: pd.DataFrame, accepted: pd.DataFrame, conflicts: list[str], source: str
+) -> pd.DataFrame:
     """Quarantine rows, as validation writes them, for the accepted events whose id conflicted: raw is the batch
     as validated, quarantine and accepted what validation returned (accepted rows keep the batch's order)."""
     positions = np.setdiff1d(np.arange(len(raw)), quarantine["row"].to_numpy() - 1)

@@ -115,9 +115,11 @@ def erase_csv(path: Path, ids: list[str]) -> int:
         rows = list(csv.reader(source))
     kept = rows[:1] + [r for r in rows[1:] if not any(mention.search(cell) for cell in r)]
     if len(kept) < len(rows):
+
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="") as out:
                 csv.writer(out, lineterminator="\n").writerows(kept)
+
         _replace(path, write)
     return len(rows) - len(kept)
 
@@ -129,7 +131,7 @@ def erase_from_segment(path: Path, customer_id: str, devices: set[str]) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # no append meanwhile (the caller holds the lake's lock: no compaction)
         data = path.read_bytes()
-        lines = data[:data.rfind(b"\n") + 1].splitlines(keepends=True)
+        lines = data[: data.rfind(b"\n") + 1].splitlines(keepends=True)
         kept = [line for line in lines if not _mentions(json.loads(line), customer_id, devices)]
         if len(kept) < len(lines):
             tmp = path.with_name(f".{path.name}.forget")
@@ -144,8 +146,9 @@ def _mentions(event: dict, customer_id: str, devices: set[str]) -> bool:
     return event.get("customer_id") == customer_id or event.get("anonymous_id") in devices
 
 
-def forget_customer(paths: Paths, customer_id: str, store: FeatureStore, log: DecisionLog,
-                    now: pd.Timestamp | None = None) -> dict[str, int]:
+def forget_customer(
+    paths: Paths, customer_id: str, store: FeatureStore, log: DecisionLog, now: pd.Timestamp | None = None
+) -> dict[str, int]:
     """Erase a customer from the home, the online store and the decision log; list them in the privacy
     register. Return the rows (or keys) erased per place: "online store", "decision log", and each file by its
     path under the home (files with nothing of theirs are not listed)."""

@@ -31,9 +31,11 @@ class Needs:
     def of(cls, features: list[Feature]) -> Needs:
         summed = [f for f in features if f.aggregation != "recency_days"]
         signals = {s.name for f in summed for s in (f.signal, f.denominator) if s is not None}
-        return cls(sorted(SIGNAL_NAMES.index(name) for name in signals),
-                   list(dict.fromkeys(f.window for f in summed if f.window is not None)),
-                   sorted({SIGNAL_NAMES.index(f.signal.name) for f in features if f.aggregation == "recency_days"}))
+        return cls(
+            sorted(SIGNAL_NAMES.index(name) for name in signals),
+            list(dict.fromkeys(f.window for f in summed if f.window is not None)),
+            sorted({SIGNAL_NAMES.index(f.signal.name) for f in features if f.aggregation == "recency_days"}),
+        )
 
 
 @functools.cache
@@ -43,7 +45,8 @@ def _patterns(signals: tuple[int, ...], paid: bool) -> tuple[np.ndarray, np.ndar
     adds = KIND_VALUES[:, list(signals)] != 0
     if paid:
         adds = (adds[:, None, :] & (~AMOUNT_SIGNALS[list(signals)] | np.array([False, True])[:, None])).reshape(
-            -1, len(signals))
+            -1, len(signals)
+        )
     patterns, pattern_of = np.unique(adds, axis=0, return_inverse=True)
     pattern_of = pattern_of.ravel()
     patterns.flags.writeable = pattern_of.flags.writeable = False  # shared by every grid
@@ -64,8 +67,18 @@ class Grid:
     look-back, for latest times) at the given times. The sums are (signal x segment bound x entity), so one
     bound of one signal is a contiguous row; the latest times are (signal x segment x entity), -1 for none."""
 
-    def __init__(self, entity: np.ndarray, ts: np.ndarray, kind: np.ndarray, amount: np.ndarray, needs: Needs,
-                 times: list[int], first: int, count: int, left_out: np.ndarray):
+    def __init__(
+        self,
+        entity: np.ndarray,
+        ts: np.ndarray,
+        kind: np.ndarray,
+        amount: np.ndarray,
+        needs: Needs,
+        times: list[int],
+        first: int,
+        count: int,
+        left_out: np.ndarray,
+    ):
         windows = needs.windows + ([LOOKBACK] if needs.lasts else [])
         starts = [w.start(t) for t in times for w in windows]
         self.bounds = np.unique(np.array([b for b in starts if b != EARLIEST] + list(times), dtype="int64"))
@@ -75,8 +88,15 @@ class Grid:
         self.grid = self._sum(segment, at, kind, amount, needs.sums, count, left_out)
         self.latest = self._latest(segment, at, kind, amount, ts, needs.lasts, count, left_out)
 
-    def _cells(self, pattern: np.ndarray, n_patterns: int, segment: np.ndarray, at: np.ndarray, count: int,
-               left_out: np.ndarray) -> tuple[np.ndarray, int]:
+    def _cells(
+        self,
+        pattern: np.ndarray,
+        n_patterns: int,
+        segment: np.ndarray,
+        at: np.ndarray,
+        count: int,
+        left_out: np.ndarray,
+    ) -> tuple[np.ndarray, int]:
         """Each row's cell in a (pattern x segment x entity) grid and the grid's size (rows left out: one cell
         past it)."""
         segments = len(self.bounds) + 1
@@ -88,8 +108,16 @@ class Grid:
         cell[left_out] = size
         return cell, size
 
-    def _sum(self, segment: np.ndarray, at: np.ndarray, kind: np.ndarray, amount: np.ndarray, sums: list[int],
-             count: int, left_out: np.ndarray) -> np.ndarray:
+    def _sum(
+        self,
+        segment: np.ndarray,
+        at: np.ndarray,
+        kind: np.ndarray,
+        amount: np.ndarray,
+        sums: list[int],
+        count: int,
+        left_out: np.ndarray,
+    ) -> np.ndarray:
         """Running sums of the signals: one bincount per (kind pattern, segment, entity), then over segments."""
         segments = len(self.bounds) + 1
         grid = np.zeros((len(sums), segments + 1, count))  # bound 0 stays zero; the patterns add up the rest
@@ -108,8 +136,17 @@ class Grid:
             grid[:, bound] += grid[:, bound - 1]
         return grid
 
-    def _latest(self, segment: np.ndarray, at: np.ndarray, kind: np.ndarray, amount: np.ndarray, ts: np.ndarray,
-                lasts: list[int], count: int, left_out: np.ndarray) -> np.ndarray:
+    def _latest(
+        self,
+        segment: np.ndarray,
+        at: np.ndarray,
+        kind: np.ndarray,
+        amount: np.ndarray,
+        ts: np.ndarray,
+        lasts: list[int],
+        count: int,
+        left_out: np.ndarray,
+    ) -> np.ndarray:
         """Latest time each signal fired per (segment, entity): the latest row per (firing pattern, segment,
         entity), then the latest over the patterns where the signal fires (an amount signal fires when paid)."""
         segments = len(self.bounds) + 1

@@ -36,13 +36,18 @@ def link_devices(events: pd.DataFrame) -> pd.DataFrame:
     """
     device, _ = pd.factorize(events["anonymous_id"])
     first = first_links(device, events["customer_id"].notna().to_numpy(), instants(events["ts"]))
-    return pd.DataFrame({"anonymous_id": events["anonymous_id"].array[first],
-                         "customer_id": events["customer_id"].array[first],
-                         "linked_at": events["ts"].array[first]})
+    return pd.DataFrame(
+        {
+            "anonymous_id": events["anonymous_id"].array[first],
+            "customer_id": events["customer_id"].array[first],
+            "linked_at": events["ts"].array[first],
+        }
+    )
 
 
-def attribute(customer: np.ndarray, device: np.ndarray, ts: np.ndarray, owner: np.ndarray,
-              linked_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def attribute(
+    customer: np.ndarray, device: np.ndarray, ts: np.ndarray, owner: np.ndarray, linked_at: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Customer codes of events (-1 when unknown), anonymous ones taken from their device's ``owner``
     (per device code, -1 when never linked); and when each event is known to be the customer's: its own
     time, or its device's ``linked_at`` for earlier anonymous browsing."""

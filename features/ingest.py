@@ -12,7 +12,8 @@ Both files are written whole and replaced atomically, so re-ingesting a file ove
 output, and a file none of whose rows is accepted (or that cannot be read) changes nothing: the error names
 the file and its first rejected row, column and reason, or the line that could not be read. Event ids are
 derived from the row's content when the source has none, so the same rows get the same ids. Rows with
-identical content (hence identical ids) are quarantined as duplicates, also across chunks. Source timestamps without a zone (CDNOW, UCI) are taken as UTC.
+identical content (hence identical ids) are quarantined as duplicates, also across chunks. Source timestamps without
+a zone (CDNOW, UCI) are taken as UTC.
 
 Items, offers and customers tables are ingested by features.ingest_tables.
 """
@@ -36,13 +37,22 @@ from features.privacy import find_erased, register_opt_outs
 from features.schema import EVENTS, QUARANTINE_COLUMNS, validate_events
 from nbo.config import Paths
 
-ARROW_TYPES = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"),
-               "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
+ARROW_TYPES = {
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+}
 EVENTS_ARROW = pa.schema([(c.name, ARROW_TYPES[c.kind]) for c in EVENTS.columns])
 QUARANTINE_FILE_COLUMNS = QUARANTINE_COLUMNS + EVENTS.names
 
-REES46_EVENTS = {"view": "product_view", "cart": "add_to_cart",
-                 "remove_from_cart": "remove_from_cart", "purchase": "purchase"}
+REES46_EVENTS = {
+    "view": "product_view",
+    "cart": "add_to_cart",
+    "remove_from_cart": "remove_from_cart",
+    "purchase": "purchase",
+}
 RETAILROCKET_EVENTS = {"view": "product_view", "addtocart": "add_to_cart", "transaction": "purchase"}
 
 
@@ -95,20 +105,33 @@ def adapt_canonical(raw: pd.DataFrame) -> pd.DataFrame:
 
 def adapt_cdnow(raw: pd.DataFrame) -> pd.DataFrame:
     """CDNOW master file: one purchase of CDs (category music) per customer-day row, on the web."""
-    return _to_events(raw, ts=_parse_times(raw["date"], "%Y%m%d"), customer_id=raw["customer_id"],
-                      channel="web", event_type="purchase", category="music",
-                      amount=raw["dollar_value"], quantity=raw["number_of_cds"])
+    return _to_events(
+        raw,
+        ts=_parse_times(raw["date"], "%Y%m%d"),
+        customer_id=raw["customer_id"],
+        channel="web",
+        event_type="purchase",
+        category="music",
+        amount=raw["dollar_value"],
+        quantity=raw["number_of_cds"],
+    )
 
 
 def adapt_rees46(raw: pd.DataFrame) -> pd.DataFrame:
     """REES46 e-commerce behaviour: web events of known users; amount is the price on purchases."""
     event_type = _rename_events(raw["event_type"], REES46_EVENTS)
     code = raw["category_code"].str.strip()
-    return _to_events(raw, ts=_parse_times(raw["event_time"], "%Y-%m-%d %H:%M:%S", suffix=" UTC"),
-                      customer_id=raw["user_id"], session_id=raw["user_session"], channel="web",
-                      event_type=event_type, item_id=raw["product_id"],
-                      category=code.where(code != "", raw["category_id"]),
-                      amount=raw["price"].where(event_type == "purchase"))
+    return _to_events(
+        raw,
+        ts=_parse_times(raw["event_time"], "%Y-%m-%d %H:%M:%S", suffix=" UTC"),
+        customer_id=raw["user_id"],
+        session_id=raw["user_session"],
+        channel="web",
+        event_type=event_type,
+        item_id=raw["product_id"],
+        category=code.where(code != "", raw["category_id"]),
+        amount=raw["price"].where(event_type == "purchase"),
+    )
 
 
 def adapt_retailrocket(raw: pd.DataFrame) -> pd.DataFrame:
@@ -121,11 +144,17 @@ def adapt_retailrocket(raw: pd.DataFrame) -> pd.DataFrame:
     """
     event_type = _rename_events(raw["event"], RETAILROCKET_EVENTS)
     millis = pd.to_numeric(raw["timestamp"], errors="coerce")
-    ts = _or_text(pd.to_datetime(millis, unit="ms", utc=True, errors="coerce"), raw["timestamp"],
-                  "epoch milliseconds")
-    return _to_events(raw, ts=ts, customer_id=raw["visitorid"], session_id=raw["transactionid"],
-                      channel="web", event_type=event_type, item_id=raw["itemid"],
-                      amount=pd.Series(0.0, index=raw.index).where(event_type == "purchase"))
+    ts = _or_text(pd.to_datetime(millis, unit="ms", utc=True, errors="coerce"), raw["timestamp"], "epoch milliseconds")
+    return _to_events(
+        raw,
+        ts=ts,
+        customer_id=raw["visitorid"],
+        session_id=raw["transactionid"],
+        channel="web",
+        event_type=event_type,
+        item_id=raw["itemid"],
+        amount=pd.Series(0.0, index=raw.index).where(event_type == "purchase"),
+    )
 
 
 def adapt_uci(raw: pd.DataFrame) -> pd.DataFrame:
@@ -139,12 +168,17 @@ def adapt_uci(raw: pd.DataFrame) -> pd.DataFrame:
     sign = np.where(invoice.str.upper().str.startswith("C"), -1.0, 1.0)
     quantity = pd.to_numeric(raw["Quantity"], errors="coerce") * sign
     price = pd.to_numeric(raw["UnitPrice"], errors="coerce")
-    return _to_events(raw, ts=_parse_times(raw["InvoiceDate"], "%m/%d/%Y %H:%M", "%Y-%m-%d %H:%M:%S"),
-                      customer_id=raw["CustomerID"].str.strip().str.replace(r"\.0$", "", regex=True),
-                      session_id=invoice, channel="web",
-                      event_type=np.where(sign < 0, "return", "purchase"), item_id=raw["StockCode"],
-                      amount=_or_text(quantity * price, raw["UnitPrice"].where(price.isna())),
-                      quantity=_or_text(quantity, raw["Quantity"]))
+    return _to_events(
+        raw,
+        ts=_parse_times(raw["InvoiceDate"], "%m/%d/%Y %H:%M", "%Y-%m-%d %H:%M:%S"),
+        customer_id=raw["CustomerID"].str.strip().str.replace(r"\.0$", "", regex=True),
+        session_id=invoice,
+        channel="web",
+        event_type=np.where(sign < 0, "return", "purchase"),
+        item_id=raw["StockCode"],
+        amount=_or_text(quantity * price, raw["UnitPrice"].where(price.isna())),
+        quantity=_or_text(quantity, raw["Quantity"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -158,14 +192,13 @@ class SourceFormat:
 
 FORMATS: dict[str, SourceFormat] = {
     "canonical": SourceFormat(adapt_canonical, tuple(c.name for c in EVENTS.columns if c.required)),
-    "cdnow": SourceFormat(adapt_cdnow, ("customer_id", "date", "number_of_cds", "dollar_value"),
-                          sep=r"\s+"),
-    "rees46": SourceFormat(adapt_rees46, ("event_time", "event_type", "product_id", "category_id",
-                                          "category_code", "price", "user_id", "user_session")),
-    "retailrocket": SourceFormat(adapt_retailrocket,
-                                 ("timestamp", "visitorid", "event", "itemid", "transactionid")),
-    "uci": SourceFormat(adapt_uci, ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate",
-                                    "UnitPrice", "CustomerID")),
+    "cdnow": SourceFormat(adapt_cdnow, ("customer_id", "date", "number_of_cds", "dollar_value"), sep=r"\s+"),
+    "rees46": SourceFormat(
+        adapt_rees46,
+        ("event_time", "event_type", "product_id", "category_id", "category_code", "price", "user_id", "user_session"),
+    ),
+    "retailrocket": SourceFormat(adapt_retailrocket, ("timestamp", "visitorid", "event", "itemid", "transactionid")),
+    "uci": SourceFormat(adapt_uci, ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID")),
 }
 
 
@@ -185,8 +218,9 @@ class IngestReport:
     first_rejected: str | None = None  # the first quarantined row: row, column and reason
 
 
-def _split_repeats(accepted: pd.DataFrame, quarantine: pd.DataFrame, seen: set[str],
-                   source: str, offset: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split_repeats(
+    accepted: pd.DataFrame, quarantine: pd.DataFrame, seen: set[str], source: str, offset: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Quarantine accepted events whose id an earlier chunk already accepted; number rows by file."""
     quarantine = quarantine.assign(row=quarantine["row"] + offset)
     rejected_rows = quarantine["row"].to_numpy() - offset - 1
@@ -204,9 +238,18 @@ def _split_repeats(accepted: pd.DataFrame, quarantine: pd.DataFrame, seen: set[s
     return accepted.loc[~repeat].reset_index(drop=True), merged
 
 
-def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: pd.Timestamp,
-                   events_tmp: Path, quarantine_tmp: Path, chunk_rows: int, known_offers: set[str] | None,
-                   paths: Paths, encoding: str) -> None:
+def _write_outputs(
+    report: IngestReport,
+    spec: SourceFormat,
+    source: str,
+    now: pd.Timestamp,
+    events_tmp: Path,
+    quarantine_tmp: Path,
+    chunk_rows: int,
+    known_offers: set[str] | None,
+    paths: Paths,
+    encoding: str,
+) -> None:
     """Stream the file's chunks through adapter and validation into the two output files."""
     reasons: Counter[str] = Counter()
     seen: set[str] = set()
@@ -230,8 +273,14 @@ def _write_outputs(report: IngestReport, spec: SourceFormat, source: str, now: p
     report.reasons = dict(reasons.most_common())
 
 
-def ingest_file(fmt: str, path: Path, paths: Paths, now: pd.Timestamp | None = None,
-                chunk_rows: int = CHUNK_ROWS, encoding: str = "utf-8") -> IngestReport:
+def ingest_file(
+    fmt: str,
+    path: Path,
+    paths: Paths,
+    now: pd.Timestamp | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    encoding: str = "utf-8",
+) -> IngestReport:
     """Adapt, validate and store one source file; see the module docstring for the output layout.
     When the home was given an offers table, events naming another offer are quarantined."""
     path = Path(path)
@@ -239,18 +288,19 @@ def ingest_file(fmt: str, path: Path, paths: Paths, now: pd.Timestamp | None = N
         raise ValueError(f"{path}: unknown format '{fmt}' (known formats: {', '.join(FORMATS)})")
     spec, source = FORMATS[fmt], f"{fmt}:{path.name}"
     now = now or pd.Timestamp.now(tz="UTC")
-    report = IngestReport(fmt, path, paths.raw / "events" / f"{fmt}-{path.stem}.parquet",
-                          paths.quarantine / f"{fmt}-{path.stem}.csv")
+    report = IngestReport(
+        fmt, path, paths.raw / "events" / f"{fmt}-{path.stem}.parquet", paths.quarantine / f"{fmt}-{path.stem}.csv"
+    )
     report.events_path.parent.mkdir(parents=True, exist_ok=True)
     report.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
     events_tmp = report.events_path.with_name(report.events_path.name + ".tmp")
     quarantine_tmp = report.quarantine_path.with_name(report.quarantine_path.name + ".tmp")
     offers = supplied_files(paths, "offers")
-    known_offers = set(pd.concat([pd.read_parquet(p, columns=["offer_id"]) for p in offers])["offer_id"]) \
-        if offers else None
+    known_offers = (
+        set(pd.concat([pd.read_parquet(p, columns=["offer_id"]) for p in offers])["offer_id"]) if offers else None
+    )
     try:
-        _write_outputs(report, spec, source, now, events_tmp, quarantine_tmp, chunk_rows, known_offers, paths,
-                       encoding)
+        _write_outputs(report, spec, source, now, events_tmp, quarantine_tmp, chunk_rows, known_offers, paths, encoding)
         refuse_if_all_rejected(report)
         os.replace(events_tmp, report.events_path)
         os.replace(quarantine_tmp, report.quarantine_path)
@@ -266,5 +316,7 @@ def refuse_if_all_rejected(report: IngestReport) -> None:
     if report.accepted or not report.quarantined:
         return
     common = "; ".join(f"{reason} ({n} rows)" for reason, n in list(report.reasons.items())[:3])
-    raise ValueError(f"{report.source}: none of its {report.rows_in} rows was accepted as format '{report.fmt}'; "
-                     f"first rejected: {report.first_rejected}; commonest reasons: {common}")
+    raise ValueError(
+        f"{report.source}: none of its {report.rows_in} rows was accepted as format '{report.fmt}'; "
+        f"first rejected: {report.first_rejected}; commonest reasons: {common}"
+    )

@@ -63,8 +63,9 @@ def derive_items(events: pd.DataFrame) -> pd.DataFrame:
     latest = pd.Series(last["category"].astype(str).to_numpy(), index=last["item_id"].astype(str).to_numpy())
     ids = pd.Index(np.sort(named["item_id"].astype(str).unique()), name="item_id")
     prices = purchases_of(events).astype({"item_id": str}).groupby("item_id")["unit_price"].median()
-    return pd.DataFrame({"category": latest.reindex(ids).fillna(UNCATEGORISED),
-                         "price": prices.reindex(ids).astype("float64")}).reset_index()
+    return pd.DataFrame(
+        {"category": latest.reindex(ids).fillna(UNCATEGORISED), "price": prices.reindex(ids).astype("float64")}
+    ).reset_index()
 
 
 def with_item_categories(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
@@ -90,10 +91,18 @@ def derive_offers(events: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
     overall = float(bought["amount"].median()) if len(bought) else 1.0
     value = bought.groupby("category")["amount"].median().reindex(categories).fillna(overall)
     never = pd.Series(pd.NaT, index=range(len(categories)), dtype="datetime64[us, UTC]")
-    return pd.DataFrame({"offer_id": [OFFER_PREFIX + c for c in categories], "category": categories,
-                         "item_ids": pd.Series([None] * len(categories), dtype="string"),
-                         "discount": np.nan, "value": value.to_numpy(dtype="float64"),
-                         "channels": "|".join(CHANNELS), "valid_from": never, "valid_to": never})
+    return pd.DataFrame(
+        {
+            "offer_id": [OFFER_PREFIX + c for c in categories],
+            "category": categories,
+            "item_ids": pd.Series([None] * len(categories), dtype="string"),
+            "discount": np.nan,
+            "value": value.to_numpy(dtype="float64"),
+            "channels": "|".join(CHANNELS),
+            "valid_from": never,
+            "valid_to": never,
+        }
+    )
 
 
 def derive_customers(events: pd.DataFrame) -> pd.DataFrame:

@@ -14,15 +14,18 @@ CHUNK_ROWS = 200_000
 REASON_DETAIL = re.compile(r"\s*[:(].*$")
 
 
-def read_chunks(path: Path, sep: str = ",", chunk_rows: int = CHUNK_ROWS,
-                encoding: str = "utf-8") -> Iterator[pd.DataFrame]:
+def read_chunks(
+    path: Path, sep: str = ",", chunk_rows: int = CHUNK_ROWS, encoding: str = "utf-8"
+) -> Iterator[pd.DataFrame]:
     """Read a file in chunks by suffix: .parquet, .jsonl/.json (JSON lines), else delimited text (every cell as
     text). A file that cannot be read raises a ValueError naming it and, for text, the line."""
     try:
         yield from _chunks(path, sep, chunk_rows, encoding)
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: line {first_undecodable_line(path, encoding)} is not {encoding} text "
-                         f"({error.reason}); pass the file's encoding, such as --encoding latin-1") from error
+        raise ValueError(
+            f"{path}: line {first_undecodable_line(path, encoding)} is not {encoding} text "
+            f"({error.reason}); pass the file's encoding, such as --encoding latin-1"
+        ) from error
     except pd.errors.EmptyDataError as error:
         raise ValueError(f"{path}: the file is empty (no header line)") from error
     except pd.errors.ParserError as error:
@@ -39,11 +42,13 @@ def _chunks(path: Path, sep: str, chunk_rows: int, encoding: str) -> Iterator[pd
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
     elif suffix in (".jsonl", ".json"):
-        yield from pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False, convert_dates=False,
-                                encoding=encoding)
+        yield from pd.read_json(
+            path, lines=True, chunksize=chunk_rows, dtype=False, convert_dates=False, encoding=encoding
+        )
     else:
-        for chunk in pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, chunksize=chunk_rows,
-                                 encoding=encoding):
+        for chunk in pd.read_csv(
+            path, sep=sep, dtype=str, keep_default_na=False, chunksize=chunk_rows, encoding=encoding
+        ):
             yield chunk.rename(columns=str.strip)
 
 
@@ -62,8 +67,10 @@ def check_columns(chunk: pd.DataFrame, required: tuple[str, ...], what: str, pat
     """Raise a ValueError naming the file and the source columns ``what`` needs but the file lacks."""
     missing = [c for c in required if c not in chunk.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} required by {what} "
-                         f"(found: {', '.join(map(str, chunk.columns))})")
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing)} required by {what} "
+            f"(found: {', '.join(map(str, chunk.columns))})"
+        )
 
 
 def describe_rejection(quarantine: pd.DataFrame) -> str | None:

@@ -55,9 +55,11 @@ class TableFormat:
 
 TABLE_FORMATS: dict[str, dict[str, TableFormat]] = {
     name: {"canonical": TableFormat(tuple(c.name for c in schema.columns if c.required))}
-    for name, schema in SCHEMAS.items()}
-TABLE_FORMATS["items"]["retailrocket"] = TableFormat(("timestamp", "itemid", "property", "value"),
-                                                     adapt_retailrocket_items)
+    for name, schema in SCHEMAS.items()
+}
+TABLE_FORMATS["items"]["retailrocket"] = TableFormat(
+    ("timestamp", "itemid", "property", "value"), adapt_retailrocket_items
+)
 
 
 @dataclass
@@ -131,7 +133,9 @@ def validate_rows(rows: pd.DataFrame, schema: TableSchema) -> tuple[pd.DataFrame
     quarantine[["source", "row"]] = rows[["source", "row"]].iloc[quarantine["row"].to_numpy() - 1].to_numpy()
     unknown = check_offers(accepted).to_numpy() if schema is OFFERS else np.zeros(len(accepted), bool)
     if unknown.any():
-        more = rows.iloc[kept[unknown]].assign(field="channels", reason=f"unknown channel (known: {', '.join(CHANNELS)})")
+        more = rows.iloc[kept[unknown]].assign(
+            field="channels", reason=f"unknown channel (known: {', '.join(CHANNELS)})"
+        )
         quarantine = pd.concat([quarantine, more], ignore_index=True)
         accepted = accepted[~unknown].reset_index(drop=True)
     return accepted, quarantine
@@ -143,11 +147,12 @@ def ingest_table(table: str, fmt: str, sources: list[Path], paths: Paths, encodi
     if table not in SCHEMAS:
         raise ValueError(f"unknown table '{table}' (known tables: events, {', '.join(SCHEMAS)})")
     if fmt not in TABLE_FORMATS[table]:
-        raise ValueError(f"{', '.join(map(str, sources))}: no format '{fmt}' for table '{table}' (formats: "
-                         f"{', '.join(TABLE_FORMATS[table])})")
+        raise ValueError(
+            f"{', '.join(map(str, sources))}: no format '{fmt}' for table '{table}' (formats: "
+            f"{', '.join(TABLE_FORMATS[table])})"
+        )
     schema, spec = SCHEMAS[table], TABLE_FORMATS[table][fmt]
-    report = TableReport(table, fmt, sources, paths.raw / f"{table}.parquet",
-                         paths.quarantine / f"{table}-{fmt}.csv")
+    report = TableReport(table, fmt, sources, paths.raw / f"{table}.parquet", paths.quarantine / f"{table}-{fmt}.csv")
     rows = read_sources(report, spec, encoding)
     cells = [*QUARANTINE_COLUMNS, *rows.columns.drop(["source", "row"])]
     rejected = rows.iloc[:0].assign(field=None, reason=None)
@@ -157,15 +162,19 @@ def ingest_table(table: str, fmt: str, sources: list[Path], paths: Paths, encodi
         rows = latest
     accepted, quarantine = validate_rows(rows, schema)
     order = {f"{fmt}:{path.name}": i for i, path in enumerate(sources)}  # in file order, then row
-    quarantine = pd.concat([rejected, quarantine], ignore_index=True).sort_values(
-        "row", kind="stable").sort_values("source", key=lambda s: s.map(order), kind="stable")
+    quarantine = (
+        pd.concat([rejected, quarantine], ignore_index=True)
+        .sort_values("row", kind="stable")
+        .sort_values("source", key=lambda s: s.map(order), kind="stable")
+    )
     report.accepted, report.quarantined = len(accepted), len(quarantine)
     report.reasons = dict(Counter(map(summarize_reason, quarantine["field"], quarantine["reason"])).most_common())
     report.first_rejected = describe_rejection(quarantine)
     if not report.accepted:
         first = f"; first rejected: {report.first_rejected}" if report.first_rejected else ""
-        raise ValueError(f"{', '.join(map(str, sources))}: no {table} row accepted of {report.rows_in} read "
-                         f"(format '{fmt}'){first}")
+        raise ValueError(
+            f"{', '.join(map(str, sources))}: no {table} row accepted of {report.rows_in} read (format '{fmt}'){first}"
+        )
     write_table(report, accepted, quarantine.reindex(columns=cells))
     return report
 
@@ -174,8 +183,10 @@ def write_table(report: TableReport, accepted: pd.DataFrame, quarantine: pd.Data
     """Write the table and its quarantine beside their targets, then put both in place."""
     report.table_path.parent.mkdir(parents=True, exist_ok=True)
     report.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-    staged = [report.table_path.with_name(report.table_path.name + ".tmp"),
-              report.quarantine_path.with_name(report.quarantine_path.name + ".tmp")]
+    staged = [
+        report.table_path.with_name(report.table_path.name + ".tmp"),
+        report.quarantine_path.with_name(report.quarantine_path.name + ".tmp"),
+    ]
     try:
         accepted.to_parquet(staged[0], index=False)
         quarantine.to_csv(staged[1], index=False)

@@ -122,7 +122,7 @@ class LakeWriter:
                 try:
                     view = memoryview(data)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                     if sync_level() == "FULL":
                         os.fsync(fd)
                 except OSError:
@@ -227,8 +227,10 @@ def read_lake_table(paths: Paths, columns: list[str] | None = None) -> pa.Table:
     if not lake.exists():
         return EVENTS_ARROW.empty_table().select(wanted)
     with lake_lock(lake, exclusive=False):
-        parts = [pq.read_table(p, columns=["event_id", *[c for c in wanted if c != "event_id"]])
-                 for p in partition_files(lake)]
+        parts = [
+            pq.read_table(p, columns=["event_id", *[c for c in wanted if c != "event_id"]])
+            for p in partition_files(lake)
+        ]
         pending = first_occurrences(read_segments(segment_files(lake)))
     pending = pending.select(parts[0].column_names) if parts else pending
     stored = pa.concat_tables(parts) if parts else pending.schema.empty_table()
@@ -305,8 +307,10 @@ def compact_lake(paths: Paths) -> dict[str, object]:
         erased = find_erased(paths, pending.select(["ts", "customer_id", "anonymous_id"]).to_pandas())
         pending = pending.filter(pa.array(~erased)) if erased.any() else pending
         days = pc.strftime(pending["ts"], format="%Y-%m-%d")
-        added = {day: _merge_into_partition(lake, day, pending.filter(pc.equal(days, day)))
-                 for day in pc.unique(days).to_pylist()}
+        added = {
+            day: _merge_into_partition(lake, day, pending.filter(pc.equal(days, day)))
+            for day in pc.unique(days).to_pylist()
+        }
         for path in segments:
             path.unlink()
         expired = _expire(lake, retention_days())

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-ORDINARY_PAGES_FROM = 16 * 2 ** 20  # bytes: larger results are kept off transparent huge pages
+ORDINARY_PAGES_FROM = 16 * 2**20  # bytes: larger results are kept off transparent huge pages
 
 
 def empty_array(shape: tuple[int, ...], dtype: str | np.dtype, order: Literal["C", "F"] = "C") -> np.ndarray:

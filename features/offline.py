@@ -14,7 +14,14 @@ import pandas as pd
 
 from features.aggregates import Histories
 from features.definitions import (
-    DAY, KIND_VALUES, LINK_KIND, LOOKBACK, SIGNAL_NAMES, Feature, event_kinds, factorize,
+    DAY,
+    KIND_VALUES,
+    LINK_KIND,
+    LOOKBACK,
+    SIGNAL_NAMES,
+    Feature,
+    event_kinds,
+    factorize,
 )
 from features.identity import attribute, device_owners, first_links, instants
 from features.memory import empty_array
@@ -33,14 +40,29 @@ def to_seconds(ts: pd.Series) -> np.ndarray:
     return np.asarray(utc.array.asi8).view(f"datetime64[{utc.dt.unit}]").astype("datetime64[s]").view("int64")
 
 
-def _rows(customer: np.ndarray, customers: pd.Index, category: np.ndarray, categories: pd.Index, ts: np.ndarray,
-          visible: np.ndarray, kind: np.ndarray, amount: np.ndarray) -> pd.DataFrame:
+def _rows(
+    customer: np.ndarray,
+    customers: pd.Index,
+    category: np.ndarray,
+    categories: pd.Index,
+    ts: np.ndarray,
+    visible: np.ndarray,
+    kind: np.ndarray,
+    amount: np.ndarray,
+) -> pd.DataFrame:
     """A signal frame from valid codes: customer and category categorical (code -1: no category). The frame keeps
     the arrays, not copies: callers hand over arrays of their own."""
-    return pd.DataFrame({"customer_id": pd.Categorical.from_codes(customer, customers, validate=False),
-                         "category": pd.Categorical.from_codes(category, categories, validate=False),
-                         "ts": ts, "visible": visible, "kind": kind.astype("int16", copy=False), "amount": amount},
-                        copy=False)
+    return pd.DataFrame(
+        {
+            "customer_id": pd.Categorical.from_codes(customer, customers, validate=False),
+            "category": pd.Categorical.from_codes(category, categories, validate=False),
+            "ts": ts,
+            "visible": visible,
+            "kind": kind.astype("int16", copy=False),
+            "amount": amount,
+        },
+        copy=False,
+    )
 
 
 def _link_codes(customer: np.ndarray, linked_at: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -53,8 +75,7 @@ def _link_codes(customer: np.ndarray, linked_at: np.ndarray) -> tuple[np.ndarray
 def link_rows(links: pd.DataFrame) -> pd.DataFrame:
     """One signal row per device link (``link_devices``): the customer's device count, at the link."""
     customers = pd.Index(links["customer_id"].unique())
-    customer, category, *rest = _link_codes(customers.get_indexer(links["customer_id"]),
-                                            to_seconds(links["linked_at"]))
+    customer, category, *rest = _link_codes(customers.get_indexer(links["customer_id"]), to_seconds(links["linked_at"]))
     return _rows(customer, customers, category, pd.Index([], dtype="str"), *rest)
 
 
@@ -77,18 +98,20 @@ def to_signal_frame(events: pd.DataFrame, links: pd.DataFrame | None = None) -> 
         owner[device[first]], linked_at[device[first]] = customer[first], seconds[first]
     else:
         customers = pd.Index(names).append(pd.Index(links["customer_id"])).unique()
-        owner, linked_at = device_owners(pd.Index(devices), customers,
-                                         links.assign(linked_at=to_seconds(links["linked_at"])))
+        owner, linked_at = device_owners(
+            pd.Index(devices), customers, links.assign(linked_at=to_seconds(links["linked_at"]))
+        )
     codes, visible = attribute(customer, device, seconds, owner, linked_at)
     rows = np.flatnonzero(np.any(KIND_VALUES, axis=1)[kinds] & (codes >= 0))  # known customer, some signal
     category, categories = factorize(events["category"])
     columns = [codes, category, seconds, visible, kinds, events["amount"].to_numpy(dtype="float64", na_value=np.nan)]
-    extra: Sequence[np.ndarray] = (_link_codes(customer[first], seconds[first]) if links is None
-                                   else [np.empty(0)] * len(columns))
+    extra: Sequence[np.ndarray] = (
+        _link_codes(customer[first], seconds[first]) if links is None else [np.empty(0)] * len(columns)
+    )
     out = [empty_array((len(rows) + len(more),), values.dtype) for values, more in zip(columns, extra)]
     for values, more, into in zip(columns, extra, out):  # each column gathered once, link rows after
-        np.take(values, rows, out=into[:len(rows)])
-        into[len(rows):] = more
+        np.take(values, rows, out=into[: len(rows)])
+        into[len(rows) :] = more
     return _rows(out[0], customers, out[1], pd.Index(categories), *out[2:])
 
 
@@ -114,10 +137,19 @@ def features_at(frame: pd.DataFrame, t: int, pairs: pd.DataFrame, features: list
     customers, categories = pd.Index(pairs["customer_id"].unique()), pd.Index(pairs["category"].unique())
     cust = customers.get_indexer(frame["customer_id"])
     mine = np.flatnonzero(cust >= 0)
-    histories = Histories(cust[mine], _category_codes(frame["category"], categories)[mine], len(categories),
-                          frame["ts"].to_numpy()[mine], frame["visible"].to_numpy()[mine],
-                          frame["kind"].to_numpy()[mine].astype("int64"), frame["amount"].to_numpy()[mine], features,
-                          [t], 0, len(customers))
+    histories = Histories(
+        cust[mine],
+        _category_codes(frame["category"], categories)[mine],
+        len(categories),
+        frame["ts"].to_numpy()[mine],
+        frame["visible"].to_numpy()[mine],
+        frame["kind"].to_numpy()[mine].astype("int64"),
+        frame["amount"].to_numpy()[mine],
+        features,
+        [t],
+        0,
+        len(customers),
+    )
     row, cat = customers.get_indexer(pairs["customer_id"]), categories.get_indexer(pairs["category"])
     own, listed = ([j for j, f in enumerate(features) if f.entity == entity] for entity in ("customer", "category"))
     customer = np.empty((len(customers), len(own)), order="F")
@@ -133,13 +165,16 @@ def choose_cutoffs(events: pd.DataFrame, n: int, horizon_days: int) -> list[pd.T
     last = events["ts"].max().floor("D") - pd.Timedelta(days=horizon_days)
     cutoffs = [last - pd.Timedelta(days=horizon_days * k) for k in reversed(range(n))]
     if cutoffs[0] <= events["ts"].min():
-        raise ValueError(f"events span {events['ts'].min()} .. {events['ts'].max()}: too short for {n} "
-                         f"cutoffs {horizon_days} days apart")
+        raise ValueError(
+            f"events span {events['ts'].min()} .. {events['ts'].max()}: too short for {n} "
+            f"cutoffs {horizon_days} days apart"
+        )
     return cutoffs
 
 
-def find_active(customer: np.ndarray, n_customers: int, ts: np.ndarray, visible: np.ndarray,
-                times: np.ndarray) -> np.ndarray:
+def find_active(
+    customer: np.ndarray, n_customers: int, ts: np.ndarray, visible: np.ndarray, times: np.ndarray
+) -> np.ndarray:
     """(customers x cutoffs): whether the customer has a row known before the cutoff, within the look-back.
 
     A row counts at a run of cutoffs (in time order): from the first after it turns visible to the last
@@ -158,8 +193,9 @@ def find_active(customer: np.ndarray, n_customers: int, ts: np.ndarray, visible:
     return active
 
 
-def _bought(customer: np.ndarray, category: np.ndarray, k: int, ts: np.ndarray, kind: np.ndarray,
-            latest: int) -> tuple[np.ndarray, int]:
+def _bought(
+    customer: np.ndarray, category: np.ndarray, k: int, ts: np.ndarray, kind: np.ndarray, latest: int
+) -> tuple[np.ndarray, int]:
     """Sorted (customer, category) * span + ts keys of the purchases in listed categories, and the span
     (beyond every time up to ``latest``)."""
     rows = np.flatnonzero(category >= 0)
@@ -181,7 +217,7 @@ def _chunks(customer: np.ndarray, n_customers: int, size: int) -> list[np.ndarra
         return [slice(0, len(customer))] if len(customer) else []
     ends = np.cumsum(np.bincount(customer, minlength=n_customers))
     chunk_of = np.searchsorted(np.arange(size, ends[-1], size), ends, side="right")  # per customer
-    chunk = chunk_of.astype("uint16" if chunk_of[-1] < 2 ** 16 else "int64")[customer]  # per row
+    chunk = chunk_of.astype("uint16" if chunk_of[-1] < 2**16 else "int64")[customer]  # per row
     order = np.argsort(chunk, kind="stable")  # a radix sort for 16-bit chunk numbers
     edges = np.concatenate([[0], np.cumsum(np.bincount(chunk, minlength=int(chunk_of[-1]) + 1))])
     return [order[a:b] for a, b in zip(edges[:-1], edges[1:]) if b > a]
@@ -191,13 +227,28 @@ def _arrays(frame: pd.DataFrame) -> tuple[np.ndarray, pd.Index, np.ndarray, np.n
     """A signal frame's customer codes (int32, in sorted customer order), customers, ts, visible, kind (int16)
     and amount."""
     cust, customers = _sorted_codes(frame["customer_id"])
-    return (cust, customers, frame["ts"].to_numpy(), frame["visible"].to_numpy(),
-            frame["kind"].to_numpy(), frame["amount"].to_numpy(dtype="float64"))
+    return (
+        cust,
+        customers,
+        frame["ts"].to_numpy(),
+        frame["visible"].to_numpy(),
+        frame["kind"].to_numpy(),
+        frame["amount"].to_numpy(dtype="float64"),
+    )
 
 
-def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, visible: np.ndarray, kind: np.ndarray,
-                   amount: np.ndarray, times: list[int], active: np.ndarray,
-                   features: list[Feature]) -> tuple[np.ndarray, np.ndarray]:
+def _fill_features(
+    cust: np.ndarray,
+    cat: np.ndarray,
+    k: int,
+    ts: np.ndarray,
+    visible: np.ndarray,
+    kind: np.ndarray,
+    amount: np.ndarray,
+    times: list[int],
+    active: np.ndarray,
+    features: list[Feature],
+) -> tuple[np.ndarray, np.ndarray]:
     """The customer matrix (active (customer, cutoff) x customer features) and the category matrix (rows x
     category features), ``TRAINING_DTYPE``, Fortran-ordered: per cutoff, per active customer in code order, and
     for the categories one row per category (k of them)."""
@@ -209,19 +260,21 @@ def _fill_features(cust: np.ndarray, cat: np.ndarray, k: int, ts: np.ndarray, vi
     for rows in _chunks(cust, len(active), CHUNK_ROWS if listed else len(cust)):  # customers alone take little
         c = cust[rows]
         low, high = c.min(), c.max()
-        histories = Histories(c, cat[rows], k, ts[rows], visible[rows], kind[rows], amount[rows], features, times,
-                              low, high - low + 1)
+        histories = Histories(
+            c, cat[rows], k, ts[rows], visible[rows], kind[rows], amount[rows], features, times, low, high - low + 1
+        )
         for j, t in enumerate(times):
-            who = low + np.flatnonzero(active[low:high + 1, j])
+            who = low + np.flatnonzero(active[low : high + 1, j])
             if len(who):
                 begin = first[j] + rank[who[0], j]
                 end = begin + len(who)
-                histories.write(who, t, customer[begin:end], category[begin * k:end * k])
+                histories.write(who, t, customer[begin:end], category[begin * k : end * k])
     return customer, category
 
 
-def build_from_signals(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int,
-                       categories: list[str], features: list[Feature]) -> TrainingSet:
+def build_from_signals(
+    frame: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int, categories: list[str], features: list[Feature]
+) -> TrainingSet:
     """The training set of ``build_training_set`` from a signal frame holding whole customers."""
     k = len(categories)
     cust, customers, ts, visible, kind, amount = _arrays(frame)
@@ -230,10 +283,13 @@ def build_from_signals(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon
     active = find_active(cust, len(customers), ts, visible, np.array(times))
     matrices = _fill_features(cust, cat, k, ts, visible, kind, amount, times, active, features)
     bought, span = _bought(cust, cat, k, ts, kind, max(times, default=0) + horizon_days * DAY)
-    labels = [_labels(bought, span, (np.flatnonzero(active[:, j])[:, None] * k + np.arange(k)).ravel(), t,
-                      horizon_days) for j, t in enumerate(times)]
-    return _tables(*matrices, np.concatenate(labels or [np.zeros(0, "int8")]), customers, active, categories,
-                   cutoffs, features)
+    labels = [
+        _labels(bought, span, (np.flatnonzero(active[:, j])[:, None] * k + np.arange(k)).ravel(), t, horizon_days)
+        for j, t in enumerate(times)
+    ]
+    return _tables(
+        *matrices, np.concatenate(labels or [np.zeros(0, "int8")]), customers, active, categories, cutoffs, features
+    )
 
 
 def customer_features(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], features: list[Feature]) -> pd.DataFrame:
@@ -244,9 +300,16 @@ def customer_features(frame: pd.DataFrame, cutoffs: list[pd.Timestamp], features
     return build_from_signals(frame, cutoffs, 0, [], features).customers
 
 
-def _tables(customer: np.ndarray, category: np.ndarray, labels: np.ndarray, customers: pd.Index,
-            active: np.ndarray, categories: list[str], cutoffs: list[pd.Timestamp],
-            features: list[Feature]) -> TrainingSet:
+def _tables(
+    customer: np.ndarray,
+    category: np.ndarray,
+    labels: np.ndarray,
+    customers: pd.Index,
+    active: np.ndarray,
+    categories: list[str],
+    cutoffs: list[pd.Timestamp],
+    features: list[Feature],
+) -> TrainingSet:
     """The training set's tables: keys and feature columns (no copy of the matrices), and the rows' label."""
     k, per_cutoff = len(categories), active.sum(axis=0)
     who = np.concatenate([np.flatnonzero(active[:, j]) for j in range(len(cutoffs))] or [np.zeros(0, "int64")])
@@ -264,8 +327,9 @@ def _tables(customer: np.ndarray, category: np.ndarray, labels: np.ndarray, cust
     return TrainingSet(rows, table)
 
 
-def build_training_set(events: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int,
-                       categories: list[str], features: list[Feature]) -> TrainingSet:
+def build_training_set(
+    events: pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int, categories: list[str], features: list[Feature]
+) -> TrainingSet:
     """One row per (customer active in the year before the cutoff, category, cutoff), with its label, and the
     customer features of each (customer, cutoff)."""
     return build_from_signals(to_signal_frame(events), cutoffs, horizon_days, categories, features)

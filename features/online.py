@@ -22,8 +22,8 @@ import pandas as pd
 from features.definitions import LINK_KIND, event_kinds, kind_values
 from features.fingerprints import conflicts_within, fingerprint
 from features.offline import to_seconds
-from features.schema import CHANNELS, EVENT_TYPES
 from features.privacy import wipe_freed_pages
+from features.schema import CHANNELS, EVENT_TYPES
 from features.sqlite import connect_sqlite, write_transaction
 from features.store_interface import CustomerRows, FeatureStore, Written
 from nbo.settings import read_setting
@@ -62,8 +62,9 @@ def open_store(paths: Paths) -> FeatureStore:
         try:
             from features.online_redis import RedisStore
         except ModuleNotFoundError as error:
-            raise ValueError(f"NBO_REDIS_URL is set but {error.name!r} is not installed: pip install 'nbo[redis]'") \
-                from error
+            raise ValueError(
+                f"NBO_REDIS_URL is set but {error.name!r} is not installed: pip install 'nbo[redis]'"
+            ) from error
         return RedisStore(url)
     return OnlineStore(paths.online_store)
 
@@ -122,8 +123,9 @@ class OnlineStore:
         if version == self.version:
             return
         self.version = version
-        changes = self.reader.execute("SELECT seq, customer_id FROM touched WHERE seq > ? ORDER BY seq",
-                                      (self.synced,)).fetchall()
+        changes = self.reader.execute(
+            "SELECT seq, customer_id FROM touched WHERE seq > ? ORDER BY seq", (self.synced,)
+        ).fetchall()
         if not changes:
             return
         if changes[0][0] > self.synced + 1 or any(c is None for _, c in changes):  # missed changes, or a rebuild
@@ -144,8 +146,10 @@ class OnlineStore:
 
     def _check(self) -> None:
         if self.stale:
-            raise RuntimeError(f"online store {self.path} was built for other signals than the declared ones: "
-                               "rebuild it with `nbo features`")
+            raise RuntimeError(
+                f"online store {self.path} was built for other signals than the declared ones: "
+                "rebuild it with `nbo features`"
+            )
 
     def write(self, events: pd.DataFrame) -> int:
         """Apply validated canonical events not seen before; return how many were new."""
@@ -181,12 +185,19 @@ class OnlineStore:
         first = ~events["event_id"].duplicated().to_numpy()
         events = events[first]
         self.db.execute("DELETE FROM incoming")
-        self.db.executemany("INSERT INTO incoming VALUES (?, ?)",
-                            [(e, p) for e, p, keep in zip(event_ids, prints, first) if keep])
-        seen = dict(self.db.execute("SELECT event_id, s.fingerprint IS NULL OR s.fingerprint = i.fingerprint "
-                                    "FROM incoming i JOIN seen s USING (event_id)").fetchall())
-        self.db.execute("INSERT INTO seen SELECT event_id, fingerprint FROM incoming "
-                        "WHERE event_id NOT IN (SELECT event_id FROM seen)")
+        self.db.executemany(
+            "INSERT INTO incoming VALUES (?, ?)", [(e, p) for e, p, keep in zip(event_ids, prints, first) if keep]
+        )
+        seen = dict(
+            self.db.execute(
+                "SELECT event_id, s.fingerprint IS NULL OR s.fingerprint = i.fingerprint "
+                "FROM incoming i JOIN seen s USING (event_id)"
+            ).fetchall()
+        )
+        self.db.execute(
+            "INSERT INTO seen SELECT event_id, fingerprint FROM incoming "
+            "WHERE event_id NOT IN (SELECT event_id FROM seen)"
+        )
         conflicts += [e for e, same in seen.items() if not same and e not in conflicts]
         return (events[~events["event_id"].isin(list(seen))] if seen else events).reset_index(drop=True), conflicts
 
@@ -194,15 +205,18 @@ class OnlineStore:
         both = events[events["customer_id"].notna() & events["anonymous_id"].notna()]
         firsts = both.drop_duplicates("anonymous_id")
         known = self._links(firsts["anonymous_id"].tolist())
-        fresh = [(a, c, int(t)) for a, c, t in zip(firsts["anonymous_id"], firsts["customer_id"],
-                                                   to_seconds(firsts["ts"])) if a not in known]
+        fresh = [
+            (a, c, int(t))
+            for a, c, t in zip(firsts["anonymous_id"], firsts["customer_id"], to_seconds(firsts["ts"]))
+            if a not in known
+        ]
         self.db.executemany("INSERT INTO links VALUES (?, ?, ?)", fresh)
         return fresh
 
     def _links(self, anonymous_ids: list[str]) -> dict[str, tuple[str, int]]:
         found = {}
         for start in range(0, len(anonymous_ids), 500):
-            chunk = anonymous_ids[start:start + 500]
+            chunk = anonymous_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for a, c, t in self.db.execute(f"SELECT * FROM links WHERE anonymous_id IN ({marks})", chunk):
                 found[a] = (c, t)
@@ -226,17 +240,34 @@ class OnlineStore:
                 visible[i] = max(ts[i], linked_at)
         known = who != None  # noqa: E711
         waiting = ~known & (device != None)  # noqa: E711
-        self.db.executemany("INSERT INTO signals VALUES (?, ?, ?, ?, ?, ?)",
-                            zip(who[known].tolist(), category[known].tolist(), ts[known].tolist(),
-                                visible[known].tolist(), kinds[known].tolist(), amounts[known].tolist()))
-        self.db.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
-                            zip(device[waiting].tolist(), category[waiting].tolist(), ts[waiting].tolist(),
-                                kinds[waiting].tolist(), amounts[waiting].tolist()))
+        self.db.executemany(
+            "INSERT INTO signals VALUES (?, ?, ?, ?, ?, ?)",
+            zip(
+                who[known].tolist(),
+                category[known].tolist(),
+                ts[known].tolist(),
+                visible[known].tolist(),
+                kinds[known].tolist(),
+                amounts[known].tolist(),
+            ),
+        )
+        self.db.executemany(
+            "INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
+            zip(
+                device[waiting].tolist(),
+                category[waiting].tolist(),
+                ts[waiting].tolist(),
+                kinds[waiting].tolist(),
+                amounts[waiting].tolist(),
+            ),
+        )
 
     def _store_links(self, links: list[tuple[str, str, int]]) -> None:
         """One row per newly linked device for its customer, at the link (the ``devices`` signal)."""
-        self.db.executemany("INSERT INTO signals VALUES (?, ?, ?, ?, ?, 0.0)",
-                            [(customer, None, linked_at, linked_at, LINK_KIND) for _, customer, linked_at in links])
+        self.db.executemany(
+            "INSERT INTO signals VALUES (?, ?, ?, ?, ?, 0.0)",
+            [(customer, None, linked_at, linked_at, LINK_KIND) for _, customer, linked_at in links],
+        )
 
     def _release(self, links: list[tuple[str, str, int]]) -> None:
         """Move newly linked devices' waiting events to their customers, visible from the link on."""
@@ -244,8 +275,10 @@ class OnlineStore:
             return
         self.db.execute("DELETE FROM released")
         self.db.executemany("INSERT INTO released VALUES (?, ?, ?)", links)
-        self.db.execute("INSERT INTO signals SELECT r.customer_id, p.category, p.ts, MAX(p.ts, r.linked_at), p.kind, "
-                        "p.amount FROM pending p JOIN released r USING (anonymous_id)")
+        self.db.execute(
+            "INSERT INTO signals SELECT r.customer_id, p.category, p.ts, MAX(p.ts, r.linked_at), p.kind, "
+            "p.amount FROM pending p JOIN released r USING (anonymous_id)"
+        )
         self.db.execute("DELETE FROM pending WHERE anonymous_id IN (SELECT anonymous_id FROM released)")
 
     def rows(self, customer_id: str) -> CustomerRows | None:
@@ -256,15 +289,20 @@ class OnlineStore:
         if cached is not None:
             return cached
         generation = self.generation
-        found = self.reader.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM signals WHERE customer_id = ? "
-                                    "ORDER BY ts", (customer_id,)).fetchall()
+        found = self.reader.execute(
+            f"SELECT {', '.join(_ROW_COLUMNS)} FROM signals WHERE customer_id = ? ORDER BY ts", (customer_id,)
+        ).fetchall()
         if not found:
             return None
         table = np.array(found, dtype=object)
         # nothing may keep the object table (a Python object per cell): categories are copied, one string each
         category = np.array([self.names.setdefault(c, c) for c in table[:, 0]], dtype=object)
-        rows = CustomerRows(category=category, ts=table[:, 1].astype("int64"), visible=table[:, 2].astype("int64"),
-                            values=kind_values(table[:, 3].astype("int64"), table[:, 4].astype("float64")))
+        rows = CustomerRows(
+            category=category,
+            ts=table[:, 1].astype("int64"),
+            visible=table[:, 2].astype("int64"),
+            values=kind_values(table[:, 3].astype("int64"), table[:, 4].astype("float64")),
+        )
         with self.caching:
             if generation == self.generation:  # else a write since the read may have changed them
                 if len(self.cache) >= MAX_CACHED:
@@ -281,14 +319,21 @@ class OnlineStore:
         contain their id; then the file is rewritten without freed pages. Every process drops its cache."""
         with self.writing:  # the rewrite too, outside any transaction
             with write_transaction(self.db, self.writing):
-                devices = [a for (a,) in self.db.execute("SELECT anonymous_id FROM links WHERE customer_id = ?",
-                                                         (customer_id,))]
-                erased = sum(self.db.execute(sql, (key,)).rowcount for sql, keys in (
-                    ("DELETE FROM signals WHERE customer_id = ?", [customer_id]),
-                    ("DELETE FROM links WHERE customer_id = ?", [customer_id]),
-                    ("DELETE FROM pending WHERE anonymous_id = ?", devices),
-                    ("DELETE FROM seen WHERE instr(event_id, ?) > 0", [customer_id, *devices]),
-                    ("DELETE FROM touched WHERE customer_id = ?", [customer_id])) for key in keys)
+                devices = [
+                    a
+                    for (a,) in self.db.execute("SELECT anonymous_id FROM links WHERE customer_id = ?", (customer_id,))
+                ]
+                erased = sum(
+                    self.db.execute(sql, (key,)).rowcount
+                    for sql, keys in (
+                        ("DELETE FROM signals WHERE customer_id = ?", [customer_id]),
+                        ("DELETE FROM links WHERE customer_id = ?", [customer_id]),
+                        ("DELETE FROM pending WHERE anonymous_id = ?", devices),
+                        ("DELETE FROM seen WHERE instr(event_id, ?) > 0", [customer_id, *devices]),
+                        ("DELETE FROM touched WHERE customer_id = ?", [customer_id]),
+                    )
+                    for key in keys
+                )
                 self._mark_touched([None])
             wipe_freed_pages(self.db)
         self._drop_cached(None)

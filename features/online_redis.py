@@ -35,8 +35,8 @@ import pandas as pd
 import redis
 
 from features.definitions import LINK_KIND, SIGNAL_NAMES, kind_values, signal_values
-from features.offline import to_seconds
 from features.fingerprints import fingerprint
+from features.offline import to_seconds
 from features.store_interface import CustomerRows, StoreUnavailable, Written
 
 _PACKED = np.dtype([("ts", "<i8"), ("visible", "<i8"), ("values", "<f8", (len(SIGNAL_NAMES),))])
@@ -149,8 +149,11 @@ class OutageLog:
         with self.lock:
             if self.down_since is None:
                 self.down_since = time.monotonic()
-                logger.warning("online store unreachable (%s): /recommend serves the popularity fallback and "
-                               "/events answers 503 until it is back", error)
+                logger.warning(
+                    "online store unreachable (%s): /recommend serves the popularity fallback and "
+                    "/events answers 503 until it is back",
+                    error,
+                )
         return StoreUnavailable(f"online store unreachable: {error}")
 
     def answered(self) -> None:
@@ -189,19 +192,21 @@ class RedisStore:
         links["category"], links["ts"], links["visible"] = -1, ts, ts
         links["values"] = kind_values(np.array([LINK_KIND]), np.array([np.nan]))
         link_blob, link_size = links.tobytes(), RECORD.itemsize
-        texts = zip(*(to_texts(events[c]) for c in ("event_id", "customer_id", "anonymous_id", "category")),
-                    fingerprint(events))
+        texts = zip(
+            *(to_texts(events[c]) for c in ("event_id", "customer_id", "anonymous_id", "category")), fingerprint(events)
+        )
         args: list[str | bytes] = []
         for i, (event_id, customer_id, anonymous_id, category, digest) in enumerate(texts):
-            record = blob[i * size:(i + 1) * size] if useful[i] else b""
-            link = link_blob[i * link_size:(i + 1) * link_size] if customer_id and anonymous_id else b""
+            record = blob[i * size : (i + 1) * size] if useful[i] else b""
+            link = link_blob[i * link_size : (i + 1) * link_size] if customer_id and anonymous_id else b""
             args += [event_id, customer_id, anonymous_id, category, str(ts[i]), record, link, digest]
         step = BATCH_EVENTS * _ARGS_PER_EVENT
         new, conflicts = 0, {}
         for start in range(0, len(args), step):
             try:
-                applied, refused = self.script(args=[self.prefix, RECORD.itemsize, self.layout,
-                                                     *args[start:start + step]])
+                applied, refused = self.script(
+                    args=[self.prefix, RECORD.itemsize, self.layout, *args[start : start + step]]
+                )
             except _DOWN as error:
                 raise self.outage.failed(error) from error
             self.outage.answered()
@@ -215,8 +220,12 @@ class RedisStore:
         """The customer's signal rows (ordered by ts), or None for a customer never seen; StoreUnavailable
         while Redis is down."""
         try:
-            blob, names, layout = cast(list[bytes | None], self.client.mget(
-                self.prefix + "rows:" + customer_id, self.prefix + "category_names", self.prefix + "layout"))
+            blob, names, layout = cast(
+                list[bytes | None],
+                self.client.mget(
+                    self.prefix + "rows:" + customer_id, self.prefix + "category_names", self.prefix + "layout"
+                ),
+            )
         except _DOWN as error:
             raise self.outage.failed(error) from error
         self.outage.answered()
@@ -227,8 +236,12 @@ class RedisStore:
         table = np.frombuffer(blob, RECORD)
         table = table[np.argsort(table["ts"], kind="stable")]
         categories = np.array([*(names or b"").decode().split("\0")[:-1], None], dtype=object)
-        return CustomerRows(category=categories[table["category"]], ts=table["ts"].astype("int64"),
-                            visible=table["visible"].astype("int64"), values=table["values"].astype("float64"))
+        return CustomerRows(
+            category=categories[table["category"]],
+            ts=table["ts"].astype("int64"),
+            visible=table["visible"].astype("int64"),
+            values=table["values"].astype("float64"),
+        )
 
     def customers(self) -> list[str]:
         """Every customer with at least one stored signal, sorted."""
@@ -239,12 +252,18 @@ class RedisStore:
         contain their id; return (keys and members erased, their devices). Redis's own snapshots keep them until
         they are next rewritten (docs/privacy.md)."""
         links, seen = self.prefix + "links", self.prefix + "seen"
-        devices = [d.decode() for d, link in self.client.hscan_iter(links, count=1000)
-                   if link.decode().partition(" ")[2] == customer_id]
+        devices = [
+            d.decode()
+            for d, link in self.client.hscan_iter(links, count=1000)
+            if link.decode().partition(" ")[2] == customer_id
+        ]
         hashed = self.client.type(seen) == b"hash"  # event ids alone, or with their content's fingerprint
         scan = self.client.hscan_iter if hashed else self.client.sscan_iter
-        found = {member[0] if hashed else member
-                 for name in [customer_id, *devices] for member in scan(seen, match=f"*{_glob_escape(name)}*")}
+        found = {
+            member[0] if hashed else member
+            for name in [customer_id, *devices]
+            for member in scan(seen, match=f"*{_glob_escape(name)}*")
+        }
         with self.client.pipeline() as batch:
             batch.delete(self.prefix + "rows:" + customer_id, *(self.prefix + "pending:" + d for d in devices))
             batch.srem(self.prefix + "customers", customer_id)
@@ -259,12 +278,14 @@ class RedisStore:
         """Forget every event, link and row under the prefix (before a rebuild)."""
         keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
         for start in range(0, len(keys), 1000):
-            self.client.unlink(*keys[start:start + 1000])
+            self.client.unlink(*keys[start : start + 1000])
 
     def _refusal(self) -> RuntimeError:
         """The error for a store whose records were packed for other signals."""
-        return RuntimeError(f"the online store at {self.prefix}* holds rows packed for other signals than "
-                            f"{self.layout}; rebuild it (nbo features)")
+        return RuntimeError(
+            f"the online store at {self.prefix}* holds rows packed for other signals than "
+            f"{self.layout}; rebuild it (nbo features)"
+        )
 
     def close(self) -> None:
         """Release the connection."""

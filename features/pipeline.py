@@ -17,12 +17,11 @@ from features.ingest_catalogue import complete_catalogue, read_table, table_file
 from features.lake import compact_lake, known_ids, read_lake_table, without_ids
 from features.offline import build_training_set, choose_cutoffs
 from features.online import open_store
-from features.store_interface import FeatureStore
 from features.privacy import drop_erased
 from features.publish import publish_folder, stage_folder, write_atomically
+from features.store_interface import FeatureStore
 from features.training_set import plan_cutoffs, write_training_set
 from nbo.config import Paths
-
 
 # Event columns with few distinct values (ids, vocabularies): read as categoricals, so that no string is
 # materialised per row and the feature builder works on their codes.
@@ -55,9 +54,8 @@ def read_events(files: list[Path], columns: list[str] | None = None, lake: pa.Ta
     tables = []
     for path in files:
         names = pq.read_schema(path).names
-        tables.append(pq.read_table(path, columns=read,
-                                    read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names]))
-    if merging:
+        tables.append(pq.read_table(path, columns=read, read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names]))
+    if lake is not None and merging:
         known = [known_ids(t["event_id"], lake["event_id"]) for t in tables]
         fresh = without_ids(lake, pa.concat_arrays(known) if known else pa.array([], pa.string()))
         tables.append(encode_dictionaries(fresh.select(read) if read else fresh))
@@ -83,8 +81,9 @@ STORE_BATCH = 20_000  # events per write transaction when the online store is up
 STORE_PAUSE_S = 0.1  # between them: a writer waiting for the lock (SQLite retries every 100 ms at most) gets in
 
 
-def build_features(paths: Paths, n_cutoffs: int | None = None, horizon_days: int | None = None,
-                   online: str = "rebuild") -> dict[str, object]:
+def build_features(
+    paths: Paths, n_cutoffs: int | None = None, horizon_days: int | None = None, online: str = "rebuild"
+) -> dict[str, object]:
     """Write the point-in-time training set (published in one step: readers see the old one or the new one) and
     load the events into the online store: ``online="rebuild"`` empties it first; ``"update"`` adds only the
     events it has not seen (by event_id), so a service reading it meanwhile never sees it empty. Items, offers and
@@ -100,10 +99,17 @@ def build_features(paths: Paths, n_cutoffs: int | None = None, horizon_days: int
     staged = stage_folder(paths.training_set)
     write_training_set(training, staged)
     publish_folder(staged, paths.training_set)
-    lineage = {"events": len(events), "rows": len(training.rows), "customer_rows": len(training.customers),
-               "positives": int(training.rows["label"].sum()), "horizon_days": horizon_days,
-               "cutoffs": [c.isoformat() for c in cutoffs], "events_sha256": hash_frame(events),
-               "lake_events": read_lake_table(paths, ["event_id"]).num_rows, "lake_compacted": compacted["events"]}
+    lineage = {
+        "events": len(events),
+        "rows": len(training.rows),
+        "customer_rows": len(training.customers),
+        "positives": int(training.rows["label"].sum()),
+        "horizon_days": horizon_days,
+        "cutoffs": [c.isoformat() for c in cutoffs],
+        "events_sha256": hash_frame(events),
+        "lake_events": read_lake_table(paths, ["event_id"]).num_rows,
+        "lake_compacted": compacted["events"],
+    }
     write_atomically(paths.training_set.with_suffix(".json"), lambda p: p.write_text(json.dumps(lineage, indent=2)))
     store = open_store(paths)
     if online == "rebuild":
@@ -122,7 +128,7 @@ def update_store(store: FeatureStore, events: pd.DataFrame) -> int:
     ordered = events.sort_values("ts", kind="stable")
     written = 0
     for start in range(0, len(ordered), STORE_BATCH):
-        written += store.write(ordered.iloc[start:start + STORE_BATCH])
+        written += store.write(ordered.iloc[start : start + STORE_BATCH])
         time.sleep(STORE_PAUSE_S)
     return written
 

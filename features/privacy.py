@@ -67,8 +67,11 @@ class PrivacyRegister:
         """Register the senders of ``opt_out`` events (the customer, else the device); return how many are new."""
         asked = events[events["event_type"] == OPT_OUT]
         who = asked["customer_id"].astype(object).where(asked["customer_id"].notna(), asked["anonymous_id"])
-        rows = [(self.digest("customer", str(w)), int(t.timestamp())) for w, t in zip(who, asked["ts"])
-                if isinstance(w, str)]
+        rows = [
+            (self.digest("customer", str(w)), int(t.timestamp()))
+            for w, t in zip(who, asked["ts"])
+            if isinstance(w, str)
+        ]
         if not rows:
             return 0
         with write_transaction(self.db, self.writing):

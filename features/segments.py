@@ -51,4 +51,3 @@ def latest_tiers(customers: pd.DataFrame, lifetime: pd.DataFrame | None = None) 
     else:
         value = lifetime.set_index("customer_id")["value_tier"].reindex(latest.index).fillna(VALUE_TIERS[0])
     return pd.concat([activity_tier(latest), value.rename("value_tier")], axis=1).reset_index()
-

@@ -31,8 +31,9 @@ CHUNK_CUSTOMERS = 2000
 SESSIONS_PER_CHUNK = 10**8
 
 
-def simulate(out_dir: Path, n_customers: int, days: int, seed: int, start: str = "2025-01-01",
-             progress: bool = False) -> dict[str, object]:
+def simulate(
+    out_dir: Path, n_customers: int, days: int, seed: int, start: str = "2025-01-01", progress: bool = False
+) -> dict[str, object]:
     """Write events, customers, items, offers, exposures and truth parquet files; return a summary."""
     if n_customers < 1 or days < 1:
         raise ValueError("n_customers and days must be at least 1")
@@ -72,8 +73,7 @@ def simulate(out_dir: Path, n_customers: int, days: int, seed: int, start: str =
             table = buf.build_table(names, stats["events"], start_ns + days * DAY_NS)
             events.write_table(table)
             shown = build_exposures(exp, pur, pop, cat, names.campaigns, campaign_base, days)
-            exposures = exposures or stack.enter_context(pq.ParquetWriter(out_dir / "exposures.parquet",
-                                                                          shown.schema))
+            exposures = exposures or stack.enter_context(pq.ParquetWriter(out_dir / "exposures.parquet", shown.schema))
             exposures.write_table(shown)
             np.add.at(spend, pur.customer, pur.amount)
             journeys += np.bincount(pur.journey, minlength=len(JOURNEYS))
@@ -85,8 +85,9 @@ def simulate(out_dir: Path, n_customers: int, days: int, seed: int, start: str =
             if bar:
                 bar.advance(task)
     _write_tables(out_dir, pop, cat, start_ns, seed)
-    return _summarise(stats, spend, journeys, n_customers, len(cat.item_ids), len(cat.offer_ids),
-                      time.perf_counter() - began)
+    return _summarise(
+        stats, spend, journeys, n_customers, len(cat.item_ids), len(cat.offer_ids), time.perf_counter() - began
+    )
 
 
 def _build_dictionaries(pop: Population, cat: Catalog, start_ns: int, days: int) -> Dictionaries:
@@ -94,9 +95,14 @@ def _build_dictionaries(pop: Population, cat: Catalog, start_ns: int, days: int)
     dates = pd.date_range(pd.Timestamp(start_ns, tz="UTC"), periods=days, freq="D").strftime("%Y-%m-%d")
     newsletters = [f"nl-{d}-{k}" for d in dates for k in CATEGORY_NAMES]
     offers = [f"cmp-{d}" for d in dates]
-    return Dictionaries(pa.array(pop.ids, pa.string()), pa.array(pop.anon_ids, pa.string()),
-                        pa.array(cat.item_ids, pa.string()), pa.array(CATEGORY_NAMES, pa.string()),
-                        pa.array(cat.offer_ids, pa.string()), pa.array(newsletters + offers, pa.string()))
+    return Dictionaries(
+        pa.array(pop.ids, pa.string()),
+        pa.array(pop.anon_ids, pa.string()),
+        pa.array(cat.item_ids, pa.string()),
+        pa.array(CATEGORY_NAMES, pa.string()),
+        pa.array(cat.offer_ids, pa.string()),
+        pa.array(newsletters + offers, pa.string()),
+    )
 
 
 def _open_progress(show: bool) -> Progress | nullcontext:
@@ -115,8 +121,15 @@ def _write_tables(out_dir: Path, pop: Population, cat: Catalog, start_ns: int, s
     pq.write_table(build_truth_table(pop, start_ns), out_dir / "truth.parquet")
 
 
-def _summarise(stats: dict[str, int], spend: np.ndarray, journeys: np.ndarray, n_customers: int,
-               n_items: int, n_offers: int, seconds: float) -> dict[str, object]:
+def _summarise(
+    stats: dict[str, int],
+    spend: np.ndarray,
+    journeys: np.ndarray,
+    n_customers: int,
+    n_items: int,
+    n_offers: int,
+    seconds: float,
+) -> dict[str, object]:
     """Counts and realism figures of one run."""
     count = dict(zip(JOURNEYS, journeys.tolist()))
     store = count["ropo"] + count["store"]
@@ -124,8 +137,13 @@ def _summarise(stats: dict[str, int], spend: np.ndarray, journeys: np.ndarray, n
     top = np.sort(spend)[::-1][: max(1, int(round(0.15 * n_customers)))]
     purchases = int(journeys.sum())
     return {
-        "customers": n_customers, "items": n_items, "offers": n_offers, "events": stats["events"],
-        "purchases": purchases, "revenue": round(float(spend.sum()), 2), "exposures": stats["exposures"],
+        "customers": n_customers,
+        "items": n_items,
+        "offers": n_offers,
+        "events": stats["events"],
+        "purchases": purchases,
+        "revenue": round(float(spend.sum()), 2),
+        "exposures": stats["exposures"],
         "top15_revenue_share": round(float(top.sum() / max(spend.sum(), 1e-9)), 3),
         "ropo_share": round(count["ropo"] / max(store, 1), 3),
         "showrooming_share": round(count["showrooming"] / max(online, 1), 3),
@@ -133,5 +151,6 @@ def _summarise(stats: dict[str, int], spend: np.ndarray, journeys: np.ndarray, n
         "anonymous_event_share": round(stats["anonymous_events"] / max(stats["events"], 1), 3),
         "control_share": round(stats["control"] / max(stats["exposures"], 1), 3),
         "offer_purchase_share": round(stats["offer_purchases"] / max(purchases, 1), 3),
-        "seconds": round(seconds, 2), "events_per_second": round(stats["events"] / max(seconds, 1e-9)),
+        "seconds": round(seconds, 2),
+        "events_per_second": round(stats["events"] / max(seconds, 1e-9)),
     }

@@ -36,8 +36,9 @@ class CustomerRows:
 
 
 # signals summed over all time: the only ones a row older than the look-back still counts for
-_ALL_TIME_SIGNALS = np.array([SIGNAL_NAMES.index(n) for w, names in EXTRA_WINDOWS if w == ALL_TIME for n in names],
-                             dtype="int64")
+_ALL_TIME_SIGNALS = np.array(
+    [SIGNAL_NAMES.index(n) for w, names in EXTRA_WINDOWS if w == ALL_TIME for n in names], dtype="int64"
+)
 
 
 def aggregate_rows(rows: CustomerRows, t: int, categories: list[str]) -> Aggregates:
@@ -48,7 +49,7 @@ def aggregate_rows(rows: CustomerRows, t: int, categories: list[str]) -> Aggrega
     m = (rows.visible < t) & (rows.ts < t) & recent_or_lasting
     ts, values = rows.ts[m], rows.values[m]
     inside = (ts[:, None] >= lows[None, :]).astype("float64")
-    in_category = (rows.category[m][None, :] == np.asarray(categories, dtype=object)[:, None])
+    in_category = rows.category[m][None, :] == np.asarray(categories, dtype=object)[:, None]
     fired = (values != 0) & (ts >= LOOKBACK.start(t))[:, None]
     when = np.where(fired, ts[:, None].astype("float64"), -np.inf)
     k = len(categories)

@@ -33,8 +33,9 @@ class TrainingSet:
     customers: pd.DataFrame
 
 
-def plan_cutoffs(first: pd.Timestamp, last: pd.Timestamp, n: int | None = None,
-                 horizon_days: int | None = None) -> tuple[int, int]:
+def plan_cutoffs(
+    first: pd.Timestamp, last: pd.Timestamp, n: int | None = None, horizon_days: int | None = None
+) -> tuple[int, int]:
     """The number of cutoffs and the horizon (days) for events from ``first`` to ``last``: those given, else the
     defaults where the span allows them, else the most that fit (MIN_CUTOFFS at least, which training needs).
     N cutoffs H days apart, the last one H days before the last midnight, need more than N x H days from the first
@@ -51,13 +52,17 @@ def plan_cutoffs(first: pd.Timestamp, last: pd.Timestamp, n: int | None = None,
         return count, horizon
     span = f"the events span {last - first} ({first} .. {last}), {max(days, 0):.1f} days to the last midnight"
     if fits(MIN_CUTOFFS) < 1:
-        raise ValueError(f"{span}: too short for a model, which needs {MIN_CUTOFFS} cutoffs a day apart at least, "
-                         f"hence events over more than {MIN_CUTOFFS} days (--cutoffs {MIN_CUTOFFS} --horizon-days 1): "
-                         "ingest a longer period")
+        raise ValueError(
+            f"{span}: too short for a model, which needs {MIN_CUTOFFS} cutoffs a day apart at least, "
+            f"hence events over more than {MIN_CUTOFFS} days (--cutoffs {MIN_CUTOFFS} --horizon-days 1): "
+            "ingest a longer period"
+        )
     fewer, closer = (fits(horizon), horizon) if fits(horizon) >= MIN_CUTOFFS else (MIN_CUTOFFS, fits(MIN_CUTOFFS))
-    raise ValueError(f"{span}: too short for {count} cutoffs {horizon} days apart, which need more than "
-                     f"{count * horizon} days; pass fewer or closer cutoffs, such as --cutoffs {fewer} "
-                     f"--horizon-days {closer}, or leave both out to fit them to the span")
+    raise ValueError(
+        f"{span}: too short for {count} cutoffs {horizon} days apart, which need more than "
+        f"{count * horizon} days; pass fewer or closer cutoffs, such as --cutoffs {fewer} "
+        f"--horizon-days {closer}, or leave both out to fit them to the span"
+    )
 
 
 def locate_customers(rows: pd.DataFrame, customers: pd.DataFrame) -> np.ndarray:

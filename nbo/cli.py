@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import pandas as pd
@@ -30,21 +30,27 @@ console = Console()
 Home = Annotated[Path | None, typer.Option(help="Data folder (default $NBO_HOME or ./data).")]
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print a clear error and exit non-zero."""
     console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(2)
 
 
 @app.command()
-def generate(customers: Annotated[int | None, typer.Option(help="Customers (default 3,000; experiment "
-                                                                  "30,000).")] = None,
-             days: int = 180, seed: int = 42,
-             start: Annotated[str | None, typer.Option(help="First day (default: DAYS before today).")] = None,
-             home: Home = None,
-             setting: Annotated[str, typer.Option(help="retailer (events, catalogue, offers) or experiment (a "
-                                                       "randomised two-version e-mail test, one send date).")]
-             = "retailer") -> None:
+def generate(
+    customers: Annotated[int | None, typer.Option(help="Customers (default 3,000; experiment 30,000).")] = None,
+    days: int = 180,
+    seed: int = 42,
+    start: Annotated[str | None, typer.Option(help="First day (default: DAYS before today).")] = None,
+    home: Home = None,
+    setting: Annotated[
+        str,
+        typer.Option(
+            help="retailer (events, catalogue, offers) or experiment (a "
+            "randomised two-version e-mail test, one send date)."
+        ),
+    ] = "retailer",
+) -> None:
     """Simulate an omnichannel retailer's events, catalogue and offers (or an e-mail experiment) into the data
     folder."""
     from features.simulate import simulate
@@ -54,48 +60,69 @@ def generate(customers: Annotated[int | None, typer.Option(help="Customers (defa
     start = start or (pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=days)).date().isoformat()
     if setting not in ("retailer", "experiment"):
         fail(f"--setting must be 'retailer' or 'experiment', got {setting!r}")
-    summary = (simulate_experiment(paths.raw, customers or 30_000, seed, start) if setting == "experiment"
-               else simulate(paths.raw, customers or 3000, days, seed, start=start, progress=True))
+    summary = (
+        simulate_experiment(paths.raw, customers or 30_000, seed, start)
+        if setting == "experiment"
+        else simulate(paths.raw, customers or 3000, days, seed, start=start, progress=True)
+    )
     console.print_json(json.dumps(summary, default=str))
 
 
 @app.command()
-def ingest(paths: Annotated[list[Path], typer.Argument(help="Source files (a table may come in parts).")],
-           format: Annotated[str, typer.Option("--format", help="Source format: canonical, cdnow, rees46, "
-                                                                "retailrocket or uci (docs/own-data.md).")] = "canonical",
-           table: Annotated[str, typer.Option(help="events, or items, offers or customers (without them `nbo "
-                                                   "features` derives them from the events).")] = "events",
-           encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
-           home: Home = None) -> None:
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Source files (a table may come in parts).")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="Source format: canonical, cdnow, rees46, retailrocket or uci (docs/own-data.md)."
+        ),
+    ] = "canonical",
+    table: Annotated[
+        str,
+        typer.Option(
+            help="events, or items, offers or customers (without them `nbo features` derives them from the events)."
+        ),
+    ] = "events",
+    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
+    home: Home = None,
+) -> None:
     """Validate and load source files; rejected rows go to the quarantine folder with their row, column and
     reason, and a file none of whose rows is accepted changes nothing."""
     from features.ingest import ingest_file
     from features.ingest_tables import ingest_table
 
     try:
+        reports: list[Any]  # IngestReport or TableReport: both print themselves and name their first rejected row
         if table != "events":
             reports = [ingest_table(table, format, paths, get_paths(home), encoding)]
         else:
             reports = [ingest_file(format, path, get_paths(home), encoding=encoding) for path in paths]
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
-    for report in reports:
-        console.print(report)
-        if report.first_rejected:
-            console.print(f"[yellow]{report.quarantined:,} rows quarantined[/] to {report.quarantine_path}; "
-                          f"first: {report.first_rejected}", soft_wrap=True)
+    for ingested in reports:
+        console.print(ingested)
+        if ingested.first_rejected:
+            console.print(
+                f"[yellow]{ingested.quarantined:,} rows quarantined[/] to {ingested.quarantine_path}; "
+                f"first: {ingested.first_rejected}",
+                soft_wrap=True,
+            )
 
 
 @app.command()
-def features(cutoffs: Annotated[int | None, typer.Option(min=1, help="Cutoffs (default: 6, or as many as the "
-                                                                     "events' span allows, 3 at least).")] = None,
-             horizon_days: Annotated[int | None, typer.Option(min=1, help="Days between cutoffs and of the label "
-                                                                          "window (default: 7, or less to fit the span).")]
-             = None, home: Home = None) -> None:
+def features(
+    cutoffs: Annotated[
+        int | None, typer.Option(min=1, help="Cutoffs (default: 6, or as many as the events' span allows, 3 at least).")
+    ] = None,
+    horizon_days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Days between cutoffs and of the label window (default: 7, or less to fit the span)."),
+    ] = None,
+    home: Home = None,
+) -> None:
     """Build the point-in-time training set and load the online store; items, offers and customers not ingested
     are derived from the events."""
     from features.pipeline import build_features
-
     from training.commands import working
 
     try:
@@ -119,12 +146,20 @@ def compact(home: Home = None) -> None:
 
 
 @app.command()
-def train(home: Home = None,
-          gate_metric: Annotated[str, typer.Option(envvar="NBO_GATE_METRIC", help=(
-              "Metric a new model must beat the champion on, both scored on the same test rows: test_auc, "
-              "test_pr_auc, test_log_loss, test_ece, test_{precision,recall,ndcg,hit_rate}_at_{1,3,5}."))] = "test_auc",
-          as_json: Annotated[bool, typer.Option("--json", help="Print the result and every metric as JSON.")] = False,
-          ) -> None:
+def train(
+    home: Home = None,
+    gate_metric: Annotated[
+        str,
+        typer.Option(
+            envvar="NBO_GATE_METRIC",
+            help=(
+                "Metric a new model must beat the champion on, both scored on the same test rows: test_auc, "
+                "test_pr_auc, test_log_loss, test_ece, test_{precision,recall,ndcg,hit_rate}_at_{1,3,5}."
+            ),
+        ),
+    ] = "test_auc",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result and every metric as JSON.")] = False,
+) -> None:
     """Train, evaluate and register a model (champion if it beats the current one), then lifetime value."""
     from training.commands import show_lifetime, show_training, working
     from training.lifetime import fit_lifetime
@@ -153,14 +188,20 @@ def train(home: Home = None,
 
 
 @app.command()
-def retrain(home: Home = None, cutoffs: int = 6, horizon_days: int = 7,
-            gate_metric: Annotated[str, typer.Option(envvar="NBO_GATE_METRIC",
-                                                     help="The purchase-intent gate (see `nbo train`).")] = "test_auc",
-            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+def retrain(
+    home: Home = None,
+    cutoffs: int = 6,
+    horizon_days: int = 7,
+    gate_metric: Annotated[
+        str, typer.Option(envvar="NBO_GATE_METRIC", help="The purchase-intent gate (see `nbo train`).")
+    ] = "test_auc",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
     """Everything accumulated (lake, ingested sources, decision log) to gated champions of every model; safe
     while the service serves. Exit 1 when a step failed (its previous output keeps serving), 2 when another
     retrain of the home is running."""
-    from training.retrain import RetrainRunning, retrain as retrain_home
+    from training.retrain import RetrainRunning
+    from training.retrain import retrain as retrain_home
 
     try:
         report = retrain_home(get_paths(home), cutoffs, horizon_days, gate_metric)
@@ -183,9 +224,14 @@ def retrain(home: Home = None, cutoffs: int = 6, horizon_days: int = 7,
 
 
 @app.command()
-def serve(port: int = 3000, home: Home = None,
-          workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default $NBO_WORKERS or 1; "
-                                                                   "one per core for throughput).")] = None) -> None:
+def serve(
+    port: int = 3000,
+    home: Home = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes (default $NBO_WORKERS or 1; one per core for throughput)."),
+    ] = None,
+) -> None:
     """Run the BentoML service in the foreground on the champion model."""
     from serving.process import explain_missing, missing_to_serve, serve_command
 
@@ -194,8 +240,9 @@ def serve(port: int = 3000, home: Home = None,
     if missing and missing != ["model"]:
         fail(explain_missing(paths, missing))
     if missing:
-        console.print(f"[yellow]warning:[/] {explain_missing(paths, missing)}; until then /recommend answers 503",
-                      soft_wrap=True)
+        console.print(
+            f"[yellow]warning:[/] {explain_missing(paths, missing)}; until then /recommend answers 503", soft_wrap=True
+        )
     os.environ["NBO_HOME"] = str(paths.home)
     if workers is not None:
         os.environ["NBO_WORKERS"] = str(workers)
@@ -217,16 +264,25 @@ def build(home: Home = None) -> None:
     except ValueError as error:
         fail(f"the champion cannot be packaged: {error}")
     bento, model = build_bento(client, version)
-    console.print(f"built {bento} declaring the model {model} (champion version {version}, served when the registry "
-                  f"cannot be reached); serve it with `bentoml serve {bento}` and NBO_HOME set", soft_wrap=True)
+    console.print(
+        f"built {bento} declaring the model {model} (champion version {version}, served when the registry "
+        f"cannot be reached); serve it with `bentoml serve {bento}` and NBO_HOME set",
+        soft_wrap=True,
+    )
 
 
 @app.command()
-def recommend(customer_id: str, channel: str = "web", k: int = 3, category: str | None = None,
-              url: str = "http://127.0.0.1:3000",
-              api_key: Annotated[str | None, typer.Option(envvar="NBO_API_KEY", show_envvar=True,
-                                                          help="Sent as x-api-key (when /recommend needs it).")] = None
-              ) -> None:
+def recommend(
+    customer_id: str,
+    channel: str = "web",
+    k: int = 3,
+    category: str | None = None,
+    url: str = "http://127.0.0.1:3000",
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="NBO_API_KEY", show_envvar=True, help="Sent as x-api-key (when /recommend needs it)."),
+    ] = None,
+) -> None:
     """Ask a running service for a customer's best offers."""
     body = {"customer_id": customer_id, "channel": channel, "k": k, "context": {"current_category": category}}
     headers = {"x-api-key": api_key} if api_key else {}
@@ -240,16 +296,19 @@ def recommend(customer_id: str, channel: str = "web", k: int = 3, category: str 
 
 
 @app.command()
-def openapi(output: Annotated[Path | None, typer.Option(help="Where to write it (default docs/openapi.json).")]
-            = None) -> None:
+def openapi(
+    output: Annotated[Path | None, typer.Option(help="Where to write it (default docs/openapi.json).")] = None,
+) -> None:
     """Write the service's OpenAPI document, the one its /docs.json serves."""
     from serving.openapi import OPENAPI_PATH, write_openapi
+
     console.print(f"wrote {write_openapi(output or OPENAPI_PATH)}")
 
 
 @app.command()
-def settings(markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of docs/operations.md.")]
-             = False) -> None:
+def settings(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of docs/operations.md.")] = False,
+) -> None:
     """Every NBO_ setting: its value here (secrets masked), its default and what it does."""
     from nbo.settings import describe_settings, load_settings, render_settings_markdown, shown
 
@@ -264,15 +323,17 @@ def settings(markdown: Annotated[bool, typer.Option("--markdown", help="Print th
     for column in ("variable", "value", "default", "meaning"):
         table.add_column(column, overflow="fold")
     for row, (name, value) in zip(describe_settings(), current):
-        table.add_row(row["variable"], shown(value) if name in current.model_fields_set else "", row["default"],
-                      row["meaning"])
+        table.add_row(
+            row["variable"], shown(value) if name in current.model_fields_set else "", row["default"], row["meaning"]
+        )
     console.print(table)
 
 
 def show_offers(decision: dict) -> None:
     """Print one customer's ranked offers as a table."""
-    title = f"{decision['customer_id']} (model v{decision['model_version']}" + \
-            (", popularity fallback)" if decision["fallback"] else ")")
+    title = f"{decision['customer_id']} (model v{decision['model_version']}" + (
+        ", popularity fallback)" if decision["fallback"] else ")"
+    )
     table = Table(title=title)
     for column in ("offer", "score", "expected value", "reason"):
         table.add_column(column)
@@ -282,8 +343,11 @@ def show_offers(decision: dict) -> None:
 
 
 @app.command()
-def forget(customer_id: str, home: Home = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False) -> None:
+def forget(
+    customer_id: str,
+    home: Home = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
     """Erase a customer: raw events and tables, online store, decision log, quarantine, lifetime and training
     sets (docs/privacy.md); later ingests and builds leave their past events out."""
     from features.forget import forget_customer
@@ -324,13 +388,17 @@ def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = No
     from training.uplift_commands import train_command as train_uplift
 
     paths = get_paths(home)
-    console.rule("1/8 generate events"); generate(customers, days, seed, None, paths.home)
-    console.rule("2/8 build features"); features(6, 7, paths.home)
-    console.rule("3/8 train and register the purchase-intent model"); train(paths.home)
+    console.rule("1/8 generate events")
+    generate(customers, days, seed, None, paths.home)
+    console.rule("2/8 build features")
+    features(6, 7, paths.home)
+    console.rule("3/8 train and register the purchase-intent model")
+    train(paths.home)
     console.rule("4/8 learn each offer's uplift from the simulated campaigns")
     with working("learning each offer's uplift"):
         train_uplift(home=paths.home)
-    console.rule("5/8 an e-mail campaign to a fifth of the customers"); campaign(0.2, home=paths.home)
+    console.rule("5/8 an e-mail campaign to a fifth of the customers")
+    campaign(0.2, home=paths.home)
     latest = latest_rows(read_customer_features(paths.training_set, ["customer_id", "cutoff", "cust_views_30d"]))
     known = latest.sort_values("cust_views_30d", ascending=False)["customer_id"].tolist()
     port = free_port()
@@ -346,12 +414,16 @@ def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = No
             show_offers(response.json())
     finally:
         stop_service(process)
-    console.rule("8/8 the model's HTML report"); written = write_report(paths)
-    console.print(f"\nReport:      {written}  (open it in a browser; `nbo report` writes it again)"
-                  f"\nMLflow UI:   .venv/bin/mlflow ui --backend-store-uri {paths.tracking_uri}"
-                  f"\n             then http://127.0.0.1:5000 (model '{MODEL_NAME}', alias 'champion'; runs, metrics, "
-                  "plots)"
-                  f"\nCampaign:    {paths.home / 'campaign.parquet'}  (one offer per customer; `nbo campaign --budget "
-                  "0.2` writes it again)"
-                  f"\nService:     .venv/bin/nbo serve --port 3000"
-                  f"\nAsk it:      .venv/bin/nbo recommend {known[0]} --channel web", soft_wrap=True)
+    console.rule("8/8 the model's HTML report")
+    written = write_report(paths)
+    console.print(
+        f"\nReport:      {written}  (open it in a browser; `nbo report` writes it again)"
+        f"\nMLflow UI:   .venv/bin/mlflow ui --backend-store-uri {paths.tracking_uri}"
+        f"\n             then http://127.0.0.1:5000 (model '{MODEL_NAME}', alias 'champion'; runs, metrics, "
+        "plots)"
+        f"\nCampaign:    {paths.home / 'campaign.parquet'}  (one offer per customer; `nbo campaign --budget "
+        "0.2` writes it again)"
+        f"\nService:     .venv/bin/nbo serve --port 3000"
+        f"\nAsk it:      .venv/bin/nbo recommend {known[0]} --channel web",
+        soft_wrap=True,
+    )

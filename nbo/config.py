@@ -62,4 +62,3 @@ class Paths:
 def get_paths(home: str | Path | None = None) -> Paths:
     """Resolve the NBO home: the argument, else $NBO_HOME, else ./data."""
     return Paths(Path(home or read_setting("home")).resolve())
-

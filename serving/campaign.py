@@ -18,8 +18,9 @@ from training.uplift_guard import choose_campaign
 from training.uplift_training import UPLIFT_FOLDER
 
 
-def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel: str,
-                  segment: dict[str, str]) -> tuple[pd.DataFrame, int, int, str]:
+def plan_campaign(
+    paths: Paths, recommender: Recommender, budget: float, channel: str, segment: dict[str, str]
+) -> tuple[pd.DataFrame, int, int, str]:
     """The chosen (customer, offer) rows, the number of eligible customers outside the control group, the
     number of eligible customers the control group held out, and what was sent and why."""
     model = load_uplift(paths.home / UPLIFT_FOLDER)
@@ -29,6 +30,7 @@ def plan_campaign(paths: Paths, recommender: Recommender, budget: float, channel
     customers = drop_opted_out(paths, customers[~customers["customer_id"].isin(contacted)])
     best, eligible = score_best_offers(model, customers, recommender.offers, channel, now, segment)
     best, eligible, held_out = leave_out_control(best, eligible, recommender.control)
-    chosen, sent, targeting = choose_campaign(paths.home / UPLIFT_FOLDER, model, best, recommender.offers, channel,
-                                              now, budget, eligible)
+    chosen, sent, targeting = choose_campaign(
+        paths.home / UPLIFT_FOLDER, model, best, recommender.offers, channel, now, budget, eligible
+    )
     return chosen, eligible, held_out, f"{sent}: {targeting['reason']}"

@@ -27,6 +27,11 @@ def check_events(raw: pd.DataFrame, recommender, now: pd.Timestamp | None = None
     """Validate a batch of events for the service: (accepted, quarantined with reasons). An event naming an offer,
     a category or a decision (one /recommend served) the service does not know is quarantined."""
     named = raw["decision_id"].dropna().astype(str).unique().tolist() if "decision_id" in raw else []
-    return validate_events(raw, SOURCE, now=now, known_offers=known_offers(recommender),
-                           known_decisions=recommender.log.known_decisions(named),
-                           known_categories=known_categories(recommender))
+    return validate_events(
+        raw,
+        SOURCE,
+        now=now,
+        known_offers=known_offers(recommender),
+        known_decisions=recommender.log.known_decisions(named),
+        known_categories=known_categories(recommender),
+    )

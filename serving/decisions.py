@@ -33,17 +33,35 @@ CREATE TABLE IF NOT EXISTS outcomes (event_id TEXT PRIMARY KEY, decision_id TEXT
 # serving.rules.ControlGroup); offer_id: the offer shown, NULL where a control slot showed nothing;
 # intended_offer_id: the offer the model's greedy policy would have shown in the slot (= offer_id unless the
 # slot explored or the customer is in the control group).
-DECISION_COLUMNS = ("decision_id", "ts", "customer_id", "channel", "model_version", "fallback", "offer_id", "rank",
-                    "score", "expected_value", "propensity", "explored", "group", "intended_offer_id")
+DECISION_COLUMNS = (
+    "decision_id",
+    "ts",
+    "customer_id",
+    "channel",
+    "model_version",
+    "fallback",
+    "offer_id",
+    "rank",
+    "score",
+    "expected_value",
+    "propensity",
+    "explored",
+    "group",
+    "intended_offer_id",
+)
 # Columns added since the first schema, with how existing rows are filled: every decision before the control
 # group was personalised; the intended offer of a slot that did not explore is the offer shown.
-MIGRATIONS = (('"group" TEXT', "UPDATE decisions SET \"group\" = 'treatment'"),
-              ("intended_offer_id TEXT", "UPDATE decisions SET intended_offer_id = offer_id WHERE explored = 0"))
+MIGRATIONS = (
+    ('"group" TEXT', "UPDATE decisions SET \"group\" = 'treatment'"),
+    ("intended_offer_id TEXT", "UPDATE decisions SET intended_offer_id = offer_id WHERE explored = 0"),
+)
 OUTCOME_TYPES = ("offer_shown", "offer_click", "purchase")
 MAX_QUEUED = 10_000  # served offers waiting for the writer before record() blocks
 WRITE_TRIES = 3  # a batch that fails this many times in a row stops the writer (the error reaches callers)
-INSERT_DECISION = (f"INSERT INTO decisions ({', '.join(chr(34) + c + chr(34) for c in DECISION_COLUMNS)}) "
-                   f"VALUES ({','.join('?' * len(DECISION_COLUMNS))})")
+INSERT_DECISION = (
+    f"INSERT INTO decisions ({', '.join(chr(34) + c + chr(34) for c in DECISION_COLUMNS)}) "
+    f"VALUES ({','.join('?' * len(DECISION_COLUMNS))})"
+)
 logger = logging.getLogger("nbo.decisions")
 
 
@@ -155,25 +173,35 @@ class DecisionLog:
     def contacts(self, customer_id: str, since: int) -> list[tuple[str, str, int]]:
         """Offers served to a customer since a time: (offer_id, channel, ts) tuples."""
         unwritten = [r for r in self._unwritten() if r[2] == customer_id and r[1] >= since]
-        found = self.db.execute("SELECT decision_id, rank, offer_id, channel, ts FROM decisions "
-                                "WHERE customer_id = ? AND ts >= ?", (customer_id, since)).fetchall()
+        found = self.db.execute(
+            "SELECT decision_id, rank, offer_id, channel, ts FROM decisions WHERE customer_id = ? AND ts >= ?",
+            (customer_id, since),
+        ).fetchall()
         committed = {(d, rank) for d, rank, *_ in found}
-        return [(o, c, ts) for _, _, o, c, ts in found] + \
-               [(r[6], r[3], r[1]) for r in unwritten if (r[0], r[7]) not in committed]
+        return [(o, c, ts) for _, _, o, c, ts in found] + [
+            (r[6], r[3], r[1]) for r in unwritten if (r[0], r[7]) not in committed
+        ]
 
     def contacted(self, channel: str, since: int) -> set[str]:
         """Customers who got an offer in a channel since a time."""
         unwritten = {r[2] for r in self._unwritten() if r[3] == channel and r[1] >= since}
-        found = self.db.execute("SELECT DISTINCT customer_id FROM decisions WHERE channel = ? AND ts >= ?",
-                                (channel, since))
+        found = self.db.execute(
+            "SELECT DISTINCT customer_id FROM decisions WHERE channel = ? AND ts >= ?", (channel, since)
+        )
         return {c for (c,) in found} | unwritten
 
     def known_decisions(self, ids: list[str]) -> set[str]:
         """The ids among `ids` of decisions this log holds (committed, or still queued in this process)."""
         wanted = set(ids)
         queued = {r[0] for r in self._unwritten() if r[0] in wanted}
-        found = self.db.execute(f"SELECT DISTINCT decision_id FROM decisions WHERE decision_id IN "
-                                f"({','.join('?' * len(wanted))})", list(wanted)) if wanted else []
+        found = (
+            self.db.execute(
+                f"SELECT DISTINCT decision_id FROM decisions WHERE decision_id IN ({','.join('?' * len(wanted))})",
+                list(wanted),
+            )
+            if wanted
+            else []
+        )
         return {d for (d,) in found} | queued
 
     def record_outcomes(self, events: pd.DataFrame) -> int:
@@ -181,9 +209,17 @@ class DecisionLog:
         if "decision_id" not in events:
             return 0
         linked = events[events["decision_id"].notna() & events["event_type"].isin(OUTCOME_TYPES)]
-        rows = [(e.event_id, e.decision_id, e.offer_id if pd.notna(e.offer_id) else None, e.event_type,
-                 int(e.ts.timestamp()), None if pd.isna(e.amount) else float(e.amount))
-                for e in linked.itertuples()]
+        rows = [
+            (
+                e.event_id,
+                e.decision_id,
+                e.offer_id if pd.notna(e.offer_id) else None,
+                e.event_type,
+                int(e.ts.timestamp()),
+                None if pd.isna(e.amount) else float(e.amount),
+            )
+            for e in linked.itertuples()
+        ]
         with write_transaction(self.outcomes, self.writing):
             return self.outcomes.executemany("INSERT OR IGNORE INTO outcomes VALUES (?,?,?,?,?,?)", rows).rowcount
 
@@ -193,11 +229,12 @@ class DecisionLog:
         self.flush()
         with self.writing:  # the rewrite too, outside any transaction
             with write_transaction(self.outcomes, self.writing):
-                erased = self.outcomes.execute("DELETE FROM outcomes WHERE decision_id IN (SELECT decision_id FROM "
-                                               "decisions WHERE customer_id = ?) OR instr(event_id, ?) > 0",
-                                               (customer_id, customer_id)).rowcount
-                erased += self.outcomes.execute("DELETE FROM decisions WHERE customer_id = ?",
-                                                (customer_id,)).rowcount
+                erased = self.outcomes.execute(
+                    "DELETE FROM outcomes WHERE decision_id IN (SELECT decision_id FROM "
+                    "decisions WHERE customer_id = ?) OR instr(event_id, ?) > 0",
+                    (customer_id, customer_id),
+                ).rowcount
+                erased += self.outcomes.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,)).rowcount
             wipe_freed_pages(self.outcomes)
         return erased
 
@@ -214,7 +251,9 @@ class DecisionLog:
             "SELECT d.*, EXISTS(SELECT 1 FROM outcomes o WHERE o.decision_id = d.decision_id AND "
             "o.event_type = 'offer_click' AND (o.offer_id = d.offer_id OR o.offer_id IS NULL)) AS clicked, "
             "EXISTS(SELECT 1 FROM outcomes o WHERE o.decision_id = d.decision_id AND o.event_type = 'purchase' "
-            "AND (o.offer_id = d.offer_id OR o.offer_id IS NULL)) AS converted FROM decisions d", self.db)
+            "AND (o.offer_id = d.offer_id OR o.offer_id IS NULL)) AS converted FROM decisions d",
+            self.db,
+        )
 
     def close(self) -> None:
         """Write what is queued, stop the writer and release the connection (idempotent)."""
@@ -241,7 +280,10 @@ def evaluate_decisions(joined: pd.DataFrame, reward: str = "converted") -> dict[
         raise ValueError("the decision log holds no decisions yet")
     rewards = first[reward].to_numpy(dtype="float64")
     weights = (~first["explored"].astype(bool)).to_numpy() / first["propensity"].to_numpy(dtype="float64")
-    return {"decisions": float(len(first)), "logged_value": float(rewards.mean()),
-            "greedy_ips": float((weights * rewards).mean()),
-            "greedy_snips": float((weights * rewards).sum() / weights.sum()) if weights.sum() else float("nan"),
-            "explored_share": float(first["explored"].astype(bool).mean())}
+    return {
+        "decisions": float(len(first)),
+        "logged_value": float(rewards.mean()),
+        "greedy_ips": float((weights * rewards).mean()),
+        "greedy_snips": float((weights * rewards).sum() / weights.sum()) if weights.sum() else float("nan"),
+        "explored_share": float(first["explored"].astype(bool).mean()),
+    }

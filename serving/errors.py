@@ -23,8 +23,11 @@ MAX_MESSAGE = 500  # characters of a plain-text body kept as the message
 class ErrorDetail(BaseModel):
     """One thing wrong with the request."""
 
-    loc: list[str | int] = Field(..., description="Where: field names and list positions, from the body's root.",
-                                 examples=[["events", 0, "amount"]])
+    loc: list[str | int] = Field(
+        ...,
+        description="Where: field names and list positions, from the body's root.",
+        examples=[["events", 0, "amount"]],
+    )
     msg: str = Field(..., description="What is wrong, in plain words.", examples=["Input should be a finite number"])
     type: str = Field(..., description="A stable, machine-readable kind of error.", examples=["finite_number"])
 
@@ -52,13 +55,19 @@ def status_code_name(status: int) -> str:
 
 def error_document(status: int, message: str, details: list[dict] | None = None, code: str | None = None) -> dict:
     """The error document of one refusal."""
-    return {"error": {"status": status, "code": code or status_code_name(status), "message": message,
-                      "details": details or []}}
+    return {
+        "error": {
+            "status": status,
+            "code": code or status_code_name(status),
+            "message": message,
+            "details": details or [],
+        }
+    }
 
 
-def refuse(ctx, status: int, message: str, details: list[dict] | None = None,
-           code: str | None = None) -> JSONResponse:
-    """An endpoint's own refusal, in the error document (BentoML copies the context's status onto a response)."""
+def refuse(ctx, status: int, message: str, details: list[dict] | None = None, code: str | None = None) -> Any:
+    """An endpoint's own refusal, in the error document (BentoML copies the context's status onto a response): a
+    JSONResponse, returned in place of the route's declared response model (typed Any for that reason)."""
     ctx.response.status_code = status
     return JSONResponse(error_document(status, message, details, code), status_code=status)
 
@@ -71,8 +80,11 @@ def is_error_document(data: Any) -> TypeGuard[dict]:
 
 def _detail(item: dict) -> dict:
     """A pydantic error as BentoML sends it, reduced to loc, msg and type (no input, no context, no link)."""
-    return {"loc": [p if isinstance(p, int) else str(p) for p in item.get("loc", [])], "msg": str(item.get("msg", "")),
-            "type": str(item.get("type", "invalid"))}
+    return {
+        "loc": [p if isinstance(p, int) else str(p) for p in item.get("loc", [])],
+        "msg": str(item.get("msg", "")),
+        "type": str(item.get("type", "invalid")),
+    }
 
 
 def normalise_error(status: int, body: bytes) -> dict:
@@ -91,8 +103,9 @@ def normalise_error(status: int, body: bytes) -> dict:
     message = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
     if isinstance(data, dict) and isinstance(data.get("detail"), list):
         details = [_detail(d) for d in data["detail"] if isinstance(d, dict)]
-        return error_document(status, f"invalid request: {len(details)} error(s), see details", details,
-                              code="invalid_request")
+        return error_document(
+            status, f"invalid request: {len(details)} error(s), see details", details, code="invalid_request"
+        )
     if isinstance(data, dict):
         message = next((data[k] for k in ("error", "detail", "message") if isinstance(data.get(k), str)), message)
     return error_document(status, message)
@@ -116,8 +129,11 @@ class QuietRefusals(logging.Filter):
         status = refused_status(error)
         if status is None:
             return True
-        kinds = sorted({e["type"] for e in error.errors()}) if isinstance(error, ValidationError) else \
-            [type(error).__name__]
+        kinds = (
+            sorted({e["type"] for e in error.errors()})
+            if isinstance(error, ValidationError)
+            else [type(error).__name__]
+        )
         path, method = record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
         record.msg, record.args = "refused %s %s with %d: %s", (method, path, status, ", ".join(kinds))
         record.exc_info, record.exc_text = None, None

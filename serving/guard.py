@@ -46,15 +46,23 @@ def media_type(headers: dict[bytes, bytes]) -> bytes:
 def warn_when_open() -> None:
     """One warning per worker at start when anybody who reaches the port may write."""
     if not read_setting("api_key"):
-        logger.warning("NBO_API_KEY is not set: %s and DELETE /customers/{id} accept requests from anybody who can "
-                       "reach this port", ", ".join(KEYED_ROUTES))
+        logger.warning(
+            "NBO_API_KEY is not set: %s and DELETE /customers/{id} accept requests from anybody who can "
+            "reach this port",
+            ", ".join(KEYED_ROUTES),
+        )
 
 
 async def answer(send: Send, document: dict) -> None:
     """Send an error document as the whole response."""
     body = json.dumps(document).encode()
-    await send({"type": "http.response.start", "status": document["error"]["status"],
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": document["error"]["status"],
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -81,8 +89,16 @@ def rewriting(send: Send, rewrite: Callable[[int, bytes], bytes], when: Callable
             return None
         body = rewrite(held["status"], b"".join(chunks))
         headers = [(k, v) for k, v in held.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
-        await send({**held, "headers": [*headers, (b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                **held,
+                "headers": [
+                    *headers,
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         return await send({"type": "http.response.body", "body": body})
 
     return wrapped
@@ -111,8 +127,10 @@ class Guard:
             if needs_key(path) and not key_matches(headers.get(b"x-api-key", b"")):
                 return await answer(send, error_document(401, "missing or wrong x-api-key header"))
             if media_type(headers) not in JSON_TYPES:
-                return await answer(send, error_document(
-                    415, "send the request body as application/json", code="unsupported_media_type"))
+                return await answer(
+                    send,
+                    error_document(415, "send the request body as application/json", code="unsupported_media_type"),
+                )
         return await self.app(scope, receive, rewriting(send, as_error_document))
 
     def complete_docs(self, status: int, body: bytes) -> bytes:

@@ -12,12 +12,19 @@ from nbo.settings import read_setting
 
 RECOMMENDATIONS = Counter("nbo_recommendations", "Offers recommended", ["offer_id", "channel"])
 DECISIONS = Counter("nbo_decisions", "Recommendation decisions", ["fallback", "channel"])
-LATENCY = Histogram("nbo_recommend_seconds", "Time to decide, inside the service",
-                    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
-DEGRADED = Counter("nbo_degraded", "Decisions served by the popularity fallback because the online store "
-                   "was unreachable")
-REASON_CONTRIBUTIONS = Counter("nbo_reason_contributions", "Shown offers explained, by whether their SHAP "
-                               "contributions were computed or reused (same split decisions)", ["source"])
+LATENCY = Histogram(
+    "nbo_recommend_seconds",
+    "Time to decide, inside the service",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+)
+DEGRADED = Counter(
+    "nbo_degraded", "Decisions served by the popularity fallback because the online store was unreachable"
+)
+REASON_CONTRIBUTIONS = Counter(
+    "nbo_reason_contributions",
+    "Shown offers explained, by whether their SHAP contributions were computed or reused (same split decisions)",
+    ["source"],
+)
 EVENTS = Counter("nbo_events", "Events received on /events", ["outcome"])
 logger = logging.getLogger("nbo.decisions")
 _SALT = read_setting("log_salt")
@@ -38,8 +45,17 @@ def observe_decision(decision, channel: str, seconds: float) -> None:
         RECOMMENDATIONS.labels(offer.offer_id, channel).inc()
     if not logger.isEnabledFor(logging.INFO):  # the JSON line and the hash cost more than the rest
         return
-    logger.info(json.dumps({"decision_id": decision.decision_id, "customer": pseudonymise(decision.customer_id),
-                            "channel": channel, "model_version": decision.model_version,
-                            "fallback": decision.fallback, "degraded": decision.degraded,
-                            "offers": [o.offer_id for o in decision.offers],
-                            "ms": round(seconds * 1000, 3)}))
+    logger.info(
+        json.dumps(
+            {
+                "decision_id": decision.decision_id,
+                "customer": pseudonymise(decision.customer_id),
+                "channel": channel,
+                "model_version": decision.model_version,
+                "fallback": decision.fallback,
+                "degraded": decision.degraded,
+                "offers": [o.offer_id for o in decision.offers],
+                "ms": round(seconds * 1000, 3),
+            }
+        )
+    )

@@ -21,31 +21,63 @@ COMMON_ERRORS = {
 }
 ROUTE_ERRORS = {
     "/recommend": {"503": "The service cannot decide now (no model and no fallback ready); see `Retry-After`."},
-    "/events": {"409": "An event_id already applied with different content.",
-                "422": "No event of the batch was accepted: `details` gives each row's field and reason.",
-                "503": "The online store is unreachable or loading: nothing was applied; retry after `Retry-After`."},
-    "/campaign": {"409": "No uplift model trained yet (`nbo uplift train`).",
-                  "503": "The service cannot plan now; see `Retry-After`."},
-    "/admin/reload": {"409": "The registry has no champion this code can serve: the current model stays.",
-                      "503": "The registry is unreachable: the current model stays."},
+    "/events": {
+        "409": "An event_id already applied with different content.",
+        "422": "No event of the batch was accepted: `details` gives each row's field and reason.",
+        "503": "The online store is unreachable or loading: nothing was applied; retry after `Retry-After`.",
+    },
+    "/campaign": {
+        "409": "No uplift model trained yet (`nbo uplift train`).",
+        "503": "The service cannot plan now; see `Retry-After`.",
+    },
+    "/admin/reload": {
+        "409": "The registry has no champion this code can serve: the current model stays.",
+        "503": "The registry is unreachable: the current model stays.",
+    },
     "/status": {},
-    "/customers/{customer_id}": {"400": "The customer id is blank or over 128 characters.",
-                                 "404": "No customer id in the path."},
+    "/customers/{customer_id}": {
+        "400": "The customer id is blank or over 128 characters.",
+        "404": "No customer id in the path.",
+    },
 }
-FORGET: dict[str, Any] = {  # DELETE /customers/{customer_id}: a Starlette route beside BentoML's, so BentoML does not document it
-    "tags": ["Service APIs"], "operationId": "NextBestOffer__forget", "security": [{"ApiKey": []}],
+FORGET: dict[
+    str, Any
+] = {  # DELETE /customers/{customer_id}: a Starlette route beside BentoML's, so BentoML does not document it
+    "tags": ["Service APIs"],
+    "operationId": "NextBestOffer__forget",
+    "security": [{"ApiKey": []}],
     "description": "Erase a customer from raw events and tables, the online store, the decision log and outcomes, "
-                   "quarantine files, lifetime tables and training sets (docs/privacy.md).",
-    "parameters": [{"name": "customer_id", "in": "path", "required": True,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 128}}],
-    "responses": {"200": {"description": "Rows or keys erased, per place.", "content": {"application/json": {
-        "schema": {"type": "object", "required": ["erased"], "properties": {
-            "erased": {"type": "object", "additionalProperties": {"type": "integer"}}}}}}}}}
+    "quarantine files, lifetime tables and training sets (docs/privacy.md).",
+    "parameters": [
+        {
+            "name": "customer_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+        }
+    ],
+    "responses": {
+        "200": {
+            "description": "Rows or keys erased, per place.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["erased"],
+                        "properties": {"erased": {"type": "object", "additionalProperties": {"type": "integer"}}},
+                    }
+                }
+            },
+        }
+    },
+}
 FORGET_ROUTE = ("/customers/{customer_id}",)
 UNAUTHORISED = "Missing or wrong `x-api-key` header (checked before the body is read)."
-DESCRIPTION = ("Next-best-offer decisions, live events and campaign plans. Every answer with a status of 400 or more "
-               "carries the `ErrorResponse` document. Write and admin routes need the `x-api-key` header when "
-               "`NBO_API_KEY` is set; `/recommend` too when `NBO_RECOMMEND_NEEDS_KEY` is true.")
+DESCRIPTION = (
+    "Next-best-offer decisions, live events and campaign plans. Every answer with a status of 400 or more "
+    "carries the `ErrorResponse` document. Write and admin routes need the `x-api-key` header when "
+    "`NBO_API_KEY` is set; `/recommend` too when `NBO_RECOMMEND_NEEDS_KEY` is true."
+)
 OPENAPI_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 
 
@@ -61,8 +93,11 @@ def _errors(path: str, statuses: tuple[str, ...] | None = None) -> dict:
     errors = {**COMMON_ERRORS, **ROUTE_ERRORS.get(path, {})}
     if path in KEYED_ROUTES or path in OPTIONALLY_KEYED_ROUTES or path in FORGET_ROUTE:
         errors["401"] = UNAUTHORISED
-    return {status: {"description": text, **ERROR} for status, text in sorted(errors.items())
-            if statuses is None or status in statuses}
+    return {
+        status: {"description": text, **ERROR}
+        for status, text in sorted(errors.items())
+        if statuses is None or status in statuses
+    }
 
 
 def _responses(path: str, responses: dict) -> dict:
@@ -98,8 +133,13 @@ def complete_openapi(document: dict) -> dict:
         schemas.pop(unused, None)
     schemas.update(error_schemas())
     document["components"]["securitySchemes"] = {
-        "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
-                   "description": "The value of $NBO_API_KEY on the server."}}
+        "ApiKey": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "x-api-key",
+            "description": "The value of $NBO_API_KEY on the server.",
+        }
+    }
     for path, operations in document["paths"].items():
         for operation in operations.values():
             if path in ROUTE_ERRORS:
@@ -108,8 +148,12 @@ def complete_openapi(document: dict) -> dict:
                     _by_reference(body.get("content", {}), schemas)
                 if (security := _security(path)) is not None:
                     operation["security"] = security
-    document["paths"]["/customers/{customer_id}"] = {"delete": {
-        **FORGET, "responses": {**FORGET["responses"], **_errors("/customers/{customer_id}", ("400", "401", "404", "500"))}}}
+    document["paths"]["/customers/{customer_id}"] = {
+        "delete": {
+            **FORGET,
+            "responses": {**FORGET["responses"], **_errors("/customers/{customer_id}", ("400", "401", "404", "500"))},
+        }
+    }
     document["paths"]["/readyz"]["get"]["responses"]["503"] = {"description": "Not ready to serve yet.", **ERROR}
     return document
 

@@ -44,8 +44,12 @@ def store_model(client: MlflowClient, version: str) -> str:
 
     with tempfile.TemporaryDirectory(prefix="nbo-export-") as staging:
         folder = export_model(client, version, Path(staging) / "model")
-        stored = bentoml.mlflow.import_model(MODEL_NAME, str(folder), labels={"registry_version": str(version)},
-                                             metadata={"registered_model": MODEL_NAME})
+        stored = bentoml.mlflow.import_model(
+            MODEL_NAME,
+            str(folder),
+            labels={"registry_version": str(version)},
+            metadata={"registered_model": MODEL_NAME},
+        )
     return str(stored.tag)
 
 

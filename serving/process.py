@@ -63,8 +63,11 @@ def missing_to_serve(paths: Paths) -> list[str]:
 
 def explain_missing(paths: Paths, missing: list[str]) -> str:
     """One line: what is missing from the home and the commands that make it."""
-    steps = ("`nbo train`" if missing == ["model"] else
-             "`nbo generate` (a simulated retailer) or `nbo ingest FILE`, then `nbo features` and `nbo train`")
+    steps = (
+        "`nbo train`"
+        if missing == ["model"]
+        else "`nbo generate` (a simulated retailer) or `nbo ingest FILE`, then `nbo features` and `nbo train`"
+    )
     return f"nothing to serve in {paths.home}: no {', no '.join(missing)}; run {steps}"
 
 
@@ -74,13 +77,25 @@ def serve_command(port: int, target: str = SERVICE, bin_dir: Path = BIN) -> list
     return [str(bin_dir / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
 
 
-def start_service(paths: Paths, port: int, log_path: Path | None = None, env: dict[str, str] | None = None,
-                  target: str = SERVICE, bin_dir: Path = BIN) -> subprocess.Popen:
+def start_service(
+    paths: Paths,
+    port: int,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    target: str = SERVICE,
+    bin_dir: Path = BIN,
+) -> subprocess.Popen:
     """Start the service in the background on the home's champion model and online store."""
     env = {**os.environ, "NBO_HOME": str(paths.home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(serve_command(port, target, bin_dir), cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        serve_command(port, target, bin_dir),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 90.0, probe: str = "/readyz") -> None:
@@ -119,8 +134,10 @@ def bento_config(project: dict, model_tag: str, extras: tuple[str, ...] = BENTO_
     PACKAGED_ALIAS, and the requirements of the optional dependencies it installs beside [project].dependencies."""
     optional = project["project"]["optional-dependencies"]
     packages = [requirement for extra in extras for requirement in optional[extra]]
-    return (f"\n[[tool.bentoml.build.models]]\ntag = {json.dumps(model_tag)}\nalias = {json.dumps(PACKAGED_ALIAS)}\n"
-            f"\n[tool.bentoml.build.python]\npackages = {json.dumps(packages)}\n")
+    return (
+        f"\n[[tool.bentoml.build.models]]\ntag = {json.dumps(model_tag)}\nalias = {json.dumps(PACKAGED_ALIAS)}\n"
+        f"\n[tool.bentoml.build.python]\npackages = {json.dumps(packages)}\n"
+    )
 
 
 def stage_build(model_tag: str, folder: Path) -> None:
@@ -139,8 +156,13 @@ def build_bento(client: MlflowClient, version: str) -> tuple[str, str]:
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
     with tempfile.TemporaryDirectory(prefix="nbo-bento-") as staging:
         stage_build(model_tag, Path(staging))
-        built = subprocess.run([str(BIN / "bentoml"), "build", staging, "--output", "tag"], cwd=staging, env=env,
-                               capture_output=True, text=True)
+        built = subprocess.run(
+            [str(BIN / "bentoml"), "build", staging, "--output", "tag"],
+            cwd=staging,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     if built.returncode != 0:
         raise RuntimeError(f"bentoml build failed:\n{built.stderr[-2000:]}")
     return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:"), model_tag

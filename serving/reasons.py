@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 
-from features.definitions import ALL_TIME, DAY, SESSION, SIGNALS_BY_NAME, Entity, Feature, Signal, readable
+from features.definitions import ALL_TIME, DAY, SESSION, SIGNALS_BY_NAME, Entity, Feature, Signal, Window, readable
 
 FRESH_DAYS = 90  # actions older than this are cited only when no fresher one raised the score
 MOVED_SHARE = 0.1  # an action moved the score when it did at least this share of the strongest one's
@@ -77,36 +78,45 @@ class ReasonPlan:
 
 def window_days(feature: Feature) -> float:
     """A window's length in days (the session in a fraction of a day, all time as infinity)."""
-    if feature.window is ALL_TIME:
+    window = cast(Window, feature.window)
+    if window is ALL_TIME:
         return np.inf
-    return feature.window.seconds / DAY if feature.window is SESSION else float(feature.window.days)
+    return window.seconds / DAY if window is SESSION else float(window.days)
 
 
 @lru_cache(maxsize=16)
 def plan_reasons(features: tuple[Feature, ...]) -> ReasonPlan:
     """The citable actions of a model's features: every signal the customer acts on, per entity; a ratio or an
     excess is evidence of its numerator's action."""
-    keys: dict[tuple[str, str], int] = {}
+    keys: dict[tuple[Entity, str], int] = {}
     action_of = np.full(len(features), -1)
     for j, feature in enumerate(features):
         if not feature.signal.by_retailer:
             action_of[j] = keys.setdefault((feature.entity, feature.signal.name), len(keys))
     actions = []
     for (entity, _), a in keys.items():
-        members = [(j, features[j]) for j in np.flatnonzero(action_of == a)]
-        windows = sorted(((j, window_days(f), f.window.period) for j, f in members if f.aggregation == "sum"),
-                         key=lambda w: w[1])
+        members = [(int(j), features[j]) for j in np.flatnonzero(action_of == a)]
+        spans = sorted(
+            ((j, window_days(f), cast(Window, f.window).period) for j, f in members if f.aggregation == "sum"),
+            key=lambda w: w[1],
+        )
         recency = next((j for j, f in members if f.aggregation == "recency_days"), None)
-        actions.append(Action(entity, members[0][1].signal, tuple(windows), recency))
+        actions.append(Action(entity, members[0][1].signal, tuple(spans), recency))
     width = max((len(a.windows) for a in actions), default=0)
     windows, lengths = np.full((len(actions), width), -1), np.full((len(actions), width), np.inf)
     for a, action in enumerate(actions):
-        windows[a, :len(action.windows)] = [j for j, _, _ in action.windows]
-        lengths[a, :len(action.windows)] = [days for _, days, _ in action.windows]
-    return ReasonPlan(tuple(actions), action_of, np.array([f.aggregation == "recency_days" for f in features]),
-                      np.array([a.entity == "category" for a in actions], dtype=bool),
-                      np.array([a.signal.measure == "amount" for a in actions], dtype=bool),
-                      np.array([-1 if a.recency is None else a.recency for a in actions]), windows, lengths)
+        windows[a, : len(action.windows)] = [j for j, _, _ in action.windows]
+        lengths[a, : len(action.windows)] = [days for _, days, _ in action.windows]
+    return ReasonPlan(
+        tuple(actions),
+        action_of,
+        np.array([f.aggregation == "recency_days" for f in features]),
+        np.array([a.entity == "category" for a in actions], dtype=bool),
+        np.array([a.signal.measure == "amount" for a in actions], dtype=bool),
+        np.array([-1 if a.recency is None else a.recency for a in actions]),
+        windows,
+        lengths,
+    )
 
 
 def explain_offer(plan: ReasonPlan, values: np.ndarray, contributions: np.ndarray, category: str) -> Reason:
@@ -132,8 +142,9 @@ def explain_offer(plan: ReasonPlan, values: np.ndarray, contributions: np.ndarra
     candidates = np.flatnonzero(tier & (moved >= MOVED_SHARE * moved[tier].max()))
     chosen: list[Clause] = []
     for a in candidates[np.lexsort((-moved[candidates], age[candidates]))]:  # the most recent first
-        clause = describe_action(plan.actions[a], float(count[a]), int(first[a]), float(age[a]), float(moved[a]),
-                                 category)
+        clause = describe_action(
+            plan.actions[a], float(count[a]), int(first[a]), float(age[a]), float(moved[a]), category
+        )
         if not any(overlap(clause, c) for c in chosen):
             chosen.append(clause)
         if len(chosen) == MOST_CLAUSES:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from functools import partial
 from http import HTTPStatus
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 import anyio
 import bentoml
@@ -39,7 +39,7 @@ from serving.runtime import (BodyLimit, follow_registry, limit_blas_threads, rel
                              settle_heap, worker_count)
 from training.registry import connect, load_model
 
-Channel = Literal[CHANNELS]
+Channel = Literal[CHANNELS]  # type: ignore[valid-type]  # the schema's channels, declared once
 logger = logging.getLogger("nbo.serving")
 MAX_EVENTS = 1000
 MAX_BODY_BYTES = 1_000_000
@@ -244,10 +244,10 @@ class NextBestOffer:
         """Rank the eligible offers for a customer in a channel."""
         if recommend_needs_key():
             require_key(ctx)
-        request = RecommendRequest.model_validate(request)
+        parsed = RecommendRequest.model_validate(request)
         started = time.perf_counter()
-        decide = partial(self.recommender.recommend, request.customer_id, request.channel, request.k,
-                         request.context.current_category, request.context.cart_items)
+        decide = partial(self.recommender.recommend, parsed.customer_id, parsed.channel, parsed.k,
+                         parsed.context.current_category, parsed.context.cart_items)
         try:
             if self.recommender.decides_on_the_loop:  # a few ms of CPU: a thread hand-off would cost more
                 decision = decide(wait_for_log=False)
@@ -257,7 +257,7 @@ class NextBestOffer:
             ctx.response.headers["Retry-After"] = self.retry_after
             return refuse(ctx, HTTPStatus.SERVICE_UNAVAILABLE, str(error), code="no_model")
         seconds = time.perf_counter() - started
-        observe_decision(decision, request.channel, seconds)
+        observe_decision(decision, parsed.channel, seconds)
         ctx.response.headers["Server-Timing"] = f"decide;dur={seconds * 1000:.3f}"  # shown by browsers and load tools
         return respond(decision)
 
@@ -293,7 +293,8 @@ class NextBestOffer:
         EVENTS.labels("conflict").inc(len(conflicts))
         EVENTS.labels("rejected").inc(len(quarantine) - len(conflicts))
         self.recommender.log.record_outcomes(valid)
-        self.recommender.privacy.record_opt_outs(valid)
+        if self.recommender.privacy is not None:
+            self.recommender.privacy.record_opt_outs(valid)
         rejected = [Rejected(row=int(r.row), field=str(r.field), reason=str(r.reason)) for r in quarantine.itertuples()]
         if len(valid) == 0:  # nothing accepted: the error document, one detail per row (each one quarantined)
             return refuse(ctx, 422, "no event of the batch was accepted", code="events_rejected", details=[
@@ -305,14 +306,14 @@ class NextBestOffer:
     def campaign(self, ctx: bentoml.Context, **request) -> CampaignResponse:
         """The best offer per customer of a segment under a contact budget, by predicted uplift."""
         require_key(ctx)
-        request = CampaignRequest.model_validate(request)
+        parsed = CampaignRequest.model_validate(request)
         try:
-            chosen, eligible, held_out, targeting = plan_campaign(self.paths, self.recommender, request.budget,
-                                                                  request.channel, request.segment)
+            chosen, eligible, held_out, targeting = plan_campaign(self.paths, self.recommender, parsed.budget,
+                                                                  parsed.channel, parsed.segment)
         except (ValueError, FileNotFoundError) as error:  # no uplift model yet (409), a bad segment (400)
             status = HTTPStatus.CONFLICT if isinstance(error, FileNotFoundError) else HTTPStatus.BAD_REQUEST
             raise BentoMLException(str(error), error_code=status) from error
-        rows = [CampaignRow(**r) for r in chosen.head(request.limit)[list(CampaignRow.model_fields)].to_dict("records")]
+        rows = [CampaignRow(**r) for r in chosen.head(parsed.limit)[list(CampaignRow.model_fields)].to_dict("records")]
         return CampaignResponse(eligible=eligible, control_held_out=held_out, selected=len(chosen),
                                 expected_incremental_value=float(chosen["expected_value"].sum()),
                                 targeting=targeting, rows=rows)
@@ -340,13 +341,14 @@ class NextBestOffer:
     def describe(self) -> Status:
         scorer = self.recommender.scorer
         return Status(model_version=scorer.model.version if scorer else None,
-                      model_source=self.recommender.model_source, ranking=self.recommender.ranking,
+                      model_source=cast(Any, self.recommender.model_source), ranking=cast(Any, self.recommender.ranking),
                       ranking_reason=self.recommender.ranking_verdict.reason)
 
 
-NextBestOffer.add_asgi_middleware(Guard, routes=tuple(api.route for api in NextBestOffer.apis.values()),
+SERVICE: Any = NextBestOffer  # BentoML's service object: its middleware, APIs and mounts come from the decorator
+SERVICE.add_asgi_middleware(Guard, routes=tuple(api.route for api in SERVICE.apis.values()),
                                   openapi=complete_openapi)  # first: the key before the body is read
-NextBestOffer.add_asgi_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+SERVICE.add_asgi_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
 
 def forget(request: Request) -> JSONResponse:
@@ -362,5 +364,5 @@ def forget(request: Request) -> JSONResponse:
     return JSONResponse({"erased": erased})
 
 
-NextBestOffer.mount_asgi_app(Starlette(routes=[Route("/{customer_id:path}", forget, methods=["DELETE"])]),
+SERVICE.mount_asgi_app(Starlette(routes=[Route("/{customer_id:path}", forget, methods=["DELETE"])]),
                              path="/customers")

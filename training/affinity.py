@@ -35,8 +35,12 @@ class CategoryShare:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (stored in the model's meta)."""
-        return {"window": WINDOW, "signals": list(self.signals), "weights": list(self.weights),
-                "prior": list(self.prior)}
+        return {
+            "window": WINDOW,
+            "signals": list(self.signals),
+            "weights": list(self.weights),
+            "prior": list(self.prior),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> CategoryShare:
@@ -56,8 +60,13 @@ def list_share_signals(names: list[str]) -> tuple[str, ...]:
     signals = []
     for name in names:
         feature = FEATURES_BY_NAME.get(name)
-        if (feature is None or feature.entity != "category" or feature.aggregation != "sum"
-                or feature.signal.measure != "count" or not name.endswith(f"_{WINDOW}")):
+        if (
+            feature is None
+            or feature.entity != "category"
+            or feature.aggregation != "sum"
+            or feature.signal.measure != "count"
+            or not name.endswith(f"_{WINDOW}")
+        ):
             continue
         if f"cust_{feature.signal.name}_{WINDOW}" in names:
             signals.append(feature.signal.name)
@@ -81,8 +90,11 @@ def locate_inputs(share: CategoryShare, names: list[str], code_name: str) -> Sha
     missing = [n for n in [*category, *customer, code_name] if n not in names]
     if missing:
         raise KeyError(f"category share inputs missing from the model's features: {', '.join(missing)}")
-    return ShareInputs(np.array([names.index(n) for n in category]), np.array([names.index(n) for n in customer]),
-                       names.index(code_name))
+    return ShareInputs(
+        np.array([names.index(n) for n in category]),
+        np.array([names.index(n) for n in customer]),
+        names.index(code_name),
+    )
 
 
 def _counts(columns: np.ndarray) -> np.ndarray:
@@ -115,13 +127,13 @@ def attribute_log_share(share: CategoryShare, inputs: ShareInputs, matrix: np.nd
     weighted = _counts(matrix[:, inputs.category]) * weights
     total = weighted.sum(axis=1, keepdims=True)
     parts = np.zeros(matrix.shape)
-    parts[:, inputs.category] = np.divide(weighted * lift[:, None], total, out=np.zeros_like(weighted),
-                                          where=total > 0)
+    parts[:, inputs.category] = np.divide(weighted * lift[:, None], total, out=np.zeros_like(weighted), where=total > 0)
     return parts
 
 
-def fit_category_share(matrix: np.ndarray, labels: np.ndarray, groups: np.ndarray, names: list[str],
-                       code_name: str, popularity: np.ndarray) -> CategoryShare:
+def fit_category_share(
+    matrix: np.ndarray, labels: np.ndarray, groups: np.ndarray, names: list[str], code_name: str, popularity: np.ndarray
+) -> CategoryShare:
     """Maximum-likelihood weights: for every group (a customer at a cutoff) with purchases, the probability
     of the categories bought among the group's rows is proportional to prior + weighted counts.
 

@@ -76,9 +76,11 @@ def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = 
     """Equal-count bins by predicted probability: mean prediction, observed rate and row count per bin."""
     order = np.argsort(probabilities, kind="stable")
     groups = [g for g in np.array_split(order, min(bins, len(order))) if len(g)]
-    return {"predicted": np.array([probabilities[g].mean() for g in groups]),
-            "observed": np.array([labels[g].mean() for g in groups]),
-            "count": np.array([len(g) for g in groups])}
+    return {
+        "predicted": np.array([probabilities[g].mean() for g in groups]),
+        "observed": np.array([labels[g].mean() for g in groups]),
+        "count": np.array([len(g) for g in groups]),
+    }
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:

@@ -8,10 +8,11 @@ Poisson regressor for the number of purchase days in a horizon (offset by the
 log horizon, so several horizons can be mixed) and a classifier for
 P(buys again). Lifetime value = expected purchase days x shrunk mean spend.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -23,14 +24,26 @@ DAY = pd.Timedelta(days=1)
 Covariates = Callable[[pd.Timestamp], pd.DataFrame]
 WINDOWS: tuple[int, ...] = (30, 90, 180)
 REGRESSOR_PARAMS: dict[str, object] = {  # chosen by CV of RMSE on CDNOW's training halves (docs/clv.md)
-    "objective": "poisson", "learning_rate": 0.03, "n_estimators": 250,
-    "num_leaves": 7, "min_child_samples": 40, "subsample": 0.8,
-    "subsample_freq": 1, "colsample_bytree": 0.8, "reg_lambda": 1.0,
+    "objective": "poisson",
+    "learning_rate": 0.03,
+    "n_estimators": 250,
+    "num_leaves": 7,
+    "min_child_samples": 40,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
 }
 CLASSIFIER_PARAMS: dict[str, object] = {  # small, few trees: chosen by CV on CDNOW's training half
-    "objective": "binary", "learning_rate": 0.03, "n_estimators": 150,
-    "num_leaves": 4, "min_child_samples": 40, "subsample": 0.8,
-    "subsample_freq": 1, "colsample_bytree": 0.8, "reg_lambda": 1.0,
+    "objective": "binary",
+    "learning_rate": 0.03,
+    "n_estimators": 150,
+    "num_leaves": 4,
+    "min_child_samples": 40,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
 }
 
 
@@ -53,15 +66,16 @@ def aggregate_days(tx: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
     """Collapse transactions before ``cutoff`` to one row per customer-day."""
     past = tx.loc[tx["ts"] < cutoff]
     day = past["ts"].dt.floor("D")
-    out = (past.assign(day=day)
-           .groupby(["customer_id", "day"], sort=True)
-           .agg(amount=("amount", "sum"), n_tx=("amount", "size"))
-           .reset_index())
+    out = (
+        past.assign(day=day)
+        .groupby(["customer_id", "day"], sort=True)
+        .agg(amount=("amount", "sum"), n_tx=("amount", "size"))
+        .reset_index()
+    )
     return out
 
 
-def build_features(tx: pd.DataFrame, cutoff: pd.Timestamp | str,
-                   windows: Sequence[int] = WINDOWS) -> pd.DataFrame:
+def build_features(tx: pd.DataFrame, cutoff: pd.Timestamp | str, windows: Sequence[int] = WINDOWS) -> pd.DataFrame:
     """Per-customer RFM, windowed and inter-purchase features at ``cutoff``.
 
     Only transactions strictly before ``cutoff`` are used; customers without
@@ -72,19 +86,21 @@ def build_features(tx: pd.DataFrame, cutoff: pd.Timestamp | str,
     g = days.groupby("customer_id", sort=True)
     first, last = g["day"].min(), g["day"].max()
     n_days = g.size()
-    feats = pd.DataFrame({
-        "n_days": n_days,
-        "frequency": n_days - 1,
-        "recency": (last - first) / DAY,
-        "T": (cutoff - first) / DAY,
-        "since_last": (cutoff - last) / DAY,
-        "n_tx": g["n_tx"].sum(),
-        "total_amount": g["amount"].sum(),
-        "monetary": g["amount"].mean(),
-        "max_amount": g["amount"].max(),
-        "first_amount": g["amount"].first(),
-        "last_amount": g["amount"].last(),
-    })
+    feats = pd.DataFrame(
+        {
+            "n_days": n_days,
+            "frequency": n_days - 1,
+            "recency": (last - first) / DAY,
+            "T": (cutoff - first) / DAY,
+            "since_last": (cutoff - last) / DAY,
+            "n_tx": g["n_tx"].sum(),
+            "total_amount": g["amount"].sum(),
+            "monetary": g["amount"].mean(),
+            "max_amount": g["amount"].max(),
+            "first_amount": g["amount"].first(),
+            "last_amount": g["amount"].last(),
+        }
+    )
     feats["rate"] = feats["n_days"] / (feats["T"] + 1.0)
     feats["repeat_rate"] = feats["frequency"] / (feats["T"] + 1.0)
     feats["recency_ratio"] = feats["recency"] / (feats["T"] + 1.0)
@@ -103,10 +119,15 @@ def compute_gap_stats(days: pd.DataFrame) -> pd.DataFrame:
     gaps = days.groupby("customer_id")["day"].diff() / DAY
     frame = pd.DataFrame({"customer_id": days["customer_id"], "gap": gaps}).dropna()
     g = frame.groupby("customer_id")["gap"]
-    return pd.DataFrame({
-        "gap_mean": g.mean(), "gap_std": g.std(), "gap_min": g.min(),
-        "gap_max": g.max(), "gap_last": g.last(),
-    })
+    return pd.DataFrame(
+        {
+            "gap_mean": g.mean(),
+            "gap_std": g.std(),
+            "gap_min": g.min(),
+            "gap_max": g.max(),
+            "gap_last": g.last(),
+        }
+    )
 
 
 def count_early_days(days: pd.DataFrame, first: pd.Series, span: int) -> pd.Series:
@@ -116,17 +137,20 @@ def count_early_days(days: pd.DataFrame, first: pd.Series, span: int) -> pd.Seri
     return early.groupby("customer_id").size()
 
 
-def build_labels(tx: pd.DataFrame, cutoff: pd.Timestamp | str,
-                 horizon_days: int) -> pd.Series:
+def build_labels(tx: pd.DataFrame, cutoff: pd.Timestamp | str, horizon_days: int) -> pd.Series:
     """Distinct purchase days per customer in ``[cutoff, cutoff + horizon)``."""
     cutoff = pd.Timestamp(cutoff)
     window = tx.loc[(tx["ts"] >= cutoff) & (tx["ts"] < cutoff + horizon_days * DAY)]
     return window.assign(day=window["ts"].dt.floor("D")).groupby("customer_id")["day"].nunique()
 
 
-def build_examples(tx: pd.DataFrame, cutoff: pd.Timestamp | str, horizon_days: int,
-                   windows: Sequence[int] = WINDOWS,
-                   covariates: Covariates | None = None) -> tuple[pd.DataFrame, pd.Series]:
+def build_examples(
+    tx: pd.DataFrame,
+    cutoff: pd.Timestamp | str,
+    horizon_days: int,
+    windows: Sequence[int] = WINDOWS,
+    covariates: Covariates | None = None,
+) -> tuple[pd.DataFrame, pd.Series]:
     """Features at ``cutoff`` (with the covariates there, when given) plus a ``horizon`` column, and the
     horizon labels."""
     feats = join_covariates(build_features(tx, cutoff, windows), covariates, pd.Timestamp(cutoff))
@@ -155,11 +179,15 @@ class TrainingSet:
     is_target: np.ndarray
 
 
-def build_training_set(tx: pd.DataFrame, cutoff: pd.Timestamp | str, horizon_days: int,
-                       extra_cutoffs: Sequence[pd.Timestamp | str] = (),
-                       history: pd.DataFrame | None = None,
-                       windows: Sequence[int] = WINDOWS,
-                       covariates: Covariates | None = None) -> TrainingSet:
+def build_training_set(
+    tx: pd.DataFrame,
+    cutoff: pd.Timestamp | str,
+    horizon_days: int,
+    extra_cutoffs: Sequence[pd.Timestamp | str] = (),
+    history: pd.DataFrame | None = None,
+    windows: Sequence[int] = WINDOWS,
+    covariates: Covariates | None = None,
+) -> TrainingSet:
     """Target examples from ``tx`` plus extra examples from earlier cutoffs.
 
     Target rows: features at ``cutoff``, labels over ``horizon_days`` (``tx``
@@ -170,7 +198,7 @@ def build_training_set(tx: pd.DataFrame, cutoff: pd.Timestamp | str, horizon_day
     """
     cutoff = pd.Timestamp(cutoff)
     parts = [build_examples(tx, cutoff, horizon_days, windows, covariates)]
-    past = (tx if history is None else history)
+    past = tx if history is None else history
     past = past.loc[past["ts"] < cutoff]
     for extra in map(pd.Timestamp, extra_cutoffs):
         if extra >= cutoff:
@@ -183,10 +211,14 @@ def build_training_set(tx: pd.DataFrame, cutoff: pd.Timestamp | str, horizon_day
     return TrainingSet(X=X, y=y, is_target=is_target)
 
 
-def fit_clv_model(train: TrainingSet, seed: int = 0, n_jobs: int = 1,
-                  regressor_params: dict[str, object] | None = None,
-                  classifier_params: dict[str, object] | None = None,
-                  prior_days: float = 30.0) -> ClvModel:
+def fit_clv_model(
+    train: TrainingSet,
+    seed: int = 0,
+    n_jobs: int = 1,
+    regressor_params: dict[str, object] | None = None,
+    classifier_params: dict[str, object] | None = None,
+    prior_days: float = 30.0,
+) -> ClvModel:
     """Fit the purchase-count and buy-again models on ``train``.
 
     The regressor is offset by a shrunk per-customer calibration rate times the
@@ -196,8 +228,13 @@ def fit_clv_model(train: TrainingSet, seed: int = 0, n_jobs: int = 1,
     """
     X, y = train.X, train.y
     windows = tuple(int(c.removeprefix("days_")) for c in X.columns if c.startswith("days_"))
-    common: dict[str, Any] = {"random_state": seed, "n_jobs": n_jobs, "deterministic": True,
-              "force_col_wise": True, "verbose": -1}
+    common: dict[str, Any] = {
+        "random_state": seed,
+        "n_jobs": n_jobs,
+        "deterministic": True,
+        "force_col_wise": True,
+        "verbose": -1,
+    }
     base_rate = float(y.sum() / X["horizon"].sum())
     naive = estimate_rate(X, base_rate, prior_days) * X["horizon"].to_numpy()
     scale = float(y.sum() / naive.sum())
@@ -207,14 +244,25 @@ def fit_clv_model(train: TrainingSet, seed: int = 0, n_jobs: int = 1,
     scale *= float(y[train.is_target].sum() / fitted[train.is_target].sum())
     classifier = lgb.LGBMClassifier(**{**CLASSIFIER_PARAMS, **(classifier_params or {}), **common})
     classifier.fit(X[train.is_target], (y[train.is_target] > 0).astype(int))
-    return ClvModel(regressor=regressor, classifier=classifier,
-                    feature_names=list(X.columns),
-                    spend_prior_mean=float(X["monetary"].mean()), windows=windows,
-                    base_rate=base_rate, rate_scale=scale, prior_days=prior_days)
+    return ClvModel(
+        regressor=regressor,
+        classifier=classifier,
+        feature_names=list(X.columns),
+        spend_prior_mean=float(X["monetary"].mean()),
+        windows=windows,
+        base_rate=base_rate,
+        rate_scale=scale,
+        prior_days=prior_days,
+    )
 
 
-def predict_clv(model: ClvModel, tx: pd.DataFrame, cutoff: pd.Timestamp | str,
-                horizon_days: int, covariates: Covariates | None = None) -> pd.DataFrame:
+def predict_clv(
+    model: ClvModel,
+    tx: pd.DataFrame,
+    cutoff: pd.Timestamp | str,
+    horizon_days: int,
+    covariates: Covariates | None = None,
+) -> pd.DataFrame:
     """Expected purchase days, P(buys again) and value over the horizon.
 
     Returns one row per customer active before ``cutoff`` with columns
@@ -232,10 +280,15 @@ def predict_clv(model: ClvModel, tx: pd.DataFrame, cutoff: pd.Timestamp | str,
     expected = np.exp(model.regressor.predict(X, raw_score=True) + offset)
     p_again = np.asarray(model.classifier.predict_proba(X))[:, 1]
     spend = estimate_spend(feats, model.spend_prior_mean, model.spend_prior_weight)
-    return pd.DataFrame({
-        "expected_purchases": expected, "p_buy_again": p_again,
-        "expected_spend": spend, "expected_value": expected * spend,
-    }, index=feats.index)
+    return pd.DataFrame(
+        {
+            "expected_purchases": expected,
+            "p_buy_again": p_again,
+            "expected_spend": spend,
+            "expected_value": expected * spend,
+        },
+        index=feats.index,
+    )
 
 
 def estimate_spend(feats: pd.DataFrame, prior_mean: float, prior_weight: float) -> np.ndarray:

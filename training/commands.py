@@ -33,10 +33,12 @@ def abort(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def evaluate(version: Annotated[str | None, typer.Option(help="Model version (default: the champion).")] = None,
-             out: Annotated[Path | None, typer.Option(help="JSON report path (default HOME/reports/).")] = None,
-             decisions: Annotated[bool, typer.Option(help="Off-policy value of the served decisions instead.")] = False,
-             home: HomeOption = None) -> None:
+def evaluate(
+    version: Annotated[str | None, typer.Option(help="Model version (default: the champion).")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON report path (default HOME/reports/).")] = None,
+    decisions: Annotated[bool, typer.Option(help="Off-policy value of the served decisions instead.")] = False,
+    home: HomeOption = None,
+) -> None:
     """Evaluate a model against its baselines on the current training set's test cutoff."""
     if decisions:
         show_decision_value(get_paths(home))
@@ -65,8 +67,10 @@ def show_decision_value(paths) -> None:
     from serving.decisions import DecisionLog, evaluate_decisions
 
     try:
-        found = {reward: evaluate_decisions(DecisionLog(paths.decisions).joined(), reward)
-                 for reward in ("clicked", "converted")}
+        found = {
+            reward: evaluate_decisions(DecisionLog(paths.decisions).joined(), reward)
+            for reward in ("clicked", "converted")
+        }
     except ValueError as error:
         abort(str(error))
     console.print_json(json.dumps(found))
@@ -75,28 +79,42 @@ def show_decision_value(paths) -> None:
 def show_report(report: dict) -> None:
     """Print the report as tables: scores, rankings, segments and the oracle share."""
     models = report["models"]
-    title = (f"model v{report['model_version']} on the test cutoff {report['test_cutoff'][:10]}: "
-             f"{report['customers']} customers, {report['rows']} rows, {report['positive_rate']:.2%} positive")
+    title = (
+        f"model v{report['model_version']} on the test cutoff {report['test_cutoff'][:10]}: "
+        f"{report['customers']} customers, {report['rows']} rows, {report['positive_rate']:.2%} positive"
+    )
     scores = build_table(title, ["model", "AUC", "PR-AUC", "log loss", "ECE"])
     for name, m in models.items():
         scores.add_row(name, *(format_number(m.get(k)) for k in ("auc", "pr_auc", "log_loss", "ece")))
-    ranking = build_table("ranking over each customer's categories (customers with a purchase)",
-                          ["model", "k", "precision", "recall", "NDCG", "hit rate", "margin"])
+    ranking = build_table(
+        "ranking over each customer's categories (customers with a purchase)",
+        ["model", "k", "precision", "recall", "NDCG", "hit rate", "margin"],
+    )
     for name in SHOWN:
         for k in (1, 3, 5):
-            ranking.add_row(name, str(k), *(format_number(models[name][f"{m}_at_{k}"])
-                                            for m in ("precision", "recall", "ndcg", "hit_rate", "margin")))
+            ranking.add_row(
+                name,
+                str(k),
+                *(
+                    format_number(models[name][f"{m}_at_{k}"])
+                    for m in ("precision", "recall", "ndcg", "hit_rate", "margin")
+                ),
+            )
     tables = [scores, ranking]
     for kind, tiers in report["segments"].items():
-        segments = build_table(f"per {kind.replace('_', ' ')}", ["tier", "model", "AUC", "ECE", "NDCG@3", "hit@3"],
-                               text=2)
+        segments = build_table(
+            f"per {kind.replace('_', ' ')}", ["tier", "model", "AUC", "ECE", "NDCG@3", "hit@3"], text=2
+        )
         for tier, seg in tiers.items():
             labels = [tier, f"{seg['customers']} customers", f"{seg['positive_rate']:.2%} positive", ""]
             for label, name in zip(labels, SHOWN):
                 m = seg["models"][name]
-                segments.add_row(label, name,
-                                 *(format_number(m.get(k)) for k in ("auc", "ece", "ndcg_at_3", "hit_rate_at_3")),
-                                 end_section=name == SHOWN[-1])
+                segments.add_row(
+                    label,
+                    name,
+                    *(format_number(m.get(k)) for k in ("auc", "ece", "ndcg_at_3", "hit_rate_at_3")),
+                    end_section=name == SHOWN[-1],
+                )
         tables.append(segments)
     for table in tables:
         console.print(table)
@@ -117,8 +135,9 @@ def working(description: str, quiet: bool = False) -> Iterator[None]:
         yield
         return
     began = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as progress:
         progress.add_task(description, total=None)
         yield
     console.print(f"[green]done[/] {description} in {time.perf_counter() - began:.1f} s")
@@ -130,11 +149,15 @@ def show_training(result: dict) -> None:
     from training.report import PREFIXES
 
     metrics = result["metrics"]
-    table = build_table(f"{MODEL_NAME} v{result['version']} against its baselines on the test cutoff",
-                        ["model", "AUC", "PR-AUC", "NDCG@3", "oracle share"])
+    table = build_table(
+        f"{MODEL_NAME} v{result['version']} against its baselines on the test cutoff",
+        ["model", "AUC", "PR-AUC", "NDCG@3", "oracle share"],
+    )
     for name in (*SHOWN, "random"):
-        scores = (format_number(metrics.get(f"{PREFIXES[name]}_{k}")) if name in PREFIXES else "-"
-                  for k in ("auc", "pr_auc", "ndcg_at_3"))
+        scores = (
+            format_number(metrics.get(f"{PREFIXES[name]}_{k}")) if name in PREFIXES else "-"
+            for k in ("auc", "pr_auc", "ndcg_at_3")
+        )
         share = metrics.get(f"oracle_share_{name}")
         table.add_row(name, *scores, "-" if share is None else f"{share:.1%}")
     table.caption = "oracle share: the simulator's true expected value of each policy's best offer per customer"
@@ -157,10 +180,13 @@ def describe_gate(result: dict) -> str:
 def show_lifetime(lifetime: dict) -> None:
     """Two lines on the lifetime values written: where, the tiers, and how well the held-out period was predicted."""
     tiers = ", ".join(f"{tier} {count:,}" for tier, count in lifetime["tiers"].items())
-    console.print(f"lifetime value of {lifetime['customers']:,} customers written to {lifetime['file']} "
-                  f"(value tiers: {tiers})")
-    console.print(f"held-out period: AUC of buying again {format_number(lifetime['holdout_auc'])}, RMSE of purchases "
-                  f"{lifetime['holdout_rmse']:.3f}, total purchases {lifetime['holdout_total_error']:+.1%} off")
+    console.print(
+        f"lifetime value of {lifetime['customers']:,} customers written to {lifetime['file']} (value tiers: {tiers})"
+    )
+    console.print(
+        f"held-out period: AUC of buying again {format_number(lifetime['holdout_auc'])}, RMSE of purchases "
+        f"{lifetime['holdout_rmse']:.3f}, total purchases {lifetime['holdout_total_error']:+.1%} off"
+    )
 
 
 def build_table(title: str, columns: list[str], text: int = 1) -> Table:
@@ -186,9 +212,12 @@ def list_models(home: HomeOption = None) -> None:
     for listed in sorted(client.search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version)):
         found = client.get_model_version(MODEL_NAME, listed.version)
         metrics = client.get_run(found.run_id).data.metrics if found.run_id else {}
-        table.add_row(str(found.version), ", ".join(found.aliases),
-                      *(format_number(metrics.get(k)) for k in ("test_auc", "test_ece", "oracle_share_lightgbm")),
-                      datetime.fromtimestamp(found.creation_timestamp / 1000).isoformat(sep=" ", timespec="minutes"))
+        table.add_row(
+            str(found.version),
+            ", ".join(found.aliases),
+            *(format_number(metrics.get(k)) for k in ("test_auc", "test_ece", "oracle_share_lightgbm")),
+            datetime.fromtimestamp(found.creation_timestamp / 1000).isoformat(sep=" ", timespec="minutes"),
+        )
     console.print(table)
     console.print(f"champion history: {' -> '.join(champion_history(client)) or 'empty'}")
 

@@ -25,16 +25,19 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, prefix: str) -> dict[s
     if len(np.unique(labels)) < 2:
         raise ValueError(f"{prefix}: labels hold a single class, AUC is undefined")
     clipped = np.clip(scores, 1e-6, 1 - 1e-6)
-    return {f"{prefix}_auc": float(roc_auc_score(labels, scores)),
-            f"{prefix}_pr_auc": float(average_precision_score(labels, scores)),
-            f"{prefix}_log_loss": float(log_loss(labels, clipped, labels=[0, 1])),
-            f"{prefix}_ece": expected_calibration_error(labels, scores)}
+    return {
+        f"{prefix}_auc": float(roc_auc_score(labels, scores)),
+        f"{prefix}_pr_auc": float(average_precision_score(labels, scores)),
+        f"{prefix}_log_loss": float(log_loss(labels, clipped, labels=[0, 1])),
+        f"{prefix}_ece": expected_calibration_error(labels, scores),
+    }
 
 
 def rank_within_customers(rows: pd.DataFrame, scores: np.ndarray) -> np.ndarray:
     """0-based rank of each row among its customer's rows by descending score (ties: category name)."""
-    frame = pd.DataFrame({"customer_id": rows["customer_id"].to_numpy(), "category": rows["category"].to_numpy(),
-                          "score": scores})
+    frame = pd.DataFrame(
+        {"customer_id": rows["customer_id"].to_numpy(), "category": rows["category"].to_numpy(), "score": scores}
+    )
     ordered = frame.sort_values(["customer_id", "score", "category"], ascending=[True, False, True], kind="stable")
     ranks = np.empty(len(frame), dtype="int64")
     ranks[ordered.index.to_numpy()] = ordered.groupby("customer_id", sort=False).cumcount().to_numpy()
@@ -54,13 +57,18 @@ def ranking_metrics(rows: pd.DataFrame, scores: np.ndarray, ks: tuple[int, ...] 
         hits = pd.Series(labels * top).groupby(customer).sum().reindex(keep)
         dcg = pd.Series(labels * top / np.log2(ranks + 2)).groupby(customer).sum().reindex(keep)
         ideal = np.cumsum(1 / np.log2(np.arange(k) + 2))[np.minimum(positives[keep].to_numpy(), k).astype(int) - 1]
-        out |= {f"precision_at_{k}": float((hits / k).mean()), f"recall_at_{k}": float((hits / positives[keep]).mean()),
-                f"ndcg_at_{k}": float((dcg / ideal).mean()), f"hit_rate_at_{k}": float((hits > 0).mean())}
+        out |= {
+            f"precision_at_{k}": float((hits / k).mean()),
+            f"recall_at_{k}": float((hits / positives[keep]).mean()),
+            f"ndcg_at_{k}": float((dcg / ideal).mean()),
+            f"hit_rate_at_{k}": float((hits > 0).mean()),
+        }
     return out
 
 
-def margin_metrics(rows: pd.DataFrame, scores: np.ndarray, values: np.ndarray,
-                   ks: tuple[int, ...] = KS) -> dict[str, float]:
+def margin_metrics(
+    rows: pd.DataFrame, scores: np.ndarray, values: np.ndarray, ks: tuple[int, ...] = KS
+) -> dict[str, float]:
     """Share of the margin in the horizon captured by each customer's top k offers by expected value
     (score x offer value), against the best k offers in hindsight."""
     earned = rows["label"].to_numpy(dtype="float64") * values
@@ -102,10 +110,17 @@ def compress_counts(x: np.ndarray) -> np.ndarray:
 def fit_logistic(matrix: np.ndarray, labels: np.ndarray) -> Pipeline:
     """Logistic regression on the model's inputs: log1p of the features with missing-value indicators,
     standardized, and the category one-hot encoded."""
-    numeric = make_pipeline(SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=True),
-                            FunctionTransformer(compress_counts), StandardScaler())
-    columns = ColumnTransformer([("numeric", numeric, list(range(matrix.shape[1] - 1))),
-                                 ("category", OneHotEncoder(handle_unknown="ignore"), [matrix.shape[1] - 1])])
+    numeric = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=True),
+        FunctionTransformer(compress_counts),
+        StandardScaler(),
+    )
+    columns = ColumnTransformer(
+        [
+            ("numeric", numeric, list(range(matrix.shape[1] - 1))),
+            ("category", OneHotEncoder(handle_unknown="ignore"), [matrix.shape[1] - 1]),
+        ]
+    )
     model = make_pipeline(columns, LogisticRegression(C=0.1, max_iter=1000))
     return model.fit(matrix, labels)
 

@@ -27,9 +27,28 @@ from training.uplift import CONTROL
 HORIZON_DAYS = 7
 CONTROL_GROUP, TREATMENT_GROUP = "control", "treatment"
 PURCHASE_COLUMNS = ["customer_id", "anonymous_id", "ts", "event_type", "category", "amount"]
-COLUMNS = ["customer_id", "offer_id", "intended_offer_id", "category", "ts", "channel", "propensity", "campaign_id",
-           "converted", "revenue", "converted_any", "revenue_any", "horizon_complete", "clicked", "group",
-           "logged_propensity", "explored", "decision_id", "rank", "model_version"]
+COLUMNS = [
+    "customer_id",
+    "offer_id",
+    "intended_offer_id",
+    "category",
+    "ts",
+    "channel",
+    "propensity",
+    "campaign_id",
+    "converted",
+    "revenue",
+    "converted_any",
+    "revenue_any",
+    "horizon_complete",
+    "clicked",
+    "group",
+    "logged_propensity",
+    "explored",
+    "decision_id",
+    "rank",
+    "model_version",
+]
 
 
 def read_log(paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -51,8 +70,9 @@ def read_purchases(paths: Paths) -> pd.DataFrame:
     try:
         events = read_raw(paths, "events", PURCHASE_COLUMNS)
     except FileNotFoundError:
-        return pd.DataFrame({"customer_id": [], "ts": pd.Series([], dtype="datetime64[ns, UTC]"),
-                             "category": [], "amount": []})
+        return pd.DataFrame(
+            {"customer_id": [], "ts": pd.Series([], dtype="datetime64[ns, UTC]"), "category": [], "amount": []}
+        )
     stitched = stitch_identities(events)  # links need every event; only purchases are kept
     bought = stitched[(stitched["event_type"] == "purchase") & stitched["customer_id"].notna()]
     return bought[["customer_id", "ts", "category", "amount"]].reset_index(drop=True)
@@ -67,15 +87,20 @@ def read_offer_categories(paths: Paths) -> pd.Series:
     return offers.drop_duplicates("offer_id").set_index("offer_id")["category"]
 
 
-def exposures_from_log(paths: Paths, horizon_days: int = HORIZON_DAYS, as_of: pd.Timestamp | None = None,
-                       control_share: float | None = None) -> pd.DataFrame:
+def exposures_from_log(
+    paths: Paths,
+    horizon_days: int = HORIZON_DAYS,
+    as_of: pd.Timestamp | None = None,
+    control_share: float | None = None,
+) -> pd.DataFrame:
     """The home's decision log as an exposures table (see the module docstring); empty when nothing was served."""
     decisions, outcomes = read_log(paths)
     purchases = read_purchases(paths)
     if as_of is None:
         as_of = data_clock(decisions, outcomes, purchases)
-    return build_exposures(decisions, outcomes, purchases, read_offer_categories(paths), horizon_days, as_of,
-                           control_share)
+    return build_exposures(
+        decisions, outcomes, purchases, read_offer_categories(paths), horizon_days, as_of, control_share
+    )
 
 
 def data_clock(decisions: pd.DataFrame, outcomes: pd.DataFrame, purchases: pd.DataFrame) -> pd.Timestamp:
@@ -93,50 +118,72 @@ def estimate_control_share(groups: pd.Series, decision_ids: pd.Series) -> float:
     return float((per_decision == CONTROL_GROUP).mean()) if len(per_decision) else 0.0
 
 
-def build_exposures(decisions: pd.DataFrame, outcomes: pd.DataFrame, purchases: pd.DataFrame,
-                    offer_category: pd.Series, horizon_days: int, as_of: pd.Timestamp,
-                    control_share: float | None = None) -> pd.DataFrame:
+def build_exposures(
+    decisions: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    purchases: pd.DataFrame,
+    offer_category: pd.Series,
+    horizon_days: int,
+    as_of: pd.Timestamp,
+    control_share: float | None = None,
+) -> pd.DataFrame:
     """Exposure rows of logged slots with their outcomes within the horizon (pure; see the module docstring).
     control_share: the configured share (default: the logged share of control decisions)."""
     if decisions.empty:
         return pd.DataFrame(columns=COLUMNS)
     log = decisions.reset_index(drop=True)
-    group = (log["group"].fillna(TREATMENT_GROUP) if "group" in log.columns
-             else pd.Series(TREATMENT_GROUP, index=log.index)).astype(str)
+    group = (
+        log["group"].fillna(TREATMENT_GROUP) if "group" in log.columns else pd.Series(TREATMENT_GROUP, index=log.index)
+    ).astype(str)
     control = (group == CONTROL_GROUP).to_numpy()
     shown = log["offer_id"].astype(object)
-    intended = (log["intended_offer_id"].astype(object).where(log["intended_offer_id"].notna(), shown)
-                if "intended_offer_id" in log.columns else shown)
+    intended = (
+        log["intended_offer_id"].astype(object).where(log["intended_offer_id"].notna(), shown)
+        if "intended_offer_id" in log.columns
+        else shown
+    )
     share = estimate_control_share(group, log["decision_id"]) if control_share is None else control_share
     logged = log["propensity"].astype(float).to_numpy()
     target = np.where(control, intended, shown)  # whose category counts as converted
     category = pd.Series(target).map(offer_category).astype(object)
     seconds = log["ts"].astype("int64").to_numpy()
     horizon_s = int(horizon_days * 86_400)
-    frame = pd.DataFrame({
-        "customer_id": log["customer_id"].astype(object),
-        "offer_id": np.where(control, CONTROL, shown).astype(object),
-        "intended_offer_id": intended.astype(object),
-        "category": category,
-        "ts": pd.to_datetime(seconds, unit="s", utc=True),
-        "channel": log["channel"].astype(object),
-        "propensity": np.where(control, share, (1.0 - share) * logged),
-        "campaign_id": (log["channel"].astype(str) + ":" +
-                        pd.to_datetime(seconds, unit="s", utc=True).strftime("%Y-%m-%d")).to_numpy(),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": log["customer_id"].astype(object),
+            "offer_id": np.where(control, CONTROL, shown).astype(object),
+            "intended_offer_id": intended.astype(object),
+            "category": category,
+            "ts": pd.to_datetime(seconds, unit="s", utc=True),
+            "channel": log["channel"].astype(object),
+            "propensity": np.where(control, share, (1.0 - share) * logged),
+            "campaign_id": (
+                log["channel"].astype(str) + ":" + pd.to_datetime(seconds, unit="s", utc=True).strftime("%Y-%m-%d")
+            ).to_numpy(),
+        }
+    )
     converted, revenue = sum_purchases(purchases, frame["customer_id"], category, seconds, horizon_s)
     converted_any, revenue_any = sum_purchases(purchases, frame["customer_id"], None, seconds, horizon_s)
-    frame = frame.assign(converted=converted, revenue=revenue, converted_any=converted_any, revenue_any=revenue_any,
-                         horizon_complete=seconds + horizon_s <= int(as_of.timestamp()),
-                         clicked=find_clicks(log, outcomes, horizon_s) & ~control, group=group.to_numpy(),
-                         logged_propensity=logged, explored=log["explored"].fillna(0).astype(bool).to_numpy(),
-                         decision_id=log["decision_id"].astype(object), rank=log["rank"].astype("int64"),
-                         model_version=log["model_version"].astype(object))
+    frame = frame.assign(
+        converted=converted,
+        revenue=revenue,
+        converted_any=converted_any,
+        revenue_any=revenue_any,
+        horizon_complete=seconds + horizon_s <= int(as_of.timestamp()),
+        clicked=find_clicks(log, outcomes, horizon_s) & ~control,
+        group=group.to_numpy(),
+        logged_propensity=logged,
+        explored=log["explored"].fillna(0).astype(bool).to_numpy(),
+        decision_id=log["decision_id"].astype(object),
+        rank=log["rank"].astype("int64"),
+        model_version=log["model_version"].astype(object),
+    )
     return frame[COLUMNS]
 
 
-def sum_purchases(purchases: pd.DataFrame, customers: pd.Series, categories: pd.Series | None,
-                  starts_s: np.ndarray, horizon_s: int) -> tuple[np.ndarray, np.ndarray]:
+def sum_purchases(
+    purchases: pd.DataFrame, customers: pd.Series, categories: pd.Series | None, starts_s: np.ndarray, horizon_s: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row: whether the customer bought (in the category, when given) in [start, start + horizon), and the
     amounts' sum. Rows without a category buy nothing in it."""
     keys_of = [purchases["customer_id"].astype(str)]
@@ -172,8 +219,11 @@ def find_clicks(log: pd.DataFrame, outcomes: pd.DataFrame, horizon_s: int) -> np
     clicks = outcomes[outcomes["event_type"] == "offer_click"]
     slots = log[["decision_id", "offer_id", "ts"]].reset_index().rename(columns={"ts": "shown"})
     joined = slots.merge(clicks.rename(columns={"offer_id": "clicked_offer"}), on="decision_id")
-    hit = ((joined["clicked_offer"].isna() | (joined["clicked_offer"] == joined["offer_id"]))
-           & (joined["ts"] >= joined["shown"]) & (joined["ts"] < joined["shown"] + horizon_s))
+    hit = (
+        (joined["clicked_offer"].isna() | (joined["clicked_offer"] == joined["offer_id"]))
+        & (joined["ts"] >= joined["shown"])
+        & (joined["ts"] < joined["shown"] + horizon_s)
+    )
     found = np.zeros(len(log), dtype=bool)
     found[joined.loc[hit, "index"].to_numpy()] = True
     return found

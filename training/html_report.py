@@ -19,27 +19,38 @@ from nbo.config import MODEL_NAME, Paths, get_paths
 from training.commands import SHOWN, HomeOption, abort, format_number
 
 HEADLINE = ("auc", "pr_auc", "log_loss", "ece", "ndcg_at_3", "hit_rate_at_3")
-MODEL_COLUMNS = ("auc", "pr_auc", "log_loss", "ece", "precision_at_3", "recall_at_3", "ndcg_at_3",
-                 "hit_rate_at_3", "margin_at_3")
+MODEL_COLUMNS = (
+    "auc",
+    "pr_auc",
+    "log_loss",
+    "ece",
+    "precision_at_3",
+    "recall_at_3",
+    "ndcg_at_3",
+    "hit_rate_at_3",
+    "margin_at_3",
+)
 SEGMENT_COLUMNS = ("auc", "ece", "ndcg_at_3", "hit_rate_at_3")
-STYLE = ("body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
-         "th,td{border:1px solid #ccc;padding:.3em .6em}td.n{text-align:right}img{max-width:100%}"
-         ".cards span{display:inline-block;border:1px solid #ccc;padding:.5em 1em;margin:.2em}"
-         "dt{font-weight:bold;float:left;clear:left;width:9em}dd{margin:0 0 .3em 10em}")
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
+    "th,td{border:1px solid #ccc;padding:.3em .6em}td.n{text-align:right}img{max-width:100%}"
+    ".cards span{display:inline-block;border:1px solid #ccc;padding:.5em 1em;margin:.2em}"
+    "dt{font-weight:bold;float:left;clear:left;width:9em}dd{margin:0 0 .3em 10em}"
+)
 # One line per number on the page, in the order of its tables.
 METRICS_EXPLAINED = {
     "auc": "chance that a random buyer is scored above a random non-buyer (0.5: random, 1: perfect).",
     "pr_auc": "average precision over every threshold; random scores get the positive rate.",
     "log_loss": "mean negative log-likelihood of what happened; lower is better, confident mistakes cost most.",
     "ece": "expected calibration error: mean gap between predicted probability and observed purchase rate, "
-           "over equal-count bins; 0 is perfectly calibrated.",
+    "over equal-count bins; 0 is perfectly calibrated.",
     "precision_at_3": "share of each customer's 3 top-scored categories the customer bought in the horizon.",
     "recall_at_3": "share of the categories each customer bought that are among the 3 top-scored.",
     "ndcg_at_3": "top-3 ranking quality, higher ranks weighing more; 1: the bought categories come first.",
     "hit_rate_at_3": "share of customers who bought in at least one of their 3 top-scored categories.",
     "margin_at_3": "margin earned on the 3 offers ranked first by expected value, against the best 3 in hindsight.",
     "oracle share": "true expected value (the simulator's) of each policy's best offer per customer, against the "
-                    "best offer for each; random: an offer drawn at random.",
+    "best offer for each; random: an offer drawn at random.",
 }
 PLOTS_EXPLAINED = {
     "feature_importance": "the inputs the trees gained most from.",
@@ -69,26 +80,38 @@ def load_run(paths: Paths, version: str | None) -> Run:
 
     client = connect(paths)
     try:
-        found = (client.get_model_version(MODEL_NAME, version) if version
-                 else client.get_model_version_by_alias(MODEL_NAME, "champion"))
+        found = (
+            client.get_model_version(MODEL_NAME, version)
+            if version
+            else client.get_model_version_by_alias(MODEL_NAME, "champion")
+        )
     except mlflow.exceptions.MlflowException as error:
-        raise LookupError(f"no model {'version ' + version if version else 'champion'} in "
-                          f"{paths.tracking_uri}: run `nbo train`") from error
-    run = client.get_run(found.run_id)
+        raise LookupError(
+            f"no model {'version ' + version if version else 'champion'} in {paths.tracking_uri}: run `nbo train`"
+        ) from error
+    run_id = str(found.run_id)
+    run = client.get_run(run_id)
     with tempfile.TemporaryDirectory() as folder:
-        local = Path(mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path="evaluation",
-                                                         dst_path=folder))
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation", dst_path=folder))
         report = json.loads((local / "report.json").read_text())
         images = {png.stem: png.read_bytes() for png in sorted(local.glob("*.png"))}
-    return Run(str(found.version), found.run_id, run.info.run_name or found.run_id,
-               datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC), report, images)
+    return Run(
+        str(found.version),
+        run_id,
+        run.info.run_name or run_id,
+        datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC),
+        report,
+        images,
+    )
 
 
 def html_table(columns: list[str], rows: list[list[str]]) -> str:
     """An HTML table; cells after the first column are right-aligned numbers."""
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td{' class=n' if i else ''}>{escape(c)}</td>" for i, c in enumerate(row))
-                   + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=n' if i else ''}>{escape(c)}</td>" for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -96,18 +119,31 @@ def segment_tables(report: dict) -> str:
     """One table per segment kind: tier, size, positive rate and each shown model's metrics."""
     parts = []
     for kind, tiers in report["segments"].items():
-        rows = [[tier, str(seg["customers"]), f"{seg['positive_rate']:.2%}", name,
-                 *(format_number(seg["models"][name].get(k)) for k in SEGMENT_COLUMNS)]
-                for tier, seg in tiers.items() for name in SHOWN]
-        parts.append(f"<h3>per {escape(kind.replace('_', ' '))}</h3>"
-                     + html_table(["tier", "customers", "positive", "model", *SEGMENT_COLUMNS], rows))
+        rows = [
+            [
+                tier,
+                str(seg["customers"]),
+                f"{seg['positive_rate']:.2%}",
+                name,
+                *(format_number(seg["models"][name].get(k)) for k in SEGMENT_COLUMNS),
+            ]
+            for tier, seg in tiers.items()
+            for name in SHOWN
+        ]
+        parts.append(
+            f"<h3>per {escape(kind.replace('_', ' '))}</h3>"
+            + html_table(["tier", "customers", "positive", "model", *SEGMENT_COLUMNS], rows)
+        )
     return "".join(parts)
 
 
 def explain_metrics() -> str:
     """What each number on the page means, a line each."""
-    return "<dl>" + "".join(f"<dt>{escape(name)}</dt><dd>{escape(text)}</dd>"
-                            for name, text in METRICS_EXPLAINED.items()) + "</dl>"
+    return (
+        "<dl>"
+        + "".join(f"<dt>{escape(name)}</dt><dd>{escape(text)}</dd>" for name, text in METRICS_EXPLAINED.items())
+        + "</dl>"
+    )
 
 
 def render_html(run: Run, performance: str | None = None) -> str:
@@ -116,28 +152,40 @@ def render_html(run: Run, performance: str | None = None) -> str:
     version, report, images = run.version, run.report, run.images
     lightgbm = report["models"]["lightgbm"]
     cards = "".join(f"<span>{escape(k)}<br><b>{format_number(lightgbm.get(k))}</b></span>" for k in HEADLINE)
-    models = html_table(["model", *MODEL_COLUMNS], [[name, *(format_number(m.get(k)) for k in MODEL_COLUMNS)]
-                                                    for name, m in report["models"].items()])
+    models = html_table(
+        ["model", *MODEL_COLUMNS],
+        [[name, *(format_number(m.get(k)) for k in MODEL_COLUMNS)] for name, m in report["models"].items()],
+    )
     oracle = report["oracle"]
-    oracle_html = ("<p>No simulator truth: no oracle share.</p>" if not oracle else
-                   f"<p>Best offer per customer: {oracle['customers']} customers, {oracle['offers']} valid offers.</p>"
-                   + html_table(["policy", "share"], [[n, f"{v:.1%}"] for n, v in oracle["share"].items()]))
-    plots = "".join(f"<h3>{escape(name.replace('_', ' '))}</h3><p>{escape(PLOTS_EXPLAINED.get(name, ''))}</p>"
-                    f"<img alt=\"{escape(name)}\" src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">"
-                    for name, data in images.items())
+    oracle_html = (
+        "<p>No simulator truth: no oracle share.</p>"
+        if not oracle
+        else f"<p>Best offer per customer: {oracle['customers']} customers, {oracle['offers']} valid offers.</p>"
+        + html_table(["policy", "share"], [[n, f"{v:.1%}"] for n, v in oracle["share"].items()])
+    )
+    plots = "".join(
+        f"<h3>{escape(name.replace('_', ' '))}</h3><p>{escape(PLOTS_EXPLAINED.get(name, ''))}</p>"
+        f'<img alt="{escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        for name, data in images.items()
+    )
     title = f"{MODEL_NAME} v{version}"
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
-            + (f"<p><a href=\"{escape(performance)}\">Programme performance: treatment against the control "
-               f"group</a></p>" if performance else "") +
-            f"<p class=run>Model version {escape(version)}, MLflow run {escape(run.run_name)} "
-            f"(<code>{escape(run.run_id)}</code>), trained {run.trained:%Y-%m-%d %H:%M} UTC.</p>"
-            f"<p>Test cutoff {escape(report['test_cutoff'][:10])}: {report['customers']} customers, "
-            f"{report['rows']} rows, {report['positive_rate']:.2%} positive.</p>"
-            f"<h2>Headline (lightgbm)</h2><div class=cards>{cards}</div>"
-            f"<h2>What the numbers mean</h2>{explain_metrics()}"
-            f"<h2>Models side by side</h2>{models}<h2>Segments</h2>{segment_tables(report)}"
-            f"<h2>Share of the oracle's true expected value</h2>{oracle_html}<h2>Plots</h2>{plots}</body></html>")
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
+        + (
+            f'<p><a href="{escape(performance)}">Programme performance: treatment against the control group</a></p>'
+            if performance
+            else ""
+        )
+        + f"<p class=run>Model version {escape(version)}, MLflow run {escape(run.run_name)} "
+        f"(<code>{escape(run.run_id)}</code>), trained {run.trained:%Y-%m-%d %H:%M} UTC.</p>"
+        f"<p>Test cutoff {escape(report['test_cutoff'][:10])}: {report['customers']} customers, "
+        f"{report['rows']} rows, {report['positive_rate']:.2%} positive.</p>"
+        f"<h2>Headline (lightgbm)</h2><div class=cards>{cards}</div>"
+        f"<h2>What the numbers mean</h2>{explain_metrics()}"
+        f"<h2>Models side by side</h2>{models}<h2>Segments</h2>{segment_tables(report)}"
+        f"<h2>Share of the oracle's true expected value</h2>{oracle_html}<h2>Plots</h2>{plots}</body></html>"
+    )
 
 
 def write_report(paths: Paths, version: str | None = None, out: Path | None = None) -> Path:
@@ -157,9 +205,11 @@ def write_report(paths: Paths, version: str | None = None, out: Path | None = No
     return target
 
 
-def report(version: Annotated[str | None, typer.Option(help="Model version (default: the champion).")] = None,
-           out: Annotated[Path | None, typer.Option(help="HTML path (default HOME/reports/).")] = None,
-           home: HomeOption = None) -> None:
+def report(
+    version: Annotated[str | None, typer.Option(help="Model version (default: the champion).")] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML path (default HOME/reports/).")] = None,
+    home: HomeOption = None,
+) -> None:
     """Write a self-contained HTML report of a model run: metrics, segments, oracle share, plots."""
     try:
         target = write_report(get_paths(home), version, out)

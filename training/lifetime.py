@@ -28,7 +28,12 @@ from features.segments import TIER_COLUMNS, latest_tiers, value_thresholds, valu
 from features.training_set import read_customer_features
 from nbo.config import Paths
 from training.clv import (
-    REGRESSOR_PARAMS, Covariates, build_labels, build_training_set, fit_clv_model, predict_clv,
+    REGRESSOR_PARAMS,
+    Covariates,
+    build_labels,
+    build_training_set,
+    fit_clv_model,
+    predict_clv,
 )
 from training.registry import connect, run_tags
 
@@ -53,14 +58,16 @@ def behaviour_at(events: pd.DataFrame, cutoffs: list[pd.Timestamp]) -> Covariate
     """The declared customer features at each of ``cutoffs`` (computed once, point in time), as covariates."""
     table = customer_features(to_signal_frame(events), sorted(set(cutoffs)), CUSTOMER_FEATURES)
     table = table.assign(customer_id=table["customer_id"].astype(str))
-    by_cutoff = {pd.Timestamp(c): part.drop(columns="cutoff").set_index("customer_id")
-                 for c, part in table.groupby("cutoff")}
+    by_cutoff = {
+        pd.Timestamp(c): part.drop(columns="cutoff").set_index("customer_id") for c, part in table.groupby("cutoff")
+    }
     nobody = pd.DataFrame(columns=[f.name for f in CUSTOMER_FEATURES], index=pd.Index([], name="customer_id"))
 
     def at(cutoff: pd.Timestamp) -> pd.DataFrame:
         if cutoff not in cutoffs:
             raise KeyError(f"no behaviour computed at {cutoff}")
         return by_cutoff.get(cutoff, nobody)  # nobody active in the year before it
+
     return at
 
 
@@ -90,22 +97,25 @@ def plan_cutoffs(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> Plan:
     first, end = tx["ts"].min().floor("D"), tx["ts"].max().floor("D") + DAY
     horizon = min(horizon_days, (end - first).days // 2)
     if horizon < MIN_HISTORY_DAYS // 2:
-        raise ValueError(f"lifetime value needs at least {MIN_HISTORY_DAYS} days of purchases, "
-                         f"the events span {(end - first).days}")
+        raise ValueError(
+            f"lifetime value needs at least {MIN_HISTORY_DAYS} days of purchases, the events span {(end - first).days}"
+        )
     label_cutoff = end - horizon * DAY
     extra = [label_cutoff - k * 30 * DAY for k in range(1, 6) if label_cutoff - k * 30 * DAY >= first + 30 * DAY]
     return Plan(end, horizon, extra)
 
 
-def measure_holdout(tx: pd.DataFrame, plan: Plan, seed: int = 0,
-                    covariates: Covariates | None = None) -> dict[str, float]:
+def measure_holdout(
+    tx: pd.DataFrame, plan: Plan, seed: int = 0, covariates: Covariates | None = None
+) -> dict[str, float]:
     """Fit on half of the customers, score the other half on the last ``horizon`` days."""
     cutoff, horizon = plan.label_cutoff, plan.horizon
     ids = np.sort(tx["customer_id"].unique())
-    test = set(np.random.default_rng(seed).permutation(ids)[len(ids) // 2:])
+    test = set(np.random.default_rng(seed).permutation(ids)[len(ids) // 2 :])
     is_test = tx["customer_id"].isin(test).to_numpy()
-    data = build_training_set(tx[~is_test], cutoff, horizon, plan.extra, history=tx[tx["ts"] < cutoff],
-                              covariates=covariates)
+    data = build_training_set(
+        tx[~is_test], cutoff, horizon, plan.extra, history=tx[tx["ts"] < cutoff], covariates=covariates
+    )
     pred = predict_clv(fit_clv_model(data, seed=seed), tx[is_test], cutoff, horizon, covariates)
     held = tx[is_test & (tx["ts"] >= cutoff).to_numpy()]
     actual = build_labels(held, cutoff, horizon).reindex(pred.index, fill_value=0).to_numpy(dtype="float64")
@@ -113,11 +123,15 @@ def measure_holdout(tx: pd.DataFrame, plan: Plan, seed: int = 0,
     past = tx[is_test & (tx["ts"] >= cutoff - 365 * DAY).to_numpy() & (tx["ts"] < cutoff).to_numpy()]
     revenue = past.groupby("customer_id")["amount"].sum().reindex(pred.index, fill_value=0.0)
     error = pred["expected_purchases"].to_numpy() - actual
-    metrics = {"holdout_customers": float(len(pred)), "holdout_auc": float("nan"),
-               "holdout_rmse": float(np.sqrt(np.mean(error ** 2))), "holdout_mae": float(np.mean(np.abs(error))),
-               "holdout_total_error": float(pred["expected_purchases"].sum() / max(actual.sum(), 1.0) - 1.0),
-               "top10_spend_share_by_value": top_share(pred["expected_value"], spend),
-               "top10_spend_share_by_revenue": top_share(revenue, spend)}
+    metrics = {
+        "holdout_customers": float(len(pred)),
+        "holdout_auc": float("nan"),
+        "holdout_rmse": float(np.sqrt(np.mean(error**2))),
+        "holdout_mae": float(np.mean(np.abs(error))),
+        "holdout_total_error": float(pred["expected_purchases"].sum() / max(actual.sum(), 1.0) - 1.0),
+        "top10_spend_share_by_value": top_share(pred["expected_value"], spend),
+        "top10_spend_share_by_revenue": top_share(revenue, spend),
+    }
     if 0 < (actual > 0).sum() < len(actual):
         metrics["holdout_auc"] = float(roc_auc_score(actual > 0, pred["p_buy_again"]))
     return metrics
@@ -129,8 +143,7 @@ def top_share(score: pd.Series, spend: pd.Series, fraction: float = 0.1) -> floa
     return float(spend.loc[top].sum() / spend.sum()) if spend.sum() > 0 else float("nan")
 
 
-def predict_lifetime(tx: pd.DataFrame, plan: Plan, seed: int = 0,
-                     covariates: Covariates | None = None) -> pd.DataFrame:
+def predict_lifetime(tx: pd.DataFrame, plan: Plan, seed: int = 0, covariates: Covariates | None = None) -> pd.DataFrame:
     """Every buyer's expected purchases, P(buys again) and value over the next ``horizon`` days, and value tier
     (by expected purchases when the purchases carry no amounts)."""
     data = build_training_set(tx, plan.label_cutoff, plan.horizon, plan.extra, covariates=covariates)
@@ -153,13 +166,24 @@ def fit_lifetime(paths: Paths, horizon_days: int = HORIZON_DAYS, seed: int = 0) 
     connect(paths, EXPERIMENT)
     span = f"{tx['ts'].min().date()}..{plan.end.date()}"
     with mlflow.start_run(run_name=f"lifetime {span}", tags=run_tags(span, len(CUSTOMER_FEATURES))):
-        mlflow.log_params({**REGRESSOR_PARAMS, "horizon_days": plan.horizon, "as_of": plan.end.isoformat(),
-                           "purchases": len(tx), "seed": seed,
-                           "behaviour_features": len(CUSTOMER_FEATURES)})
+        mlflow.log_params(
+            {
+                **REGRESSOR_PARAMS,
+                "horizon_days": plan.horizon,
+                "as_of": plan.end.isoformat(),
+                "purchases": len(tx),
+                "seed": seed,
+                "behaviour_features": len(CUSTOMER_FEATURES),
+            }
+        )
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_dict(lifetime["value_tier"].value_counts().to_dict(), "value_tiers.json")
-    return {"customers": len(lifetime), "file": str(paths.lifetime),
-            "tiers": lifetime["value_tier"].value_counts().to_dict(), **metrics}
+    return {
+        "customers": len(lifetime),
+        "file": str(paths.lifetime),
+        "tiers": lifetime["value_tier"].value_counts().to_dict(),
+        **metrics,
+    }
 
 
 def read_tiers(paths: Paths) -> pd.DataFrame | None:

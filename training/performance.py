@@ -20,6 +20,7 @@ cutoff), the value tier the home's latest (training.lifetime.read_tiers).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,8 +50,13 @@ def read_purchases(paths: Paths) -> tuple[pd.DataFrame, pd.Timestamp | None]:
         return pd.DataFrame({"customer_id": [], "ts": [], "amount": []}), None
     end = events["ts"].max() if len(events) else None
     bought = events[(events["event_type"] == "purchase") & events["customer_id"].notna()]
-    purchases = pd.DataFrame({"customer_id": bought["customer_id"].astype(str).to_numpy(),
-                              "ts": epoch_seconds(bought["ts"]), "amount": bought["amount"].fillna(0.0).to_numpy()})
+    purchases = pd.DataFrame(
+        {
+            "customer_id": bought["customer_id"].astype(str).to_numpy(),
+            "ts": epoch_seconds(bought["ts"]),
+            "amount": bought["amount"].fillna(0.0).to_numpy(),
+        }
+    )
     return purchases, end
 
 
@@ -64,11 +70,15 @@ def first_decisions(decisions: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     group, channel, offer (the model's first choice)."""
     slots = decisions.loc[decisions["rank"] == 0, ["customer_id", "ts", "group", "channel", "intended_offer_id"]]
     first = slots.loc[slots.groupby(["customer_id", *by], sort=False)["ts"].idxmin()]  # ties: the first logged
-    return pd.DataFrame({"customer_id": first["customer_id"].astype(str).to_numpy(),
-                         "ts": first["ts"].to_numpy("int64"),
-                         "group": first["group"].fillna("treatment").to_numpy(),
-                         "channel": first["channel"].to_numpy(),
-                         "offer": first["intended_offer_id"].fillna(UNKNOWN).to_numpy()})
+    return pd.DataFrame(
+        {
+            "customer_id": first["customer_id"].astype(str).to_numpy(),
+            "ts": first["ts"].to_numpy("int64"),
+            "group": first["group"].fillna("treatment").to_numpy(),
+            "channel": first["channel"].to_numpy(),
+            "offer": first["intended_offer_id"].fillna(UNKNOWN).to_numpy(),
+        }
+    )
 
 
 def add_outcomes(units: pd.DataFrame, purchases: pd.DataFrame, horizon_s: int) -> pd.DataFrame:
@@ -102,14 +112,18 @@ def compare(units: pd.DataFrame) -> dict:
     """A cell: customers and sums per group, and per metric the per-customer difference and the incremental
     total (difference x treated customers), each with its 95 % interval."""
     treated, control = units[units["group"] == "treatment"], units[units["group"] == "control"]
-    cell = {"treatment": len(treated), "control": len(control)}
+    cell: dict[str, Any] = {"treatment": len(treated), "control": len(control)}
     for metric in METRICS:
         t, c = treated[metric].to_numpy("float64"), control[metric].to_numpy("float64")
         per_customer = difference(t, c)
-        cell[metric] = {"treatment_sum": float(t.sum()), "control_sum": float(c.sum()),
-                        "treatment_mean": float(t.mean()) if len(t) else None,
-                        "control_mean": float(c.mean()) if len(c) else None,
-                        "per_customer": per_customer, "incremental": scaled(per_customer, len(t))}
+        cell[metric] = {
+            "treatment_sum": float(t.sum()),
+            "control_sum": float(c.sum()),
+            "treatment_mean": float(t.mean()) if len(t) else None,
+            "control_mean": float(c.mean()) if len(c) else None,
+            "per_customer": per_customer,
+            "incremental": scaled(per_customer, len(t)),
+        }
     return cell
 
 
@@ -127,23 +141,33 @@ def breakdown(units: pd.DataFrame, column: str) -> dict[str, dict]:
 def activity_at_cutoffs(customers: pd.DataFrame) -> pd.DataFrame:
     """Each customer's activity tier at each cutoff of a training set's customer table: customer_id, cutoff
     (epoch seconds), activity_tier."""
-    return pd.DataFrame({"customer_id": customers["customer_id"].astype(str).to_numpy(),
-                         "cutoff": epoch_seconds(customers["cutoff"]),
-                         "activity_tier": activity_tier(customers).to_numpy()})
+    return pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].astype(str).to_numpy(),
+            "cutoff": epoch_seconds(customers["cutoff"]),
+            "activity_tier": activity_tier(customers).to_numpy(),
+        }
+    )
 
 
 def tier_before(units: pd.DataFrame, activity: pd.DataFrame) -> np.ndarray:
     """Each unit's activity tier at the last cutoff at or before its decision (UNKNOWN before the first one)."""
     ordered = units[["customer_id", "ts"]].reset_index().sort_values("ts", kind="stable")
-    found = pd.merge_asof(ordered, activity.sort_values("cutoff"), left_on="ts", right_on="cutoff",
-                          by="customer_id", direction="backward")
+    found = pd.merge_asof(
+        ordered, activity.sort_values("cutoff"), left_on="ts", right_on="cutoff", by="customer_id", direction="backward"
+    )
     return found.set_index("index")["activity_tier"].reindex(units.index).fillna(UNKNOWN).to_numpy()
 
 
-def measure_performance(decisions: pd.DataFrame, purchases: pd.DataFrame, end: pd.Timestamp | None,
-                        activity: pd.DataFrame | None = None, values: pd.DataFrame | None = None,
-                        horizon_days: float = HORIZON_DAYS,
-                        since: pd.Timestamp | None = None) -> dict:
+def measure_performance(
+    decisions: pd.DataFrame,
+    purchases: pd.DataFrame,
+    end: pd.Timestamp | None,
+    activity: pd.DataFrame | None = None,
+    values: pd.DataFrame | None = None,
+    horizon_days: float = HORIZON_DAYS,
+    since: pd.Timestamp | None = None,
+) -> dict:
     """The report: settings, overall cell, and cells per breakdown (BREAKDOWNS). ``decisions`` as the decision
     log holds them (serving.decisions.DECISION_COLUMNS), ``purchases`` as read_purchases gives them, ``end`` the
     end of the data (horizons must end by it), ``activity`` as activity_at_cutoffs gives it, ``values``
@@ -151,8 +175,11 @@ def measure_performance(decisions: pd.DataFrame, purchases: pd.DataFrame, end: p
     start = int(since.timestamp()) if since is not None else None
     period = decisions if start is None else decisions[decisions["ts"] >= start]
     if period.empty:
-        raise NoDecisions("the decision log holds no decisions" + (f" since {since.isoformat()}" if since else "")
-                          + ": nothing to measure yet (the service logs one per /recommend)")
+        raise NoDecisions(
+            "the decision log holds no decisions"
+            + (f" since {since.isoformat()}" if since else "")
+            + ": nothing to measure yet (the service logs one per /recommend)"
+        )
     horizon_s = int(horizon_days * 86_400)
     last = int(end.timestamp()) if end is not None else int(period["ts"].max())
     units, by_channel = first_decisions(period, []), first_decisions(period, ["channel"])
@@ -161,21 +188,33 @@ def measure_performance(decisions: pd.DataFrame, purchases: pd.DataFrame, end: p
     by_channel = add_outcomes(by_channel[by_channel["ts"] + horizon_s <= last], purchases, horizon_s)
     found = len(units) > 0
     units["activity_tier"] = tier_before(units, activity) if activity is not None and found else UNKNOWN
-    value_of = pd.Series(values["value_tier"].to_numpy(), index=values["customer_id"].astype(str)) \
-        if values is not None else pd.Series(dtype=object)
+    value_of = (
+        pd.Series(values["value_tier"].to_numpy(), index=values["customer_id"].astype(str))
+        if values is not None
+        else pd.Series(dtype=object)
+    )
     units["value_tier"] = units["customer_id"].map(value_of).fillna(UNKNOWN)
     units["week"] = iso_week(units["ts"]) if found else []
     overall = compare(units)
-    return {"horizon_days": horizon_days, "since": since.isoformat() if since is not None else None,
-            "end": pd.Timestamp(last, unit="s", tz="UTC").isoformat(),
-            "customers": int(len(complete)), "incomplete": int((~complete).sum()),
-            "control_share": overall["control"] / max(len(units), 1), "overall": overall,
-            "channel": breakdown(by_channel, "channel"),
-            **{kind: breakdown(units, kind) for kind in BREAKDOWNS if kind != "channel"}}
+    return {
+        "horizon_days": horizon_days,
+        "since": since.isoformat() if since is not None else None,
+        "end": pd.Timestamp(last, unit="s", tz="UTC").isoformat(),
+        "customers": int(len(complete)),
+        "incomplete": int((~complete).sum()),
+        "control_share": overall["control"] / max(len(units), 1),
+        "overall": overall,
+        "channel": breakdown(by_channel, "channel"),
+        **{kind: breakdown(units, kind) for kind in BREAKDOWNS if kind != "channel"},
+    }
 
 
-def measure_home(paths: Paths, horizon_days: float = HORIZON_DAYS, since: pd.Timestamp | None = None,
-                 until: pd.Timestamp | None = None) -> dict:
+def measure_home(
+    paths: Paths,
+    horizon_days: float = HORIZON_DAYS,
+    since: pd.Timestamp | None = None,
+    until: pd.Timestamp | None = None,
+) -> dict:
     """measure_performance on a home's decision log, events and tiers; ``until`` the end of the data (default:
     the last event's time)."""
     from features.training_set import read_customer_features
@@ -191,6 +230,7 @@ def measure_home(paths: Paths, horizon_days: float = HORIZON_DAYS, since: pd.Tim
         log.close()
     purchases, end = read_purchases(paths)
     tiers = read_tiers(paths)
-    activity = activity_at_cutoffs(read_customer_features(paths.training_set, TIER_COLUMNS)) if tiers is not None \
-        else None
+    activity = (
+        activity_at_cutoffs(read_customer_features(paths.training_set, TIER_COLUMNS)) if tiers is not None else None
+    )
     return measure_performance(decisions, purchases, until or end, activity, tiers, horizon_days, since)

@@ -58,8 +58,8 @@ class LoadedModel:
 def predict_uncalibrated(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
     """The model's probabilities before calibration: the booster's score plus its category-share offset."""
     if model.share is None:
-        return model.booster.predict(matrix, num_threads=1)
-    raw = model.booster.predict(matrix, raw_score=True, num_threads=1) + compute_log_share(*model.share, matrix)
+        return np.asarray(model.booster.predict(matrix, num_threads=1))
+    raw = np.asarray(model.booster.predict(matrix, raw_score=True, num_threads=1)) + compute_log_share(*model.share, matrix)
     return expit(raw)
 
 
@@ -93,8 +93,9 @@ def read_artifacts(files: Mapping[str, str | Path], version: str) -> LoadedModel
     meta = json.loads(Path(files["spec"]).read_text())
     if booster.feature_name() != meta.get("features"):
         raise ValueError(f"version {version}: the booster's features differ from its meta's feature list")
-    calibrator = (Calibrator.from_dict(json.loads(Path(files["calibrator"]).read_text()))
-                  if "calibrator" in files else None)
+    calibrator = (
+        Calibrator.from_dict(json.loads(Path(files["calibrator"]).read_text())) if "calibrator" in files else None
+    )
     return LoadedModel(booster, meta, version, calibrator)
 
 
@@ -113,8 +114,7 @@ class PurchaseIntent(PythonModel):
         """Read the booster, spec and calibrator logged with the model."""
         self.model = read_artifacts(context.artifacts, "pyfunc")
 
-    def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
-                params: dict | None = None) -> np.ndarray:
+    def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         """What the service serves for these rows: predict_proba on the model's input matrix."""
         return predict_proba(self.model, to_model_matrix(self.model, model_input))
 
@@ -135,6 +135,12 @@ def log_pyfunc(model: LoadedModel, example: pd.DataFrame, registered_name: str) 
         code = copy_code(Path(staging) / "code")
         signature = infer_signature(example, predict_proba(model, to_model_matrix(model, example)))
         return mlflow.pyfunc.log_model(
-            name="model", python_model=str(MODEL_CODE), artifacts=files, code_paths=code, signature=signature,
-            input_example=example, registered_model_name=registered_name,
-            pip_requirements=[f"{name}=={installed_version(name)}" for name in ("mlflow", *REQUIREMENTS)])
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts=files,
+            code_paths=code,
+            signature=signature,
+            input_example=example,
+            registered_model_name=registered_name,
+            pip_requirements=[f"{name}=={installed_version(name)}" for name in ("mlflow", *REQUIREMENTS)],
+        )

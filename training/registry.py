@@ -59,8 +59,13 @@ def git_commit() -> str | None:
     """The checkout's commit (with "-dirty" when it has uncommitted changes), None outside a git checkout."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=5)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:
@@ -68,8 +73,14 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
-def log_model(model: LoadedModel, example: pd.DataFrame, params: dict, metrics: dict[str, float], report: dict,
-              figures: dict[str, Figure]) -> str:
+def log_model(
+    model: LoadedModel,
+    example: pd.DataFrame,
+    params: dict,
+    metrics: dict[str, float],
+    report: dict,
+    figures: dict[str, Figure],
+) -> str:
     """Log one training run (named and tagged, with its evaluation report and plots) and register its model as a
     pyfunc (booster, category-share offset, calibrator, feature spec); return the new version."""
     name, tags = describe_run(model.meta["lineage"], len(model.meta["features"]))
@@ -87,15 +98,21 @@ def log_model(model: LoadedModel, example: pd.DataFrame, params: dict, metrics: 
 def download_version(client: MlflowClient, version: str, folder: Path) -> Path:
     """Download a registered version's pyfunc folder into folder, through the client's own tracking URI."""
     location = client.get_model_version_download_uri(MODEL_NAME, version)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(folder),
-                                                    tracking_uri=client.tracking_uri))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=location, dst_path=str(folder), tracking_uri=client.tracking_uri
+        )
+    )
 
 
 def find_version(client: MlflowClient, alias: str = "champion", version: str | None = None) -> str | None:
     """The given version if registered, else the version under an alias; None when there is no such version."""
     try:
-        found = (client.get_model_version(MODEL_NAME, version) if version
-                 else client.get_model_version_by_alias(MODEL_NAME, alias))
+        found = (
+            client.get_model_version(MODEL_NAME, version)
+            if version
+            else client.get_model_version_by_alias(MODEL_NAME, alias)
+        )
     except mlflow.exceptions.MlflowException:
         return None
     return str(found.version)
@@ -171,4 +188,3 @@ def get_alias_version(client: MlflowClient, alias: str) -> str | None:
         return str(client.get_model_version_by_alias(MODEL_NAME, alias).version)
     except mlflow.exceptions.MlflowException:
         return None
-

@@ -55,10 +55,13 @@ def tabulate_splits(splits: list[np.ndarray | None | bool]) -> SplitTable:
     thresholds = [cast(np.ndarray, splits[j]) for j in numeric]
     sizes = np.array([len(cuts) for cuts in thresholds], dtype=np.int64)
     return SplitTable(
-        width=len(splits), numeric=np.array(numeric, dtype=np.int64),
+        width=len(splits),
+        numeric=np.array(numeric, dtype=np.int64),
         cuts=np.concatenate(thresholds) if numeric else np.empty(0),
-        owner=np.repeat(np.arange(len(numeric)), sizes), starts=np.cumsum(sizes) - sizes,
-        categorical=np.array([j for j, cuts in enumerate(splits) if cuts is None], dtype=np.int64))
+        owner=np.repeat(np.arange(len(numeric)), sizes),
+        starts=np.cumsum(sizes) - sizes,
+        categorical=np.array([j for j, cuts in enumerate(splits) if cuts is None], dtype=np.int64),
+    )
 
 
 def split_keys(inputs: np.ndarray, table: SplitTable, few_rows: int = 64) -> np.ndarray:
@@ -75,8 +78,12 @@ def split_keys(inputs: np.ndarray, table: SplitTable, few_rows: int = 64) -> np.
         below = np.add.reduceat(values[:, table.owner] > table.cuts, table.starts, axis=1)
     else:
         ends = np.append(table.starts[1:], len(table.cuts))
-        below = np.column_stack([np.searchsorted(table.cuts[a:b], values[:, j], side="left")
-                                 for j, (a, b) in enumerate(zip(table.starts, ends))])
+        below = np.column_stack(
+            [
+                np.searchsorted(table.cuts[a:b], values[:, j], side="left")
+                for j, (a, b) in enumerate(zip(table.starts, ends))
+            ]
+        )
     keys[:, table.numeric] = np.where(np.isnan(values), -1, 2 * below + (np.abs(values) <= ZERO))
     return keys
 
@@ -84,6 +91,9 @@ def split_keys(inputs: np.ndarray, table: SplitTable, few_rows: int = 64) -> np.
 def group_profiles(inputs: np.ndarray, table: SplitTable) -> tuple[np.ndarray, np.ndarray]:
     """Rows that take the same path in every tree: the first row of each profile and each row's profile."""
     keys = split_keys(inputs, table)
-    profile = pd.DataFrame(keys).groupby(list(range(keys.shape[1])), sort=False).ngroup().to_numpy() \
-        if keys.shape[1] else np.zeros(len(inputs), dtype=np.int64)
+    profile = (
+        pd.DataFrame(keys).groupby(list(range(keys.shape[1])), sort=False).ngroup().to_numpy()
+        if keys.shape[1]
+        else np.zeros(len(inputs), dtype=np.int64)
+    )
     return np.unique(profile, return_index=True)[1], profile

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -13,7 +14,12 @@ from nbo.config import Paths
 from training.affinity import CategoryShare, compute_log_share, fit_category_share, locate_inputs
 from training.calibration import calibrate, fit_calibrator
 from training.dataset import (
-    CATEGORY_FEATURE, Split, load_training_set, model_feature_names, split_by_time, to_matrix,
+    CATEGORY_FEATURE,
+    Split,
+    load_training_set,
+    model_feature_names,
+    split_by_time,
+    to_matrix,
 )
 from training.evaluate import KS, category_popularity, ranking_metrics, score_metrics
 from training.pyfunc import LoadedModel, predict_proba, predict_uncalibrated
@@ -23,24 +29,49 @@ from training.report import build_report, draw_figures, flatten_metrics
 logger = logging.getLogger("nbo.training")
 GATE_METRIC = "test_auc"  # the default; `nbo train --gate-metric` or $NBO_GATE_METRIC picks another
 # Gate metrics the champion can be re-scored on, on the same test rows: True where higher is better.
-GATE_METRICS = {"test_auc": True, "test_pr_auc": True, "test_log_loss": False, "test_ece": False,
-                **{f"test_{m}_at_{k}": True for m in ("precision", "recall", "ndcg", "hit_rate") for k in KS}}
+GATE_METRICS = {
+    "test_auc": True,
+    "test_pr_auc": True,
+    "test_log_loss": False,
+    "test_ece": False,
+    **{f"test_{m}_at_{k}": True for m in ("precision", "recall", "ndcg", "hit_rate") for k in KS},
+}
 # Small trees (at most 15 leaves, 6 deep): as accurate on the simulated retailers as 31 leaves, and TreeSHAP, which
 # explains every shown offer, costs about half as much (docs/benchmarks.md, serving round 6).
-PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "max_depth": 6, "min_data_in_leaf": 50,
-          "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-          "seed": 7, "deterministic": True, "num_threads": 2, "verbosity": -1}
+PARAMS = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "max_depth": 6,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "seed": 7,
+    "deterministic": True,
+    "num_threads": 2,
+    "verbosity": -1,
+}
 
 
-def fit(train: np.ndarray, y_train: np.ndarray, valid: np.ndarray, y_valid: np.ndarray,
-        names: list[str], offsets: tuple[np.ndarray, np.ndarray] | None = None, rounds: int = 500) -> lgb.Booster:
+def fit(
+    train: np.ndarray,
+    y_train: np.ndarray,
+    valid: np.ndarray,
+    y_valid: np.ndarray,
+    names: list[str],
+    offsets: tuple[np.ndarray, np.ndarray] | None = None,
+    rounds: int = 500,
+) -> lgb.Booster:
     """LightGBM with early stopping on the validation cutoff, boosting from the given log-odds offsets."""
     category = [names.index(CATEGORY_FEATURE)]
     start_train, start_valid = offsets or (None, None)
     data = lgb.Dataset(train, y_train, feature_name=names, categorical_feature=category, init_score=start_train)
     check = lgb.Dataset(valid, y_valid, reference=data, init_score=start_valid)
-    return lgb.train(PARAMS, data, num_boost_round=rounds, valid_sets=[check],
-                     callbacks=[lgb.early_stopping(50, verbose=False)])
+    return lgb.train(
+        PARAMS, data, num_boost_round=rounds, valid_sets=[check], callbacks=[lgb.early_stopping(50, verbose=False)]
+    )
 
 
 def fit_share(train: pd.DataFrame, matrix: np.ndarray, names: list[str], categories: list[str]) -> CategoryShare:
@@ -83,7 +114,7 @@ def champion_score(client, split: Split, gate_metric: str = GATE_METRIC) -> tupl
     return champion.version, found[gate_metric]
 
 
-def train(paths: Paths, gate_metric: str = GATE_METRIC, logistic_baseline: bool = True) -> dict[str, object]:
+def train(paths: Paths, gate_metric: str = GATE_METRIC, logistic_baseline: bool = True) -> dict[str, Any]:
     """Train on the home's training set, log to MLflow, register, and promote if it beats the champion on the
     gate metric (the report's logistic-regression baseline, the costliest, only with ``logistic_baseline``)."""
     check_gate_metric(gate_metric)
@@ -92,33 +123,57 @@ def train(paths: Paths, gate_metric: str = GATE_METRIC, logistic_baseline: bool 
     declared = [f.name for f in FEATURES]
     categories = sorted(split.train["category"].unique().tolist())
     names = model_feature_names(declared)
-    matrices = {part: to_matrix(getattr(split, part), split.customers, declared, categories)
-                for part in ("train", "valid", "test")}
+    matrices = {
+        part: to_matrix(getattr(split, part), split.customers, declared, categories)
+        for part in ("train", "valid", "test")
+    }
     labels = {part: getattr(split, part)["label"].to_numpy() for part in ("train", "valid", "test")}
     share = fit_share(split.train, matrices["train"], names, categories)
     inputs = locate_inputs(share, names, CATEGORY_FEATURE)
-    offsets = tuple(compute_log_share(share, inputs, matrices[part]) for part in ("train", "valid"))
+    offsets = (compute_log_share(share, inputs, matrices["train"]), compute_log_share(share, inputs, matrices["valid"]))
     booster = fit(matrices["train"], labels["train"], matrices["valid"], labels["valid"], names, offsets)
-    meta = {"features": names, "declared_features": declared, "categories": categories,
-            "popularity": category_popularity(split.train), "category_share": share.to_dict(), "lineage": lineage}
+    meta = {
+        "features": names,
+        "declared_features": declared,
+        "categories": categories,
+        "popularity": category_popularity(split.train),
+        "category_share": share.to_dict(),
+        "lineage": lineage,
+    }
     raw_valid = predict_uncalibrated(LoadedModel(booster, meta, "candidate"), matrices["valid"])
     calibrator = fit_calibrator(raw_valid, labels["valid"])
     model = LoadedModel(booster, meta, "candidate", calibrator)
     report = build_report(paths, split, model, matrices, logistic_baseline)
-    metrics = {**score_metrics(labels["valid"], raw_valid, "valid_uncalibrated"),
-               **score_metrics(labels["valid"], calibrate(calibrator, raw_valid), "valid"),
-               **flatten_metrics(report), "best_iteration": float(booster.best_iteration)}
+    metrics = {
+        **score_metrics(labels["valid"], raw_valid, "valid_uncalibrated"),
+        **score_metrics(labels["valid"], calibrate(calibrator, raw_valid), "valid"),
+        **flatten_metrics(report),
+        "best_iteration": float(booster.best_iteration),
+    }
     client = connect(paths)
     incumbent = champion_score(client, split, gate_metric)
-    params = {**PARAMS, "train_rows": len(split.train), "valid_rows": len(split.valid), "test_rows": len(split.test),
-              "gate_metric": gate_metric, "horizon_days": lineage["horizon_days"], "calibration": calibrator.method,
-              "test_cutoff": lineage["cutoffs"][-1], "events_sha256": lineage["events_sha256"]}
+    params = {
+        **PARAMS,
+        "train_rows": len(split.train),
+        "valid_rows": len(split.valid),
+        "test_rows": len(split.test),
+        "gate_metric": gate_metric,
+        "horizon_days": lineage["horizon_days"],
+        "calibration": calibrator.method,
+        "test_cutoff": lineage["cutoffs"][-1],
+        "events_sha256": lineage["events_sha256"],
+    }
     example = pd.DataFrame(matrices["test"][:5], columns=names)
     version = log_model(model, example, params, metrics, report, draw_figures(report))
     set_alias(client, "challenger", version)
     promoted = incumbent is None or beats(metrics[gate_metric], incumbent[1], gate_metric)
     if promoted:
         promote(client, version)
-    return {"version": version, "promoted": promoted, "gate_metric": gate_metric, "metrics": metrics,
-            "champion_before": incumbent[0] if incumbent else None,
-            "champion_metric_before": incumbent[1] if incumbent else None}
+    return {
+        "version": version,
+        "promoted": promoted,
+        "gate_metric": gate_metric,
+        "metrics": metrics,
+        "champion_before": incumbent[0] if incumbent else None,
+        "champion_metric_before": incumbent[1] if incumbent else None,
+    }

@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -23,10 +24,18 @@ import pandas as pd
 
 CONTROL = "control"
 EXPOSURE_COLUMNS = ("customer_id", "offer_id", "ts", "channel", "propensity")
-MODEL_PARAMS: dict[str, object] = {
-    "n_estimators": 150, "learning_rate": 0.06, "num_leaves": 15, "min_child_samples": 200,
-    "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "reg_lambda": 1.0,
-    "max_bin": 63, "verbose": -1, "n_jobs": 2,
+MODEL_PARAMS: dict[str, Any] = {
+    "n_estimators": 150,
+    "learning_rate": 0.06,
+    "num_leaves": 15,
+    "min_child_samples": 200,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
+    "max_bin": 63,
+    "verbose": -1,
+    "n_jobs": 2,
 }
 SPEC_FILE, TREATED_FILE, CONTROL_FILE = "spec.json", "treated.txt", "control.txt"
 CHUNK_CUSTOMERS = 5000
@@ -87,8 +96,9 @@ def prepare_exposures(exposures: pd.DataFrame) -> pd.DataFrame:
     frame["treated"] = frame["offer_id"] != CONTROL
     intended = frame["intended_offer_id"] if "intended_offer_id" in frame.columns else pd.Series(None, frame.index)
     frame["offer"] = frame["offer_id"].where(frame["treated"], intended)
-    frame["campaign"] = (frame["campaign_id"].astype(str) if "campaign_id" in frame.columns
-                         else frame["ts"].dt.strftime("%Y-%m-%d"))
+    frame["campaign"] = (
+        frame["campaign_id"].astype(str) if "campaign_id" in frame.columns else frame["ts"].dt.strftime("%Y-%m-%d")
+    )
     control_share = frame.loc[~frame["treated"]].groupby("campaign")["propensity"].mean()
     fallback = float(frame.loc[~frame["treated"], "propensity"].mean())
     p_control = frame["campaign"].map(control_share).fillna(fallback).astype(float)
@@ -100,18 +110,21 @@ def build_offer_table(exposures: pd.DataFrame, offers: pd.DataFrame | None) -> p
     """Offer attributes indexed by offer_id: ``category`` when known plus the offers table's numbers."""
     if offers is not None:
         table = offers.drop_duplicates("offer_id").set_index("offer_id")
-        keep = [c for c in table.columns if c == "category" or
-                (pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c]))]
+        keep = [
+            c
+            for c in table.columns
+            if c == "category" or (pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c]))
+        ]
         return table[keep]
     if "category" in exposures.columns:
         pairs = exposures.assign(o=exposures["offer_id"].where(exposures["offer_id"] != CONTROL))
         return pairs.dropna(subset=["o"]).drop_duplicates("o").set_index("o")[["category"]].rename_axis("offer_id")
-    return pd.DataFrame(index=pd.Index(exposures.loc[exposures["offer_id"] != CONTROL, "offer_id"].unique(),
-                                       name="offer_id"))
+    return pd.DataFrame(
+        index=pd.Index(exposures.loc[exposures["offer_id"] != CONTROL, "offer_id"].unique(), name="offer_id")
+    )
 
 
-def build_spec(customers: pd.DataFrame, offer_table: pd.DataFrame, frame: pd.DataFrame,
-               outcome: str) -> UpliftSpec:
+def build_spec(customers: pd.DataFrame, offer_table: pd.DataFrame, frame: pd.DataFrame, outcome: str) -> UpliftSpec:
     """Sort customer and offer columns into numeric, datetime and categorical inputs."""
     numeric, datetimes, categories = [], [], {}
     for column in customers.columns.drop("customer_id"):
@@ -129,8 +142,16 @@ def build_spec(customers: pd.DataFrame, offer_table: pd.DataFrame, frame: pd.Dat
     offer_numeric = [c for c in offer_table.columns if c != "category"]
     values = frame[outcome]
     binary = bool(pd.api.types.is_bool_dtype(values) or set(np.unique(values.to_numpy())) <= {0, 1})
-    return UpliftSpec(outcome, binary, numeric, datetimes, categories, offer_numeric,
-                      bool(frame.loc[~frame["treated"], "offer"].notna().all()), list(customers.columns))
+    return UpliftSpec(
+        outcome,
+        binary,
+        numeric,
+        datetimes,
+        categories,
+        offer_numeric,
+        bool(frame.loc[~frame["treated"], "offer"].notna().all()),
+        list(customers.columns),
+    )
 
 
 def join_customers(customers: pd.DataFrame, behaviour: pd.DataFrame | None) -> pd.DataFrame:
@@ -139,13 +160,19 @@ def join_customers(customers: pd.DataFrame, behaviour: pd.DataFrame | None) -> p
         return customers
     if "customer_id" not in behaviour.columns:
         raise ValueError("behavioural features lack column 'customer_id'")
-    return customers.merge(behaviour.drop_duplicates("customer_id"), on="customer_id", how="left",
-                           suffixes=("", "_behaviour"))
+    return customers.merge(
+        behaviour.drop_duplicates("customer_id"), on="customer_id", how="left", suffixes=("", "_behaviour")
+    )
 
 
-def build_matrix(spec: UpliftSpec, customers: pd.DataFrame, offer_table: pd.DataFrame,
-                 customer_ids: pd.Series | np.ndarray, offer_ids: pd.Series | np.ndarray | None,
-                 ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+def build_matrix(
+    spec: UpliftSpec,
+    customers: pd.DataFrame,
+    offer_table: pd.DataFrame,
+    customer_ids: pd.Series | np.ndarray,
+    offer_ids: pd.Series | np.ndarray | None,
+    ts: pd.Series | pd.DatetimeIndex,
+) -> np.ndarray:
     """Model inputs for (customer, offer, time) rows; offer inputs are missing when offer_ids is None."""
     people = customers.set_index("customer_id")
     wanted = [*spec.numeric, *spec.datetimes, *(c for c in spec.categories if not c.startswith("offer_"))]
@@ -177,8 +204,7 @@ def build_matrix(spec: UpliftSpec, customers: pd.DataFrame, offer_table: pd.Data
             values = take(people[column], rows)
         columns.append(encode_levels(values, levels))
     for column in spec.offer_numeric:
-        columns.append(take(offer_table[column], offer_rows).astype(float).to_numpy() if known
-                       else np.full(n, np.nan))
+        columns.append(take(offer_table[column], offer_rows).astype(float).to_numpy() if known else np.full(n, np.nan))
     return np.column_stack(columns) if columns else np.zeros((n, 0))
 
 
@@ -188,8 +214,13 @@ def encode_levels(values: pd.Series, levels: list[str]) -> np.ndarray:
     return np.where(codes < 0, np.nan, codes).astype(float)
 
 
-def fit_uplift(customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd.DataFrame, outcome: str,
-               params: dict[str, object] | None = None) -> UpliftModel:
+def fit_uplift(
+    customers: pd.DataFrame,
+    frame: pd.DataFrame,
+    offer_table: pd.DataFrame,
+    outcome: str,
+    params: dict[str, object] | None = None,
+) -> UpliftModel:
     """Fit the treated and control outcome models on prepared exposure rows."""
     spec = build_spec(customers, offer_table, frame, outcome)
     settings = {**MODEL_PARAMS, **(params or {})}
@@ -205,15 +236,21 @@ def fit_uplift(customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd.Dat
     return UpliftModel(boosters[0], boosters[1], spec)
 
 
-def predict_uplift(model: UpliftModel, customers: pd.DataFrame, offer_table: pd.DataFrame,
-                   customer_ids: pd.Series | np.ndarray, offer_ids: pd.Series | np.ndarray,
-                   ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+def predict_uplift(
+    model: UpliftModel,
+    customers: pd.DataFrame,
+    offer_table: pd.DataFrame,
+    customer_ids: pd.Series | np.ndarray,
+    offer_ids: pd.Series | np.ndarray,
+    ts: pd.Series | pd.DatetimeIndex,
+) -> np.ndarray:
     """Predicted outcome with the offer minus without it, one value per row."""
     spec = model.spec
     treated = build_matrix(spec, customers, offer_table, customer_ids, offer_ids, ts)
-    control = treated if spec.control_by_offer else build_matrix(spec, customers, offer_table, customer_ids,
-                                                                 None, ts)
-    return model.treated.predict(treated, num_threads=2) - model.control.predict(control, num_threads=2)
+    control = treated if spec.control_by_offer else build_matrix(spec, customers, offer_table, customer_ids, None, ts)
+    return np.asarray(model.treated.predict(treated, num_threads=2)) - np.asarray(
+        model.control.predict(control, num_threads=2)
+    )
 
 
 def save_uplift(model: UpliftModel, folder: Path) -> Path:
@@ -231,8 +268,11 @@ def load_uplift(folder: Path) -> UpliftModel:
     if not (folder / SPEC_FILE).exists():
         raise FileNotFoundError(f"no uplift model in {folder}; train one with `nbo uplift train`")
     spec = UpliftSpec(**json.loads((folder / SPEC_FILE).read_text()))
-    return UpliftModel(lgb.Booster(model_str=(folder / TREATED_FILE).read_text()),
-                       lgb.Booster(model_str=(folder / CONTROL_FILE).read_text()), spec)
+    return UpliftModel(
+        lgb.Booster(model_str=(folder / TREATED_FILE).read_text()),
+        lgb.Booster(model_str=(folder / CONTROL_FILE).read_text()),
+        spec,
+    )
 
 
 def eligible_customers(customers: pd.DataFrame, channel: str, segment: dict[str, str] | None = None) -> pd.DataFrame:
@@ -262,13 +302,20 @@ def live_offers(offers: pd.DataFrame, channel: str, now: pd.Timestamp) -> pd.Dat
 
 def offer_values(model: UpliftModel, live: pd.DataFrame) -> np.ndarray:
     """What one incremental outcome of each offer is worth: its ``value`` for a binary outcome, else 1."""
-    return (live["value"].astype(float).to_numpy() if model.spec.binary and "value" in live.columns
-            else np.ones(len(live)))
+    return (
+        live["value"].astype(float).to_numpy() if model.spec.binary and "value" in live.columns else np.ones(len(live))
+    )
 
 
-def build_candidates(model: UpliftModel, customers: pd.DataFrame, offers: pd.DataFrame, channel: str,
-                     now: pd.Timestamp, segment: dict[str, str] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, int]:
+def build_candidates(
+    model: UpliftModel,
+    customers: pd.DataFrame,
+    offers: pd.DataFrame,
+    channel: str,
+    now: pd.Timestamp,
+    segment: dict[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[pd.DataFrame, int]:
     """Every eligible (customer, offer) pair with predicted uplift and expected incremental value, and the
     number of eligible customers (see eligible_customers and live_offers). One row per pair: for analysis
     and small cases; campaigns use training.uplift_campaign.score_best_offers."""
@@ -278,12 +325,21 @@ def build_candidates(model: UpliftModel, customers: pd.DataFrame, offers: pd.Dat
     parts = [pd.DataFrame(columns=["customer_id", "offer_id", "uplift", "value", "expected_value"])]
     ids = people["customer_id"].to_numpy()
     for first in range(0, len(ids) if len(live) else 0, CHUNK_CUSTOMERS):
-        chunk = np.repeat(ids[first:first + CHUNK_CUSTOMERS], len(live))
+        chunk = np.repeat(ids[first : first + CHUNK_CUSTOMERS], len(live))
         offer_ids = np.tile(live["offer_id"].to_numpy(), len(chunk) // len(live))
         uplift = predict_uplift(model, customers, table, chunk, offer_ids, pd.Series(now).repeat(len(chunk)))
         worth = np.tile(value, len(chunk) // len(live))
-        parts.append(pd.DataFrame({"customer_id": chunk, "offer_id": offer_ids, "uplift": uplift,
-                                   "value": worth, "expected_value": uplift * worth}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "customer_id": chunk,
+                    "offer_id": offer_ids,
+                    "uplift": uplift,
+                    "value": worth,
+                    "expected_value": uplift * worth,
+                }
+            )
+        )
         if progress:
             progress(min(first + CHUNK_CUSTOMERS, len(ids)), len(ids))
     return pd.concat(parts, ignore_index=True), len(ids) if len(live) else 0

@@ -25,8 +25,16 @@ import pandas as pd
 
 from serving.rules import ControlGroup, control_mask
 from training.splits import collect_splits, group_profiles, tabulate_splits
-from training.uplift import (CONTROL_FILE, TREATED_FILE, UpliftModel, UpliftSpec, build_matrix, eligible_customers,
-                             live_offers, offer_values)
+from training.uplift import (
+    CONTROL_FILE,
+    TREATED_FILE,
+    UpliftModel,
+    UpliftSpec,
+    build_matrix,
+    eligible_customers,
+    live_offers,
+    offer_values,
+)
 
 CHUNK_PAIRS = 400_000  # (profile, offer) rows scored at once: about 40 MB of inputs per chunk
 THREADS = os.cpu_count() or 1  # campaign scoring uses every core
@@ -36,8 +44,10 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 def booster_predictors(model: UpliftModel) -> tuple[Predict, Predict]:
     """LightGBM's predict of the treated and of the control booster, on every core."""
-    return (lambda inputs: model.treated.predict(inputs, num_threads=THREADS),
-            lambda inputs: model.control.predict(inputs, num_threads=THREADS))
+    return (
+        lambda inputs: np.asarray(model.treated.predict(inputs, num_threads=THREADS)),
+        lambda inputs: np.asarray(model.control.predict(inputs, num_threads=THREADS)),
+    )
 
 
 def compile_predictors(folder: Path) -> tuple[Predict, Predict]:
@@ -60,14 +70,22 @@ def split_offer_features(spec: UpliftSpec) -> tuple[list[int], list[int]]:
     """Positions of the customer inputs and of the offer inputs in ``spec.features``."""
     offer_names = {"offer_id", "offer_category", *spec.offer_numeric}
     positions = list(enumerate(spec.features))
-    return ([i for i, name in positions if name not in offer_names],
-            [i for i, name in positions if name in offer_names])
+    return (
+        [i for i, name in positions if name not in offer_names],
+        [i for i, name in positions if name in offer_names],
+    )
 
 
 def encode_customers(spec: UpliftSpec, people: pd.DataFrame, now: pd.Timestamp) -> np.ndarray:
     """Customer inputs, one row per customer: ``build_matrix``'s customer columns at time ``now``."""
-    rows = build_matrix(spec, people, pd.DataFrame(columns=["category"]), people["customer_id"], None,
-                        pd.Series(now).repeat(len(people)))
+    rows = build_matrix(
+        spec,
+        people,
+        pd.DataFrame(columns=["category"]),
+        people["customer_id"],
+        None,
+        pd.Series(now).repeat(len(people)),
+    )
     return rows[:, split_offer_features(spec)[0]]
 
 
@@ -78,8 +96,14 @@ def encode_offers(spec: UpliftSpec, people: pd.DataFrame, live: pd.DataFrame, no
     needed = [*spec.offer_numeric, *(["category"] if "offer_category" in spec.categories else [])]
     if missing := [c for c in needed if c not in table.columns]:
         raise ValueError(f"offers lack column(s) {missing} the uplift model was trained with")
-    rows = build_matrix(spec, people.iloc[:1], table, np.repeat(people["customer_id"].iloc[0], len(live)),
-                        live["offer_id"], pd.Series(now).repeat(len(live)))
+    rows = build_matrix(
+        spec,
+        people.iloc[:1],
+        table,
+        np.repeat(people["customer_id"].iloc[0], len(live)),
+        live["offer_id"],
+        pd.Series(now).repeat(len(live)),
+    )
     return rows[:, split_offer_features(spec)[1]]
 
 
@@ -89,8 +113,13 @@ def find_profiles(booster: lgb.Booster, spec: UpliftSpec, person: np.ndarray) ->
     return group_profiles(person, tabulate_splits([splits.get(i, False) for i in split_offer_features(spec)[0]]))
 
 
-def predict_pairs(spec: UpliftSpec, predict: Predict, person: np.ndarray, offer: np.ndarray | None,
-                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+def predict_pairs(
+    spec: UpliftSpec,
+    predict: Predict,
+    person: np.ndarray,
+    offer: np.ndarray | None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """A booster's prediction for every (person row, offer) pair, shape (rows, offers), in chunks of about
     CHUNK_PAIRS pairs; offer None: offer inputs missing, one column. progress gets the pairs done so far."""
     customer_at, offer_at = split_offer_features(spec)
@@ -98,19 +127,20 @@ def predict_pairs(spec: UpliftSpec, predict: Predict, person: np.ndarray, offer:
     out = np.empty((len(person), n_offers))
     step = max(1, CHUNK_PAIRS // n_offers)
     for first in range(0, len(person), step):
-        rows = person[first:first + step]
+        rows = person[first : first + step]
         pairs = np.full((len(rows) * n_offers, len(spec.features)), np.nan)
         pairs[:, customer_at] = np.repeat(rows, n_offers, axis=0)
         if offer is not None:
             pairs[:, offer_at] = np.tile(offer, (len(rows), 1))
-        out[first:first + step] = predict(pairs).reshape(len(rows), n_offers)
+        out[first : first + step] = predict(pairs).reshape(len(rows), n_offers)
         if progress:
             progress(min(first + step, len(person)) * n_offers)
     return out
 
 
-def pick_best_offers(treated: np.ndarray, control: np.ndarray, treated_rows: np.ndarray, control_rows: np.ndarray,
-                     worth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pick_best_offers(
+    treated: np.ndarray, control: np.ndarray, treated_rows: np.ndarray, control_rows: np.ndarray, worth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Uplift = treated[treated_rows] - control[control_rows] (control with one column: the same for every
     offer); per row, the offer with the highest expected value, uplift x worth (the first on ties), and its
     uplift; in chunks of about CHUNK_PAIRS."""
@@ -118,17 +148,23 @@ def pick_best_offers(treated: np.ndarray, control: np.ndarray, treated_rows: np.
     uplift = np.zeros(len(treated_rows))
     step = max(1, CHUNK_PAIRS // len(worth))
     for first in range(0, len(treated_rows), step):
-        scored = treated[treated_rows[first:first + step]] - control[control_rows[first:first + step]]
+        scored = treated[treated_rows[first : first + step]] - control[control_rows[first : first + step]]
         chosen = np.argmax(scored * worth, axis=1)
-        best[first:first + step] = chosen
-        uplift[first:first + step] = scored[np.arange(len(chosen)), chosen]
+        best[first : first + step] = chosen
+        uplift[first : first + step] = scored[np.arange(len(chosen)), chosen]
     return best, uplift
 
 
-def score_best_offers(model: UpliftModel, customers: pd.DataFrame, offers: pd.DataFrame, channel: str,
-                      now: pd.Timestamp, segment: dict[str, str] | None = None,
-                      progress: Callable[[int, int], None] | None = None,
-                      predictors: tuple[Predict, Predict] | None = None) -> tuple[pd.DataFrame, int]:
+def score_best_offers(
+    model: UpliftModel,
+    customers: pd.DataFrame,
+    offers: pd.DataFrame,
+    channel: str,
+    now: pd.Timestamp,
+    segment: dict[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    predictors: tuple[Predict, Predict] | None = None,
+) -> tuple[pd.DataFrame, int]:
     """Each eligible customer's best live offer (columns BEST_COLUMNS, customers in table order) and the number
     of eligible customers; eligibility as in ``build_candidates``. progress gets (pairs scored, pairs to score);
     predictors: the treated and control predictions (default: LightGBM's, see booster_predictors)."""
@@ -148,15 +184,22 @@ def score_best_offers(model: UpliftModel, customers: pd.DataFrame, offers: pd.Da
     report = progress or (lambda done, total: None)
     treated_predict, control_predict = predictors or booster_predictors(model)
     treated = predict_pairs(spec, treated_predict, person[first_t], offer, lambda done: report(done, total))
-    control = predict_pairs(spec, control_predict, person[first_c], control_offer,
-                            lambda done: report(n_treated + done, total))
+    control = predict_pairs(
+        spec, control_predict, person[first_c], control_offer, lambda done: report(n_treated + done, total)
+    )
     joint = treated_of * len(first_c) + control_of
     _, first, profile = np.unique(joint, return_index=True, return_inverse=True)
     best, uplift = pick_best_offers(treated, control, treated_of[first], control_of[first], worth)
     chosen = best[profile]
-    return pd.DataFrame({"customer_id": people["customer_id"].to_numpy(),
-                         "offer_id": live["offer_id"].to_numpy()[chosen], "uplift": uplift[profile],
-                         "value": worth[chosen], "expected_value": uplift[profile] * worth[chosen]}), len(people)
+    return pd.DataFrame(
+        {
+            "customer_id": people["customer_id"].to_numpy(),
+            "offer_id": live["offer_id"].to_numpy()[chosen],
+            "uplift": uplift[profile],
+            "value": worth[chosen],
+            "expected_value": uplift[profile] * worth[chosen],
+        }
+    ), len(people)
 
 
 def leave_out_control(best: pd.DataFrame, eligible: int, control: ControlGroup) -> tuple[pd.DataFrame, int, int]:

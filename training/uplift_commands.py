@@ -63,72 +63,116 @@ def show_report(report: dict) -> None:
     rows = [(name, name) for name in ("model", "random", "best_single_offer", "oracle")]
     rows += [(f"model - {b.replace('_', ' ')}", f"model_gain_over_{b}") for b in BASELINES]
     for label, name in rows:
-        cells = [format_interval(metrics[f"{name}_{k}"], 100) if f"{name}_{k}" in metrics else "-"
-                 for k in ("ips", "snips", "dr", "true")]
+        cells = [
+            format_interval(metrics[f"{name}_{k}"], 100) if f"{name}_{k}" in metrics else "-"
+            for k in ("ips", "snips", "dr", "true")
+        ]
         if any(c != "-" for c in cells):
             policies.add_row(label, *cells)
     console.print(policies)
 
 
 @uplift_app.command("train")
-def train_command(outcome: str = "converted",
-                  customers: Annotated[Path | None, typer.Option(help="Customers table (default raw).")] = None,
-                  exposures: Annotated[Path | None, typer.Option(help="Exposures table (default raw).")] = None,
-                  offers: Annotated[Path | None, typer.Option(help="Offers table (default raw, optional).")] = None,
-                  behaviour: Annotated[Path | None, typer.Option(help="Behavioural features by customer_id.")] = None,
-                  split: Annotated[str, typer.Option(help="time (last campaigns; a log with one campaign date "
-                                                         "is split by customer) or customer.")] = "time",
-                  holdout: Annotated[float, typer.Option(help="Share held out to evaluate (0: none; the published "
-                                                              "model is refitted on every row).")] = 0.25,
-                  budget: float = 0.3, bootstraps: int = 100,
-                  learner: Annotated[list[str] | None, typer.Option(help=f"Candidate learners ({', '.join(LEARNERS)}; "
-                                                                         "repeatable; default all, chosen by "
-                                                                         "cross-validated policy value).")] = None,
-                  from_log: Annotated[bool, typer.Option(help="Learn from the decision log's served offers and "
-                                                               "control slots instead of an exposures table.")] = False,
-                  horizon_days: Annotated[int, typer.Option(min=1, help="Outcome window after a decision "
-                                                                        "(--from-log).")] = HORIZON_DAYS,
-                  home: Home = None) -> None:
+def train_command(
+    outcome: str = "converted",
+    customers: Annotated[Path | None, typer.Option(help="Customers table (default raw).")] = None,
+    exposures: Annotated[Path | None, typer.Option(help="Exposures table (default raw).")] = None,
+    offers: Annotated[Path | None, typer.Option(help="Offers table (default raw, optional).")] = None,
+    behaviour: Annotated[Path | None, typer.Option(help="Behavioural features by customer_id.")] = None,
+    split: Annotated[
+        str, typer.Option(help="time (last campaigns; a log with one campaign date is split by customer) or customer.")
+    ] = "time",
+    holdout: Annotated[
+        float, typer.Option(help="Share held out to evaluate (0: none; the published model is refitted on every row).")
+    ] = 0.25,
+    budget: float = 0.3,
+    bootstraps: int = 100,
+    learner: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Candidate learners ({', '.join(LEARNERS)}; "
+            "repeatable; default all, chosen by "
+            "cross-validated policy value)."
+        ),
+    ] = None,
+    from_log: Annotated[
+        bool,
+        typer.Option(
+            help="Learn from the decision log's served offers and control slots instead of an exposures table."
+        ),
+    ] = False,
+    horizon_days: Annotated[
+        int, typer.Option(min=1, help="Outcome window after a decision (--from-log).")
+    ] = HORIZON_DAYS,
+    home: Home = None,
+) -> None:
     """Learn each offer's uplift, report it on the held-out split and keep the model for `nbo campaign`."""
     paths = get_paths(home)
     exposures_path = exposures or paths.raw / "exposures.parquet"
     try:
         logged = exposures_from_log(paths, horizon_days) if from_log else read_table(exposures_path)
         if from_log and logged.empty:
-            raise ValueError(f"the decision log {paths.decisions} holds no decisions yet: serve offers first, or "
-                             "learn from an exposures table (--exposures)")
-        report = train_uplift(paths, read_table(customers or paths.raw / "customers.parquet"),
-                              logged, read_optional(offers or paths.raw / "offers.parquet"),
-                              outcome, read_optional(behaviour), split, holdout, budget,
-                              paths.raw if from_log else exposures_path.parent, bootstraps,
-                              learners=tuple(learner or LEARNERS))
+            raise ValueError(
+                f"the decision log {paths.decisions} holds no decisions yet: serve offers first, or "
+                "learn from an exposures table (--exposures)"
+            )
+        report = train_uplift(
+            paths,
+            read_table(customers or paths.raw / "customers.parquet"),
+            logged,
+            read_optional(offers or paths.raw / "offers.parquet"),
+            outcome,
+            read_optional(behaviour),
+            split,
+            holdout,
+            budget,
+            paths.raw if from_log else exposures_path.parent,
+            bootstraps,
+            learners=tuple(learner or LEARNERS),
+        )
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(2) from error
     params = report["params"]
     if params["split"] != params["split_asked"]:
-        console.print(f"the log has one campaign date: held out {params['holdout']:.0%} of customers instead "
-                      "(--split customer)")
+        console.print(
+            f"the log has one campaign date: held out {params['holdout']:.0%} of customers instead (--split customer)"
+        )
     if report["metrics"]:
         show_report(report)
     values = ", ".join(f"{name} {value * 100:.3f}" for name, value in report["cv_policy_value"].items())
-    console.print(f"learner: {params['learner']}" + (f" (cross-validated policy value x100: {values})" if values else "")
-                  + f"; final model refitted on all {params['final_rows']:,} rows")
-    console.print(f"campaigns target by: {params['targeting'].replace('_', ' ')} "
-                  f"({report['targeting']['rows']:,} rows of evidence): {report['targeting']['reason']}")
+    console.print(
+        f"learner: {params['learner']}"
+        + (f" (cross-validated policy value x100: {values})" if values else "")
+        + f"; final model refitted on all {params['final_rows']:,} rows"
+    )
+    console.print(
+        f"campaigns target by: {params['targeting'].replace('_', ' ')} "
+        f"({report['targeting']['rows']:,} rows of evidence): {report['targeting']['reason']}"
+    )
     console.print(f"model: {paths.home / 'uplift'}   MLflow run {report['run_id']} ({report['seconds']} s)")
 
 
-def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible customers to contact.")],
-             segment: Annotated[list[str] | None, typer.Option(help="column=value filter, repeatable.")] = None,
-             channel: str = "email", out: Path | None = None,
-             now: Annotated[str | None, typer.Option(help="Send time (default: now, UTC).")] = None,
-             customers: Path | None = None, offers: Path | None = None,
-             behaviour: Annotated[Path | None, typer.Option(help="Customer columns to join and filter on (default: "
-                                                                  "the home's activity and value tiers).")] = None,
-             compiled: Annotated[bool, typer.Option(help="Score with the boosters compiled by lleaves (extra "
-                                                         "'compiled'): about 5x faster, equal to ~1e-15.")] = False,
-             home: Home = None) -> None:
+def campaign(
+    budget: Annotated[float, typer.Option(help="Fraction of eligible customers to contact.")],
+    segment: Annotated[list[str] | None, typer.Option(help="column=value filter, repeatable.")] = None,
+    channel: str = "email",
+    out: Path | None = None,
+    now: Annotated[str | None, typer.Option(help="Send time (default: now, UTC).")] = None,
+    customers: Path | None = None,
+    offers: Path | None = None,
+    behaviour: Annotated[
+        Path | None,
+        typer.Option(help="Customer columns to join and filter on (default: the home's activity and value tiers)."),
+    ] = None,
+    compiled: Annotated[
+        bool,
+        typer.Option(
+            help="Score with the boosters compiled by lleaves (extra 'compiled'): about 5x faster, equal to ~1e-15."
+        ),
+    ] = False,
+    home: Home = None,
+) -> None:
     """Write the best offer per customer under a contact budget (positive expected incremental value only)."""
     paths = get_paths(home)
     try:
@@ -141,15 +185,24 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
         when = when.tz_localize("UTC") if when.tz is None else when.tz_convert("UTC")
         began = time.perf_counter()
         predictors = compile_predictors(paths.home / "uplift") if compiled else None
-        with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bar:
+        with Progress(
+            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as bar:
             task = bar.add_task("scoring", total=None)
-            best, eligible = score_best_offers(model, people, table, channel, when, rules,
-                                               lambda done, total: bar.update(task, completed=done, total=total),
-                                               predictors)
+            best, eligible = score_best_offers(
+                model,
+                people,
+                table,
+                channel,
+                when,
+                rules,
+                lambda done, total: bar.update(task, completed=done, total=total),
+                predictors,
+            )
         best, eligible, held_out = leave_out_control(best, eligible, control_group_from_env())
-        chosen, sent, targeting = choose_campaign(paths.home / UPLIFT_FOLDER, model, best, table, channel, when,
-                                                  budget, eligible)
+        chosen, sent, targeting = choose_campaign(
+            paths.home / UPLIFT_FOLDER, model, best, table, channel, when, budget, eligible
+        )
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(2) from error
@@ -158,7 +211,9 @@ def campaign(budget: Annotated[float, typer.Option(help="Fraction of eligible cu
     chosen.to_csv(target, index=False) if target.suffix == ".csv" else chosen.to_parquet(target, index=False)
     why = write_why(target, targeting, sent, len(chosen))
     console.print(f"{sent}: {targeting['reason']} (-> {why})")
-    console.print(f"{len(chosen):,} of {eligible:,} eligible customers selected "
-                  f"(expected incremental value {chosen['expected_value'].sum():,.1f}) -> {target}; "
-                  f"{held_out:,} eligible customers of the control group left out; "
-                  f"scored {(eligible + held_out) / max(seconds, 1e-9):,.0f} customers/s")
+    console.print(
+        f"{len(chosen):,} of {eligible:,} eligible customers selected "
+        f"(expected incremental value {chosen['expected_value'].sum():,.1f}) -> {target}; "
+        f"{held_out:,} eligible customers of the control group left out; "
+        f"scored {(eligible + held_out) / max(seconds, 1e-9):,.0f} customers/s"
+    )

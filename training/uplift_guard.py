@@ -26,9 +26,18 @@ SEED = 0  # the random share of customers that gets the best single offer
 REPORT_FILE = "report.json"  # the published model's training report, with the guard's decision
 
 
-def measure_evidence(learner: str, model: UpliftModel, people: pd.DataFrame, train: pd.DataFrame,
-                     test: pd.DataFrame, offer_table: pd.DataFrame, budget: float, history: pd.DataFrame,
-                     n_boot: int, seed: int) -> tuple[dict[str, dict], int]:
+def measure_evidence(
+    learner: str,
+    model: UpliftModel,
+    people: pd.DataFrame,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    offer_table: pd.DataFrame,
+    budget: float,
+    history: pd.DataFrame,
+    n_boot: int,
+    seed: int,
+) -> tuple[dict[str, dict], int]:
     """The guard's metrics (evaluate_uplift's) on the held-out rows and the cross-fitted training rows (only the
     held-out rows when the training rows are too few to cross-fit), and how many rows they cover."""
     if not can_cross_fit(train, assign_folds(train, seed)):
@@ -39,10 +48,12 @@ def measure_evidence(learner: str, model: UpliftModel, people: pd.DataFrame, tra
     with_offer, without = np.full(available.shape, np.nan), np.full(available.shape, np.nan)
     with_offer[held], without[held] = predict_arms(model, people, offer_table, test, offers, available[held])
     if len(train):
-        with_offer[~held], without[~held] = cross_fit((learner,), people, train, offer_table, model.spec.outcome,
-                                                      offers, available[~held], seed)[learner]
-    return evaluate_predictions(rows, offers, available, with_offer, without, model.spec, offer_table, budget, None,
-                                history, n_boot, seed), len(rows)
+        with_offer[~held], without[~held] = cross_fit(
+            (learner,), people, train, offer_table, model.spec.outcome, offers, available[~held], seed
+        )[learner]
+    return evaluate_predictions(
+        rows, offers, available, with_offer, without, model.spec, offer_table, budget, None, history, n_boot, seed
+    ), len(rows)
 
 
 def estimate_offer_effects(frame: pd.DataFrame, outcome: str) -> dict[str, float]:
@@ -56,7 +67,9 @@ def estimate_offer_effects(frame: pd.DataFrame, outcome: str) -> dict[str, float
         mine = frame["treated"] & (frame["offer"].astype(str) == offer)
         base = control & (frame["offer"].astype(str) == offer) if by_offer else control
         if base.any():
-            effects[offer] = float(np.average(y[mine], weights=weight[mine]) - np.average(y[base], weights=weight[base]))
+            effects[offer] = float(
+                np.average(y[mine], weights=weight[mine]) - np.average(y[base], weights=weight[base])
+            )
     return effects
 
 
@@ -66,21 +79,31 @@ def decide_targeting(metrics: dict[str, dict], effects: dict[str, float], budget
     decision = {"by_model": False, "best_single_offer": best, "offer_effects": effects, "budget": budget}
     estimator = next((e for e in ESTIMATORS if f"model_gain_over_{BASELINES[0]}_{e}" in metrics), None)
     if estimator is None:
-        return decision | {"reason": "no held-out evaluation (--holdout 0 or an old report): the model's targeting "
-                                     "is unproven"}
+        return decision | {
+            "reason": "no held-out evaluation (--holdout 0 or an old report): the model's targeting is unproven"
+        }
     gains = {baseline: metrics[f"model_gain_over_{baseline}_{estimator}"] for baseline in BASELINES}
-    said = "; ".join(f"over {b.replace('_', ' ')} {g['value']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]"
-                     for b, g in gains.items())
+    said = "; ".join(
+        f"over {b.replace('_', ' ')} {g['value']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]" for b, g in gains.items()
+    )
     confident = all(np.isfinite(g["low"]) and g["low"] > 0 for g in gains.values())
-    verdict = ("beats the best single offer and random targeting with 95 % confidence" if confident
-               else "does not beat the best single offer and random targeting with 95 % confidence")
-    return decision | {"by_model": bool(confident), "estimator": estimator, "gains": gains,
-                       "reason": f"on rows no model saw, at a {budget:.0%} budget, targeting by the model {verdict} "
-                                 f"(incremental {outcome} per customer, {estimator.upper()}, 95 % interval: {said})"}
+    verdict = (
+        "beats the best single offer and random targeting with 95 % confidence"
+        if confident
+        else "does not beat the best single offer and random targeting with 95 % confidence"
+    )
+    return decision | {
+        "by_model": bool(confident),
+        "estimator": estimator,
+        "gains": gains,
+        "reason": f"on rows no model saw, at a {budget:.0%} budget, targeting by the model {verdict} "
+        f"(incremental {outcome} per customer, {estimator.upper()}, 95 % interval: {said})",
+    }
 
 
-def send_best_single_offer(best: pd.DataFrame, targeting: dict, worth: pd.Series,
-                           budget: float, eligible: int) -> tuple[pd.DataFrame, str]:
+def send_best_single_offer(
+    best: pd.DataFrame, targeting: dict, worth: pd.Series, budget: float, eligible: int
+) -> tuple[pd.DataFrame, str]:
     """The campaign without the model: the live offer with the largest estimated effect x value, to a random budget
     share of the eligible customers (``best``: their rows from score_best_offers; ``worth``: each live offer's value
     of one incremental outcome, by offer_id), and what was sent."""
@@ -93,20 +116,32 @@ def send_best_single_offer(best: pd.DataFrame, targeting: dict, worth: pd.Series
     if effects[offer] * value[offer] <= 0:
         return best.iloc[:0], f"the best live offer '{offer}' has no positive estimated effect: nobody is contacted"
     chosen = best.iloc[np.random.default_rng(SEED).permutation(len(best))[: int(np.floor(budget * eligible))]]
-    chosen = chosen.assign(offer_id=offer, uplift=effects[offer], value=value[offer],
-                           expected_value=effects[offer] * value[offer])[list(best.columns)].reset_index(drop=True)
-    return chosen, (f"sent the best single offer '{offer}' (estimated effect {effects[offer]:+.4f}, value "
-                    f"{value[offer]:g}) to a random share")
+    chosen = chosen.assign(
+        offer_id=offer, uplift=effects[offer], value=value[offer], expected_value=effects[offer] * value[offer]
+    )[list(best.columns)].reset_index(drop=True)
+    return chosen, (
+        f"sent the best single offer '{offer}' (estimated effect {effects[offer]:+.4f}, value "
+        f"{value[offer]:g}) to a random share"
+    )
 
 
 def write_why(target: Path, targeting: dict, sent: str, rows: int) -> Path:
     """The guard's decision beside the campaign file: <campaign file>.why.json."""
     why = target.with_name(target.name + ".why.json")
-    why.write_text(json.dumps({"targeting": "model" if targeting["by_model"] else "best_single_offer",
-                               "reason": targeting["reason"], "sent": sent, "rows": rows,
-                               "best_single_offer": targeting.get("best_single_offer"),
-                               "gains": targeting.get("gains"), "offer_effects": targeting.get("offer_effects")},
-                              indent=1))
+    why.write_text(
+        json.dumps(
+            {
+                "targeting": "model" if targeting["by_model"] else "best_single_offer",
+                "reason": targeting["reason"],
+                "sent": sent,
+                "rows": rows,
+                "best_single_offer": targeting.get("best_single_offer"),
+                "gains": targeting.get("gains"),
+                "offer_effects": targeting.get("offer_effects"),
+            },
+            indent=1,
+        )
+    )
     return why
 
 
@@ -116,12 +151,22 @@ def read_targeting(folder: Path) -> dict:
     if "targeting" in report:
         return report["targeting"]
     decision = decide_targeting({}, {}, float(report.get("params", {}).get("budget", 0.3)), "outcome")
-    return decision | {"reason": f"the model in {folder} has no held-out targeting report: retrain it with "
-                                 "`nbo uplift train`; nobody is targeted by an unproven model"}
+    return decision | {
+        "reason": f"the model in {folder} has no held-out targeting report: retrain it with "
+        "`nbo uplift train`; nobody is targeted by an unproven model"
+    }
 
 
-def choose_campaign(folder: Path, model: UpliftModel, best: pd.DataFrame, offers: pd.DataFrame, channel: str,
-                    now: pd.Timestamp, budget: float, eligible: int) -> tuple[pd.DataFrame, str, dict]:
+def choose_campaign(
+    folder: Path,
+    model: UpliftModel,
+    best: pd.DataFrame,
+    offers: pd.DataFrame,
+    channel: str,
+    now: pd.Timestamp,
+    budget: float,
+    eligible: int,
+) -> tuple[pd.DataFrame, str, dict]:
     """The campaign the guard allows (``best``: each eligible customer's best offer, from score_best_offers): the
     model's selection when it proved itself, else the best single offer; with what was sent and the decision."""
     targeting = read_targeting(folder)

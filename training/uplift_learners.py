@@ -23,13 +23,29 @@ import numpy as np
 import pandas as pd
 
 from training.uplift import UpliftModel, UpliftSpec, build_matrix, build_spec
-from training.uplift_eval import (arm_residual, build_offer_grid, build_policies, estimate_intended_share, pick_row_offer,
-                                 predict_arms, value_policy)
+from training.uplift_eval import (
+    arm_residual,
+    build_offer_grid,
+    build_policies,
+    estimate_intended_share,
+    pick_row_offer,
+    predict_arms,
+    value_policy,
+)
 
 LEARNERS = ("t", "shared")
 PARAMS: dict[str, object] = {
-    "learning_rate": 0.05, "num_leaves": 7, "min_data_in_leaf": 100, "bagging_fraction": 0.8, "bagging_freq": 1,
-    "feature_fraction": 0.8, "lambda_l2": 10.0, "max_bin": 63, "verbose": -1, "num_threads": 2, "seed": 0,
+    "learning_rate": 0.05,
+    "num_leaves": 7,
+    "min_data_in_leaf": 100,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "feature_fraction": 0.8,
+    "lambda_l2": 10.0,
+    "max_bin": 63,
+    "verbose": -1,
+    "num_threads": 2,
+    "seed": 0,
 }
 MAX_ROUNDS, PATIENCE, VALID_SHARE, FOLDS = 400, 30, 0.25, 3
 
@@ -40,28 +56,43 @@ def pick_customers(customer_ids: pd.Series, share: float, seed: int) -> np.ndarr
     return (np.random.default_rng(seed).random(len(uniques)) < share)[codes]
 
 
-def boost_honestly(params: dict, matrix: np.ndarray, y: np.ndarray, categorical: list[int], valid: np.ndarray,
-                   init: lgb.Booster | None = None, refit: bool = True) -> lgb.Booster:
+def boost_honestly(
+    params: dict,
+    matrix: np.ndarray,
+    y: np.ndarray,
+    categorical: list[int],
+    valid: np.ndarray,
+    init: lgb.Booster | None = None,
+    refit: bool = True,
+) -> lgb.Booster:
     """A booster (continuing ``init`` when given) with as many rounds as minimised the validation loss of a booster
     fitted without the ``valid`` rows, refitted on every row (without ``refit``: that booster itself, cut at its
     best round; half the work, for cross-validation)."""
+
     def data(rows: np.ndarray) -> lgb.Dataset:
-        return lgb.Dataset(matrix[rows], y[rows], categorical_feature=categorical, free_raw_data=False,
-                           params={"max_bin": params["max_bin"], "verbose": -1})
+        return lgb.Dataset(
+            matrix[rows],
+            y[rows],
+            categorical_feature=categorical,
+            free_raw_data=False,
+            params={"max_bin": params["max_bin"], "verbose": -1},
+        )
 
     rounds = MAX_ROUNDS
     if valid.any() and (~valid).any():
         stopper = lgb.early_stopping(PATIENCE, verbose=False)
-        trial = lgb.train(params, data(~valid), MAX_ROUNDS, valid_sets=[data(valid)], init_model=init,
-                          callbacks=[stopper])  # returned cut at its best round (init's trees included)
+        trial = lgb.train(
+            params, data(~valid), MAX_ROUNDS, valid_sets=[data(valid)], init_model=init, callbacks=[stopper]
+        )  # returned cut at its best round (init's trees included)
         if not refit:
             return trial
         rounds = max(1, trial.best_iteration - (init.num_trees() if init is not None else 0))
     return lgb.train(params, data(np.ones(len(y), dtype=bool)), rounds, init_model=init)
 
 
-def arm_inputs(spec: UpliftSpec, customers: pd.DataFrame, offer_table: pd.DataFrame, frame: pd.DataFrame,
-               treated: bool) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+def arm_inputs(
+    spec: UpliftSpec, customers: pd.DataFrame, offer_table: pd.DataFrame, frame: pd.DataFrame, treated: bool
+) -> tuple[np.ndarray, np.ndarray, pd.Series]:
     """Model inputs, outcomes and customer ids of one arm's rows."""
     rows = frame[frame["treated"] == treated]
     offers = rows["offer"] if treated or spec.control_by_offer else None
@@ -69,8 +100,15 @@ def arm_inputs(spec: UpliftSpec, customers: pd.DataFrame, offer_table: pd.DataFr
     return matrix, rows[spec.outcome].astype(float).to_numpy(), rows["customer_id"].reset_index(drop=True)
 
 
-def fit_learner(name: str, customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd.DataFrame,
-                outcome: str, seed: int = 0, refit: bool = True) -> UpliftModel:
+def fit_learner(
+    name: str,
+    customers: pd.DataFrame,
+    frame: pd.DataFrame,
+    offer_table: pd.DataFrame,
+    outcome: str,
+    seed: int = 0,
+    refit: bool = True,
+) -> UpliftModel:
     """Fit learner ``name`` (one of LEARNERS) on prepared exposure rows (``refit``: see boost_honestly)."""
     if name not in LEARNERS:
         raise ValueError(f"learner must be one of {LEARNERS}, got {name!r}")
@@ -80,18 +118,22 @@ def fit_learner(name: str, customers: pd.DataFrame, frame: pd.DataFrame, offer_t
     arms = [arm_inputs(spec, customers, offer_table, frame, arm) for arm in (True, False)]
     valids = [pick_customers(ids, VALID_SHARE, seed + i) for i, (_, _, ids) in enumerate(arms)]
     if name == "t":
-        treated, control = (boost_honestly(params, m, y, categorical, v, refit=refit)
-                            for (m, y, _), v in zip(arms, valids))
+        treated, control = (
+            boost_honestly(params, m, y, categorical, v, refit=refit) for (m, y, _), v in zip(arms, valids)
+        )
         return UpliftModel(treated, control, spec)
     pooled = np.vstack([arms[0][0], arms[1][0]])
-    offer_at = [i for i, column in enumerate(spec.features) if column.startswith("offer_") or column in
-                spec.offer_numeric]
+    offer_at = [
+        i for i, column in enumerate(spec.features) if column.startswith("offer_") or column in spec.offer_numeric
+    ]
     pooled[:, offer_at] = np.nan  # the baseline has no offer inputs: only the arms' own trees see them
-    base = boost_honestly(params, pooled, np.concatenate([arms[0][1], arms[1][1]]), categorical,
-                          np.concatenate(valids), refit=refit)
+    base = boost_honestly(
+        params, pooled, np.concatenate([arms[0][1], arms[1][1]]), categorical, np.concatenate(valids), refit=refit
+    )
     arm_params = {**params, "learning_rate": 0.03}
-    treated, control = (boost_honestly(arm_params, m, y, categorical, v, init=base, refit=refit)
-                        for (m, y, _), v in zip(arms, valids))
+    treated, control = (
+        boost_honestly(arm_params, m, y, categorical, v, init=base, refit=refit) for (m, y, _), v in zip(arms, valids)
+    )
     return UpliftModel(treated, control, spec)
 
 
@@ -107,9 +149,16 @@ def can_cross_fit(frame: pd.DataFrame, fold: np.ndarray) -> bool:
     return all((fold == k).any() and treated[fold != k].any() and (~treated[fold != k]).any() for k in range(FOLDS))
 
 
-def cross_fit(learners: tuple[str, ...], customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd.DataFrame,
-              outcome: str, offers: pd.Index, available: np.ndarray,
-              seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def cross_fit(
+    learners: tuple[str, ...],
+    customers: pd.DataFrame,
+    frame: pd.DataFrame,
+    offer_table: pd.DataFrame,
+    outcome: str,
+    offers: pd.Index,
+    available: np.ndarray,
+    seed: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per learner, rows x offers outcome predictions with and without the offer, each row predicted by the
     learner fitted on the other customer folds."""
     fold = assign_folds(frame, seed)
@@ -126,8 +175,15 @@ def cross_fit(learners: tuple[str, ...], customers: pd.DataFrame, frame: pd.Data
     return grids
 
 
-def choose_learner(customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd.DataFrame, outcome: str,
-                   budget: float, seed: int = 0, learners: tuple[str, ...] = LEARNERS) -> tuple[str, dict[str, float]]:
+def choose_learner(
+    customers: pd.DataFrame,
+    frame: pd.DataFrame,
+    offer_table: pd.DataFrame,
+    outcome: str,
+    budget: float,
+    seed: int = 0,
+    learners: tuple[str, ...] = LEARNERS,
+) -> tuple[str, dict[str, float]]:
     """The learner whose cross-fitted policy (each row's best offer, the top ``budget`` of each campaign) has the
     highest doubly robust value, and every learner's value (the first learner and no values when there is one, or
     too few customers to cross-fit). The scores' outcome model is the learners' mean
@@ -143,12 +199,25 @@ def choose_learner(customers: pd.DataFrame, frame: pd.DataFrame, offer_table: pd
     column = offers.get_indexer(frame["offer"].astype(object).where(frame["offer"].notna(), None))
     control_by_offer = bool(frame.loc[~frame["treated"], "offer"].notna().all())
     groups = offer_table["category"] if "category" in offer_table.columns else pd.Series(dtype=object)
-    share = (pick_row_offer(estimate_intended_share(frame, offers, available, groups, frame), column)
-             if control_by_offer else None)
+    share = (
+        pick_row_offer(estimate_intended_share(frame, offers, available, groups, frame), column)
+        if control_by_offer
+        else None
+    )
     residual = arm_residual(y, treated, column, with_offer, without)
     values = {}
     for name, (mine_with, mine_without) in grids.items():
         policy = build_policies(mine_with - mine_without, frame["campaign"], budget)["model"]
-        values[name] = value_policy(policy, column, treated, frame["propensity"].to_numpy(), share, y,
-                                    np.ones(len(frame)), None, with_offer - without, residual)["dr"]
+        values[name] = value_policy(
+            policy,
+            column,
+            treated,
+            frame["propensity"].to_numpy(),
+            share,
+            y,
+            np.ones(len(frame)),
+            None,
+            with_offer - without,
+            residual,
+        )["dr"]
     return max(values, key=lambda name: values[name]), values

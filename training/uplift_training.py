@@ -14,8 +14,15 @@ import pandas as pd
 
 from features.publish import discard_folder, publish_folder, stage_folder
 from nbo.config import Paths
-from training.uplift import (UpliftModel, build_offer_table, join_customers, load_uplift, prepare_exposures,
-                             save_uplift, validate_inputs)
+from training.uplift import (
+    UpliftModel,
+    build_offer_table,
+    join_customers,
+    load_uplift,
+    prepare_exposures,
+    save_uplift,
+    validate_inputs,
+)
 from training.uplift_eval import TrueUplift, choose_split, evaluate_uplift
 from training.uplift_guard import REPORT_FILE, decide_targeting, estimate_offer_effects, measure_evidence
 from training.uplift_learners import LEARNERS, choose_learner, fit_learner
@@ -40,15 +47,27 @@ def find_truth(truth_dir: Path | None, outcome: str) -> TrueUplift | None:
 
     if outcome == "converted" and (truth_dir / "truth.parquet").exists():
         from features.simulate import load_truth
+
         return load_truth(truth_dir).uplift
     return load_experiment_truth(truth_dir, outcome)
 
 
-def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame, offers: pd.DataFrame | None,
-                 outcome: str = "converted", behaviour: pd.DataFrame | None = None, split: str = "time",
-                 holdout: float = 0.25, budget: float = 0.3, truth_dir: Path | None = None,
-                 n_boot: int = 100, seed: int = 0, gate: bool = False,
-                 learners: tuple[str, ...] = LEARNERS) -> dict:
+def train_uplift(
+    paths: Paths,
+    customers: pd.DataFrame,
+    exposures: pd.DataFrame,
+    offers: pd.DataFrame | None,
+    outcome: str = "converted",
+    behaviour: pd.DataFrame | None = None,
+    split: str = "time",
+    holdout: float = 0.25,
+    budget: float = 0.3,
+    truth_dir: Path | None = None,
+    n_boot: int = 100,
+    seed: int = 0,
+    gate: bool = False,
+    learners: tuple[str, ...] = LEARNERS,
+) -> dict:
     """Choose a learner by cross-validated policy value on the training split, fit it, evaluate it on the held-out
     split, decide whether campaigns may target by it (``report["targeting"]``), refit it on every row, log to MLflow
     and publish the refitted model as home/uplift; return the report. A log with one campaign date is split by
@@ -62,22 +81,50 @@ def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame,
     offer_table = build_offer_table(exposures, offers)
     learner, cv_values = choose_learner(people, train, offer_table, outcome, budget, seed, learners)
     model = fit_learner(learner, people, train, offer_table, outcome, seed)
-    metrics = (evaluate_uplift(model, people, offer_table, test, budget, find_truth(truth_dir, outcome), frame,
-                               n_boot, seed) if len(test) else {})
-    evidence, rows = (measure_evidence(learner, model, people, train, test, offer_table, budget, frame, n_boot, seed)
-                      if len(test) else ({}, 0))
+    metrics = (
+        evaluate_uplift(model, people, offer_table, test, budget, find_truth(truth_dir, outcome), frame, n_boot, seed)
+        if len(test)
+        else {}
+    )
+    evidence, rows = (
+        measure_evidence(learner, model, people, train, test, offer_table, budget, frame, n_boot, seed)
+        if len(test)
+        else ({}, 0)
+    )
     targeting = decide_targeting(evidence, estimate_offer_effects(frame, outcome), budget, outcome) | {"rows": rows}
     final = fit_learner(learner, people, frame, offer_table, outcome, seed) if len(test) else model
-    params = {"outcome": outcome, "split": used, "split_asked": split, "holdout": holdout, "budget": budget,
-              "n_boot": n_boot, "learner": learner, "train_rows": len(train), "test_rows": len(test),
-              "final_rows": len(frame), "features": ",".join(model.spec.features),
-              "control_by_offer": model.spec.control_by_offer, "trained_until": frame["ts"].max().isoformat(),
-              "targeting": "model" if targeting["by_model"] else "best_single_offer",
-              "best_single_offer": targeting["best_single_offer"]}
-    verdict = (judge_uplift(paths.home / UPLIFT_FOLDER, model, people, offer_table, test, frame, budget,
-                            metrics[GATE_METRIC]["value"]) if gate and len(test) else None)
-    report = {"params": params, "metrics": metrics, "cv_policy_value": cv_values, "targeting": targeting,
-              "seconds": round(time.perf_counter() - began, 1), "gate": verdict}
+    params = {
+        "outcome": outcome,
+        "split": used,
+        "split_asked": split,
+        "holdout": holdout,
+        "budget": budget,
+        "n_boot": n_boot,
+        "learner": learner,
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "final_rows": len(frame),
+        "features": ",".join(model.spec.features),
+        "control_by_offer": model.spec.control_by_offer,
+        "trained_until": frame["ts"].max().isoformat(),
+        "targeting": "model" if targeting["by_model"] else "best_single_offer",
+        "best_single_offer": targeting["best_single_offer"],
+    }
+    verdict = (
+        judge_uplift(
+            paths.home / UPLIFT_FOLDER, model, people, offer_table, test, frame, budget, metrics[GATE_METRIC]["value"]
+        )
+        if gate and len(test)
+        else None
+    )
+    report = {
+        "params": params,
+        "metrics": metrics,
+        "cv_policy_value": cv_values,
+        "targeting": targeting,
+        "seconds": round(time.perf_counter() - began, 1),
+        "gate": verdict,
+    }
     staged = stage_folder(paths.home / UPLIFT_FOLDER)
     save_uplift(final, staged)
     offer_table.reset_index().to_parquet(staged / "offers.parquet")
@@ -92,8 +139,16 @@ def train_uplift(paths: Paths, customers: pd.DataFrame, exposures: pd.DataFrame,
     return report
 
 
-def judge_uplift(published: Path, model: UpliftModel, people: pd.DataFrame, offer_table: pd.DataFrame,
-                 test: pd.DataFrame, frame: pd.DataFrame, budget: float, value: float) -> dict:
+def judge_uplift(
+    published: Path,
+    model: UpliftModel,
+    people: pd.DataFrame,
+    offer_table: pd.DataFrame,
+    test: pd.DataFrame,
+    frame: pd.DataFrame,
+    budget: float,
+    value: float,
+) -> dict:
     """The gate: the new and the published model's GATE_METRIC on the same held-out rows, those
     after the published model's training data when enough remain (else all: the old model may have learned
     some of them; ``value``: the new model's on all of them). The new one passes when no model is published,
@@ -111,16 +166,32 @@ def judge_uplift(published: Path, model: UpliftModel, people: pd.DataFrame, offe
         before = evaluate_uplift(previous, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"]
     except ValueError as error:  # inputs the published model was not trained with
         return {"metric": GATE_METRIC, "promoted": True, "reason": f"the published model cannot score: {error}"}
-    after = (value if rows is test
-             else evaluate_uplift(model, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"])
+    after = (
+        value
+        if rows is test
+        else evaluate_uplift(model, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"]
+    )
     promoted = bool(np.isnan(before) or after >= before)
-    return {"metric": GATE_METRIC, "promoted": promoted, "value": after, "published_value": before,
-            "rows": len(rows), "unseen_by_published": bool(enough),
-            "reason": "at least as good as the published model" if promoted else "worse than the published model"}
+    return {
+        "metric": GATE_METRIC,
+        "promoted": promoted,
+        "value": after,
+        "published_value": before,
+        "rows": len(rows),
+        "unseen_by_published": bool(enough),
+        "reason": "at least as good as the published model" if promoted else "worse than the published model",
+    }
 
 
-def log_uplift_run(paths: Paths, params: dict, metrics: dict[str, dict], folder: Path, promoted: bool = True,
-                   targeting: dict | None = None, cv_values: dict[str, float] | None = None) -> str:
+def log_uplift_run(
+    paths: Paths,
+    params: dict,
+    metrics: dict[str, dict],
+    folder: Path,
+    promoted: bool = True,
+    targeting: dict | None = None,
+    cv_values: dict[str, float] | None = None,
+) -> str:
     """One MLflow run in experiment nbo-uplift: params, metrics with their interval bounds, the model folder,
     whether it was published (tag ``promoted``) and whether campaigns target by it (tag ``targeting``, param
     ``targeting_reason``, metric ``targeting_by_model``)."""
@@ -140,7 +211,11 @@ def log_uplift_run(paths: Paths, params: dict, metrics: dict[str, dict], folder:
             mlflow.log_param("targeting_reason", targeting["reason"][:6000])
             mlflow.log_metric("targeting_by_model", float(targeting["by_model"]))
             for baseline, gain in (targeting.get("gains") or {}).items():
-                mlflow.log_metrics({f"targeting_gain_over_{baseline}{end}": gain[key]
-                                    for end, key in (("", "value"), ("_low", "low"), ("_high", "high"))})
+                mlflow.log_metrics(
+                    {
+                        f"targeting_gain_over_{baseline}{end}": gain[key]
+                        for end, key in (("", "value"), ("_low", "low"), ("_high", "high"))
+                    }
+                )
         mlflow.log_artifacts(str(folder), "uplift_model")
     return run.info.run_id

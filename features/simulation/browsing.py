@@ -14,9 +14,17 @@ BASE_SESSIONS = 0.01  # daily visits of anyone alive, buyer or not
 STEP_NS = 40 * 10**9
 
 
-def emit_browsing(rng: np.random.Generator, buf: EventBuffer, pop: Population, cat: Catalog,
-                  customers: np.ndarray, base: np.ndarray, offer_cd: np.ndarray, start_ns: int,
-                  session_base: int) -> int:
+def emit_browsing(
+    rng: np.random.Generator,
+    buf: EventBuffer,
+    pop: Population,
+    cat: Catalog,
+    customers: np.ndarray,
+    base: np.ndarray,
+    offer_cd: np.ndarray,
+    start_ns: int,
+    session_base: int,
+) -> int:
     """Sessions of page views, searches, product views and carts; returns how many sessions."""
     alive = base > 0
     count = rng.poisson(base * SESSIONS_PER_PURCHASE + BASE_SESSIONS * alive)
@@ -51,20 +59,45 @@ def emit_browsing(rng: np.random.Generator, buf: EventBuffer, pop: Population, c
     carted = (event == EV["add_to_cart"]) | (event == EV["remove_from_cart"])
     item[carted] = cart_item[s[carted]]
     with_category = viewed | carted | (event == EV["search"])
-    buf.add(len(s), ts=start[s] + pos * STEP_NS, event=event, channel=channel[s],
-            customer=np.where(login[s] & (pos >= 1), c[s], -1), anon=c[s] * 4 + device[s],
-            session=session_base + s, item=item, category=np.where(with_category, k[s], -1))
+    buf.add(
+        len(s),
+        ts=start[s] + pos * STEP_NS,
+        event=event,
+        channel=channel[s],
+        customer=np.where(login[s] & (pos >= 1), c[s], -1),
+        anon=c[s] * 4 + device[s],
+        session=session_base + s,
+        item=item,
+        category=np.where(with_category, k[s], -1),
+    )
     _emit_reminders(rng, buf, c, start, login, offer_cd[row, day], device, channel, session_base, cat)
     return n
 
 
-def _emit_reminders(rng: np.random.Generator, buf: EventBuffer, c: np.ndarray, start: np.ndarray,
-                    login: np.ndarray, offer: np.ndarray, device: np.ndarray, channel: np.ndarray,
-                    session_base: int, cat: Catalog) -> None:
+def _emit_reminders(
+    rng: np.random.Generator,
+    buf: EventBuffer,
+    c: np.ndarray,
+    start: np.ndarray,
+    login: np.ndarray,
+    offer: np.ndarray,
+    device: np.ndarray,
+    channel: np.ndarray,
+    session_base: int,
+    cat: Catalog,
+) -> None:
     """Logged-in visitors with an offer in force see it on site and sometimes click it."""
     shown = np.flatnonzero(login & (offer >= 0))
     clicked = shown[rng.random(len(shown)) < 0.15]
     for rows, event, delay in ((shown, "offer_shown", 50), (clicked, "offer_click", 70)):
-        buf.add(len(rows), ts=start[rows] + delay * 10**9, event=EV[event], channel=channel[rows],
-                customer=c[rows], anon=c[rows] * 4 + device[rows], session=session_base + rows,
-                offer=offer[rows], category=cat.offer_category[offer[rows]])
+        buf.add(
+            len(rows),
+            ts=start[rows] + delay * 10**9,
+            event=EV[event],
+            channel=channel[rows],
+            customer=c[rows],
+            anon=c[rows] * 4 + device[rows],
+            session=session_base + rows,
+            offer=offer[rows],
+            category=cat.offer_category[offer[rows]],
+        )

@@ -81,8 +81,9 @@ def build_catalog(rng: np.random.Generator, n_items: int, days: int) -> Catalog:
     medians = np.array([c[1] for c in CATEGORIES])
     price = np.round(medians[category] * rng.lognormal(0.0, 0.45, n_items), 2) + 0.99
     margin = np.round(price * MARGIN_RATE[category] * rng.uniform(0.8, 1.2, n_items), 2)
-    launch = np.where(rng.random(n_items) < 0.75, -rng.integers(1, 720, n_items),
-                      rng.integers(0, max(days, 1), n_items))
+    launch = np.where(
+        rng.random(n_items) < 0.75, -rng.integers(1, 720, n_items), rng.integers(0, max(days, 1), n_items)
+    )
     starts = np.searchsorted(category, np.arange(k + 1))
     launch[starts[:-1]] = -1000  # every category has an item on day 0
     order = np.lexsort((launch, category))
@@ -90,12 +91,27 @@ def build_catalog(rng: np.random.Generator, n_items: int, days: int) -> Catalog:
     weight = rng.lognormal(0.0, 1.0, n_items)
     cum = np.cumsum(weight)
     item_ids = np.array([f"i{n:05d}" for n in rng.permutation(n_items) + 10000], dtype=object)
-    return Catalog(item_ids, category, price, margin, launch, cum, starts,
-                   *_build_offers(rng, category, price, margin, launch, starts, days))
+    return Catalog(
+        item_ids,
+        category,
+        price,
+        margin,
+        launch,
+        cum,
+        starts,
+        *_build_offers(rng, category, price, margin, launch, starts, days),
+    )
 
 
-def _build_offers(rng: np.random.Generator, category: np.ndarray, price: np.ndarray, margin: np.ndarray,
-                  launch: np.ndarray, starts: np.ndarray, days: int) -> tuple:
+def _build_offers(
+    rng: np.random.Generator,
+    category: np.ndarray,
+    price: np.ndarray,
+    margin: np.ndarray,
+    launch: np.ndarray,
+    starts: np.ndarray,
+    days: int,
+) -> tuple:
     """Per category: an evergreen offer, an item-specific window offer and a category window offer."""
     ids, cats, items, disc, value, chans, vfrom, vto = [], [], [], [], [], [], [], []
     for k in range(len(CATEGORIES)):
@@ -120,5 +136,13 @@ def _build_offers(rng: np.random.Generator, category: np.ndarray, price: np.ndar
             chans.append([c in allowed for c in CHANNELS])
             vfrom.append(lo)
             vto.append(hi)
-    return (np.array(ids, dtype=object), np.array(cats), items, np.array(disc), np.array(value),
-            np.array(chans, dtype=bool), np.array(vfrom), np.array(vto))
+    return (
+        np.array(ids, dtype=object),
+        np.array(cats),
+        items,
+        np.array(disc),
+        np.array(value),
+        np.array(chans, dtype=bool),
+        np.array(vfrom),
+        np.array(vto),
+    )

@@ -16,13 +16,24 @@ EV = {name: i for i, name in enumerate(EVENT_TYPES)}
 INT_COLUMNS = ("ts", "customer", "anon", "session", "channel", "event", "item", "category", "offer", "campaign")
 FLOAT_COLUMNS = ("amount", "quantity")
 ONLINE_HOURS = np.array([1, 1, 1, 1, 1, 2, 4, 6, 7, 7, 7, 7, 8, 8, 7, 7, 7, 8, 10, 12, 13, 12, 9, 4], float)
-EVENTS_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("ts", pa.timestamp("ns", tz="UTC")), ("customer_id", pa.string()),
-    ("anonymous_id", pa.string()), ("session_id", pa.string()), ("channel", pa.string()),
-    ("event_type", pa.string()), ("item_id", pa.string()), ("category", pa.string()),
-    ("amount", pa.float64()), ("quantity", pa.float64()), ("offer_id", pa.string()),
-    ("campaign_id", pa.string()), ("decision_id", pa.string()),
-])
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("ts", pa.timestamp("ns", tz="UTC")),
+        ("customer_id", pa.string()),
+        ("anonymous_id", pa.string()),
+        ("session_id", pa.string()),
+        ("channel", pa.string()),
+        ("event_type", pa.string()),
+        ("item_id", pa.string()),
+        ("category", pa.string()),
+        ("amount", pa.float64()),
+        ("quantity", pa.float64()),
+        ("offer_id", pa.string()),
+        ("campaign_id", pa.string()),
+        ("decision_id", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)

@@ -51,15 +51,18 @@ def draw_customers(rng: np.random.Generator, n: int) -> pd.DataFrame:
     """Customer attributes in the public experiment's proportions."""
     months = np.arange(1, 13)
     lines = rng.choice(3, n, p=[0.45, 0.45, 0.10])  # mens only, womens only, both
-    return pd.DataFrame({
-        "customer_id": [f"e{i:06d}" for i in range(n)],
-        "recency": rng.choice(months, n, p=(14 - months) / (14 - months).sum()),
-        "history": np.round(25 + rng.lognormal(4.95, 0.85, n), 2),
-        "mens": (lines != 1).astype(int), "womens": (lines != 0).astype(int),
-        "newbie": (rng.random(n) < 0.5).astype(int),
-        "acquisition_channel": rng.choice(["Phone", "Web", "Multichannel"], n, p=[0.44, 0.44, 0.12]),
-        "area": rng.choice(["Urban", "Suburban", "Rural"], n, p=[0.40, 0.45, 0.15]),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": [f"e{i:06d}" for i in range(n)],
+            "recency": rng.choice(months, n, p=(14 - months) / (14 - months).sum()),
+            "history": np.round(25 + rng.lognormal(4.95, 0.85, n), 2),
+            "mens": (lines != 1).astype(int),
+            "womens": (lines != 0).astype(int),
+            "newbie": (rng.random(n) < 0.5).astype(int),
+            "acquisition_channel": rng.choice(["Phone", "Web", "Multichannel"], n, p=[0.44, 0.44, 0.12]),
+            "area": rng.choice(["Urban", "Suburban", "Rural"], n, p=[0.40, 0.45, 0.15]),
+        }
+    )
 
 
 def compute_expected(people: pd.DataFrame, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
@@ -84,13 +87,18 @@ def compute_expected(people: pd.DataFrame, rng: np.random.Generator) -> dict[str
             effect += calibrate_intercept(base + effect, VISIT_RATE[arm])
         visit = sigmoid(base + effect)
         buy = sigmoid(buy_logit + calibrate_intercept(buy_logit, CONVERSION_RATE[arm], visit))
-        expected[arm] = {"visit": visit, "buy_given_visit": buy, "conversion": visit * buy,
-                         "spend": visit * buy * spend_given}
+        expected[arm] = {
+            "visit": visit,
+            "buy_given_visit": buy,
+            "conversion": visit * buy,
+            "spend": visit * buy * spend_given,
+        }
     return expected
 
 
-def draw_outcomes(rng: np.random.Generator, arm: np.ndarray, expected: dict[str, dict[str, np.ndarray]],
-                  history: np.ndarray) -> pd.DataFrame:
+def draw_outcomes(
+    rng: np.random.Generator, arm: np.ndarray, expected: dict[str, dict[str, np.ndarray]], history: np.ndarray
+) -> pd.DataFrame:
     """Each customer's observed visit, conversion and spend under the arm drawn for them."""
     rows = np.arange(len(arm))
     visit_p = np.choose(arm, [expected[a]["visit"] for a in ARMS])
@@ -98,8 +106,13 @@ def draw_outcomes(rng: np.random.Generator, arm: np.ndarray, expected: dict[str,
     visit = rng.random(len(rows)) < visit_p
     conversion = visit & (rng.random(len(rows)) < buy_p)
     amount = MEDIAN_SPEND * np.exp(0.18 * np.log(history / 150.0) + rng.normal(0.0, 0.6, len(rows)))
-    return pd.DataFrame({"visit": visit.astype(int), "conversion": conversion.astype(int),
-                         "spend": np.where(conversion, np.round(amount, 2), 0.0)})
+    return pd.DataFrame(
+        {
+            "visit": visit.astype(int),
+            "conversion": conversion.astype(int),
+            "spend": np.where(conversion, np.round(amount, 2), 0.0),
+        }
+    )
 
 
 def build_truth(people: pd.DataFrame, expected: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
@@ -114,8 +127,9 @@ def build_truth(people: pd.DataFrame, expected: dict[str, dict[str, np.ndarray]]
     return pd.concat(parts, ignore_index=True)
 
 
-def simulate_experiment(out_dir: Path, n_customers: int = 30_000, seed: int = 42,
-                        start: str = "2025-03-01") -> dict[str, object]:
+def simulate_experiment(
+    out_dir: Path, n_customers: int = 30_000, seed: int = 42, start: str = "2025-03-01"
+) -> dict[str, object]:
     """Write customers, offers, exposures and experiment_truth parquet files into out_dir; return a summary."""
     if n_customers < 30:
         raise ValueError("the experiment needs at least 30 customers (10 per arm)")
@@ -127,19 +141,37 @@ def simulate_experiment(out_dir: Path, n_customers: int = 30_000, seed: int = 42
     arm = rng.permutation(np.arange(n_customers) % len(ARMS))
     sent = pd.Timestamp(start, tz="UTC").normalize() + pd.Timedelta(hours=10)
     outcomes = draw_outcomes(rng, arm, expected, people["history"].to_numpy())
-    exposures = pd.DataFrame({"customer_id": people["customer_id"], "offer_id": np.array(ARMS)[arm], "ts": sent,
-                              "channel": "email", "propensity": 1.0 / len(ARMS),
-                              "campaign_id": f"email-{sent:%Y-%m-%d}"}).join(outcomes)
-    offers = pd.DataFrame({"offer_id": list(VERSIONS), "category": ["mens", "womens"],
-                           "valid_from": sent - pd.Timedelta(days=1), "valid_to": sent + pd.Timedelta(days=365),
-                           "channels": "email"})
+    exposures = pd.DataFrame(
+        {
+            "customer_id": people["customer_id"],
+            "offer_id": np.array(ARMS)[arm],
+            "ts": sent,
+            "channel": "email",
+            "propensity": 1.0 / len(ARMS),
+            "campaign_id": f"email-{sent:%Y-%m-%d}",
+        }
+    ).join(outcomes)
+    offers = pd.DataFrame(
+        {
+            "offer_id": list(VERSIONS),
+            "category": ["mens", "womens"],
+            "valid_from": sent - pd.Timedelta(days=1),
+            "valid_to": sent + pd.Timedelta(days=365),
+            "channels": "email",
+        }
+    )
     people.to_parquet(out_dir / "customers.parquet", index=False)
     offers.to_parquet(out_dir / "offers.parquet", index=False)
     exposures.to_parquet(out_dir / "exposures.parquet", index=False)
     build_truth(people, expected).to_parquet(out_dir / TRUTH_FILE, index=False)
     rates = exposures.groupby("offer_id")[list(OUTCOMES)].mean().round(4)
-    return {"setting": "experiment", "customers": n_customers, "send_date": f"{sent:%Y-%m-%d}",
-            "horizon_days": HORIZON_DAYS, "observed": rates.to_dict(orient="index")}
+    return {
+        "setting": "experiment",
+        "customers": n_customers,
+        "send_date": f"{sent:%Y-%m-%d}",
+        "horizon_days": HORIZON_DAYS,
+        "observed": rates.to_dict(orient="index"),
+    }
 
 
 def load_experiment_truth(raw: Path, outcome: str) -> Callable[[np.ndarray, np.ndarray, pd.Series], np.ndarray] | None:

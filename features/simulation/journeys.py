@@ -14,15 +14,39 @@ from features.simulation.population import Population, compute_daily_rate
 JOURNEYS = ("online", "cross_device", "ropo", "store", "showrooming", "call")
 # per journey: (slot, event, known, with item); slot 0 comes before the purchase slot 1
 TEMPLATES = {
-    "online": ((1, "page_view", 0, 0), (1, "search", 0, 0), (1, "product_view", 0, 1), (1, "login", 1, 0),
-               (1, "add_to_cart", 1, 1), (1, "purchase", 1, 1)),
-    "cross_device": ((0, "page_view", 0, 0), (0, "login", 1, 0), (0, "product_view", 1, 1),
-                     (0, "add_to_cart", 1, 1), (1, "page_view", 0, 0), (1, "login", 1, 0), (1, "purchase", 1, 1)),
-    "ropo": ((0, "page_view", 0, 0), (0, "search", 0, 0), (0, "product_view", 0, 1), (0, "product_view", 0, 1),
-             (1, "login", 1, 0), (1, "purchase", 1, 1)),
+    "online": (
+        (1, "page_view", 0, 0),
+        (1, "search", 0, 0),
+        (1, "product_view", 0, 1),
+        (1, "login", 1, 0),
+        (1, "add_to_cart", 1, 1),
+        (1, "purchase", 1, 1),
+    ),
+    "cross_device": (
+        (0, "page_view", 0, 0),
+        (0, "login", 1, 0),
+        (0, "product_view", 1, 1),
+        (0, "add_to_cart", 1, 1),
+        (1, "page_view", 0, 0),
+        (1, "login", 1, 0),
+        (1, "purchase", 1, 1),
+    ),
+    "ropo": (
+        (0, "page_view", 0, 0),
+        (0, "search", 0, 0),
+        (0, "product_view", 0, 1),
+        (0, "product_view", 0, 1),
+        (1, "login", 1, 0),
+        (1, "purchase", 1, 1),
+    ),
     "store": ((1, "login", 1, 0), (1, "purchase", 1, 1)),
-    "showrooming": ((0, "login", 1, 0), (0, "product_view", 1, 1), (1, "page_view", 0, 0), (1, "login", 1, 0),
-                    (1, "purchase", 1, 1)),
+    "showrooming": (
+        (0, "login", 1, 0),
+        (0, "product_view", 1, 1),
+        (1, "page_view", 0, 0),
+        (1, "login", 1, 0),
+        (1, "purchase", 1, 1),
+    ),
     "call": ((1, "login", 1, 0), (1, "purchase", 1, 1)),
 }
 STEP_NS = 45 * 10**9
@@ -48,14 +72,27 @@ class Purchases:
 
 def compute_base_rates(pop: Population, customers: np.ndarray, start_epoch_day: int, days: int) -> np.ndarray:
     """Expected purchases per (customer, day) without any offer."""
-    return compute_daily_rate(pop.rate[customers][:, None], pop.decay[customers][:, None],
-                              pop.active_from[customers][:, None], pop.active_to[customers][:, None],
-                              np.arange(days)[None, :], start_epoch_day)
+    return compute_daily_rate(
+        pop.rate[customers][:, None],
+        pop.decay[customers][:, None],
+        pop.active_from[customers][:, None],
+        pop.active_to[customers][:, None],
+        np.arange(days)[None, :],
+        start_epoch_day,
+    )
 
 
-def draw_purchases(rng: np.random.Generator, pop: Population, cat: Catalog, customers: np.ndarray,
-                   base: np.ndarray, offer_cd: np.ndarray, mult_cd: np.ndarray, start_ns: int,
-                   start_epoch_day: int) -> Purchases:
+def draw_purchases(
+    rng: np.random.Generator,
+    pop: Population,
+    cat: Catalog,
+    customers: np.ndarray,
+    base: np.ndarray,
+    offer_cd: np.ndarray,
+    mult_cd: np.ndarray,
+    start_ns: int,
+    start_epoch_day: int,
+) -> Purchases:
     """Poisson purchases per customer-day, split over categories; an offer in force scales its category."""
     k_off = np.where(offer_cd >= 0, cat.offer_category[np.maximum(offer_cd, 0)], 0)
     aff_off = np.take_along_axis(pop.affinity[customers], k_off, axis=1) * (offer_cd >= 0)
@@ -82,10 +119,12 @@ def draw_purchases(rng: np.random.Generator, pop: Population, cat: Catalog, cust
     discount = np.where(used, cat.discount[np.maximum(offer, 0)], 0.0)
     amount = np.round(cat.price[item] * quantity * markdown * (1 - discount), 2)
     store_like = channels[:, 1] == CH["store"]
-    tod = np.where(store_like, 9 * HOUR_NS + rng.integers(0, 11 * HOUR_NS, len(c)),
-                   draw_times_of_day(rng, len(c), 8, 22))
-    return Purchases(c, day, start_ns + day * DAY_NS + tod, k, item, quantity, amount, offer, journey,
-                     devices, channels)
+    tod = np.where(
+        store_like, 9 * HOUR_NS + rng.integers(0, 11 * HOUR_NS, len(c)), draw_times_of_day(rng, len(c), 8, 22)
+    )
+    return Purchases(
+        c, day, start_ns + day * DAY_NS + tod, k, item, quantity, amount, offer, journey, devices, channels
+    )
 
 
 def _choose_journeys(rng: np.random.Generator, pop: Population, c: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -94,24 +133,36 @@ def _choose_journeys(rng: np.random.Generator, pop: Population, c: np.ndarray) -
     mix = np.cumsum(pop.channel_mix[c], axis=1)
     group = (rng.random(n)[:, None] > mix).sum(axis=1).clip(0, 2)
     u = rng.random(n)
-    online_dev = np.where(pop.devices[c, 0] & (~pop.devices[c, 1] | (rng.random(n) < pop.app_share[c])), 0,
-                          np.where(pop.devices[c, 2] & (rng.random(n) < 0.3), 2, 1))
+    online_dev = np.where(
+        pop.devices[c, 0] & (~pop.devices[c, 1] | (rng.random(n) < pop.app_share[c])),
+        0,
+        np.where(pop.devices[c, 2] & (rng.random(n) < 0.3), 2, 1),
+    )
     both = pop.devices[c, 0] & pop.devices[c, 1]
     journey = np.select(
-        [group == 2, (group == 1) & (u < pop.research_rate[c]), group == 1,
-         u < pop.showroom_rate[c] * (pop.channel_mix[c, 1] > 0.1), both & (u > 0.7)],
-        [5, 2, 3, 4, 1], default=0)
+        [
+            group == 2,
+            (group == 1) & (u < pop.research_rate[c]),
+            group == 1,
+            u < pop.showroom_rate[c] * (pop.channel_mix[c, 1] > 0.1),
+            both & (u > 0.7),
+        ],
+        [5, 2, 3, 4, 1],
+        default=0,
+    )
     online_ch = np.where(online_dev == 0, CH["app"], CH["web"])
     dev0 = np.select([journey == 1, journey == 2, journey == 4], [0, online_dev, 3], default=-1)
     ch0 = np.select([journey == 1, journey == 2, journey == 4], [CH["app"], online_ch, CH["store"]], default=0)
     dev1 = np.select([journey == 1, (journey == 2) | (journey == 3), journey == 5], [1, 3, -1], default=online_dev)
-    ch1 = np.select([journey == 1, (journey == 2) | (journey == 3), journey == 5],
-                    [CH["web"], CH["store"], CH["call_center"]], default=online_ch)
+    ch1 = np.select(
+        [journey == 1, (journey == 2) | (journey == 3), journey == 5],
+        [CH["web"], CH["store"], CH["call_center"]],
+        default=online_ch,
+    )
     return journey, np.column_stack([dev0, dev1]), np.column_stack([ch0, ch1])
 
 
-def emit_journeys(rng: np.random.Generator, buf: EventBuffer, pur: Purchases, start_ns: int,
-                  session_base: int) -> int:
+def emit_journeys(rng: np.random.Generator, buf: EventBuffer, pur: Purchases, start_ns: int, session_base: int) -> int:
     """Events of every purchase journey; returns how many session numbers were used."""
     lag = rng.uniform(1, 24 * RESEARCH_DAYS, len(pur.ts)) * HOUR_NS
     lag = np.where(pur.journey == 1, lag / 3, lag)
@@ -128,23 +179,36 @@ def emit_journeys(rng: np.random.Generator, buf: EventBuffer, pur: Purchases, st
         ts = np.where(slot[t] == 1, pur.ts[r], t0[r]) + offset[t]
         device = pur.devices[r, slot[t]]
         is_buy = event[t] == "purchase"
-        buf.add(len(r), ts=ts, event=np.array([EV[e] for e in event])[t],
-                customer=np.where(known[t] == 1, pur.customer[r], -1),
-                anon=np.where(device >= 0, pur.customer[r] * 4 + device, -1),
-                session=session_base + 2 * r + slot[t], channel=pur.channels[r, slot[t]],
-                item=np.where(with_item[t] == 1, pur.item[r], -1),
-                category=np.where((with_item[t] == 1) | (event[t] == "search"), pur.category[r], -1),
-                amount=np.where(is_buy, pur.amount[r], np.nan), quantity=np.where(is_buy, pur.quantity[r], np.nan),
-                offer=np.where(is_buy, pur.offer[r], -1))
+        buf.add(
+            len(r),
+            ts=ts,
+            event=np.array([EV[e] for e in event])[t],
+            customer=np.where(known[t] == 1, pur.customer[r], -1),
+            anon=np.where(device >= 0, pur.customer[r] * 4 + device, -1),
+            session=session_base + 2 * r + slot[t],
+            channel=pur.channels[r, slot[t]],
+            item=np.where(with_item[t] == 1, pur.item[r], -1),
+            category=np.where((with_item[t] == 1) | (event[t] == "search"), pur.category[r], -1),
+            amount=np.where(is_buy, pur.amount[r], np.nan),
+            quantity=np.where(is_buy, pur.quantity[r], np.nan),
+            offer=np.where(is_buy, pur.offer[r], -1),
+        )
     return 2 * len(pur.ts)
-
 
 
 def emit_returns(rng: np.random.Generator, buf: EventBuffer, pur: Purchases) -> None:
     """Some purchases come back 2 to 30 days later, in store or online."""
     rows = np.flatnonzero(rng.random(len(pur.ts)) < RETURN_RATE[pur.category])
     in_store = pur.channels[rows, 1] == CH["store"]
-    buf.add(len(rows), ts=pur.ts[rows] + (rng.uniform(2, 30, len(rows)) * DAY_NS).astype(np.int64),
-            event=EV["return"], customer=pur.customer[rows], channel=np.where(in_store, CH["store"], CH["web"]),
-            anon=np.where(in_store, pur.customer[rows] * 4 + 3, -1), item=pur.item[rows],
-            category=pur.category[rows], amount=pur.amount[rows], quantity=pur.quantity[rows])
+    buf.add(
+        len(rows),
+        ts=pur.ts[rows] + (rng.uniform(2, 30, len(rows)) * DAY_NS).astype(np.int64),
+        event=EV["return"],
+        customer=pur.customer[rows],
+        channel=np.where(in_store, CH["store"], CH["web"]),
+        anon=np.where(in_store, pur.customer[rows] * 4 + 3, -1),
+        item=pur.item[rows],
+        category=pur.category[rows],
+        amount=pur.amount[rows],
+        quantity=pur.quantity[rows],
+    )

@@ -51,18 +51,34 @@ class Population:
 
     def offer_multiplier(self, customers: np.ndarray, discount: np.ndarray) -> np.ndarray:
         """How an offer scales a customer's purchase rate in its category (below 1: put off)."""
-        return compute_offer_multiplier(self.uplift[customers], self.price_sensitivity[customers],
-                                        self.fatigue[customers], self.newsletters[customers], discount)
+        return compute_offer_multiplier(
+            self.uplift[customers],
+            self.price_sensitivity[customers],
+            self.fatigue[customers],
+            self.newsletters[customers],
+            discount,
+        )
 
 
-def compute_offer_multiplier(uplift: np.ndarray, price_sensitivity: np.ndarray, fatigue: np.ndarray,
-                             newsletters: np.ndarray, discount: np.ndarray) -> np.ndarray:
+def compute_offer_multiplier(
+    uplift: np.ndarray,
+    price_sensitivity: np.ndarray,
+    fatigue: np.ndarray,
+    newsletters: np.ndarray,
+    discount: np.ndarray,
+) -> np.ndarray:
     """Rate multiplier of an offer: discount appeal minus fatigue from weekly contacts (offer + newsletters)."""
     return np.exp(uplift * (discount / 0.1) * (0.5 + price_sensitivity) - fatigue * (newsletters + 1))
 
 
-def compute_daily_rate(rate: np.ndarray, decay: np.ndarray, active_from: np.ndarray, active_to: np.ndarray,
-                       day: np.ndarray, start_epoch_day: int) -> np.ndarray:
+def compute_daily_rate(
+    rate: np.ndarray,
+    decay: np.ndarray,
+    active_from: np.ndarray,
+    active_to: np.ndarray,
+    day: np.ndarray,
+    start_epoch_day: int,
+) -> np.ndarray:
     """Expected purchases per day (all categories, no offer); arguments broadcast together."""
     alive = (day >= active_from) & (day < active_to)
     return rate * compute_season(start_epoch_day + day) * alive * np.exp(-decay * np.maximum(day, 0))
@@ -76,26 +92,47 @@ def build_population(rng: np.random.Generator, n: int, days: int) -> Population:
     active_from = np.where(stage == 0, rng.integers(0, max(int(days * 0.9), 1), n), -FAR)
     active_to = np.where(stage == 4, rng.integers(1, max(days // 2, 2), n), FAR)
     affinity = rng.dirichlet(POPULARITY * 0.35, size=n)
-    devices = np.column_stack([rng.random(n) < 0.8, rng.random(n) < 0.7, rng.random(n) < 0.2,
-                               np.ones(n, dtype=bool)])
+    devices = np.column_stack([rng.random(n) < 0.8, rng.random(n) < 0.7, rng.random(n) < 0.2, np.ones(n, dtype=bool)])
     devices[~devices[:, 0] & ~devices[:, 1], 1] = True
-    anon = np.array([f"{p}{v:012x}" for p, v in zip(np.tile(["p", "w", "t", "L"], n),
-                                                     rng.integers(0, 2**48, 4 * n))], dtype=object)
+    anon = np.array(
+        [f"{p}{v:012x}" for p, v in zip(np.tile(["p", "w", "t", "L"], n), rng.integers(0, 2**48, 4 * n))], dtype=object
+    )
     signup = np.where(stage == 0, active_from, -rng.integers(30, 1500, n))
     return Population(
-        ids=np.array([f"c{i:07d}" for i in range(1, n + 1)], dtype=object), stage=stage, rate=rate,
-        decay=decay, active_from=active_from, active_to=active_to, affinity=affinity,
-        price_sensitivity=rng.beta(2, 2, n), uplift=rng.normal(0.2, 0.3, n),
-        fatigue=rng.exponential(0.06, n), newsletters=rng.choice(NEWSLETTER_LEVELS, size=n),
-        email_opt_in=rng.random(n) < 0.7, sms_opt_in=rng.random(n) < 0.3,
-        open_rate=rng.beta(2, 5, n), click_rate=rng.beta(2, 6, n),
-        channel_mix=rng.dirichlet([3.0, 2.0, 0.15], size=n), app_share=rng.beta(2, 2, n) * devices[:, 0],
-        devices=devices, anon_ids=anon, login_rate=rng.beta(2, 4, n), research_rate=rng.beta(2, 3, n),
-        showroom_rate=rng.beta(1.2, 6, n), signup_day=signup)
+        ids=np.array([f"c{i:07d}" for i in range(1, n + 1)], dtype=object),
+        stage=stage,
+        rate=rate,
+        decay=decay,
+        active_from=active_from,
+        active_to=active_to,
+        affinity=affinity,
+        price_sensitivity=rng.beta(2, 2, n),
+        uplift=rng.normal(0.2, 0.3, n),
+        fatigue=rng.exponential(0.06, n),
+        newsletters=rng.choice(NEWSLETTER_LEVELS, size=n),
+        email_opt_in=rng.random(n) < 0.7,
+        sms_opt_in=rng.random(n) < 0.3,
+        open_rate=rng.beta(2, 5, n),
+        click_rate=rng.beta(2, 6, n),
+        channel_mix=rng.dirichlet([3.0, 2.0, 0.15], size=n),
+        app_share=rng.beta(2, 2, n) * devices[:, 0],
+        devices=devices,
+        anon_ids=anon,
+        login_rate=rng.beta(2, 4, n),
+        research_rate=rng.beta(2, 3, n),
+        showroom_rate=rng.beta(1.2, 6, n),
+        signup_day=signup,
+    )
 
 
 def describe_channels(pop: Population) -> np.ndarray:
     """Each customer's preferred channel as text."""
-    mix = np.column_stack([pop.channel_mix[:, 0] * (1 - pop.app_share), pop.channel_mix[:, 0] * pop.app_share,
-                           pop.channel_mix[:, 1], pop.channel_mix[:, 2]])
+    mix = np.column_stack(
+        [
+            pop.channel_mix[:, 0] * (1 - pop.app_share),
+            pop.channel_mix[:, 0] * pop.app_share,
+            pop.channel_mix[:, 1],
+            pop.channel_mix[:, 2],
+        ]
+    )
     return np.array(["web", "app", "store", "call_center"], dtype=object)[mix.argmax(axis=1)]

@@ -41,9 +41,14 @@ class Truth:
     start_ns: int
     horizon_days: int
 
-    def purchase_probability(self, customer_ids: np.ndarray | pd.Series | list, offer_ids: np.ndarray | pd.Series | list,
-                             ts: np.ndarray | pd.Series | list, with_offer: bool,
-                             horizon_days: int | None = None) -> np.ndarray:
+    def purchase_probability(
+        self,
+        customer_ids: np.ndarray | pd.Series | list,
+        offer_ids: np.ndarray | pd.Series | list,
+        ts: np.ndarray | pd.Series | list,
+        with_offer: bool,
+        horizon_days: int | None = None,
+    ) -> np.ndarray:
         """True probability of buying in the offer's category within the horizon starting on ts's day.
 
         with_offer=True: the offer is in force over the whole horizon; False: no offer at all.
@@ -60,21 +65,35 @@ class Truth:
         p = self.params.iloc[rows]
         expected = np.zeros(len(rows))
         for h in range(horizon_days or self.horizon_days):
-            expected += compute_daily_rate(p["rate"].to_numpy(), p["decay"].to_numpy(),
-                                           p["active_from"].to_numpy(), p["active_to"].to_numpy(),
-                                           first_day + h, self.start_ns // DAY_NS)
+            expected += compute_daily_rate(
+                p["rate"].to_numpy(),
+                p["decay"].to_numpy(),
+                p["active_from"].to_numpy(),
+                p["active_to"].to_numpy(),
+                first_day + h,
+                self.start_ns // DAY_NS,
+            )
         expected *= self.affinity[rows, category.astype(np.int64)]
         if with_offer:
             expected *= compute_offer_multiplier(
-                p["uplift"].to_numpy(), p["price_sensitivity"].to_numpy(), p["fatigue"].to_numpy(),
-                p["newsletters"].to_numpy(), self.offer_discount.reindex(offers).to_numpy())
+                p["uplift"].to_numpy(),
+                p["price_sensitivity"].to_numpy(),
+                p["fatigue"].to_numpy(),
+                p["newsletters"].to_numpy(),
+                self.offer_discount.reindex(offers).to_numpy(),
+            )
         return 1.0 - np.exp(-expected)
 
-    def uplift(self, customer_ids: np.ndarray | pd.Series | list, offer_ids: np.ndarray | pd.Series | list,
-               ts: np.ndarray | pd.Series | list) -> np.ndarray:
+    def uplift(
+        self,
+        customer_ids: np.ndarray | pd.Series | list,
+        offer_ids: np.ndarray | pd.Series | list,
+        ts: np.ndarray | pd.Series | list,
+    ) -> np.ndarray:
         """True change in purchase probability caused by the offer (negative: the offer puts them off)."""
-        return (self.purchase_probability(customer_ids, offer_ids, ts, True)
-                - self.purchase_probability(customer_ids, offer_ids, ts, False))
+        return self.purchase_probability(customer_ids, offer_ids, ts, True) - self.purchase_probability(
+            customer_ids, offer_ids, ts, False
+        )
 
 
 def load_truth(out_dir: Path | str) -> Truth:
@@ -85,5 +104,11 @@ def load_truth(out_dir: Path | str) -> Truth:
     affinity = frame[[f"affinity_{k}" for k in meta["categories"]]].to_numpy()
     offers = pd.read_parquet(Path(out_dir) / "offers.parquet").set_index("offer_id")
     codes = pd.Series(range(len(meta["categories"])), index=meta["categories"])
-    return Truth(frame[list(PARAMS)], affinity, offers["category"].map(codes), offers["discount"],
-                 meta["start_ns"], meta["horizon_days"])
+    return Truth(
+        frame[list(PARAMS)],
+        affinity,
+        offers["category"].map(codes),
+        offers["discount"],
+        meta["start_ns"],
+        meta["horizon_days"],
+    )

@@ -18,8 +18,9 @@ HERE = Path(__file__).resolve().parent
 CUSTOMERS, DAYS = 30, 31
 
 
-def visits(rng: np.random.Generator, n_categories: int, start: np.datetime64,
-           days: int = DAYS) -> list[tuple[int, int, np.datetime64]]:
+def visits(
+    rng: np.random.Generator, n_categories: int, start: np.datetime64, days: int = DAYS
+) -> list[tuple[int, int, np.datetime64]]:
     """(customer, category, time) of each visit: a customer visits every few days, mostly in a favourite category."""
     out = []
     for customer in range(CUSTOMERS):
@@ -49,16 +50,28 @@ def write_rows(path: Path, header: list[str], rows: list[list[object]], encoding
 
 
 REES46_CATEGORIES = [  # (category_id, category_code: often empty in the source)
-    ("2053013555631882655", "electronics.smartphone"), ("2053013563810775923", "appliances.kitchen.washer"),
-    ("2103807459595387724", ""), ("2053013554658804075", "electronics.audio.headphone"),
+    ("2053013555631882655", "electronics.smartphone"),
+    ("2053013563810775923", "appliances.kitchen.washer"),
+    ("2103807459595387724", ""),
+    ("2053013554658804075", "electronics.audio.headphone"),
     ("2232732093077520756", "construction.tools.light"),
 ]
-REES46_HEADER = ["event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price",
-                 "user_id", "user_session"]
+REES46_HEADER = [
+    "event_time",
+    "event_type",
+    "product_id",
+    "category_id",
+    "category_code",
+    "brand",
+    "price",
+    "user_id",
+    "user_session",
+]
 
 
-def rees46_row(rng: np.random.Generator, when: np.datetime64, kind: str, category: int, user: int,
-               session: str) -> list[object]:
+def rees46_row(
+    rng: np.random.Generator, when: np.datetime64, kind: str, category: int, user: int, session: str
+) -> list[object]:
     category_id, code = REES46_CATEGORIES[category]
     product = 1_000_000 + category * 100 + int(rng.integers(4))
     brand = ["samsung", "apple", "", "lg", "xiaomi"][product % 5]
@@ -74,8 +87,11 @@ def write_rees46() -> None:
     for customer, category, when in visits(rng, len(REES46_CATEGORIES), np.datetime64("2019-10-01T00:00:00")):
         session = str(uuid.UUID(bytes=rng.bytes(16), version=4))
         for step, kind in enumerate(journey(rng)):
-            rows.append(rees46_row(rng, when + np.timedelta64(40 * step, "s"), kind, category,
-                                   512_475_445 + customer * 7, session))
+            rows.append(
+                rees46_row(
+                    rng, when + np.timedelta64(40 * step, "s"), kind, category, 512_475_445 + customer * 7, session
+                )
+            )
     rows += [rows[5], rows[40]]  # the source repeats some rows exactly
     rows.sort(key=lambda r: r[0])
     (HERE / "rees46").mkdir(exist_ok=True)
@@ -103,11 +119,17 @@ def write_retailrocket() -> None:
             transaction += kind == "purchase"
             rows.append([ms, 257_597 + customer * 13, event, item, transaction if kind == "purchase" else ""])
     (HERE / "retailrocket").mkdir(exist_ok=True)
-    write_rows(HERE / "retailrocket" / "events.csv", ["timestamp", "visitorid", "event", "itemid", "transactionid"],
-               sorted(rows))
+    write_rows(
+        HERE / "retailrocket" / "events.csv",
+        ["timestamp", "visitorid", "event", "itemid", "transactionid"],
+        sorted(rows),
+    )
     properties = []
-    snapshot = [int((start + np.timedelta64(7 * w, "D") - np.datetime64("1970-01-01")) / np.timedelta64(1, "ms"))
-                + 3 * 3_600_000 for w in range(-2, 5)]
+    snapshot = [
+        int((start + np.timedelta64(7 * w, "D") - np.datetime64("1970-01-01")) / np.timedelta64(1, "ms"))
+        + 3 * 3_600_000
+        for w in range(-2, 5)
+    ]
     for category_index, category in enumerate(categories):
         for k in range(4):
             item = 100_000 + category_index * 10 + k
@@ -121,19 +143,21 @@ def write_retailrocket() -> None:
             properties.append([snapshot[1], item, "available", int(k != 1)])
             properties.append([snapshot[2], item, "790", f"n{(k + 1) * 6000}.000"])
             properties.append([snapshot[4], item, "888", f"1116730 n{k}.000 639502"])
-    write_rows(HERE / "retailrocket" / "item_properties.csv", ["timestamp", "itemid", "property", "value"],
-               sorted(properties))
+    write_rows(
+        HERE / "retailrocket" / "item_properties.csv", ["timestamp", "itemid", "property", "value"], sorted(properties)
+    )
 
 
-UCI_HEADER = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID",
-              "Country"]
+UCI_HEADER = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
 UCI_ITEMS = [  # (stock code, description, category, unit price): four departments
-    ("85123A", "WHITE HANGING HEART T-LIGHT HOLDER", "candles", 2.55), ("71053", "WHITE METAL LANTERN", "candles", 3.39),
-    ("22633", "HAND WARMER UNION JACK", "textiles", 1.85), ("84029G", "KNITTED UNION FLAG HOT WATER BOTTLE",
-                                                              "textiles", 3.39),
-    ("22086", "PAPER CHAIN KIT 50'S CHRISTMAS", "christmas", 2.95), ("21731", "RED TOADSTOOL LED NIGHT LIGHT",
-                                                                     "christmas", 1.65),
-    ("22960", "JAM MAKING SET WITH JARS", "kitchen", 4.25), ("21756", "BATH BUILDING BLOCK WORD", "kitchen", 5.95),
+    ("85123A", "WHITE HANGING HEART T-LIGHT HOLDER", "candles", 2.55),
+    ("71053", "WHITE METAL LANTERN", "candles", 3.39),
+    ("22633", "HAND WARMER UNION JACK", "textiles", 1.85),
+    ("84029G", "KNITTED UNION FLAG HOT WATER BOTTLE", "textiles", 3.39),
+    ("22086", "PAPER CHAIN KIT 50'S CHRISTMAS", "christmas", 2.95),
+    ("21731", "RED TOADSTOOL LED NIGHT LIGHT", "christmas", 1.65),
+    ("22960", "JAM MAKING SET WITH JARS", "kitchen", 4.25),
+    ("21756", "BATH BUILDING BLOCK WORD", "kitchen", 5.95),
 ]
 
 
@@ -157,22 +181,56 @@ def write_uci() -> None:
         invoice += 1
         guest = rng.random() < 0.08
         lines = by_category[list(by_category)[category]]
-        for code, description, _, price in [lines[i] for i in rng.permutation(len(lines))[:int(rng.integers(1, 3))]]:
+        for code, description, _, price in [lines[i] for i in rng.permutation(len(lines))[: int(rng.integers(1, 3))]]:
             quantity = int(rng.choice([1, 2, 6, 12]))
-            rows.append([str(invoice), code, description, quantity, uci_date(when), f"{price:.2f}",
-                         "" if guest else str(12_346 + customer * 11), "United Kingdom"])
+            rows.append(
+                [
+                    str(invoice),
+                    code,
+                    description,
+                    quantity,
+                    uci_date(when),
+                    f"{price:.2f}",
+                    "" if guest else str(12_346 + customer * 11),
+                    "United Kingdom",
+                ]
+            )
     sale = rows[10]
-    rows.append(["C" + str(invoice + 1), sale[1], sale[2], f"-{sale[3]}", uci_date(np.datetime64("2010-12-20T10:05")),
-                 sale[5], sale[6], sale[7]])  # a cancellation of that sale
-    rows.append([str(invoice + 2), "POST", "POSTAGE", 1, uci_date(np.datetime64("2010-12-21T11:00")), "0",
-                 rows[3][6], "France"])  # a free line
-    rows.append([str(invoice + 3), "22960", "JAM MAKING SET WITH JARS", 1, uci_date(np.datetime64("2010-12-22T09:30")),
-                 "0.00", rows[7][6], "United Kingdom"])  # a free gift
+    rows.append(
+        [
+            "C" + str(invoice + 1),
+            sale[1],
+            sale[2],
+            f"-{sale[3]}",
+            uci_date(np.datetime64("2010-12-20T10:05")),
+            sale[5],
+            sale[6],
+            sale[7],
+        ]
+    )  # a cancellation of that sale
+    rows.append(
+        [str(invoice + 2), "POST", "POSTAGE", 1, uci_date(np.datetime64("2010-12-21T11:00")), "0", rows[3][6], "France"]
+    )  # a free line
+    rows.append(
+        [
+            str(invoice + 3),
+            "22960",
+            "JAM MAKING SET WITH JARS",
+            1,
+            uci_date(np.datetime64("2010-12-22T09:30")),
+            "0.00",
+            rows[7][6],
+            "United Kingdom",
+        ]
+    )  # a free gift
     rows += [rows[20], rows[21]]  # exact duplicates, as the source has
     (HERE / "uci").mkdir(exist_ok=True)
     write_rows(HERE / "uci" / "Online Retail.csv", UCI_HEADER, rows)
-    write_rows(HERE / "uci" / "items.csv", ["item_id", "category", "price"],
-               [[code, category, price] for code, _, category, price in UCI_ITEMS])
+    write_rows(
+        HERE / "uci" / "items.csv",
+        ["item_id", "category", "price"],
+        [[code, category, price] for code, _, category, price in UCI_ITEMS],
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ def bento(trained_home, tmp_path_factory):
     bentoml_home = tmp_path_factory.mktemp("bentoml")
     before = snapshot()
     champion = load_model(connect(paths))
-    built = subprocess.run([str(BIN / "nbo"), "build", "--home", str(paths.home)], capture_output=True, text=True,
-                           env={**os.environ, "BENTOML_HOME": str(bentoml_home), "COLUMNS": "500"}, timeout=600)
+    built = subprocess.run(
+        [str(BIN / "nbo"), "build", "--home", str(paths.home)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENTOML_HOME": str(bentoml_home), "COLUMNS": "500"},
+        timeout=600,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     tag, model_tag = re.search(r"built (\S+) declaring the model (\S+)", built.stdout).groups()
     name, version = tag.split(":")
@@ -42,14 +47,16 @@ def bento(trained_home, tmp_path_factory):
 
 def snapshot() -> set[str]:
     """The checkout's files that git does not ignore, and the ignored serving/model a former build wrote."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
     return set(listed) | {str(p) for p in (ROOT / "serving" / "model").glob("*")}
 
 
 def requirement_names(lines: list[str]) -> set[str]:
-    return {canonicalize_name(Requirement(line).name) for line in lines
-            if line.strip() and not line.startswith(("#", "-"))}
+    return {
+        canonicalize_name(Requirement(line).name) for line in lines if line.strip() and not line.startswith(("#", "-"))
+    }
 
 
 def unreachable_registry() -> str:
@@ -102,9 +109,23 @@ def test_with_the_registry_unreachable_the_bento_serves_its_packaged_model_withi
 
 
 def package_index_reachable(folder) -> bool:
-    probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--dest",
-                            str(folder), "--index-url", "https://pypi.org/simple", "six"],
-                           capture_output=True, timeout=60)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-cache-dir",
+            "--dest",
+            str(folder),
+            "--index-url",
+            "https://pypi.org/simple",
+            "six",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     return probe.returncode == 0
 
 
@@ -117,17 +138,37 @@ def test_the_bentos_own_requirements_install_in_a_fresh_virtualenv_and_serve(ben
     paths, _ = trained_home
     fresh = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(fresh)], check=True)
-    installed = subprocess.run([str(fresh / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r",
-                                str(folder / "env" / "python" / "requirements.txt")],
-                               capture_output=True, text=True, timeout=900)
+    installed = subprocess.run(
+        [
+            str(fresh / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "-r",
+            str(folder / "env" / "python" / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
-    imported = subprocess.run([str(fresh / "bin" / "python"), "-c", "import serving.service"],
-                              cwd=folder / "src", capture_output=True, text=True, timeout=300)
+    imported = subprocess.run(
+        [str(fresh / "bin" / "python"), "-c", "import serving.service"],
+        cwd=folder / "src",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert imported.returncode == 0, imported.stderr[-3000:]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"NBO_TRACKING_URI": unreachable_registry(), "BENTOML_HOME": str(bentoml_home),
-           "PYTHONPATH": "", "VIRTUAL_ENV": str(fresh)}
+    env = {
+        "NBO_TRACKING_URI": unreachable_registry(),
+        "BENTOML_HOME": str(bentoml_home),
+        "PYTHONPATH": "",
+        "VIRTUAL_ENV": str(fresh),
+    }
     process = start_service(paths, port, tmp_path / "bento.log", target=tag, env=env, bin_dir=fresh / "bin")
     try:
         wait_ready(process, url, timeout_s=180)

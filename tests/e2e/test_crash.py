@@ -30,9 +30,17 @@ def home(trained_home, tmp_path):
 
 def batch(number: int) -> list[dict]:
     """Product views of a customer of its own, with explicit event ids."""
-    return [{"event_id": f"crash-{number}-{i}", "ts": (SENT_AT - pd.Timedelta(seconds=i)).isoformat(),
-             "customer_id": f"crash-c{number}", "channel": "web", "event_type": "product_view",
-             "category": "running_shoes"} for i in range(BATCH_SIZE)]
+    return [
+        {
+            "event_id": f"crash-{number}-{i}",
+            "ts": (SENT_AT - pd.Timedelta(seconds=i)).isoformat(),
+            "customer_id": f"crash-c{number}",
+            "channel": "web",
+            "event_type": "product_view",
+            "category": "running_shoes",
+        }
+        for i in range(BATCH_SIZE)
+    ]
 
 
 def send(url: str, events: list[dict]) -> httpx.Response:
@@ -89,8 +97,10 @@ def crash_mid_stream(paths, numbers: range, log_name: str) -> list[int]:
     refused: list[str] = []
     process, url = serve(paths, log_name)
     try:
-        clients = [threading.Thread(target=stream, args=(url, {n: batch(n) for n in numbers[i::2]}, acked, refused))
-                   for i in range(2)]
+        clients = [
+            threading.Thread(target=stream, args=(url, {n: batch(n) for n in numbers[i::2]}, acked, refused))
+            for i in range(2)
+        ]
         for client in clients:
             client.start()
         while len(acked) < ACKED_BEFORE_KILL and any(c.is_alive() for c in clients):
@@ -106,8 +116,11 @@ def crash_mid_stream(paths, numbers: range, log_name: str) -> list[int]:
 
 
 def test_acknowledged_events_survive_kill_9s_of_two_workers_and_are_applied_once(home):
-    acked = [n for run in range(RUNS)
-             for n in crash_mid_stream(home, range(run * BATCHES, (run + 1) * BATCHES), f"run-{run}.log")]
+    acked = [
+        n
+        for run in range(RUNS)
+        for n in crash_mid_stream(home, range(run * BATCHES, (run + 1) * BATCHES), f"run-{run}.log")
+    ]
     batches = [batch(n) for n in range(RUNS * BATCHES)]
     process, url = serve(home, "after.log")
     try:

@@ -40,20 +40,45 @@ def test_opt_out_and_erasure_over_http(home, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # no control group: the customers below must get offers (forget.me@example.com would fall in the default one)
-    process = start_service(home, port, tmp_path / "service.log", env={"NBO_API_KEY": KEY, "NBO_CONTROL_SHARE": "0",
-                                                                        "NBO_WORKERS": "2"})
+    process = start_service(
+        home, port, tmp_path / "service.log", env={"NBO_API_KEY": KEY, "NBO_CONTROL_SHARE": "0", "NBO_WORKERS": "2"}
+    )
     try:
         wait_ready(process, url, timeout_s=120)
-        answer = post_events(url, [
-            {"event_id": f"{FORGOTTEN}-1", "ts": (now - pd.Timedelta(minutes=2)).isoformat(), "customer_id": FORGOTTEN,
-             "anonymous_id": "phone-of-forget-me", "channel": "app", "event_type": "login"},
-            {"ts": (now - pd.Timedelta(minutes=1)).isoformat(), "customer_id": FORGOTTEN, "channel": "web",
-             "event_type": "product_view", "category": "tea"},
-            {"ts": "not a time", "customer_id": FORGOTTEN, "channel": "web", "event_type": "page_view"},
-            {"ts": (now - pd.Timedelta(minutes=1)).isoformat(), "customer_id": simulated, "channel": "web",
-             "event_type": "product_view", "category": "tea"},
-            {"ts": (now - pd.Timedelta(seconds=30)).isoformat(), "customer_id": opting_out, "channel": "email",
-             "event_type": "opt_out"}])
+        answer = post_events(
+            url,
+            [
+                {
+                    "event_id": f"{FORGOTTEN}-1",
+                    "ts": (now - pd.Timedelta(minutes=2)).isoformat(),
+                    "customer_id": FORGOTTEN,
+                    "anonymous_id": "phone-of-forget-me",
+                    "channel": "app",
+                    "event_type": "login",
+                },
+                {
+                    "ts": (now - pd.Timedelta(minutes=1)).isoformat(),
+                    "customer_id": FORGOTTEN,
+                    "channel": "web",
+                    "event_type": "product_view",
+                    "category": "tea",
+                },
+                {"ts": "not a time", "customer_id": FORGOTTEN, "channel": "web", "event_type": "page_view"},
+                {
+                    "ts": (now - pd.Timedelta(minutes=1)).isoformat(),
+                    "customer_id": simulated,
+                    "channel": "web",
+                    "event_type": "product_view",
+                    "category": "tea",
+                },
+                {
+                    "ts": (now - pd.Timedelta(seconds=30)).isoformat(),
+                    "customer_id": opting_out,
+                    "channel": "email",
+                    "event_type": "opt_out",
+                },
+            ],
+        )
         assert answer.status_code == 200 and answer.json()["accepted"] == 4, answer.text
         for customer_id in (FORGOTTEN, simulated):
             assert recommend(url, customer_id, "web")["offers"]

@@ -63,27 +63,38 @@ def test_the_committed_openapi_document_is_the_live_one(fuzzed):
 def error_of(answer: httpx.Response) -> dict:
     """The error document of an answer, checked to have the documented shape."""
     body = answer.json()
-    assert set(body["error"]) == {"status", "code", "message", "details"} and body["error"]["status"] == \
-        answer.status_code, body
+    assert (
+        set(body["error"]) == {"status", "code", "message", "details"} and body["error"]["status"] == answer.status_code
+    ), body
     return body["error"]
 
 
-@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=b",
-                                          "application/x-www-form-urlencoded", "text/plain", "application/xml",
-                                          "application/vnd.bentoml+pickle"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data",
+        "multipart/form-data; boundary=b",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "application/xml",
+        "application/vnd.bentoml+pickle",
+    ],
+)
 @pytest.mark.parametrize("route", POST_ROUTES)
 def test_a_body_that_is_not_json_gets_415(fuzzed, route, content_type):
     url, _ = fuzzed
-    answer = httpx.post(f"{url}{route}", content=b"--b--", headers={"content-type": content_type, **WITH_KEY},
-                        timeout=10)
+    answer = httpx.post(
+        f"{url}{route}", content=b"--b--", headers={"content-type": content_type, **WITH_KEY}, timeout=10
+    )
     assert answer.status_code == 415 and error_of(answer)["code"] == "unsupported_media_type"
 
 
 @pytest.mark.parametrize("route", ["/events", "/campaign", "/admin/reload"])
 def test_the_key_is_checked_before_the_body(fuzzed, route):
     url, _ = fuzzed
-    answer = httpx.post(f"{url}{route}", content=b"{broken", headers={"content-type": "multipart/form-data"},
-                        timeout=10)
+    answer = httpx.post(
+        f"{url}{route}", content=b"{broken", headers={"content-type": "multipart/form-data"}, timeout=10
+    )
     assert answer.status_code == 401 and error_of(answer)["code"] == "unauthorized"
 
 
@@ -101,8 +112,11 @@ def test_a_hundred_unauthenticated_malformed_calls_get_401_and_one_short_line_ea
     url, log = fuzzed
     statuses = []
     calls = lambda: statuses.extend(
-        httpx.post(f"{url}/events", content=b'{"events": [{"amount": "x"}', headers={"content-type": ctype},
-                   timeout=10).status_code for ctype in ["application/json", "multipart/form-data"] * 50)
+        httpx.post(
+            f"{url}/events", content=b'{"events": [{"amount": "x"}', headers={"content-type": ctype}, timeout=10
+        ).status_code
+        for ctype in ["application/json", "multipart/form-data"] * 50
+    )
     grown = log_growth(log, calls)
     assert statuses == [401] * 100
     assert "Traceback" not in grown and len(grown.encode()) < 100 * 400  # one access line each (~330 bytes)
@@ -111,11 +125,27 @@ def test_a_hundred_unauthenticated_malformed_calls_get_401_and_one_short_line_ea
 def test_a_refused_request_leaves_no_raw_value_in_the_log_or_the_answer(fuzzed):
     url, log = fuzzed
     answers = []
-    calls = lambda: answers.extend([
-        httpx.post(f"{url}/recommend", json={"customer_id": "alice@example.com", "channel": "fax"}, timeout=10),
-        httpx.post(f"{url}/events", json={"events": [{"ts": "2025-01-01T00:00:00Z", "customer_id": "alice@example.com",
-                                                      "channel": "web", "event_type": "purchase", "amount": "lots"}]},
-                   headers=WITH_KEY, timeout=10)])
+    calls = lambda: answers.extend(
+        [
+            httpx.post(f"{url}/recommend", json={"customer_id": "alice@example.com", "channel": "fax"}, timeout=10),
+            httpx.post(
+                f"{url}/events",
+                json={
+                    "events": [
+                        {
+                            "ts": "2025-01-01T00:00:00Z",
+                            "customer_id": "alice@example.com",
+                            "channel": "web",
+                            "event_type": "purchase",
+                            "amount": "lots",
+                        }
+                    ]
+                },
+                headers=WITH_KEY,
+                timeout=10,
+            ),
+        ]
+    )
     grown = log_growth(log, calls)
     assert [a.status_code for a in answers] == [400, 400]
     assert [d["loc"] for a in answers for d in error_of(a)["details"]] == [["channel"], ["events", 0, "amount"]]
@@ -127,10 +157,13 @@ def test_a_refused_request_leaves_no_raw_value_in_the_log_or_the_answer(fuzzed):
 @pytest.mark.parametrize("amount", [b"Infinity", b"-Infinity", b"NaN", b"1e309", b'"NaN"', b'"Infinity"'])
 def test_amounts_that_are_not_finite_numbers_are_refused(fuzzed, amount):
     url, _ = fuzzed
-    body = b'{"events": [{"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "web", ' \
-           b'"event_type": "purchase", "amount": ' + amount + b"}]}"
-    answer = httpx.post(f"{url}/events", content=body, headers={"content-type": "application/json", **WITH_KEY},
-                        timeout=10)
+    body = (
+        b'{"events": [{"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "web", '
+        b'"event_type": "purchase", "amount": ' + amount + b"}]}"
+    )
+    answer = httpx.post(
+        f"{url}/events", content=body, headers={"content-type": "application/json", **WITH_KEY}, timeout=10
+    )
     assert answer.status_code == 400
     assert [(d["loc"], d["type"]) for d in error_of(answer)["details"]] == [(["events", 0, "amount"], "finite_number")]
 
@@ -139,18 +172,21 @@ def test_implausible_and_unknown_values_are_quarantined_with_their_reason(fuzzed
     url, _ = fuzzed
     paths, _ = trained_home
     import pandas as pd
+
     known = pd.read_parquet(paths.raw / "customers.parquet")["customer_id"].iloc[0]
     decision = httpx.post(f"{url}/recommend", json={"customer_id": known, "channel": "web"}, timeout=10).json()
     offer = decision["offers"][0]["offer_id"]
     now = pd.Timestamp.now(tz="UTC").isoformat()
     event = {"ts": now, "customer_id": known, "channel": "web", "event_type": "offer_shown"}
-    batch = [{**event, "offer_id": offer, "decision_id": decision["decision_id"]},
-             {**event, "customer_id": "c\x00 1"},
-             {**event, "ts": "1677-09-22T00:00:00Z"},
-             {**event, "ts": "\uff12\uff10\uff12\uff15-01-01"},
-             {**event, "offer_id": "no-such-offer"},
-             {**event, "offer_id": offer, "decision_id": "no-such-decision"},
-             {**event, "event_type": "product_view", "category": "no-such-category"}]
+    batch = [
+        {**event, "offer_id": offer, "decision_id": decision["decision_id"]},
+        {**event, "customer_id": "c\x00 1"},
+        {**event, "ts": "1677-09-22T00:00:00Z"},
+        {**event, "ts": "\uff12\uff10\uff12\uff15-01-01"},
+        {**event, "offer_id": "no-such-offer"},
+        {**event, "offer_id": offer, "decision_id": "no-such-decision"},
+        {**event, "event_type": "product_view", "category": "no-such-category"},
+    ]
     answer = httpx.post(f"{url}/events", json={"events": batch}, headers=WITH_KEY, timeout=10)
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -161,11 +197,13 @@ def test_implausible_and_unknown_values_are_quarantined_with_their_reason(fuzzed
         (4, "ts", "not a valid timestamp"),
         (5, "offer_id", "unknown offer"),
         (6, "decision_id", "unknown decision (not served by /recommend)"),
-        (7, "category", "unknown category (in no item or offer)")]
+        (7, "category", "unknown category (in no item or offer)"),
+    ]
     alone = httpx.post(f"{url}/events", json={"events": batch[4:5]}, headers=WITH_KEY, timeout=10)
     assert alone.status_code == 422
-    assert error_of(alone)["details"] == [{"loc": ["events", 0, "offer_id"], "msg": "unknown offer",
-                                           "type": "rejected_event"}]
+    assert error_of(alone)["details"] == [
+        {"loc": ["events", 0, "offer_id"], "msg": "unknown offer", "type": "rejected_event"}
+    ]
 
 
 @pytest.mark.parametrize("route", ["/recommend", "/events", "/campaign"])
@@ -173,6 +211,10 @@ def test_implausible_and_unknown_values_are_quarantined_with_their_reason(fuzzed
 def test_a_2_mb_body_is_refused_with_413(fuzzed, route, chunked):
     url, _ = fuzzed
     body = b'{"events": [' + b'{"ts": "2025-01-01T00:00:00Z"},' * 70_000 + b"{}]}"
-    answer = httpx.post(f"{url}{route}", content=iter([body]) if chunked else body,
-                        headers={"content-type": "application/json", **WITH_KEY}, timeout=30)
+    answer = httpx.post(
+        f"{url}{route}",
+        content=iter([body]) if chunked else body,
+        headers={"content-type": "application/json", **WITH_KEY},
+        timeout=30,
+    )
     assert answer.status_code == 413 and error_of(answer)["code"] == "request_entity_too_large"

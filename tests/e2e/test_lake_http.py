@@ -66,21 +66,44 @@ def test_an_event_posted_over_http_counts_in_the_features_of_the_next_build(home
     category = pd.read_parquet(home.raw / "items.parquet")["category"].iloc[0]
     now = pd.Timestamp.now(tz="UTC")
     bought = (now.normalize() - pd.Timedelta(days=9) + pd.Timedelta(hours=12)).isoformat()
-    batch = [{"event_id": "lake-purchase", "ts": bought, "customer_id": customer, "channel": "web",
-              "event_type": "purchase", "category": category, "amount": 25.0, "quantity": 1},
-             {"event_id": "lake-view", "ts": (now - pd.Timedelta(minutes=1)).isoformat(), "customer_id": customer,
-              "channel": "web", "event_type": "product_view", "category": category}]
+    batch = [
+        {
+            "event_id": "lake-purchase",
+            "ts": bought,
+            "customer_id": customer,
+            "channel": "web",
+            "event_type": "purchase",
+            "category": category,
+            "amount": 25.0,
+            "quantity": 1,
+        },
+        {
+            "event_id": "lake-view",
+            "ts": (now - pd.Timedelta(minutes=1)).isoformat(),
+            "customer_id": customer,
+            "channel": "web",
+            "event_type": "product_view",
+            "category": category,
+        },
+    ]
     port = free_port()
-    process = start_service(home, port, home.home / "service.log",
-                            env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2", **store_env})
+    process = start_service(
+        home, port, home.home / "service.log", env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2", **store_env}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url, timeout_s=120)
         assert post(url, batch).json() == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": []}
         for _ in range(3):  # resent, whichever worker answers
             assert post(url, batch).json()["duplicates"] == 2
-        conflict = post(url, [{**batch[1], "category": None}, {**batch[1], "event_id": "lake-bad", "channel": "fax"},
-                              {**batch[1], "event_id": "lake-new"}])
+        conflict = post(
+            url,
+            [
+                {**batch[1], "category": None},
+                {**batch[1], "event_id": "lake-bad", "channel": "fax"},
+                {**batch[1], "event_id": "lake-new"},
+            ],
+        )
         assert conflict.json()["conflicts"] == 1 and len(conflict.json()["rejected"]) == 2, conflict.text
     finally:
         stop_service(process)
@@ -95,7 +118,8 @@ def test_an_event_posted_over_http_counts_in_the_features_of_the_next_build(home
     for days in (7, 30):
         assert mine[f"cust_purchases_{days}d"] == purchases_before(raw, customer, cutoff, days) + 1
     assert mine["cust_purchases_recency_days"] == pytest.approx(
-        (cutoff - pd.Timestamp(bought)) / pd.Timedelta(days=1), abs=1)
+        (cutoff - pd.Timestamp(bought)) / pd.Timedelta(days=1), abs=1
+    )
 
 
 def test_events_acknowledged_before_a_kill_9_of_every_worker_are_in_the_lake(home):

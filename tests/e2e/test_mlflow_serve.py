@@ -26,9 +26,25 @@ URI = f"models:/{MODEL_NAME}@champion"
 def serve_mlflow_model(tracking_uri: str, port: int, log) -> subprocess.Popen:
     """`mlflow models serve` in this environment (its scoring server runs the environment's uvicorn)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", URI, "--env-manager", "local",
-                             "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            URI,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_for_ping(process: subprocess.Popen, url: str, timeout_s: float = 90) -> None:
@@ -49,7 +65,9 @@ def test_mlflow_models_serve_answers_what_the_service_serves(trained_home, tmp_p
     model = load_model(open_client(paths))
     folder = mlflow.artifacts.download_artifacts(
         artifact_uri=open_client(paths).get_model_version_download_uri(MODEL_NAME, model.version),
-        dst_path=str(tmp_path / "model"), tracking_uri=paths.tracking_uri)
+        dst_path=str(tmp_path / "model"),
+        tracking_uri=paths.tracking_uri,
+    )
     example = Model.load(folder).load_input_example(folder)
     split = split_by_time(load_training_set(paths)[0])
     test_rows = to_matrix(split.test, split.customers, model.meta["declared_features"], model.meta["categories"])

@@ -30,8 +30,11 @@ def versions_served(url: str) -> list[tuple[str, str | None]]:
 
 def start_two_workers(home: Paths, tmp_path, reload_seconds: float, probe: str):
     port = free_port()
-    env = {"NBO_WORKERS": "2", "NBO_RELOAD_SECONDS": str(reload_seconds),
-           "NBO_PACKAGED_MODEL": str(tmp_path / "no-packaged-model")}
+    env = {
+        "NBO_WORKERS": "2",
+        "NBO_RELOAD_SECONDS": str(reload_seconds),
+        "NBO_PACKAGED_MODEL": str(tmp_path / "no-packaged-model"),
+    }
     process = start_service(home, port, tmp_path / "service.log", env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -112,5 +115,6 @@ def test_a_home_without_a_catalogue_fails_the_start_with_one_clear_line(tmp_path
     finally:
         stop_service(process)
     first = next(line for line in log.read_text().splitlines() if "[ERROR]" in line)
-    assert first.endswith(f"cannot start the service: no offers in {home.raw}: run `nbo generate` or `nbo ingest` "
-                          "first")
+    assert first.endswith(
+        f"cannot start the service: no offers in {home.raw}: run `nbo generate` or `nbo ingest` first"
+    )

@@ -27,8 +27,10 @@ from serving.rules import control_group_from_env, in_control
 DATA = Path(__file__).resolve().parents[1] / "data"
 SOURCES = {  # per format: (table, format, files) of each `nbo ingest`
     "rees46": [("events", "rees46", ["rees46/2019-Oct.csv"])],
-    "retailrocket": [("events", "retailrocket", ["retailrocket/events.csv"]),
-                     ("items", "retailrocket", ["retailrocket/item_properties.csv"])],
+    "retailrocket": [
+        ("events", "retailrocket", ["retailrocket/events.csv"]),
+        ("items", "retailrocket", ["retailrocket/item_properties.csv"]),
+    ],
     "uci": [("events", "uci", ["uci/Online Retail.csv"]), ("items", "canonical", ["uci/items.csv"])],
 }
 
@@ -39,8 +41,10 @@ def expected_quarantine(fmt: str) -> dict[str, int]:
     _, _, files = SOURCES[fmt][0]
     source = pd.read_csv(DATA / files[0], dtype=str, keep_default_na=False)
     guest = source["CustomerID"] == "" if fmt == "uci" else pd.Series(False, index=source.index)
-    counts = {"customer_id: neither customer_id nor anonymous_id is set": int(guest.sum()),
-              "event_id: duplicate key": int(source[~guest].duplicated().sum())}
+    counts = {
+        "customer_id: neither customer_id nor anonymous_id is set": int(guest.sum()),
+        "event_id: duplicate key": int(source[~guest].duplicated().sum()),
+    }
     return {reason: n for reason, n in counts.items() if n}
 
 
@@ -92,8 +96,18 @@ def test_a_public_format_goes_from_files_to_a_campaign(fmt, tmp_path, monkeypatc
     assert {o.offer_id for d in treated for o in d.offers} <= offers
     assert all(o.startswith(OFFER_PREFIX) for o in offers)  # one offer per category, none was given
 
-    nbo(home, "uplift", "train", "--from-log", "--split", "customer", "--horizon-days", str(horizon),
-        "--bootstraps", "20")
+    nbo(
+        home,
+        "uplift",
+        "train",
+        "--from-log",
+        "--split",
+        "customer",
+        "--horizon-days",
+        str(horizon),
+        "--bootstraps",
+        "20",
+    )
     said = nbo(home, "campaign", "--budget", "0.5", "--now", (cutoffs[-1] + pd.Timedelta(days=horizon)).isoformat())
     plan = pd.read_parquet(home / "campaign.parquet")
     assert {"customer_id", "offer_id", "expected_value"} <= set(plan.columns)

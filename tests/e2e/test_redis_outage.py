@@ -28,8 +28,13 @@ def recommend(url: str) -> httpx.Response:
 
 
 def view(event_id: str) -> dict:
-    return {"event_id": event_id, "ts": (pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=5)).isoformat(),
-            "customer_id": "outage-c1", "channel": "web", "event_type": "page_view"}
+    return {
+        "event_id": event_id,
+        "ts": (pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=5)).isoformat(),
+        "customer_id": "outage-c1",
+        "channel": "web",
+        "event_type": "page_view",
+    }
 
 
 def seconds_until_accepted(url: str, event_id: str, limit_s: float = 10) -> float:
@@ -66,8 +71,12 @@ def test_redis_outages_over_http(trained_home, redis_port, tmp_path):
     shutil.copytree(trained_home[0].home, paths.home)
     server = start_redis(redis_port)
     port, log = free_port(), tmp_path / "service.log"
-    process = start_service(paths, port, log, env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2",
-                                                   "NBO_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"})
+    process = start_service(
+        paths,
+        port,
+        log,
+        env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2", "NBO_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url, timeout_s=120)

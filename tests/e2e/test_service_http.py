@@ -23,8 +23,9 @@ def service(trained_home, tmp_path_factory):
     paths = get_paths(tmp_path_factory.mktemp("http") / "home")
     shutil.copytree(trained_home[0].home, paths.home)
     port = free_port()
-    process = start_service(paths, port, tmp_path_factory.mktemp("logs") / "service.log",
-                            env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2"})
+    process = start_service(
+        paths, port, tmp_path_factory.mktemp("logs") / "service.log", env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2"}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url, timeout_s=120)
@@ -36,6 +37,7 @@ def service(trained_home, tmp_path_factory):
 def test_recommend_over_http_for_a_known_and_an_unknown_customer(service):
     url, paths = service
     from features.online import open_store
+
     known = open_store(paths).customers()[0]
     answer = httpx.post(f"{url}/recommend", json={"customer_id": known, "channel": "web", "k": 2}, timeout=10)
     assert answer.status_code == 200, answer.text
@@ -49,12 +51,15 @@ def test_recommend_over_http_for_a_known_and_an_unknown_customer(service):
     assert unknown.status_code == 200 and unknown.json()["fallback"] is True
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"channel": "web"}, "customer_id"),
-    ({"customer_id": "c1", "channel": "fax"}, "channel"),
-    ({"customer_id": "c1", "channel": "web", "k": 0}, "k"),
-    ({"customer_id": "c1", "channel": "web", "context": {"cart_items": "i1"}}, "cart_items"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"channel": "web"}, "customer_id"),
+        ({"customer_id": "c1", "channel": "fax"}, "channel"),
+        ({"customer_id": "c1", "channel": "web", "k": 0}, "k"),
+        ({"customer_id": "c1", "channel": "web", "context": {"cart_items": "i1"}}, "cart_items"),
+    ],
+)
 def test_malformed_bodies_get_a_4xx_naming_the_field(service, body, field):
     url, _ = service
     answer = httpx.post(f"{url}/recommend", json=body, timeout=10)
@@ -65,16 +70,26 @@ def test_malformed_bodies_get_a_4xx_naming_the_field(service, body, field):
 def test_a_live_product_view_changes_the_next_recommendation(service):
     url, paths = service
     from features.online import open_store
+
     customer = open_store(paths).customers()[3]
-    ask = lambda: httpx.post(f"{url}/recommend", json={"customer_id": customer, "channel": "web", "k": 20},
-                             timeout=10).json()
+    ask = lambda: httpx.post(
+        f"{url}/recommend", json={"customer_id": customer, "channel": "web", "k": 20}, timeout=10
+    ).json()
     before = ask()
     offers = pd.read_parquet(paths.raw / "offers.parquet").set_index("offer_id")["category"]
     scores = lambda body: {offers[o["offer_id"]]: o["score"] for o in body["offers"]}
     category = list(scores(before))[-1]
     now = pd.Timestamp.now(tz="UTC")
-    views = [{"ts": (now - pd.Timedelta(seconds=s)).isoformat(), "customer_id": customer, "channel": "web",
-              "event_type": "product_view", "category": category} for s in (5, 4, 3)]
+    views = [
+        {
+            "ts": (now - pd.Timedelta(seconds=s)).isoformat(),
+            "customer_id": customer,
+            "channel": "web",
+            "event_type": "product_view",
+            "category": category,
+        }
+        for s in (5, 4, 3)
+    ]
     sent = httpx.post(f"{url}/events", json={"events": views}, headers={"x-api-key": KEY}, timeout=10)
     assert sent.status_code == 200, sent.text
     assert sent.json() == {"accepted": 3, "duplicates": 0, "conflicts": 0, "rejected": []}
@@ -85,15 +100,21 @@ def test_a_live_product_view_changes_the_next_recommendation(service):
 
 def test_an_event_id_resent_with_other_content_is_a_conflict_and_quarantined(service):
     url, paths = service
-    event = {"event_id": "conflict-1", "ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "web",
-             "event_type": "page_view"}
+    event = {
+        "event_id": "conflict-1",
+        "ts": "2025-01-01T00:00:00Z",
+        "customer_id": "c1",
+        "channel": "web",
+        "event_type": "page_view",
+    }
     send = lambda rows: httpx.post(f"{url}/events", json={"events": rows}, headers={"x-api-key": KEY}, timeout=10)
     assert send([event]).json()["accepted"] == 1
     other = {**event, "channel": "app"}
     body = send([other, {**event, "event_id": "conflict-2"}]).json()  # over either worker: the store decides
     assert (body["accepted"], body["duplicates"], body["conflicts"]) == (1, 0, 1)
-    assert body["rejected"] == [{"row": 1, "field": "event_id", "reason": "event_id already used for different "
-                                                                          "content"}]
+    assert body["rejected"] == [
+        {"row": 1, "field": "event_id", "reason": "event_id already used for different content"}
+    ]
     assert send([event]).json()["duplicates"] == 1  # the first content is still a plain resend
     quarantined = pd.read_csv(paths.quarantine / "api-events.csv")
     assert ((quarantined["event_id"] == "conflict-1") & (quarantined["channel"] == "app")).sum() == 1
@@ -101,11 +122,13 @@ def test_an_event_id_resent_with_other_content_is_a_conflict_and_quarantined(ser
 
 def test_bad_events_are_rejected_by_row_and_quarantined(service):
     url, paths = service
-    batch = {"events": [
-        {"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "web", "event_type": "page_view"},
-        {"ts": "yesterday-ish", "customer_id": "c1", "channel": "web", "event_type": "page_view"},
-        {"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "fax", "event_type": "page_view"},
-    ]}
+    batch = {
+        "events": [
+            {"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "web", "event_type": "page_view"},
+            {"ts": "yesterday-ish", "customer_id": "c1", "channel": "web", "event_type": "page_view"},
+            {"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "fax", "event_type": "page_view"},
+        ]
+    }
     answer = httpx.post(f"{url}/events", json=batch, headers={"x-api-key": KEY}, timeout=10)
     assert answer.status_code == 200
     body = answer.json()
@@ -119,8 +142,10 @@ def test_write_endpoints_need_the_api_key(service):
     url, _ = service
     event = {"ts": "2025-01-01T00:00:00Z", "customer_id": "c1", "channel": "web", "event_type": "page_view"}
     assert httpx.post(f"{url}/events", json={"events": [event]}, timeout=10).status_code == 401
-    assert httpx.post(f"{url}/events", json={"events": [event]}, headers={"x-api-key": "wrong"},
-                      timeout=10).status_code == 401
+    assert (
+        httpx.post(f"{url}/events", json={"events": [event]}, headers={"x-api-key": "wrong"}, timeout=10).status_code
+        == 401
+    )
     assert httpx.post(f"{url}/admin/reload", json={}, timeout=10).status_code == 401
     reloaded = httpx.post(f"{url}/admin/reload", json={}, headers={"x-api-key": KEY}, timeout=10)
     assert reloaded.status_code == 200 and reloaded.json()["model_source"] == "registry"
@@ -130,6 +155,7 @@ def test_the_control_group_gets_no_offer_on_any_channel_and_is_logged_as_such(se
     url, paths = service
     from features.online import open_store
     from serving.decisions import DecisionLog
+
     held = next(c for c in open_store(paths).customers() if control_mask([c], control_group_from_env())[0])
     ids = []
     for channel in ("web", "app", "email"):
@@ -164,14 +190,20 @@ def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budge
     missing = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
     assert missing.status_code == 409 and "nbo uplift train" in missing.text  # no uplift model trained yet
     from training.uplift_commands import train_uplift
-    train_uplift(paths, pd.read_parquet(paths.raw / "customers.parquet"),
-                 pd.read_parquet(paths.raw / "exposures.parquet"), pd.read_parquet(paths.raw / "offers.parquet"),
-                 n_boot=5)
+
+    train_uplift(
+        paths,
+        pd.read_parquet(paths.raw / "customers.parquet"),
+        pd.read_parquet(paths.raw / "exposures.parquet"),
+        pd.read_parquet(paths.raw / "offers.parquet"),
+        n_boot=5,
+    )
     answer = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
     assert answer.status_code == 200, answer.text
     plan = answer.json()
     assert 0 < plan["selected"] <= int(0.2 * plan["eligible"])
     from training.uplift_guard import read_targeting
+
     guard = read_targeting(paths.home / "uplift")  # the service applies the targeting guard, as nbo campaign does
     assert plan["targeting"].startswith("targeted by the model" if guard["by_model"] else "sent the best single offer")
     assert guard["reason"] in plan["targeting"]
@@ -194,9 +226,14 @@ def test_campaign_value_tiers_come_from_lifetime_value(service):
     url, paths = service
     if not (paths.home / "uplift").exists():
         from training.uplift_commands import train_uplift
-        train_uplift(paths, pd.read_parquet(paths.raw / "customers.parquet"),
-                     pd.read_parquet(paths.raw / "exposures.parquet"), pd.read_parquet(paths.raw / "offers.parquet"),
-                     n_boot=5)
+
+        train_uplift(
+            paths,
+            pd.read_parquet(paths.raw / "customers.parquet"),
+            pd.read_parquet(paths.raw / "exposures.parquet"),
+            pd.read_parquet(paths.raw / "offers.parquet"),
+            n_boot=5,
+        )
     great = pd.read_parquet(paths.raw / "customers.parquet")["customer_id"].iloc[::4].tolist()
     pd.DataFrame({"customer_id": great, "value_tier": "great"}).to_parquet(paths.lifetime)
     body = {"budget": 1.0, "channel": "email", "segment": {"value_tier": "great"}, "limit": 10_000}

@@ -3,16 +3,26 @@ import pandas as pd
 import pytest
 
 from features.aggregates import assemble_features
-from features.definitions import (DECLARED_WINDOWS, FEATURES, SIGNAL_NAMES, Aggregates, compute_feature,
-                                  signal_values)
+from features.definitions import DECLARED_WINDOWS, FEATURES, SIGNAL_NAMES, Aggregates, compute_feature, signal_values
 
 
 def test_signal_values_follow_the_event_filters():
-    events = pd.DataFrame({"event_type": ["purchase", "product_view", "login"], "channel": ["store", "web", "web"],
-                           "amount": [12.5, np.nan, np.nan], "offer_id": ["o1", None, None]})
+    events = pd.DataFrame(
+        {
+            "event_type": ["purchase", "product_view", "login"],
+            "channel": ["store", "web", "web"],
+            "amount": [12.5, np.nan, np.nan],
+            "offer_id": ["o1", None, None],
+        }
+    )
     values = pd.DataFrame(signal_values(events), columns=list(SIGNAL_NAMES))
-    assert values.loc[0, ["purchases", "revenue", "offer_purchases", "store_purchases", "store_visits"]].tolist() == \
-        [1, 12.5, 1, 1, 1]
+    assert values.loc[0, ["purchases", "revenue", "offer_purchases", "store_purchases", "store_visits"]].tolist() == [
+        1,
+        12.5,
+        1,
+        1,
+        1,
+    ]
     assert values.loc[1, ["views", "product_views", "web_views"]].tolist() == [1, 1, 1]
     assert values.loc[2].eq(0).all() and values["devices"].eq(0).all()  # devices count links, not events
 
@@ -36,15 +46,24 @@ def test_assembled_features_equal_each_feature_computed_alone():
     for j, feature in enumerate(features):
         own = feature.entity == "customer"
         s, last_seen = (sums[0], last[0]) if own else (sums[1], last[1])
-        alone = compute_feature(feature, lambda w, g: s[:, DECLARED_WINDOWS.index(w), SIGNAL_NAMES.index(g.name)],
-                                lambda g: last_seen[:, SIGNAL_NAMES.index(g.name)], t)
+        alone = compute_feature(
+            feature,
+            lambda w, g, s=s: s[:, DECLARED_WINDOWS.index(w), SIGNAL_NAMES.index(g.name)],
+            lambda g, last_seen=last_seen: last_seen[:, SIGNAL_NAMES.index(g.name)],
+            t,
+        )
         np.testing.assert_array_equal(matrix[:, j], alone, err_msg=feature.name)
     assert {f.aggregation for f in features} == {"sum", "recency_days", "ratio", "excess"}
 
 
 def test_categorical_columns_are_checked_only_on_the_values_they_hold():
-    events = pd.DataFrame({"event_type": pd.Categorical(["purchase", "login"], categories=["purchase", "login", "x"]),
-                           "channel": pd.Categorical(["store", "web"]), "amount": [5.0, np.nan]})
+    events = pd.DataFrame(
+        {
+            "event_type": pd.Categorical(["purchase", "login"], categories=["purchase", "login", "x"]),
+            "channel": pd.Categorical(["store", "web"]),
+            "amount": [5.0, np.nan],
+        }
+    )
     assert signal_values(events)[:, SIGNAL_NAMES.index("store_purchases")].tolist() == [1, 0]
     events["event_type"] = pd.Categorical(["purchase", "teleport"])
     with pytest.raises(ValueError, match="event_type outside the schema's vocabulary: teleport"):

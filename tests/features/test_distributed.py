@@ -6,8 +6,8 @@ import pytest
 from features.definitions import FEATURES
 from features.distributed import build_training_set_dask, sort_training_set, write_training_set_dask
 from features.offline import build_training_set, choose_cutoffs
-from features.training_set import TrainingSet, read_training_set
 from features.simulate import simulate
+from features.training_set import TrainingSet, read_training_set
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +43,12 @@ def test_dask_build_equals_the_pandas_build(small_shop, cluster):
     raw, events, categories = small_shop
     cutoffs = choose_cutoffs(events, 3, 7)
     expected = build_training_set(events, cutoffs, 7, categories, list(FEATURES))
-    from_parquet = build_training_set_dask(raw / "events.parquet", cutoffs, 7, categories, list(FEATURES),
-                                           npartitions=3)
-    from_frame = build_training_set_dask(dd.from_pandas(events, npartitions=4), cutoffs, 7, categories,
-                                         list(FEATURES), npartitions=2)
+    from_parquet = build_training_set_dask(
+        raw / "events.parquet", cutoffs, 7, categories, list(FEATURES), npartitions=3
+    )
+    from_frame = build_training_set_dask(
+        dd.from_pandas(events, npartitions=4), cutoffs, 7, categories, list(FEATURES), npartitions=2
+    )
     assert len(expected.rows) > 1000 and expected.rows["label"].sum() > 0
     assert len(expected.rows) == len(expected.customers) * len(categories)
     assert_same_training_set(from_parquet, expected)
@@ -57,8 +59,9 @@ def test_parquet_written_by_the_workers_equals_the_pandas_build(small_shop, clus
     raw, events, categories = small_shop
     cutoffs = choose_cutoffs(events, 3, 7)
     expected = build_training_set(events, cutoffs, 7, categories, list(FEATURES))
-    write_training_set_dask(raw / "events.parquet", tmp_path / "training", cutoffs, 7, categories, list(FEATURES),
-                            npartitions=3)
+    write_training_set_dask(
+        raw / "events.parquet", tmp_path / "training", cutoffs, 7, categories, list(FEATURES), npartitions=3
+    )
     for table in ("rows", "customers"):
         assert len(list((tmp_path / "training" / table).glob("*.parquet"))) == 3
     assert_same_training_set(sort_training_set(read_training_set(tmp_path / "training"), categories), expected)

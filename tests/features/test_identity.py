@@ -5,14 +5,16 @@ from features.identity import first_links, link_devices, stitch_identities
 
 
 def test_anonymous_browsing_joins_the_customer_from_the_login_on(make_events):
-    events = make_events([
-        dict(ts="2025-03-01 09:00", anonymous_id="phone", event_type="product_view", category="shoes"),
-        dict(ts="2025-03-01 09:05", anonymous_id="phone", event_type="add_to_cart", category="shoes"),
-        dict(ts="2025-03-02 20:00", anonymous_id="laptop", customer_id="c1", event_type="login"),
-        dict(ts="2025-03-03 08:00", anonymous_id="phone", customer_id="c1", event_type="email_click"),
-        dict(ts="2025-03-04 08:00", anonymous_id="phone", event_type="page_view"),
-        dict(ts="2025-03-04 09:00", anonymous_id="tablet", event_type="page_view"),
-    ])
+    events = make_events(
+        [
+            dict(ts="2025-03-01 09:00", anonymous_id="phone", event_type="product_view", category="shoes"),
+            dict(ts="2025-03-01 09:05", anonymous_id="phone", event_type="add_to_cart", category="shoes"),
+            dict(ts="2025-03-02 20:00", anonymous_id="laptop", customer_id="c1", event_type="login"),
+            dict(ts="2025-03-03 08:00", anonymous_id="phone", customer_id="c1", event_type="email_click"),
+            dict(ts="2025-03-04 08:00", anonymous_id="phone", event_type="page_view"),
+            dict(ts="2025-03-04 09:00", anonymous_id="tablet", event_type="page_view"),
+        ]
+    )
     stitched = stitch_identities(events)
     assert stitched["customer_id"].tolist()[:5] == ["c1"] * 5
     assert pd.isna(stitched["customer_id"].iloc[5])  # a device never linked stays anonymous
@@ -22,10 +24,12 @@ def test_anonymous_browsing_joins_the_customer_from_the_login_on(make_events):
 
 
 def test_a_shared_device_belongs_to_its_first_customer(make_events):
-    events = make_events([
-        dict(ts="2025-03-01", anonymous_id="family-tablet", customer_id="mum", event_type="login"),
-        dict(ts="2025-03-05", anonymous_id="family-tablet", customer_id="son", event_type="login"),
-    ])
+    events = make_events(
+        [
+            dict(ts="2025-03-01", anonymous_id="family-tablet", customer_id="mum", event_type="login"),
+            dict(ts="2025-03-05", anonymous_id="family-tablet", customer_id="son", event_type="login"),
+        ]
+    )
     assert link_devices(events).set_index("anonymous_id")["customer_id"].to_dict() == {"family-tablet": "mum"}
 
 

@@ -13,20 +13,21 @@ from nbo.config import Paths, get_paths
 NOW = pd.Timestamp("2024-01-01", tz="UTC")
 CDNOW_MASTER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
 
-CANONICAL = pd.DataFrame([
-    ["e1", "2023-05-01T10:00:00Z", "c1", "", "web", "purchase", "i1", "10.5", "1"],
-    ["", "2023-05-01T10:01:00Z", "", "", "web", "page_view", "", "", ""],
-    ["e3", "not-a-date", "c1", "", "web", "page_view", "", "", ""],
-    ["e4", "2023-05-01T10:03:00Z", "c1", "", "web", "teleport", "", "", ""],
-    ["e5", "2023-05-01T10:04:00Z", "c1", "", "web", "purchase", "i1", "-2", "1"],
-    ["e6", "2023-05-01T10:05:00Z", "c1", "", "web", "purchase", "i1", "3", "two"],
-    ["e1", "2023-05-01T10:06:00Z", "c2", "", "app", "login", "", "", ""],
-    ["e8", "2030-01-01T00:00:00Z", "c1", "", "web", "login", "", "", ""],
-    ["", "2023-05-01T10:08:00Z", "", "a9", "app", "search", "", "", ""],
-], columns=["event_id", "ts", "customer_id", "anonymous_id", "channel", "event_type", "item_id",
-            "amount", "quantity"])
-CANONICAL_BAD = {2: "customer_id", 3: "ts", 4: "event_type", 5: "amount", 6: "quantity",
-                 7: "event_id", 8: "ts"}
+CANONICAL = pd.DataFrame(
+    [
+        ["e1", "2023-05-01T10:00:00Z", "c1", "", "web", "purchase", "i1", "10.5", "1"],
+        ["", "2023-05-01T10:01:00Z", "", "", "web", "page_view", "", "", ""],
+        ["e3", "not-a-date", "c1", "", "web", "page_view", "", "", ""],
+        ["e4", "2023-05-01T10:03:00Z", "c1", "", "web", "teleport", "", "", ""],
+        ["e5", "2023-05-01T10:04:00Z", "c1", "", "web", "purchase", "i1", "-2", "1"],
+        ["e6", "2023-05-01T10:05:00Z", "c1", "", "web", "purchase", "i1", "3", "two"],
+        ["e1", "2023-05-01T10:06:00Z", "c2", "", "app", "login", "", "", ""],
+        ["e8", "2030-01-01T00:00:00Z", "c1", "", "web", "login", "", "", ""],
+        ["", "2023-05-01T10:08:00Z", "", "a9", "app", "search", "", "", ""],
+    ],
+    columns=["event_id", "ts", "customer_id", "anonymous_id", "channel", "event_type", "item_id", "amount", "quantity"],
+)
+CANONICAL_BAD = {2: "customer_id", 3: "ts", 4: "event_type", 5: "amount", 6: "quantity", 7: "event_id", 8: "ts"}
 
 CDNOW = """ customer_id  date number_of_cds  dollar_value
  00001 19970101  1   11.77
@@ -52,8 +53,7 @@ REES46 = """event_time,event_type,product_id,category_id,category_code,brand,pri
 2099-10-01 00:00:00 UTC,view,3900821,2053013552326770905,,aqua,33.20,554748717,s2
 2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,s1
 """
-REES46_BAD = {5: "event_type", 6: "amount", 7: "amount", 8: "customer_id", 9: "ts", 10: "ts",
-              11: "event_id"}
+REES46_BAD = {5: "event_type", 6: "amount", 7: "amount", 8: "customer_id", 9: "ts", 10: "ts", 11: "event_id"}
 
 RETAILROCKET = """timestamp,visitorid,event,itemid,transactionid
 1433221332117,257597,view,355908,
@@ -82,8 +82,17 @@ A563186,B,Adjust bad debt,1,8/12/2011 14:51,-11062.06,,United Kingdom
 536370,22728,ALARM,24,12/1/2030 8:45,3.75,12583,France
 C536380,22,ODD,3,12/1/2010 9:41,1.00,14527,United Kingdom
 """
-UCI_BAD = {4: "customer_id", 5: "ts", 6: "amount", 7: "amount", 8: "quantity", 9: "amount",
-           10: "event_id", 11: "ts", 12: "amount"}
+UCI_BAD = {
+    4: "customer_id",
+    5: "ts",
+    6: "amount",
+    7: "amount",
+    8: "quantity",
+    9: "amount",
+    10: "event_id",
+    11: "ts",
+    12: "amount",
+}
 
 
 def _ingest(tmp_path: Path, fmt: str, name: str, text: str, **kwargs: int) -> IngestReport:
@@ -110,9 +119,11 @@ def _reason(quarantine: pd.DataFrame, row: int) -> str:
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
 def test_canonical_reads_each_file_kind(tmp_path: Path, suffix: str) -> None:
     source = tmp_path / f"events{suffix}"
-    {".csv": lambda: CANONICAL.to_csv(source, index=False),
-     ".parquet": lambda: CANONICAL.to_parquet(source, index=False),
-     ".jsonl": lambda: CANONICAL.to_json(source, orient="records", lines=True)}[suffix]()
+    {
+        ".csv": lambda: CANONICAL.to_csv(source, index=False),
+        ".parquet": lambda: CANONICAL.to_parquet(source, index=False),
+        ".jsonl": lambda: CANONICAL.to_json(source, orient="records", lines=True),
+    }[suffix]()
     report = ingest_file("canonical", source, get_paths(tmp_path / "home"), now=NOW)
     assert (report.rows_in, report.accepted) == (9, 2)
     quarantine = _check_quarantine(report, CANONICAL_BAD)
@@ -136,8 +147,7 @@ def test_canonical_reads_each_file_kind(tmp_path: Path, suffix: str) -> None:
 def test_cdnow_maps_customer_day_purchases(tmp_path: Path) -> None:
     report = _ingest(tmp_path, "cdnow", "cdnow.txt", CDNOW)
     assert (report.rows_in, report.accepted) == (8, 2)
-    quarantine = _check_quarantine(report, {3: "event_id", 4: "ts", 5: "amount", 6: "quantity",
-                                            7: "ts", 8: "amount"})
+    quarantine = _check_quarantine(report, {3: "event_id", 4: "ts", 5: "amount", 6: "quantity", 7: "ts", 8: "amount"})
     assert _reason(quarantine, 8) == "a purchase needs an amount"
     first = pd.read_parquet(report.events_path).sort_values("ts").iloc[0]
     assert first["customer_id"] == "00001"
@@ -154,8 +164,12 @@ def test_rees46_maps_events_categories_and_prices(tmp_path: Path) -> None:
     assert _reason(quarantine, 7).startswith("not a valid float")
     events = pd.read_parquet(report.events_path).sort_values("ts").reset_index(drop=True)
     assert events["event_type"].tolist() == ["product_view", "purchase", "add_to_cart", "remove_from_cart"]
-    assert events["category"].tolist() == ["2103807459595387724", "appliances.water_heater",
-                                           "appliances.water_heater", "2053013552326770905"]
+    assert events["category"].tolist() == [
+        "2103807459595387724",
+        "appliances.water_heater",
+        "appliances.water_heater",
+        "2053013552326770905",
+    ]
     assert events["amount"].isna().tolist() == [True, False, True, True]
     assert events.loc[1, "amount"] == 33.2
     assert (events.loc[1, "customer_id"], events.loc[1, "session_id"]) == ("554748717", "s2")
@@ -186,8 +200,9 @@ def test_uci_maps_invoices_returns_and_quarantines_odd_lines(tmp_path: Path) -> 
     assert (report.rows_in, report.accepted) == (12, 3)
     quarantine = _check_quarantine(report, UCI_BAD)
     assert _reason(quarantine, 6) == "must be >= 0"
-    assert _reason(quarantine, 5) == ("not a valid timestamp: ['13/1/2010 8:28 "
-                                      "(expected %m/%d/%Y %H:%M or %Y-%m-%d %H:%M:%S)']")
+    assert _reason(quarantine, 5) == (
+        "not a valid timestamp: ['13/1/2010 8:28 (expected %m/%d/%Y %H:%M or %Y-%m-%d %H:%M:%S)']"
+    )
     assert _reason(quarantine, 9).startswith("not a valid float: ['x']")
     events = pd.read_parquet(report.events_path).set_index("session_id")
     sale = events.loc["536365"]
@@ -203,11 +218,15 @@ def test_uci_maps_invoices_returns_and_quarantines_odd_lines(tmp_path: Path) -> 
 
 def test_reasons_histogram_groups_by_field_and_reason(tmp_path: Path) -> None:
     report = _ingest(tmp_path, "rees46", "r.csv", REES46)
-    assert report.reasons == {"ts: not a valid timestamp": 1, "ts: timestamp is in the future": 1,
-                              "event_type: unknown value": 1, "amount: must be >= 0": 1,
-                              "amount: not a valid float": 1,
-                              "customer_id: neither customer_id nor anonymous_id is set": 1,
-                              "event_id: duplicate key": 1}
+    assert report.reasons == {
+        "ts: not a valid timestamp": 1,
+        "ts: timestamp is in the future": 1,
+        "event_type: unknown value": 1,
+        "amount: must be >= 0": 1,
+        "amount: not a valid float": 1,
+        "customer_id: neither customer_id nor anonymous_id is set": 1,
+        "event_id: duplicate key": 1,
+    }
 
 
 def test_unknown_format_names_file_and_known_formats(tmp_path: Path) -> None:
@@ -242,8 +261,9 @@ def test_chunked_reading_matches_single_pass(tmp_path: Path) -> None:
     assert (chunked.rows_in, chunked.accepted, chunked.quarantined) == (12, 3, 9)
     assert chunked.reasons == whole.reasons
     pd.testing.assert_frame_equal(pd.read_parquet(chunked.events_path), pd.read_parquet(whole.events_path))
-    assert (pd.read_csv(chunked.quarantine_path)[["row", "field"]]
-            .equals(pd.read_csv(whole.quarantine_path)[["row", "field"]]))
+    assert pd.read_csv(chunked.quarantine_path)[["row", "field"]].equals(
+        pd.read_csv(whole.quarantine_path)[["row", "field"]]
+    )
 
 
 @pytest.mark.skipif(not CDNOW_MASTER.exists(), reason=f"CDNOW master file not found at {CDNOW_MASTER}")
@@ -261,9 +281,11 @@ def test_events_naming_an_unknown_offer_are_quarantined_when_offers_are_known(tm
     raw = get_paths(tmp_path / "home").raw
     raw.mkdir(parents=True)
     pd.DataFrame({"offer_id": ["o1"]}).to_parquet(raw / "offers.parquet")
-    text = ("ts,customer_id,channel,event_type,offer_id\n"
-            "2023-12-01T10:00:00Z,c1,web,offer_click,o1\n"
-            "2023-12-01T10:01:00Z,c1,web,offer_click,o9\n")
+    text = (
+        "ts,customer_id,channel,event_type,offer_id\n"
+        "2023-12-01T10:00:00Z,c1,web,offer_click,o1\n"
+        "2023-12-01T10:01:00Z,c1,web,offer_click,o9\n"
+    )
     report = _ingest(tmp_path, "canonical", "offers.csv", text)
     assert (report.rows_in, report.accepted, report.quarantined) == (2, 1, 1)
     assert report.reasons == {"offer_id: unknown offer": 1}

@@ -32,9 +32,18 @@ def rees46_home(tmp_path_factory) -> tuple[Paths, dict]:
     return paths, build_features(paths)
 
 
-@pytest.mark.parametrize(("days", "given", "planned"), [
-    (30.5, (None, None), (4, 7)), (100, (None, None), (6, 7)), (10.2, (None, None), (3, 3)),
-    (4.5, (None, None), (3, 1)), (30.5, (None, 2), (6, 2)), (30.5, (3, None), (3, 7)), (50, (2, 7), (2, 7))])
+@pytest.mark.parametrize(
+    ("days", "given", "planned"),
+    [
+        (30.5, (None, None), (4, 7)),
+        (100, (None, None), (6, 7)),
+        (10.2, (None, None), (3, 3)),
+        (4.5, (None, None), (3, 1)),
+        (30.5, (None, 2), (6, 2)),
+        (30.5, (3, None), (3, 7)),
+        (50, (2, 7), (2, 7)),
+    ],
+)
 def test_cutoffs_and_horizon_fit_the_span_when_not_given(days, given, planned):
     assert plan_cutoffs(DAY0, DAY0 + pd.Timedelta(days=days), *given) == planned
 
@@ -45,8 +54,11 @@ def test_events_of_17_minutes_get_a_message_with_the_minimum_span_and_the_flags(
 
 
 def test_cutoffs_given_that_do_not_fit_name_flags_that_do():
-    with pytest.raises(ValueError, match=r"too short for 6 cutoffs 7 days apart, which need more than 42 days; "
-                                         r"pass fewer or closer cutoffs, such as --cutoffs 4 --horizon-days 7"):
+    with pytest.raises(
+        ValueError,
+        match=r"too short for 6 cutoffs 7 days apart, which need more than 42 days; "
+        r"pass fewer or closer cutoffs, such as --cutoffs 4 --horizon-days 7",
+    ):
         plan_cutoffs(DAY0, DAY0 + pd.Timedelta(days=30.5), 6, 7)
 
 
@@ -72,8 +84,11 @@ def test_rees46_events_alone_give_items_offers_customers_and_a_training_set(rees
     median = bought.groupby("product_id")["price"].median()
     assert items["price"].dropna().to_dict() == pytest.approx(median.to_dict())  # items never bought: no price
     offers = read_raw(paths, "offers").set_index("category")
-    assert sorted(offers.index) == sorted(set(category)) == sorted(read_training_set(paths.training_set)
-                                                                    .rows["category"].unique())
+    assert (
+        sorted(offers.index)
+        == sorted(set(category))
+        == sorted(read_training_set(paths.training_set).rows["category"].unique())
+    )
     bought = bought.assign(category=category.groupby(level=0).last().reindex(bought["product_id"]).to_numpy())
     assert offers["value"].to_dict() == pytest.approx(bought.groupby("category")["price"].median().to_dict())
     assert (offers.index.map(lambda c: OFFER_PREFIX + c) == offers["offer_id"]).all()
@@ -85,8 +100,7 @@ def test_a_supplied_table_replaces_the_derived_one_and_stays(rees46_home, tmp_pa
     paths = get_paths(tmp_path / "home")
     shutil.copytree(rees46_home[0].home, paths.home)
     offers = tmp_path / "offers.csv"
-    offers.write_text("offer_id,category,value,channels,discount\n"
-                      "phones10,electronics.smartphone,12.5,web|email,0.1\n")
+    offers.write_text("offer_id,category,value,channels,discount\nphones10,electronics.smartphone,12.5,web|email,0.1\n")
     report = ingest_table("offers", "canonical", [offers], paths)
     assert (report.accepted, report.quarantined) == (1, 0)
     assert not is_derived(paths.raw / "offers.parquet")
@@ -125,21 +139,24 @@ def test_items_without_any_category_fall_in_one(tmp_path):
 def test_table_rows_are_validated_and_quarantined_with_file_row_column_and_reason(tmp_path):
     paths = get_paths(tmp_path)
     part1, part2 = tmp_path / "offers-1.csv", tmp_path / "offers-2.csv"
-    part1.write_text("offer_id,category,value,channels,valid_from\n"
-                     "o1,shoes,5,web|email,2024-01-01\n"
-                     "o2,shoes,,web,\n"
-                     "o3,bags,3,web|fax,\n"
-                     "o4,bags,-1,web,\n")
-    part2.write_text("offer_id,category,value,channels,valid_from\n"
-                     "o5,bags,2,app,soon\n"
-                     "o1,shoes,5,web,\n")
+    part1.write_text(
+        "offer_id,category,value,channels,valid_from\n"
+        "o1,shoes,5,web|email,2024-01-01\n"
+        "o2,shoes,,web,\n"
+        "o3,bags,3,web|fax,\n"
+        "o4,bags,-1,web,\n"
+    )
+    part2.write_text("offer_id,category,value,channels,valid_from\no5,bags,2,app,soon\no1,shoes,5,web,\n")
     report = ingest_table("offers", "canonical", [part1, part2], paths)
     quarantine = pd.read_csv(report.quarantine_path, dtype=str)
     assert (report.rows_in, report.accepted, report.quarantined) == (6, 1, 5)
     assert quarantine[["source", "row", "field"]].values.tolist() == [
-        ["canonical:offers-1.csv", "2", "value"], ["canonical:offers-1.csv", "3", "channels"],
-        ["canonical:offers-1.csv", "4", "value"], ["canonical:offers-2.csv", "1", "valid_from"],
-        ["canonical:offers-2.csv", "2", "offer_id"]]
+        ["canonical:offers-1.csv", "2", "value"],
+        ["canonical:offers-1.csv", "3", "channels"],
+        ["canonical:offers-1.csv", "4", "value"],
+        ["canonical:offers-2.csv", "1", "valid_from"],
+        ["canonical:offers-2.csv", "2", "offer_id"],
+    ]
     unknown = "unknown channel (known: web, app, email, store, call_center, sms)"
     assert quarantine["reason"].tolist()[:3] == ["required value is missing", unknown, "must be >= 0"]
     assert report.first_rejected == "canonical:offers-1.csv row 2, column value: required value is missing"
@@ -148,8 +165,9 @@ def test_table_rows_are_validated_and_quarantined_with_file_row_column_and_reaso
 
 def test_customer_attributes_beyond_the_schema_are_kept_and_typed(tmp_path):
     source = tmp_path / "customers.csv"
-    source.write_text("customer_id,email_opt_in,recency,channel,newbie\n"
-                      "c1,yes,10,Web,1\nc2,no,3,Phone,0\nc3,maybe,1,Web,1\n")
+    source.write_text(
+        "customer_id,email_opt_in,recency,channel,newbie\nc1,yes,10,Web,1\nc2,no,3,Phone,0\nc3,maybe,1,Web,1\n"
+    )
     report = ingest_table("customers", "canonical", [source], get_paths(tmp_path))
     customers = pd.read_parquet(report.table_path)
     assert report.first_rejected == "canonical:customers.csv row 3, column email_opt_in: not a valid bool: ['maybe']"
@@ -164,13 +182,19 @@ def test_a_table_with_no_good_row_is_refused_and_the_previous_one_kept(tmp_path)
     good.write_text("item_id,category,price\ni1,shoes,10\n")
     bad.write_text("item_id,category,price\ni1,,10\ni2,bags,-3\n")
     ingest_table("items", "canonical", [good], paths)
-    with pytest.raises(ValueError, match=r"items-bad\.csv: no items row accepted of 2 read \(format 'canonical'\); first "
-                                         r"rejected: canonical:items-bad\.csv row 1, column category: required value"):
+    with pytest.raises(
+        ValueError,
+        match=r"items-bad\.csv: no items row accepted of 2 read \(format 'canonical'\); first "
+        r"rejected: canonical:items-bad\.csv row 1, column category: required value",
+    ):
         ingest_table("items", "canonical", [bad], paths)
     assert read_raw(paths, "items")["item_id"].tolist() == ["i1"]
     assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == []
-    with pytest.raises(ValueError, match=r"items\.csv: missing column\(s\) timestamp, itemid, property, value required by table "
-                                         r"'items' in format 'retailrocket'"):
+    with pytest.raises(
+        ValueError,
+        match=r"items\.csv: missing column\(s\) timestamp, itemid, property, value required by table "
+        r"'items' in format 'retailrocket'",
+    ):
         ingest_table("items", "retailrocket", [good], paths)
     with pytest.raises(ValueError, match=r"no format 'uci' for table 'items' \(formats: canonical, retailrocket\)"):
         ingest_table("items", "uci", [good], paths)
@@ -213,9 +237,12 @@ def test_a_file_none_of_whose_rows_is_accepted_changes_nothing(tmp_path):
     source = tmp_path / "2019-Oct.csv"  # the same name: it would replace the good file's events
     source.write_text(REES46.read_text().replace(" UTC,", ","))
     rows = len(REES46.read_text().splitlines()) - 1
-    with pytest.raises(ValueError, match=rf"2019-Oct\.csv: none of its {rows} rows was accepted as format 'rees46'; "
-                                         r"first rejected: rees46:2019-Oct\.csv row 1, column ts: not a valid "
-                                         r"timestamp: .*expected %Y-%m-%d %H:%M:%S UTC"):
+    with pytest.raises(
+        ValueError,
+        match=rf"2019-Oct\.csv: none of its {rows} rows was accepted as format 'rees46'; "
+        r"first rejected: rees46:2019-Oct\.csv row 1, column ts: not a valid "
+        r"timestamp: .*expected %Y-%m-%d %H:%M:%S UTC",
+    ):
         ingest_file("rees46", source, home, now=NOW)
     pd.testing.assert_frame_equal(pd.read_parquet(good.events_path), before)
     assert len(pd.read_csv(good.quarantine_path)) == good.quarantined

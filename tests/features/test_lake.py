@@ -19,19 +19,43 @@ from tests.conftest import build_events
 DAY = pd.Timestamp("2025-03-01", tz="UTC")
 
 
-def views(prefix: str, n: int, start: pd.Timestamp = DAY, customer: str | None = "c1",
-          device: str | None = None) -> pd.DataFrame:
+def views(
+    prefix: str, n: int, start: pd.Timestamp = DAY, customer: str | None = "c1", device: str | None = None
+) -> pd.DataFrame:
     """n product views with ids PREFIX-i, one every 3 hours from start."""
-    return build_events([dict(event_id=f"{prefix}-{i}", ts=start + pd.Timedelta(hours=3 * i), customer_id=customer,
-                              anonymous_id=device, event_type="product_view", category="tea") for i in range(n)])
+    return build_events(
+        [
+            dict(
+                event_id=f"{prefix}-{i}",
+                ts=start + pd.Timedelta(hours=3 * i),
+                customer_id=customer,
+                anonymous_id=device,
+                event_type="product_view",
+                category="tea",
+            )
+            for i in range(n)
+        ]
+    )
 
 
 def test_events_come_back_as_they_were_kept(tmp_path):
     paths = get_paths(tmp_path)
-    events = build_events([
-        dict(event_id="p1", ts="2025-03-01T10:00:00.123456Z", customer_id="c1", event_type="purchase",
-             category="thé \"vert\"", amount=12.5, quantity=2.0, item_id="i1", session_id="s1"),
-        dict(event_id="v1", ts="2025-03-02T23:59:59Z", anonymous_id="d1", event_type="page_view")])
+    events = build_events(
+        [
+            dict(
+                event_id="p1",
+                ts="2025-03-01T10:00:00.123456Z",
+                customer_id="c1",
+                event_type="purchase",
+                category='thé "vert"',
+                amount=12.5,
+                quantity=2.0,
+                item_id="i1",
+                session_id="s1",
+            ),
+            dict(event_id="v1", ts="2025-03-02T23:59:59Z", anonymous_id="d1", event_type="page_view"),
+        ]
+    )
     assert append_to_lake(paths, events) == 2
     back = read_lake(paths)
     pd.testing.assert_frame_equal(back.astype(events.dtypes), events, check_dtype=True)
@@ -129,8 +153,9 @@ def append_batches(home: str, name: str, batches: int, size: int, compacting) ->
     base = views(name, size)
     compacting.wait(60)
     for b in range(batches):
-        events = base.assign(event_id=[f"{name}-{b}-{i}" for i in range(size)],
-                             ts=base["ts"] + pd.Timedelta(days=b % 5))
+        events = base.assign(
+            event_id=[f"{name}-{b}-{i}" for i in range(size)], ts=base["ts"] + pd.Timedelta(days=b % 5)
+        )
         append_to_lake(paths, events)
         if b % 7 == 0:
             append_to_lake(paths, events)
@@ -148,8 +173,9 @@ def test_two_processes_appending_while_another_compacts_lose_nothing_and_double_
     context = multiprocessing.get_context("spawn")
     compacting, stop = context.Event(), context.Event()
     compactor = context.Process(target=compact_while, args=(str(tmp_path), compacting, stop))
-    writers = [context.Process(target=append_batches, args=(str(tmp_path), name, 300, 8, compacting))
-               for name in ("w1", "w2")]
+    writers = [
+        context.Process(target=append_batches, args=(str(tmp_path), name, 300, 8, compacting)) for name in ("w1", "w2")
+    ]
     compactor.start()
     for process in writers:
         process.start()

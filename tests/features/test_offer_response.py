@@ -6,9 +6,19 @@ import pytest
 
 from features.simulate import load_truth, simulate
 from features.simulation.catalog import CATEGORY_NAMES
-from features.simulation.response import (HORIZON_DAYS, NO_OFFER, InForce, Market, best_offers, build_market,
-                                          category_rates, click_probability, incremental_revenue, live_day,
-                                          typical_response_offers)
+from features.simulation.response import (
+    HORIZON_DAYS,
+    NO_OFFER,
+    InForce,
+    Market,
+    best_offers,
+    build_market,
+    category_rates,
+    click_probability,
+    incremental_revenue,
+    live_day,
+    typical_response_offers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +105,20 @@ def test_the_typical_response_reference_is_the_oracle_when_every_customer_answer
     oracle = best_offers(market, rates, customers, allowed)
     gain = incremental_revenue(market, rates, customers, typical).sum()
     assert gain < incremental_revenue(market, rates, customers, oracle).sum() and (typical != oracle).any()
-    average = {name: np.full_like(v, v.mean()) if name in ("uplift", "price_sensitivity", "fatigue") else v
-               for name, v in market.params.items()}
-    alike = Market(market.customer_ids, average, market.affinity, market.basket, market.offer_ids,
-                   market.offer_category, market.discount, market.start_epoch_day)
-    np.testing.assert_array_equal(typical_response_offers(alike, rates, customers, allowed),
-                                  best_offers(alike, rates, customers, allowed))
+    average = {
+        name: np.full_like(v, v.mean()) if name in ("uplift", "price_sensitivity", "fatigue") else v
+        for name, v in market.params.items()
+    }
+    alike = Market(
+        market.customer_ids,
+        average,
+        market.affinity,
+        market.basket,
+        market.offer_ids,
+        market.offer_category,
+        market.discount,
+        market.start_epoch_day,
+    )
+    np.testing.assert_array_equal(
+        typical_response_offers(alike, rates, customers, allowed), best_offers(alike, rates, customers, allowed)
+    )

@@ -6,7 +6,12 @@ from features import offline
 from features.aggregates import entity_time_order
 from features.definitions import DAY, FEATURES, LOOKBACK
 from features.offline import (
-    build_training_set, choose_cutoffs, customer_features, features_at, find_active, to_signal_frame,
+    build_training_set,
+    choose_cutoffs,
+    customer_features,
+    features_at,
+    find_active,
+    to_signal_frame,
 )
 from features.training_set import with_customer_columns
 from tests.features.conftest import CATEGORIES
@@ -16,18 +21,21 @@ CUTOFF = pd.Timestamp("2025-03-10", tz="UTC")
 
 @pytest.fixture
 def history(make_events):
-    return make_events([
-        dict(ts="2025-03-01 10:00", customer_id="c1", event_type="product_view", category="shoes"),
-        dict(ts="2025-03-08 10:00", customer_id="c1", event_type="product_view", category="shoes"),
-        dict(ts="2025-03-09 23:59", customer_id="c1", event_type="purchase", category="coffee", amount=12.0),
-        dict(ts="2025-03-09 12:00", customer_id="c2", event_type="email_open", channel="email"),
-        dict(ts="2025-03-12 10:00", customer_id="c1", event_type="purchase", category="shoes", amount=80.0),
-    ])
+    return make_events(
+        [
+            dict(ts="2025-03-01 10:00", customer_id="c1", event_type="product_view", category="shoes"),
+            dict(ts="2025-03-08 10:00", customer_id="c1", event_type="product_view", category="shoes"),
+            dict(ts="2025-03-09 23:59", customer_id="c1", event_type="purchase", category="coffee", amount=12.0),
+            dict(ts="2025-03-09 12:00", customer_id="c2", event_type="email_open", channel="email"),
+            dict(ts="2025-03-12 10:00", customer_id="c1", event_type="purchase", category="shoes", amount=80.0),
+        ]
+    )
 
 
 def at(frame, pairs, when=CUTOFF):
-    return features_at(frame, int(when.timestamp()), pd.DataFrame(pairs, columns=["customer_id", "category"]),
-                       list(FEATURES)).set_index(["customer_id", "category"])
+    return features_at(
+        frame, int(when.timestamp()), pd.DataFrame(pairs, columns=["customer_id", "category"]), list(FEATURES)
+    ).set_index(["customer_id", "category"])
 
 
 def test_windows_count_whole_days_back_from_the_cutoff(history):
@@ -42,10 +50,13 @@ def test_windows_count_whole_days_back_from_the_cutoff(history):
 
 
 def test_future_events_cannot_change_a_feature(history, make_events):
-    later = make_events([dict(ts="2025-03-10 00:00", customer_id="c1", event_type="purchase", category="shoes",
-                              amount=999.0),
-                         dict(ts="2025-04-01", customer_id="c2", event_type="product_view", category="shoes"),
-                         dict(ts="2025-03-10 00:00", customer_id="c2", anonymous_id="tablet", event_type="login")])
+    later = make_events(
+        [
+            dict(ts="2025-03-10 00:00", customer_id="c1", event_type="purchase", category="shoes", amount=999.0),
+            dict(ts="2025-04-01", customer_id="c2", event_type="product_view", category="shoes"),
+            dict(ts="2025-03-10 00:00", customer_id="c2", anonymous_id="tablet", event_type="login"),
+        ]
+    )
     pairs = [("c1", "shoes"), ("c2", "shoes")]
     before = at(to_signal_frame(history), pairs)
     after = at(to_signal_frame(pd.concat([history, later], ignore_index=True)), pairs)
@@ -53,27 +64,38 @@ def test_future_events_cannot_change_a_feature(history, make_events):
 
 
 def test_devices_count_once_each_from_their_first_link(make_events):
-    events = make_events([
-        dict(ts="2025-03-01 09:00", customer_id="c1", anonymous_id="phone", event_type="login"),
-        dict(ts="2025-03-05 09:00", customer_id="c1", anonymous_id="phone", event_type="login"),
-        dict(ts="2025-03-06 09:00", anonymous_id="laptop", event_type="page_view"),
-        dict(ts="2025-03-09 09:00", customer_id="c1", anonymous_id="laptop", event_type="email_click",
-             channel="email"),
-    ])
+    events = make_events(
+        [
+            dict(ts="2025-03-01 09:00", customer_id="c1", anonymous_id="phone", event_type="login"),
+            dict(ts="2025-03-05 09:00", customer_id="c1", anonymous_id="phone", event_type="login"),
+            dict(ts="2025-03-06 09:00", anonymous_id="laptop", event_type="page_view"),
+            dict(
+                ts="2025-03-09 09:00",
+                customer_id="c1",
+                anonymous_id="laptop",
+                event_type="email_click",
+                channel="email",
+            ),
+        ]
+    )
     frame = to_signal_frame(events)
-    before, after = (at(frame, [("c1", "shoes")], pd.Timestamp(day, tz="UTC")).loc[("c1", "shoes")]
-                     for day in ("2025-03-08", "2025-03-10"))
+    before, after = (
+        at(frame, [("c1", "shoes")], pd.Timestamp(day, tz="UTC")).loc[("c1", "shoes")]
+        for day in ("2025-03-08", "2025-03-10")
+    )
     assert (before["cust_devices_all"], after["cust_devices_all"]) == (1, 2)
     assert (before["cust_devices_1d"], after["cust_devices_1d"]) == (0, 1)
     assert after["cust_devices_recency_days"] == pytest.approx(15 / 24)
 
 
 def test_session_window_counts_the_last_30_minutes(make_events):
-    events = make_events([
-        dict(ts="2025-03-09 23:20", customer_id="c1", event_type="product_view", category="shoes"),
-        dict(ts="2025-03-09 23:45", customer_id="c1", event_type="page_view", category="shoes"),
-        dict(ts="2025-03-09 23:50", customer_id="c1", event_type="add_to_cart", category="coffee"),
-    ])
+    events = make_events(
+        [
+            dict(ts="2025-03-09 23:20", customer_id="c1", event_type="product_view", category="shoes"),
+            dict(ts="2025-03-09 23:45", customer_id="c1", event_type="page_view", category="shoes"),
+            dict(ts="2025-03-09 23:50", customer_id="c1", event_type="add_to_cart", category="coffee"),
+        ]
+    )
     rows = at(to_signal_frame(events), [("c1", "shoes"), ("c1", "coffee")])
     assert rows.loc[("c1", "shoes"), "cat_views_30m"] == 1
     assert rows.loc[("c1", "shoes"), "cat_views_1d"] == 2
@@ -99,11 +121,22 @@ def test_cutoffs_leave_a_full_horizon_and_refuse_short_histories(history):
 
 def test_customer_features_equal_the_training_set_customer_table(make_events):
     rng = np.random.default_rng(1)
-    events = make_events([dict(ts=pd.Timestamp("2025-01-01") + pd.Timedelta(minutes=int(m)), customer_id=f"c{c}",
-                               event_type=t, category=str(rng.choice(["tea", "shoes"])),
-                               amount=10.0 if t == "purchase" else None)
-                          for m, c, t in zip(rng.integers(0, 90 * 1440, 400), rng.integers(0, 12, 400),
-                                             rng.choice(["product_view", "purchase", "add_to_cart"], 400))])
+    events = make_events(
+        [
+            dict(
+                ts=pd.Timestamp("2025-01-01") + pd.Timedelta(minutes=int(m)),
+                customer_id=f"c{c}",
+                event_type=t,
+                category=str(rng.choice(["tea", "shoes"])),
+                amount=10.0 if t == "purchase" else None,
+            )
+            for m, c, t in zip(
+                rng.integers(0, 90 * 1440, 400),
+                rng.integers(0, 12, 400),
+                rng.choice(["product_view", "purchase", "add_to_cart"], 400),
+            )
+        ]
+    )
     cutoffs = choose_cutoffs(events, 3, 7)
     names = [f for f in FEATURES if f.entity == "customer"]
     training = build_training_set(events, cutoffs, 7, ["shoes", "tea"], list(FEATURES))
@@ -138,18 +171,21 @@ def test_training_rows_equal_the_features_at_each_cutoff(random_events, monkeypa
     assert frame["visible"].gt(frame["ts"]).sum() > 10  # anonymous rows linked later are counted from the link
     for cutoff, rows in training.groupby("cutoff"):
         expected = features_at(frame, int(cutoff.timestamp()), rows[["customer_id", "category"]], list(FEATURES))
-        np.testing.assert_allclose(rows[[f.name for f in FEATURES]].to_numpy(), expected.iloc[:, 2:].to_numpy(),
-                                   rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(
+            rows[[f.name for f in FEATURES]].to_numpy(), expected.iloc[:, 2:].to_numpy(), rtol=1e-6, equal_nan=True
+        )
     assert training["cutoff"].nunique() == 4 and training["cust_views_30d"].gt(0).mean() > 0.5
 
 
 def test_a_device_linked_exactly_at_a_cutoff_counts_from_the_next_one(make_events):
-    events = make_events([
-        dict(ts="2025-03-01 09:00", customer_id="c1", event_type="product_view", category="shoes"),
-        dict(ts="2025-03-05 09:00", anonymous_id="tablet", event_type="product_view", category="shoes"),
-        dict(ts="2025-03-11 09:00", anonymous_id="tablet", event_type="product_view", category="shoes"),
-        dict(ts="2025-03-10 00:00", customer_id="c1", anonymous_id="tablet", event_type="login"),
-    ])
+    events = make_events(
+        [
+            dict(ts="2025-03-01 09:00", customer_id="c1", event_type="product_view", category="shoes"),
+            dict(ts="2025-03-05 09:00", anonymous_id="tablet", event_type="product_view", category="shoes"),
+            dict(ts="2025-03-11 09:00", anonymous_id="tablet", event_type="product_view", category="shoes"),
+            dict(ts="2025-03-10 00:00", customer_id="c1", anonymous_id="tablet", event_type="login"),
+        ]
+    )
     cutoffs = [CUTOFF, CUTOFF + pd.Timedelta(days=7)]
     training = build_training_set(events, cutoffs, 7, ["shoes"], list(FEATURES)).rows.set_index("cutoff")
     assert training["cat_product_views_30d"].tolist() == [1, 3]  # the link at the first cutoff is not before it
@@ -157,7 +193,7 @@ def test_a_device_linked_exactly_at_a_cutoff_counts_from_the_next_one(make_event
     assert [at(frame, [("c1", "shoes")], c).loc[("c1", "shoes"), "cat_product_views_30d"] for c in cutoffs] == [1, 3]
 
 
-@pytest.mark.parametrize("span", [50, 70_000, 2 ** 33])
+@pytest.mark.parametrize("span", [50, 70_000, 2**33])
 @pytest.mark.parametrize("shuffled", [False, True])
 def test_rows_are_ordered_by_entity_then_time_as_a_full_sort_orders_them(span, shuffled):
     rng = np.random.default_rng(span)

@@ -15,7 +15,6 @@ from features.definitions import FEATURES, FEATURES_BY_NAME, SIGNAL_NAMES
 from features.offline import features_at, to_signal_frame
 from features.online import OnlineStore
 from features.store_interface import CustomerRows, FeatureStore, aggregate_rows
-
 from tests.features.conftest import CATEGORIES
 
 
@@ -30,8 +29,10 @@ def redis_url() -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                               "no"], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     for _ in range(100):
@@ -64,6 +65,7 @@ def open_test_store(request, tmp_path) -> Iterator[Callable[[], FeatureStore]]:
     def open_store() -> FeatureStore:
         opened.append(connect())
         return opened[-1]
+
     yield open_store
     for store in opened:
         store.close()
@@ -73,7 +75,7 @@ def test_online_features_equal_offline_ones_at_random_times(random_events, open_
     store = open_test_store()
     arriving = random_events.sort_values("ts")
     for start in range(0, len(arriving), 90):  # live arrival, batch by batch in time order
-        store.write(arriving.iloc[start:start + 90])
+        store.write(arriving.iloc[start : start + 90])
     frame = to_signal_frame(random_events)
     rng = np.random.default_rng(5)
     checked, seen = 0, []
@@ -122,11 +124,11 @@ def test_an_event_repeated_in_one_batch_counts_once(random_events, open_test_sto
 
 def test_device_history_moves_to_the_customer_when_linked(make_events, open_test_store):
     store = open_test_store()
-    store.write(make_events([dict(ts="2025-02-01 10:00", anonymous_id="d1", event_type="product_view",
-                                  category="tea")]))
+    store.write(
+        make_events([dict(ts="2025-02-01 10:00", anonymous_id="d1", event_type="product_view", category="tea")])
+    )
     assert store.rows("c9") is None
-    store.write(make_events([dict(ts="2025-02-03 10:00", anonymous_id="d1", customer_id="c9",
-                                  event_type="login")]))
+    store.write(make_events([dict(ts="2025-02-03 10:00", anonymous_id="d1", customer_id="c9", event_type="login")]))
     rows = store.rows("c9")
     linked_at = int(pd.Timestamp("2025-02-03 10:00", tz="UTC").timestamp())
     assert rows.category.tolist() == ["tea", None]  # the browsing, then the device's link
@@ -136,10 +138,17 @@ def test_device_history_moves_to_the_customer_when_linked(make_events, open_test
 
 def test_first_link_of_a_device_wins(make_events, open_test_store):
     store = open_test_store()
-    store.write(make_events([dict(ts="2025-02-01 10:00", anonymous_id="d1", customer_id="c1", event_type="login"),
-                             dict(ts="2025-02-02 10:00", anonymous_id="d1", customer_id="c2", event_type="login")]))
-    store.write(make_events([dict(ts="2025-02-03 10:00", anonymous_id="d1", event_type="product_view",
-                                  category="tea")]))
+    store.write(
+        make_events(
+            [
+                dict(ts="2025-02-01 10:00", anonymous_id="d1", customer_id="c1", event_type="login"),
+                dict(ts="2025-02-02 10:00", anonymous_id="d1", customer_id="c2", event_type="login"),
+            ]
+        )
+    )
+    store.write(
+        make_events([dict(ts="2025-02-03 10:00", anonymous_id="d1", event_type="product_view", category="tea")])
+    )
     rows = store.rows("c1")
     assert rows.category.tolist() == [None, "tea"]  # the device's link, then its browsing
     assert rows.values[:, SIGNAL_NAMES.index("devices")].tolist() == [1.0, 0.0]
@@ -148,11 +157,19 @@ def test_first_link_of_a_device_wins(make_events, open_test_store):
 
 def test_rows_are_ordered_by_time_and_keep_missing_categories(make_events, open_test_store):
     store = open_test_store()
-    store.write(make_events([dict(ts="2025-02-03 10:00", customer_id="c1", event_type="page_view"),
-                             dict(ts="2025-02-01 10:00", customer_id="c1", event_type="product_view",
-                                  category="tea")]))
-    store.write(make_events([dict(ts="2025-02-02 10:00", customer_id="c1", event_type="purchase", amount=5.0,
-                                  category="coffee")]))
+    store.write(
+        make_events(
+            [
+                dict(ts="2025-02-03 10:00", customer_id="c1", event_type="page_view"),
+                dict(ts="2025-02-01 10:00", customer_id="c1", event_type="product_view", category="tea"),
+            ]
+        )
+    )
+    store.write(
+        make_events(
+            [dict(ts="2025-02-02 10:00", customer_id="c1", event_type="purchase", amount=5.0, category="coffee")]
+        )
+    )
     rows = store.rows("c1")
     assert rows.category.tolist() == ["tea", "coffee", None]
     assert rows.ts.tolist() == sorted(rows.ts.tolist()) and rows.ts.dtype == np.int64
@@ -188,20 +205,28 @@ def test_cached_rows_keep_no_table_of_python_objects(random_events, tmp_path):
     store = OnlineStore(tmp_path / "store.sqlite")
     store.write(random_events)
     rows = store.rows(store.customers()[0])
-    assert all(getattr(rows, f).base is None or getattr(rows, f).base.dtype != object
-               for f in ("category", "ts", "visible", "values"))
+    assert all(
+        getattr(rows, f).base is None or getattr(rows, f).base.dtype != object
+        for f in ("category", "ts", "visible", "values")
+    )
     store.close()
 
 
 def test_a_store_sees_what_another_process_wrote_for_a_customer_it_cached(make_events, open_test_store):
     reader, writer = open_test_store(), open_test_store()
-    writer.write(make_events([dict(ts="2025-02-01 10:00", customer_id="c1", event_type="product_view",
-                                   category="tea"),
-                              dict(ts="2025-02-01 10:00", customer_id="c2", event_type="page_view")]))
+    writer.write(
+        make_events(
+            [
+                dict(ts="2025-02-01 10:00", customer_id="c1", event_type="product_view", category="tea"),
+                dict(ts="2025-02-01 10:00", customer_id="c2", event_type="page_view"),
+            ]
+        )
+    )
     assert reader.rows("c1").category.tolist() == ["tea"]
     cached_c2 = reader.rows("c2")
-    writer.write(make_events([dict(ts="2025-02-02 10:00", customer_id="c1", event_type="add_to_cart",
-                                   category="coffee")]))
+    writer.write(
+        make_events([dict(ts="2025-02-02 10:00", customer_id="c1", event_type="add_to_cart", category="coffee")])
+    )
     assert reader.rows("c1").category.tolist() == ["tea", "coffee"]
     assert reader.rows("c2").ts.tolist() == cached_c2.ts.tolist()
     if isinstance(reader, OnlineStore):  # the embedded backend keeps an untouched customer cached
@@ -213,11 +238,13 @@ def test_a_store_sees_what_another_process_wrote_for_a_customer_it_cached(make_e
 def test_a_store_too_far_behind_the_changes_drops_its_whole_cache(make_events, tmp_path, monkeypatch):
     monkeypatch.setattr("features.online.KEEP_TOUCHED", 2)
     reader, writer = OnlineStore(tmp_path / "store.sqlite"), OnlineStore(tmp_path / "store.sqlite")
-    writer.write(make_events([dict(ts="2025-02-01 10:00", customer_id="c1", event_type="product_view",
-                                   category="tea")]))
+    writer.write(
+        make_events([dict(ts="2025-02-01 10:00", customer_id="c1", event_type="product_view", category="tea")])
+    )
     assert reader.rows("c1").category.tolist() == ["tea"]
-    writer.write(make_events([dict(ts="2025-02-02 10:00", customer_id="c1", event_type="product_view",
-                                   category="coffee")]))
+    writer.write(
+        make_events([dict(ts="2025-02-02 10:00", customer_id="c1", event_type="product_view", category="coffee")])
+    )
     for i in range(3):  # pushes c1's change out of the kept ones
         writer.write(make_events([dict(ts="2025-02-03 10:00", customer_id=f"x{i}", event_type="page_view")]))
     assert reader.rows("c1").category.tolist() == ["tea", "coffee"]
@@ -244,7 +271,11 @@ def test_rows_older_than_the_look_back_count_only_for_all_time_signals():
     values = np.zeros((3, len(SIGNAL_NAMES)))
     values[0, SIGNAL_NAMES.index("devices")] = 1.0  # a device linked long ago
     values[1:, SIGNAL_NAMES.index("views")] = 1.0  # an old view and a recent one
-    rows = CustomerRows(np.array(["tea", "tea", "tea"], dtype=object), np.array([old, old, recent]),
-                        np.array([old, old, recent]), values)
+    rows = CustomerRows(
+        np.array(["tea", "tea", "tea"], dtype=object),
+        np.array([old, old, recent]),
+        np.array([old, old, recent]),
+        values,
+    )
     features = [FEATURES_BY_NAME[n] for n in ("cust_devices_all", "cust_views_365d", "cat_views_365d")]
     assert assemble_features(features, aggregate_rows(rows, t, ["tea"]), np.array([t])).tolist() == [[1.0, 1.0, 1.0]]

@@ -18,12 +18,21 @@ BATCHES = 200  # per process; with a deferred BEGIN, 101 of 500 batches failed w
 
 def batch(name: str, b: int) -> pd.DataFrame:
     """Five product views and five offer clicks of one /events batch."""
-    return build_events([dict(event_id=f"{name}-{b}-{i}", customer_id=f"c{i}",
-                              ts=pd.Timestamp("2025-03-01", tz="UTC") + pd.Timedelta(seconds=b),
-                              **(dict(event_type="product_view", category="tea") if i < 5 else
-                                 dict(event_type="offer_click", category="coffee", offer_id="o1",
-                                      decision_id=f"d{name}{b}")))
-                         for i in range(10)])
+    return build_events(
+        [
+            dict(
+                event_id=f"{name}-{b}-{i}",
+                customer_id=f"c{i}",
+                ts=pd.Timestamp("2025-03-01", tz="UTC") + pd.Timedelta(seconds=b),
+                **(
+                    dict(event_type="product_view", category="tea")
+                    if i < 5
+                    else dict(event_type="offer_click", category="coffee", offer_id="o1", decision_id=f"d{name}{b}")
+                ),
+            )
+            for i in range(10)
+        ]
+    )
 
 
 def write_batch(store, log, events: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -80,8 +89,9 @@ def test_two_processes_write_at_once_without_lock_errors_or_losses(tmp_path):
     store_path, log_path = tmp_path / "online.sqlite", tmp_path / "decisions.sqlite"
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(2), context.Queue()
-    workers = [context.Process(target=write_batches, args=(name, store_path, log_path, start, results))
-               for name in ("a", "b")]
+    workers = [
+        context.Process(target=write_batches, args=(name, store_path, log_path, start, results)) for name in ("a", "b")
+    ]
     for worker in workers:
         worker.start()
     reports = [collect(results, workers) for _ in workers]

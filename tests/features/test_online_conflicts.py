@@ -14,8 +14,18 @@ from features.online_redis import RedisStore
 
 
 def view(make_events, event_id: str, category: str = "tea", customer_id: str = "c1", **more):
-    return make_events([dict(event_id=event_id, ts="2025-02-01 10:00", customer_id=customer_id,
-                             event_type="product_view", category=category, **more)])
+    return make_events(
+        [
+            dict(
+                event_id=event_id,
+                ts="2025-02-01 10:00",
+                customer_id=customer_id,
+                event_type="product_view",
+                category=category,
+                **more,
+            )
+        ]
+    )
 
 
 def test_a_resend_with_other_content_is_a_conflict_and_changes_nothing(make_events, open_test_store):  # noqa: F811
@@ -32,8 +42,12 @@ def test_a_resend_with_other_content_is_a_conflict_and_changes_nothing(make_even
 
 def test_an_id_repeated_in_one_batch_with_other_content_is_a_conflict(make_events, open_test_store):  # noqa: F811
     store = open_test_store()
-    batch = make_events([dict(event_id=f"y{i}", ts="2025-02-01 10:00", customer_id="c1", event_type="product_view",
-                              category="tea") for i in range(3)])
+    batch = make_events(
+        [
+            dict(event_id=f"y{i}", ts="2025-02-01 10:00", customer_id="c1", event_type="product_view", category="tea")
+            for i in range(3)
+        ]
+    )
     batch.loc[2, ["event_id", "category"]] = ["y0", "coffee"]  # validation lets no such batch through /events
     written = store.apply(batch)
     assert (written.applied, written.conflicts) == (2, ["y0"])

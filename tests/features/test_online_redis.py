@@ -8,8 +8,8 @@ import redis
 from test_online import redis_url  # noqa: F401  (shared fixture)
 
 from features.online import OnlineStore, open_store
-from features.store_interface import CustomerRows
 from features.online_redis import RedisStore
+from features.store_interface import CustomerRows
 from nbo.config import get_paths
 
 
@@ -29,10 +29,10 @@ def assert_equal_rows(left: CustomerRows, right: CustomerRows) -> None:
 
 def test_replicas_see_each_others_writes(url, make_events):
     first, second = RedisStore(url), RedisStore(url)
-    first.write(make_events([dict(ts="2025-02-01 10:00", anonymous_id="d1", event_type="product_view",
-                                  category="tea")]))
-    second.write(make_events([dict(ts="2025-02-03 10:00", anonymous_id="d1", customer_id="c9",
-                                   event_type="login")]))
+    first.write(
+        make_events([dict(ts="2025-02-01 10:00", anonymous_id="d1", event_type="product_view", category="tea")])
+    )
+    second.write(make_events([dict(ts="2025-02-03 10:00", anonymous_id="d1", customer_id="c9", event_type="login")]))
     assert first.rows("c9").category.tolist() == ["tea", None]  # the browsing, then the link
     assert first.customers() == second.customers() == ["c9"]
     first.close()
@@ -56,7 +56,7 @@ def test_concurrent_writers_apply_each_event_once(url, random_events):  # noqa: 
     reference, stores = RedisStore(url, prefix="reference:"), [RedisStore(url) for _ in range(4)]
     reference.write(random_events)
     arriving = random_events.sort_values("ts")
-    batches = [arriving.iloc[start:start + 50] for start in range(0, len(arriving), 50)]
+    batches = [arriving.iloc[start : start + 50] for start in range(0, len(arriving), 50)]
     with ThreadPoolExecutor(4) as pool:  # every replica replays every batch
         applied = sum(pool.map(lambda store: sum(store.write(b) for b in batches), stores))
     assert applied == len(random_events)

@@ -90,12 +90,15 @@ def test_anonymous_browsing_is_stitched_on_login_click_or_card(events: pd.DataFr
     assert (devices >= 3).sum() > 0
 
 
-def _linked_pairs(stitch: pd.Series, first: pd.DataFrame, then: pd.DataFrame,
-                  window: str) -> int:
+def _linked_pairs(stitch: pd.Series, first: pd.DataFrame, then: pd.DataFrame, window: str) -> int:
     """How many 'then' rows follow a 'first' row of the same (stitched) customer and category."""
     first = first.assign(who=first["customer_id"].fillna(first["anonymous_id"].map(stitch)))
-    pairs = then.merge(first[["who", "category", "ts"]], left_on=["customer_id", "category"],
-                       right_on=["who", "category"], suffixes=("", "_before"))
+    pairs = then.merge(
+        first[["who", "category", "ts"]],
+        left_on=["customer_id", "category"],
+        right_on=["who", "category"],
+        suffixes=("", "_before"),
+    )
     gap = pairs["ts"] - pairs["ts_before"]
     return int(pairs.loc[(gap > pd.Timedelta(0)) & (gap < pd.Timedelta(window)), "event_id"].nunique())
 

@@ -3,7 +3,12 @@ import pandas as pd
 import pytest
 
 from features.training_set import (
-    TrainingSet, feature_matrix, locate_customers, read_customer_features, read_training_set, with_customer_columns,
+    TrainingSet,
+    feature_matrix,
+    locate_customers,
+    read_customer_features,
+    read_training_set,
+    with_customer_columns,
     write_training_set,
 )
 
@@ -12,11 +17,22 @@ CUTOFFS = pd.to_datetime(["2025-03-03", "2025-03-10"]).tz_localize("UTC")
 
 @pytest.fixture
 def training() -> TrainingSet:
-    customers = pd.DataFrame({"customer_id": ["c1", "c2", "c1"], "cutoff": CUTOFFS[[0, 0, 1]],
-                              "cust_views_7d": np.array([1.0, 2.0, 3.0], dtype="float32")})
-    rows = pd.DataFrame({"customer_id": ["c1", "c1", "c2", "c1"], "category": ["tea", "shoes", "tea", "tea"],
-                         "cutoff": CUTOFFS[[1, 0, 0, 0]],
-                         "cat_views_7d": np.array([5.0, 6.0, 7.0, 8.0], dtype="float32"), "label": [1, 0, 0, 1]})
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2", "c1"],
+            "cutoff": CUTOFFS[[0, 0, 1]],
+            "cust_views_7d": np.array([1.0, 2.0, 3.0], dtype="float32"),
+        }
+    )
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c2", "c1"],
+            "category": ["tea", "shoes", "tea", "tea"],
+            "cutoff": CUTOFFS[[1, 0, 0, 0]],
+            "cat_views_7d": np.array([5.0, 6.0, 7.0, 8.0], dtype="float32"),
+            "label": [1, 0, 0, 1],
+        }
+    )
     return TrainingSet(rows, customers)
 
 
@@ -40,8 +56,9 @@ def test_a_row_without_customer_features_or_an_unknown_feature_is_an_error(train
 def test_parts_written_to_a_folder_read_back_as_one_training_set(training, tmp_path):
     with pytest.raises(FileNotFoundError, match="nbo features"):
         read_training_set(tmp_path / "training")
-    first, second = (TrainingSet(training.rows.iloc[part], training.customers.iloc[part])
-                     for part in (slice(0, 2), slice(2, None)))
+    first, second = (
+        TrainingSet(training.rows.iloc[part], training.customers.iloc[part]) for part in (slice(0, 2), slice(2, None))
+    )
     write_training_set(first, tmp_path / "training", 0)
     write_training_set(second, tmp_path / "training", 1)
     back = read_training_set(tmp_path / "training")

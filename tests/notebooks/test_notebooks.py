@@ -9,8 +9,11 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-EXPECTED = {"01_explore": "top15_revenue_share", "02_retrain_and_compare": "champion",
-            "03_campaign": "expected_incremental_value"}
+EXPECTED = {
+    "01_explore": "top15_revenue_share",
+    "02_retrain_and_compare": "champion",
+    "03_campaign": "expected_incremental_value",
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +23,12 @@ def notebook_home(tmp_path_factory) -> Path:
 
 def printed(notebook: nbformat.NotebookNode) -> str:
     """Everything the notebook's code cells printed or displayed as text."""
-    texts = [output.get("text") or output.get("data", {}).get("text/plain", "")
-             for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    texts = [
+        output.get("text") or output.get("data", {}).get("text/plain", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    ]
     return "\n".join(texts)
 
 
@@ -33,8 +40,10 @@ def test_notebook_runs(name, notebook_home, monkeypatch):
     monkeypatch.setenv("NBO_NOTEBOOK_DAYS", "120")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(notebook_home)}}
-                   ).execute()
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(notebook_home)}}
+    ).execute()
     assert EXPECTED[name] in printed(notebook)
-    assert not any(output.output_type == "error" for cell in notebook.cells if cell.cell_type == "code"
-                   for output in cell.outputs)
+    assert not any(
+        output.output_type == "error" for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+    )

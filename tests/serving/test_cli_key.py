@@ -11,8 +11,14 @@ from typer.testing import CliRunner
 
 from nbo.cli import app
 
-DECISION = {"decision_id": "d1", "customer_id": "c1", "model_version": "1", "fallback": False, "degraded": False,
-            "offers": [{"offer_id": "o1", "score": 0.5, "expected_value": 1.0, "reason": "you like tea"}]}
+DECISION = {
+    "decision_id": "d1",
+    "customer_id": "c1",
+    "model_version": "1",
+    "fallback": False,
+    "degraded": False,
+    "offers": [{"offer_id": "o1", "score": 0.5, "expected_value": 1.0, "reason": "you like tea"}],
+}
 
 
 @pytest.fixture

@@ -14,8 +14,11 @@ def booster():
     x[rng.random(x.shape) < 0.2] = 0.0
     x[:, 4] = rng.integers(0, 6, len(x))
     y = (np.nan_to_num(x[:, 0]) + (x[:, 4] % 2) + rng.normal(size=len(x)) > 0.5).astype(int)
-    return lgb.train({"objective": "binary", "num_leaves": 15, "verbose": -1, "min_data_in_leaf": 20},
-                     lgb.Dataset(x, y, categorical_feature=[4]), num_boost_round=40)
+    return lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbose": -1, "min_data_in_leaf": 20},
+        lgb.Dataset(x, y, categorical_feature=[4]),
+        num_boost_round=40,
+    )
 
 
 def rows(n: int, seed: int) -> np.ndarray:

@@ -10,8 +10,15 @@ from features.online import open_store
 from features.pipeline import read_raw
 from serving.decisions import DECISION_COLUMNS, DecisionLog, evaluate_decisions
 from serving.recommender import Recommender
-from serving.rules import (CONTROL_SALT, ControlGroup, choose_slots, control_draw, control_group_from_env,
-                           control_mask, in_control)
+from serving.rules import (
+    CONTROL_SALT,
+    ControlGroup,
+    choose_slots,
+    control_draw,
+    control_group_from_env,
+    control_mask,
+    in_control,
+)
 from training.registry import connect, load_model
 
 IDS = [f"c{i:07d}" for i in range(20_000)]
@@ -41,8 +48,9 @@ def test_a_larger_share_keeps_every_earlier_member():
 
 def test_settings_come_from_the_environment_and_bad_ones_are_refused():
     assert control_group_from_env({}) == ControlGroup(0.05, CONTROL_SALT, "none")
-    found = control_group_from_env({"NBO_CONTROL_SHARE": "0.1", "NBO_CONTROL_SALT": "s",
-                                    "NBO_CONTROL_POLICY": "popularity"})
+    found = control_group_from_env(
+        {"NBO_CONTROL_SHARE": "0.1", "NBO_CONTROL_SALT": "s", "NBO_CONTROL_POLICY": "popularity"}
+    )
     assert found == ControlGroup(0.1, "s", "popularity")
     with pytest.raises(ValueError, match="NBO_CONTROL_SHARE must be a number"):
         control_group_from_env({"NBO_CONTROL_SHARE": "five percent"})
@@ -64,9 +72,17 @@ def test_an_explored_slot_names_the_offer_the_greedy_policy_would_have_put_there
 
 def recommender_with(paths, tmp_path, control: ControlGroup, epsilon: float = 0.0) -> Recommender:
     from serving.rules import Policy
-    return Recommender(load_model(connect(paths)), open_store(paths), read_raw(paths, "offers"),
-                       read_raw(paths, "items"), DecisionLog(tmp_path / f"{control.policy}-{control.share}.sqlite"),
-                       Policy(epsilon=epsilon, impressions_per_offer_per_day=10**6), seed=1, control=control)
+
+    return Recommender(
+        load_model(connect(paths)),
+        open_store(paths),
+        read_raw(paths, "offers"),
+        read_raw(paths, "items"),
+        DecisionLog(tmp_path / f"{control.policy}-{control.share}.sqlite"),
+        Policy(epsilon=epsilon, impressions_per_offer_per_day=10**6),
+        seed=1,
+        control=control,
+    )
 
 
 def logged(recommender: Recommender, decision_id: str):
@@ -82,8 +98,9 @@ def customer(trained_home):
     return max(counts, key=counts.get)
 
 
-def test_control_customers_get_no_offer_and_the_log_keeps_what_the_model_would_have_shown(trained_home, tmp_path,
-                                                                                          customer):
+def test_control_customers_get_no_offer_and_the_log_keeps_what_the_model_would_have_shown(
+    trained_home, tmp_path, customer
+):
     paths, _ = trained_home
     treated = recommender_with(paths, tmp_path, ControlGroup(share=0.0))
     personal = treated.recommend(customer, "web", k=3)
@@ -111,7 +128,7 @@ def test_the_popularity_baseline_shows_popular_offers_and_logs_the_intended_ones
     assert all(o.reason.startswith("Popular in") and o.propensity == 1.0 for o in decision.offers)
     rows = logged(held, decision.decision_id)
     assert (rows["group"] == "control").all()
-    assert rows["offer_id"].tolist()[:len(decision.offers)] == [o.offer_id for o in decision.offers]
+    assert rows["offer_id"].tolist()[: len(decision.offers)] == [o.offer_id for o in decision.offers]
     assert rows["intended_offer_id"].dropna().tolist() == [o.offer_id for o in personal.offers]
     with pytest.raises(ValueError, match="excluded|no decisions"):  # control slots are no logging-policy data
         evaluate_decisions(held.log.joined())
@@ -138,9 +155,13 @@ def test_an_older_log_gains_the_columns_with_its_rows_filled(tmp_path):
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)
     old.execute(OLD_SCHEMA)
-    old.executemany("INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [("d1", 100, "c1", "web", "1", 0, "o1", 0, 0.2, 1.0, 0.9, 0),
-                     ("d1", 100, "c1", "web", "1", 0, "o3", 1, 0.1, 0.5, 0.05, 1)])
+    old.executemany(
+        "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            ("d1", 100, "c1", "web", "1", 0, "o1", 0, 0.2, 1.0, 0.9, 0),
+            ("d1", 100, "c1", "web", "1", 0, "o3", 1, 0.1, 0.5, 0.05, 1),
+        ],
+    )
     old.commit()
     old.close()
     log = DecisionLog(path)

@@ -11,10 +11,15 @@ from serving.rules import choose_slots
 
 def test_outcomes_join_their_decision_once(tmp_path, make_events):
     log = DecisionLog(tmp_path / "d.sqlite")
-    log.record([("d1", 100, "c1", "web", "1", 0, "o1", 0, 0.2, 1.0, 0.9, 0, "treatment", "o1"),
-                ("d1", 100, "c1", "web", "1", 0, "o2", 1, 0.1, 0.5, 0.9, 0, "treatment", "o2")])
-    click = make_events([dict(ts="2025-01-01 10:00", customer_id="c1", event_type="offer_click", offer_id="o2",
-                              decision_id="d1")])
+    log.record(
+        [
+            ("d1", 100, "c1", "web", "1", 0, "o1", 0, 0.2, 1.0, 0.9, 0, "treatment", "o1"),
+            ("d1", 100, "c1", "web", "1", 0, "o2", 1, 0.1, 0.5, 0.9, 0, "treatment", "o2"),
+        ]
+    )
+    click = make_events(
+        [dict(ts="2025-01-01 10:00", customer_id="c1", event_type="offer_click", offer_id="o2", decision_id="d1")]
+    )
     assert log.record_outcomes(click) == 1
     assert log.record_outcomes(click) == 0
     joined = log.joined().set_index("offer_id")
@@ -30,8 +35,15 @@ def test_greedy_value_is_recovered_from_epsilon_greedy_logs():
         slots = choose_slots(2, 1, 0.5, rng)
         offer = "AB"[slots.picks[0]]
         converted = rng.random() < (0.3 if offer == "A" else 0.1)
-        rows.append({"rank": 0, "offer_id": offer, "propensity": slots.propensity[0],
-                     "explored": slots.explored[0], "converted": converted})
+        rows.append(
+            {
+                "rank": 0,
+                "offer_id": offer,
+                "propensity": slots.propensity[0],
+                "explored": slots.explored[0],
+                "converted": converted,
+            }
+        )
     value = evaluate_decisions(pd.DataFrame(rows))
     assert value["logged_value"] == pytest.approx(0.3 * 0.75 + 0.1 * 0.25, abs=0.02)
     assert value["greedy_snips"] == pytest.approx(0.3, abs=0.03)
@@ -39,8 +51,10 @@ def test_greedy_value_is_recovered_from_epsilon_greedy_logs():
 
 
 def served(decision: str, customer: str, channel: str, ts: int, offers: list[str]) -> list[tuple]:
-    return [(decision, ts, customer, channel, "1", 0, o, rank, 0.1, 1.0, 1.0, 0, "treatment", o)
-            for rank, o in enumerate(offers)]
+    return [
+        (decision, ts, customer, channel, "1", 0, o, rank, 0.1, 1.0, 1.0, 0, "treatment", o)
+        for rank, o in enumerate(offers)
+    ]
 
 
 def test_served_offers_count_for_the_caps_before_and_after_they_are_written(tmp_path):
@@ -62,8 +76,12 @@ def test_served_offers_count_for_the_caps_before_and_after_they_are_written(tmp_
 
 def test_a_full_queue_makes_the_caller_wait_and_nothing_is_lost(tmp_path):
     log = DecisionLog(tmp_path / "d.sqlite", max_queued=5)
-    writers = [threading.Thread(target=lambda i=i: [log.record(served(f"d{i}-{j}", "c1", "web", j, ["o1", "o2"]))
-                                                     for j in range(50)]) for i in range(4)]
+    writers = [
+        threading.Thread(
+            target=lambda i=i: [log.record(served(f"d{i}-{j}", "c1", "web", j, ["o1", "o2"])) for j in range(50)]
+        )
+        for i in range(4)
+    ]
     for w in writers:
         w.start()
     for w in writers:

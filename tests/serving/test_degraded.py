@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import redis
 
-from features.store_interface import StoreUnavailable
 from features.online_redis import RedisStore
 from features.pipeline import read_raw
+from features.store_interface import StoreUnavailable
 from serving.decisions import DecisionLog
 from serving.observability import DEGRADED, observe_decision
 from serving.recommender import Recommender
@@ -24,8 +24,21 @@ from training.registry import connect, load_model
 def start_redis(port: int, *options: str, answering: bool = True) -> subprocess.Popen:
     """A redis-server without persistence on the port (with more options), listening, and answering unless told
     not to wait for that (a server loading its data listens first)."""
-    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no", *options], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            shutil.which("redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *options,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     for _ in range(200):
         try:
@@ -56,11 +69,27 @@ def test_an_outage_serves_degraded_popularity_and_recovers(trained_home, make_ev
     try:
         store = RedisStore(f"redis://127.0.0.1:{port}/0")
         category = offers["category"].iloc[0]
-        store.write(make_events([dict(ts=(pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=h)).isoformat(),
-                                      customer_id="c1", event_type="product_view", category=category)
-                                 for h in (1, 2, 3)]))
-        recommender = Recommender(load_model(connect(paths)), store, offers, read_raw(paths, "items"),
-                                  DecisionLog(tmp_path / "decisions.db"), Policy(epsilon=0))
+        store.write(
+            make_events(
+                [
+                    dict(
+                        ts=(pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=h)).isoformat(),
+                        customer_id="c1",
+                        event_type="product_view",
+                        category=category,
+                    )
+                    for h in (1, 2, 3)
+                ]
+            )
+        )
+        recommender = Recommender(
+            load_model(connect(paths)),
+            store,
+            offers,
+            read_raw(paths, "items"),
+            DecisionLog(tmp_path / "decisions.db"),
+            Policy(epsilon=0),
+        )
         assert not recommender.recommend("c1", "web").fallback
         assert not recommender.decides_on_the_loop  # network calls go to a worker thread, off the event loop
 
@@ -106,13 +135,24 @@ def wait_until_written(store: RedisStore, events: pd.DataFrame, limit_s: float =
 def outage_lines(caplog) -> tuple[int, int]:
     """Outage warnings and recovery notes of the store logged so far."""
     mine = [r for r in caplog.records if r.name == "nbo.online"]
-    return (sum(r.levelname == "WARNING" and "unreachable" in r.getMessage() for r in mine),
-            sum(r.levelname == "INFO" and "reachable again" in r.getMessage() for r in mine))
+    return (
+        sum(r.levelname == "WARNING" and "unreachable" in r.getMessage() for r in mine),
+        sum(r.levelname == "INFO" and "reachable again" in r.getMessage() for r in mine),
+    )
 
 
 def view(make_events, event_id: str, customer_id: str = "c1"):
-    return make_events([dict(event_id=event_id, ts="2025-02-01 10:00", customer_id=customer_id,
-                             event_type="product_view", category="tea")])
+    return make_events(
+        [
+            dict(
+                event_id=event_id,
+                ts="2025-02-01 10:00",
+                customer_id=customer_id,
+                event_type="product_view",
+                category="tea",
+            )
+        ]
+    )
 
 
 def test_a_killed_redis_refuses_writes_at_once_logs_once_and_heals(make_events, port, caplog):
@@ -123,7 +163,7 @@ def test_a_killed_redis_refuses_writes_at_once_logs_once_and_heals(make_events, 
         assert store.apply(view(make_events, "e0")).applied == 1
         server.kill()
         server.wait()
-        tries = [timed(lambda: store.apply(view(make_events, f"e{i}"))) for i in range(1, 21)]
+        tries = [timed(lambda i=i: store.apply(view(make_events, f"e{i}"))) for i in range(1, 21)]
         tries += [timed(lambda: store.rows("c1")) for _ in range(20)]
         assert all(isinstance(error, StoreUnavailable) for _, error in tries)
         assert max(seconds for seconds, _ in tries) < 0.5
@@ -168,8 +208,16 @@ def test_a_redis_loading_its_data_refuses_writes_until_loaded(make_events, port,
         client.save()
         server.kill()
         server.wait()
-        server = start_redis(port, "--dir", str(tmp_path), "--key-load-delay", "1000",
-                             "--loading-process-events-interval-bytes", "1024", answering=False)
+        server = start_redis(
+            port,
+            "--dir",
+            str(tmp_path),
+            "--key-load-delay",
+            "1000",
+            "--loading-process-events-interval-bytes",
+            "1024",
+            answering=False,
+        )
         _, error = timed(lambda: store.apply(view(make_events, "e1")))
         assert isinstance(error, StoreUnavailable) and isinstance(error.__cause__, redis.BusyLoadingError)
         assert isinstance(timed(lambda: store.rows("c1"))[1], StoreUnavailable)

@@ -21,8 +21,15 @@ def logged(error: BaseException) -> logging.LogRecord:
     try:
         raise error
     except BaseException:
-        record = logging.LogRecord("bentoml._internal.server.http_app", logging.ERROR, __file__, 1,
-                                   "Exception on %s [%s]", ("/recommend", "POST"), sys.exc_info())
+        record = logging.LogRecord(
+            "bentoml._internal.server.http_app",
+            logging.ERROR,
+            __file__,
+            1,
+            "Exception on %s [%s]",
+            ("/recommend", "POST"),
+            sys.exc_info(),
+        )
     assert QuietRefusals().filter(record)
     return record
 
@@ -49,9 +56,12 @@ def test_a_fault_keeps_its_traceback():
 
 def test_an_error_document_is_kept_and_anything_else_becomes_one():
     document = {"error": {"status": 409, "code": "conflict", "message": "m", "details": []}}
-    assert normalise_error(409, b'{"error": {"status": 409, "code": "conflict", "message": "m", "details": []}}') \
+    assert (
+        normalise_error(409, b'{"error": {"status": 409, "code": "conflict", "message": "m", "details": []}}')
         == document
-    assert normalise_error(503, b"") == {"error": {"status": 503, "code": "service_unavailable",
-                                                   "message": "Service Unavailable", "details": []}}
+    )
+    assert normalise_error(503, b"") == {
+        "error": {"status": 503, "code": "service_unavailable", "message": "Service Unavailable", "details": []}
+    }
     assert normalise_error(404, b'{"detail": "Not Found"}')["error"]["message"] == "Not Found"
     assert normalise_error(401, b'{"error": "Authorization error"}')["error"]["code"] == "unauthorized"

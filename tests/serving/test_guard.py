@@ -19,9 +19,18 @@ with warnings.catch_warnings():  # Starlette asks for httpx2; httpx is what the 
     from starlette.testclient import TestClient
 
 ROUTES = ("/recommend", "/events", "/campaign", "/admin/reload", "/status")
-VALIDATION = {"error": "1 validation error for EventsRequestIODescriptor",
-              "detail": [{"type": "finite_number", "loc": ["events", 0, "amount"], "msg": "Input should be a finite "
-                          "number", "input": "alice@example.com", "url": "https://errors.pydantic.dev"}]}
+VALIDATION = {
+    "error": "1 validation error for EventsRequestIODescriptor",
+    "detail": [
+        {
+            "type": "finite_number",
+            "loc": ["events", 0, "amount"],
+            "msg": "Input should be a finite number",
+            "input": "alice@example.com",
+            "url": "https://errors.pydantic.dev",
+        }
+    ],
+}
 
 
 def inner_app(seen: list[str]) -> Starlette:
@@ -30,11 +39,12 @@ def inner_app(seen: list[str]) -> Starlette:
     async def endpoint(request: Request) -> Response:
         body = await request.body()
         seen.append(body.decode())
-        answers = {"validation": lambda: JSONResponse(VALIDATION, status_code=400),
-                   "bentoml": lambda: JSONResponse([{"error": "no uplift model"}], status_code=409),
-                   "text": lambda: PlainTextResponse("request body over 10 bytes", status_code=413),
-                   "outage": lambda: JSONResponse({"error": "store down"}, status_code=503,
-                                                  headers={"Retry-After": "2"})}
+        answers = {
+            "validation": lambda: JSONResponse(VALIDATION, status_code=400),
+            "bentoml": lambda: JSONResponse([{"error": "no uplift model"}], status_code=409),
+            "text": lambda: PlainTextResponse("request body over 10 bytes", status_code=413),
+            "outage": lambda: JSONResponse({"error": "store down"}, status_code=503, headers={"Retry-After": "2"}),
+        }
         return answers.get(body.decode(), lambda: JSONResponse({"ok": True}))()
 
     async def docs(request: Request) -> Response:
@@ -82,9 +92,18 @@ def test_the_key_opens_protected_routes_and_recommend_is_open_unless_asked(clien
     assert client.post("/events", json={}).json() == {"ok": True}
 
 
-@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=x",
-                                          "application/x-www-form-urlencoded", "text/plain", "application/xml",
-                                          "application/vnd.bentoml+pickle", "image/png"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data",
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "application/xml",
+        "application/vnd.bentoml+pickle",
+        "image/png",
+    ],
+)
 @pytest.mark.parametrize("path", ROUTES)
 def test_a_body_that_is_not_json_gets_415(client, path, content_type):
     answer = client.post(path, content=b"x", headers={"content-type": content_type, "x-api-key": "s3cret"})
@@ -103,14 +122,16 @@ def test_validation_errors_keep_loc_msg_and_type_and_never_the_input(client):
     answer = client.post("/events", content=b"validation", headers={"x-api-key": "s3cret"})
     error = error_of(answer)
     assert answer.status_code == 400 and error["code"] == "invalid_request"
-    assert error["details"] == [{"loc": ["events", 0, "amount"], "msg": "Input should be a finite number",
-                                 "type": "finite_number"}]
+    assert error["details"] == [
+        {"loc": ["events", 0, "amount"], "msg": "Input should be a finite number", "type": "finite_number"}
+    ]
     assert "alice" not in answer.text and "EventsRequestIODescriptor" not in answer.text
 
 
-@pytest.mark.parametrize("body, status, message", [("bentoml", 409, "no uplift model"),
-                                                   ("text", 413, "request body over 10 bytes"),
-                                                   ("outage", 503, "store down")])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [("bentoml", 409, "no uplift model"), ("text", 413, "request body over 10 bytes"), ("outage", 503, "store down")],
+)
 def test_every_error_shape_becomes_the_error_document(client, body, status, message):
     answer = client.post("/campaign", content=body.encode(), headers={"x-api-key": "s3cret"})
     assert answer.status_code == status
@@ -135,7 +156,8 @@ def test_open_write_endpoints_are_warned_about_at_start(monkeypatch, caplog):
         Guard(inner_app([]), routes=ROUTES, openapi=dict)
     assert [r.getMessage() for r in caplog.records] == [
         "NBO_API_KEY is not set: /events, /campaign, /admin/reload and DELETE /customers/{id} accept requests from "
-        "anybody who can reach this port"]
+        "anybody who can reach this port"
+    ]
     caplog.clear()
     monkeypatch.setenv("NBO_API_KEY", "s3cret")
     with caplog.at_level(logging.WARNING, logger="nbo.serving"):

@@ -19,13 +19,15 @@ def service(trained_home, tmp_path, monkeypatch):
     monkeypatch.setenv("NBO_HOME", str(paths.home))
     monkeypatch.delenv("NBO_API_KEY", raising=False)
     from serving.service import NextBestOffer
+
     return NextBestOffer.inner(), paths
 
 
 def post(service, events: list[dict]):
     """Call the /events method; return (status, body as a dict)."""
-    ctx = types.SimpleNamespace(request=types.SimpleNamespace(headers={}),
-                                response=types.SimpleNamespace(headers={}, status_code=200))
+    ctx = types.SimpleNamespace(
+        request=types.SimpleNamespace(headers={}), response=types.SimpleNamespace(headers={}, status_code=200)
+    )
     answer = service.events(ctx, events=events)
     if hasattr(answer, "body"):
         return ctx.response.status_code, json.loads(answer.body), ctx.response.headers
@@ -36,15 +38,18 @@ TS = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=5)).isoformat()
 
 
 def views(ids: list[str]) -> list[dict]:
-    return [{"event_id": i, "ts": TS, "customer_id": "lake-c1",
-             "channel": "web", "event_type": "product_view"} for i in ids]
+    return [
+        {"event_id": i, "ts": TS, "customer_id": "lake-c1", "channel": "web", "event_type": "product_view"} for i in ids
+    ]
 
 
 def test_the_lake_takes_applied_events_and_resends_never_conflicts_or_rejected_rows(service):
     svc, paths = service
     assert post(svc, views(["a", "b"]))[1]["accepted"] == 2
-    status, body, _ = post(svc, [*views(["a"]), {**views(["b"])[0], "channel": "app"},
-                                 {**views(["c"])[0], "channel": "fax"}, *views(["d"])])
+    status, body, _ = post(
+        svc,
+        [*views(["a"]), {**views(["b"])[0], "channel": "app"}, {**views(["c"])[0], "channel": "fax"}, *views(["d"])],
+    )
     assert status == 200 and (body["duplicates"], body["conflicts"], len(body["rejected"])) == (1, 1, 2)
     kept = read_segments(segment_files(paths.lake)).to_pandas()  # every line appended, before deduplication
     assert sorted(kept["event_id"]) == ["a", "a", "b", "d"] and set(kept["channel"]) == {"web"}

@@ -31,7 +31,11 @@ def test_every_error_answer_of_every_route_is_the_error_document():
 def test_the_api_key_scheme_is_declared_on_the_protected_routes():
     document = openapi_document()
     assert document["components"]["securitySchemes"]["ApiKey"] == {
-        "type": "apiKey", "in": "header", "name": "x-api-key", "description": "The value of $NBO_API_KEY on the server."}
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": "The value of $NBO_API_KEY on the server.",
+    }
     for path in KEYED_ROUTES:
         assert document["paths"][path]["post"]["security"] == [{"ApiKey": []}]
         assert "401" in document["paths"][path]["post"]["responses"]

@@ -9,8 +9,14 @@ from contextlib import contextmanager
 import pytest
 
 from nbo.config import Paths
-from serving.packaged import (PACKAGED_ALIAS, export_model, limit_registry_retries, load_champion_within,
-                              load_serving_model, packaged_folder)
+from serving.packaged import (
+    PACKAGED_ALIAS,
+    export_model,
+    limit_registry_retries,
+    load_champion_within,
+    load_serving_model,
+    packaged_folder,
+)
 from serving.process import ROOT, bento_config
 from training.registry import connect, find_version, load_model
 

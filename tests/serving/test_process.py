@@ -26,12 +26,15 @@ def test_an_empty_home_lacks_the_catalogue_and_a_model(tmp_path, no_packaged_mod
     home = Paths(tmp_path / "empty")
     assert missing_to_serve(home) == ["raw offers", "raw items", "model"]
     line = explain_missing(home, missing_to_serve(home))
-    assert line == (f"nothing to serve in {home.home}: no raw offers, no raw items, no model; run `nbo generate` "
-                    "(a simulated retailer) or `nbo ingest FILE`, then `nbo features` and `nbo train`")
+    assert line == (
+        f"nothing to serve in {home.home}: no raw offers, no raw items, no model; run `nbo generate` "
+        "(a simulated retailer) or `nbo ingest FILE`, then `nbo features` and `nbo train`"
+    )
 
 
-def test_a_trained_home_lacks_nothing_and_one_without_registry_lacks_the_model(trained_home, tmp_path,
-                                                                              no_packaged_model):
+def test_a_trained_home_lacks_nothing_and_one_without_registry_lacks_the_model(
+    trained_home, tmp_path, no_packaged_model
+):
     paths, _ = trained_home
     assert missing_to_serve(paths) == []
     untrained = Paths(tmp_path / "untrained")

@@ -16,8 +16,23 @@ from serving.rules import ControlGroup, Policy
 
 PLAN = plan_reasons(FEATURES)
 INDEX = {f.name: j for j, f in enumerate(FEATURES)}
-VERBS = {"viewed", "looked", "searched", "added", "put", "took", "opened", "clicked", "shopped", "bought", "spent",
-         "returned", "browsed", "visited", "signed"}
+VERBS = {
+    "viewed",
+    "looked",
+    "searched",
+    "added",
+    "put",
+    "took",
+    "opened",
+    "clicked",
+    "shopped",
+    "bought",
+    "spent",
+    "returned",
+    "browsed",
+    "visited",
+    "signed",
+}
 UNGRAMMATICAL = re.compile(r"you share|\(s\)|[{}%:]|  | \.|\b(\w+) \1\b|\b1 times\b|\bon 1 device", re.IGNORECASE)
 
 
@@ -40,8 +55,11 @@ def test_every_action_a_customer_takes_has_a_template_that_reads_as_a_sentence()
     assert {(a.entity, a.signal.name) for a in PLAN.actions} == cited
     assert all(PLAN.action_of[j] >= 0 for j, f in enumerate(FEATURES) if not f.signal.by_retailer)
     for action in PLAN.actions:
-        window = next(f.name for f in FEATURES if (f.entity, f.signal.name, f.aggregation) ==
-                       (action.entity, action.signal.name, "sum"))
+        window = next(
+            f.name
+            for f in FEATURES
+            if (f.entity, f.signal.name, f.aggregation) == (action.entity, action.signal.name, "sum")
+        )
         for count in (1, 2, 7, 1520.4):
             for age in (0.001, 0.05, 0.4, 1.5, 12, 200):
                 evidence = {window: (count, 1.0)}
@@ -54,15 +72,27 @@ def test_every_action_a_customer_takes_has_a_template_that_reads_as_a_sentence()
                     assert "running shoes" in reason.text and "running_shoes" not in reason.text
 
 
-@pytest.mark.parametrize("evidence, text", [
-    ({"cat_views_7d": (4, 0.3), "cat_views_recency_days": (2.2, 0.1)}, "You viewed tea 4 times in the last 7 days."),
-    ({"cat_carts_30m": (1, 0.2), "cat_carts_recency_days": (0.0001, 0.2), "cat_purchases_365d": (6, 0.6),
-      "cat_purchases_recency_days": (30, 0.1)},
-     "You put tea in your cart just now and bought tea 6 times in the last 365 days."),
-    ({"cust_revenue_30d": (1520.4, 0.2)}, "You spent 1,520 in the last 30 days."),
-    ({"cust_devices_all": (3, 0.2)}, "You signed in on a new device 3 times so far."),
-    ({"cat_purchases_recency_days": (3.4, 0.2), "cat_purchases_7d": (1, 0.1)}, "You bought tea 3 days ago."),
-])
+@pytest.mark.parametrize(
+    "evidence, text",
+    [
+        (
+            {"cat_views_7d": (4, 0.3), "cat_views_recency_days": (2.2, 0.1)},
+            "You viewed tea 4 times in the last 7 days.",
+        ),
+        (
+            {
+                "cat_carts_30m": (1, 0.2),
+                "cat_carts_recency_days": (0.0001, 0.2),
+                "cat_purchases_365d": (6, 0.6),
+                "cat_purchases_recency_days": (30, 0.1),
+            },
+            "You put tea in your cart just now and bought tea 6 times in the last 365 days.",
+        ),
+        ({"cust_revenue_30d": (1520.4, 0.2)}, "You spent 1,520 in the last 30 days."),
+        ({"cust_devices_all": (3, 0.2)}, "You signed in on a new device 3 times so far."),
+        ({"cat_purchases_recency_days": (3.4, 0.2), "cat_purchases_7d": (1, 0.1)}, "You bought tea 3 days ago."),
+    ],
+)
 def test_reasons_read_as_a_person_would_say_them(evidence, text):
     assert explain_offer(PLAN, *inputs(**evidence), "tea").text == text
 
@@ -79,7 +109,9 @@ def test_recent_actions_come_first_and_old_ones_only_when_nothing_recent_raised_
     assert explain_offer(PLAN, *inputs(**old), "tea").text == "You bought tea 3 times in the last 365 days."
     fresh = explain_offer(PLAN, *inputs(**old, cat_views_30d=(2, 0.2), cat_views_recency_days=(20, 0.05)), "tea")
     assert fresh.text == "You viewed tea twice in the last 30 days." and fresh.clauses[0].age_days == 20
-    lowered = explain_offer(PLAN, *inputs(**old, cat_views_30d=(2, -0.2)), "tea")  # a fresh action that lowered the score
+    lowered = explain_offer(
+        PLAN, *inputs(**old, cat_views_30d=(2, -0.2)), "tea"
+    )  # a fresh action that lowered the score
     assert lowered.text.startswith("You bought tea")
     general = explain_offer(PLAN, *inputs(**old, cust_product_views_1d=(5, 0.1)), "tea")  # recent, but not about tea
     assert general.text == "You looked at products 5 times since yesterday."
@@ -93,17 +125,18 @@ def served_reasons(recommender: Recommender, calls: list[dict], monkeypatch) -> 
 
     def recording(plan, values, contributions, category):
         reason = explain_offer(plan, values, contributions, category)
-        seen.append({"values": values.copy(), "contributions": contributions.copy(), "category": category,
-                     "reason": reason})
+        seen.append(
+            {"values": values.copy(), "contributions": contributions.copy(), "category": category, "reason": reason}
+        )
         return reason
+
     monkeypatch.setattr(module, "explain_offer", recording)
     served = []
     for call in calls:
         start = len(seen)
         decision = recommender.recommend(**call)
         for record in seen[start:]:
-            served.append({**record, "customer_id": call["customer_id"], "now": call["now"],
-                           "shown": decision.offers})
+            served.append({**record, "customer_id": call["customer_id"], "now": call["now"], "shown": decision.offers})
     return served
 
 
@@ -112,10 +145,15 @@ def recommender(trained_home, tmp_path_factory):
     """The trained home's champion and stores, with a private decision log, no exploration, no caps, no control."""
     paths, _ = trained_home
     shared = Recommender.from_home(paths)
-    return Recommender(shared.scorer.model, shared.store, shared.offers, pd.read_parquet(paths.raw / "items.parquet"),
-                       DecisionLog(tmp_path_factory.mktemp("log") / "decisions.sqlite"),
-                       Policy(epsilon=0.0, impressions_per_offer_per_day=10**6, email_offers_per_week=10**6),
-                       control=ControlGroup(share=0.0))
+    return Recommender(
+        shared.scorer.model,
+        shared.store,
+        shared.offers,
+        pd.read_parquet(paths.raw / "items.parquet"),
+        DecisionLog(tmp_path_factory.mktemp("log") / "decisions.sqlite"),
+        Policy(epsilon=0.0, impressions_per_offer_per_day=10**6, email_offers_per_week=10**6),
+        control=ControlGroup(share=0.0),
+    )
 
 
 def action_moves(values: np.ndarray, contributions: np.ndarray) -> dict[tuple[str, str], tuple[float, float]]:
@@ -135,7 +173,9 @@ def action_moves(values: np.ndarray, contributions: np.ndarray) -> dict[tuple[st
 def test_a_thousand_served_decisions_cite_fresh_own_specific_actions(recommender, monkeypatch):
     customers = [str(c) for c in recommender.store.customers()[:500]]
     now = pd.Timestamp.now(tz="UTC")
-    calls = [{"customer_id": c, "channel": channel, "k": 3, "now": now} for c in customers for channel in ("web", "app")]
+    calls = [
+        {"customer_id": c, "channel": channel, "k": 3, "now": now} for c in customers for channel in ("web", "app")
+    ]
     served = served_reasons(recommender, calls, monkeypatch)
     assert len(calls) >= 1000 and len(served) >= 1500
     cited = 0
@@ -191,8 +231,9 @@ def test_a_fresh_add_to_cart_in_the_offers_category_becomes_its_reason(recommend
         old_score = next(o.score for o, c in zip(before.offers, categories) if c == category)
         if shown[category].score > old_score:
             raised += 1
-            assert shown[category].reason.startswith(f"You put {readable(category)} in your cart just now"), \
-                shown[category].reason
+            assert shown[category].reason.startswith(f"You put {readable(category)} in your cart just now"), shown[
+                category
+            ].reason
     assert checked >= 20 and raised >= 0.8 * checked, (checked, raised)
 
 

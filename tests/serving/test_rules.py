@@ -2,30 +2,44 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.rules import (Policy, capped_offers, choose_slots, eligible_offers, index_offers, rank_offers,
-                           recently_bought)
+from serving.rules import (
+    Policy,
+    capped_offers,
+    choose_slots,
+    eligible_offers,
+    index_offers,
+    rank_offers,
+    recently_bought,
+)
 
 NOW = pd.Timestamp("2025-06-01 12:00", tz="UTC")
 T = int(NOW.timestamp())
 
 
 def offers() -> pd.DataFrame:
-    return pd.DataFrame({
-        "offer_id": ["o1", "o2", "o3", "o4"],
-        "category": ["shoes", "shoes", "coffee", "tea"],
-        "value": [10.0, 20.0, 5.0, 8.0],
-        "channels": ["web|email", "web", "email", "web|app"],
-        "valid_from": pd.to_datetime([None, "2025-05-01", None, "2025-06-02"], utc=True),
-        "valid_to": pd.to_datetime([None, "2025-06-30", "2025-05-31", None], utc=True),
-    })
+    return pd.DataFrame(
+        {
+            "offer_id": ["o1", "o2", "o3", "o4"],
+            "category": ["shoes", "shoes", "coffee", "tea"],
+            "value": [10.0, 20.0, 5.0, 8.0],
+            "channels": ["web|email", "web", "email", "web|app"],
+            "valid_from": pd.to_datetime([None, "2025-05-01", None, "2025-06-02"], utc=True),
+            "valid_to": pd.to_datetime([None, "2025-06-30", "2025-05-31", None], utc=True),
+        }
+    )
 
 
 def rank(probability: list[float], excluded: set[str] = frozenset()) -> list[str]:
     """Offer ids ranked over the whole catalogue of offers()."""
     catalogue = index_offers(offers())
     names = np.array(catalogue.category_names, dtype=object)[catalogue.category_codes]
-    best = rank_offers(catalogue.category_codes, catalogue.values, catalogue.name_order, np.array(probability),
-                       np.isin(names, list(excluded)))
+    best = rank_offers(
+        catalogue.category_codes,
+        catalogue.values,
+        catalogue.name_order,
+        np.array(probability),
+        np.isin(names, list(excluded)),
+    )
     return catalogue.offer_ids[best].tolist()
 
 

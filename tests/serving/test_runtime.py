@@ -44,8 +44,13 @@ def test_a_bad_reload_interval_is_refused(monkeypatch, value):
 def recommender_without_model(trained_home, tmp_path) -> Recommender:
     """A recommender on the trained home's catalogue and store that serves no model yet."""
     paths, _ = trained_home
-    return Recommender(None, open_store(paths), read_raw(paths, "offers"), read_raw(paths, "items"),
-                       DecisionLog(tmp_path / "decisions.sqlite"))
+    return Recommender(
+        None,
+        open_store(paths),
+        read_raw(paths, "offers"),
+        read_raw(paths, "items"),
+        DecisionLog(tmp_path / "decisions.sqlite"),
+    )
 
 
 def follow_in_thread(recommender: Recommender, home: Paths, interval: float, tick: float = 1.0):
@@ -64,8 +69,9 @@ def wait_for(condition, seconds: float) -> float:
     return time.monotonic() - started
 
 
-def test_the_follow_loop_outlives_a_corrupt_registry_and_serves_the_champion_once_repaired(trained_home, tmp_path,
-                                                                                           caplog):
+def test_the_follow_loop_outlives_a_corrupt_registry_and_serves_the_champion_once_repaired(
+    trained_home, tmp_path, caplog
+):
     paths, _ = trained_home
     home = Paths(tmp_path / "home")
     home.home.mkdir()

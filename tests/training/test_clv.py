@@ -1,4 +1,5 @@
 """Tests for training.clv: features, leakage, determinism, CDNOW sanity."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from training.clv import (build_features, build_labels, build_training_set,
-                          fit_clv_model, predict_clv)
+from training.clv import build_features, build_labels, build_training_set, fit_clv_model, predict_clv
 
 CDNOW = Path(__file__).resolve().parents[2] / "../shared/data/cdnow/CDNOW_master.txt"
 CUTOFF = pd.Timestamp("2024-04-01")
@@ -18,11 +18,14 @@ CUTOFF = pd.Timestamp("2024-04-01")
 def make_transactions() -> pd.DataFrame:
     """Three customers; ``a`` buys twice on one day, ``c`` only after the cutoff."""
     rows = [
-        ("a", "2024-01-01 10:00", 10.0), ("a", "2024-01-01 18:00", 5.0),
-        ("a", "2024-02-15", 20.0), ("a", "2024-03-21", 30.0),
+        ("a", "2024-01-01 10:00", 10.0),
+        ("a", "2024-01-01 18:00", 5.0),
+        ("a", "2024-02-15", 20.0),
+        ("a", "2024-03-21", 30.0),
         ("b", "2024-03-02", 7.0),
         ("c", "2024-04-10", 9.0),
-        ("a", "2024-04-05", 99.0), ("a", "2024-05-01", 1.0),
+        ("a", "2024-04-05", 99.0),
+        ("a", "2024-05-01", 1.0),
     ]
     frame = pd.DataFrame(rows, columns=["customer_id", "ts", "amount"])
     return frame.assign(ts=pd.to_datetime(frame["ts"], format="ISO8601"))
@@ -46,8 +49,13 @@ def test_rfm_features_match_hand_computed_values() -> None:
 def test_transactions_after_cutoff_do_not_change_features() -> None:
     tx = make_transactions()
     before = build_features(tx.loc[tx["ts"] < CUTOFF], CUTOFF)
-    extra = pd.DataFrame({"customer_id": ["a", "b", "d"], "amount": [500.0, 1.0, 2.0],
-                          "ts": pd.to_datetime(["2024-04-01", "2024-06-01", "2024-04-02"])})
+    extra = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "d"],
+            "amount": [500.0, 1.0, 2.0],
+            "ts": pd.to_datetime(["2024-04-01", "2024-06-01", "2024-04-02"]),
+        }
+    )
     after = build_features(pd.concat([tx, extra], ignore_index=True), CUTOFF)
     pd.testing.assert_frame_equal(before, after)
 
@@ -71,8 +79,7 @@ def simulate_transactions(n_customers: int, seed: int) -> pd.DataFrame:
         start = rng.integers(0, 60)
         days = start + np.cumsum(rng.exponential(1 / rate, size=40))
         for d in np.concatenate([[start], days[days < min(start + life, 365)]]):
-            rows.append((f"c{cid}", pd.Timestamp("2023-01-01") + pd.Timedelta(days=float(d)),
-                         float(rng.gamma(2, 10))))
+            rows.append((f"c{cid}", pd.Timestamp("2023-01-01") + pd.Timedelta(days=float(d)), float(rng.gamma(2, 10))))
     return pd.DataFrame(rows, columns=["customer_id", "ts", "amount"])
 
 
@@ -85,16 +92,19 @@ def test_fit_and_predict_are_deterministic_for_a_seed() -> None:
     pd.testing.assert_frame_equal(first, second)
     assert (first["expected_purchases"] > 0).all()
     assert first["p_buy_again"].between(0, 1).all()
-    assert np.allclose(first["expected_value"],
-                       first["expected_purchases"] * first["expected_spend"])
+    assert np.allclose(first["expected_value"], first["expected_purchases"] * first["expected_spend"])
 
 
 @pytest.mark.skipif(not CDNOW.exists(), reason=f"CDNOW data not found at {CDNOW}")
 def test_beats_naive_baseline_on_cdnow() -> None:
     raw = pd.read_csv(CDNOW, sep=r"\s+", dtype={"customer_id": str, "date": str})
-    tx = pd.DataFrame({"customer_id": raw["customer_id"],
-                       "ts": pd.to_datetime(raw["date"], format="%Y%m%d"),
-                       "amount": raw["dollar_value"].astype(float)})
+    tx = pd.DataFrame(
+        {
+            "customer_id": raw["customer_id"],
+            "ts": pd.to_datetime(raw["date"], format="%Y%m%d"),
+            "amount": raw["dollar_value"].astype(float),
+        }
+    )
     ids = np.random.default_rng(0).permutation(np.sort(tx["customer_id"].unique()))
     is_train = tx["customer_id"].isin(ids[: len(ids) // 2])
     cutoff, horizon = pd.Timestamp("1997-10-01"), 273

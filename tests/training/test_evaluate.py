@@ -5,8 +5,13 @@ import pytest
 from training.evaluate import margin_metrics, ranking_metrics
 
 # Customer A buys b and c; B buys nothing (left out of the means); C buys a.
-ROWS = pd.DataFrame({"customer_id": ["A"] * 3 + ["B"] * 3 + ["C"] * 3, "category": ["a", "b", "c"] * 3,
-                     "label": [0, 1, 1, 0, 0, 0, 1, 0, 0]})
+ROWS = pd.DataFrame(
+    {
+        "customer_id": ["A"] * 3 + ["B"] * 3 + ["C"] * 3,
+        "category": ["a", "b", "c"] * 3,
+        "label": [0, 1, 1, 0, 0, 0, 1, 0, 0],
+    }
+)
 SCORES = np.array([0.9, 0.5, 0.1, 0.2, 0.8, 0.3, 0.3, 0.2, 0.1])
 
 

@@ -26,27 +26,58 @@ def home(tmp_path, make_events):
     """Two offers (shoes, bags), a few purchases and clicks, and a decision log of three decisions."""
     paths = get_paths(tmp_path)
     paths.raw.mkdir(parents=True)
-    pd.DataFrame({"offer_id": ["o_shoes", "o_bags"], "category": ["shoes", "bags"], "value": [5.0, 4.0],
-                  "channels": ["web|email", "web|email"]}).to_parquet(paths.raw / "offers.parquet")
-    make_events([
-        dict(ts=at(2), customer_id="c1", event_type="purchase", category="shoes", amount=50.0),
-        dict(ts=at(10), customer_id="c1", event_type="purchase", category="bags", amount=30.0),  # past the horizon
-        dict(ts=at(-1), customer_id="c2", event_type="purchase", category="shoes", amount=20.0),  # before it
-        dict(ts=at(1), anonymous_id="dev9", event_type="page_view"),
-        dict(ts=at(3), anonymous_id="dev9", event_type="purchase", category="shoes", amount=12.5),  # c2's device
-        dict(ts=at(4), anonymous_id="dev9", customer_id="c2", event_type="login"),
-        dict(ts=at(20), customer_id="c9", event_type="page_view"),  # the data's clock
-    ]).to_parquet(paths.raw / "events.parquet")
+    pd.DataFrame(
+        {
+            "offer_id": ["o_shoes", "o_bags"],
+            "category": ["shoes", "bags"],
+            "value": [5.0, 4.0],
+            "channels": ["web|email", "web|email"],
+        }
+    ).to_parquet(paths.raw / "offers.parquet")
+    make_events(
+        [
+            dict(ts=at(2), customer_id="c1", event_type="purchase", category="shoes", amount=50.0),
+            dict(ts=at(10), customer_id="c1", event_type="purchase", category="bags", amount=30.0),  # past the horizon
+            dict(ts=at(-1), customer_id="c2", event_type="purchase", category="shoes", amount=20.0),  # before it
+            dict(ts=at(1), anonymous_id="dev9", event_type="page_view"),
+            dict(ts=at(3), anonymous_id="dev9", event_type="purchase", category="shoes", amount=12.5),  # c2's device
+            dict(ts=at(4), anonymous_id="dev9", customer_id="c2", event_type="login"),
+            dict(ts=at(20), customer_id="c9", event_type="page_view"),  # the data's clock
+        ]
+    ).to_parquet(paths.raw / "events.parquet")
     log = DecisionLog(paths.decisions)
     t0 = int(DAY0.timestamp())
-    log.record([("d1", t0, "c1", "web", "3", 0, "o_shoes", 0, 0.3, 1.5, 0.9, 0, "treatment", "o_shoes"),
-                ("d1", t0, "c1", "web", "3", 0, "o_bags", 1, 0.1, 0.4, 0.05, 1, "treatment", "o_shoes"),
-                ("d2", t0 + 60, "c2", "email", "3", 0, "o_shoes", 0, 0.2, 1.0, 1.0, 0, "treatment", "o_shoes"),
-                ("d3", int(at(17).timestamp()), "c1", "web", "3", 0, "o_shoes", 0, 0.3, 1.5, 0.9, 0, "treatment",
-                 "o_shoes")])
-    log.record_outcomes(make_events([
-        dict(ts=at(0.1), customer_id="c1", event_type="offer_click", offer_id="o_shoes", decision_id="d1"),
-        dict(ts=at(8), customer_id="c2", event_type="offer_click", offer_id="o_shoes", decision_id="d2")]))
+    log.record(
+        [
+            ("d1", t0, "c1", "web", "3", 0, "o_shoes", 0, 0.3, 1.5, 0.9, 0, "treatment", "o_shoes"),
+            ("d1", t0, "c1", "web", "3", 0, "o_bags", 1, 0.1, 0.4, 0.05, 1, "treatment", "o_shoes"),
+            ("d2", t0 + 60, "c2", "email", "3", 0, "o_shoes", 0, 0.2, 1.0, 1.0, 0, "treatment", "o_shoes"),
+            (
+                "d3",
+                int(at(17).timestamp()),
+                "c1",
+                "web",
+                "3",
+                0,
+                "o_shoes",
+                0,
+                0.3,
+                1.5,
+                0.9,
+                0,
+                "treatment",
+                "o_shoes",
+            ),
+        ]
+    )
+    log.record_outcomes(
+        make_events(
+            [
+                dict(ts=at(0.1), customer_id="c1", event_type="offer_click", offer_id="o_shoes", decision_id="d1"),
+                dict(ts=at(8), customer_id="c2", event_type="offer_click", offer_id="o_shoes", decision_id="d2"),
+            ]
+        )
+    )
     log.close()
     return paths
 
@@ -68,8 +99,13 @@ def test_a_devices_anonymous_purchase_counts_for_its_customer_and_late_clicks_do
 
 def test_a_purchase_kept_only_in_the_event_lake_counts(home, make_events):
     from features.lake import append_to_lake
-    append_to_lake(home, make_events([dict(ts=at(1), customer_id="c1", event_type="purchase", category="bags",
-                                           amount=7.0, event_id="posted-1")]))
+
+    append_to_lake(
+        home,
+        make_events(
+            [dict(ts=at(1), customer_id="c1", event_type="purchase", category="bags", amount=7.0, event_id="posted-1")]
+        ),
+    )
     bags = exposures_from_log(home, horizon_days=7).set_index(["decision_id", "offer_id"]).loc[("d1", "o_bags")]
     assert (bags["converted"], bags["revenue"], bags["revenue_any"]) == (True, 7.0, 57.0)
 
@@ -93,6 +129,7 @@ def test_logged_propensities_and_intended_offers_are_carried(home):
 
 def test_a_log_without_groups_counts_every_slot_as_treated_and_meant(home):
     import sqlite3
+
     with sqlite3.connect(home.decisions) as db:
         db.execute('ALTER TABLE decisions DROP COLUMN "group"')
         db.execute("ALTER TABLE decisions DROP COLUMN intended_offer_id")
@@ -103,15 +140,27 @@ def test_a_log_without_groups_counts_every_slot_as_treated_and_meant(home):
 
 def test_control_slots_become_control_rows_with_their_intended_offer():
     t0 = int(DAY0.timestamp())
-    decisions = pd.DataFrame({
-        "decision_id": ["a", "b", "c", "d"], "ts": [t0] * 4, "customer_id": ["c1", "c2", "c3", "c4"],
-        "channel": ["email"] * 4, "model_version": ["1"] * 4, "fallback": [0] * 4,
-        "offer_id": ["o_shoes", "o_bags", None, "o_shoes"], "rank": [0] * 4, "score": [0.1] * 4,
-        "expected_value": [0.1] * 4, "propensity": [0.9, 0.05, 1.0, 0.9], "explored": [0, 1, 0, 0],
-        "group": ["treatment", "treatment", "control", "treatment"],
-        "intended_offer_id": [None, "o_shoes", "o_bags", None]})
-    purchases = pd.DataFrame({"customer_id": ["c3", "c2"], "ts": [at(1), at(1)], "category": ["bags", "shoes"],
-                              "amount": [40.0, 10.0]})
+    decisions = pd.DataFrame(
+        {
+            "decision_id": ["a", "b", "c", "d"],
+            "ts": [t0] * 4,
+            "customer_id": ["c1", "c2", "c3", "c4"],
+            "channel": ["email"] * 4,
+            "model_version": ["1"] * 4,
+            "fallback": [0] * 4,
+            "offer_id": ["o_shoes", "o_bags", None, "o_shoes"],
+            "rank": [0] * 4,
+            "score": [0.1] * 4,
+            "expected_value": [0.1] * 4,
+            "propensity": [0.9, 0.05, 1.0, 0.9],
+            "explored": [0, 1, 0, 0],
+            "group": ["treatment", "treatment", "control", "treatment"],
+            "intended_offer_id": [None, "o_shoes", "o_bags", None],
+        }
+    )
+    purchases = pd.DataFrame(
+        {"customer_id": ["c3", "c2"], "ts": [at(1), at(1)], "category": ["bags", "shoes"], "amount": [40.0, 10.0]}
+    )
     categories = pd.Series({"o_shoes": "shoes", "o_bags": "bags"})
     found = build_exposures(decisions, pd.DataFrame(), purchases, categories, 7, at(30)).set_index("decision_id")
     control = found.loc["c"]
@@ -133,12 +182,24 @@ def test_a_log_of_the_simulators_exposures_gives_back_its_outcomes(tmp_path):
     truth = pd.read_parquet(paths.raw / "exposures.parquet")
     truth = truth[truth["horizon_complete"]].reset_index(drop=True)
     control = truth["offer_id"] == CONTROL
-    decisions = pd.DataFrame({
-        "decision_id": [f"x{i}" for i in range(len(truth))], "ts": to_seconds(truth["ts"]),
-        "customer_id": truth["customer_id"], "channel": truth["channel"], "model_version": "sim", "fallback": 0,
-        "offer_id": truth["offer_id"].where(~control, None), "rank": 0, "score": 0.0, "expected_value": 0.0,
-        "propensity": np.where(control, 1.0, truth["propensity"] / 0.8), "explored": 0,
-        "group": np.where(control, "control", "treatment"), "intended_offer_id": truth["intended_offer_id"]})
+    decisions = pd.DataFrame(
+        {
+            "decision_id": [f"x{i}" for i in range(len(truth))],
+            "ts": to_seconds(truth["ts"]),
+            "customer_id": truth["customer_id"],
+            "channel": truth["channel"],
+            "model_version": "sim",
+            "fallback": 0,
+            "offer_id": truth["offer_id"].where(~control, None),
+            "rank": 0,
+            "score": 0.0,
+            "expected_value": 0.0,
+            "propensity": np.where(control, 1.0, truth["propensity"] / 0.8),
+            "explored": 0,
+            "group": np.where(control, "control", "treatment"),
+            "intended_offer_id": truth["intended_offer_id"],
+        }
+    )
     log = DecisionLog(paths.decisions)
     log.record(list(decisions.itertuples(index=False, name=None)))
     log.close()
@@ -156,5 +217,6 @@ def test_uplift_train_from_an_empty_log_says_so(tmp_path):
     from typer.testing import CliRunner
 
     from nbo.cli import app
+
     result = CliRunner().invoke(app, ["uplift", "train", "--from-log", "--home", str(tmp_path)])
     assert result.exit_code == 2 and "holds no decisions yet" in result.output

@@ -99,21 +99,31 @@ def data_under_legends(figure: Figure) -> list[str]:
     FigureCanvasAgg(figure).draw()
     legends = [*figure.legends, *(ax.get_legend() for ax in figure.axes if ax.get_legend() is not None)]
     boxes = [legend.get_window_extent() for legend in legends]
-    covered = [f"legend {i} outside the figure" for i, box in enumerate(boxes)
-               if box.x0 < 0 or box.y0 < 0 or box.x1 > figure.bbox.x1 or box.y1 > figure.bbox.y1]
+    covered = [
+        f"legend {i} outside the figure"
+        for i, box in enumerate(boxes)
+        if box.x0 < 0 or box.y0 < 0 or box.x1 > figure.bbox.x1 or box.y1 > figure.bbox.y1
+    ]
     for ax in figure.axes:
         for line in ax.get_lines():
             corners = ax.transData.transform(line.get_xydata())
             corners = corners[np.isfinite(corners).all(axis=1)]
             steps = np.linspace(0, 1, 25)[:, None, None]
-            points = (corners[:-1] + steps * (corners[1:] - corners[:-1])).reshape(-1, 2) if len(corners) > 1 \
-                else corners
-            covered += [f"{ax.get_title()}: line {line.get_label()}" for box in boxes
-                        if ((points >= [box.x0, box.y0]) & (points <= [box.x1, box.y1])).all(axis=1).any()]
+            points = (
+                (corners[:-1] + steps * (corners[1:] - corners[:-1])).reshape(-1, 2) if len(corners) > 1 else corners
+            )
+            covered += [
+                f"{ax.get_title()}: line {line.get_label()}"
+                for box in boxes
+                if ((points >= [box.x0, box.y0]) & (points <= [box.x1, box.y1])).all(axis=1).any()
+            ]
         for bar in ax.patches:
             extent = bar.get_window_extent()
-            covered += [f"{ax.get_title()}: a bar" for box in boxes
-                        if extent.width > 0 and extent.height > 0 and box.overlaps(extent)]
+            covered += [
+                f"{ax.get_title()}: a bar"
+                for box in boxes
+                if extent.width > 0 and extent.height > 0 and box.overlaps(extent)
+            ]
     return covered
 
 
@@ -171,8 +181,27 @@ def test_report_links_the_programme_performance_page_once_decisions_are_logged(t
     control = control_mask(customers, ControlGroup(share=0.3))
     start = int((pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=30)).timestamp())
     log = DecisionLog(paths.decisions)
-    log.record([(f"d{i}", start + i, c, "web", "1", 0, None if held else "o1", 0, 0.1, 1.0, 1.0, 0,
-                 "control" if held else "treatment", "o1") for i, (c, held) in enumerate(zip(customers, control))])
+    log.record(
+        [
+            (
+                f"d{i}",
+                start + i,
+                c,
+                "web",
+                "1",
+                0,
+                None if held else "o1",
+                0,
+                0.1,
+                1.0,
+                1.0,
+                0,
+                "control" if held else "treatment",
+                "o1",
+            )
+            for i, (c, held) in enumerate(zip(customers, control))
+        ]
+    )
     log.close()
     html = write_report(paths, result["version"], tmp_path / "reports" / "model.html").read_text()
     assert '<a href="performance.html">' in html

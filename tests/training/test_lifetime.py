@@ -1,4 +1,5 @@
 """Lifetime value from the retailer's purchases: stitching, cutoffs, tiers, the MLflow run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,12 @@ import pandas as pd
 import pytest
 
 from training.lifetime import (
-    EXPERIMENT, behaviour_at, fit_lifetime, plan_cutoffs, predict_lifetime, purchase_transactions,
+    EXPERIMENT,
+    behaviour_at,
+    fit_lifetime,
+    plan_cutoffs,
+    predict_lifetime,
+    purchase_transactions,
 )
 
 
@@ -20,18 +26,25 @@ def make_purchases(n: int = 400, days: int = 180, seed: int = 0) -> pd.DataFrame
     rows = [(f"c{i}", day) for i in range(n) for day in np.flatnonzero(rng.random(days) < rates[i])]
     frame = pd.DataFrame(rows, columns=["customer_id", "day"])
     start = pd.Timestamp("2025-01-01", tz="UTC")
-    return pd.DataFrame({"customer_id": frame["customer_id"], "ts": start + pd.to_timedelta(frame["day"], unit="D"),
-                         "amount": rng.gamma(4.0, 5.0, len(frame))})
+    return pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"],
+            "ts": start + pd.to_timedelta(frame["day"], unit="D"),
+            "amount": rng.gamma(4.0, 5.0, len(frame)),
+        }
+    )
 
 
 def test_anonymous_purchases_count_for_the_customer_who_later_logs_in(make_events):
-    events = make_events([
-        dict(ts="2025-03-01 09:00", anonymous_id="phone", event_type="purchase", category="shoes", amount=40.0),
-        dict(ts="2025-03-02 20:00", anonymous_id="phone", customer_id="c1", event_type="login"),
-        dict(ts="2025-03-03 10:00", anonymous_id="till", customer_id="c2", event_type="purchase", amount=15.0),
-        dict(ts="2025-03-04 10:00", anonymous_id="tablet", event_type="purchase", category="shoes", amount=9.0),
-        dict(ts="2025-03-05 10:00", anonymous_id="till", customer_id="c2", event_type="product_view"),
-    ])
+    events = make_events(
+        [
+            dict(ts="2025-03-01 09:00", anonymous_id="phone", event_type="purchase", category="shoes", amount=40.0),
+            dict(ts="2025-03-02 20:00", anonymous_id="phone", customer_id="c1", event_type="login"),
+            dict(ts="2025-03-03 10:00", anonymous_id="till", customer_id="c2", event_type="purchase", amount=15.0),
+            dict(ts="2025-03-04 10:00", anonymous_id="tablet", event_type="purchase", category="shoes", amount=9.0),
+            dict(ts="2025-03-05 10:00", anonymous_id="till", customer_id="c2", event_type="product_view"),
+        ]
+    )
     tx = purchase_transactions(events)
     assert tx[["customer_id", "amount"]].values.tolist() == [["c1", 40.0], ["c2", 15.0]]  # the tablet: nobody
 
@@ -91,21 +104,48 @@ def test_nbo_train_fits_lifetime_value_or_says_why_not(trained_home, make_events
     assert done.exit_code == 0 and paths.lifetime.exists() and "AUC of buying again" in done.output
     short = get_paths(tmp_path)
     short.raw.mkdir(parents=True)
-    make_events([dict(ts="2025-03-01", anonymous_id="till", customer_id="c1", event_type="purchase", amount=5.0),
-                 dict(ts="2025-03-04", anonymous_id="till", customer_id="c1", event_type="purchase", amount=9.0)],
-                ).to_parquet(short.raw / "events.parquet")
+    make_events(
+        [
+            dict(ts="2025-03-01", anonymous_id="till", customer_id="c1", event_type="purchase", amount=5.0),
+            dict(ts="2025-03-04", anonymous_id="till", customer_id="c1", event_type="purchase", amount=9.0),
+        ],
+    ).to_parquet(short.raw / "events.parquet")
     warned = CliRunner().invoke(app, ["train", "--home", str(short.home)])
     assert warned.exit_code == 0 and "value tiers stay on 365-day revenue" in warned.output
     assert "at least 28 days" in warned.output and not short.lifetime.exists()
 
 
 def test_behaviour_at_a_cutoff_ignores_later_events(make_events):
-    before = [dict(ts="2025-03-01 09:00", anonymous_id="phone", customer_id="c1", event_type="product_view",
-                   category="shoes", channel="web"),
-              dict(ts="2025-03-02 09:00", anonymous_id="phone", customer_id="c1", event_type="purchase",
-                   category="shoes", channel="web", amount=30.0)]
-    later = [dict(ts=f"2025-03-2{day} 09:00", anonymous_id="phone", customer_id="c1", event_type="product_view",
-                  category="shoes", channel="web") for day in range(3)]
+    before = [
+        dict(
+            ts="2025-03-01 09:00",
+            anonymous_id="phone",
+            customer_id="c1",
+            event_type="product_view",
+            category="shoes",
+            channel="web",
+        ),
+        dict(
+            ts="2025-03-02 09:00",
+            anonymous_id="phone",
+            customer_id="c1",
+            event_type="purchase",
+            category="shoes",
+            channel="web",
+            amount=30.0,
+        ),
+    ]
+    later = [
+        dict(
+            ts=f"2025-03-2{day} 09:00",
+            anonymous_id="phone",
+            customer_id="c1",
+            event_type="product_view",
+            category="shoes",
+            channel="web",
+        )
+        for day in range(3)
+    ]
     cutoff = pd.Timestamp("2025-03-10", tz="UTC")
     alone = behaviour_at(make_events(before), [cutoff])(cutoff)
     with_later = behaviour_at(make_events(before + later), [cutoff])(cutoff)

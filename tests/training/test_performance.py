@@ -20,8 +20,14 @@ START = int(pd.Timestamp("2026-03-02", tz="UTC").timestamp())  # a Monday: weeks
 MEAN_AMOUNT = 40.0
 
 
-def synthetic(n: int, p_treated: float, p_control: float, seed: int, share: float = 0.2,
-              channels: tuple[str, ...] = ("web", "email")) -> tuple[pd.DataFrame, pd.DataFrame]:
+def synthetic(
+    n: int,
+    p_treated: float,
+    p_control: float,
+    seed: int,
+    share: float = 0.2,
+    channels: tuple[str, ...] = ("web", "email"),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A decision log and purchases: each customer's first decision falls in one of three weeks, on one channel;
     within the 7 days after it they buy (amount exponential, mean MEAN_AMOUNT) with their group's probability.
     Purchases before the first decision and after the horizon (larger for the treatment group) must not count."""
@@ -35,15 +41,38 @@ def synthetic(n: int, p_treated: float, p_control: float, seed: int, share: floa
     for ts_list in (first, later):
         for i in range(n):
             group = "control" if control[i] else "treatment"
-            rows.append((f"d{i}-{ts_list[i]}", int(ts_list[i]), ids[i], channel[i], "1", 0,
-                         None if control[i] else "o1", 0, 0.1, 1.0, 1.0, 0, group, f"o{1 + i % 3}"))
+            rows.append(
+                (
+                    f"d{i}-{ts_list[i]}",
+                    int(ts_list[i]),
+                    ids[i],
+                    channel[i],
+                    "1",
+                    0,
+                    None if control[i] else "o1",
+                    0,
+                    0.1,
+                    1.0,
+                    1.0,
+                    0,
+                    group,
+                    f"o{1 + i % 3}",
+                )
+            )
     decisions = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
     p = np.where(control, p_control, p_treated)
     buys = rng.random(n) < p
-    bought = [pd.DataFrame({"customer_id": ids[buys], "ts": first[buys] + rng.integers(0, 7 * DAY, buys.sum()),
-                            "amount": rng.exponential(MEAN_AMOUNT, buys.sum())}),
-              pd.DataFrame({"customer_id": ids, "ts": first - DAY, "amount": 500.0}),  # before: not counted
-              pd.DataFrame({"customer_id": ids[~control], "ts": first[~control] + 7 * DAY + 1, "amount": 900.0})]
+    bought = [
+        pd.DataFrame(
+            {
+                "customer_id": ids[buys],
+                "ts": first[buys] + rng.integers(0, 7 * DAY, buys.sum()),
+                "amount": rng.exponential(MEAN_AMOUNT, buys.sum()),
+            }
+        ),
+        pd.DataFrame({"customer_id": ids, "ts": first - DAY, "amount": 500.0}),  # before: not counted
+        pd.DataFrame({"customer_id": ids[~control], "ts": first[~control] + 7 * DAY + 1, "amount": 900.0}),
+    ]
     return decisions, pd.concat(bought, ignore_index=True)
 
 
@@ -73,10 +102,16 @@ def test_without_an_effect_the_interval_contains_zero():
 def test_breakdowns_split_the_customers_and_their_sums():
     decisions, purchases = synthetic(3000, 0.30, 0.25, seed=3)
     even = [f"c{i:06d}" for i in range(0, 3000, 2)]
-    activity = pd.DataFrame({"customer_id": even * 2, "cutoff": [START - DAY] * 1500 + [START + 30 * DAY] * 1500,
-                             "activity_tier": ["active"] * 1500 + ["very_active"] * 1500})  # the second: too late
-    report = measure_performance(decisions, purchases, END, activity,
-                                 pd.DataFrame({"customer_id": even, "value_tier": "great"}))
+    activity = pd.DataFrame(
+        {
+            "customer_id": even * 2,
+            "cutoff": [START - DAY] * 1500 + [START + 30 * DAY] * 1500,
+            "activity_tier": ["active"] * 1500 + ["very_active"] * 1500,
+        }
+    )  # the second: too late
+    report = measure_performance(
+        decisions, purchases, END, activity, pd.DataFrame({"customer_id": even, "value_tier": "great"})
+    )
     overall = report["overall"]
     assert list(report["week"]) == ["2026-W10", "2026-W11", "2026-W12"]
     assert set(report["channel"]) == {"web", "email"} and set(report["offer"]) == {"o1", "o2", "o3"}
@@ -90,10 +125,17 @@ def test_breakdowns_split_the_customers_and_their_sums():
 
 
 def test_the_activity_tier_is_the_one_before_the_first_decision():
-    activity = pd.DataFrame({"customer_id": ["a", "a", "b"], "cutoff": [START - 7 * DAY, START + 3 * DAY, START + DAY],
-                             "activity_tier": ["inactive", "active", "very_active"]})
-    units = pd.DataFrame({"customer_id": ["a", "a", "b", "c"], "ts": [START + 5 * DAY, START + DAY, START, START]},
-                         index=[10, 11, 12, 13])
+    activity = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b"],
+            "cutoff": [START - 7 * DAY, START + 3 * DAY, START + DAY],
+            "activity_tier": ["inactive", "active", "very_active"],
+        }
+    )
+    units = pd.DataFrame(
+        {"customer_id": ["a", "a", "b", "c"], "ts": [START + 5 * DAY, START + DAY, START, START]},
+        index=[10, 11, 12, 13],
+    )
     assert tier_before(units, activity).tolist() == ["active", "inactive", "unknown", "unknown"]
 
 
@@ -146,10 +188,16 @@ def test_the_command_measures_a_home(tmp_path):
     log.record(list(decisions.itertuples(index=False, name=None)))
     log.close()
     paths.raw.mkdir(parents=True)
-    events = pd.DataFrame({"event_id": [f"e{i}" for i in range(len(purchases))],
-                           "customer_id": purchases["customer_id"],
-                           "ts": pd.to_datetime(purchases["ts"], unit="s", utc=True), "event_type": "purchase",
-                           "amount": purchases["amount"], "channel": "web"})
+    events = pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(len(purchases))],
+            "customer_id": purchases["customer_id"],
+            "ts": pd.to_datetime(purchases["ts"], unit="s", utc=True),
+            "event_type": "purchase",
+            "amount": purchases["amount"],
+            "channel": "web",
+        }
+    )
     last = events["ts"].max()
     events.to_parquet(paths.raw / "events.parquet")
     result = CliRunner().invoke(app, ["performance", "--home", str(tmp_path), "--json"])

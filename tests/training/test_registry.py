@@ -8,8 +8,7 @@ from typer.testing import CliRunner
 from nbo.cli import app
 from nbo.config import MODEL_NAME, get_paths
 from training.pyfunc import LoadedModel, log_pyfunc
-from training.registry import (champion_history, connect, get_alias_version, load_model, open_client, promote,
-                               rollback)
+from training.registry import champion_history, connect, get_alias_version, load_model, open_client, promote, rollback
 
 
 @pytest.fixture(scope="module")
@@ -120,16 +119,18 @@ def test_the_standard_mlflow_load_scores_exactly_what_the_service_serves(trained
         standard.predict(rows.drop(columns=served.meta["features"][3]))
 
 
-def test_a_champion_logged_as_plain_lightgbm_is_refused_and_a_new_model_is_not_gated_by_it(tmp_path, champion,
-                                                                                            trained_home):
+def test_a_champion_logged_as_plain_lightgbm_is_refused_and_a_new_model_is_not_gated_by_it(
+    tmp_path, champion, trained_home
+):
     """A version logged before the pyfunc (the booster alone): not servable, and no gate for the next training."""
     from training.dataset import load_training_set, split_by_time
     from training.train import champion_score
 
     client = connect(get_paths(tmp_path))
     with mlflow.start_run():
-        info = mlflow.lightgbm.log_model(champion[0], name="model", registered_model_name=MODEL_NAME,
-                                         pip_requirements=[])
+        info = mlflow.lightgbm.log_model(
+            champion[0], name="model", registered_model_name=MODEL_NAME, pip_requirements=[]
+        )
     old = str(info.registered_model_version)
     with pytest.raises(ValueError, match=f"version {old} cannot be loaded: .*no purchase-intent pyfunc"):
         promote(client, old)

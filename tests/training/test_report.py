@@ -35,8 +35,9 @@ def test_training_logs_a_report_with_every_model_segments_oracle_and_plots(train
     assert share["lightgbm"] > share["popularity"] > share["random"]
     assert result["metrics"]["oracle_share_lightgbm"] == share["lightgbm"]
     files = {f.path for f in client.list_artifacts(run_id, "evaluation")}
-    assert {f"evaluation/{n}.png" for n in ("feature_importance", "calibration_curve", "cumulative_gain",
-                                            "segment_metrics")} <= files
+    assert {
+        f"evaluation/{n}.png" for n in ("feature_importance", "calibration_curve", "cumulative_gain", "segment_metrics")
+    } <= files
 
 
 def test_the_registered_calibrator_is_loaded_and_applied(trained_home):

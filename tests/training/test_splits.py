@@ -8,18 +8,13 @@ SPLITS = [np.array([0.5, 2.0]), None, False, np.array([-1.0])]  # thresholds, ca
 
 
 def test_keys_give_the_bucket_the_zero_flag_the_code_and_missing():
-    rows = np.array([[0.0, 3.0, 9.0, -2.0],
-                     [1.0, np.nan, 9.0, 0.5],
-                     [np.nan, 1.0, 9.0, -1.0]])
-    assert split_keys(rows, tabulate_splits(SPLITS)).tolist() == [[1, 3, 0, 0],
-                                                                    [2, -1, 0, 2],
-                                                                    [-1, 1, 0, 0]]
+    rows = np.array([[0.0, 3.0, 9.0, -2.0], [1.0, np.nan, 9.0, 0.5], [np.nan, 1.0, 9.0, -1.0]])
+    assert split_keys(rows, tabulate_splits(SPLITS)).tolist() == [[1, 3, 0, 0], [2, -1, 0, 2], [-1, 1, 0, 0]]
 
 
 def test_a_request_and_a_batch_get_the_same_keys():
     rng = np.random.default_rng(4)
-    splits = [np.sort(rng.normal(size=rng.integers(1, 20))) if j % 3 else (None if j % 2 else False)
-              for j in range(30)]
+    splits = [np.sort(rng.normal(size=rng.integers(1, 20))) if j % 3 else (None if j % 2 else False) for j in range(30)]
     rows = rng.normal(size=(300, 30))
     rows[rng.random(rows.shape) < 0.1] = np.nan
     rows[rng.random(rows.shape) < 0.1] = 0.0

@@ -46,13 +46,17 @@ def test_the_training_run_is_named_and_tagged_with_its_data_span_commit_and_feat
 def test_a_model_that_does_not_beat_the_champion_stays_challenger(trained_home, monkeypatch, gate_metric):
     paths, first = trained_home
     import training.train as module
+
     monkeypatch.setattr(module, "PARAMS", {**module.PARAMS, "num_leaves": 2, "learning_rate": 0.001})
     second = train(paths, gate_metric)
     client = MlflowClient(paths.tracking_uri)
     assert not second["promoted"] and second["gate_metric"] == gate_metric
     worse = second["metrics"][gate_metric]
-    assert (second["champion_metric_before"] < worse) if gate_metric == "test_log_loss" else \
-        (second["champion_metric_before"] > worse)  # log loss: lower is better
+    assert (
+        (second["champion_metric_before"] < worse)
+        if gate_metric == "test_log_loss"
+        else (second["champion_metric_before"] > worse)
+    )  # log loss: lower is better
     assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == first["version"]
     assert str(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == second["version"]
 
@@ -86,6 +90,12 @@ def test_the_same_data_trains_to_the_same_metrics(trained_home):
     paths, first = trained_home
     again = train(paths)
     assert again["metrics"]["best_iteration"] == first["metrics"]["best_iteration"]
-    for key in ("test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "oracle_share_lightgbm"):  # up to summation order
+    for key in (
+        "test_auc",
+        "test_log_loss",
+        "test_ece",
+        "test_ndcg_at_3",
+        "oracle_share_lightgbm",
+    ):  # up to summation order
         assert again["metrics"][key] == pytest.approx(first["metrics"][key], rel=1e-12, abs=1e-15), key
     assert not again["promoted"]  # as good is not better

@@ -14,8 +14,14 @@ import training.commands
 from nbo.cli import app
 from training.commands import describe_gate, working
 
-LIFETIME = {"customers": 800, "file": "lifetime.parquet", "tiers": {"great": 160, "good": 320, "meh": 320},
-            "holdout_auc": 0.77, "holdout_rmse": 1.8, "holdout_total_error": -0.05}
+LIFETIME = {
+    "customers": 800,
+    "file": "lifetime.parquet",
+    "tiers": {"great": 160, "good": 320, "meh": 320},
+    "holdout_auc": 0.77,
+    "holdout_rmse": 1.8,
+    "holdout_total_error": -0.05,
+}
 
 
 @pytest.fixture
@@ -58,15 +64,30 @@ def test_train_json_keeps_every_metric_for_machines(quick_train):
     assert result["version"] == trained["version"] and "promoted" in result
 
 
-@pytest.mark.parametrize("before, promoted, verdict", [
-    (None, True, "gate (test_auc): no champion before; v3 (0.8123) is the champion"),
-    ("2", True, "gate (test_auc): v3 0.8123 against champion v2 0.8000: [green]promoted[/], v3 is the champion"),
-    ("2", False, ("gate (test_auc): v3 0.8123 against champion v2 0.8000: [yellow]not promoted[/], v2 stays "
-                  "champion, v3 is challenger")),
-])
+@pytest.mark.parametrize(
+    "before, promoted, verdict",
+    [
+        (None, True, "gate (test_auc): no champion before; v3 (0.8123) is the champion"),
+        ("2", True, "gate (test_auc): v3 0.8123 against champion v2 0.8000: [green]promoted[/], v3 is the champion"),
+        (
+            "2",
+            False,
+            (
+                "gate (test_auc): v3 0.8123 against champion v2 0.8000: [yellow]not promoted[/], v2 stays "
+                "champion, v3 is challenger"
+            ),
+        ),
+    ],
+)
 def test_the_gates_verdict_says_which_version_is_champion(before, promoted, verdict):
-    result = {"version": "3", "gate_metric": "test_auc", "metrics": {"test_auc": 0.8123}, "promoted": promoted,
-              "champion_before": before, "champion_metric_before": 0.8 if before else None}
+    result = {
+        "version": "3",
+        "gate_metric": "test_auc",
+        "metrics": {"test_auc": 0.8123},
+        "promoted": promoted,
+        "champion_before": before,
+        "champion_metric_before": 0.8 if before else None,
+    }
     assert describe_gate(result) == verdict
 
 

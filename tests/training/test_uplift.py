@@ -10,8 +10,17 @@ import pytest
 
 from features.simulate import load_truth, simulate
 from serving.rules import control_group_from_env, control_mask
-from training.uplift import (build_candidates, build_offer_table, fit_uplift, join_customers, predict_uplift,
-                             prepare_exposures, save_uplift, select_campaign, validate_inputs)
+from training.uplift import (
+    build_candidates,
+    build_offer_table,
+    fit_uplift,
+    join_customers,
+    predict_uplift,
+    prepare_exposures,
+    save_uplift,
+    select_campaign,
+    validate_inputs,
+)
 from training.uplift_campaign import booster_predictors, compile_predictors, score_best_offers
 from training.uplift_commands import campaign
 from training.uplift_eval import evaluate_uplift, split_exposures
@@ -29,8 +38,16 @@ def simulated(tmp_path_factory):
     table = build_offer_table(exposures, offers)
     model = fit_uplift(customers, train, table, "converted")
     report = evaluate_uplift(model, customers, table, test, 0.3, load_truth(raw).uplift, frame, n_boot=30)
-    return {"customers": customers, "offers": offers, "train": train, "test": test, "model": model,
-            "report": report, "frame": frame, "table": table}
+    return {
+        "customers": customers,
+        "offers": offers,
+        "train": train,
+        "test": test,
+        "model": model,
+        "report": report,
+        "frame": frame,
+        "table": table,
+    }
 
 
 def test_time_split_holds_out_the_last_campaigns(simulated):
@@ -72,8 +89,13 @@ def test_campaign_respects_budget_and_eligibility(simulated):
 
 
 def test_select_campaign_keeps_each_customers_best_positive_offer():
-    scores = pd.DataFrame({"customer_id": ["a", "a", "b", "c", "d"], "offer_id": ["x", "y", "x", "y", "x"],
-                           "expected_value": [1.0, 3.0, 2.0, -1.0, 0.5]})
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b", "c", "d"],
+            "offer_id": ["x", "y", "x", "y", "x"],
+            "expected_value": [1.0, 3.0, 2.0, -1.0, 0.5],
+        }
+    )
     chosen = select_campaign(scores, 0.5)
     assert chosen[["customer_id", "offer_id"]].values.tolist() == [["a", "y"], ["b", "x"]]
     assert select_campaign(scores, 1.0)["customer_id"].tolist() == ["a", "b", "d"]
@@ -90,24 +112,26 @@ def publish_proven(model, folder) -> None:
 def select_every_pair(model, customers, offers, channel, now, budget, segment=None) -> pd.DataFrame:
     """The straightforward selection: every eligible pair scored, then select_campaign."""
     scores, eligible = build_candidates(model, customers, offers, channel, now, segment)
-    return select_campaign(scores, budget, eligible).astype({"uplift": float, "value": float,
-                                                              "expected_value": float})
+    return select_campaign(scores, budget, eligible).astype({"uplift": float, "value": float, "expected_value": float})
 
 
-@pytest.mark.parametrize(("channel", "segment", "budget"),
-                         [("email", None, 1.0), ("sms", {"lifecycle_stage": "active"}, 0.1)])
+@pytest.mark.parametrize(
+    ("channel", "segment", "budget"), [("email", None, 1.0), ("sms", {"lifecycle_stage": "active"}, 0.1)]
+)
 def test_best_offers_select_the_rows_of_scoring_every_pair(simulated, channel, segment, budget):
     customers, offers, model = simulated["customers"], simulated["offers"], simulated["model"]
     now = pd.Timestamp("2025-05-20 06:00", tz="UTC")
     seen = []
-    best, eligible = score_best_offers(model, customers, offers, channel, now, segment,
-                                       lambda done, total: seen.append((done, total)))
+    best, eligible = score_best_offers(
+        model, customers, offers, channel, now, segment, lambda done, total: seen.append((done, total))
+    )
     assert best["customer_id"].is_unique and len(best) == eligible
     assert seen[-1][0] == seen[-1][1] > 0 and [d for d, _ in seen] == sorted(d for d, _ in seen)
     expected = select_every_pair(model, customers, offers, channel, now, budget, segment)
     assert len(expected) > 0
-    pd.testing.assert_frame_equal(select_campaign(best, budget, eligible), expected, check_dtype=False,
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        select_campaign(best, budget, eligible), expected, check_dtype=False, check_exact=True
+    )
 
 
 def test_campaign_command_writes_the_selection(simulated, tmp_path):
@@ -121,8 +145,9 @@ def test_campaign_command_writes_the_selection(simulated, tmp_path):
     group = control_group_from_env()  # no campaign reaches the control group
     control = control_mask(customers["customer_id"], group)
     assert control.any() and not control_mask(written["customer_id"], group).any()
-    expected = select_every_pair(model, customers[~control], offers, "email",
-                                 pd.Timestamp("2025-05-20 06:00", tz="UTC"), 0.2)
+    expected = select_every_pair(
+        model, customers[~control], offers, "email", pd.Timestamp("2025-05-20 06:00", tz="UTC"), 0.2
+    )
     assert written[["customer_id", "offer_id"]].values.tolist() == expected[["customer_id", "offer_id"]].values.tolist()
     assert np.allclose(written["expected_value"], expected["expected_value"], rtol=1e-12)
 
@@ -140,13 +165,20 @@ def test_campaign_command_filters_on_the_homes_value_tiers(simulated, tmp_path):
     publish_proven(model, tmp_path / "uplift")
     ids = customers["customer_id"]
     features = pd.DataFrame({"customer_id": ids, "cutoff": pd.Timestamp("2025-05-01", tz="UTC")})
-    write_training_set(TrainingSet(pd.DataFrame(), features.assign(**dict.fromkeys(TIER_FEATURES, 1.0))),
-                       paths.training_set)
+    write_training_set(
+        TrainingSet(pd.DataFrame(), features.assign(**dict.fromkeys(TIER_FEATURES, 1.0))), paths.training_set
+    )
     paths.training_set.with_suffix(".json").write_text("{}")
     great = set(ids.iloc[::3])
     pd.DataFrame({"customer_id": sorted(great), "value_tier": "great"}).to_parquet(paths.lifetime)
-    campaign(1.0, segment=["value_tier=great"], channel="email", now="2025-05-20T06:00", home=tmp_path,
-             out=tmp_path / "plan.csv")
+    campaign(
+        1.0,
+        segment=["value_tier=great"],
+        channel="email",
+        now="2025-05-20T06:00",
+        home=tmp_path,
+        out=tmp_path / "plan.csv",
+    )
     chosen = set(pd.read_csv(tmp_path / "plan.csv")["customer_id"])
     assert chosen and chosen <= great
 
@@ -182,15 +214,26 @@ def test_best_offers_reject_repeated_ids_and_missing_offer_inputs(simulated):
 def make_generic(n: int = 4000, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customers with a categorical tier; offer A works on gold customers only, B on nobody."""
     rng = np.random.default_rng(seed)
-    customers = pd.DataFrame({"customer_id": [f"u{i}" for i in range(n)],
-                              "tier": rng.choice(["gold", "basic"], n), "age": rng.integers(18, 80, n)})
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"u{i}" for i in range(n)],
+            "tier": rng.choice(["gold", "basic"], n),
+            "age": rng.integers(18, 80, n),
+        }
+    )
     offer = rng.choice(["A", "B", "control"], n, p=[0.4, 0.4, 0.2])
     gold = customers["tier"].to_numpy() == "gold"
     rate = 0.1 + 0.3 * ((offer == "A") & gold)
-    exposures = pd.DataFrame({"customer_id": customers["customer_id"], "offer_id": offer,
-                              "ts": pd.Timestamp("2025-03-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 60, n), "D"),
-                              "channel": "email", "propensity": np.where(offer == "control", 0.2, 0.4),
-                              "bought": (rng.random(n) < rate).astype(int)})
+    exposures = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"],
+            "offer_id": offer,
+            "ts": pd.Timestamp("2025-03-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 60, n), "D"),
+            "channel": "email",
+            "propensity": np.where(offer == "control", 0.2, 0.4),
+            "bought": (rng.random(n) < rate).astype(int),
+        }
+    )
     return customers, exposures
 
 
@@ -228,9 +271,12 @@ def check_best_offers_without_offer_inputs_in_control(model, people):
     now = pd.Timestamp("2025-04-01", tz="UTC")
     best, eligible = score_best_offers(model, people, offers, "email", now)
     assert set(best["offer_id"]) >= {"A", "B"} and best["expected_value"].duplicated().any()
-    pd.testing.assert_frame_equal(select_campaign(best, 1.0, eligible),
-                                  select_every_pair(model, people, offers, "email", now, 1.0),
-                                  check_dtype=False, check_exact=True)
+    pd.testing.assert_frame_equal(
+        select_campaign(best, 1.0, eligible),
+        select_every_pair(model, people, offers, "email", now, 1.0),
+        check_dtype=False,
+        check_exact=True,
+    )
 
 
 @pytest.mark.parametrize("column", ["customer_id", "offer_id", "propensity", "bought"])

@@ -29,8 +29,9 @@ def experiment(tmp_path_factory):
     paths = get_paths(tmp_path_factory.mktemp("experiment"))
     generate(customers=N, seed=3, start="2025-03-01", home=paths.home, setting="experiment")
     raw = {name: pd.read_parquet(paths.raw / f"{name}.parquet") for name in ("customers", "exposures", "offers")}
-    report = train_uplift(paths, raw["customers"], raw["exposures"], raw["offers"], "visit", budget=0.5,
-                          truth_dir=paths.raw, n_boot=30)
+    report = train_uplift(
+        paths, raw["customers"], raw["exposures"], raw["offers"], "visit", budget=0.5, truth_dir=paths.raw, n_boot=30
+    )
     return paths, raw, report
 
 
@@ -88,8 +89,9 @@ def test_the_published_model_is_refitted_on_every_row(experiment):
 def test_holdout_zero_fits_on_everything_and_targets_nobody_by_an_unproven_model(experiment, tmp_path):
     _, raw, _ = experiment
     paths = get_paths(tmp_path)
-    report = train_uplift(paths, raw["customers"], raw["exposures"], raw["offers"], "visit", holdout=0.0,
-                          budget=0.5, learners=("t",))
+    report = train_uplift(
+        paths, raw["customers"], raw["exposures"], raw["offers"], "visit", holdout=0.0, budget=0.5, learners=("t",)
+    )
     assert report["params"]["train_rows"] == report["params"]["final_rows"] == len(raw["exposures"])
     assert report["metrics"] == {} and not report["targeting"]["by_model"]
     assert "no held-out evaluation" in report["targeting"]["reason"]
@@ -112,8 +114,10 @@ def test_learners_are_chosen_by_cross_fitted_policy_value(experiment):
 
 def test_the_guard_passes_only_when_both_gains_are_confidently_positive():
     def gains(best_low: float, random_low: float) -> dict:
-        return {"model_gain_over_best_single_offer_dr": {"value": 0.02, "low": best_low, "high": 0.04},
-                "model_gain_over_random_dr": {"value": 0.03, "low": random_low, "high": 0.05}}
+        return {
+            "model_gain_over_best_single_offer_dr": {"value": 0.02, "low": best_low, "high": 0.04},
+            "model_gain_over_random_dr": {"value": 0.03, "low": random_low, "high": 0.05},
+        }
 
     effects = {"a": 0.05, "b": 0.07}
     assert decide_targeting(gains(0.001, 0.01), effects, 0.5, "visit")["by_model"]
@@ -141,8 +145,9 @@ def test_without_heterogeneity_the_campaign_sends_the_best_single_offer_and_says
     (paths.raw).mkdir(parents=True)
     raw["customers"].to_parquet(paths.raw / "customers.parquet")
     raw["offers"].to_parquet(paths.raw / "offers.parquet")
-    report = train_uplift(paths, raw["customers"], flat, raw["offers"], "visit", budget=0.5, n_boot=30,
-                          learners=("shared",))
+    report = train_uplift(
+        paths, raw["customers"], flat, raw["offers"], "visit", budget=0.5, n_boot=30, learners=("shared",)
+    )
     assert not report["targeting"]["by_model"]
     chosen, why, run = run_campaign(paths, tmp_path / "plan.csv")
     effects = report["targeting"]["offer_effects"]
@@ -156,13 +161,21 @@ def test_without_heterogeneity_the_campaign_sends_the_best_single_offer_and_says
 def test_with_a_clear_effect_the_campaign_targets_by_the_model(tmp_path):
     rng = np.random.default_rng(1)
     n = 6000
-    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)], "gold": rng.integers(0, 2, n),
-                              "age": rng.integers(18, 80, n)})
+    customers = pd.DataFrame(
+        {"customer_id": [f"c{i}" for i in range(n)], "gold": rng.integers(0, 2, n), "age": rng.integers(18, 80, n)}
+    )
     arm = rng.choice(["A", "B", "control"], n)
     rate = 0.1 + 0.25 * ((arm == "A") & (customers["gold"] == 1)) + 0.05 * (arm == "B")
-    exposures = pd.DataFrame({"customer_id": customers["customer_id"], "offer_id": arm,
-                              "ts": pd.Timestamp("2025-03-01 10:00", tz="UTC"), "channel": "email",
-                              "propensity": 1 / 3, "visit": (rng.random(n) < rate).astype(int)})
+    exposures = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"],
+            "offer_id": arm,
+            "ts": pd.Timestamp("2025-03-01 10:00", tz="UTC"),
+            "channel": "email",
+            "propensity": 1 / 3,
+            "visit": (rng.random(n) < rate).astype(int),
+        }
+    )
     offers = pd.DataFrame({"offer_id": ["A", "B"], "channels": "email"})
     paths = get_paths(tmp_path)
     paths.raw.mkdir(parents=True)
@@ -187,19 +200,26 @@ def test_the_command_says_which_split_it_used_and_why_campaigns_target_as_they_d
     home.raw.mkdir(parents=True)
     for name, table in raw.items():
         table.to_parquet(home.raw / f"{name}.parquet")
-    result = CliRunner().invoke(app, ["uplift", "train", "--outcome", "visit", "--learner", "t", "--bootstraps", "5",
-                                      "--home", str(home.home)], env={"COLUMNS": "300"})
+    result = CliRunner().invoke(
+        app,
+        ["uplift", "train", "--outcome", "visit", "--learner", "t", "--bootstraps", "5", "--home", str(home.home)],
+        env={"COLUMNS": "300"},
+    )
     assert result.exit_code == 0, result.output
     assert "one campaign date" in result.output and "--split customer" in result.output
     assert "campaigns target by" in result.output and f"all {N:,} rows" in result.output
-    bad = CliRunner().invoke(app, ["uplift", "train", "--outcome", "visit", "--holdout", "1", "--home",
-                                   str(home.home)], env={"COLUMNS": "300"})
+    bad = CliRunner().invoke(
+        app,
+        ["uplift", "train", "--outcome", "visit", "--holdout", "1", "--home", str(home.home)],
+        env={"COLUMNS": "300"},
+    )
     assert bad.exit_code == 2 and "--holdout" in bad.output
 
 
 def test_the_best_single_offer_goes_out_only_with_a_positive_estimated_effect():
-    best = pd.DataFrame({"customer_id": list("abcd"), "offer_id": "x", "uplift": 0.1, "value": 1.0,
-                         "expected_value": 0.1})
+    best = pd.DataFrame(
+        {"customer_id": list("abcd"), "offer_id": "x", "uplift": 0.1, "value": 1.0, "expected_value": 0.1}
+    )
     worth = pd.Series([2.0, 1.0], index=["x", "y"])
     targeting = {"by_model": False, "offer_effects": {"x": 0.02, "y": 0.05, "gone": 0.5}}  # "gone": not live
     chosen, sent = send_best_single_offer(best, targeting, worth, 0.5, 4)
