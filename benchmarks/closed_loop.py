@@ -48,7 +48,9 @@ def prepare_home(paths: Paths, customers: int, history_days: int, loop_days: int
     """Simulate the retailer's history up to the loop's day 0 (loop_days before today), build features, train the
     day-0 champion; return the loop's day 0 (midnight UTC)."""
     day0 = pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=loop_days)
-    simulate(paths.raw, customers, history_days, seed, start=(day0 - pd.Timedelta(days=history_days)).date().isoformat())
+    simulate(
+        paths.raw, customers, history_days, seed, start=(day0 - pd.Timedelta(days=history_days)).date().isoformat()
+    )
     build_features(paths, n_cutoffs=4, horizon_days=7)
     train(paths)
     return day0
@@ -89,11 +91,13 @@ def live_arm_day(world: World, plan: DayPlan, arm, ledger: Ledger) -> None:
     shown = []
     if len(plan.emailed):  # a week and a minute after the last e-mail: the weekly e-mail cap has passed
         at = midnight + 7 * HOUR + pd.Timedelta(minutes=plan.day // 7)
-        shown.append((plan.emailed, *arm.decide(world, plan, "email", plan.emailed, [None] * len(plan.emailed), at),
-                      "email"))
+        shown.append(
+            (plan.emailed, *arm.decide(world, plan, "email", plan.emailed, [None] * len(plan.emailed), at), "email")
+        )
     on_screen = [world.categories[v[-1]] for v in plan.views]
-    shown.append((plan.browsers, *arm.decide(world, plan, "web", plan.browsers, on_screen, midnight + 12 * HOUR),
-                  "web"))
+    shown.append(
+        (plan.browsers, *arm.decide(world, plan, "web", plan.browsers, on_screen, midnight + 12 * HOUR), "web")
+    )
     shown = [(c[o != NO_OFFER], o[o != NO_OFFER], d[o != NO_OFFER], ch) for c, o, d, ch in shown]
     for customers, offers, decisions, _ in shown:
         ledger.in_force.show(world.market, plan.day, customers, offers, decisions)
@@ -117,8 +121,7 @@ def live_arm_day(world: World, plan: DayPlan, arm, ledger: Ledger) -> None:
     ledger.clicks.append(int(clicks.sum()))
 
 
-def run(paths: Paths, days: int, customers: int, history_days: int, seed: int, out: Path,
-        retrain: bool = True) -> dict:
+def run(paths: Paths, days: int, customers: int, history_days: int, seed: int, out: Path, retrain: bool = True) -> dict:
     """Prepare the home, run the loop and the other arms side by side, and write the report and the plot."""
     began = time.perf_counter()
     day0 = prepare_home(paths, customers, history_days, days, seed)
@@ -133,8 +136,14 @@ def run(paths: Paths, days: int, customers: int, history_days: int, seed: int, o
     env = {"NBO_WORKERS": "2", "NBO_API_KEY": KEY, CLOCK_FILE: str(clock), "NBO_RELOAD_SECONDS": "1"}
     process = start_service(paths, port, paths.home / "service.log", env=env)
     url = f"http://127.0.0.1:{port}"
-    arms = [LoopArm(url, KEY, clock), frozen, RuleArm("popularity", catalogue, model.meta["popularity"]),
-            RuleArm("random", catalogue), RuleArm("typical_response", catalogue), RuleArm("oracle", catalogue)]
+    arms = [
+        LoopArm(url, KEY, clock),
+        frozen,
+        RuleArm("popularity", catalogue, model.meta["popularity"]),
+        RuleArm("random", catalogue),
+        RuleArm("typical_response", catalogue),
+        RuleArm("oracle", catalogue),
+    ]
     ledgers = {arm.name: Ledger(InForce.empty(len(world.market.customer_ids), len(world.categories))) for arm in arms}
     nights, measured = [], []
     prepared = time.perf_counter() - began
@@ -145,14 +154,30 @@ def run(paths: Paths, days: int, customers: int, history_days: int, seed: int, o
             for arm in arms:
                 live_arm_day(world, plan, arm, ledgers[arm.name])
             measured.append(measure_performance(paths, world, ledgers["loop"]))
-            print(f"day {day}: true incremental revenue: loop {ledgers['loop'].truth[-1]:.1f}, oracle "
-                  f"{ledgers['oracle'].truth[-1]:.1f}; measured {json.dumps(measured[-1])}", flush=True)
+            print(
+                f"day {day}: true incremental revenue: loop {ledgers['loop'].truth[-1]:.1f}, oracle "
+                f"{ledgers['oracle'].truth[-1]:.1f}; measured {json.dumps(measured[-1])}",
+                flush=True,
+            )
             if retrain and day < days - 1:
                 nights.append(retrain_night(paths, url, KEY))
-                print(f"night {day}: {nights[-1]['seconds']} s, ok {nights[-1]['ok']}, serving "
-                      f"{nights[-1]['serving']}, ranking {json.dumps(nights[-1]['ranking'])}", flush=True)
-            report = summarise(world, ledgers, measured, nights, day + 1, customers, history_days, seed,
-                               seconds=time.perf_counter() - began, prepare_seconds=prepared)
+                print(
+                    f"night {day}: {nights[-1]['seconds']} s, ok {nights[-1]['ok']}, serving "
+                    f"{nights[-1]['serving']}, ranking {json.dumps(nights[-1]['ranking'])}",
+                    flush=True,
+                )
+            report = summarise(
+                world,
+                ledgers,
+                measured,
+                nights,
+                day + 1,
+                customers,
+                history_days,
+                seed,
+                seconds=time.perf_counter() - began,
+                prepare_seconds=prepared,
+            )
             write_report(report, out)  # after every day: a run stopped early still leaves its figures
     finally:
         stop_service(process)

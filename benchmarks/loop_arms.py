@@ -32,8 +32,9 @@ CONCURRENCY = 8  # requests in flight from the site to the service
 def eligible_positions(world: World, catalogue: Catalogue, channel: str, at: pd.Timestamp) -> np.ndarray:
     """Positions in market.offer_ids of the offers valid at `at` in the channel."""
     position = {o: i for i, o in enumerate(world.market.offer_ids)}
-    return np.array([position[o] for o in catalogue.offer_ids[eligible_offers(catalogue, channel, at.timestamp())]],
-                    dtype=np.int64)
+    return np.array(
+        [position[o] for o in catalogue.offer_ids[eligible_offers(catalogue, channel, at.timestamp())]], dtype=np.int64
+    )
 
 
 def positions_of(world: World, offer_ids: list[str | None]) -> np.ndarray:
@@ -51,11 +52,25 @@ class LoopArm:
         self.url, self.headers, self.clock = url, {"x-api-key": key}, clock
         self.posted = 0
 
-    def decide(self, world: World, plan: DayPlan, channel: str, customers: np.ndarray, on_screen: list[str | None],
-               at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    def decide(
+        self,
+        world: World,
+        plan: DayPlan,
+        channel: str,
+        customers: np.ndarray,
+        on_screen: list[str | None],
+        at: pd.Timestamp,
+    ) -> tuple[np.ndarray, np.ndarray]:
         set_clock(self.clock, at)
-        bodies = [{"customer_id": world.market.customer_ids[c], "channel": channel, "k": 1,
-                   **({"context": {"current_category": s}} if s else {})} for c, s in zip(customers, on_screen)]
+        bodies = [
+            {
+                "customer_id": world.market.customer_ids[c],
+                "channel": channel,
+                "k": 1,
+                **({"context": {"current_category": s}} if s else {}),
+            }
+            for c, s in zip(customers, on_screen)
+        ]
         answers = asyncio.run(self._post_all("/recommend", bodies))
         offers = [a["offers"][0]["offer_id"] if a["offers"] else None for a in answers]
         return positions_of(world, offers), np.array([a["decision_id"] for a in answers], dtype=object)
@@ -91,13 +106,23 @@ class FrozenArm:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy2(store_file, folder / "store.sqlite")
         self.store = OnlineStore(folder / "store.sqlite")
-        self.recommender = Recommender(model, self.store, offers, items, DecisionLog(folder / "decisions.sqlite"),
-                                       seed=0)
+        self.recommender = Recommender(
+            model, self.store, offers, items, DecisionLog(folder / "decisions.sqlite"), seed=0
+        )
 
-    def decide(self, world: World, plan: DayPlan, channel: str, customers: np.ndarray, on_screen: list[str | None],
-               at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
-        decisions = [self.recommender.recommend(world.market.customer_ids[c], channel, 1, s, now=at)
-                     for c, s in zip(customers, on_screen)]
+    def decide(
+        self,
+        world: World,
+        plan: DayPlan,
+        channel: str,
+        customers: np.ndarray,
+        on_screen: list[str | None],
+        at: pd.Timestamp,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        decisions = [
+            self.recommender.recommend(world.market.customer_ids[c], channel, 1, s, now=at)
+            for c, s in zip(customers, on_screen)
+        ]
         offers = [d.offers[0].offer_id if d.offers else None for d in decisions]
         return positions_of(world, offers), np.array([d.decision_id for d in decisions], dtype=object)
 
@@ -121,8 +146,15 @@ class RuleArm:
     def __init__(self, name: str, catalogue: Catalogue, popularity: dict[str, float] | None = None):
         self.name, self.catalogue, self.popularity = name, catalogue, popularity or {}
 
-    def decide(self, world: World, plan: DayPlan, channel: str, customers: np.ndarray, on_screen: list[str | None],
-               at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    def decide(
+        self,
+        world: World,
+        plan: DayPlan,
+        channel: str,
+        customers: np.ndarray,
+        on_screen: list[str | None],
+        at: pd.Timestamp,
+    ) -> tuple[np.ndarray, np.ndarray]:
         allowed = eligible_positions(world, self.catalogue, channel, at)
         treated = customers[~world.control[customers]]
         offers = np.full(len(customers), NO_OFFER)
@@ -130,8 +162,9 @@ class RuleArm:
             offers[~world.control[customers]] = self._pick(world, plan, channel, treated, allowed)
         return offers, np.full(len(customers), None, dtype=object)
 
-    def _pick(self, world: World, plan: DayPlan, channel: str, customers: np.ndarray,
-              allowed: np.ndarray) -> np.ndarray:
+    def _pick(
+        self, world: World, plan: DayPlan, channel: str, customers: np.ndarray, allowed: np.ndarray
+    ) -> np.ndarray:
         if self.name == "oracle":
             return best_offers(world.market, plan.rates, customers, allowed)
         if self.name == "typical_response":

@@ -75,7 +75,7 @@ def horizon_truth(world: World, ledger, horizon_days: int = HORIZON_DAYS) -> tup
         first[ledger.decided[day]] = day
     counted = np.flatnonzero(~world.control & (first + horizon_days <= days - 1))
     gain = np.array(ledger.gain)
-    total = sum(float(gain[first[c]:first[c] + horizon_days, c].sum()) for c in counted)
+    total = sum(float(gain[first[c] : first[c] + horizon_days, c].sum()) for c in counted)
     return total, len(counted)
 
 
@@ -93,8 +93,15 @@ def measure_performance(paths: Paths, world: World, ledger) -> dict:
     overall = answer["overall"]
     found = overall["revenue"]["incremental"]
     truth_b, counted = horizon_truth(world, ledger, int(answer["horizon_days"]))
-    system = {"incremental": found["value"], "low": found["low"], "high": found["high"],
-              "treatment_customers": overall["treatment"], "control_customers": overall["control"],
-              "incomplete": answer["incomplete"], "truth": truth_b, "truth_customers": counted,
-              "covers_truth": found["value"] is not None and found["low"] <= truth_b <= found["high"]}
+    system = {
+        "incremental": found["value"],
+        "low": found["low"],
+        "high": found["high"],
+        "treatment_customers": overall["treatment"],
+        "control_customers": overall["control"],
+        "incomplete": answer["incomplete"],
+        "truth": truth_b,
+        "truth_customers": counted,
+        "covers_truth": found["value"] is not None and found["low"] <= truth_b <= found["high"],
+    }
     return {"source": "nbo performance", "system": system, "posted_purchases": posted}

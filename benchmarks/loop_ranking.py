@@ -25,8 +25,13 @@ from features.pipeline import read_raw
 from features.simulate import load_truth
 from features.simulation.catalog import CATEGORY_NAMES
 from features.simulation.population import compute_offer_multiplier
-from features.simulation.response import (Market, build_market, category_rates, incremental_revenue,
-                                          typical_response_offers)
+from features.simulation.response import (
+    Market,
+    build_market,
+    category_rates,
+    incremental_revenue,
+    typical_response_offers,
+)
 from nbo.config import get_paths
 from serving.decisions import DecisionLog
 from serving.packaged import load_serving_model
@@ -45,9 +50,13 @@ class MeanLiftRanker(UpliftRanker):
 
     def lift(self, customer_id: str, candidates: np.ndarray) -> np.ndarray:
         p, n = self.market.params, len(candidates)
-        return compute_offer_multiplier(np.full(n, p["uplift"].mean()), np.full(n, p["price_sensitivity"].mean()),
-                                        np.full(n, p["fatigue"].mean()),
-                                        np.full(n, self.newsletters.get(customer_id, 0)), self.discount[candidates])
+        return compute_offer_multiplier(
+            np.full(n, p["uplift"].mean()),
+            np.full(n, p["price_sensitivity"].mean()),
+            np.full(n, p["fatigue"].mean()),
+            np.full(n, self.newsletters.get(customer_id, 0)),
+            self.discount[candidates],
+        )
 
 
 def measure(home: Path, n_customers: int, seed: int) -> dict[str, float]:
@@ -58,36 +67,51 @@ def measure(home: Path, n_customers: int, seed: int) -> dict[str, float]:
         source.backup(copy)
     model, _ = load_serving_model(paths)
     offers, items, customers = read_raw(paths, "offers"), read_raw(paths, "items"), read_raw(paths, "customers")
-    recommender = Recommender(model, OnlineStore(folder / "store.sqlite"), offers, items,
-                              DecisionLog(folder / "start.sqlite"), Policy(epsilon=0.0), control=ControlGroup(0.0))
+    recommender = Recommender(
+        model,
+        OnlineStore(folder / "store.sqlite"),
+        offers,
+        items,
+        DecisionLog(folder / "start.sqlite"),
+        Policy(epsilon=0.0),
+        control=ControlGroup(0.0),
+    )
     truth = load_truth(paths.raw)
     market = build_market(truth, items, list(CATEGORY_NAMES))
     if list(market.offer_ids) != list(recommender.catalogue.offer_ids):
         raise ValueError("the truth's offers and the catalogue differ")
     now = pd.Timestamp((home / "clock").read_text().strip())
     rates = category_rates(market, int((now.value - truth.start_ns) // (86_400 * 10**9)))
-    picks = np.random.default_rng(seed).choice(len(market.customer_ids), min(n_customers, len(market.customer_ids)),
-                                               replace=False)
+    picks = np.random.default_rng(seed).choice(
+        len(market.customer_ids), min(n_customers, len(market.customer_ids)), replace=False
+    )
     allowed = eligible_offers(recommender.catalogue, "web", now.timestamp())
     gains = np.array([incremental_revenue(market, rates, np.full(len(allowed), c), allowed) for c in picks])
     version = published_version(paths.home)
-    served = UpliftRanker(load_uplift(paths.home / "uplift"), version, customers, recommender.catalogue, offers,
-                          items, now)
+    served = UpliftRanker(
+        load_uplift(paths.home / "uplift"), version, customers, recommender.catalogue, offers, items, now
+    )
     discount = offers.set_index("offer_id")["discount"].reindex(recommender.catalogue.offer_ids).to_numpy()
     newsletters = customers.set_index("customer_id")["newsletters_per_week"]
-    mean_lift = MeanLiftRanker(served.model, version, customers, recommender.catalogue, offers, items,
-                               now).use_truth(market, newsletters, discount)
-    found = {"oracle": gains.max(axis=1).sum(), "random": gains.mean(axis=1).sum(),
-             "typical_response": incremental_revenue(market, rates, picks,
-                                                     typical_response_offers(market, rates, picks, allowed)).sum()}
+    mean_lift = MeanLiftRanker(served.model, version, customers, recommender.catalogue, offers, items, now).use_truth(
+        market, newsletters, discount
+    )
+    found = {
+        "oracle": gains.max(axis=1).sum(),
+        "random": gains.mean(axis=1).sum(),
+        "typical_response": incremental_revenue(
+            market, rates, picks, typical_response_offers(market, rates, picks, allowed)
+        ).sum(),
+    }
     rankings = (("purchase_intent", None), ("uplift_ranking", served), ("uplift_ranking_mean_lift", mean_lift))
     for name, ranker in rankings:
         recommender.log = DecisionLog(folder / f"{name}.sqlite")
         recommender.use_uplift(ranker, Verdict(ranker is not None, name), version)
         chosen = [recommender.recommend(market.customer_ids[c], "web", 1, now=now).offers for c in picks]
         shown = [(c, recommender.offer_position[o[0].offer_id]) for c, o in zip(picks, chosen) if o]
-        found[name] = float(incremental_revenue(market, rates, np.array([c for c, _ in shown]),
-                                                np.array([o for _, o in shown])).sum())
+        found[name] = float(
+            incremental_revenue(market, rates, np.array([c for c, _ in shown]), np.array([o for _, o in shown])).sum()
+        )
     return {name: round(float(value / found["oracle"]), 3) for name, value in found.items()}
 
 

@@ -76,15 +76,22 @@ class EventLog:
     rows: list[dict] = field(default_factory=list)
 
     def add(self, ts: pd.Timestamp, customer_id: str, event_type: str, channel: str, **extra) -> None:
-        self.rows.append({"event_id": f"{self.arm}-{self.day}-{self.part}-{len(self.rows)}", "ts": ts.isoformat(),
-                          "customer_id": customer_id, "channel": channel, "event_type": event_type,
-                          **{key: value for key, value in extra.items() if value is not None}})
+        self.rows.append(
+            {
+                "event_id": f"{self.arm}-{self.day}-{self.part}-{len(self.rows)}",
+                "ts": ts.isoformat(),
+                "customer_id": customer_id,
+                "channel": channel,
+                "event_type": event_type,
+                **{key: value for key, value in extra.items() if value is not None},
+            }
+        )
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
 
     def batches(self, size: int = 1000) -> list[dict]:
-        return [{"events": self.rows[i:i + size]} for i in range(0, len(self.rows), size)]
+        return [{"events": self.rows[i : i + size]} for i in range(0, len(self.rows), size)]
 
 
 def add_views(log: EventLog, world: World, plan: DayPlan) -> None:
@@ -95,29 +102,52 @@ def add_views(log: EventLog, world: World, plan: DayPlan) -> None:
         at = world.midnight(plan.day) + 8 * HOUR + pd.Timedelta(seconds=int(rng.integers(0, 3 * 3600)))
         log.add(at, ids[c], "page_view", "web", session_id=f"s{plan.day}-{c}")
         for j, k in enumerate(viewed):
-            log.add(min(at + pd.Timedelta(seconds=30 * (j + 1)), noon), ids[c], "product_view", "web",
-                    session_id=f"s{plan.day}-{c}", category=world.categories[k])
+            log.add(
+                min(at + pd.Timedelta(seconds=30 * (j + 1)), noon),
+                ids[c],
+                "product_view",
+                "web",
+                session_id=f"s{plan.day}-{c}",
+                category=world.categories[k],
+            )
 
 
-def add_answers(log: EventLog, world: World, plan: DayPlan, shown: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
-                clicks: np.ndarray, purchases, decisions: np.ndarray) -> None:
+def add_answers(
+    log: EventLog,
+    world: World,
+    plan: DayPlan,
+    shown: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
+    clicks: np.ndarray,
+    purchases,
+    decisions: np.ndarray,
+) -> None:
     """What follows the offers: offer_shown (and offer_click) per shown offer, then the day's purchases, each with
     the decision of the offer in force in its category. `shown` holds (customers, offers, decision ids, channel)."""
     ids, offer_ids, noon = world.market.customer_ids, world.market.offer_ids, world.midnight(plan.day) + 12 * HOUR
     clicked = iter(clicks)
     for customers, offers, decision_ids, channel in shown:
         for c, o, d in zip(customers, offers, decision_ids):
-            common = dict(offer_id=offer_ids[o], decision_id=d,
-                          category=world.categories[world.market.offer_category[o]])
+            common = dict(
+                offer_id=offer_ids[o], decision_id=d, category=world.categories[world.market.offer_category[o]]
+            )
             log.add(noon + pd.Timedelta(seconds=1), ids[c], "offer_shown", channel, **common)
             if next(clicked):
                 log.add(noon + pd.Timedelta(minutes=5), ids[c], "offer_click", channel, **common)
     browsed = set(plan.browsers.tolist())
-    for n, (c, k, o, amount) in enumerate(zip(purchases.customer, purchases.category, purchases.offer,
-                                              purchases.amount)):
+    for n, (c, k, o, amount) in enumerate(
+        zip(purchases.customer, purchases.category, purchases.offer, purchases.amount)
+    ):
         at = noon + HOUR + pd.Timedelta(seconds=int(n % 36000))
         channel = "web" if c in browsed else "store"
         linked = dict(offer_id=offer_ids[o], decision_id=decisions[c, k]) if o != NO_OFFER else {}
         log.add(at, ids[c], "add_to_cart", channel, category=world.categories[k])
-        log.add(at + pd.Timedelta(seconds=20), ids[c], "purchase", channel, category=world.categories[k],
-                amount=round(float(amount), 2), quantity=1.0, **linked)
+        log.add(
+            at + pd.Timedelta(seconds=20),
+            ids[c],
+            "purchase",
+            channel,
+            category=world.categories[k],
+            amount=round(float(amount), 2),
+            quantity=1.0,
+            **linked,
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -13,9 +13,9 @@ import pandas as pd
 from features.aggregates import assemble_features
 from features.definitions import DAY, SIGNAL_NAMES, readable, select_features, signal_values
 from features.online import OnlineStore, open_store
-from features.store_interface import CustomerRows, FeatureStore, StoreUnavailable, aggregate_rows
 from features.pipeline import read_raw
 from features.privacy import OPTED_OUT, PrivacyRegister, register_path
+from features.store_interface import CustomerRows, FeatureStore, StoreUnavailable, aggregate_rows
 from nbo.config import Paths
 from serving.clock import service_now
 from serving.contributions import ContributionCache
@@ -23,12 +23,26 @@ from serving.decisions import DecisionLog
 from serving.observability import REASON_CONTRIBUTIONS
 from serving.packaged import load_serving_model
 from serving.reasons import explain_offer, plan_reasons
-from serving.rules import (ControlGroup, Policy, Slots, cap_window, capped_offers, choose_slots, control_group_from_env,
-                           eligible_offers, in_control, index_offers, rank_offers, recently_bought)
+from serving.rules import (
+    ControlGroup,
+    Policy,
+    Slots,
+    cap_window,
+    capped_offers,
+    choose_slots,
+    control_group_from_env,
+    eligible_offers,
+    in_control,
+    index_offers,
+    rank_offers,
+    recently_bought,
+)
 from serving.uplift_ranking import UpliftRanker, Verdict, load_ranker, published_version
 from training.affinity import attribute_log_share
 from training.exposures import HORIZON_DAYS
 from training.registry import LoadedModel, predict_proba
+
+DEFAULT_POLICY = Policy()  # the marketer's defaults (serving.rules.Policy)
 
 
 class NoModel(LookupError):
@@ -36,8 +50,10 @@ class NoModel(LookupError):
     popularity fallback is the model's own record of recent purchases)."""
 
     def __init__(self) -> None:
-        super().__init__("no model to serve: train one with `nbo train` (the service follows the registry's "
-                         "champion), or serve a Bento built with `nbo build`")
+        super().__init__(
+            "no model to serve: train one with `nbo train` (the service follows the registry's "
+            "champion), or serve a Bento built with `nbo build`"
+        )
 
 
 @dataclass
@@ -67,10 +83,24 @@ def log_rows(decision: Decision, t: int, channel: str, group: str, intended: lis
     rows = []
     for rank in range(max(len(decision.offers), len(intended))):
         o = decision.offers[rank] if rank < len(decision.offers) else None
-        rows.append((decision.decision_id, t, decision.customer_id, channel, decision.model_version,
-                     int(decision.fallback), o and o.offer_id, rank, o and o.score, o and o.expected_value,
-                     o.propensity if o else 1.0, int(o.explored) if o else 0, group,
-                     intended[rank] if rank < len(intended) else None))
+        rows.append(
+            (
+                decision.decision_id,
+                t,
+                decision.customer_id,
+                channel,
+                decision.model_version,
+                int(decision.fallback),
+                o and o.offer_id,
+                rank,
+                o and o.score,
+                o and o.expected_value,
+                o.propensity if o else 1.0,
+                int(o.explored) if o else 0,
+                group,
+                intended[rank] if rank < len(intended) else None,
+            )
+        )
     return rows
 
 
@@ -90,25 +120,32 @@ class Scorer:
         return np.column_stack([declared, codes])
 
 
-@lru_cache(maxsize=None)
+@cache
 def context_signals(event_type: str) -> np.ndarray:
     """What one web event of this type, without amount, adds to each signal."""
     return signal_values(pd.DataFrame({"event_type": [event_type], "channel": ["web"], "amount": [np.nan]}))[0]
 
 
-def with_context(rows: CustomerRows | None, t: int, current_category: str | None,
-                 cart_categories: list[str]) -> CustomerRows | None:
+def with_context(
+    rows: CustomerRows | None, t: int, current_category: str | None, cart_categories: list[str]
+) -> CustomerRows | None:
     """The customer's rows plus what the request shows now: the category on screen and the cart."""
-    context = ([("product_view", current_category)] if current_category else []) + \
-              [("add_to_cart", c) for c in cart_categories]
+    context = ([("product_view", current_category)] if current_category else []) + [
+        ("add_to_cart", c) for c in cart_categories
+    ]
     if not context:
         return rows
-    extra = CustomerRows(np.array([c for _, c in context], dtype=object), np.full(len(context), t - 1),
-                         np.full(len(context), t - 1), np.array([context_signals(e) for e, _ in context]))
+    extra = CustomerRows(
+        np.array([c for _, c in context], dtype=object),
+        np.full(len(context), t - 1),
+        np.full(len(context), t - 1),
+        np.array([context_signals(e) for e, _ in context]),
+    )
     if rows is None:
         return extra
-    return CustomerRows(*(np.concatenate([getattr(rows, f), getattr(extra, f)])
-                          for f in ("category", "ts", "visible", "values")))
+    return CustomerRows(
+        *(np.concatenate([getattr(rows, f), getattr(extra, f)]) for f in ("category", "ts", "visible", "values"))
+    )
 
 
 @dataclass
@@ -125,9 +162,19 @@ class Ranking:
 class Recommender:
     """Scores a customer's eligible offers with the champion model, applies the rules and logs the decision."""
 
-    def __init__(self, model: LoadedModel | None, store: FeatureStore, offers: pd.DataFrame, items: pd.DataFrame,
-                 log: DecisionLog, policy: Policy = Policy(), seed: int | None = None, model_source: str = "registry",
-                 privacy: PrivacyRegister | None = None, control: ControlGroup | None = None):
+    def __init__(
+        self,
+        model: LoadedModel | None,
+        store: FeatureStore,
+        offers: pd.DataFrame,
+        items: pd.DataFrame,
+        log: DecisionLog,
+        policy: Policy = DEFAULT_POLICY,
+        seed: int | None = None,
+        model_source: str = "registry",
+        privacy: PrivacyRegister | None = None,
+        control: ControlGroup | None = None,
+    ):
         self.scorer = Scorer(model) if model else None
         self.control = control or control_group_from_env()  # default: $NBO_CONTROL_SHARE, _SALT, _POLICY
         self.model_source = model_source if model else "none"
@@ -143,13 +190,20 @@ class Recommender:
         self.uplift_version: str | None = None
 
     @classmethod
-    def from_home(cls, paths: Paths, policy: Policy = Policy()) -> Recommender:
+    def from_home(cls, paths: Paths, policy: Policy = DEFAULT_POLICY) -> Recommender:
         """The champion (registry, else packaged), the home's online store, catalogue, decision log and privacy
         register."""
         model, source = load_serving_model(paths)
-        recommender = cls(model, open_store(paths), read_raw(paths, "offers"), read_raw(paths, "items"),
-                          DecisionLog(paths.decisions), policy, model_source=source,
-                          privacy=PrivacyRegister(register_path(paths)))
+        recommender = cls(
+            model,
+            open_store(paths),
+            read_raw(paths, "offers"),
+            read_raw(paths, "items"),
+            DecisionLog(paths.decisions),
+            policy,
+            model_source=source,
+            privacy=PrivacyRegister(register_path(paths)),
+        )
         recommender.follow_uplift(paths)
         return recommender
 
@@ -170,11 +224,15 @@ class Recommender:
         try:
             customers = read_raw(paths, "customers") if version else pd.DataFrame()
             popularity = self.scorer.model.meta["popularity"] if self.scorer else {}
-            self.use_uplift(*load_ranker(paths.home, customers, self.catalogue, self.offers, self.items,
-                                         service_now(), popularity))
+            self.use_uplift(
+                *load_ranker(paths.home, customers, self.catalogue, self.offers, self.items, service_now(), popularity)
+            )
         except Exception as error:  # a model or customers table this code cannot read: rank by purchase intent
-            self.use_uplift(None, Verdict(False, f"the published uplift model could not be used: "
-                                                 f"{type(error).__name__}: {error}"), version)
+            self.use_uplift(
+                None,
+                Verdict(False, f"the published uplift model could not be used: {type(error).__name__}: {error}"),
+                version,
+            )
         return True
 
     def use_uplift(self, ranker: UpliftRanker | None, verdict: Verdict, version: str | None) -> None:
@@ -210,9 +268,16 @@ class Recommender:
             eligible = eligible[[o not in capped for o in self.catalogue.offer_ids[eligible]]]
         return eligible
 
-    def recommend(self, customer_id: str, channel: str, k: int = 3, current_category: str | None = None,
-                  cart_items: list[str] | None = None, now: pd.Timestamp | None = None,
-                  wait_for_log: bool = True) -> Decision:
+    def recommend(
+        self,
+        customer_id: str,
+        channel: str,
+        k: int = 3,
+        current_category: str | None = None,
+        cart_items: list[str] | None = None,
+        now: pd.Timestamp | None = None,
+        wait_for_log: bool = True,
+    ) -> Decision:
         """The k best offers for a customer in a channel right now, logged with their propensities (without
         waiting for room in the decision log's queue when wait_for_log is False). NoModel without a model."""
         now = now or service_now()
@@ -230,7 +295,7 @@ class Recommender:
         decision = Decision(uuid.uuid4().hex, customer_id, version, rows is None, degraded=degraded)
         if len(candidates) == 0:
             return decision
-        if decision.fallback:
+        if rows is None:  # the fallback
             ranking = self._popularity(scorer, candidates)
         else:
             ranking = self._score(scorer, rows, candidates, t, current_category, cart_items or [], customer_id)
@@ -241,8 +306,9 @@ class Recommender:
             ranking = self._popularity(scorer, candidates)
             slots, decision.fallback = choose_slots(len(ranking.best), k, 0.0, self.rng), True
         decision.offers = [] if control and self.control.policy == "none" else self._offers(ranking, slots)
-        self.log.record(log_rows(decision, t, channel, "control" if control else "treatment", intended),
-                        wait=wait_for_log)
+        self.log.record(
+            log_rows(decision, t, channel, "control" if control else "treatment", intended), wait=wait_for_log
+        )
         return decision
 
     def _offers(self, ranking: Ranking, slots: Slots) -> list[RankedOffer]:
@@ -252,13 +318,21 @@ class Recommender:
         offers, probability, expected = ranking.offers[chosen], ranking.probability[chosen], ranking.expected[chosen]
         categories = [catalogue.category_names[c] for c in catalogue.category_codes[offers]]
         reasons = ranking.explain(categories)
-        return [RankedOffer(str(catalogue.offer_ids[o]), float(p), float(e), reasons[c], float(pr), bool(x))
-                for o, p, e, c, pr, x in zip(offers, probability, expected, categories, slots.propensity,
-                                             slots.explored)]
+        return [
+            RankedOffer(str(catalogue.offer_ids[o]), float(p), float(e), reasons[c], float(pr), bool(x))
+            for o, p, e, c, pr, x in zip(offers, probability, expected, categories, slots.propensity, slots.explored)
+        ]
 
-    def _rank(self, candidates: np.ndarray, by_category: np.ndarray, excluded: np.ndarray,
-              explain: Callable[[list[str]], dict[str, str]], uplift: UpliftRanker | None = None,
-              customer_id: str = "", t: int = 0) -> Ranking:
+    def _rank(
+        self,
+        candidates: np.ndarray,
+        by_category: np.ndarray,
+        excluded: np.ndarray,
+        explain: Callable[[list[str]], dict[str, str]],
+        uplift: UpliftRanker | None = None,
+        customer_id: str = "",
+        t: int = 0,
+    ) -> Ranking:
         """Rank the candidates given one probability and one exclusion flag per catalogue category: by probability
         x value, or with an uplift ranker by predicted incremental value."""
         catalogue = self.catalogue
@@ -267,10 +341,10 @@ class Recommender:
         if uplift is None:
             expected = probability * catalogue.values[candidates]
         else:
-            expected = uplift.incremental_value(customer_id, candidates, codes, probability,
-                                                self._categories_in_force(customer_id, t))
-        best = rank_offers(codes, np.ones(len(candidates)), catalogue.name_order[candidates], expected,
-                           excluded[codes])
+            expected = uplift.incremental_value(
+                customer_id, candidates, codes, probability, self._categories_in_force(customer_id, t)
+            )
+        best = rank_offers(codes, np.ones(len(candidates)), catalogue.name_order[candidates], expected, excluded[codes])
         return Ranking(candidates, probability, best, explain, expected)
 
     def _categories_in_force(self, customer_id: str, t: int) -> np.ndarray:
@@ -288,16 +362,25 @@ class Recommender:
         popularity, names = scorer.model.meta["popularity"], self.catalogue.category_names
         by_category = np.nan_to_num(np.array([popularity.get(c, 0.0) for c in names], dtype="float64"), nan=0.0)
         unknown = np.array([c not in popularity for c in names], dtype=bool)
-        return self._rank(candidates, by_category, unknown,
-                          lambda shown: {c: f"Popular in {readable(c)} right now." for c in shown})
+        return self._rank(
+            candidates, by_category, unknown, lambda shown: {c: f"Popular in {readable(c)} right now." for c in shown}
+        )
 
-    def _score(self, scorer: Scorer, rows: CustomerRows, candidates: np.ndarray, t: int,
-               current_category: str | None, cart_items: list[str], customer_id: str) -> Ranking:
+    def _score(
+        self,
+        scorer: Scorer,
+        rows: CustomerRows,
+        candidates: np.ndarray,
+        t: int,
+        current_category: str | None,
+        cart_items: list[str],
+        customer_id: str,
+    ) -> Ranking:
         """Rank the candidates by the model's expected value (the uplift ranker's incremental value when one is in
         use), with a function giving the reasons of the categories finally shown (contributions are costly: only
         those rows are explained)."""
         cart = [self.item_category[i] for i in cart_items if i in self.item_category]
-        rows = with_context(rows, t, current_category, cart)
+        rows = with_context(rows, t, current_category, cart) or rows
         names = self.catalogue.category_names
         present = np.unique(self.catalogue.category_codes[candidates])
         categories = [names[c] for c in present]
@@ -318,6 +401,9 @@ class Recommender:
                 contributions[:, :-1] += attribute_log_share(*scorer.model.share, matrix[rows_shown])
             REASON_CONTRIBUTIONS.labels("cached").inc(reused)
             REASON_CONTRIBUTIONS.labels("computed").inc(len(shown) - reused)
-            return {c: explain_offer(scorer.reasons, declared[i], contributions[j], c).text
-                    for j, (i, c) in enumerate(zip(rows_shown, shown))}
+            return {
+                c: explain_offer(scorer.reasons, declared[i], contributions[j], c).text
+                for j, (i, c) in enumerate(zip(rows_shown, shown))
+            }
+
         return self._rank(candidates, by_category, excluded, explain, self.uplift, customer_id, t)

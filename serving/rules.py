@@ -44,8 +44,9 @@ class ControlGroup:
         if not 0.0 <= self.share <= 1.0:
             raise ValueError(f"the control group's share must lie between 0 and 1, not {self.share}")
         if self.policy not in CONTROL_POLICIES:
-            raise ValueError(f"the control group's policy must be one of {', '.join(CONTROL_POLICIES)}, "
-                             f"not {self.policy!r}")
+            raise ValueError(
+                f"the control group's policy must be one of {', '.join(CONTROL_POLICIES)}, not {self.policy!r}"
+            )
 
 
 def control_group_from_env(environ: Mapping[str, str] = os.environ) -> ControlGroup:
@@ -57,7 +58,7 @@ def control_group_from_env(environ: Mapping[str, str] = os.environ) -> ControlGr
 def control_draw(customer_id: str, salt: str) -> float:
     """A customer's stable uniform draw in [0, 1): the first 8 bytes of SHA-256 of the salt and the id."""
     digest = hashlib.sha256(f"{salt}\x00{customer_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def in_control(customer_id: str, control: ControlGroup) -> bool:
@@ -108,11 +109,15 @@ def index_offers(offers: pd.DataFrame) -> Catalogue:
     names, codes = np.unique(offers["category"].to_numpy(dtype=object), return_inverse=True)
     allowed = [set(c.split("|")) for c in offers["channels"].tolist()]
     return Catalogue(
-        offer_ids=offer_ids, category_names=[str(n) for n in names], category_codes=codes.astype("int64"),
-        values=values, valid_from=_epoch_seconds(offers["valid_from"], -np.inf),
+        offer_ids=offer_ids,
+        category_names=[str(n) for n in names],
+        category_codes=codes.astype("int64"),
+        values=values,
+        valid_from=_epoch_seconds(offers["valid_from"], -np.inf),
         valid_to=_epoch_seconds(offers["valid_to"], np.inf),
         channels={ch: np.array([ch in a for a in allowed], dtype=bool) for ch in set().union(*allowed)},
-        name_order=np.argsort(np.argsort(offer_ids.astype(str), kind="stable"), kind="stable"))
+        name_order=np.argsort(np.argsort(offer_ids.astype(str), kind="stable"), kind="stable"),
+    )
 
 
 def eligible_offers(catalogue: Catalogue, channel: str, now: float) -> np.ndarray:
@@ -131,15 +136,23 @@ def cap_window(channel: str) -> int:
 def capped_offers(contacts: list[tuple[str, str, int]], channel: str, now: int, policy: Policy) -> set[str] | None:
     """Offers the caps forbid now, from the customer's recent contacts (offer_id, channel, ts); None when the
     channel itself is capped (no offer at all)."""
-    if channel == "email" and sum(c == "email" and ts >= now - cap_window("email") for _, c, ts in contacts) \
-            >= policy.email_offers_per_week:
+    if (
+        channel == "email"
+        and sum(c == "email" and ts >= now - cap_window("email") for _, c, ts in contacts)
+        >= policy.email_offers_per_week
+    ):
         return None
     today = Counter(offer for offer, _, ts in contacts if ts >= now - DAY)
     return {offer for offer, n in today.items() if n >= policy.impressions_per_offer_per_day}
 
 
-def rank_offers(category_codes: np.ndarray, values: np.ndarray, name_order: np.ndarray, probability: np.ndarray,
-                excluded: np.ndarray) -> np.ndarray:
+def rank_offers(
+    category_codes: np.ndarray,
+    values: np.ndarray,
+    name_order: np.ndarray,
+    probability: np.ndarray,
+    excluded: np.ndarray,
+) -> np.ndarray:
     """Positions of the best offer of each allowed category, best first, by expected value (probability x
     value; ties go to the smaller offer id). `excluded` marks offers whose category is ruled out."""
     allowed = np.flatnonzero(~excluded)

@@ -66,31 +66,54 @@ def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
     """The gate on an uplift model's training report: its held-out policy value above 0 (no offer) and above
     popularity's (the estimated effect of popularity_offer for everyone; else at least the best single offer's)."""
     metrics = report.get("metrics", {})
-    estimator = next((e for e in GATE_ESTIMATORS if f"model_{e}" in metrics and f"best_single_offer_{e}" in metrics),
-                     None)
+    estimator = next(
+        (e for e in GATE_ESTIMATORS if f"model_{e}" in metrics and f"best_single_offer_{e}" in metrics), None
+    )
     if estimator is None:
         return Verdict(False, "the uplift model's report holds no held-out policy values")
     value = float(metrics[f"model_{estimator}"]["value"])
     baseline = float(metrics[f"best_single_offer_{estimator}"]["value"])
     if not np.isfinite(value) or value <= 0:
-        return Verdict(False, f"held out, the uplift model's offers add {value:.4f} purchases per customer: "
-                              "no better than no offer", value, baseline)
+        return Verdict(
+            False,
+            f"held out, the uplift model's offers add {value:.4f} purchases per customer: no better than no offer",
+            value,
+            baseline,
+        )
     effects = report.get("targeting", {}).get("offer_effects", {})
     if popularity_offer in effects:
         popular = float(effects[popularity_offer])
         if value > popular:
-            return Verdict(True, f"held out, the uplift model's offers add {value:.4f} purchases per customer: more "
-                                 f"than no offer and than popularity's offer {popularity_offer} for everyone "
-                                 f"({popular:.4f})", value, popular)
-        return Verdict(False, f"held out, the uplift model's offers ({value:.4f} purchases per customer) do not beat "
-                              f"popularity's offer {popularity_offer} for everyone ({popular:.4f})", value, popular)
+            return Verdict(
+                True,
+                f"held out, the uplift model's offers add {value:.4f} purchases per customer: more "
+                f"than no offer and than popularity's offer {popularity_offer} for everyone "
+                f"({popular:.4f})",
+                value,
+                popular,
+            )
+        return Verdict(
+            False,
+            f"held out, the uplift model's offers ({value:.4f} purchases per customer) do not beat "
+            f"popularity's offer {popularity_offer} for everyone ({popular:.4f})",
+            value,
+            popular,
+        )
     if not np.isfinite(baseline) or value < baseline:
-        return Verdict(False, f"held out, the uplift model's offers ({value:.4f}) do worse than the best single "
-                              f"offer for everyone ({baseline:.4f}), which popularity's one offer cannot beat",
-                       value, baseline)
-    return Verdict(True, f"held out, the uplift model's offers ({value:.4f} purchases per customer) beat no offer "
-                         f"and match or beat the best single offer for everyone ({baseline:.4f}), hence popularity",
-                   value, baseline)
+        return Verdict(
+            False,
+            f"held out, the uplift model's offers ({value:.4f}) do worse than the best single "
+            f"offer for everyone ({baseline:.4f}), which popularity's one offer cannot beat",
+            value,
+            baseline,
+        )
+    return Verdict(
+        True,
+        f"held out, the uplift model's offers ({value:.4f} purchases per customer) beat no offer "
+        f"and match or beat the best single offer for everyone ({baseline:.4f}), hence popularity",
+        value,
+        baseline,
+    )
 
 
 def published_version(home: Path) -> str | None:
@@ -110,26 +133,48 @@ class UpliftRanker:
     """A published uplift model encoded for the request path: every customer's inputs and every catalogue offer's
     inputs computed once, so that a request only stacks rows and runs the two boosters."""
 
-    def __init__(self, model: UpliftModel, version: str, customers: pd.DataFrame, catalogue: Catalogue,
-                 offers: pd.DataFrame, items: pd.DataFrame, now: pd.Timestamp):
+    def __init__(
+        self,
+        model: UpliftModel,
+        version: str,
+        customers: pd.DataFrame,
+        catalogue: Catalogue,
+        offers: pd.DataFrame,
+        items: pd.DataFrame,
+        now: pd.Timestamp,
+    ):
         spec = self.spec = model.spec
         self.model, self.version = model, version
         names = spec.features
-        self.offer_at = np.array([i for i, n in enumerate(names) if n in {"offer_id", "offer_category",
-                                                                        *spec.offer_numeric}], dtype=np.int64)
+        self.offer_at = np.array(
+            [i for i, n in enumerate(names) if n in {"offer_id", "offer_category", *spec.offer_numeric}], dtype=np.int64
+        )
         self.customer_at = np.setdiff1d(np.arange(len(names)), self.offer_at)
         people = customers.drop_duplicates("customer_id")
-        encoded = build_matrix(spec, people, pd.DataFrame(columns=["category"]), people["customer_id"], None,
-                               pd.Series(now).repeat(len(people)))
+        encoded = build_matrix(
+            spec,
+            people,
+            pd.DataFrame(columns=["category"]),
+            people["customer_id"],
+            None,
+            pd.Series(now).repeat(len(people)),
+        )
         self.customers = encoded[:, self.customer_at]
         self.row_of = {c: i for i, c in enumerate(people["customer_id"].astype(str))}
         table = offers.drop_duplicates("offer_id").set_index("offer_id")
         ids = catalogue.offer_ids
-        by_offer = build_matrix(spec, people.iloc[:1], table, np.repeat(people["customer_id"].iloc[0], len(ids)),
-                                ids, pd.Series(now).repeat(len(ids)))
+        by_offer = build_matrix(
+            spec,
+            people.iloc[:1],
+            table,
+            np.repeat(people["customer_id"].iloc[0], len(ids)),
+            ids,
+            pd.Series(now).repeat(len(ids)),
+        )
         self.offers = by_offer[:, self.offer_at]
-        discount = table["discount"].reindex(ids).to_numpy(dtype="float64") if "discount" in table else \
-            np.zeros(len(ids))
+        discount = (
+            table["discount"].reindex(ids).to_numpy(dtype="float64") if "discount" in table else np.zeros(len(ids))
+        )
         self.paid = 1.0 - np.nan_to_num(discount, nan=0.0)
         basket = items.groupby("category")["price"].mean() if "price" in items else pd.Series(dtype=float)
         self.basket = basket.reindex(catalogue.category_names).fillna(1.0).to_numpy(dtype="float64")
@@ -148,8 +193,9 @@ class UpliftRanker:
         control = self.model.control.predict(pairs[:1] if not self.spec.control_by_offer else pairs, num_threads=1)
         return np.clip(treated / np.maximum(control, 1e-6), 1 / LIFT_CAP, LIFT_CAP)
 
-    def incremental_value(self, customer_id: str, candidates: np.ndarray, codes: np.ndarray,
-                          probability: np.ndarray, in_force: np.ndarray) -> np.ndarray:
+    def incremental_value(
+        self, customer_id: str, candidates: np.ndarray, codes: np.ndarray, probability: np.ndarray, in_force: np.ndarray
+    ) -> np.ndarray:
         """Expected incremental revenue of each candidate offer given the purchase-intent probability of its
         category, 0 where an offer is in force in the category (in_force: one flag per category code; see the
         module's formula)."""
@@ -158,14 +204,19 @@ class UpliftRanker:
         return np.where(in_force[codes], 0.0, value)
 
 
-def load_ranker(home: Path, customers: pd.DataFrame, catalogue: Catalogue, offers: pd.DataFrame,
-                items: pd.DataFrame, now: pd.Timestamp,
-                popularity: dict[str, float]) -> tuple[UpliftRanker | None, Verdict, str | None]:
+def load_ranker(
+    home: Path,
+    customers: pd.DataFrame,
+    catalogue: Catalogue,
+    offers: pd.DataFrame,
+    items: pd.DataFrame,
+    now: pd.Timestamp,
+    popularity: dict[str, float],
+) -> tuple[UpliftRanker | None, Verdict, str | None]:
     """The published uplift model ready to rank when its gate lets it (else None), the verdict, and the version
     judged; popularity: the champion's category shares."""
     version = published_version(home)
     verdict = judge_published(version, choose_popularity_offer(popularity, offers))
-    if not verdict.ranks:
+    if not verdict.ranks or version is None:
         return None, verdict, version
-    return UpliftRanker(load_uplift(Path(version)), version, customers, catalogue, offers, items, now), \
-        verdict, version
+    return UpliftRanker(load_uplift(Path(version)), version, customers, catalogue, offers, items, now), verdict, version

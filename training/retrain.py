@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import mlflow
 import pandas as pd
@@ -65,8 +66,9 @@ def hold_lock(paths: Paths) -> Iterator[None]:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise RetrainRunning(f"another retrain of {paths.home} is running (process {holder}); "
-                             "try again when it has finished") from None
+        raise RetrainRunning(
+            f"another retrain of {paths.home} is running (process {holder}); try again when it has finished"
+        ) from None
     try:
         handle.seek(0)
         handle.truncate()
@@ -86,15 +88,23 @@ def run_step(step: Callable[[], dict]) -> dict:
     except Exception as error:  # any failure of a step leaves its previous output serving
         traceback.print_exc()
         found = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-    return {**found, "seconds": round(time.perf_counter() - began, 2),
-            "cpu_seconds": round(time.process_time() - cpu, 2)}
+    return {
+        **found,
+        "seconds": round(time.perf_counter() - began, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+    }
 
 
 def refresh_features(paths: Paths, n_cutoffs: int, horizon_days: int) -> dict:
     """The training set rebuilt; the online store updated in place."""
     found = build_features(paths, n_cutoffs, horizon_days, online="update")
-    return {"status": "built", "events": found["events"], "rows": found["rows"],
-            "new_online_events": found["online_events"], "test_cutoff": found["cutoffs"][-1]}
+    return {
+        "status": "built",
+        "events": found["events"],
+        "rows": found["rows"],
+        "new_online_events": found["online_events"],
+        "test_cutoff": cast(list, found["cutoffs"])[-1],
+    }
 
 
 def retrain_intent(paths: Paths, gate_metric: str) -> dict:
@@ -102,10 +112,15 @@ def retrain_intent(paths: Paths, gate_metric: str) -> dict:
     logistic-regression baseline: `nbo evaluate` gives it)."""
     found = train(paths, gate_metric, logistic_baseline=False)
     run_id = open_client(paths).get_model_version(MODEL_NAME, found["version"]).run_id
-    return {"status": "promoted" if found["promoted"] else "kept", "version": found["version"],
-            "gate_metric": gate_metric, "value": found["metrics"][gate_metric],
-            "champion_before": found["champion_before"], "champion_value_before": found["champion_metric_before"],
-            "run_id": run_id}
+    return {
+        "status": "promoted" if found["promoted"] else "kept",
+        "version": found["version"],
+        "gate_metric": gate_metric,
+        "value": found["metrics"][gate_metric],
+        "champion_before": found["champion_before"],
+        "champion_value_before": found["champion_metric_before"],
+        "run_id": run_id,
+    }
 
 
 def choose_exposures(paths: Paths, horizon_days: int) -> tuple[pd.DataFrame | None, str]:
@@ -127,14 +142,29 @@ def retrain_uplift(paths: Paths, horizon_days: int) -> dict:
     if exposures is None:
         return {"status": "skipped", "reason": f"no exposures to learn from: {source}"}
     offers = read_raw(paths, "offers") if list(paths.raw.glob("offers*")) else None
-    report = train_uplift(paths, read_raw(paths, "customers"), exposures, offers, budget=RANKING_BUDGET,
-                          truth_dir=paths.raw, n_boot=UPLIFT_BOOTSTRAPS, gate=True)
+    report = train_uplift(
+        paths,
+        read_raw(paths, "customers"),
+        exposures,
+        offers,
+        budget=RANKING_BUDGET,
+        truth_dir=paths.raw,
+        n_boot=UPLIFT_BOOTSTRAPS,
+        gate=True,
+    )
     gate = report["gate"]
-    return {"status": "promoted" if report["promoted"] else "kept", "source": source,
-            "gate_metric": gate["metric"], "value": gate.get("value", report["metrics"][gate["metric"]]["value"]),
-            "published_value": gate.get("published_value"), "reason": gate["reason"],
-            "train_rows": report["params"]["train_rows"], "test_rows": report["params"]["test_rows"],
-            "run_id": report["run_id"], "ranking": judge_ranking_of(paths, offers)}
+    return {
+        "status": "promoted" if report["promoted"] else "kept",
+        "source": source,
+        "gate_metric": gate["metric"],
+        "value": gate.get("value", report["metrics"][gate["metric"]]["value"]),
+        "published_value": gate.get("published_value"),
+        "reason": gate["reason"],
+        "train_rows": report["params"]["train_rows"],
+        "test_rows": report["params"]["test_rows"],
+        "run_id": report["run_id"],
+        "ranking": judge_ranking_of(paths, offers),
+    }
 
 
 def judge_ranking_of(paths: Paths, offers: pd.DataFrame | None) -> dict:
@@ -152,12 +182,17 @@ def retrain_lifetime(paths: Paths) -> dict:
     except ValueError as error:
         return {"status": "skipped", "reason": str(error)}
     run = mlflow.last_active_run()
-    return {"status": "replaced", "customers": found["customers"], "holdout_auc": found["holdout_auc"],
-            "run_id": run.info.run_id if run else None}
+    return {
+        "status": "replaced",
+        "customers": found["customers"],
+        "holdout_auc": found["holdout_auc"],
+        "run_id": run.info.run_id if run else None,
+    }
 
 
-def record_retrain(client: mlflow.MlflowClient, run_id: str, steps: dict[str, dict], seconds: float,
-                   failed: list[str]) -> None:
+def record_retrain(
+    client: mlflow.MlflowClient, run_id: str, steps: dict[str, dict], seconds: float, failed: list[str]
+) -> None:
     """The retrain's run: each step's status (tags), time and gate values (metrics), the whole report
     (steps.json); each step's own run tagged with it."""
     for name, step in steps.items():
@@ -175,13 +210,15 @@ def record_retrain(client: mlflow.MlflowClient, run_id: str, steps: dict[str, di
     client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
-def retrain(paths: Paths, n_cutoffs: int = 6, horizon_days: int = HORIZON_DAYS,
-            gate_metric: str = GATE_METRIC) -> dict:
+def retrain(paths: Paths, n_cutoffs: int = 6, horizon_days: int = HORIZON_DAYS, gate_metric: str = GATE_METRIC) -> dict:
     """Every step above under the home's lock; the report of each step and the MLflow run holding them."""
     with hold_lock(paths):
         began = time.perf_counter()
         client = connect(paths, EXPERIMENT)
-        experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+        found = client.get_experiment_by_name(EXPERIMENT)
+        if found is None:
+            raise RuntimeError(f"the MLflow experiment {EXPERIMENT} could not be created")
+        experiment = found.experiment_id
         parent = client.create_run(experiment, run_name=f"retrain-{pd.Timestamp.now(tz='UTC'):%Y-%m-%d}")
         steps = {"features": run_step(lambda: refresh_features(paths, n_cutoffs, horizon_days))}
         if steps["features"]["status"] != "failed":

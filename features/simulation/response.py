@@ -46,25 +46,37 @@ def build_market(truth: Truth, items: pd.DataFrame, categories: list[str]) -> Ma
     """The market of a simulated retailer: its truth, and each category's mean item price as its basket."""
     basket = items.groupby("category")["price"].mean().reindex(categories).to_numpy(dtype="float64")
     offers = truth.offer_category.index.to_numpy(dtype=object)
-    return Market(truth.params.index.to_numpy(dtype=object),
-                  {name: truth.params[name].to_numpy() for name in truth.params.columns}, truth.affinity,
-                  basket, offers, truth.offer_category.to_numpy(dtype="int64"),
-                  truth.offer_discount.to_numpy(dtype="float64"), int(truth.start_ns // DAY_NS))
+    return Market(
+        truth.params.index.to_numpy(dtype=object),
+        {name: truth.params[name].to_numpy() for name in truth.params.columns},
+        truth.affinity,
+        basket,
+        offers,
+        truth.offer_category.to_numpy(dtype="int64"),
+        truth.offer_discount.to_numpy(dtype="float64"),
+        int(truth.start_ns // DAY_NS),
+    )
 
 
 def category_rates(market: Market, day: int) -> np.ndarray:
     """Expected purchases per customer and category on a day (counted from the truth's start), without offers."""
     p = market.params
-    daily = compute_daily_rate(p["rate"], p["decay"], p["active_from"], p["active_to"], np.full(len(p["rate"]), day),
-                               market.start_epoch_day)
+    daily = compute_daily_rate(
+        p["rate"], p["decay"], p["active_from"], p["active_to"], np.full(len(p["rate"]), day), market.start_epoch_day
+    )
     return daily[:, None] * market.affinity
 
 
 def offer_multipliers(market: Market, customers: np.ndarray, offers: np.ndarray) -> np.ndarray:
     """The truth's rate multiplier of each (customer, offer) pair."""
     p = market.params
-    return compute_offer_multiplier(p["uplift"][customers], p["price_sensitivity"][customers], p["fatigue"][customers],
-                                    p["newsletters"][customers], market.discount[offers])
+    return compute_offer_multiplier(
+        p["uplift"][customers],
+        p["price_sensitivity"][customers],
+        p["fatigue"][customers],
+        p["newsletters"][customers],
+        market.discount[offers],
+    )
 
 
 def incremental_revenue(market: Market, rates: np.ndarray, customers: np.ndarray, offers: np.ndarray) -> np.ndarray:
@@ -75,8 +87,9 @@ def incremental_revenue(market: Market, rates: np.ndarray, customers: np.ndarray
     return market.basket[k] * (with_offer + np.expm1(-rate))
 
 
-def typical_response_offers(market: Market, rates: np.ndarray, customers: np.ndarray,
-                            allowed: np.ndarray) -> np.ndarray:
+def typical_response_offers(
+    market: Market, rates: np.ndarray, customers: np.ndarray, allowed: np.ndarray
+) -> np.ndarray:
     """A reference below the oracle: the allowed offer of most incremental revenue for each customer's true purchase
     rates but the population's mean answer to offers (discount appeal, price sensitivity, fatigue; the customer's own
     newsletters, which the customers table shows). What the best model of purchase rates could earn without learning
@@ -86,10 +99,13 @@ def typical_response_offers(market: Market, rates: np.ndarray, customers: np.nda
     grid_o = np.tile(allowed, len(customers))
     k = market.offer_category[grid_o]
     rate = rates[grid_c, k]
-    mult = compute_offer_multiplier(np.full(len(grid_c), p["uplift"].mean()),
-                                    np.full(len(grid_c), p["price_sensitivity"].mean()),
-                                    np.full(len(grid_c), p["fatigue"].mean()), p["newsletters"][grid_c],
-                                    market.discount[grid_o])
+    mult = compute_offer_multiplier(
+        np.full(len(grid_c), p["uplift"].mean()),
+        np.full(len(grid_c), p["price_sensitivity"].mean()),
+        np.full(len(grid_c), p["fatigue"].mean()),
+        p["newsletters"][grid_c],
+        market.discount[grid_o],
+    )
     gains = market.basket[k] * ((1 - market.discount[grid_o]) * -np.expm1(-rate * mult) + np.expm1(-rate))
     return allowed[gains.reshape(len(customers), len(allowed)).argmax(axis=1)]
 
@@ -115,8 +131,9 @@ class InForce:
         shape = (n_customers, n_categories)
         return cls(np.full(shape, NO_OFFER), np.full(shape, -1), np.full(shape, None, dtype=object))
 
-    def show(self, market: Market, day: int, customers: np.ndarray, offers: np.ndarray,
-             decisions: np.ndarray | None = None) -> None:
+    def show(
+        self, market: Market, day: int, customers: np.ndarray, offers: np.ndarray, decisions: np.ndarray | None = None
+    ) -> None:
         """Offers shown on a day: each replaces its category's offer for the customer, for HORIZON_DAYS days."""
         k = market.offer_category[offers]
         self.offer[customers, k] = offers
@@ -140,8 +157,9 @@ class DayOutcome:
     expected_without: np.ndarray  # (customers,) had no offer been in force
 
 
-def live_day(market: Market, rates: np.ndarray, in_force: np.ndarray, luck: np.ndarray,
-             price_noise: np.ndarray) -> DayOutcome:
+def live_day(
+    market: Market, rates: np.ndarray, in_force: np.ndarray, luck: np.ndarray, price_noise: np.ndarray
+) -> DayOutcome:
     """Purchases of one day given the offers in force (customers x categories) and the day's uniform draws `luck`
     (same shape) and lognormal `price_noise` (mean 1, same shape)."""
     has_offer = in_force != NO_OFFER
@@ -152,9 +170,14 @@ def live_day(market: Market, rates: np.ndarray, in_force: np.ndarray, luck: np.n
     p_with, p_without = -np.expm1(-rates * mult), -np.expm1(-rates)
     bought = luck < p_with
     customer, category = np.nonzero(bought)
-    return DayOutcome(customer, category, in_force[customer, category],
-                      (pay * price_noise)[customer, category], (p_with * pay).sum(axis=1),
-                      (p_without * market.basket[None, :]).sum(axis=1))
+    return DayOutcome(
+        customer,
+        category,
+        in_force[customer, category],
+        (pay * price_noise)[customer, category],
+        (p_with * pay).sum(axis=1),
+        (p_without * market.basket[None, :]).sum(axis=1),
+    )
 
 
 def click_probability(market: Market, customers: np.ndarray, offers: np.ndarray) -> np.ndarray:

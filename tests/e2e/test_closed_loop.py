@@ -49,8 +49,10 @@ def test_a_short_closed_loop_carries_data_through_every_link(tmp_path):
     assert intent["status"] in {"promoted", "kept"} and intent["version"]  # kept: registered, gated out
     for night in nights:  # the uplift gate's verdict, in retrain's report and in the service's /status after reload
         verdict = night["result"]["steps"]["uplift"]["ranking"]
-        assert night["ranking"] == {"by": "incremental_value" if verdict["ranks"] else "purchase_intent",
-                                    "reason": verdict["reason"]}, night
+        assert night["ranking"] == {
+            "by": "incremental_value" if verdict["ranks"] else "purchase_intent",
+            "reason": verdict["reason"],
+        }, night
         assert verdict["reason"] and verdict["value"] is not None
 
     measured = report["rows"][-1]["measured"]  # nbo performance answered; no 7-day horizon has ended in 3 days
@@ -71,7 +73,9 @@ def test_the_truth_in_performance_terms_counts_each_treated_customer_from_the_fi
     world = SimpleNamespace(control=np.array([False, False, True, False]))
     days = 10
     gain = [np.array([1.0, 10.0, 100.0, 1000.0]) * (day + 1) for day in range(days)]
-    decided = [np.array([0, 2]), np.array([1]), np.array([], dtype=int), np.array([3])] + [np.array([0, 1])] * (days - 4)
+    decided = [np.array([0, 2]), np.array([1]), np.array([], dtype=int), np.array([3])] + [np.array([0, 1])] * (
+        days - 4
+    )
     ledger = SimpleNamespace(gain=gain, decided=decided)
     total, counted = horizon_truth(world, ledger, horizon_days=7)
     # customer 0 from day 0 (days 1..7 weigh 1..7), customer 1 from day 1 (2..8); 2 is control; 3's horizon (from

@@ -68,8 +68,19 @@ def test_no_offer_for_a_category_bought_in_the_last_two_weeks(recommender, make_
     customer = busiest_customer(recommender)
     top = categories_of(recommender, recommender.recommend(customer, "web", k=20))[0]
     now = pd.Timestamp.now(tz="UTC")
-    recommender.store.write(make_events([dict(ts=now - pd.Timedelta(hours=1), customer_id=customer,
-                                              event_type="purchase", category=top, amount=30.0)]))
+    recommender.store.write(
+        make_events(
+            [
+                dict(
+                    ts=now - pd.Timedelta(hours=1),
+                    customer_id=customer,
+                    event_type="purchase",
+                    category=top,
+                    amount=30.0,
+                )
+            ]
+        )
+    )
     assert top not in categories_of(recommender, recommender.recommend(customer, "web", k=20))
 
 
@@ -87,6 +98,7 @@ def test_nbo_evaluate_decisions_reads_the_decision_log(trained_home, recommender
     from typer.testing import CliRunner
 
     from nbo.cli import app
+
     paths, _ = trained_home
     recommender.recommend(busiest_customer(recommender), "web", k=1)
     recommender.log.flush()  # the CLI reads the log with its own connection
@@ -94,6 +106,7 @@ def test_nbo_evaluate_decisions_reads_the_decision_log(trained_home, recommender
     assert result.exit_code == 0, result.output
     value = json.loads(result.output)
     from serving.decisions import evaluate_decisions
+
     joined = recommender.log.joined()  # the home's log also holds the decisions of other tests' services
     assert value["converted"] == pytest.approx(evaluate_decisions(joined, "converted"), nan_ok=True)
     assert value["clicked"] == pytest.approx(evaluate_decisions(joined, "clicked"), nan_ok=True)
@@ -105,8 +118,7 @@ def test_an_unservable_model_is_refused_and_the_current_one_kept(recommender):
     from dataclasses import replace
 
     current = recommender.scorer
-    broken = replace(current.model, meta={**current.model.meta,
-                                          "declared_features": ["no_such_feature"]})
+    broken = replace(current.model, meta={**current.model.meta, "declared_features": ["no_such_feature"]})
     with pytest.raises(KeyError, match="no_such_feature"):
         recommender.use_model(broken)
     with pytest.raises(LookupError):
@@ -139,21 +151,30 @@ def test_reasons_include_the_category_share_offset(recommender, monkeypatch):
         parts = np.zeros(matrix.shape)
         parts[:, column] = 100.0
         return parts
+
     monkeypatch.setattr("serving.recommender.attribute_log_share", offset_on_views)
     customer = busiest_customer(recommender)
     decision = recommender.recommend(customer, "web", k=3)
     rows, since = recommender.store.rows(customer), pd.Timestamp.now().timestamp() - 90 * DAY
     viewed = set(rows.category[(rows.values[:, SIGNAL_NAMES.index("views")] > 0) & (rows.ts >= since)])
-    cited = [offer.reason.startswith(f"You viewed {readable(category)}")
-             for offer, category in zip(decision.offers, categories_of(recommender, decision)) if category in viewed]
+    cited = [
+        offer.reason.startswith(f"You viewed {readable(category)}")
+        for offer, category in zip(decision.offers, categories_of(recommender, decision))
+        if category in viewed
+    ]
     assert cited and all(cited), decision.offers
 
 
 def test_without_a_model_nothing_is_ranked_nor_logged(trained_home, recommender, tmp_path):
     """No champion and no packaged model: no popularity with zero scores and invented reasons, an error that says
     what to do."""
-    empty = Recommender(None, recommender.store, recommender.offers, pd.DataFrame({"item_id": [], "category": []}),
-                        DecisionLog(tmp_path / "decisions.sqlite"))
+    empty = Recommender(
+        None,
+        recommender.store,
+        recommender.offers,
+        pd.DataFrame({"item_id": [], "category": []}),
+        DecisionLog(tmp_path / "decisions.sqlite"),
+    )
     assert empty.model_source == "none"
     with pytest.raises(NoModel, match="nbo train"):
         empty.recommend(busiest_customer(recommender), "web", k=3)

@@ -13,8 +13,14 @@ from training.uplift_commands import train_uplift
 
 
 def report_with(model: float, single: float) -> dict:
-    return {"metrics": {"model_dr": {"value": model}, "best_single_offer_dr": {"value": single},
-                        "model_ips": {"value": -1.0}, "best_single_offer_ips": {"value": 1.0}}}  # DR judges
+    return {
+        "metrics": {
+            "model_dr": {"value": model},
+            "best_single_offer_dr": {"value": single},
+            "model_ips": {"value": -1.0},
+            "best_single_offer_ips": {"value": 1.0},
+        }
+    }  # DR judges
 
 
 def test_the_gate_lets_the_uplift_model_rank_only_above_no_offer_and_the_best_single_offer():
@@ -32,8 +38,9 @@ def test_the_gate_lets_the_uplift_model_rank_only_above_no_offer_and_the_best_si
 
 
 def test_popularity_shows_the_best_value_offer_of_the_most_popular_category():
-    offers = pd.DataFrame({"offer_id": ["a", "b", "c", "d"], "category": ["tea", "tea", "coffee", "cups"],
-                           "value": [1.0, 3.0, 9.0, 5.0]})
+    offers = pd.DataFrame(
+        {"offer_id": ["a", "b", "c", "d"], "category": ["tea", "tea", "coffee", "cups"], "value": [1.0, 3.0, 9.0, 5.0]}
+    )
     assert choose_popularity_offer({"tea": 0.5, "coffee": 0.3, "cups": 0.0}, offers) == "b"
     assert choose_popularity_offer({}, offers) is None
 
@@ -47,8 +54,13 @@ def uplift_home(trained_home, tmp_path_factory):
 
     paths = get_paths(tmp_path_factory.mktemp("uplift-home") / "home")
     shutil.copytree(trained_home[0].home, paths.home)
-    report = train_uplift(paths, read_raw(paths, "customers"), pd.read_parquet(paths.raw / "exposures.parquet"),
-                          read_raw(paths, "offers"), n_boot=0)
+    report = train_uplift(
+        paths,
+        read_raw(paths, "customers"),
+        pd.read_parquet(paths.raw / "exposures.parquet"),
+        read_raw(paths, "offers"),
+        n_boot=0,
+    )
     return paths, report
 
 
@@ -58,8 +70,15 @@ def ranked(uplift_home):
     paths, _ = uplift_home
     recommender = Recommender.from_home(paths, Policy(epsilon=0.0, impressions_per_offer_per_day=10**6))
     version = published_version(paths.home)
-    ranker = UpliftRanker(load_uplift(paths.home / "uplift"), version, read_raw(paths, "customers"),
-                          recommender.catalogue, recommender.offers, recommender.items, pd.Timestamp.now(tz="UTC"))
+    ranker = UpliftRanker(
+        load_uplift(paths.home / "uplift"),
+        version,
+        read_raw(paths, "customers"),
+        recommender.catalogue,
+        recommender.offers,
+        recommender.items,
+        pd.Timestamp.now(tz="UTC"),
+    )
     return recommender, ranker
 
 
@@ -72,8 +91,14 @@ def test_the_service_follows_the_published_uplift_model_and_its_gate(uplift_home
     assert recommender.ranking_verdict == verdict
     assert recommender.ranking == ("incremental_value" if verdict.ranks else "purchase_intent")
     assert not recommender.follow_uplift(paths)  # the same version: nothing reloaded
-    train_uplift(paths, read_raw(paths, "customers"), pd.read_parquet(paths.raw / "exposures.parquet"),
-                 read_raw(paths, "offers"), n_boot=0, seed=1)
+    train_uplift(
+        paths,
+        read_raw(paths, "customers"),
+        pd.read_parquet(paths.raw / "exposures.parquet"),
+        read_raw(paths, "offers"),
+        n_boot=0,
+        seed=1,
+    )
     assert recommender.follow_uplift(paths) and recommender.uplift_version == published_version(paths.home)
 
 
@@ -94,8 +119,7 @@ def test_offers_are_ranked_by_predicted_incremental_value(ranked):
     positions = recommender.catalogue.offer_ids.tolist()
     shown = np.array([positions.index(o.offer_id) for o in decision.offers])
     codes = recommender.catalogue.category_codes[shown]
-    expected = ranker.incremental_value(customer, shown, codes, np.array([o.score for o in decision.offers]),
-                                        in_force)
+    expected = ranker.incremental_value(customer, shown, codes, np.array([o.score for o in decision.offers]), in_force)
     assert np.allclose(values, expected)
     assert all(v == 0 for v, c in zip(values, codes) if in_force[c])  # an offer in force: another adds nothing
     assert all(v != 0 for v, c in zip(values, codes) if not in_force[c])

@@ -32,11 +32,22 @@ def log_simulated_exposures(paths) -> int:
     """The simulator's campaigns written into the decision log as served decisions (control slots too)."""
     sent = pd.read_parquet(paths.raw / "exposures.parquet")
     control = (sent["offer_id"] == CONTROL).to_numpy()
-    rows = zip([f"sim{i}" for i in range(len(sent))], to_seconds(sent["ts"]).tolist(), sent["customer_id"],
-               sent["channel"], ["sim"] * len(sent), [0] * len(sent),
-               np.where(control, None, sent["offer_id"].to_numpy(dtype=object)), [0] * len(sent),
-               [0.0] * len(sent), [0.0] * len(sent), np.where(control, 1.0, sent["propensity"] / 0.8).tolist(),
-               [0] * len(sent), np.where(control, "control", "treatment"), sent["intended_offer_id"])
+    rows = zip(
+        [f"sim{i}" for i in range(len(sent))],
+        to_seconds(sent["ts"]).tolist(),
+        sent["customer_id"],
+        sent["channel"],
+        ["sim"] * len(sent),
+        [0] * len(sent),
+        np.where(control, None, sent["offer_id"].to_numpy(dtype=object)),
+        [0] * len(sent),
+        [0.0] * len(sent),
+        [0.0] * len(sent),
+        np.where(control, 1.0, sent["propensity"] / 0.8).tolist(),
+        [0] * len(sent),
+        np.where(control, "control", "treatment"),
+        sent["intended_offer_id"],
+    )
     log = DecisionLog(paths.decisions)
     log.record(list(rows))
     log.close()
