@@ -332,7 +332,9 @@ def compute_feature(feature: Feature, sum_of: SumOf, last_of: LastOf, t: np.ndar
     window = cast(Window, feature.window)  # every other aggregation has one
     if feature.aggregation == "sum":
         return sum_of(window, feature.signal)
-    return combine(feature.aggregation, sum_of(window, feature.signal), sum_of(window, cast(Signal, feature.denominator)))
+    return combine(
+        feature.aggregation, sum_of(window, feature.signal), sum_of(window, cast(Signal, feature.denominator))
+    )
 
 
 def combine(aggregation: Aggregation, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from features.sqlite import connect_sqlite, write_transaction
 from nbo.config import Paths
 
 OPT_OUT = "opt_out"  # the event type
-OPTED_OUT = "opted_out"  # why a decision withholds every offer
+OPTED_OUT: Final = "opted_out"  # why a decision withholds every offer
 logger = logging.getLogger("nbo.privacy")
 CHECKPOINT_TRIES = 50  # a tenth of a second apart: readers of other processes finish meanwhile
 _SCHEMA = """

@@ -177,8 +177,7 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         problems = [
-            f"{env_name(str(e['loc'][0]))} must be {expects(str(e['loc'][0]))}"
-            f", not {e['input']!r}"
+            f"{env_name(str(e['loc'][0]))} must be {expects(str(e['loc'][0]))}, not {e['input']!r}"
             for e in error.errors()
         ]
         raise ValueError("; ".join(problems)) from None

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,7 @@ class Decision:
     fallback: bool
     offers: list[RankedOffer] = field(default_factory=list)
     degraded: bool = False
-    withheld: str | None = None  # why no offer at all may be made: "opted_out"
+    withheld: Literal["opted_out"] | None = None  # why no offer at all may be made
 
 
 def log_rows(decision: Decision, t: int, channel: str, group: str, intended: list[str]) -> list[tuple]:

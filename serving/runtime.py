@@ -49,8 +49,13 @@ class BodyLimit:
             message = await receive()
             body += message.get("body", b"")
         if declared > self.limit or len(body) > self.limit:
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")],
+                }
+            )
             return await send({"type": "http.response.body", "body": b"request body over %d bytes" % self.limit})
         replayed = False
 
@@ -108,8 +113,9 @@ def read_reload_epoch(paths: Paths) -> str | None:
         return None
 
 
-def follow_registry(recommender: Recommender, paths: Paths, interval: float, stop: threading.Event | None = None,
-                    tick: float = 1.0) -> None:
+def follow_registry(
+    recommender: Recommender, paths: Paths, interval: float, stop: threading.Event | None = None, tick: float = 1.0
+) -> None:
     """Until `stop` is set: check_champion every `interval` seconds, and within `tick` seconds of a reload request.
     Nothing stops the loop: a registry that is down, unreadable or corrupt keeps the current model, warned about
     once per failure spell, and is looked at again on the next round."""
@@ -129,8 +135,12 @@ def follow_registry(recommender: Recommender, paths: Paths, interval: float, sto
             swapped, refused = check_champion(recommender, open_client(paths), refused)
         except Exception as error:  # registry unreachable or unreadable: keep the current model
             if not failing:
-                logger.warning("champion check failed, keeping the current model until the registry answers "
-                               "(checked every %.0f s): %s", interval, error)
+                logger.warning(
+                    "champion check failed, keeping the current model until the registry answers "
+                    "(checked every %.0f s): %s",
+                    interval,
+                    error,
+                )
             failing = True
             continue
         if failing:

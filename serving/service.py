@@ -24,19 +24,26 @@ from starlette.routing import Route
 from features.fingerprints import quarantine_conflicts
 from features.forget import forget_customer
 from features.lake import append_to_lake
-from features.store_interface import StoreUnavailable, Written
 from features.schema import CHANNELS
+from features.store_interface import StoreUnavailable, Written
 from nbo.config import get_paths
 from nbo.settings import load_settings
+from serving.campaign import plan_campaign
 from serving.checks import SOURCE, check_events
 from serving.errors import quiet_refusal_logs, refuse
 from serving.guard import Guard, key_matches, recommend_needs_key
 from serving.observability import EVENTS, observe_decision
 from serving.openapi import complete_openapi
-from serving.campaign import plan_campaign
 from serving.recommender import Decision, NoModel, Recommender
-from serving.runtime import (BodyLimit, follow_registry, limit_blas_threads, reload_interval, request_reload,
-                             settle_heap, worker_count)
+from serving.runtime import (
+    BodyLimit,
+    follow_registry,
+    limit_blas_threads,
+    reload_interval,
+    request_reload,
+    settle_heap,
+    worker_count,
+)
 from training.registry import connect, load_model
 
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]  # the schema's channels, declared once
@@ -52,19 +59,25 @@ class RequestContext(BaseModel):
     """What the page shows right now."""
 
     model_config = ConfigDict(extra="forbid")
-    current_category: str | None = Field(None, max_length=128, pattern=PRINTABLE,
-                                         description="Category the customer is browsing.",
-                                         examples=["running_shoes"])
-    cart_items: list[Annotated[str, Field(max_length=128, pattern=PRINTABLE)]] = Field(default_factory=list, max_length=100,
-                                  description="Item ids in the customer's cart.", examples=[["i00042"]])
+    current_category: str | None = Field(
+        None,
+        max_length=128,
+        pattern=PRINTABLE,
+        description="Category the customer is browsing.",
+        examples=["running_shoes"],
+    )
+    cart_items: list[Annotated[str, Field(max_length=128, pattern=PRINTABLE)]] = Field(
+        default_factory=list, max_length=100, description="Item ids in the customer's cart.", examples=[["i00042"]]
+    )
 
 
 class RecommendRequest(BaseModel):
     """Who asks, where, and how many offers."""
 
     model_config = ConfigDict(extra="forbid")
-    customer_id: str = Field(..., min_length=1, max_length=128, pattern=PRINTABLE, description="Known customer id.",
-                             examples=["c0000123"])
+    customer_id: str = Field(
+        ..., min_length=1, max_length=128, pattern=PRINTABLE, description="Known customer id.", examples=["c0000123"]
+    )
     channel: Channel = Field(..., description="Channel the offers will be shown in.", examples=["web"])
     k: int = Field(3, ge=1, le=20, description="How many offers to return.")
     context: RequestContext = Field(default_factory=RequestContext, description="Page context.")
@@ -76,9 +89,11 @@ class OfferOut(BaseModel):
     offer_id: str = Field(..., description="Offer id.", examples=["o007"])
     score: float = Field(..., description="Predicted purchase probability in the offer's category.")
     expected_value: float = Field(..., description="score x the offer's value (expected margin).")
-    reason: str = Field(..., description="Why this offer, in plain words.",
-                        examples=["You put running shoes in your cart just now and viewed running shoes 4 times "
-                                  "in the last 7 days."])
+    reason: str = Field(
+        ...,
+        description="Why this offer, in plain words.",
+        examples=["You put running shoes in your cart just now and viewed running shoes 4 times in the last 7 days."],
+    )
 
 
 class RecommendResponse(BaseModel):
@@ -87,13 +102,20 @@ class RecommendResponse(BaseModel):
     decision_id: str = Field(..., description="Send it back on offer_shown / offer_click / purchase events.")
     customer_id: str = Field(..., description="The customer asked about.")
     model_version: str | None = Field(..., description="Registered model version that scored the offers.")
-    fallback: bool = Field(..., description="True when offers come from popularity, not the model "
-                                            "(unknown customer, or the online store unreachable).")
-    degraded: bool = Field(False, description="True when the online store could not be reached: the offers are "
-                                              "the popularity fallback whatever the customer's history.")
+    fallback: bool = Field(
+        ...,
+        description="True when offers come from popularity, not the model "
+        "(unknown customer, or the online store unreachable).",
+    )
+    degraded: bool = Field(
+        False,
+        description="True when the online store could not be reached: the offers are "
+        "the popularity fallback whatever the customer's history.",
+    )
     offers: list[OfferOut] = Field(..., description="Best offer first; empty when a contact cap applies.")
-    withheld: Literal["opted_out"] | None = Field(None, description="Set when no offer may be made at all: "
-                                                  "opted_out (the customer sent an opt_out event).")
+    withheld: Literal["opted_out"] | None = Field(
+        None, description="Set when no offer may be made at all: opted_out (the customer sent an opt_out event)."
+    )
 
 
 class EventIn(BaseModel):
@@ -132,8 +154,11 @@ class Rejected(BaseModel):
 class EventsResponse(BaseModel):
     accepted: int = Field(..., description="Events applied now.")
     duplicates: int = Field(..., description="Valid events already applied before (same event_id and content).")
-    conflicts: int = Field(0, description="Events whose event_id was already used for different content: not "
-                                          "applied, listed in `rejected` and quarantined.")
+    conflicts: int = Field(
+        0,
+        description="Events whose event_id was already used for different content: not "
+        "applied, listed in `rejected` and quarantined.",
+    )
     rejected: list[Rejected] = Field(..., description="Events refused, also written to the quarantine file.")
 
 
@@ -141,11 +166,16 @@ class CampaignRequest(BaseModel):
     """Who to target and how many to contact."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    budget: float = Field(..., ge=0.0001, le=1, description="Fraction of eligible customers to contact.", examples=[0.2])
+    budget: float = Field(
+        ..., ge=0.0001, le=1, description="Fraction of eligible customers to contact.", examples=[0.2]
+    )
     channel: Channel = Field("email", description="Channel of the campaign (opt-in and offer channels apply).")
-    segment: dict[str, str] = Field(default_factory=dict, max_length=10,
-                                    description="Customer attribute filters, e.g. activity_tier, value_tier, "
-                                                "lifecycle_stage.", examples=[{"value_tier": "great"}])
+    segment: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=10,
+        description="Customer attribute filters, e.g. activity_tier, value_tier, lifecycle_stage.",
+        examples=[{"value_tier": "great"}],
+    )
     limit: int = Field(1000, ge=1, le=100_000, description="Most rows returned in the response.")
 
 
@@ -157,37 +187,57 @@ class CampaignRow(BaseModel):
 
 
 class CampaignResponse(BaseModel):
-    eligible: int = Field(..., description="Customers in the segment, opted in, not contacted this week and not in "
-                                           "the global control group.")
-    control_held_out: int = Field(0, description="Customers otherwise eligible but in the global control group "
-                                                 "($NBO_CONTROL_SHARE): no campaign reaches them.")
+    eligible: int = Field(
+        ...,
+        description="Customers in the segment, opted in, not contacted this week and not in the global control group.",
+    )
+    control_held_out: int = Field(
+        0,
+        description="Customers otherwise eligible but in the global control group "
+        "($NBO_CONTROL_SHARE): no campaign reaches them.",
+    )
     selected: int = Field(..., description="Customers chosen (at most budget x eligible).")
     expected_incremental_value: float
-    targeting: str = Field(..., description="What was sent and why: targeted by the uplift model only when, held out, "
-                                            "it beat the best single offer and random targeting with 95 % "
-                                            "confidence; otherwise the best single offer to a random share.")
+    targeting: str = Field(
+        ...,
+        description="What was sent and why: targeted by the uplift model only when, held out, "
+        "it beat the best single offer and random targeting with 95 % "
+        "confidence; otherwise the best single offer to a random share.",
+    )
     rows: list[CampaignRow] = Field(..., description="Best first, at most `limit`.")
 
 
 class Status(BaseModel):
     model_version: str | None
     model_source: Literal["registry", "packaged", "none"] = Field(
-        ..., description="registry: the champion; packaged: the model built into the Bento (registry "
-                         "unreachable at start); none: no model, /recommend answers 503 and /readyz is not ready.")
+        ...,
+        description="registry: the champion; packaged: the model built into the Bento (registry "
+        "unreachable at start); none: no model, /recommend answers 503 and /readyz is not ready.",
+    )
     ranking: Literal["incremental_value", "purchase_intent"] = Field(
-        "purchase_intent", description="incremental_value: offers ranked by the published uplift model's predicted "
-                                       "incremental revenue (its gate passed); purchase_intent: by purchase "
-                                       "probability x offer value.")
+        "purchase_intent",
+        description="incremental_value: offers ranked by the published uplift model's predicted "
+        "incremental revenue (its gate passed); purchase_intent: by purchase "
+        "probability x offer value.",
+    )
     ranking_reason: str = Field("", description="The uplift gate's verdict, in words, with its held-out figures.")
 
 
 def respond(decision: Decision) -> RecommendResponse:
     """The response of a decision, built without re-validating what the recommender typed itself."""
-    offers = [OfferOut.model_construct(offer_id=o.offer_id, score=o.score, expected_value=o.expected_value,
-                                       reason=o.reason) for o in decision.offers]
+    offers = [
+        OfferOut.model_construct(offer_id=o.offer_id, score=o.score, expected_value=o.expected_value, reason=o.reason)
+        for o in decision.offers
+    ]
     return RecommendResponse.model_construct(
-        decision_id=decision.decision_id, customer_id=decision.customer_id, model_version=decision.model_version,
-        fallback=decision.fallback, degraded=decision.degraded, offers=offers, withheld=decision.withheld)
+        decision_id=decision.decision_id,
+        customer_id=decision.customer_id,
+        model_version=decision.model_version,
+        fallback=decision.fallback,
+        degraded=decision.degraded,
+        offers=offers,
+        withheld=decision.withheld,
+    )
 
 
 def key_accepted(headers: Mapping[str, str]) -> bool:
@@ -212,10 +262,12 @@ def require_key(ctx: bentoml.Context) -> None:
 HOT_PATHS = ["/recommend"]
 
 
-@bentoml.service(workers=worker_count(), traffic={"timeout": 10},
-                 logging={"access": {"skip_paths": ["/metrics", "/healthz", "/livez", "/readyz", *HOT_PATHS,
-                                                    "/customers/"]}},
-                 tracing={"excluded_urls": HOT_PATHS})
+@bentoml.service(
+    workers=worker_count(),
+    traffic={"timeout": 10},
+    logging={"access": {"skip_paths": ["/metrics", "/healthz", "/livez", "/readyz", *HOT_PATHS, "/customers/"]}},
+    tracing={"excluded_urls": HOT_PATHS},
+)
 class NextBestOffer:
     """Next-best-offer decisions over HTTP."""
 
@@ -232,8 +284,12 @@ class NextBestOffer:
         limit_blas_threads()
         settle_heap()
         self.retry_after = str(math.ceil(reload_interval()))
-        threading.Thread(target=follow_registry, args=(self.recommender, self.paths, reload_interval()),
-                         name="follow-champion", daemon=True).start()
+        threading.Thread(
+            target=follow_registry,
+            args=(self.recommender, self.paths, reload_interval()),
+            name="follow-champion",
+            daemon=True,
+        ).start()
 
     async def __is_ready__(self) -> bool:
         """Ready (/readyz 200) only with a model to serve."""
@@ -246,8 +302,14 @@ class NextBestOffer:
             require_key(ctx)
         parsed = RecommendRequest.model_validate(request)
         started = time.perf_counter()
-        decide = partial(self.recommender.recommend, parsed.customer_id, parsed.channel, parsed.k,
-                         parsed.context.current_category, parsed.context.cart_items)
+        decide = partial(
+            self.recommender.recommend,
+            parsed.customer_id,
+            parsed.channel,
+            parsed.k,
+            parsed.context.current_category,
+            parsed.context.cart_items,
+        )
         try:
             if self.recommender.decides_on_the_loop:  # a few ms of CPU: a thread hand-off would cost more
                 decision = decide(wait_for_log=False)
@@ -271,8 +333,12 @@ class NextBestOffer:
             written = self.recommender.store.apply(valid) if len(valid) else Written(0)
         except StoreUnavailable as error:  # nothing of the batch applied, quarantined or logged: it can be resent
             ctx.response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
-            return refuse(ctx, HTTPStatus.SERVICE_UNAVAILABLE, f"{error}; nothing of the batch was applied, send it "
-                          "again", code="store_unavailable")
+            return refuse(
+                ctx,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"{error}; nothing of the batch was applied, send it again",
+                code="store_unavailable",
+            )
         conflicts = quarantine_conflicts(raw, quarantine, valid, written.conflicts, SOURCE)
         quarantine = pd.concat([quarantine, conflicts], ignore_index=True).sort_values("row", ignore_index=True)
         valid = valid[~valid["event_id"].isin(written.conflicts)]
@@ -281,8 +347,12 @@ class NextBestOffer:
         except OSError as error:  # not acknowledged: the resend is a duplicate for the store and reaches the lake
             logger.error("could not keep events in the lake: %s", error)
             ctx.response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
-            return refuse(ctx, HTTPStatus.SERVICE_UNAVAILABLE, f"the events could not be kept ({error.strerror}); "
-                          "send the batch again (a resend is idempotent)", code="lake_unavailable")
+            return refuse(
+                ctx,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"the events could not be kept ({error.strerror}); send the batch again (a resend is idempotent)",
+                code="lake_unavailable",
+            )
         if not quarantine.empty:
             self.paths.quarantine.mkdir(parents=True, exist_ok=True)
             target = self.paths.quarantine / "api-events.csv"
@@ -297,10 +367,18 @@ class NextBestOffer:
             self.recommender.privacy.record_opt_outs(valid)
         rejected = [Rejected(row=int(r.row), field=str(r.field), reason=str(r.reason)) for r in quarantine.itertuples()]
         if len(valid) == 0:  # nothing accepted: the error document, one detail per row (each one quarantined)
-            return refuse(ctx, 422, "no event of the batch was accepted", code="events_rejected", details=[
-                {"loc": ["events", r.row - 1, r.field], "msg": r.reason, "type": "rejected_event"} for r in rejected])
-        return EventsResponse(accepted=applied, duplicates=len(valid) - applied, conflicts=len(conflicts),
-                              rejected=rejected)
+            return refuse(
+                ctx,
+                422,
+                "no event of the batch was accepted",
+                code="events_rejected",
+                details=[
+                    {"loc": ["events", r.row - 1, r.field], "msg": r.reason, "type": "rejected_event"} for r in rejected
+                ],
+            )
+        return EventsResponse(
+            accepted=applied, duplicates=len(valid) - applied, conflicts=len(conflicts), rejected=rejected
+        )
 
     @bentoml.api(input_spec=CampaignRequest, output_spec=CampaignResponse)
     def campaign(self, ctx: bentoml.Context, **request) -> CampaignResponse:
@@ -308,15 +386,21 @@ class NextBestOffer:
         require_key(ctx)
         parsed = CampaignRequest.model_validate(request)
         try:
-            chosen, eligible, held_out, targeting = plan_campaign(self.paths, self.recommender, parsed.budget,
-                                                                  parsed.channel, parsed.segment)
+            chosen, eligible, held_out, targeting = plan_campaign(
+                self.paths, self.recommender, parsed.budget, parsed.channel, parsed.segment
+            )
         except (ValueError, FileNotFoundError) as error:  # no uplift model yet (409), a bad segment (400)
             status = HTTPStatus.CONFLICT if isinstance(error, FileNotFoundError) else HTTPStatus.BAD_REQUEST
             raise BentoMLException(str(error), error_code=status) from error
         rows = [CampaignRow(**r) for r in chosen.head(parsed.limit)[list(CampaignRow.model_fields)].to_dict("records")]
-        return CampaignResponse(eligible=eligible, control_held_out=held_out, selected=len(chosen),
-                                expected_incremental_value=float(chosen["expected_value"].sum()),
-                                targeting=targeting, rows=rows)
+        return CampaignResponse(
+            eligible=eligible,
+            control_held_out=held_out,
+            selected=len(chosen),
+            expected_incremental_value=float(chosen["expected_value"].sum()),
+            targeting=targeting,
+            rows=rows,
+        )
 
     @bentoml.api(route="/admin/reload")
     def reload(self, ctx: bentoml.Context) -> Status:
@@ -340,14 +424,18 @@ class NextBestOffer:
 
     def describe(self) -> Status:
         scorer = self.recommender.scorer
-        return Status(model_version=scorer.model.version if scorer else None,
-                      model_source=cast(Any, self.recommender.model_source), ranking=cast(Any, self.recommender.ranking),
-                      ranking_reason=self.recommender.ranking_verdict.reason)
+        return Status(
+            model_version=scorer.model.version if scorer else None,
+            model_source=cast(Any, self.recommender.model_source),
+            ranking=cast(Any, self.recommender.ranking),
+            ranking_reason=self.recommender.ranking_verdict.reason,
+        )
 
 
 SERVICE: Any = NextBestOffer  # BentoML's service object: its middleware, APIs and mounts come from the decorator
-SERVICE.add_asgi_middleware(Guard, routes=tuple(api.route for api in SERVICE.apis.values()),
-                                  openapi=complete_openapi)  # first: the key before the body is read
+SERVICE.add_asgi_middleware(
+    Guard, routes=tuple(api.route for api in SERVICE.apis.values()), openapi=complete_openapi
+)  # first: the key before the body is read
 SERVICE.add_asgi_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
 
@@ -364,5 +452,4 @@ def forget(request: Request) -> JSONResponse:
     return JSONResponse({"erased": erased})
 
 
-SERVICE.mount_asgi_app(Starlette(routes=[Route("/{customer_id:path}", forget, methods=["DELETE"])]),
-                             path="/customers")
+SERVICE.mount_asgi_app(Starlette(routes=[Route("/{customer_id:path}", forget, methods=["DELETE"])]), path="/customers")

@@ -59,7 +59,9 @@ def predict_uncalibrated(model: LoadedModel, matrix: np.ndarray) -> np.ndarray:
     """The model's probabilities before calibration: the booster's score plus its category-share offset."""
     if model.share is None:
         return np.asarray(model.booster.predict(matrix, num_threads=1))
-    raw = np.asarray(model.booster.predict(matrix, raw_score=True, num_threads=1)) + compute_log_share(*model.share, matrix)
+    raw = np.asarray(model.booster.predict(matrix, raw_score=True, num_threads=1)) + compute_log_share(
+        *model.share, matrix
+    )
     return expit(raw)
 
 
