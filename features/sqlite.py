@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,9 +34,25 @@ def sync_level() -> str:
 def connect_sqlite(path: str | Path) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), in WAL mode at the configured sync level."""
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
-    db.execute("PRAGMA journal_mode=WAL")
+    enable_wal(db)
     db.execute(f"PRAGMA synchronous={sync_level()}")
     return db
+
+
+def enable_wal(db: sqlite3.Connection, patience_s: float = BUSY_TIMEOUT_S) -> None:
+    """Put the database in WAL mode (once per file). Switching the journal mode takes the file's exclusive lock, and
+    SQLite can answer "database is locked" at once, without waiting the busy timeout, while another process opens or
+    writes the same new file: the switch is retried until ``patience_s`` has passed."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager
