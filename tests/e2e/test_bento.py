@@ -129,6 +129,10 @@ def package_index_reachable(folder) -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.skipif(
+    os.environ.get("NBO_RELEASE_CHECKS") != "1",
+    reason="a minute of pip installs, run before a release: NBO_RELEASE_CHECKS=1 (docs/operations.md)",
+)
 def test_the_bentos_own_requirements_install_in_a_fresh_virtualenv_and_serve(bento, trained_home, tmp_path):
     """The Bento's requirements.txt, exactly (about a minute with pip's cache warm), into a virtual environment
     without this project's packages; then that environment's bentoml serves the Bento."""

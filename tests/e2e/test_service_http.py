@@ -197,6 +197,7 @@ def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budge
         pd.read_parquet(paths.raw / "exposures.parquet"),
         pd.read_parquet(paths.raw / "offers.parquet"),
         n_boot=5,
+        learners=("t",),
     )
     answer = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
     assert answer.status_code == 200, answer.text
@@ -233,6 +234,7 @@ def test_campaign_value_tiers_come_from_lifetime_value(service):
             pd.read_parquet(paths.raw / "exposures.parquet"),
             pd.read_parquet(paths.raw / "offers.parquet"),
             n_boot=5,
+            learners=("t",),
         )
     great = pd.read_parquet(paths.raw / "customers.parquet")["customer_id"].iloc[::4].tolist()
     pd.DataFrame({"customer_id": great, "value_tier": "great"}).to_parquet(paths.lifetime)
