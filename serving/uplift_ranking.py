@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from serving.rules import Catalogue
-from training.uplift import UpliftModel, build_matrix, load_uplift
+from training.uplift import UpliftModel, load_uplift
+from training.uplift_campaign import encode_customers, encode_offers, split_offer_features
 
 UPLIFT_FOLDER = "uplift"  # in the home: the published model (a link to one version)
 REPORT_FILE = "report.json"
@@ -145,33 +146,14 @@ class UpliftRanker:
     ):
         spec = self.spec = model.spec
         self.model, self.version = model, version
-        names = spec.features
-        self.offer_at = np.array(
-            [i for i, n in enumerate(names) if n in {"offer_id", "offer_category", *spec.offer_numeric}], dtype=np.int64
-        )
-        self.customer_at = np.setdiff1d(np.arange(len(names)), self.offer_at)
+        customer_at, offer_at = split_offer_features(spec)
+        self.customer_at, self.offer_at = np.array(customer_at, dtype=np.int64), np.array(offer_at, dtype=np.int64)
         people = customers.drop_duplicates("customer_id")
-        encoded = build_matrix(
-            spec,
-            people,
-            pd.DataFrame(columns=["category"]),
-            people["customer_id"],
-            None,
-            pd.Series(now).repeat(len(people)),
-        )
-        self.customers = encoded[:, self.customer_at]
+        self.customers = encode_customers(spec, people, now)
         self.row_of = {c: i for i, c in enumerate(people["customer_id"].astype(str))}
         table = offers.drop_duplicates("offer_id").set_index("offer_id")
         ids = catalogue.offer_ids
-        by_offer = build_matrix(
-            spec,
-            people.iloc[:1],
-            table,
-            np.repeat(people["customer_id"].iloc[0], len(ids)),
-            ids,
-            pd.Series(now).repeat(len(ids)),
-        )
-        self.offers = by_offer[:, self.offer_at]
+        self.offers = encode_offers(spec, people, table.reindex(ids).rename_axis("offer_id").reset_index(), now)
         discount = (
             table["discount"].reindex(ids).to_numpy(dtype="float64") if "discount" in table else np.zeros(len(ids))
         )

@@ -183,12 +183,8 @@ def test_metrics_count_recommendations_per_offer_and_fallbacks(service):
     assert "nbo_recommendations_total{" in text and "nbo_recommend_seconds_bucket" in text
 
 
-def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budget(service):
-    url, paths = service
-    headers = {"x-api-key": KEY}
-    body = {"budget": 0.2, "channel": "email", "segment": {"email_opt_in": "True"}, "limit": 5}
-    missing = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
-    assert missing.status_code == 409 and "nbo uplift train" in missing.text  # no uplift model trained yet
+def publish_uplift(paths) -> None:
+    """Train and publish the home's uplift model (one learner: the service is under test, not the learner choice)."""
     from training.uplift_commands import train_uplift
 
     train_uplift(
@@ -199,6 +195,15 @@ def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budge
         n_boot=5,
         learners=("t",),
     )
+
+
+def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budget(service):
+    url, paths = service
+    headers = {"x-api-key": KEY}
+    body = {"budget": 0.2, "channel": "email", "segment": {"email_opt_in": "True"}, "limit": 5}
+    missing = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
+    assert missing.status_code == 409 and "nbo uplift train" in missing.text  # no uplift model trained yet
+    publish_uplift(paths)
     answer = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
     assert answer.status_code == 200, answer.text
     plan = answer.json()
@@ -226,16 +231,7 @@ def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budge
 def test_campaign_value_tiers_come_from_lifetime_value(service):
     url, paths = service
     if not (paths.home / "uplift").exists():
-        from training.uplift_commands import train_uplift
-
-        train_uplift(
-            paths,
-            pd.read_parquet(paths.raw / "customers.parquet"),
-            pd.read_parquet(paths.raw / "exposures.parquet"),
-            pd.read_parquet(paths.raw / "offers.parquet"),
-            n_boot=5,
-            learners=("t",),
-        )
+        publish_uplift(paths)
     great = pd.read_parquet(paths.raw / "customers.parquet")["customer_id"].iloc[::4].tolist()
     pd.DataFrame({"customer_id": great, "value_tier": "great"}).to_parquet(paths.lifetime)
     body = {"budget": 1.0, "channel": "email", "segment": {"value_tier": "great"}, "limit": 10_000}
