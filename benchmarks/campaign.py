@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.simulate import simulate
-from features.simulation.catalog import CATEGORY_NAMES
-from features.simulation.population import build_population
-from features.simulation.tables import build_customers
-from training.uplift import (
+from simulator.catalog import CATEGORY_NAMES
+from simulator.generate import simulate
+from simulator.population import build_population
+from simulator.tables import build_customers
+from training.uplift.campaign import encode_customers, find_profiles, score_best_offers
+from training.uplift.model import (
     build_candidates,
     build_offer_table,
     eligible_customers,
@@ -40,7 +41,6 @@ from training.uplift import (
     save_uplift,
     select_campaign,
 )
-from training.uplift_campaign import encode_customers, find_profiles, score_best_offers
 
 NOW = pd.Timestamp("2025-06-24 06:00", tz="UTC")
 
@@ -92,7 +92,7 @@ def prepare_home(home: Path, args: argparse.Namespace) -> None:
 
 def run_campaign(home: Path, budget: float, channel: str, compiled: bool) -> dict[str, float]:
     """The whole `nbo campaign` command, timed; plus how many input profiles the customers form."""
-    from training.uplift_commands import campaign
+    from training.uplift.commands import campaign
 
     for stale in (home / "uplift").glob("*.o"):
         stale.unlink()

@@ -1,6 +1,6 @@
 """How high can the buys-again AUC go on a CDNOW test half, with this data?
 
-The benchmark (`benchmarks/cdnow_clv.py`) fits the buys-again classifier on the
+The benchmark (`benchmarks/cdnow_lifetime.py`) fits the buys-again classifier on the
 training half and scores the test half. Here the same classifier, on the same
 calibration features, is also fitted with more, and then with the test half's own,
 labels, and scored on the same test half:
@@ -29,8 +29,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.cdnow_clv import HOLDOUT_START, HORIZON_DAYS, load_cdnow, split_customers  # noqa: E402
-from training.clv import CLASSIFIER_PARAMS, build_features, build_labels  # noqa: E402
+from benchmarks.cdnow_lifetime import HOLDOUT_START, HORIZON_DAYS, load_cdnow, split_customers  # noqa: E402
+from training.lifetime.model import CLASSIFIER_PARAMS, build_features, build_labels  # noqa: E402
 
 SPLITS = [("rng", 42), ("pandas-sample", 0)] + [("rng", s) for s in range(5)]
 COMMON = {"random_state": 0, "n_jobs": 2, "deterministic": True, "force_col_wise": True, "verbose": -1}

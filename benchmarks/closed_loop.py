@@ -5,7 +5,7 @@
 
 Each day the customers browse (views posted to /events), the site asks /recommend on their page views and the
 e-mail job asks /recommend (channel email) for the week's e-mail, the customers answer the offers shown from the
-simulator's ground truth (features.simulation.response), the site posts offer_shown / offer_click / purchase with
+simulator's ground truth (simulator.response), the site posts offer_shown / offer_click / purchase with
 their decision ids, and the night retrains (benchmarks.loop_night). Side by side, on the same customers with the same
 luck: the day-0 model frozen, popularity, random and the oracle (the truth's best offer), computed in-process.
 Per day: the system's own measured incremental revenue against its control group (with its 95 % interval), the
@@ -30,13 +30,14 @@ from benchmarks.loop_night import measure_performance, retrain_night
 from benchmarks.loop_report import summarise, write_plot
 from benchmarks.loop_world import DayPlan, EventLog, World, add_answers, add_views, plan_day
 from features.pipeline import build_features, read_raw
-from features.simulate import load_truth, simulate
-from features.simulation.catalog import CATEGORY_NAMES
-from features.simulation.response import NO_OFFER, InForce, build_market, click_probability, live_day
 from nbo.config import Paths, get_paths
+from nbo.units import DAY_NS
 from serving.clock import CLOCK_FILE, set_clock
 from serving.process import free_port, start_service, stop_service, wait_ready
 from serving.rules import control_group_from_env, in_control, index_offers
+from simulator.catalog import CATEGORY_NAMES
+from simulator.generate import load_truth, simulate
+from simulator.response import NO_OFFER, InForce, build_market, click_probability, live_day
 from training.registry import connect, load_model
 from training.train import train
 
@@ -63,7 +64,7 @@ def build_world(paths: Paths, day0: pd.Timestamp, seed: int) -> World:
     opt_in = read_raw(paths, "customers").set_index("customer_id")["email_opt_in"].reindex(market.customer_ids)
     group = control_group_from_env()
     control = np.array([in_control(c, group) for c in market.customer_ids], dtype=bool)
-    first_day = int((day0.value - truth.start_ns) // (86_400 * 10**9))
+    first_day = int((day0.value - truth.start_ns) // DAY_NS)
     return World(market, opt_in.fillna(False).to_numpy(dtype=bool), control, first_day, day0, categories, seed)
 
 

@@ -35,8 +35,8 @@ from features.offline import (  # noqa: E402
     to_signal_frame,
 )
 from features.pipeline import read_events  # noqa: E402
-from features.simulate import simulate  # noqa: E402
 from features.training_set import read_training_set, write_training_set  # noqa: E402
+from simulator.generate import simulate  # noqa: E402
 from training.dataset import to_matrix  # noqa: E402
 
 REPEATS = 3  # runs of each subset job, ours and Featuretools' alike; the median is reported

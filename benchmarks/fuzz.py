@@ -102,7 +102,7 @@ def fuzz_service(url: str, cases: int) -> Tally:
 def build_home(home: Path) -> Paths:
     """A small simulated retailer whose data ends today, with a champion."""
     from features.pipeline import build_features
-    from features.simulate import simulate
+    from simulator.generate import simulate
     from training.train import train
 
     paths = get_paths(home)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.simulate import simulate  # noqa: E402
+from simulator.generate import simulate  # noqa: E402
 
 
 def run_benchmark(customers: int, days: int, seed: int, out: Path) -> dict[str, float]:

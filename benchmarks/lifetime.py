@@ -1,6 +1,6 @@
 """Lifetime value on a home's events: with behaviour against purchases only, and against past revenue.
 
-Runs the holdout check of ``training/lifetime.py`` (half of the customers learn, the other half is
+Runs the holdout check of ``training/lifetime/values.py`` (half of the customers learn, the other half is
 scored on the last ``horizon`` days) twice on the same split: with the declared customer features as
 covariates (what ``nbo train`` does) and from purchases alone. Prints buys-again AUC, RMSE, MAE and total
 error of purchase days, and the share of the holdout spend made by the top tenth of customers ranked by
@@ -22,7 +22,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.pipeline import read_raw  # noqa: E402
 from nbo.config import get_paths  # noqa: E402
-from training.lifetime import (  # noqa: E402
+from training.lifetime.values import (  # noqa: E402
     EVENT_COLUMNS,
     HORIZON_DAYS,
     behaviour_at,

@@ -19,11 +19,11 @@ import pandas as pd
 from benchmarks.loop_world import DayPlan, EventLog, World
 from features.online import OnlineStore
 from features.schema import EVENTS, validate_events
-from features.simulation.response import NO_OFFER, best_offers, typical_response_offers
 from serving.clock import set_clock
 from serving.decisions import DecisionLog
 from serving.recommender import Recommender
 from serving.rules import Catalogue, eligible_offers
+from simulator.response import NO_OFFER, best_offers, typical_response_offers
 from training.registry import LoadedModel
 
 CONCURRENCY = 8  # requests in flight from the site to the service

@@ -22,23 +22,24 @@ import pandas as pd
 
 from features.online import OnlineStore
 from features.pipeline import read_raw
-from features.simulate import load_truth
-from features.simulation.catalog import CATEGORY_NAMES
-from features.simulation.population import compute_offer_multiplier
-from features.simulation.response import (
+from nbo.config import get_paths
+from nbo.units import DAY_NS
+from serving.decisions import DecisionLog
+from serving.packaged import load_serving_model
+from serving.recommender import Recommender
+from serving.rules import ControlGroup, Policy, eligible_offers
+from serving.uplift_ranking import UpliftRanker, Verdict, published_version
+from simulator.catalog import CATEGORY_NAMES
+from simulator.generate import load_truth
+from simulator.population import compute_offer_multiplier
+from simulator.response import (
     Market,
     build_market,
     category_rates,
     incremental_revenue,
     typical_response_offers,
 )
-from nbo.config import get_paths
-from serving.decisions import DecisionLog
-from serving.packaged import load_serving_model
-from serving.recommender import Recommender
-from serving.rules import ControlGroup, Policy, eligible_offers
-from serving.uplift_ranking import UpliftRanker, Verdict, published_version
-from training.uplift import load_uplift
+from training.uplift.model import load_uplift
 
 
 class MeanLiftRanker(UpliftRanker):
@@ -81,7 +82,7 @@ def measure(home: Path, n_customers: int, seed: int) -> dict[str, float]:
     if list(market.offer_ids) != list(recommender.catalogue.offer_ids):
         raise ValueError("the truth's offers and the catalogue differ")
     now = pd.Timestamp((home / "clock").read_text().strip())
-    rates = category_rates(market, int((now.value - truth.start_ns) // (86_400 * 10**9)))
+    rates = category_rates(market, int((now.value - truth.start_ns) // DAY_NS))
     picks = np.random.default_rng(seed).choice(
         len(market.customer_ids), min(n_customers, len(market.customer_ids)), replace=False
     )

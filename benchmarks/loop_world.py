@@ -2,7 +2,7 @@
 
 Everything a policy cannot change is drawn once per day from the day's own seed (who browses, what they look at, who
 gets the week's e-mail, the luck of every purchase and click): each arm faces the same customers with the same luck,
-and only the offers shown differ (features.simulation.response turns them into purchases and revenue).
+and only the offers shown differ (simulator.response turns them into purchases and revenue).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.simulation.response import NO_OFFER, Market, category_rates
+from simulator.response import NO_OFFER, Market, category_rates
 
 EMAIL_WEEKDAY_EVERY = 7  # the e-mail job runs on loop days 0, 7, 14, ...
 BROWSE_BOOST = 4.0  # browsing sessions per expected purchase (and a floor of window shoppers)

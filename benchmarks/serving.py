@@ -32,12 +32,12 @@ import uvloop
 
 from features.aggregates import assemble_features
 from features.pipeline import build_features
-from features.simulate import simulate
 from features.store_interface import aggregate_rows
 from nbo.config import get_paths
 from serving.process import free_port, start_service, stop_service, wait_ready
 from serving.recommender import Recommender
 from serving.rules import DAY, Policy
+from simulator.generate import simulate
 from training.registry import connect, load_model, predict_proba
 from training.train import train
 

@@ -6,7 +6,7 @@ against the simulator's truth. At the contact budget (default 50 %), each policy
 given as a share of the lift of e-mailing every held-out customer the better version (the one with the larger
 mean true uplift): the model's targeting (each customer's best version, the top half by predicted uplift), the
 oracle's (the same by true uplift), random targeting (random customers, random version), the best single offer
-(the better version, random customers), the previous learner (a plain T-learner, ``training.uplift.fit_uplift``)
+(the better version, random customers), the previous learner (a plain T-learner, ``training.uplift.model.fit_uplift``)
 and the guarded policy ``nbo campaign`` sends (the model when its gains over the best single offer and random,
 measured on the held-out and the cross-fitted training customers, are positive with 95 % confidence, else the
 version with the larger estimated effect to random customers).
@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.simulation.experiment import VERSIONS, load_experiment_truth, simulate_experiment
-from training.uplift import build_offer_table, fit_uplift, prepare_exposures
-from training.uplift_eval import choose_split, evaluate_uplift
-from training.uplift_guard import decide_targeting, estimate_offer_effects, measure_evidence
-from training.uplift_learners import choose_learner, fit_learner
+from simulator.experiment import VERSIONS, load_experiment_truth, simulate_experiment
+from training.uplift.evaluate import choose_split, evaluate_uplift
+from training.uplift.guard import decide_targeting, estimate_offer_effects, measure_evidence
+from training.uplift.learners import choose_learner, fit_learner
+from training.uplift.model import build_offer_table, fit_uplift, prepare_exposures
 
 GOAL = 0.60
 

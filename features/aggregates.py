@@ -16,7 +16,6 @@ from typing import cast
 import numpy as np
 
 from features.definitions import (
-    DAY,
     DECLARED_WINDOWS,
     LOOKBACK,
     SIGNAL_NAMES,
@@ -30,6 +29,7 @@ from features.definitions import (
     kind_values,
 )
 from features.grid import Grid, Needs
+from nbo.units import DAY_SECONDS
 
 
 @dataclass
@@ -362,7 +362,7 @@ def assemble_features(features: list[Feature], aggregates: Aggregates, t: np.nda
         sums = aggregates.customer_sums if own else aggregates.category_sums
         if aggregation == "recency_days":
             last = aggregates.customer_last if own else aggregates.category_last
-            out[:, columns] = (t[:, None] - last[:, signals]) / DAY
+            out[:, columns] = (t[:, None] - last[:, signals]) / DAY_SECONDS
             continue
         numerator = sums[:, windows, signals]
         if aggregation == "sum":

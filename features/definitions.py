@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from features.schema import CHANNELS, EVENT_TYPES
+from nbo.units import DAY_SECONDS
 
 Entity = Literal["customer", "category"]
 Aggregation = Literal["sum", "recency_days", "ratio", "excess"]
-DAY = 86_400
 BOTH: tuple[Entity, ...] = ("customer", "category")
 EARLIEST = -(2**62)  # the lower bound of the all-time window
 
@@ -40,7 +40,7 @@ class Window:
     def start(self, t: int) -> int:
         """The window's lower bound (epoch seconds, included) at time t."""
         if self.days:
-            return int(day_start(t)) - self.days * DAY
+            return int(day_start(t)) - self.days * DAY_SECONDS
         return t - self.seconds if self.seconds else EARLIEST
 
 
@@ -297,7 +297,7 @@ def signal_values(events: pd.DataFrame) -> np.ndarray:
 
 def day_start(ts_seconds: np.ndarray | int) -> np.ndarray | int:
     """Start of the UTC day of epoch seconds."""
-    return ts_seconds - ts_seconds % DAY
+    return ts_seconds - ts_seconds % DAY_SECONDS
 
 
 def window_bounds(t: int) -> np.ndarray:
@@ -328,7 +328,7 @@ LastOf = Callable[[Signal], np.ndarray]
 def compute_feature(feature: Feature, sum_of: SumOf, last_of: LastOf, t: np.ndarray | int) -> np.ndarray:
     """One feature's values from its entity's window sums and last-seen times at times t."""
     if feature.aggregation == "recency_days":
-        return (t - last_of(feature.signal)) / DAY
+        return (t - last_of(feature.signal)) / DAY_SECONDS
     window = cast(Window, feature.window)  # every other aggregation has one
     if feature.aggregation == "sum":
         return sum_of(window, feature.signal)

@@ -14,7 +14,6 @@ import pandas as pd
 
 from features.aggregates import Histories
 from features.definitions import (
-    DAY,
     KIND_VALUES,
     LINK_KIND,
     LOOKBACK,
@@ -26,6 +25,7 @@ from features.definitions import (
 from features.identity import attribute, device_owners, first_links, instants
 from features.memory import empty_array
 from features.training_set import TrainingSet
+from nbo.units import DAY_SECONDS
 
 CHUNK_ROWS = 250_000  # signal rows per chunk of customers, when category features are asked for
 _PURCHASES = SIGNAL_NAMES.index("purchases")
@@ -207,7 +207,7 @@ def _bought(
 def _labels(bought: np.ndarray, span: int, queries: np.ndarray, start: int, horizon_days: int) -> np.ndarray:
     """1 where the queried (customer, category) bought in [start, start + horizon)."""
     low = np.searchsorted(bought, queries * span + start)
-    return (np.searchsorted(bought, queries * span + start + horizon_days * DAY) > low).astype("int8")
+    return (np.searchsorted(bought, queries * span + start + horizon_days * DAY_SECONDS) > low).astype("int8")
 
 
 def _chunks(customer: np.ndarray, n_customers: int, size: int) -> list[np.ndarray | slice]:
@@ -282,7 +282,7 @@ def build_from_signals(
     times = [int(c.timestamp()) for c in cutoffs]
     active = find_active(cust, len(customers), ts, visible, np.array(times))
     matrices = _fill_features(cust, cat, k, ts, visible, kind, amount, times, active, features)
-    bought, span = _bought(cust, cat, k, ts, kind, max(times, default=0) + horizon_days * DAY)
+    bought, span = _bought(cust, cat, k, ts, kind, max(times, default=0) + horizon_days * DAY_SECONDS)
     labels = [
         _labels(bought, span, (np.flatnonzero(active[:, j])[:, None] * k + np.arange(k)).ravel(), t, horizon_days)
         for j, t in enumerate(times)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.memory import empty_array
+from nbo.units import DAY
 
 KEYS = ["customer_id", "cutoff"]  # how a row finds its customer features
 TABLES = ("rows", "customers")  # the folder's sub-folders, one Parquet file per part in each
@@ -40,7 +41,7 @@ def plan_cutoffs(
     defaults where the span allows them, else the most that fit (MIN_CUTOFFS at least, which training needs).
     N cutoffs H days apart, the last one H days before the last midnight, need more than N x H days from the first
     event to that midnight. An error names the span, what is missing and the flags that would fit."""
-    days = (last.floor("D") - first) / pd.Timedelta(days=1)
+    days = (last.floor("D") - first) / DAY
 
     def fits(count: int) -> int:
         """The longest whole-day step that fits count times."""

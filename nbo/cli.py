@@ -15,9 +15,9 @@ from rich.table import Table
 
 from nbo.config import MODEL_NAME, get_paths
 from training.commands import evaluate, models_app
-from training.html_report import report
 from training.performance_page import performance
-from training.uplift_commands import campaign, uplift_app
+from training.report_page import report
+from training.uplift.commands import campaign, uplift_app
 
 app = typer.Typer(help="Predictive next-best-offer service.", no_args_is_help=True, add_completion=False)
 app.add_typer(models_app, name="models")
@@ -53,8 +53,8 @@ def generate(
 ) -> None:
     """Simulate an omnichannel retailer's events, catalogue and offers (or an e-mail experiment) into the data
     folder."""
-    from features.simulate import simulate
-    from features.simulation.experiment import simulate_experiment
+    from simulator.experiment import simulate_experiment
+    from simulator.generate import simulate
 
     paths = get_paths(home)
     start = start or (pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=days)).date().isoformat()
@@ -162,7 +162,7 @@ def train(
 ) -> None:
     """Train, evaluate and register a model (champion if it beats the current one), then lifetime value."""
     from training.commands import show_lifetime, show_training, working
-    from training.lifetime import fit_lifetime
+    from training.lifetime.values import fit_lifetime
     from training.train import train as train_model
 
     paths = get_paths(home)
@@ -384,8 +384,8 @@ def demo(customers: int = 3000, days: int = 180, seed: int = 42, home: Home = No
     from features.training_set import read_customer_features
     from serving.process import free_port, start_service, stop_service, wait_ready
     from training.commands import working
-    from training.html_report import write_report
-    from training.uplift_commands import train_command as train_uplift
+    from training.report_page import write_report
+    from training.uplift.commands import train_command as train_uplift
 
     paths = get_paths(home)
     console.rule("1/8 generate events")

@@ -1,5 +1,5 @@
 """Campaign planning for the service: segment, opt-in, opt-outs, weekly e-mail cap, the global control group left
-out, then the selection the targeting guard allows (the model's, or the best single offer: training.uplift_guard)."""
+out, then the selection the targeting guard allows (the model's, or the best single offer: training.uplift.guard)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import pandas as pd
 from features.pipeline import read_raw
 from features.privacy import drop_opted_out
 from nbo.config import Paths
+from nbo.units import DAY_SECONDS
 from serving.clock import service_now
 from serving.recommender import Recommender
-from serving.rules import DAY
-from training.lifetime import read_tiers
-from training.uplift import join_customers, load_uplift
-from training.uplift_campaign import leave_out_control, score_best_offers
-from training.uplift_guard import choose_campaign
-from training.uplift_training import UPLIFT_FOLDER
+from training.lifetime.values import read_tiers
+from training.uplift.campaign import leave_out_control, score_best_offers
+from training.uplift.guard import choose_campaign
+from training.uplift.model import join_customers, load_uplift
+from training.uplift.train import UPLIFT_FOLDER
 
 
 def plan_campaign(
@@ -26,7 +26,7 @@ def plan_campaign(
     model = load_uplift(paths.home / UPLIFT_FOLDER)
     customers = join_customers(read_raw(paths, "customers"), read_tiers(paths))
     now = service_now()
-    contacted = recommender.log.contacted(channel, int(now.timestamp()) - 7 * DAY)
+    contacted = recommender.log.contacted(channel, int(now.timestamp()) - 7 * DAY_SECONDS)
     customers = drop_opted_out(paths, customers[~customers["customer_id"].isin(contacted)])
     best, eligible = score_best_offers(model, customers, recommender.offers, channel, now, segment)
     best, eligible, held_out = leave_out_control(best, eligible, recommender.control)

@@ -2,7 +2,7 @@
 
 LightGBM's TreeSHAP (``pred_contrib``) costs about 0.8 ms a row on a 130-tree model. Its result depends on
 the row only through the direction the row takes at every split of every tree, so rows that agree on all
-those directions have identical contributions. The cache key is that pattern (``training.splits``: for every
+those directions have identical contributions. The cache key is that pattern (``training.tree_paths``: for every
 feature split on, missing or not, zero or not, the bucket between its thresholds or its category code; features
 no tree splits on are left out, their contribution is 0). A customer asking again
 within a session, whose features crossed no threshold, reuses the contributions.
@@ -16,7 +16,7 @@ from collections import OrderedDict
 import lightgbm as lgb
 import numpy as np
 
-from training.splits import collect_splits, split_keys, tabulate_splits
+from training.tree_paths import collect_splits, split_keys, tabulate_splits
 
 
 class ContributionCache:

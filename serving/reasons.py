@@ -21,7 +21,8 @@ from typing import cast
 
 import numpy as np
 
-from features.definitions import ALL_TIME, DAY, SESSION, SIGNALS_BY_NAME, Entity, Feature, Signal, Window, readable
+from features.definitions import ALL_TIME, SESSION, SIGNALS_BY_NAME, Entity, Feature, Signal, Window, readable
+from nbo.units import DAY_SECONDS
 
 FRESH_DAYS = 90  # actions older than this are cited only when no fresher one raised the score
 MOVED_SHARE = 0.1  # an action moved the score when it did at least this share of the strongest one's
@@ -81,7 +82,7 @@ def window_days(feature: Feature) -> float:
     window = cast(Window, feature.window)
     if window is ALL_TIME:
         return np.inf
-    return window.seconds / DAY if window is SESSION else float(window.days)
+    return window.seconds / DAY_SECONDS if window is SESSION else float(window.days)
 
 
 @lru_cache(maxsize=16)

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 
 from features.aggregates import assemble_features
-from features.definitions import DAY, SIGNAL_NAMES, readable, select_features, signal_values
+from features.definitions import SIGNAL_NAMES, readable, select_features, signal_values
 from features.online import OnlineStore, open_store
 from features.pipeline import read_raw
 from features.privacy import OPTED_OUT, PrivacyRegister, register_path
 from features.store_interface import CustomerRows, FeatureStore, StoreUnavailable, aggregate_rows
 from nbo.config import Paths
+from nbo.units import DAY_SECONDS
 from serving.clock import service_now
 from serving.contributions import ContributionCache
 from serving.decisions import DecisionLog
@@ -351,7 +352,7 @@ class Recommender:
     def _categories_in_force(self, customer_id: str, t: int) -> np.ndarray:
         """Per catalogue category, whether an offer in it was served to the customer within the outcome horizon
         before t (HORIZON_DAYS): that offer is still in force."""
-        catalogue, since = self.catalogue, t - HORIZON_DAYS * DAY
+        catalogue, since = self.catalogue, t - HORIZON_DAYS * DAY_SECONDS
         served = [self.offer_position.get(o) for o, _, _ in self.log.contacts(customer_id, since)]
         in_force = np.zeros(len(catalogue.category_names), dtype=bool)
         in_force[catalogue.category_codes[[p for p in served if p is not None]]] = True
@@ -392,7 +393,7 @@ class Recommender:
         by_category, excluded = np.full(len(names), np.nan), np.zeros(len(names), dtype=bool)
         by_category[present] = predict_proba(scorer.model, matrix)
         last_purchase = aggregates.category_last[:, SIGNAL_NAMES.index("purchases")]
-        excluded[present] = recently_bought((t - last_purchase) / DAY, self.policy.recent_purchase_days)
+        excluded[present] = recently_bought((t - last_purchase) / DAY_SECONDS, self.policy.recent_purchase_days)
         row_of = dict(zip(categories, range(len(categories))))
 
         def explain(shown: list[str]) -> dict[str, str]:

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from nbo.settings import default_of, read_setting
+from nbo.units import DAY_SECONDS
 
-DAY = 86_400
 OFFER_COLUMNS = ("offer_id", "category", "value", "channels", "valid_from", "valid_to")
 CONTROL_SALT = default_of("control_salt")  # the default salt of the control group's hash ($NBO_CONTROL_SALT)
 CONTROL_POLICIES = ("none", "popularity")  # what the control group gets instead of personalised offers
@@ -130,7 +130,7 @@ def eligible_offers(catalogue: Catalogue, channel: str, now: float) -> np.ndarra
 
 def cap_window(channel: str) -> int:
     """How far back (seconds) the caps of a channel look: a week for e-mail, a day elsewhere."""
-    return 7 * DAY if channel == "email" else DAY
+    return 7 * DAY_SECONDS if channel == "email" else DAY_SECONDS
 
 
 def capped_offers(contacts: list[tuple[str, str, int]], channel: str, now: int, policy: Policy) -> set[str] | None:
@@ -142,7 +142,7 @@ def capped_offers(contacts: list[tuple[str, str, int]], channel: str, now: int, 
         >= policy.email_offers_per_week
     ):
         return None
-    today = Counter(offer for offer, _, ts in contacts if ts >= now - DAY)
+    today = Counter(offer for offer, _, ts in contacts if ts >= now - DAY_SECONDS)
     return {offer for offer, n in today.items() if n >= policy.impressions_per_offer_per_day}
 
 

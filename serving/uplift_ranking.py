@@ -1,10 +1,10 @@
 """Ranking by predicted incremental value: the published uplift model, behind its gate, for the request path.
 
-The uplift model (training.uplift, trained by `nbo retrain` from the decision log) predicts, per (customer, offer),
-the chance of a purchase in the offer's category within the horizon with the offer (treated booster) and without
-it (control booster). Its customer inputs are the customers table's attributes, so it says how a kind of customer
-answers a kind of offer; the purchase-intent model says how likely this customer is to buy in the category anyway.
-The expected incremental revenue of an offer combines them:
+The uplift model (training.uplift.model, trained by `nbo retrain` from the decision log) predicts, per
+(customer, offer), the chance of a purchase in the offer's category within the horizon with the offer (treated
+booster) and without it (control booster). Its customer inputs are the customers table's attributes, so it says
+how a kind of customer answers a kind of offer; the purchase-intent model says how likely this customer is to buy
+in the category anyway. The expected incremental revenue of an offer combines them:
 
     basket x p x ((1 - discount) x lift - 1),    lift = treated / control (clipped to [1/LIFT_CAP, LIFT_CAP])
 
@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 
 from serving.rules import Catalogue
-from training.uplift import UpliftModel, load_uplift
-from training.uplift_campaign import encode_customers, encode_offers, split_offer_features
+from training.uplift.campaign import encode_customers, encode_offers, split_offer_features
+from training.uplift.model import UpliftModel, load_uplift
 
 UPLIFT_FOLDER = "uplift"  # in the home: the published model (a link to one version)
 REPORT_FILE = "report.json"
 LIFT_CAP = 5.0
-GATE_ESTIMATORS = ("dr", "ips")  # the first one the report holds judges (training.uplift_eval: doubly robust, IPS)
+GATE_ESTIMATORS = ("dr", "ips")  # the first one the report holds judges (training.uplift.evaluate: doubly robust, IPS)
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ def make_events():
 def trained_home(tmp_path_factory):
     """A small simulated retailer whose data ends today, with features built and a champion trained."""
     from features.pipeline import build_features
-    from features.simulate import simulate
     from nbo.config import get_paths
+    from simulator.generate import simulate
     from training.train import train
 
     paths = get_paths(tmp_path_factory.mktemp("home"))

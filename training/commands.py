@@ -44,8 +44,8 @@ def evaluate(
         show_decision_value(get_paths(home))
         return
     from training.dataset import load_training_set, split_by_time
+    from training.evaluation_report import build_report
     from training.registry import connect, load_model
-    from training.report import build_report
 
     paths = get_paths(home)
     model = load_model(connect(paths), version=version)
@@ -146,7 +146,7 @@ def working(description: str, quiet: bool = False) -> Iterator[None]:
 def show_training(result: dict) -> None:
     """The trained model against its baselines on the test cutoff (AUC, PR-AUC, NDCG@3, share of the oracle's
     value) and the gate's verdict."""
-    from training.report import PREFIXES
+    from training.evaluation_report import PREFIXES
 
     metrics = result["metrics"]
     table = build_table(

@@ -22,7 +22,8 @@ from features.identity import stitch_identities
 from features.offline import to_seconds
 from features.pipeline import read_raw
 from nbo.config import Paths
-from training.uplift import CONTROL
+from nbo.units import DAY_SECONDS
+from training.uplift.model import CONTROL
 
 HORIZON_DAYS = 7
 CONTROL_GROUP, TREATMENT_GROUP = "control", "treatment"
@@ -147,7 +148,7 @@ def build_exposures(
     target = np.where(control, intended, shown)  # whose category counts as converted
     category = pd.Series(target).map(offer_category).astype(object)
     seconds = log["ts"].astype("int64").to_numpy()
-    horizon_s = int(horizon_days * 86_400)
+    horizon_s = int(horizon_days * DAY_SECONDS)
     frame = pd.DataFrame(
         {
             "customer_id": log["customer_id"].astype(object),

@@ -14,7 +14,7 @@ shown to the treatment group, withheld from the control group), so both sides of
 Weeks and tiers split the customers (their rows add up to the overall counts and sums); a customer reached on
 several channels counts in each channel's row. The activity tier is the customer's at the last cutoff of the
 training set at or before their first decision (before the offers could change it; "unknown" before the first
-cutoff), the value tier the home's latest (training.lifetime.read_tiers).
+cutoff), the value tier the home's latest (training.lifetime.values.read_tiers).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import pandas as pd
 
 from features.segments import TIER_COLUMNS, activity_tier
 from nbo.config import Paths
+from nbo.units import DAY_SECONDS
 
 HORIZON_DAYS = 7
 Z95 = 1.959963984540054
@@ -180,7 +181,7 @@ def measure_performance(
             + (f" since {since.isoformat()}" if since else "")
             + ": nothing to measure yet (the service logs one per /recommend)"
         )
-    horizon_s = int(horizon_days * 86_400)
+    horizon_s = int(horizon_days * DAY_SECONDS)
     last = int(end.timestamp()) if end is not None else int(period["ts"].max())
     units, by_channel = first_decisions(period, []), first_decisions(period, ["channel"])
     complete = units["ts"] + horizon_s <= last
@@ -219,7 +220,7 @@ def measure_home(
     the last event's time)."""
     from features.training_set import read_customer_features
     from serving.decisions import DecisionLog
-    from training.lifetime import read_tiers
+    from training.lifetime.values import read_tiers
 
     if not paths.decisions.exists():
         raise NoDecisions(f"no decision log at {paths.decisions}: nothing to measure yet (serve /recommend first)")

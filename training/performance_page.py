@@ -18,8 +18,8 @@ from rich.table import Table
 
 from nbo.config import Paths, get_paths
 from training.commands import HomeOption, abort
-from training.html_report import STYLE, html_table
 from training.performance import BREAKDOWNS, HORIZON_DAYS, NoDecisions, measure_home
+from training.report_page import STYLE, html_table
 
 COLUMNS = [
     "",

@@ -8,9 +8,9 @@ Steps, each logged to MLflow in its own experiment and tagged with the retrain's
 2. purchase intent (training.train): registered, champion only if it beats the champion on the same rows;
 3. uplift: from the decision log's exposures when they hold enough complete-horizon rows of both arms, else
    ``raw/exposures.parquet``; published only if its held-out targeting value over random (Qini, see
-   training.uplift_commands.GATE_METRIC) is at least the published model's on the same rows; the report says
+   training.uplift.commands.GATE_METRIC) is at least the published model's on the same rows; the report says
    whether the published model may rank /recommend's offers (serving.uplift_ranking's gate, ``ranking``);
-4. lifetime value (training.lifetime): the tiers file replaced in one rename.
+4. lifetime value (training.lifetime.values): the tiers file replaced in one rename.
 
 A step that fails leaves what it would have replaced serving; the steps after it still run, except after a
 failed feature build (the models would learn from the previous training set again). Running workers follow the
@@ -35,11 +35,11 @@ from features.pipeline import build_features, read_raw
 from nbo.config import MODEL_NAME, Paths
 from serving.uplift_ranking import choose_popularity_offer, judge_published, published_version
 from training.exposures import HORIZON_DAYS, exposures_from_log
-from training.lifetime import fit_lifetime
+from training.lifetime.values import fit_lifetime
 from training.registry import connect, load_model, open_client
 from training.train import GATE_METRIC, train
-from training.uplift import CONTROL
-from training.uplift_commands import train_uplift
+from training.uplift.commands import train_uplift
+from training.uplift.model import CONTROL
 
 EXPERIMENT = "nbo-retrain"
 LOCK_FILE = "retrain.lock"

@@ -22,9 +22,9 @@ from training.dataset import (
     to_matrix,
 )
 from training.evaluate import KS, category_popularity, ranking_metrics, score_metrics
+from training.evaluation_report import build_report, draw_figures, flatten_metrics
 from training.pyfunc import LoadedModel, predict_proba, predict_uncalibrated
 from training.registry import connect, load_model, log_model, promote, set_alias
-from training.report import build_report, draw_figures, flatten_metrics
 
 logger = logging.getLogger("nbo.training")
 GATE_METRIC = "test_auc"  # the default; `nbo train --gate-metric` or $NBO_GATE_METRIC picks another

@@ -185,7 +185,7 @@ def test_metrics_count_recommendations_per_offer_and_fallbacks(service):
 
 def publish_uplift(paths) -> None:
     """Train and publish the home's uplift model (one learner: the service is under test, not the learner choice)."""
-    from training.uplift_commands import train_uplift
+    from training.uplift.commands import train_uplift
 
     train_uplift(
         paths,
@@ -208,7 +208,7 @@ def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budge
     assert answer.status_code == 200, answer.text
     plan = answer.json()
     assert 0 < plan["selected"] <= int(0.2 * plan["eligible"])
-    from training.uplift_guard import read_targeting
+    from training.uplift.guard import read_targeting
 
     guard = read_targeting(paths.home / "uplift")  # the service applies the targeting guard, as nbo campaign does
     assert plan["targeting"].startswith("targeted by the model" if guard["by_model"] else "sent the best single offer")

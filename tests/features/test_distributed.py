@@ -6,8 +6,8 @@ import pytest
 from features.definitions import FEATURES
 from features.distributed import build_training_set_dask, sort_training_set, write_training_set_dask
 from features.offline import build_training_set, choose_cutoffs
-from features.simulate import simulate
 from features.training_set import TrainingSet, read_training_set
+from simulator.generate import simulate
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ def pick_customer(paths) -> tuple[str, set[str]]:
 
 
 def test_forget_leaves_no_trace_anywhere_in_the_home(home, make_events):
-    from training.lifetime import fit_lifetime
+    from training.lifetime.values import fit_lifetime
 
     fit_lifetime(home)
     customer_id, devices = pick_customer(home)

@@ -1,12 +1,12 @@
-"""Customers' answers to shown offers, from the simulator's ground truth (features.simulation.response)."""
+"""Customers' answers to shown offers, from the simulator's ground truth (simulator.response)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from features.simulate import load_truth, simulate
-from features.simulation.catalog import CATEGORY_NAMES
-from features.simulation.response import (
+from simulator.catalog import CATEGORY_NAMES
+from simulator.generate import load_truth, simulate
+from simulator.response import (
     HORIZON_DAYS,
     NO_OFFER,
     InForce,

@@ -8,8 +8,8 @@ from features.pipeline import read_raw
 from serving.recommender import Recommender
 from serving.rules import Policy
 from serving.uplift_ranking import UpliftRanker, Verdict, choose_popularity_offer, judge_ranking, published_version
-from training.uplift import load_uplift
-from training.uplift_commands import train_uplift
+from training.uplift.commands import train_uplift
+from training.uplift.model import load_uplift
 
 
 def report_with(model: float, single: float) -> dict:

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from features.offline import to_seconds
-from features.simulate import simulate
 from nbo.config import get_paths
 from serving.decisions import DecisionLog
+from simulator.generate import simulate
 from training.exposures import build_exposures, exposures_from_log
-from training.uplift import CONTROL, prepare_exposures, validate_inputs
+from training.uplift.model import CONTROL, prepare_exposures, validate_inputs
 
 DAY0 = pd.Timestamp("2026-03-02 09:00", tz="UTC")
 DAY_S = 86_400

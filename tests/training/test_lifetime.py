@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.lifetime import (
+from training.lifetime.values import (
     EXPERIMENT,
     behaviour_at,
     fit_lifetime,

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from training.uplift import live_offers
+from training.uplift.model import live_offers
 
 NOW = pd.Timestamp("2026-03-01", tz="UTC")
 

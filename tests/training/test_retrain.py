@@ -17,15 +17,15 @@ from typer.testing import CliRunner
 from features.offline import to_seconds
 from features.online import OnlineStore
 from features.pipeline import build_features
-from features.simulate import simulate
 from nbo.cli import app
 from nbo.config import get_paths
 from serving.decisions import DecisionLog
+from simulator.generate import simulate
 from training import retrain as retrain_module
 from training.registry import connect, get_alias_version
 from training.retrain import RetrainRunning, hold_lock, retrain
 from training.train import train
-from training.uplift import CONTROL, load_uplift
+from training.uplift.model import CONTROL, load_uplift
 
 
 def log_simulated_exposures(paths) -> int:

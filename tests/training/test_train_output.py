@@ -27,12 +27,12 @@ LIFETIME = {
 @pytest.fixture
 def quick_train(trained_home, monkeypatch):
     """`nbo train` on the trained home, answering with the fixture's training result (the training is tested apart)."""
-    import training.lifetime
+    import training.lifetime.values
     import training.train
 
     paths, trained = trained_home
     monkeypatch.setattr(training.train, "train", lambda paths, gate_metric: dict(trained))
-    monkeypatch.setattr(training.lifetime, "fit_lifetime", lambda paths: dict(LIFETIME))
+    monkeypatch.setattr(training.lifetime.values, "fit_lifetime", lambda paths: dict(LIFETIME))
     return paths, trained
 
 

@@ -8,9 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.simulate import load_truth, simulate
 from serving.rules import control_group_from_env, control_mask
-from training.uplift import (
+from simulator.generate import load_truth, simulate
+from training.uplift.campaign import booster_predictors, compile_predictors, score_best_offers
+from training.uplift.commands import campaign
+from training.uplift.evaluate import evaluate_uplift, split_exposures
+from training.uplift.model import (
     build_candidates,
     build_offer_table,
     fit_uplift,
@@ -21,9 +24,6 @@ from training.uplift import (
     select_campaign,
     validate_inputs,
 )
-from training.uplift_campaign import booster_predictors, compile_predictors, score_best_offers
-from training.uplift_commands import campaign
-from training.uplift_eval import evaluate_uplift, split_exposures
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.simulation.experiment import CONVERSION_RATE, TRUTH_FILE, VERSIONS, VISIT_RATE, load_experiment_truth
 from nbo.cli import generate
 from nbo.config import get_paths
-from training.uplift import build_offer_table, load_uplift, predict_uplift, prepare_exposures
-from training.uplift_commands import campaign
-from training.uplift_eval import build_offer_grid, choose_split, split_exposures
-from training.uplift_guard import decide_targeting, send_best_single_offer
-from training.uplift_learners import LEARNERS, assign_folds, choose_learner, cross_fit, fit_learner
-from training.uplift_training import train_uplift
+from simulator.experiment import CONVERSION_RATE, TRUTH_FILE, VERSIONS, VISIT_RATE, load_experiment_truth
+from training.uplift.commands import campaign
+from training.uplift.evaluate import build_offer_grid, choose_split, split_exposures
+from training.uplift.guard import decide_targeting, send_best_single_offer
+from training.uplift.learners import LEARNERS, assign_folds, choose_learner, cross_fit, fit_learner
+from training.uplift.model import build_offer_table, load_uplift, predict_uplift, prepare_exposures
+from training.uplift.train import train_uplift
 
 N = 3000
 

@@ -17,13 +17,13 @@ from features.privacy import drop_opted_out
 from nbo.config import get_paths
 from serving.rules import control_group_from_env
 from training.exposures import HORIZON_DAYS, exposures_from_log
-from training.lifetime import read_tiers
-from training.uplift import join_customers, load_uplift
-from training.uplift_campaign import compile_predictors, leave_out_control, score_best_offers
-from training.uplift_eval import BASELINES
-from training.uplift_guard import choose_campaign, write_why
-from training.uplift_learners import LEARNERS
-from training.uplift_training import GATE_METRIC, UPLIFT_FOLDER, train_uplift
+from training.lifetime.values import read_tiers
+from training.uplift.campaign import compile_predictors, leave_out_control, score_best_offers
+from training.uplift.evaluate import BASELINES
+from training.uplift.guard import choose_campaign, write_why
+from training.uplift.learners import LEARNERS
+from training.uplift.model import join_customers, load_uplift
+from training.uplift.train import GATE_METRIC, UPLIFT_FOLDER, train_uplift
 
 __all__ = ["GATE_METRIC", "campaign", "train_uplift", "uplift_app"]
 uplift_app = typer.Typer(help="Incremental effect of offers (uplift) from exposure logs.", no_args_is_help=True)

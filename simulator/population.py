@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.simulation.calendar import compute_season
-from features.simulation.catalog import POPULARITY
+from simulator.calendar import compute_season
+from simulator.catalog import POPULARITY
 
 STAGES = ("new", "active", "very_active", "lapsing", "churned")
 STAGE_SHARE = np.array([0.15, 0.40, 0.08, 0.22, 0.15])

@@ -7,7 +7,7 @@ table (``customer_id, offer_id`` or ``"control", ts, channel, propensity`` + out
 
 A model is two LightGBM models of the outcome, one for treated rows (the offer as a covariate), one for control
 rows; uplift(customer, offer) = mu_treated - mu_control. ``fit_uplift`` fits the plain T-learner;
-training.uplift_learners holds the learners ``nbo uplift train`` chooses from.
+training.uplift.learners holds the learners ``nbo uplift train`` chooses from.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from nbo.units import DAY
 
 CONTROL = "control"
 EXPOSURE_COLUMNS = ("customer_id", "offer_id", "ts", "channel", "propensity")
@@ -191,7 +193,7 @@ def build_matrix(
         columns.append(take(people[column], rows).astype(float).to_numpy())
     for column in spec.datetimes:
         stamps = pd.DatetimeIndex(pd.to_datetime(take(people[column], rows), utc=True))
-        columns.append(np.asarray((when - stamps) / pd.Timedelta(days=1), dtype=float))
+        columns.append(np.asarray((when - stamps) / DAY, dtype=float))
     known = offer_ids is not None
     offers = pd.Index(np.asarray(offer_ids if known else [None] * n, dtype=object))
     offer_rows = offer_table.index.get_indexer(offers) if known else np.full(n, -1)
@@ -318,7 +320,7 @@ def build_candidates(
 ) -> tuple[pd.DataFrame, int]:
     """Every eligible (customer, offer) pair with predicted uplift and expected incremental value, and the
     number of eligible customers (see eligible_customers and live_offers). One row per pair: for analysis
-    and small cases; campaigns use training.uplift_campaign.score_best_offers."""
+    and small cases; campaigns use training.uplift.campaign.score_best_offers."""
     people, live = eligible_customers(customers, channel, segment), live_offers(offers, channel, now)
     value = offer_values(model, live)
     table = offers.drop_duplicates("offer_id").set_index("offer_id")

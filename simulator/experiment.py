@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nbo.units import DAY
+
 VERSIONS = ("mens_email", "womens_email")
 ARMS = ("control", *VERSIONS)
 VISIT_RATE = {"control": 0.106, "mens_email": 0.183, "womens_email": 0.151}
@@ -155,7 +157,7 @@ def simulate_experiment(
         {
             "offer_id": list(VERSIONS),
             "category": ["mens", "womens"],
-            "valid_from": sent - pd.Timedelta(days=1),
+            "valid_from": sent - DAY,
             "valid_to": sent + pd.Timedelta(days=365),
             "channels": "email",
         }

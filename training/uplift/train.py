@@ -14,7 +14,10 @@ import pandas as pd
 
 from features.publish import discard_folder, publish_folder, stage_folder
 from nbo.config import Paths
-from training.uplift import (
+from training.uplift.evaluate import TrueUplift, choose_split, evaluate_uplift
+from training.uplift.guard import REPORT_FILE, decide_targeting, estimate_offer_effects, measure_evidence
+from training.uplift.learners import LEARNERS, choose_learner, fit_learner
+from training.uplift.model import (
     UpliftModel,
     build_offer_table,
     join_customers,
@@ -23,9 +26,6 @@ from training.uplift import (
     save_uplift,
     validate_inputs,
 )
-from training.uplift_eval import TrueUplift, choose_split, evaluate_uplift
-from training.uplift_guard import REPORT_FILE, decide_targeting, estimate_offer_effects, measure_evidence
-from training.uplift_learners import LEARNERS, choose_learner, fit_learner
 
 EXPERIMENT = "nbo-uplift"
 UPLIFT_FOLDER = "uplift"  # in the home: a link to the published version (features.publish)
@@ -43,10 +43,10 @@ def find_truth(truth_dir: Path | None, outcome: str) -> TrueUplift | None:
     of the e-mail experiment), else None."""
     if truth_dir is None:
         return None
-    from features.simulation.experiment import load_experiment_truth
+    from simulator.experiment import load_experiment_truth
 
     if outcome == "converted" and (truth_dir / "truth.parquet").exists():
-        from features.simulate import load_truth
+        from simulator.generate import load_truth
 
         return load_truth(truth_dir).uplift
     return load_experiment_truth(truth_dir, outcome)

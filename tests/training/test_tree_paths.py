@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from training.splits import split_keys, tabulate_splits
+from training.tree_paths import split_keys, tabulate_splits
 
 SPLITS = [np.array([0.5, 2.0]), None, False, np.array([-1.0])]  # thresholds, categorical, unused, thresholds
 

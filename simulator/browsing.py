@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.simulation.calendar import DAY_NS
-from features.simulation.catalog import Catalog
-from features.simulation.events import CH, EV, EventBuffer, draw_times_of_day
-from features.simulation.population import Population
+from nbo.units import DAY_NS
+from simulator.catalog import Catalog
+from simulator.events import CH, EV, EventBuffer, draw_times_of_day
+from simulator.population import Population
 
 SESSIONS_PER_PURCHASE = 3.0
 BASE_SESSIONS = 0.01  # daily visits of anyone alive, buyer or not

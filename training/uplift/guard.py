@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.uplift import UpliftModel, live_offers, offer_values, select_campaign
-from training.uplift_eval import BASELINES, build_offer_grid, evaluate_predictions, predict_arms
-from training.uplift_learners import assign_folds, can_cross_fit, cross_fit
+from training.uplift.evaluate import BASELINES, build_offer_grid, evaluate_predictions, predict_arms
+from training.uplift.learners import assign_folds, can_cross_fit, cross_fit
+from training.uplift.model import UpliftModel, live_offers, offer_values, select_campaign
 
 ESTIMATORS = ("dr", "snips")  # the first one the report holds judges the gains
 SEED = 0  # the random share of customers that gets the best single offer

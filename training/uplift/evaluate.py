@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from training.uplift import UpliftModel, UpliftSpec, build_matrix
+from training.uplift.model import UpliftModel, UpliftSpec, build_matrix
 
 TrueUplift = Callable[[np.ndarray, np.ndarray, pd.Series], np.ndarray]
 K_SHARES = (0.1, 0.3)

@@ -22,8 +22,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from training.uplift import UpliftModel, UpliftSpec, build_matrix, build_spec
-from training.uplift_eval import (
+from training.uplift.evaluate import (
     arm_residual,
     build_offer_grid,
     build_policies,
@@ -32,6 +31,7 @@ from training.uplift_eval import (
     predict_arms,
     value_policy,
 )
+from training.uplift.model import UpliftModel, UpliftSpec, build_matrix, build_spec
 
 LEARNERS = ("t", "shared")
 PARAMS: dict[str, object] = {

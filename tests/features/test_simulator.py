@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features.schema import CHANNELS, EVENT_TYPES, EVENTS, validate_events
-from features.simulate import load_truth, simulate
+from simulator.generate import load_truth, simulate
 
 FILES = ("events", "customers", "items", "offers", "exposures", "truth")
 

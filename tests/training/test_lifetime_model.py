@@ -1,4 +1,4 @@
-"""Tests for training.clv: features, leakage, determinism, CDNOW sanity."""
+"""Tests for training.lifetime.model: features, leakage, determinism, CDNOW sanity."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from training.clv import build_features, build_labels, build_training_set, fit_clv_model, predict_clv
+from training.lifetime.model import (
+    build_features,
+    build_labels,
+    build_training_set,
+    fit_lifetime_model,
+    predict_repeat_purchases,
+)
 
 CDNOW = Path(__file__).resolve().parents[2] / "../shared/data/cdnow/CDNOW_master.txt"
 CUTOFF = pd.Timestamp("2024-04-01")
@@ -87,8 +93,8 @@ def test_fit_and_predict_are_deterministic_for_a_seed() -> None:
     tx = simulate_transactions(400, seed=1)
     cutoff = pd.Timestamp("2023-07-01")
     train = build_training_set(tx, cutoff, 120, ["2023-04-01"])
-    first = predict_clv(fit_clv_model(train, seed=3), tx, cutoff, 120)
-    second = predict_clv(fit_clv_model(train, seed=3), tx, cutoff, 120)
+    first = predict_repeat_purchases(fit_lifetime_model(train, seed=3), tx, cutoff, 120)
+    second = predict_repeat_purchases(fit_lifetime_model(train, seed=3), tx, cutoff, 120)
     pd.testing.assert_frame_equal(first, second)
     assert (first["expected_purchases"] > 0).all()
     assert first["p_buy_again"].between(0, 1).all()
@@ -108,8 +114,8 @@ def test_beats_naive_baseline_on_cdnow() -> None:
     ids = np.random.default_rng(0).permutation(np.sort(tx["customer_id"].unique()))
     is_train = tx["customer_id"].isin(ids[: len(ids) // 2])
     cutoff, horizon = pd.Timestamp("1997-10-01"), 273
-    model = fit_clv_model(build_training_set(tx[is_train], cutoff, horizon), n_jobs=2)
-    pred = predict_clv(model, tx[~is_train], cutoff, horizon)
+    model = fit_lifetime_model(build_training_set(tx[is_train], cutoff, horizon), n_jobs=2)
+    pred = predict_repeat_purchases(model, tx[~is_train], cutoff, horizon)
     actual = build_labels(tx[~is_train], cutoff, horizon).reindex(pred.index, fill_value=0)
     feats = build_features(tx[~is_train], cutoff)
     naive = feats["frequency"] / feats["T"].clip(lower=1) * horizon
@@ -133,9 +139,9 @@ def test_covariates_join_at_each_cutoff_and_are_required_to_predict() -> None:
     target, earlier = data.X[data.is_target], data.X[~data.is_target]
     assert target["visits"].iloc[0] == 4.0 and np.isnan(target["visits"].iloc[1])  # customers a and b
     assert earlier["visits"].iloc[0] == 3.0  # a's row at the earlier cutoff
-    model = fit_clv_model(data)
-    assert len(predict_clv(model, tx, CUTOFF, 30, covariates)) == 2
+    model = fit_lifetime_model(data)
+    assert len(predict_repeat_purchases(model, tx, CUTOFF, 30, covariates)) == 2
     with pytest.raises(ValueError, match="covariates"):
-        predict_clv(model, tx, CUTOFF, 30)
+        predict_repeat_purchases(model, tx, CUTOFF, 30)
     with pytest.raises(ValueError, match="reuse"):
         build_training_set(tx, CUTOFF, 30, covariates=lambda c: pd.DataFrame({"recency": [1.0]}, index=["a"]))

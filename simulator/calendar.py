@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-DAY_NS = 86_400 * 10**9
+from nbo.units import DAY_NS
+
 HOUR_NS = 3_600 * 10**9
 DOW_FACTORS = np.array([0.85, 0.9, 0.95, 1.0, 1.1, 1.35, 1.25])  # Monday .. Sunday
 SALE_PERIODS = ((102, 115), (625, 708), (1124, 1201))  # (MMDD from, MMDD to): winter, summer, Black Friday

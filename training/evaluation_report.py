@@ -18,9 +18,9 @@ from features.segments import (
     value_thresholds,
     value_tier,
 )
-from features.simulate import load_truth
 from features.training_set import with_customer_columns
 from nbo.config import Paths
+from simulator.generate import load_truth
 from training.calibration import reliability_bins
 from training.dataset import Split, to_matrix
 from training.evaluate import (

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.simulation.calendar import DAY_NS, HOUR_NS, SALE_MARKDOWN, mark_sale_days
-from features.simulation.catalog import EXTRA_UNITS, RETURN_RATE, Catalog
-from features.simulation.events import CH, EV, EventBuffer, draw_times_of_day
-from features.simulation.population import Population, compute_daily_rate
+from nbo.units import DAY_NS
+from simulator.calendar import HOUR_NS, SALE_MARKDOWN, mark_sale_days
+from simulator.catalog import EXTRA_UNITS, RETURN_RATE, Catalog
+from simulator.events import CH, EV, EventBuffer, draw_times_of_day
+from simulator.population import Population, compute_daily_rate
 
 JOURNEYS = ("online", "cross_device", "ropo", "store", "showrooming", "call")
 # per journey: (slot, event, known, with item); slot 0 comes before the purchase slot 1

@@ -12,10 +12,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.simulation.calendar import DAY_NS
-from features.simulation.campaigns import HORIZON_DAYS
-from features.simulation.catalog import CATEGORY_NAMES
-from features.simulation.population import Population, compute_daily_rate, compute_offer_multiplier
+from nbo.units import DAY_NS
+from simulator.campaigns import HORIZON_DAYS
+from simulator.catalog import CATEGORY_NAMES
+from simulator.population import Population, compute_daily_rate, compute_offer_multiplier
 
 META_KEY = b"nbo_truth"
 PARAMS = ("rate", "decay", "active_from", "active_to", "uplift", "fatigue", "price_sensitivity", "newsletters")

@@ -5,9 +5,9 @@ Classic protocol: calibration 1997-01-01..1997-09-30, holdout
 model learns on the training half (holdout labels included) and is scored on
 the test half. Rows from earlier cutoffs come from every customer's calibration
 history, the data BG/NBD is fitted on; the test half's holdout is never read. BG/NBD (``lifetimes``) runs as a
-subprocess in a separate virtualenv (it needs pandas<2 / numpy<2); see docs/clv.md.
+subprocess in a separate virtualenv (it needs pandas<2 / numpy<2); see docs/lifetime.md.
 
-    .venv/bin/python benchmarks/cdnow_clv.py [--btyd-python PATH]
+    .venv/bin/python benchmarks/cdnow_lifetime.py [--btyd-python PATH]
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from nbo.units import DAY
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "../shared/data/cdnow/CDNOW_master.txt"
@@ -77,15 +79,15 @@ def predict_ours(tx: pd.DataFrame, train: set[str], test: set[str], seed: int) -
 
     Earlier-cutoff rows are labelled within the calibration period, from every customer's history.
     """
-    from training.clv import build_training_set, fit_clv_model, predict_clv
+    from training.lifetime.model import build_training_set, fit_lifetime_model, predict_repeat_purchases
 
     train_tx = tx.loc[tx["customer_id"].isin(train)]
     test_tx = tx.loc[tx["customer_id"].isin(test)]
     data = build_training_set(
         train_tx, HOLDOUT_START, HORIZON_DAYS, EXTRA_CUTOFFS, history=tx.loc[tx["ts"] < HOLDOUT_START]
     )
-    model = fit_clv_model(data, seed=seed, n_jobs=2)
-    return predict_clv(model, test_tx, HOLDOUT_START, HORIZON_DAYS)
+    model = fit_lifetime_model(data, seed=seed, n_jobs=2)
+    return predict_repeat_purchases(model, test_tx, HOLDOUT_START, HORIZON_DAYS)
 
 
 def predict_bgnbd(tx: pd.DataFrame, test: set[str], python: str) -> pd.DataFrame:
@@ -110,7 +112,7 @@ def run_bgnbd_worker(src: str, dst: str) -> None:
     from lifetimes.utils import summary_data_from_transaction_data
 
     tx = pd.read_csv(src, dtype={"customer_id": str}, parse_dates=["ts"])
-    last_day = HOLDOUT_START - pd.Timedelta(days=1)
+    last_day = HOLDOUT_START - DAY
     cal = summary_data_from_transaction_data(tx, "customer_id", "ts", freq="D", observation_period_end=last_day)
     cal[["recency", "T"]] = cal[["recency", "T"]] / 7.0
     bgf = BetaGeoFitter(penalizer_coef=0.0)
@@ -152,7 +154,7 @@ def main() -> None:
 
 def _holdout_days(tx: pd.DataFrame, index: pd.Index) -> np.ndarray:
     """Actual holdout purchase days for the customers in ``index``."""
-    from training.clv import build_labels
+    from training.lifetime.model import build_labels
 
     labels = build_labels(tx, HOLDOUT_START, HORIZON_DAYS)
     return labels.reindex(index, fill_value=0).to_numpy(dtype="float64")

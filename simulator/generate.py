@@ -16,15 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.simulation.browsing import emit_browsing
-from features.simulation.calendar import DAY_NS
-from features.simulation.campaigns import assign_offers, emit_exposure_events, emit_newsletters, spread_offers
-from features.simulation.catalog import CATEGORY_NAMES, Catalog, build_catalog
-from features.simulation.events import EVENTS_SCHEMA, Dictionaries, EventBuffer
-from features.simulation.journeys import JOURNEYS, compute_base_rates, draw_purchases, emit_journeys, emit_returns
-from features.simulation.population import Population, build_population
-from features.simulation.tables import build_customers, build_exposures, build_items, build_offers
-from features.simulation.truth import Truth, build_truth_table, load_truth
+from nbo.units import DAY_NS
+from simulator.browsing import emit_browsing
+from simulator.campaigns import assign_offers, emit_exposure_events, emit_newsletters, spread_offers
+from simulator.catalog import CATEGORY_NAMES, Catalog, build_catalog
+from simulator.events import EVENTS_SCHEMA, Dictionaries, EventBuffer
+from simulator.journeys import JOURNEYS, compute_base_rates, draw_purchases, emit_journeys, emit_returns
+from simulator.population import Population, build_population
+from simulator.tables import build_customers, build_exposures, build_items, build_offers
+from simulator.truth import Truth, build_truth_table, load_truth
 
 __all__ = ["simulate", "load_truth", "Truth"]
 CHUNK_CUSTOMERS = 2000

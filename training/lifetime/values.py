@@ -1,6 +1,6 @@
 """Lifetime value per customer from the retailer's own purchases and behaviour; it feeds the value tiers.
 
-The repeat-purchase model of ``training/clv.py`` is fitted on the stitched purchase events. The declared
+The repeat-purchase model of ``training/lifetime/model.py`` is fitted on the stitched purchase events. The declared
 customer features (browsing, e-mail, carts, store visits, ...) at each cutoff, point in time, are its
 covariates. Examples are taken at ``end - horizon``, labelled over the last ``horizon`` days, and at
 monthly cutoffs before that. The model then scores every buyer at the end of the data for the next
@@ -27,20 +27,20 @@ from features.publish import write_atomically
 from features.segments import TIER_COLUMNS, latest_tiers, value_thresholds, value_tier
 from features.training_set import read_customer_features
 from nbo.config import Paths
-from training.clv import (
+from nbo.units import DAY
+from training.lifetime.model import (
     REGRESSOR_PARAMS,
     Covariates,
     build_labels,
     build_training_set,
-    fit_clv_model,
-    predict_clv,
+    fit_lifetime_model,
+    predict_repeat_purchases,
 )
 from training.registry import connect, run_tags
 
 EXPERIMENT = "nbo-lifetime"
 HORIZON_DAYS = 90
 MIN_HISTORY_DAYS = 28
-DAY = pd.Timedelta(days=1)
 CUSTOMER_FEATURES = [f for f in FEATURES if f.entity == "customer"]
 EVENT_COLUMNS = ["customer_id", "anonymous_id", "ts", "event_type", "channel", "category", "offer_id", "amount"]
 
@@ -116,7 +116,7 @@ def measure_holdout(
     data = build_training_set(
         tx[~is_test], cutoff, horizon, plan.extra, history=tx[tx["ts"] < cutoff], covariates=covariates
     )
-    pred = predict_clv(fit_clv_model(data, seed=seed), tx[is_test], cutoff, horizon, covariates)
+    pred = predict_repeat_purchases(fit_lifetime_model(data, seed=seed), tx[is_test], cutoff, horizon, covariates)
     held = tx[is_test & (tx["ts"] >= cutoff).to_numpy()]
     actual = build_labels(held, cutoff, horizon).reindex(pred.index, fill_value=0).to_numpy(dtype="float64")
     spend = held.groupby("customer_id")["amount"].sum().reindex(pred.index, fill_value=0.0)
@@ -147,7 +147,7 @@ def predict_lifetime(tx: pd.DataFrame, plan: Plan, seed: int = 0, covariates: Co
     """Every buyer's expected purchases, P(buys again) and value over the next ``horizon`` days, and value tier
     (by expected purchases when the purchases carry no amounts)."""
     data = build_training_set(tx, plan.label_cutoff, plan.horizon, plan.extra, covariates=covariates)
-    pred = predict_clv(fit_clv_model(data, seed=seed), tx, plan.end, plan.horizon, covariates)
+    pred = predict_repeat_purchases(fit_lifetime_model(data, seed=seed), tx, plan.end, plan.horizon, covariates)
     value = pred["expected_value"] if (pred["expected_value"] > 0).any() else pred["expected_purchases"]  # no prices
     pred["value_tier"] = value_tier(value, value_thresholds(value))
     return pred.rename_axis("customer_id").reset_index().assign(horizon_days=plan.horizon, as_of=plan.end)

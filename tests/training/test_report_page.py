@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from features.segments import ACTIVITY_TIERS, VALUE_TIERS
 from nbo.cli import app
-from training.html_report import load_run, write_report
+from training.evaluation_report import draw_figures
 from training.registry import connect
-from training.report import draw_figures
+from training.report_page import load_run, write_report
 
 PLOTS = {"feature_importance", "calibration_curve", "cumulative_gain", "segment_metrics"}
 

@@ -19,11 +19,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-DAY = pd.Timedelta(days=1)
+from nbo.units import DAY
+
 # Extra per-customer columns known at a cutoff (behavioural features, say), indexed by customer_id.
 Covariates = Callable[[pd.Timestamp], pd.DataFrame]
 WINDOWS: tuple[int, ...] = (30, 90, 180)
-REGRESSOR_PARAMS: dict[str, object] = {  # chosen by CV of RMSE on CDNOW's training halves (docs/clv.md)
+REGRESSOR_PARAMS: dict[str, object] = {  # chosen by CV of RMSE on CDNOW's training halves (docs/lifetime.md)
     "objective": "poisson",
     "learning_rate": 0.03,
     "n_estimators": 250,
@@ -211,7 +212,7 @@ def build_training_set(
     return TrainingSet(X=X, y=y, is_target=is_target)
 
 
-def fit_clv_model(
+def fit_lifetime_model(
     train: TrainingSet,
     seed: int = 0,
     n_jobs: int = 1,
@@ -256,7 +257,7 @@ def fit_clv_model(
     )
 
 
-def predict_clv(
+def predict_repeat_purchases(
     model: ClvModel,
     tx: pd.DataFrame,
     cutoff: pd.Timestamp | str,

@@ -6,11 +6,12 @@ import numpy as np
 import pyarrow as pa
 
 from features.schema import CHANNELS
-from features.simulation.calendar import DAY_NS, HOUR_NS
-from features.simulation.campaigns import HORIZON_DAYS, Exposures
-from features.simulation.catalog import CATEGORY_NAMES, Catalog
-from features.simulation.journeys import Purchases
-from features.simulation.population import STAGES, Population, describe_channels
+from nbo.units import DAY_NS
+from simulator.calendar import HOUR_NS
+from simulator.campaigns import HORIZON_DAYS, Exposures
+from simulator.catalog import CATEGORY_NAMES, Catalog
+from simulator.journeys import Purchases
+from simulator.population import STAGES, Population, describe_channels
 
 UTC_NS = pa.timestamp("ns", tz="UTC")
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.schema import CHANNELS, EVENT_TYPES
-from features.simulation.calendar import HOUR_NS
+from simulator.calendar import HOUR_NS
 
 CH = {name: i for i, name in enumerate(CHANNELS)}
 EV = {name: i for i, name in enumerate(EVENT_TYPES)}

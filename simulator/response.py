@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.simulation.calendar import DAY_NS
-from features.simulation.population import compute_daily_rate, compute_offer_multiplier
-from features.simulation.truth import Truth
+from nbo.units import DAY_NS
+from simulator.population import compute_daily_rate, compute_offer_multiplier
+from simulator.truth import Truth
 
 HORIZON_DAYS = 7
 NO_OFFER = -1

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.simulation.calendar import DAY_NS, HOUR_NS
-from features.simulation.catalog import Catalog
-from features.simulation.events import CH, EV, EventBuffer
-from features.simulation.population import Population
+from nbo.units import DAY_NS
+from simulator.calendar import HOUR_NS
+from simulator.catalog import Catalog
+from simulator.events import CH, EV, EventBuffer
+from simulator.population import Population
 
 OFFER_WEEKDAY = 1  # Tuesday
 CONTROL_SHARE = 0.2

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from serving.rules import ControlGroup, control_mask
-from training.splits import collect_splits, group_profiles, tabulate_splits
-from training.uplift import (
+from training.tree_paths import collect_splits, group_profiles, tabulate_splits
+from training.uplift.model import (
     CONTROL_FILE,
     TREATED_FILE,
     UpliftModel,

@@ -1,1 +1,0 @@
-"""Building blocks of the behaviour simulator; the entry points are in features.simulate."""
