@@ -34,9 +34,10 @@ from features.aggregates import assemble_features
 from features.pipeline import build_features
 from features.store_interface import aggregate_rows
 from nbo.config import get_paths
+from nbo.units import DAY_SECONDS
 from serving.process import free_port, start_service, stop_service, wait_ready
 from serving.recommender import Recommender
-from serving.rules import DAY, Policy
+from serving.rules import Policy
 from simulator.generate import simulate
 from training.registry import connect, load_model, predict_proba
 from training.train import train
@@ -96,7 +97,7 @@ def measure_floor(home: Path, n: int = 2000) -> dict[str, str]:
 def unasked_today(recommender: Recommender, skip: int) -> list[str]:
     """The home's customers after the first `skip` (the floor's) with no offer served in the last day: an
     earlier run's contact caps must not empty this run's decisions."""
-    since = int(time.time()) - DAY
+    since = int(time.time()) - DAY_SECONDS
     return [c for c in recommender.store.customers()[skip:] if not recommender.log.contacts(c, since)]
 
 

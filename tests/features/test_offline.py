@@ -4,7 +4,7 @@ import pytest
 
 from features import offline
 from features.aggregates import entity_time_order
-from features.definitions import DAY, FEATURES, LOOKBACK
+from features.definitions import FEATURES, LOOKBACK
 from features.offline import (
     build_training_set,
     choose_cutoffs,
@@ -14,6 +14,7 @@ from features.offline import (
     to_signal_frame,
 )
 from features.training_set import with_customer_columns
+from nbo.units import DAY_SECONDS
 from tests.features.conftest import CATEGORIES
 
 CUTOFF = pd.Timestamp("2025-03-10", tz="UTC")
@@ -148,9 +149,9 @@ def test_customer_features_equal_the_training_set_customer_table(make_events):
 
 @pytest.mark.parametrize("n_cutoffs", [5, 130])
 def test_a_customer_is_active_from_a_row_turning_visible_until_the_look_back_passes_it(n_cutoffs):
-    times = np.arange(n_cutoffs, dtype="int64") * 10 * DAY + 400 * DAY
+    times = np.arange(n_cutoffs, dtype="int64") * 10 * DAY_SECONDS + 400 * DAY_SECONDS
     year = times[0] - LOOKBACK.start(int(times[0]))
-    ts = np.array([times[1] - 1, times[0] - year - 1, times[2] - 5, times[-1] - DAY], dtype="int64")
+    ts = np.array([times[1] - 1, times[0] - year - 1, times[2] - 5, times[-1] - DAY_SECONDS], dtype="int64")
     visible = np.array([ts[0], ts[1], times[3] + 1, ts[3]], dtype="int64")  # row 2 is linked late
     customer = np.array([0, 1, 2, 3])
     active = find_active(customer, 5, ts, visible, times[::-1].copy())[:, ::-1]  # cutoffs in any order

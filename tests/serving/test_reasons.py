@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import DAY, FEATURES, SIGNAL_NAMES, SIGNALS_BY_NAME, readable
+from features.definitions import FEATURES, SIGNAL_NAMES, SIGNALS_BY_NAME, readable
+from nbo.units import DAY_SECONDS
 from serving.decisions import DecisionLog
 from serving.reasons import FRESH_DAYS, explain_offer, plan_reasons
 from serving.recommender import Recommender
@@ -210,7 +211,7 @@ def check_cited_actions_happened(recommender: Recommender, offer: dict) -> None:
             done &= rows.category == offer["category"]
         assert done.any(), clause
         if not np.isinf(clause.age_days) and clause.signal != "devices":
-            assert (t - rows.ts[done].max()) / DAY == pytest.approx(clause.age_days, abs=1e-6), clause
+            assert (t - rows.ts[done].max()) / DAY_SECONDS == pytest.approx(clause.age_days, abs=1e-6), clause
 
 
 def test_a_fresh_add_to_cart_in_the_offers_category_becomes_its_reason(recommender):

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import DAY, SIGNAL_NAMES, readable
+from features.definitions import SIGNAL_NAMES, readable
+from nbo.units import DAY_SECONDS
 from serving.decisions import DecisionLog
 from serving.recommender import NoModel, Recommender
 from serving.rules import Policy
@@ -155,7 +156,7 @@ def test_reasons_include_the_category_share_offset(recommender, monkeypatch):
     monkeypatch.setattr("serving.recommender.attribute_log_share", offset_on_views)
     customer = busiest_customer(recommender)
     decision = recommender.recommend(customer, "web", k=3)
-    rows, since = recommender.store.rows(customer), pd.Timestamp.now().timestamp() - 90 * DAY
+    rows, since = recommender.store.rows(customer), pd.Timestamp.now().timestamp() - 90 * DAY_SECONDS
     viewed = set(rows.category[(rows.values[:, SIGNAL_NAMES.index("views")] > 0) & (rows.ts >= since)])
     cited = [
         offer.reason.startswith(f"You viewed {readable(category)}")
