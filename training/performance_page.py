@@ -3,8 +3,6 @@ training.performance's report: is the programme working, where, and how much."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from html import escape
 from pathlib import Path
@@ -18,8 +16,8 @@ from rich.table import Table
 
 from nbo.config import Paths, get_paths
 from training.commands import HomeOption, abort
+from training.html import STYLE, embed_png, html_table, png
 from training.performance import BREAKDOWNS, HORIZON_DAYS, NoDecisions, measure_home
-from training.report_page import STYLE, html_table
 
 COLUMNS = [
     "",
@@ -92,13 +90,6 @@ def describe(report: dict) -> str:
         f"Incremental revenue {format_estimate(revenue, 0)} (95 % interval): {verdict}; incremental "
         f"conversions {format_estimate(overall['converted']['incremental'], 1)}."
     )
-
-
-def png(figure: Figure) -> bytes:
-    """A figure as PNG bytes."""
-    out = io.BytesIO()
-    figure.savefig(out, format="png", dpi=90, bbox_inches="tight")
-    return out.getvalue()
 
 
 def estimate_bars(ax, cells: dict[str, dict], title: str) -> None:
@@ -187,8 +178,7 @@ def render_performance_html(report: dict) -> str:
         for kind in BREAKDOWNS
     )
     plots = "".join(
-        f'<h3>{escape(title)}</h3><img alt="{escape(title)}" '
-        f'src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        f"<h3>{escape(title)}</h3>" + embed_png(title, data)
         for title, data in [("by week", png(draw_weeks(report))), ("where", plot_where(report))]
     )
     method = (

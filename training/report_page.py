@@ -4,7 +4,6 @@ run's `evaluation/` artifacts."""
 
 from __future__ import annotations
 
-import base64
 import json
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import typer
 
 from nbo.config import MODEL_NAME, Paths, get_paths
 from training.commands import SHOWN, HomeOption, abort, format_number
+from training.html import STYLE, embed_png, html_table
 
 HEADLINE = ("auc", "pr_auc", "log_loss", "ece", "ndcg_at_3", "hit_rate_at_3")
 MODEL_COLUMNS = (
@@ -31,12 +31,6 @@ MODEL_COLUMNS = (
     "margin_at_3",
 )
 SEGMENT_COLUMNS = ("auc", "ece", "ndcg_at_3", "hit_rate_at_3")
-STYLE = (
-    "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
-    "th,td{border:1px solid #ccc;padding:.3em .6em}td.n{text-align:right}img{max-width:100%}"
-    ".cards span{display:inline-block;border:1px solid #ccc;padding:.5em 1em;margin:.2em}"
-    "dt{font-weight:bold;float:left;clear:left;width:9em}dd{margin:0 0 .3em 10em}"
-)
 # One line per number on the page, in the order of its tables.
 METRICS_EXPLAINED = {
     "auc": "chance that a random buyer is scored above a random non-buyer (0.5: random, 1: perfect).",
@@ -105,16 +99,6 @@ def load_run(paths: Paths, version: str | None) -> Run:
     )
 
 
-def html_table(columns: list[str], rows: list[list[str]]) -> str:
-    """An HTML table; cells after the first column are right-aligned numbers."""
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td{' class=n' if i else ''}>{escape(c)}</td>" for i, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def segment_tables(report: dict) -> str:
     """One table per segment kind: tier, size, positive rate and each shown model's metrics."""
     parts = []
@@ -165,7 +149,7 @@ def render_html(run: Run, performance: str | None = None) -> str:
     )
     plots = "".join(
         f"<h3>{escape(name.replace('_', ' '))}</h3><p>{escape(PLOTS_EXPLAINED.get(name, ''))}</p>"
-        f'<img alt="{escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        + embed_png(name, data)
         for name, data in images.items()
     )
     title = f"{MODEL_NAME} v{version}"
