@@ -8,6 +8,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, cast
 
+from serving.campaign_api import DEFAULT_PAGE_SIZE
+from serving.campaign_jobs import MAX_PAGE_SIZE
 from serving.errors import ErrorResponse
 from serving.guard import KEYED_ROUTES, OPTIONALLY_KEYED_ROUTES
 
@@ -35,6 +37,10 @@ ROUTE_ERRORS = {
         "503": "The registry is unreachable: the current model stays.",
     },
     "/status": {},
+    "/campaign/{job_id}": {
+        "400": "`offset` or `page_size` is not an integer in bounds.",
+        "404": "No campaign job has this id.",
+    },
     "/customers/{customer_id}": {
         "400": "The customer id is blank or over 128 characters.",
         "404": "No customer id in the path.",
@@ -72,6 +78,24 @@ FORGET: dict[
     },
 }
 FORGET_ROUTE = ("/customers/{customer_id}",)
+CAMPAIGN_JOB: dict[str, Any] = {  # GET /campaign/{job_id}: a Starlette route (serving.campaign_api), as FORGET
+    "tags": ["Service APIs"],
+    "operationId": "NextBestOffer__campaign_job",
+    "security": [{"ApiKey": []}],
+    "description": "A campaign job started by POST /campaign: its status (queued, running, done, failed with the "
+    "reason), once done its counts and what was sent and why, and one page of its chosen rows, best first.",
+    "parameters": [
+        {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
+        {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        {
+            "name": "page_size",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+        },
+    ],
+}
+JOB_ANSWER = {"content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="CampaignJobIODescriptor")}}}}
 UNAUTHORISED = "Missing or wrong `x-api-key` header (checked before the body is read)."
 DESCRIPTION = (
     "Next-best-offer decisions, live events and campaign plans. Every answer with a status of 400 or more "
@@ -91,7 +115,7 @@ def error_schemas() -> dict:
 def _errors(path: str, statuses: tuple[str, ...] | None = None) -> dict:
     """The error answers of a route (those of `statuses` only, when given), each in the error document."""
     errors = {**COMMON_ERRORS, **ROUTE_ERRORS.get(path, {})}
-    if path in KEYED_ROUTES or path in OPTIONALLY_KEYED_ROUTES or path in FORGET_ROUTE:
+    if path in KEYED_ROUTES or path in OPTIONALLY_KEYED_ROUTES or path in (*FORGET_ROUTE, "/campaign/{job_id}"):
         errors["401"] = UNAUTHORISED
     return {
         status: {"description": text, **ERROR}
@@ -152,6 +176,18 @@ def complete_openapi(document: dict) -> dict:
         "delete": {
             **FORGET,
             "responses": {**FORGET["responses"], **_errors("/customers/{customer_id}", ("400", "401", "404", "500"))},
+        }
+    }
+    campaign = document["paths"]["/campaign"]["post"]["responses"]
+    campaign["202"] = {**campaign.pop("200"), "description": "The job is started; follow it at `status_url`."}
+    document["paths"]["/campaign"]["post"]["responses"] = dict(sorted(campaign.items()))
+    document["paths"]["/campaign/{job_id}"] = {
+        "get": {
+            **CAMPAIGN_JOB,
+            "responses": {
+                "200": {"description": "The job, with one page of its rows once done.", **JOB_ANSWER},
+                **_errors("/campaign/{job_id}", ("400", "401", "404", "500")),
+            },
         }
     }
     document["paths"]["/readyz"]["get"]["responses"]["503"] = {"description": "Not ready to serve yet.", **ERROR}

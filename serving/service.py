@@ -28,7 +28,9 @@ from features.schema import CHANNELS
 from features.store_interface import StoreUnavailable, Written
 from nbo.config import get_paths
 from nbo.settings import load_settings
-from serving.campaign import plan_campaign
+from serving.campaign import check_campaign, plan_campaign
+from serving.campaign_api import CAMPAIGN_JOBS_APP, CampaignJob, job_answer
+from serving.campaign_jobs import CampaignJobs
 from serving.checks import SOURCE, check_events
 from serving.errors import quiet_refusal_logs, refuse
 from serving.guard import Guard, key_matches, recommend_needs_key
@@ -163,7 +165,7 @@ class EventsResponse(BaseModel):
 
 
 class CampaignRequest(BaseModel):
-    """Who to target and how many to contact."""
+    """Who to target and how many to contact: starts a campaign job."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     budget: float = Field(
@@ -176,35 +178,6 @@ class CampaignRequest(BaseModel):
         description="Customer attribute filters, e.g. activity_tier, value_tier, lifecycle_stage.",
         examples=[{"value_tier": "great"}],
     )
-    limit: int = Field(1000, ge=1, le=100_000, description="Most rows returned in the response.")
-
-
-class CampaignRow(BaseModel):
-    customer_id: str
-    offer_id: str
-    uplift: float = Field(..., description="Predicted incremental effect of the offer on the outcome.")
-    expected_value: float = Field(..., description="uplift x the offer's value.")
-
-
-class CampaignResponse(BaseModel):
-    eligible: int = Field(
-        ...,
-        description="Customers in the segment, opted in, not contacted this week and not in the global control group.",
-    )
-    control_held_out: int = Field(
-        0,
-        description="Customers otherwise eligible but in the global control group "
-        "($NBO_CONTROL_SHARE): no campaign reaches them.",
-    )
-    selected: int = Field(..., description="Customers chosen (at most budget x eligible).")
-    expected_incremental_value: float
-    targeting: str = Field(
-        ...,
-        description="What was sent and why: targeted by the uplift model only when, held out, "
-        "it beat the best single offer and random targeting with 95 % "
-        "confidence; otherwise the best single offer to a random share.",
-    )
-    rows: list[CampaignRow] = Field(..., description="Best first, at most `limit`.")
 
 
 class Status(BaseModel):
@@ -283,6 +256,7 @@ class NextBestOffer:
             logger.warning("%s; not ready until a champion is registered", NoModel())
         limit_blas_threads()
         settle_heap()
+        self.jobs = CampaignJobs(self.paths)
         self.retry_after = str(math.ceil(reload_interval()))
         threading.Thread(
             target=follow_registry,
@@ -380,27 +354,24 @@ class NextBestOffer:
             accepted=applied, duplicates=len(valid) - applied, conflicts=len(conflicts), rejected=rejected
         )
 
-    @bentoml.api(input_spec=CampaignRequest, output_spec=CampaignResponse)
-    def campaign(self, ctx: bentoml.Context, **request) -> CampaignResponse:
-        """The best offer per customer of a segment under a contact budget, by predicted uplift."""
+    @bentoml.api(input_spec=CampaignRequest, output_spec=CampaignJob)
+    def campaign(self, ctx: bentoml.Context, **request) -> CampaignJob:
+        """Start a campaign job (the best offer per customer of a segment under a contact budget, by predicted
+        uplift) and answer 202 at once; GET /campaign/{job_id} follows it and pages its rows."""
         require_key(ctx)
         parsed = CampaignRequest.model_validate(request)
         try:
-            chosen, eligible, held_out, targeting = plan_campaign(
-                self.paths, self.recommender, parsed.budget, parsed.channel, parsed.segment
-            )
+            checked = check_campaign(self.paths, parsed.channel, parsed.segment)
         except (ValueError, FileNotFoundError) as error:  # no uplift model yet (409), a bad segment (400)
             status = HTTPStatus.CONFLICT if isinstance(error, FileNotFoundError) else HTTPStatus.BAD_REQUEST
             raise BentoMLException(str(error), error_code=status) from error
-        rows = [CampaignRow(**r) for r in chosen.head(parsed.limit)[list(CampaignRow.model_fields)].to_dict("records")]
-        return CampaignResponse(
-            eligible=eligible,
-            control_held_out=held_out,
-            selected=len(chosen),
-            expected_incremental_value=float(chosen["expected_value"].sum()),
-            targeting=targeting,
-            rows=rows,
+        plan = partial(
+            plan_campaign, self.paths, self.recommender, parsed.budget, parsed.channel, parsed.segment, checked
         )
+        job = job_answer(self.jobs.start(parsed.model_dump(), plan))
+        ctx.response.status_code = HTTPStatus.ACCEPTED
+        ctx.response.headers["Location"] = job.status_url
+        return job
 
     @bentoml.api(route="/admin/reload")
     def reload(self, ctx: bentoml.Context) -> Status:
@@ -453,3 +424,4 @@ def forget(request: Request) -> JSONResponse:
 
 
 SERVICE.mount_asgi_app(Starlette(routes=[Route("/{customer_id:path}", forget, methods=["DELETE"])]), path="/customers")
+SERVICE.mount_asgi_app(CAMPAIGN_JOBS_APP, path="/campaign")

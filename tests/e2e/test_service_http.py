@@ -197,35 +197,66 @@ def publish_uplift(paths) -> None:
     )
 
 
+def run_campaign(url: str, body: dict, page_size: int = 1000) -> tuple[dict, list[dict]]:
+    """Start a campaign job, poll it to its end (each request over either worker) and read every page of it."""
+    headers = {"x-api-key": KEY}
+    started = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=10)
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert job["status"] == "queued" and started.headers["location"] == job["status_url"]
+    deadline = time.monotonic() + 120
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+        job = httpx.get(
+            f"{url}{job['status_url']}", params={"page_size": page_size}, headers=headers, timeout=10
+        ).json()
+    rows, offset = list(job["rows"]), job["next_offset"]
+    while offset is not None:
+        page = httpx.get(
+            f"{url}{job['status_url']}", params={"offset": offset, "page_size": page_size}, headers=headers, timeout=10
+        ).json()
+        assert page["offset"] == offset and page["status"] == "done"
+        rows, offset = rows + page["rows"], page["next_offset"]
+    return job, rows
+
+
 def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budget(service):
     url, paths = service
     headers = {"x-api-key": KEY}
-    body = {"budget": 0.2, "channel": "email", "segment": {"email_opt_in": "True"}, "limit": 5}
-    missing = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
+    body = {"budget": 0.2, "channel": "email", "segment": {"email_opt_in": "True"}}
+    missing = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=10)
     assert missing.status_code == 409 and "nbo uplift train" in missing.text  # no uplift model trained yet
     publish_uplift(paths)
-    answer = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=60)
-    assert answer.status_code == 200, answer.text
-    plan = answer.json()
-    assert 0 < plan["selected"] <= int(0.2 * plan["eligible"])
+    plan, rows = run_campaign(url, body, page_size=7)
+    assert plan["status"] == "done", plan
+    assert 0 < plan["selected"] <= int(0.2 * plan["eligible"]) and len(rows) == plan["selected"]
     from training.uplift.guard import read_targeting
 
     guard = read_targeting(paths.home / "uplift")  # the service applies the targeting guard, as nbo campaign does
     assert plan["targeting"].startswith("targeted by the model" if guard["by_model"] else "sent the best single offer")
     assert guard["reason"] in plan["targeting"]
     if not guard["by_model"]:  # one offer, the live one of largest estimated effect x value, for everyone chosen
-        assert len({r["offer_id"] for r in plan["rows"]}) == 1
+        assert len({r["offer_id"] for r in rows}) == 1
     assert plan["control_held_out"] > 0  # the global control group gets no campaign
-    assert not control_mask([r["customer_id"] for r in plan["rows"]], control_group_from_env()).any()
-    assert len(plan["rows"]) == 5
-    values = [r["expected_value"] for r in plan["rows"]]
+    assert not control_mask([r["customer_id"] for r in rows], control_group_from_env()).any()
+    values = [r["expected_value"] for r in rows]
     assert values == sorted(values, reverse=True) and values[-1] > 0
-    assert len({r["customer_id"] for r in plan["rows"]}) == 5
+    assert len({r["customer_id"] for r in rows}) == len(rows)  # every row once over the pages
     opted = pd.read_parquet(paths.raw / "customers.parquet").set_index("customer_id")["email_opt_in"]
-    assert opted[[r["customer_id"] for r in plan["rows"]]].all()
-    bad = httpx.post(f"{url}/campaign", json={**body, "segment": {"shoe_size": "42"}}, headers=headers, timeout=60)
+    assert opted[[r["customer_id"] for r in rows]].all()
+    bad = httpx.post(f"{url}/campaign", json={**body, "segment": {"shoe_size": "42"}}, headers=headers, timeout=10)
     assert bad.status_code == 400 and "shoe_size" in bad.text
     assert httpx.post(f"{url}/campaign", json={**body, "budget": 1.5}, headers=headers, timeout=10).status_code == 400
+
+
+def test_campaign_jobs_are_refused_without_the_key_and_unknown_ids_are_404(service):
+    url, _ = service
+    unknown = httpx.get(f"{url}/campaign/{'0' * 32}", headers={"x-api-key": KEY}, timeout=10)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_job"
+    assert httpx.get(f"{url}/campaign/{'0' * 32}", timeout=10).status_code == 401
+    bounds = httpx.get(f"{url}/campaign/{'0' * 32}?page_size=0", headers={"x-api-key": KEY}, timeout=10)
+    assert bounds.status_code == 400 and bounds.json()["error"]["status"] == 400
 
 
 def test_campaign_value_tiers_come_from_lifetime_value(service):
@@ -234,11 +265,11 @@ def test_campaign_value_tiers_come_from_lifetime_value(service):
         publish_uplift(paths)
     great = pd.read_parquet(paths.raw / "customers.parquet")["customer_id"].iloc[::4].tolist()
     pd.DataFrame({"customer_id": great, "value_tier": "great"}).to_parquet(paths.lifetime)
-    body = {"budget": 1.0, "channel": "email", "segment": {"value_tier": "great"}, "limit": 10_000}
+    body = {"budget": 1.0, "channel": "email", "segment": {"value_tier": "great"}}
     try:
-        answer = httpx.post(f"{url}/campaign", json=body, headers={"x-api-key": KEY}, timeout=60)
+        plan, rows = run_campaign(url, body)  # the tiers are read when the job starts
     finally:
         paths.lifetime.unlink()
-    assert answer.status_code == 200, answer.text
-    chosen = {r["customer_id"] for r in answer.json()["rows"]}
+    assert plan["status"] == "done", plan
+    chosen = {r["customer_id"] for r in rows}
     assert chosen and chosen <= set(great)
