@@ -4,6 +4,8 @@ and pick the best offer per customer under a contact budget."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +21,7 @@ from serving.rules import control_group_from_env
 from training.exposures import HORIZON_DAYS, exposures_from_log
 from training.lifetime.values import read_tiers
 from training.uplift.campaign import compile_predictors, leave_out_control, score_best_offers
+from training.uplift.campaign_dask import CampaignSpec, open_client, plan_campaign_dask
 from training.uplift.evaluate import BASELINES
 from training.uplift.guard import choose_campaign, write_why
 from training.uplift.learners import LEARNERS
@@ -153,6 +156,21 @@ def train_command(
     console.print(f"model: {paths.home / 'uplift'}   MLflow run {report['run_id']} ({report['seconds']} s)")
 
 
+@contextmanager
+def scoring_bar(unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of scoring, and the (done, total) callback that moves it."""
+    with Progress(
+        TextColumn(f"scoring {unit}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("scoring", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def parts_folder(target: Path) -> Path:
+    """Where `nbo campaign --dask` writes its scored parts: beside the campaign file."""
+    return target.with_name(f"{target.stem}-parts")
+
+
 def campaign(
     budget: Annotated[float, typer.Option(help="Fraction of eligible customers to contact.")],
     segment: Annotated[list[str] | None, typer.Option(help="column=value filter, repeatable.")] = None,
@@ -171,6 +189,16 @@ def campaign(
             help="Score with the boosters compiled by lleaves (extra 'compiled'): about 5x faster, equal to ~1e-15."
         ),
     ] = False,
+    dask: Annotated[
+        bool,
+        typer.Option(
+            help="Score in customer partitions on a Dask cluster (a local one, one worker per core, unless "
+            "--scheduler); each partition's best offers are written to <out>-parts/ as a Parquet part."
+        ),
+    ] = False,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of the dask.distributed scheduler to score on (implies --dask).")
+    ] = None,
     home: Home = None,
 ) -> None:
     """Write the best offer per customer under a contact budget (positive expected incremental value only)."""
@@ -179,35 +207,33 @@ def campaign(
         rules = dict(rule.split("=", 1) for rule in segment or [])
         model = load_uplift(paths.home / "uplift")
         tiers = read_optional(behaviour) if behaviour is not None else read_tiers(paths)
-        people = drop_opted_out(paths, join_customers(read_table(customers or paths.raw / "customers.parquet"), tiers))
         table = read_table(offers or paths.raw / "offers.parquet")
         when = pd.Timestamp(now) if now else pd.Timestamp.now(tz="UTC")
         when = when.tz_localize("UTC") if when.tz is None else when.tz_convert("UTC")
+        source, target = customers or paths.raw / "customers.parquet", out or paths.home / "campaign.parquet"
         began = time.perf_counter()
-        predictors = compile_predictors(paths.home / "uplift") if compiled else None
-        with Progress(
-            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as bar:
-            task = bar.add_task("scoring", total=None)
-            best, eligible = score_best_offers(
-                model,
-                people,
-                table,
-                channel,
-                when,
-                rules,
-                lambda done, total: bar.update(task, completed=done, total=total),
-                predictors,
+        if (dask or scheduler) and compiled:
+            raise ValueError("--compiled scores in this process only: leave out --dask and --scheduler")
+        if dask or scheduler:
+            spec = CampaignSpec(paths.home, model, table, tiers, channel, when, rules, control_group_from_env())
+            with open_client(scheduler) as client, scoring_bar("partitions") as report:
+                chosen, eligible, held_out, sent, targeting, parts = plan_campaign_dask(
+                    client, spec, [source], budget, parts_folder(target), report
+                )
+            console.print(f"scored parts: {parts_folder(target)} ({len(parts)} parts)")
+        else:
+            people = drop_opted_out(paths, join_customers(read_table(source), tiers))
+            predictors = compile_predictors(paths.home / "uplift") if compiled else None
+            with scoring_bar("pairs") as report:
+                best, eligible = score_best_offers(model, people, table, channel, when, rules, report, predictors)
+            best, eligible, held_out = leave_out_control(best, eligible, control_group_from_env())
+            chosen, sent, targeting = choose_campaign(
+                paths.home / UPLIFT_FOLDER, model, best, table, channel, when, budget, eligible
             )
-        best, eligible, held_out = leave_out_control(best, eligible, control_group_from_env())
-        chosen, sent, targeting = choose_campaign(
-            paths.home / UPLIFT_FOLDER, model, best, table, channel, when, budget, eligible
-        )
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(2) from error
     seconds = time.perf_counter() - began
-    target = out or paths.home / "campaign.parquet"
     chosen.to_csv(target, index=False) if target.suffix == ".csv" else chosen.to_parquet(target, index=False)
     why = write_why(target, targeting, sent, len(chosen))
     console.print(f"{sent}: {targeting['reason']} (-> {why})")
