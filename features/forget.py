@@ -7,7 +7,8 @@ The places, each counted in the answer:
   ingested sources, the customers table, lifetime tables, training sets, campaign files), rewritten without the
   rows of the customer and of their devices (the devices whose first link is to them, as identity stitching
   attributes them);
-- the online store (the backend's ``forget``) and the decision log with its outcomes (``DecisionLog.forget``);
+- the online store (the backend's ``forget``) and the decision log with its outcomes (``DecisionLog.forget``, or
+  the log shared by every replica in Redis: ``SharedDecisionLog.forget``);
 - the event lake (features.lake): its day partitions as Parquet files above, its segments not compacted yet
   rewritten without the customer's and devices' events (under the lake's lock: no compaction meanwhile);
 - every CSV file under the home (quarantine files), rewritten without the rows that mention the customer's id
@@ -39,6 +40,7 @@ from nbo.config import Paths
 if TYPE_CHECKING:
     from features.store_interface import FeatureStore
     from serving.decisions import DecisionLog
+    from serving.shared_log import SharedDecisionLog
 
 ID_COLUMNS = ("customer_id", "anonymous_id")
 
@@ -147,7 +149,11 @@ def _mentions(event: dict, customer_id: str, devices: set[str]) -> bool:
 
 
 def forget_customer(
-    paths: Paths, customer_id: str, store: FeatureStore, log: DecisionLog, now: pd.Timestamp | None = None
+    paths: Paths,
+    customer_id: str,
+    store: FeatureStore,
+    log: DecisionLog | SharedDecisionLog,
+    now: pd.Timestamp | None = None,
 ) -> dict[str, int]:
     """Erase a customer from the home, the online store and the decision log; list them in the privacy
     register. Return the rows (or keys) erased per place: "online store", "decision log", and each file by its

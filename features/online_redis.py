@@ -44,7 +44,7 @@ RECORD = np.dtype([("category", "<i4"), *_PACKED.descr])
 BATCH_EVENTS = 1000  # events per script call (all of an /events batch): Redis blocks others for a few ms at most
 _ARGS_PER_EVENT = 8
 TIMEOUT_S = 0.2  # socket connect/read timeout unless the URL sets one: an outage must not hang requests
-_DOWN = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError (Redis loading its data) is a ConnectionError
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError (loading its data) is a ConnectionError
 logger = logging.getLogger("nbo.online")
 logger.setLevel(logging.INFO)  # an outage's end shows too where the root logger is at WARNING (as in BentoML)
 
@@ -137,10 +137,20 @@ return {new, conflicts}
 """
 
 
-class OutageLog:
-    """Logs an outage of the store once when it starts and once when the store answers again."""
+def connect_redis(url: str) -> redis.Redis:
+    """A client of the Redis at `url`, with TIMEOUT_S connect and read timeouts."""
+    return redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
 
-    def __init__(self) -> None:
+
+class OutageLog:
+    """Logs an outage of a store once when it starts and once when the store answers again."""
+
+    def __init__(
+        self,
+        name: str = "online store",
+        meanwhile: str = "/recommend serves the popularity fallback and /events answers 503 until it is back",
+    ) -> None:
+        self.name, self.meanwhile = name, meanwhile
         self.down_since: float | None = None
         self.lock = threading.Lock()
 
@@ -149,19 +159,15 @@ class OutageLog:
         with self.lock:
             if self.down_since is None:
                 self.down_since = time.monotonic()
-                logger.warning(
-                    "online store unreachable (%s): /recommend serves the popularity fallback and "
-                    "/events answers 503 until it is back",
-                    error,
-                )
-        return StoreUnavailable(f"online store unreachable: {error}")
+                logger.warning("%s unreachable (%s): %s", self.name, error, self.meanwhile)
+        return StoreUnavailable(f"{self.name} unreachable: {error}")
 
     def answered(self) -> None:
         """Note a call that succeeded (the first one after an outage is logged)."""
         if self.down_since is not None:
             with self.lock:
                 if self.down_since is not None:
-                    logger.info("online store reachable again after %.1f s", time.monotonic() - self.down_since)
+                    logger.info("%s reachable again after %.1f s", self.name, time.monotonic() - self.down_since)
                     self.down_since = None
 
 
@@ -169,7 +175,7 @@ class RedisStore:
     """The online store in Redis: no local state, every replica sees every write at once."""
 
     def __init__(self, url: str, prefix: str = "nbo:online:"):
-        self.client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        self.client = connect_redis(url)
         self.prefix = prefix
         self.script = self.client.register_script(_WRITE)
         self.layout = ",".join(SIGNAL_NAMES)
@@ -207,7 +213,7 @@ class RedisStore:
                 applied, refused = self.script(
                     args=[self.prefix, RECORD.itemsize, self.layout, *args[start : start + step]]
                 )
-            except _DOWN as error:
+            except REDIS_DOWN as error:
                 raise self.outage.failed(error) from error
             self.outage.answered()
             if applied < 0:
@@ -226,7 +232,7 @@ class RedisStore:
                     self.prefix + "rows:" + customer_id, self.prefix + "category_names", self.prefix + "layout"
                 ),
             )
-        except _DOWN as error:
+        except REDIS_DOWN as error:
             raise self.outage.failed(error) from error
         self.outage.answered()
         if blob is None:

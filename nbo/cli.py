@@ -352,14 +352,14 @@ def forget(
     sets (docs/privacy.md); later ingests and builds leave their past events out."""
     from features.forget import forget_customer
     from features.online import open_store
-    from serving.decisions import DecisionLog
+    from serving.decisions import open_decision_log
 
     paths = get_paths(home)
     if not paths.raw.is_dir():
         fail(f"{paths.home} is no NBO home (no raw/ folder)")
     if not customer_id.strip():
         fail("the customer id is empty")
-    store, log = open_store(paths), DecisionLog(paths.decisions)
+    store, log = open_store(paths), open_decision_log(paths)
     try:
         erased = forget_customer(paths, customer_id, store, log)
     finally:

@@ -4,6 +4,8 @@ It feeds the contact caps, retraining and off-policy evaluation. SQLite in WAL m
 as $NBO_SYNC says (features.sqlite: what a crash and a power loss keep).
 Served offers are written by a background thread (a bounded queue: a full queue makes a caller that may wait
 wait; nothing is dropped); reads see the rows still queued, and close() or interpreter exit flushes them.
+With $NBO_REDIS_URL set, ``open_decision_log`` opens the log shared by every replica in Redis instead
+(serving.shared_log): same interface.
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from features.privacy import wipe_freed_pages
 from features.sqlite import connect_sqlite, write_transaction
+from nbo.settings import read_setting
+
+if TYPE_CHECKING:
+    from nbo.config import Paths
+    from serving.shared_log import SharedDecisionLog
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT, ts INTEGER, customer_id TEXT, channel TEXT,
@@ -55,6 +65,7 @@ MIGRATIONS = (
     ('"group" TEXT', "UPDATE decisions SET \"group\" = 'treatment'"),
     ("intended_offer_id TEXT", "UPDATE decisions SET intended_offer_id = offer_id WHERE explored = 0"),
 )
+OUTCOME_COLUMNS = ("event_id", "decision_id", "offer_id", "event_type", "ts", "amount")
 OUTCOME_TYPES = ("offer_shown", "offer_click", "purchase")
 MAX_QUEUED = 10_000  # served offers waiting for the writer before record() blocks
 WRITE_TRIES = 3  # a batch that fails this many times in a row stops the writer (the error reaches callers)
@@ -63,6 +74,65 @@ INSERT_DECISION = (
     f"VALUES ({','.join('?' * len(DECISION_COLUMNS))})"
 )
 logger = logging.getLogger("nbo.decisions")
+Contact = tuple[str, str, int]  # a served slot: (offer_id, channel, ts); offer_id None for a control slot
+Admit = Callable[[list[Contact]], bool]  # whether a decision may still be logged, given the customer's contacts
+
+
+class ContactCapped(Exception):
+    """Another replica's contacts, logged since this decision read them, leave no room for it under the caps."""
+
+
+def open_decision_log(paths: Paths) -> DecisionLog | SharedDecisionLog:
+    """The configured decision log: shared in Redis at $NBO_REDIS_URL when set, else SQLite in the NBO home."""
+    url = read_setting("redis_url")
+    if url:
+        from serving.shared_log import SharedDecisionLog
+
+        return SharedDecisionLog(url)
+    return DecisionLog(paths.decisions)
+
+
+def decision_log_kept(paths: Paths) -> bool:
+    """Whether a decision log may hold decisions: a shared one, or the home's SQLite file."""
+    return bool(read_setting("redis_url")) or paths.decisions.exists()
+
+
+def read_outcomes(rows: list[tuple]) -> pd.DataFrame:
+    """Outcome tuples (OUTCOME_COLUMNS order) as a frame."""
+    return pd.DataFrame(rows, columns=list(OUTCOME_COLUMNS))
+
+
+def outcome_rows(events: pd.DataFrame) -> list[tuple]:
+    """The offer events that carry a decision_id, as outcome tuples (OUTCOME_COLUMNS order)."""
+    if "decision_id" not in events:
+        return []
+    linked = events[events["decision_id"].notna() & events["event_type"].isin(OUTCOME_TYPES)]
+    return [
+        (
+            e.event_id,
+            e.decision_id,
+            e.offer_id if pd.notna(e.offer_id) else None,
+            e.event_type,
+            int(e.ts.timestamp()),
+            None if pd.isna(e.amount) else float(e.amount),
+        )
+        for e in linked.itertuples()
+    ]
+
+
+def join_outcomes(decisions: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Every served slot with whether a click (``clicked``) or a purchase (``converted``) on its offer, or on
+    its decision when the event names no offer, came back (1 or 0)."""
+    slots = decisions.reset_index(drop=True)
+    keys = slots[["decision_id", "offer_id"]].reset_index()
+    for reward, event_type in (("clicked", "offer_click"), ("converted", "purchase")):
+        events = outcomes.loc[outcomes["event_type"] == event_type, ["decision_id", "offer_id"]]
+        pairs = keys.merge(events.rename(columns={"offer_id": "outcome_offer"}), on="decision_id")
+        hit = pairs["outcome_offer"].isna() | (pairs["outcome_offer"] == pairs["offer_id"])
+        found = np.zeros(len(slots), dtype="int64")
+        found[pairs.loc[hit, "index"].to_numpy()] = 1
+        slots[reward] = found
+    return slots
 
 
 def create_or_migrate(db: sqlite3.Connection, lock: threading.RLock) -> None:
@@ -96,10 +166,12 @@ class DecisionLog:
         self._closing = False
         self._failure: BaseException | None = None
 
-    def record(self, rows: list[tuple], wait: bool = True) -> None:
+    def record(self, rows: list[tuple], wait: bool = True, admit: Admit | None = None) -> None:
         """Queue the served offers of one decision (one tuple per slot, in DECISION_COLUMNS order). With wait=False
         (a caller on an event loop) a full queue takes them all the same: a writer that cannot write fails after
-        WRITE_TRIES tries, and every later call raises, so the queue cannot grow for long."""
+        WRITE_TRIES tries, and every later call raises, so the queue cannot grow for long. `admit` is for logs
+        other processes write to (serving.shared_log): this one's decisions read the contacts this process logged,
+        one at a time on the service's event loop, so they still hold when logged."""
         with self._changed:
             self._raise_failure()
             while wait and len(self._queued) >= self.max_queued and not self._closing:
@@ -206,20 +278,7 @@ class DecisionLog:
 
     def record_outcomes(self, events: pd.DataFrame) -> int:
         """Keep offer events that carry a decision_id; return how many were new."""
-        if "decision_id" not in events:
-            return 0
-        linked = events[events["decision_id"].notna() & events["event_type"].isin(OUTCOME_TYPES)]
-        rows = [
-            (
-                e.event_id,
-                e.decision_id,
-                e.offer_id if pd.notna(e.offer_id) else None,
-                e.event_type,
-                int(e.ts.timestamp()),
-                None if pd.isna(e.amount) else float(e.amount),
-            )
-            for e in linked.itertuples()
-        ]
+        rows = outcome_rows(events)
         with write_transaction(self.outcomes, self.writing):
             return self.outcomes.executemany("INSERT OR IGNORE INTO outcomes VALUES (?,?,?,?,?,?)", rows).rowcount
 
@@ -244,16 +303,13 @@ class DecisionLog:
         self.flush()
         return pd.read_sql_query("SELECT * FROM decisions WHERE ts >= ?", self.db, params=(since,))
 
+    def logged_outcomes(self) -> pd.DataFrame:
+        """Every outcome kept, columns OUTCOME_COLUMNS."""
+        return read_outcomes(self.db.execute("SELECT * FROM outcomes").fetchall())
+
     def joined(self) -> pd.DataFrame:
         """Every served offer with whether it was clicked or bought afterwards (for off-policy evaluation)."""
-        self.flush()
-        return pd.read_sql_query(
-            "SELECT d.*, EXISTS(SELECT 1 FROM outcomes o WHERE o.decision_id = d.decision_id AND "
-            "o.event_type = 'offer_click' AND (o.offer_id = d.offer_id OR o.offer_id IS NULL)) AS clicked, "
-            "EXISTS(SELECT 1 FROM outcomes o WHERE o.decision_id = d.decision_id AND o.event_type = 'purchase' "
-            "AND (o.offer_id = d.offer_id OR o.offer_id IS NULL)) AS converted FROM decisions d",
-            self.db,
-        )
+        return join_outcomes(self.decisions(), self.logged_outcomes())
 
     def close(self) -> None:
         """Write what is queued, stop the writer and release the connection (idempotent)."""

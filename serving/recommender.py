@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Literal
+from functools import cache, partial
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from nbo.config import Paths
 from nbo.units import DAY_SECONDS
 from serving.clock import service_now
 from serving.contributions import ContributionCache
-from serving.decisions import DecisionLog
+from serving.decisions import ContactCapped, DecisionLog, open_decision_log
 from serving.observability import REASON_CONTRIBUTIONS
 from serving.packaged import load_serving_model
 from serving.reasons import explain_offer, plan_reasons
@@ -38,12 +38,17 @@ from serving.rules import (
     index_offers,
     rank_offers,
     recently_bought,
+    within_caps,
 )
 from serving.uplift_ranking import UpliftRanker, Verdict, load_ranker, published_version
 from training.affinity import attribute_log_share
 from training.exposures import HORIZON_DAYS
 from training.registry import LoadedModel, predict_proba
 
+if TYPE_CHECKING:
+    from serving.shared_log import SharedDecisionLog
+
+DECIDE_TRIES = 3  # decisions made for one request at most, when replicas contact a customer at once
 DEFAULT_POLICY = Policy()  # the marketer's defaults (serving.rules.Policy)
 
 
@@ -170,7 +175,7 @@ class Recommender:
         store: FeatureStore,
         offers: pd.DataFrame,
         items: pd.DataFrame,
-        log: DecisionLog,
+        log: DecisionLog | SharedDecisionLog,
         policy: Policy = DEFAULT_POLICY,
         seed: int | None = None,
         model_source: str = "registry",
@@ -201,7 +206,7 @@ class Recommender:
             open_store(paths),
             read_raw(paths, "offers"),
             read_raw(paths, "items"),
-            DecisionLog(paths.decisions),
+            open_decision_log(paths),
             policy,
             model_source=source,
             privacy=PrivacyRegister(register_path(paths)),
@@ -279,9 +284,12 @@ class Recommender:
         cart_items: list[str] | None = None,
         now: pd.Timestamp | None = None,
         wait_for_log: bool = True,
+        tries: int = DECIDE_TRIES,
     ) -> Decision:
         """The k best offers for a customer in a channel right now, logged with their propensities (without
-        waiting for room in the decision log's queue when wait_for_log is False). NoModel without a model."""
+        waiting for room in the decision log's queue when wait_for_log is False). NoModel without a model. Made
+        again, up to `tries` times in all, when another replica's contacts logged meanwhile leave no room for it
+        under the caps; none left: no offer."""
         now = now or service_now()
         t, scorer, catalogue = int(now.timestamp()), self.scorer, self.catalogue
         if scorer is None:
@@ -308,9 +316,19 @@ class Recommender:
             ranking = self._popularity(scorer, candidates)
             slots, decision.fallback = choose_slots(len(ranking.best), k, 0.0, self.rng), True
         decision.offers = [] if control and self.control.policy == "none" else self._offers(ranking, slots)
-        self.log.record(
-            log_rows(decision, t, channel, "control" if control else "treatment", intended), wait=wait_for_log
-        )
+        shown = [o.offer_id for o in decision.offers]
+        try:
+            self.log.record(
+                log_rows(decision, t, channel, "control" if control else "treatment", intended),
+                wait=wait_for_log,
+                admit=partial(within_caps, channel=channel, now=t, offers=shown, policy=self.policy),
+            )
+        except ContactCapped:
+            if tries <= 1:
+                return Decision(decision.decision_id, customer_id, version, decision.fallback, degraded=degraded)
+            return self.recommend(
+                customer_id, channel, k, current_category, cart_items, now, wait_for_log, tries=tries - 1
+            )
         return decision
 
     def _offers(self, ranking: Ranking, slots: Slots) -> list[RankedOffer]:

@@ -146,6 +146,15 @@ def capped_offers(contacts: list[tuple[str, str, int]], channel: str, now: int, 
     return {offer for offer, n in today.items() if n >= policy.impressions_per_offer_per_day}
 
 
+def within_caps(
+    contacts: list[tuple[str, str, int]], channel: str, now: int, offers: list[str], policy: Policy
+) -> bool:
+    """Whether a decision showing these offers in the channel now keeps every cap, given the customer's recent
+    contacts (a decision showing nothing still counts as a contact of the channel)."""
+    capped = capped_offers(contacts, channel, now, policy)
+    return capped is not None and not capped.intersection(offers)
+
+
 def rank_offers(
     category_codes: np.ndarray,
     values: np.ndarray,

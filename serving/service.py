@@ -292,6 +292,9 @@ class NextBestOffer:
         except NoModel as error:  # the registry is looked at again within Retry-After seconds
             ctx.response.headers["Retry-After"] = self.retry_after
             return refuse(ctx, HTTPStatus.SERVICE_UNAVAILABLE, str(error), code="no_model")
+        except StoreUnavailable as error:  # the shared decision log down, its waiting room full (shared_log)
+            ctx.response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+            return refuse(ctx, HTTPStatus.SERVICE_UNAVAILABLE, str(error), code="store_unavailable")
         seconds = time.perf_counter() - started
         observe_decision(decision, parsed.channel, seconds)
         ctx.response.headers["Server-Timing"] = f"decide;dur={seconds * 1000:.3f}"  # shown by browsers and load tools
@@ -302,9 +305,10 @@ class NextBestOffer:
         """Apply live events to the online store at once; idempotent by event_id."""
         require_key(ctx)
         raw = pd.DataFrame([e.model_dump() for e in EventsRequest.model_validate(request).events])
-        valid, quarantine = check_events(raw, self.recommender)
-        try:
+        try:  # the decisions known, the store's write and the outcomes logged: a resend of the batch is idempotent
+            valid, quarantine = check_events(raw, self.recommender)
             written = self.recommender.store.apply(valid) if len(valid) else Written(0)
+            self.recommender.log.record_outcomes(valid[~valid["event_id"].isin(written.conflicts)])
         except StoreUnavailable as error:  # nothing of the batch applied, quarantined or logged: it can be resent
             ctx.response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
             return refuse(
@@ -336,7 +340,6 @@ class NextBestOffer:
         EVENTS.labels("duplicate").inc(len(valid) - applied)
         EVENTS.labels("conflict").inc(len(conflicts))
         EVENTS.labels("rejected").inc(len(quarantine) - len(conflicts))
-        self.recommender.log.record_outcomes(valid)
         if self.recommender.privacy is not None:
             self.recommender.privacy.record_opt_outs(valid)
         rejected = [Rejected(row=int(r.row), field=str(r.field), reason=str(r.reason)) for r in quarantine.itertuples()]

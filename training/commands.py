@@ -64,13 +64,15 @@ def evaluate(
 
 def show_decision_value(paths) -> None:
     """Print the logged policy's value and the greedy policy's IPS / SNIPS estimates from the decision log."""
-    from serving.decisions import DecisionLog, evaluate_decisions
+    from serving.decisions import evaluate_decisions, open_decision_log
 
+    log = open_decision_log(paths)
     try:
-        found = {
-            reward: evaluate_decisions(DecisionLog(paths.decisions).joined(), reward)
-            for reward in ("clicked", "converted")
-        }
+        joined = log.joined()
+    finally:
+        log.close()
+    try:
+        found = {reward: evaluate_decisions(joined, reward) for reward in ("clicked", "converted")}
     except ValueError as error:
         abort(str(error))
     console.print_json(json.dumps(found))

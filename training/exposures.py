@@ -13,8 +13,6 @@ training.
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 import pandas as pd
 
@@ -23,6 +21,7 @@ from features.offline import to_seconds
 from features.pipeline import read_raw
 from nbo.config import Paths
 from nbo.units import DAY_SECONDS
+from serving.decisions import decision_log_kept, open_decision_log
 from training.uplift.model import CONTROL
 
 HORIZON_DAYS = 7
@@ -53,16 +52,15 @@ COLUMNS = [
 
 
 def read_log(paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The decision log's decisions and its click outcomes (empty frames when there is no log)."""
-    if not paths.decisions.exists():
+    """The decision log's decisions and its outcomes (empty frames when there is no log); the log shared by
+    every replica with $NBO_REDIS_URL."""
+    if not decision_log_kept(paths):
         return pd.DataFrame(), pd.DataFrame()
-    db = sqlite3.connect(paths.decisions)
+    log = open_decision_log(paths)
     try:
-        decisions = pd.read_sql_query("SELECT * FROM decisions", db)
-        outcomes = pd.read_sql_query("SELECT decision_id, offer_id, event_type, ts FROM outcomes", db)
+        return log.decisions(), log.logged_outcomes()
     finally:
-        db.close()
-    return decisions, outcomes
+        log.close()
 
 
 def read_purchases(paths: Paths) -> pd.DataFrame:

@@ -219,12 +219,12 @@ def measure_home(
     """measure_performance on a home's decision log, events and tiers; ``until`` the end of the data (default:
     the last event's time)."""
     from features.training_set import read_customer_features
-    from serving.decisions import DecisionLog
+    from serving.decisions import decision_log_kept, open_decision_log
     from training.lifetime.values import read_tiers
 
-    if not paths.decisions.exists():
+    if not decision_log_kept(paths):
         raise NoDecisions(f"no decision log at {paths.decisions}: nothing to measure yet (serve /recommend first)")
-    log = DecisionLog(paths.decisions)
+    log = open_decision_log(paths)
     try:
         decisions = log.decisions(int(since.timestamp()) if since is not None else 0)
     finally:
