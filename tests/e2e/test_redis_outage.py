@@ -4,7 +4,6 @@ popularity; each outage is logged once per worker; both are back within 2 s of R
 
 import shutil
 import signal
-import sqlite3
 import time
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 
 from nbo.config import get_paths
 from serving.process import free_port, start_service, stop_service, wait_ready
+from serving.shared_log import SharedDecisionLog
 from tests.serving.test_degraded import start_redis
 
 KEY = "outage-key"
@@ -69,13 +69,15 @@ def redis_port():
 def test_redis_outages_over_http(trained_home, redis_port, tmp_path):
     paths = get_paths(tmp_path / "home")  # a private copy: the outage writes to the decision log and quarantine
     shutil.copytree(trained_home[0].home, paths.home)
-    server = start_redis(redis_port)
+    persisted = ("--appendonly", "yes", "--dir", str(tmp_path))  # decisions served before the kill are known after
+    server = start_redis(redis_port, *persisted)
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
     port, log = free_port(), tmp_path / "service.log"
     process = start_service(
         paths,
         port,
         log,
-        env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2", "NBO_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"},
+        env={"NBO_API_KEY": KEY, "NBO_WORKERS": "2", "NBO_REDIS_URL": redis_url},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -91,14 +93,15 @@ def test_redis_outages_over_http(trained_home, redis_port, tmp_path):
         assert_refused_and_degraded(url, [click, bad])
         server.send_signal(signal.SIGCONT)
         frozen_s = seconds_until_accepted(url, "after-freeze")
+        shared_log = SharedDecisionLog(redis_url)  # the decision log is Redis's too: nothing of the refused batches
+        assert "click-1" not in shared_log.logged_outcomes()["event_id"].tolist()
+        shared_log.close()
 
         server.kill()
         server.wait()
         assert_refused_and_degraded(url, [click, bad])
-        with sqlite3.connect(paths.decisions) as db:  # nothing of the refused batches was kept
-            assert db.execute("SELECT COUNT(*) FROM outcomes WHERE event_id = 'click-1'").fetchone()[0] == 0
         assert (len(pd.read_csv(quarantine)) if quarantine.exists() else 0) == quarantined_before
-        server = start_redis(redis_port)
+        server = start_redis(redis_port, *persisted)
         killed_s = seconds_until_accepted(url, "after-restart")
 
         resent = events(url, [click, bad])  # the client's resend, once the store is back
