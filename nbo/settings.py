@@ -89,9 +89,9 @@ class Settings(BaseSettings):
     recommend_needs_key: bool = setting(False, "`true`: `/recommend` needs the key too.", "true or false")
     redis_url: str | None = setting(
         None,
-        "Redis as the online store (e.g. `redis://localhost:6379/0`), shared by "
-        "several service replicas; needs `pip install 'nbo[redis]'`. Unset: SQLite in "
-        "the home.",
+        "Redis as the online store and the decision log (e.g. `redis://localhost:6379/0`), shared by "
+        "several service replicas (docs/operations.md, Several replicas); needs `pip install 'nbo[redis]'`. "
+        "Unset: SQLite in the home.",
         "a redis:// URL",
     )
     sync: Annotated[Literal["normal", "full"], BeforeValidator(normalise_choice)] = setting(

@@ -116,7 +116,9 @@ def test_an_outage_serves_on_known_contacts_and_loses_nothing(redis_url, make_ev
         for call in (
             lambda: two.known_decisions(["before"]),
             lambda: two.record_outcomes(
-                make_events([dict(ts="2025-01-01", customer_id="c1", event_type="offer_click", offer_id="o1", decision_id="x")])
+                make_events(
+                    [dict(ts="2025-01-01", customer_id="c1", event_type="offer_click", offer_id="o1", decision_id="x")]
+                )
             ),
             lambda: one.decisions(),
         ):
@@ -151,7 +153,9 @@ def test_forget_erases_a_customer_everywhere(replicas, make_events):
     events = make_events(
         [
             dict(ts="2025-01-01", customer_id="gone", event_type="offer_click", offer_id="o1", decision_id="d1"),
-            dict(ts="2025-01-01", customer_id="kept", event_type="purchase", offer_id="o1", decision_id="d2", amount=9.5),
+            dict(
+                ts="2025-01-01", customer_id="kept", event_type="purchase", offer_id="o1", decision_id="d2", amount=9.5
+            ),
         ]
     )
     assert one.record_outcomes(events) == 2
@@ -173,3 +177,23 @@ def test_the_redis_url_picks_the_shared_log(redis_url, tmp_path, monkeypatch):
     shared = open_decision_log(paths)
     assert isinstance(shared, SharedDecisionLog)
     shared.close()
+
+
+def test_nbo_forget_erases_the_customer_from_the_shared_log(redis_url, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nbo.cli import app
+
+    paths = get_paths(tmp_path / "home")
+    paths.raw.mkdir(parents=True)
+    monkeypatch.setenv("NBO_REDIS_URL", redis_url)
+    log = SharedDecisionLog(redis_url)
+    try:
+        log.record(served("d-cli", "cli-gone", "web", NOW, ["o1", "o2"]))
+        log.record(served("d-cli-kept", "cli-kept", "web", NOW, ["o1"]))
+        result = CliRunner().invoke(app, ["forget", "cli-gone", "--home", str(paths.home), "--json"])
+        assert result.exit_code == 0, result.output
+        assert '"decision log": 2' in result.output
+        assert log.known_decisions(["d-cli", "d-cli-kept"]) == {"d-cli-kept"} and log.contacts("cli-gone", 0) == []
+    finally:
+        log.close()
