@@ -32,6 +32,7 @@ import logging
 import threading
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from features.online_redis import REDIS_DOWN, OutageLog, connect_redis
@@ -59,7 +60,12 @@ logger = logging.getLogger("nbo.decisions")
 
 def contact_member(row: tuple) -> str:
     """A slot's member in its customer's contacts: [decision_id, rank, offer_id, channel] as JSON."""
-    return json.dumps([row[0], row[7], row[6], row[3]])
+    return json.dumps([row[0], row[7], row[6], row[3]], default=plain)
+
+
+def plain(value: np.generic) -> object:
+    """A NumPy scalar as the Python value JSON writes."""
+    return value.item()
 
 
 def read_contacts(found: Iterable) -> list[tuple[str, int, Contact]]:
@@ -126,7 +132,7 @@ class SharedDecisionLog:
                 if not admit([contact for _, _, contact in read_contacts(found)]):
                     raise ContactCapped(f"the caps leave no room for customer {customer!r} in {channel}")
             pipe.multi()
-            pipe.hset(self.key("decisions"), decision_id, json.dumps(rows))
+            pipe.hset(self.key("decisions"), decision_id, json.dumps(rows, default=plain))
             pipe.zadd(contacts, {contact_member(row): int(row[1]) for row in rows})
             pipe.zremrangebyscore(contacts, "-inf", oldest)
             pipe.expire(contacts, CONTACT_HISTORY_S)

@@ -4,6 +4,7 @@ decisions and outcomes; caps hold when both log at once; an outage keeps what is
 import shutil
 import threading
 
+import numpy as np
 import pytest
 
 from nbo.config import get_paths
@@ -64,6 +65,15 @@ def test_two_replicas_share_contacts_decisions_and_outcomes(replicas, make_event
     decisions = two.decisions(since=NOW + 1)
     assert decisions["decision_id"].tolist() == ["d2"] and decisions["ts"].tolist() == [NOW + 5]
     assert two.logged_outcomes()["event_id"].tolist() == [click["event_id"].iloc[0]]
+
+
+def test_numpy_values_are_logged_as_plain_numbers(replicas):
+    one, two = replicas
+    row = ("d-np", np.int64(NOW), "c9", "web", "1", np.int64(0), "o1", np.int64(0), np.float64(0.25), 0.5, 0.9, 0)
+    one.record([(*row, "treatment", "o1")])
+    logged = two.decisions().iloc[0]
+    assert (logged["ts"], logged["rank"], logged["score"]) == (NOW, 0, 0.25)
+    assert two.contacts("c9", 0) == [("o1", "web", NOW)]
 
 
 def test_the_caps_hold_when_replicas_log_at_once(replicas):
