@@ -8,6 +8,9 @@ from pathlib import Path
 from nbo.settings import read_setting
 
 MODEL_NAME = "nbo-purchase-intent"
+UPLIFT_MODEL = "nbo-uplift"
+LIFETIME_MODEL = "nbo-lifetime-value"
+MODELS = {"intent": MODEL_NAME, "uplift": UPLIFT_MODEL, "lifetime": LIFETIME_MODEL}  # registered names by kind
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class Paths:
     @property
     def lifetime(self) -> Path:
         return self.home / "lifetime.parquet"
+
+    @property
+    def models(self) -> Path:
+        """Registered model versions fetched from the registry, one folder per model and version."""
+        return self.home / "models"
 
     @property
     def online_store(self) -> Path:

@@ -1,5 +1,5 @@
 """What the service's worker processes run beside the requests: heap and thread settings, the body-size limit,
-and the loop that keeps them on the registry's champion."""
+and the loop that keeps them on the registry's champions (purchase intent, uplift, lifetime value)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 from nbo.config import Paths
 from nbo.settings import read_setting
 from serving.recommender import Recommender
+from training.champions import LIFETIME, current_champion
 from training.registry import get_alias_version, load_model, open_client
 
 logger = logging.getLogger("nbo.serving")
@@ -116,9 +117,10 @@ def read_reload_epoch(paths: Paths) -> str | None:
 def follow_registry(
     recommender: Recommender, paths: Paths, interval: float, stop: threading.Event | None = None, tick: float = 1.0
 ) -> None:
-    """Until `stop` is set: check_champion every `interval` seconds, and within `tick` seconds of a reload request.
-    Nothing stops the loop: a registry that is down, unreadable or corrupt keeps the current model, warned about
-    once per failure spell, and is looked at again on the next round."""
+    """Until `stop` is set: the uplift and lifetime-value champions installed (their folder, the value tiers) and
+    check_champion every `interval` seconds, and within `tick` seconds of a reload request. Nothing stops the loop:
+    a registry that is down, unreadable or corrupt keeps the current model, warned about once per failure spell,
+    and is looked at again on the next round."""
     stop = stop or threading.Event()
     epoch, refused, failing = read_reload_epoch(paths), None, False
     due = time.monotonic() + interval
@@ -131,6 +133,7 @@ def follow_registry(
         due = time.monotonic() + interval
         if recommender.follow_uplift(paths):  # never raises: an unusable uplift model ranks by purchase intent
             settle_heap()
+        current_champion(paths, LIFETIME)  # never raises: the tiers installed last stay
         try:
             swapped, refused = check_champion(recommender, open_client(paths), refused)
         except Exception as error:  # registry unreachable or unreadable: keep the current model

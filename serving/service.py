@@ -46,6 +46,7 @@ from serving.runtime import (
     settle_heap,
     worker_count,
 )
+from training.champions import LIFETIME, installed
 from training.registry import connect, load_model
 
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]  # the schema's channels, declared once
@@ -194,6 +195,10 @@ class Status(BaseModel):
         "probability x offer value.",
     )
     ranking_reason: str = Field("", description="The uplift gate's verdict, in words, with its held-out figures.")
+    uplift_version: str | None = Field(None, description="Registered version of nbo-uplift judged (its champion).")
+    lifetime_version: str | None = Field(
+        None, description="Registered version of nbo-lifetime-value whose value tiers the home holds."
+    )
 
 
 def respond(decision: Decision) -> RecommendResponse:
@@ -403,6 +408,8 @@ class NextBestOffer:
             model_source=cast(Any, self.recommender.model_source),
             ranking=cast(Any, self.recommender.ranking),
             ranking_reason=self.recommender.ranking_verdict.reason,
+            uplift_version=self.recommender.uplift_version,
+            lifetime_version=getattr(installed(self.paths, LIFETIME), "version", None),
         )
 
 

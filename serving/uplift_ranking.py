@@ -1,4 +1,4 @@
-"""Ranking by predicted incremental value: the published uplift model, behind its gate, for the request path.
+"""Ranking by predicted incremental value: the registry's uplift champion, behind its gate, for the request path.
 
 The uplift model (training.uplift.model, trained by `nbo retrain` from the decision log) predicts, per
 (customer, offer), the chance of a purchase in the offer's category within the horizon with the offer (treated
@@ -23,18 +23,18 @@ as good as popularity's) stands in. Otherwise the purchase-intent ranking serves
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from nbo.config import Paths
 from serving.rules import Catalogue
+from training.champions import UPLIFT, Installed, current_champion
 from training.uplift.campaign import encode_customers, encode_offers, split_offer_features
 from training.uplift.model import UpliftModel, load_uplift
 
-UPLIFT_FOLDER = "uplift"  # in the home: the published model (a link to one version)
 REPORT_FILE = "report.json"
 LIFT_CAP = 5.0
 GATE_ESTIMATORS = ("dr", "ips")  # the first one the report holds judges (training.uplift.evaluate: doubly robust, IPS)
@@ -117,17 +117,23 @@ def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
     )
 
 
+def find_published(home: Path) -> Installed | None:
+    """The registry's uplift champion, fetched and installed in the home (the one installed last while the
+    registry does not answer); None when there is none."""
+    return current_champion(Paths(home), UPLIFT)
+
+
 def published_version(home: Path) -> str | None:
-    """The published uplift folder's version (the folder its link points at), None when none is published."""
-    target = home / UPLIFT_FOLDER
-    return os.path.realpath(target) if (target / REPORT_FILE).exists() else None
+    """The uplift champion's registered version (see find_published), None when there is none."""
+    found = find_published(home)
+    return found.version if found else None
 
 
-def judge_published(version: str | None, popularity_offer: str | None) -> Verdict:
-    """The gate on a published uplift model's version (see published_version)."""
-    if version is None:
-        return Verdict(False, "no uplift model is published (`nbo retrain` trains one from the decision log)")
-    return judge_ranking(json.loads((Path(version) / REPORT_FILE).read_text()), popularity_offer)
+def judge_published(folder: Path | None, popularity_offer: str | None) -> Verdict:
+    """The gate on the uplift champion's folder (see find_published)."""
+    if folder is None:
+        return Verdict(False, "no uplift champion in the registry (`nbo retrain` trains one from the decision log)")
+    return judge_ranking(json.loads((folder / REPORT_FILE).read_text()), popularity_offer)
 
 
 class UpliftRanker:
@@ -195,10 +201,11 @@ def load_ranker(
     now: pd.Timestamp,
     popularity: dict[str, float],
 ) -> tuple[UpliftRanker | None, Verdict, str | None]:
-    """The published uplift model ready to rank when its gate lets it (else None), the verdict, and the version
-    judged; popularity: the champion's category shares."""
-    version = published_version(home)
-    verdict = judge_published(version, choose_popularity_offer(popularity, offers))
-    if not verdict.ranks or version is None:
-        return None, verdict, version
-    return UpliftRanker(load_uplift(Path(version)), version, customers, catalogue, offers, items, now), verdict, version
+    """The uplift champion ready to rank when its gate lets it (else None), the verdict, and the version judged;
+    popularity: the purchase-intent champion's category shares."""
+    found = find_published(home)
+    verdict = judge_published(found.folder if found else None, choose_popularity_offer(popularity, offers))
+    if not verdict.ranks or found is None:
+        return None, verdict, found.version if found else None
+    ranker = UpliftRanker(load_uplift(found.folder), found.version, customers, catalogue, offers, items, now)
+    return ranker, verdict, found.version

@@ -19,12 +19,16 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nbo.config import MODEL_NAME, get_paths
+from nbo.config import MODEL_NAME, MODELS, get_paths
 
-models_app = typer.Typer(help="List registered models, promote one to champion, roll back.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The registered models (purchase intent, uplift, lifetime value): list, promote a version, roll back.",
+    no_args_is_help=True,
+)
 console = Console()
 HomeOption = Annotated[Path | None, typer.Option("--home", help="Data folder (default $NBO_HOME or ./data).")]
 SHOWN = ("lightgbm", "popularity", "recency_frequency", "logistic")
+ModelOption = Annotated[str, typer.Option("--model", help="Which model: intent, uplift or lifetime.")]
 
 
 def abort(message: str) -> NoReturn:
@@ -180,11 +184,15 @@ def describe_gate(result: dict) -> str:
 
 
 def show_lifetime(lifetime: dict) -> None:
-    """Two lines on the lifetime values written: where, the tiers, and how well the held-out period was predicted."""
+    """Three lines on the lifetime values: the version and its tiers, the gate's verdict, and how well the
+    held-out period was predicted."""
     tiers = ", ".join(f"{tier} {count:,}" for tier, count in lifetime["tiers"].items())
+    where = f"written to {lifetime['file']}" if lifetime["promoted"] else "challenger, the champion's tiers stay"
     console.print(
-        f"lifetime value of {lifetime['customers']:,} customers written to {lifetime['file']} (value tiers: {tiers})"
+        f"lifetime value of {lifetime['customers']:,} customers: nbo-lifetime-value v{lifetime['version']}, {where} "
+        f"(value tiers: {tiers})"
     )
+    console.print(f"gate: {lifetime['gate']['reason']}")
     console.print(
         f"held-out period: AUC of buying again {format_number(lifetime['holdout_auc'])}, RMSE of purchases "
         f"{lifetime['holdout_rmse']:.3f}, total purchases {lifetime['holdout_total_error']:+.1%} off"
@@ -204,12 +212,42 @@ def format_number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def read_model_kind(kind: str) -> str:
+    """The registered name of a model kind (intent, uplift, lifetime), or a clear error."""
+    if kind not in MODELS:
+        abort(f"--model must be one of {', '.join(MODELS)}, not {kind!r}")
+    return MODELS[kind]
+
+
+def describe_models(client) -> dict[str, dict]:
+    """Each registered model's champion and challenger versions and champion history, by kind."""
+    from training.registry import champion_history, get_alias_version
+
+    return {
+        kind: {
+            "name": name,
+            "champion": get_alias_version(client, "champion", name),
+            "challenger": get_alias_version(client, "challenger", name),
+            "champion_history": champion_history(client, name),
+        }
+        for kind, name in MODELS.items()
+    }
+
+
 @models_app.command("list")
-def list_models(home: HomeOption = None) -> None:
-    """Registered versions with their aliases and test metrics, and the champion history."""
+def list_models(
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Each model's aliases and history as JSON.")] = False,
+) -> None:
+    """Registered purchase-intent versions with their aliases and test metrics, and the champion history; then
+    the champion and challenger of every registered model."""
     from training.registry import champion_history, connect
 
     client = connect(get_paths(home))
+    models = describe_models(client)
+    if as_json:
+        print(json.dumps(models))
+        return
     table = build_table(MODEL_NAME, ["version", "aliases", "test AUC", "test ECE", "oracle share", "created"], text=2)
     for listed in sorted(client.search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version)):
         found = client.get_model_version(MODEL_NAME, listed.version)
@@ -222,35 +260,54 @@ def list_models(home: HomeOption = None) -> None:
         )
     console.print(table)
     console.print(f"champion history: {' -> '.join(champion_history(client)) or 'empty'}")
+    aliases = build_table("registered models", ["--model", "name", "champion", "challenger", "history"], text=2)
+    for kind, model in models.items():
+        aliases.add_row(
+            kind,
+            model["name"],
+            *(f"v{model[a]}" if model[a] else "-" for a in ("champion", "challenger")),
+            " -> ".join(model["champion_history"]) or "empty",
+        )
+    console.print(aliases)
 
 
 @models_app.command("promote")
-def promote_model(version: str, home: HomeOption = None) -> None:
-    """Make VERSION the champion (serving picks it up on its next reload)."""
+def promote_model(version: str, model: ModelOption = "intent", home: HomeOption = None) -> None:
+    """Make VERSION the champion (serving picks it up on its next reload; the uplift and lifetime models are
+    installed in the home at once)."""
     import mlflow
 
+    from training.champions import FOLDER_MODELS, promote_version
     from training.registry import connect, get_alias_version, promote
 
-    client = connect(get_paths(home))
-    before = get_alias_version(client, "champion")
+    name = read_model_kind(model)
+    paths = get_paths(home)
+    client = connect(paths)
+    before = get_alias_version(client, "champion", name)
     try:
-        promote(client, version)
+        if model in FOLDER_MODELS:
+            promote_version(paths, FOLDER_MODELS[model], version, client)
+        else:
+            promote(client, version)
     except mlflow.exceptions.MlflowException:
-        abort(f"no version {version} of {MODEL_NAME}")
+        abort(f"no version {version} of {name}")
     except ValueError as error:  # a version serving could not use
-        abort(str(error))
-    console.print(f"champion: v{version} (was {'v' + before if before else 'none'})")
+        abort(f"{name} v{version}: {error}")
+    console.print(f"{name} champion: v{version} (was {'v' + before if before else 'none'})")
 
 
 @models_app.command("rollback")
-def rollback_model(home: HomeOption = None) -> None:
+def rollback_model(model: ModelOption = "intent", home: HomeOption = None) -> None:
     """Point champion back at the previous champion."""
+    from training.champions import FOLDER_MODELS, roll_back
     from training.registry import connect, get_alias_version, rollback
 
-    client = connect(get_paths(home))
-    before = get_alias_version(client, "champion")
+    name = read_model_kind(model)
+    paths = get_paths(home)
+    client = connect(paths)
+    before = get_alias_version(client, "champion", name)
     try:
-        version = rollback(client)
+        version = roll_back(paths, FOLDER_MODELS[model], client) if model in FOLDER_MODELS else rollback(client)
     except ValueError as error:
         abort(str(error))
-    console.print(f"champion: v{version} (was v{before})")
+    console.print(f"{name} champion: v{version} (was v{before})")

@@ -1,13 +1,16 @@
 """MLflow tracking and the model registry: log a run, register it, move the aliases, load a model.
 
 Every version that becomes champion is appended to the registered model's ``champion_history`` tag
-(comma-separated versions), so that a rollback knows which champion came before.
+(comma-separated versions), so that a rollback knows which champion came before. The alias functions take the
+registered model's name (nbo.config.MODELS; the purchase-intent model by default); the uplift and lifetime-value
+models are registered as folders (``register_folder``; training.champions fetches them).
 """
 
 from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,9 +98,25 @@ def log_model(
     return str(info.registered_model_version)
 
 
-def download_version(client: MlflowClient, version: str, folder: Path) -> Path:
-    """Download a registered version's pyfunc folder into folder, through the client's own tracking URI."""
-    location = client.get_model_version_download_uri(MODEL_NAME, version)
+def register_folder(client: MlflowClient, name: str, run_id: str, artifact_path: str, promoted: bool) -> str:
+    """Register a run's logged folder as a new version of a registered model (created on first use): challenger,
+    and champion too when its gate passed (``promoted``); return the version."""
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name)
+    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    version = str(client.create_model_version(name, source, run_id).version)
+    set_alias(client, "challenger", version, name)
+    if promoted:
+        crown(client, version, name)
+    return version
+
+
+def download_version(client: MlflowClient, version: str, folder: Path, name: str = MODEL_NAME) -> Path:
+    """Download a registered version's folder (the pyfunc folder of the purchase-intent model) into folder,
+    through the client's own tracking URI."""
+    location = client.get_model_version_download_uri(name, version)
     return Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=location, dst_path=str(folder), tracking_uri=client.tracking_uri
@@ -105,14 +124,12 @@ def download_version(client: MlflowClient, version: str, folder: Path) -> Path:
     )
 
 
-def find_version(client: MlflowClient, alias: str = "champion", version: str | None = None) -> str | None:
+def find_version(
+    client: MlflowClient, alias: str = "champion", version: str | None = None, name: str = MODEL_NAME
+) -> str | None:
     """The given version if registered, else the version under an alias; None when there is no such version."""
     try:
-        found = (
-            client.get_model_version(MODEL_NAME, version)
-            if version
-            else client.get_model_version_by_alias(MODEL_NAME, alias)
-        )
+        found = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException:
         return None
     return str(found.version)
@@ -128,15 +145,15 @@ def load_model(client: MlflowClient, alias: str = "champion", version: str | Non
         return read_model_folder(download_version(client, found, Path(folder)), found)
 
 
-def set_alias(client: MlflowClient, alias: str, version: str) -> None:
+def set_alias(client: MlflowClient, alias: str, version: str, name: str = MODEL_NAME) -> None:
     """Point an alias (champion, challenger) at a version."""
-    client.set_registered_model_alias(MODEL_NAME, alias, version)
+    client.set_registered_model_alias(name, alias, version)
 
 
-def champion_history(client: MlflowClient) -> list[str]:
+def champion_history(client: MlflowClient, name: str = MODEL_NAME) -> list[str]:
     """The versions that became champion, oldest first (empty before the first registration)."""
     try:
-        tag = client.get_registered_model(MODEL_NAME).tags.get(HISTORY_TAG, "")
+        tag = client.get_registered_model(name).tags.get(HISTORY_TAG, "")
     except mlflow.exceptions.MlflowException:
         return []
     return [v for v in tag.split(",") if v]
@@ -160,31 +177,43 @@ def check_servable(client: MlflowClient, version: str) -> None:
         raise ValueError(f"version {version} predicts {probability} for a row of missing values")
 
 
-def promote(client: MlflowClient, version: str) -> None:
+def promote(
+    client: MlflowClient,
+    version: str,
+    name: str = MODEL_NAME,
+    check: Callable[[MlflowClient, str], None] = check_servable,
+) -> None:
     """Make a servable version champion and append it to the champion history; an unknown version raises
-    MlflowException, an unservable one ValueError, and the champion stays as it was."""
-    client.get_model_version(MODEL_NAME, version)
-    check_servable(client, version)
-    set_alias(client, "champion", version)
-    client.set_registered_model_tag(MODEL_NAME, HISTORY_TAG, ",".join([*champion_history(client), str(version)]))
+    MlflowException, an unservable one (``check`` raises) ValueError, and the champion stays as it was."""
+    client.get_model_version(name, version)
+    check(client, version)
+    crown(client, version, name)
 
 
-def rollback(client: MlflowClient) -> str:
+def crown(client: MlflowClient, version: str, name: str = MODEL_NAME) -> None:
+    """Point champion at a version and append it to the champion history."""
+    set_alias(client, "champion", version, name)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join([*champion_history(client, name), str(version)]))
+
+
+def rollback(client: MlflowClient, name: str = MODEL_NAME) -> str:
     """Point champion back at the champion before the current one; return that version."""
-    current = get_alias_version(client, "champion")
-    history = champion_history(client)
+    current = get_alias_version(client, "champion", name)
+    history = champion_history(client, name)
     while history and history[-1] == current:
         history.pop()
     if not history:
-        raise ValueError(f"no earlier champion to roll back to (history: {champion_history(client) or 'empty'})")
-    set_alias(client, "champion", history[-1])
-    client.set_registered_model_tag(MODEL_NAME, HISTORY_TAG, ",".join(history))
+        raise ValueError(
+            f"no earlier champion of {name} to roll back to (history: {champion_history(client, name) or 'empty'})"
+        )
+    set_alias(client, "champion", history[-1], name)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
     return history[-1]
 
 
-def get_alias_version(client: MlflowClient, alias: str) -> str | None:
+def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME) -> str | None:
     """The version an alias points at, or None."""
     try:
-        return str(client.get_model_version_by_alias(MODEL_NAME, alias).version)
+        return str(client.get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException:
         return None

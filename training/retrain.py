@@ -7,14 +7,15 @@ Steps, each logged to MLflow in its own experiment and tagged with the retrain's
    store only gains the events it has not seen (it is never emptied, so the service keeps serving from it);
 2. purchase intent (training.train): registered, champion only if it beats the champion on the same rows;
 3. uplift: from the decision log's exposures when they hold enough complete-horizon rows of both arms, else
-   ``raw/exposures.parquet``; published only if its held-out targeting value over random (Qini, see
-   training.uplift.commands.GATE_METRIC) is at least the published model's on the same rows; the report says
-   whether the published model may rank /recommend's offers (serving.uplift_ranking's gate, ``ranking``);
-4. lifetime value (training.lifetime.values): the tiers file replaced in one rename.
+   ``raw/exposures.parquet``; registered, champion only if its held-out targeting value over random (Qini, see
+   training.uplift.commands.GATE_METRIC) is at least the champion's on the same rows; the report says whether the
+   champion may rank /recommend's offers (serving.uplift_ranking's gate, ``ranking``);
+4. lifetime value (training.lifetime.values): registered, champion (and its tiers the home's, replaced in one
+   rename) only if its holdout buys-again AUC is at least the champion's on the same rows.
 
 A step that fails leaves what it would have replaced serving; the steps after it still run, except after a
 failed feature build (the models would learn from the previous training set again). Running workers follow the
-registry's champion alias and read the published uplift folder per campaign, so they pick the new ones up.
+registry's champion aliases of all three models, so they pick the new ones up.
 Two retrains of one home at once are refused (an advisory lock on ``HOME/retrain.lock``, freed by a crash).
 """
 
@@ -33,7 +34,7 @@ import pandas as pd
 
 from features.pipeline import build_features, read_raw
 from nbo.config import MODEL_NAME, Paths
-from serving.uplift_ranking import choose_popularity_offer, judge_published, published_version
+from serving.uplift_ranking import choose_popularity_offer, find_published, judge_published
 from training.exposures import HORIZON_DAYS, exposures_from_log
 from training.lifetime.values import fit_lifetime
 from training.registry import connect, load_model, open_client
@@ -137,7 +138,7 @@ def choose_exposures(paths: Paths, horizon_days: int) -> tuple[pd.DataFrame | No
 
 
 def retrain_uplift(paths: Paths, horizon_days: int) -> dict:
-    """The uplift model, published if its held-out Qini is at least the published model's."""
+    """The uplift model, registered; champion if its held-out Qini is at least the champion's."""
     exposures, source = choose_exposures(paths, horizon_days)
     if exposures is None:
         return {"status": "skipped", "reason": f"no exposures to learn from: {source}"}
@@ -155,6 +156,7 @@ def retrain_uplift(paths: Paths, horizon_days: int) -> dict:
     gate = report["gate"]
     return {
         "status": "promoted" if report["promoted"] else "kept",
+        "version": report["version"],
         "source": source,
         "gate_metric": gate["metric"],
         "value": gate.get("value", report["metrics"][gate["metric"]]["value"]),
@@ -168,25 +170,31 @@ def retrain_uplift(paths: Paths, horizon_days: int) -> dict:
 
 
 def judge_ranking_of(paths: Paths, offers: pd.DataFrame | None) -> dict:
-    """Whether the published uplift model may rank /recommend's offers (serving.uplift_ranking's gate, against the
-    champion's popularity)."""
+    """Whether the uplift champion may rank /recommend's offers (serving.uplift_ranking's gate, against the
+    purchase-intent champion's popularity)."""
     champion = load_model(connect(paths)) if offers is not None else None
     offer = choose_popularity_offer(champion.meta["popularity"], offers) if champion is not None else None
-    return judge_published(published_version(paths.home), offer).as_dict()
+    found = find_published(paths.home)
+    return judge_published(found.folder if found else None, offer).as_dict()
 
 
 def retrain_lifetime(paths: Paths) -> dict:
-    """Lifetime value and value tiers; the previous tiers stay when there is too little history."""
+    """Lifetime value and value tiers, registered; champion (its tiers the home's) if its holdout metric is at
+    least the champion's on the same rows. The champion's tiers stay when there is too little history."""
     try:
         found = fit_lifetime(paths)
     except ValueError as error:
         return {"status": "skipped", "reason": str(error)}
-    run = mlflow.last_active_run()
+    gate = cast(dict, found["gate"])
     return {
-        "status": "replaced",
+        "status": "promoted" if found["promoted"] else "kept",
+        "version": found["version"],
         "customers": found["customers"],
         "holdout_auc": found["holdout_auc"],
-        "run_id": run.info.run_id if run else None,
+        **({"gate_metric": gate["metric"], "value": gate["value"]} if "metric" in gate else {}),
+        "published_value": gate.get("champion_value"),
+        "reason": gate["reason"],
+        "run_id": found["run_id"],
     }
 
 

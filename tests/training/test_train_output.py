@@ -21,6 +21,9 @@ LIFETIME = {
     "holdout_auc": 0.77,
     "holdout_rmse": 1.8,
     "holdout_total_error": -0.05,
+    "version": "1",
+    "promoted": True,
+    "gate": {"promoted": True, "reason": "no champion"},
 }
 
 
@@ -31,7 +34,7 @@ def quick_train(trained_home, monkeypatch):
     import training.train
 
     paths, trained = trained_home
-    monkeypatch.setattr(training.train, "train", lambda paths, gate_metric: dict(trained))
+    monkeypatch.setattr(training.train, "train", lambda paths, gate_metric, sample_rate=None: dict(trained))
     monkeypatch.setattr(training.lifetime.values, "fit_lifetime", lambda paths: dict(LIFETIME))
     return paths, trained
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+from nbo.config import get_paths
 from serving.rules import control_group_from_env, control_mask
 from simulator.generate import load_truth, simulate
+from training.champions import ARTIFACT, UPLIFT, register_version
+from training.registry import connect
 from training.uplift.campaign import booster_predictors, compile_predictors, score_best_offers
 from training.uplift.commands import campaign
 from training.uplift.evaluate import evaluate_uplift, split_exposures
@@ -103,10 +109,17 @@ def test_select_campaign_keeps_each_customers_best_positive_offer():
         select_campaign(scores, 1.5)
 
 
-def publish_proven(model, folder) -> None:
-    """The model saved as `nbo uplift train` publishes one whose held-out targeting passed the guard."""
-    save_uplift(model, folder)
-    (folder / "report.json").write_text(json.dumps({"targeting": {"by_model": True, "reason": "proven held out"}}))
+def publish_proven(model, home: Path) -> None:
+    """The model registered as the home's uplift champion, as `nbo uplift train` registers one whose held-out
+    targeting passed the guard."""
+    paths = get_paths(home)
+    connect(paths, "nbo-uplift")
+    with tempfile.TemporaryDirectory() as folder, mlflow.start_run() as run:
+        save_uplift(model, Path(folder))
+        targeting = {"by_model": True, "reason": "proven held out"}
+        (Path(folder) / "report.json").write_text(json.dumps({"targeting": targeting}))
+        mlflow.log_artifacts(folder, ARTIFACT)
+    register_version(paths, UPLIFT, run.info.run_id, promoted=True)
 
 
 def select_every_pair(model, customers, offers, channel, now, budget, segment=None) -> pd.DataFrame:
@@ -139,7 +152,7 @@ def test_campaign_command_writes_the_selection(simulated, tmp_path):
     (tmp_path / "raw").mkdir()
     customers.to_parquet(tmp_path / "raw" / "customers.parquet")
     offers.to_parquet(tmp_path / "raw" / "offers.parquet")
-    publish_proven(model, tmp_path / "uplift")
+    publish_proven(model, tmp_path)
     campaign(0.2, channel="email", now="2025-05-20T06:00", home=tmp_path, out=tmp_path / "plan.csv")
     written = pd.read_csv(tmp_path / "plan.csv")
     group = control_group_from_env()  # no campaign reaches the control group
@@ -162,7 +175,7 @@ def test_campaign_command_filters_on_the_homes_value_tiers(simulated, tmp_path):
     paths.raw.mkdir()
     customers.to_parquet(paths.raw / "customers.parquet")
     offers.to_parquet(paths.raw / "offers.parquet")
-    publish_proven(model, tmp_path / "uplift")
+    publish_proven(model, tmp_path)
     ids = customers["customer_id"]
     features = pd.DataFrame({"customer_id": ids, "cutoff": pd.Timestamp("2025-05-01", tz="UTC")})
     write_training_set(

@@ -6,13 +6,22 @@ covariates. Examples are taken at ``end - horizon``, labelled over the last ``ho
 monthly cutoffs before that. The model then scores every buyer at the end of the data for the next
 ``horizon`` days. A 50/50 split of customers measures it first: buys-again AUC, RMSE of purchase days,
 total error, and the share of the holdout spend made by the top tenth of customers, ranked by predicted
-value against ranked by past revenue. The metrics go to MLflow, and each customer's prediction and value
-tier go to ``HOME/lifetime.parquet``.
+value against ranked by past revenue.
+
+Each fit is registered as a version of ``nbo-lifetime-value`` (its predictions and value tiers, its report);
+it becomes champion, and its tiers ``HOME/lifetime.parquet``, when its buys-again AUC on the holdout is at least
+the champion's on the same rows (RMSE of purchase days when the AUC is undefined), else challenger. The model is
+refitted at every prediction date, so what a version carries is its method (the boosters' parameters) and its
+predictions: the champion is measured by refitting its method on the same training half.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -23,12 +32,22 @@ from features.definitions import FEATURES
 from features.identity import link_devices, stitch_identities
 from features.offline import customer_features, to_signal_frame
 from features.pipeline import read_raw
-from features.publish import write_atomically
 from features.segments import TIER_COLUMNS, latest_tiers, value_thresholds, value_tier
 from features.training_set import read_customer_features
 from nbo.config import Paths
 from nbo.units import DAY
+from training.champions import (
+    ARTIFACT,
+    LIFETIME,
+    REPORT_FILE,
+    TIERS_FILE,
+    Installed,
+    current_champion,
+    fetch_champion,
+    register_version,
+)
 from training.lifetime.model import (
+    CLASSIFIER_PARAMS,
     REGRESSOR_PARAMS,
     Covariates,
     build_labels,
@@ -42,6 +61,7 @@ EXPERIMENT = "nbo-lifetime"
 HORIZON_DAYS = 90
 MIN_HISTORY_DAYS = 28
 CUSTOMER_FEATURES = [f for f in FEATURES if f.entity == "customer"]
+GATE_METRICS = (("holdout_auc", True), ("holdout_rmse", False))  # the first defined for both judges; higher better?
 EVENT_COLUMNS = ["customer_id", "anonymous_id", "ts", "event_type", "channel", "category", "offer_id", "amount"]
 
 
@@ -106,9 +126,10 @@ def plan_cutoffs(tx: pd.DataFrame, horizon_days: int = HORIZON_DAYS) -> Plan:
 
 
 def measure_holdout(
-    tx: pd.DataFrame, plan: Plan, seed: int = 0, covariates: Covariates | None = None
+    tx: pd.DataFrame, plan: Plan, seed: int = 0, covariates: Covariates | None = None, method: dict | None = None
 ) -> dict[str, float]:
-    """Fit on half of the customers, score the other half on the last ``horizon`` days."""
+    """Fit on half of the customers, score the other half on the last ``horizon`` days (method: the boosters'
+    parameters, fit_lifetime_model's keywords)."""
     cutoff, horizon = plan.label_cutoff, plan.horizon
     ids = np.sort(tx["customer_id"].unique())
     test = set(np.random.default_rng(seed).permutation(ids)[len(ids) // 2 :])
@@ -116,7 +137,8 @@ def measure_holdout(
     data = build_training_set(
         tx[~is_test], cutoff, horizon, plan.extra, history=tx[tx["ts"] < cutoff], covariates=covariates
     )
-    pred = predict_repeat_purchases(fit_lifetime_model(data, seed=seed), tx[is_test], cutoff, horizon, covariates)
+    model = fit_lifetime_model(data, seed=seed, **(method or {}))
+    pred = predict_repeat_purchases(model, tx[is_test], cutoff, horizon, covariates)
     held = tx[is_test & (tx["ts"] >= cutoff).to_numpy()]
     actual = build_labels(held, cutoff, horizon).reindex(pred.index, fill_value=0).to_numpy(dtype="float64")
     spend = held.groupby("customer_id")["amount"].sum().reindex(pred.index, fill_value=0.0)
@@ -143,54 +165,110 @@ def top_share(score: pd.Series, spend: pd.Series, fraction: float = 0.1) -> floa
     return float(spend.loc[top].sum() / spend.sum()) if spend.sum() > 0 else float("nan")
 
 
-def predict_lifetime(tx: pd.DataFrame, plan: Plan, seed: int = 0, covariates: Covariates | None = None) -> pd.DataFrame:
+def predict_lifetime(
+    tx: pd.DataFrame, plan: Plan, seed: int = 0, covariates: Covariates | None = None, method: dict | None = None
+) -> pd.DataFrame:
     """Every buyer's expected purchases, P(buys again) and value over the next ``horizon`` days, and value tier
     (by expected purchases when the purchases carry no amounts)."""
     data = build_training_set(tx, plan.label_cutoff, plan.horizon, plan.extra, covariates=covariates)
-    pred = predict_repeat_purchases(fit_lifetime_model(data, seed=seed), tx, plan.end, plan.horizon, covariates)
+    model = fit_lifetime_model(data, seed=seed, **(method or {}))
+    pred = predict_repeat_purchases(model, tx, plan.end, plan.horizon, covariates)
     value = pred["expected_value"] if (pred["expected_value"] > 0).any() else pred["expected_purchases"]  # no prices
     pred["value_tier"] = value_tier(value, value_thresholds(value))
     return pred.rename_axis("customer_id").reset_index().assign(horizon_days=plan.horizon, as_of=plan.end)
 
 
-def fit_lifetime(paths: Paths, horizon_days: int = HORIZON_DAYS, seed: int = 0) -> dict[str, object]:
-    """Measure, fit and write every customer's lifetime value; log the run to MLflow."""
+def describe_method(regressor_params: dict | None = None, classifier_params: dict | None = None) -> dict:
+    """The boosters' parameters a fit uses: the defaults with these overrides."""
+    return {
+        "regressor_params": {**REGRESSOR_PARAMS, **(regressor_params or {})},
+        "classifier_params": {**CLASSIFIER_PARAMS, **(classifier_params or {})},
+    }
+
+
+def judge_lifetime(
+    champion: Installed | None, method: dict, metrics: dict[str, float], measure: Callable[[dict], dict[str, float]]
+) -> dict:
+    """The gate: the new fit's holdout metric against the champion's method measured on the same rows (measure
+    refits a method on this fit's training half and scores its holdout half). It passes without a champion, when
+    the champion's method cannot be measured, or when it is at least as good."""
+    if champion is None:
+        return {"promoted": True, "reason": "no champion"}
+    before_method = json.loads((champion.folder / REPORT_FILE).read_text()).get("method")
+    try:
+        before = metrics if before_method == method else measure(before_method or {})
+    except (TypeError, ValueError) as error:  # a method this code cannot fit
+        return {"promoted": True, "reason": f"the champion's method cannot be measured: {error}"}
+    name, higher = next(
+        ((m, up) for m, up in GATE_METRICS if np.isfinite(metrics[m]) and np.isfinite(before[m])), GATE_METRICS[-1]
+    )
+    value, champion_value = metrics[name], before[name]
+    promoted = bool(value >= champion_value if higher else value <= champion_value)
+    return {
+        "promoted": promoted,
+        "metric": name,
+        "value": value,
+        "champion_value": champion_value,
+        "champion_version": champion.version,
+        "reason": f"{'at least as good as' if promoted else 'worse than'} champion v{champion.version} on the "
+        f"same holdout ({name} {value:.4f} against {champion_value:.4f})",
+    }
+
+
+def fit_lifetime(
+    paths: Paths,
+    horizon_days: int = HORIZON_DAYS,
+    seed: int = 0,
+    regressor_params: dict | None = None,
+    classifier_params: dict | None = None,
+) -> dict[str, object]:
+    """Measure and fit every customer's lifetime value, log the run to MLflow and register it: champion (its
+    tiers written to HOME/lifetime.parquet) when it passes the gate, else challenger."""
     events = read_raw(paths, "events", EVENT_COLUMNS)
     tx = purchase_transactions(events)
     plan = plan_cutoffs(tx, horizon_days)
     behaviour = behaviour_at(events, plan.cutoffs)
     del events
-    metrics = measure_holdout(tx, plan, seed, behaviour)
-    lifetime = predict_lifetime(tx, plan, seed, behaviour)
-    write_atomically(paths.lifetime, lambda path: lifetime.to_parquet(path, index=False))  # read while serving
+    method = describe_method(regressor_params, classifier_params)
+    metrics = measure_holdout(tx, plan, seed, behaviour, method)
+
+    def measure(other: dict) -> dict[str, float]:
+        return measure_holdout(tx, plan, seed, behaviour, other)
+
+    gate = judge_lifetime(fetch_champion(paths, LIFETIME), method, metrics, measure)
+    lifetime = predict_lifetime(tx, plan, seed, behaviour, method)
     connect(paths, EXPERIMENT)
     span = f"{tx['ts'].min().date()}..{plan.end.date()}"
-    with mlflow.start_run(run_name=f"lifetime {span}", tags=run_tags(span, len(CUSTOMER_FEATURES))):
-        mlflow.log_params(
-            {
-                **REGRESSOR_PARAMS,
-                "horizon_days": plan.horizon,
-                "as_of": plan.end.isoformat(),
-                "purchases": len(tx),
-                "seed": seed,
-                "behaviour_features": len(CUSTOMER_FEATURES),
-            }
-        )
+    params = {"horizon_days": plan.horizon, "as_of": plan.end.isoformat(), "purchases": len(tx), "seed": seed}
+    with mlflow.start_run(run_name=f"lifetime {span}", tags=run_tags(span, len(CUSTOMER_FEATURES))) as run:
+        mlflow.log_params({**method["regressor_params"], **params, "behaviour_features": len(CUSTOMER_FEATURES)})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.set_tags({"promoted": str(gate["promoted"]).lower(), "gate_reason": gate["reason"]})
         mlflow.log_dict(lifetime["value_tier"].value_counts().to_dict(), "value_tiers.json")
+        with tempfile.TemporaryDirectory() as folder:
+            lifetime.to_parquet(Path(folder) / TIERS_FILE, index=False)
+            report = {"params": params, "method": method, "metrics": metrics, "gate": gate}
+            (Path(folder) / REPORT_FILE).write_text(json.dumps(report, indent=1))
+            mlflow.log_artifacts(folder, ARTIFACT)
+    version = register_version(paths, LIFETIME, run.info.run_id, gate["promoted"])
     return {
         "customers": len(lifetime),
         "file": str(paths.lifetime),
         "tiers": lifetime["value_tier"].value_counts().to_dict(),
+        "version": version,
+        "promoted": gate["promoted"],
+        "gate": gate,
+        "run_id": run.info.run_id,
         **metrics,
     }
 
 
 def read_tiers(paths: Paths) -> pd.DataFrame | None:
-    """Each customer's activity and value tier in a home (the lifetime-value tiers once `nbo train` has
-    written them, else by 365-day revenue); None before `nbo features`."""
+    """Each customer's activity and value tier in a home (the lifetime-value champion's tiers once `nbo train` has
+    registered one, else by 365-day revenue); None before `nbo features`."""
     if not paths.training_set.with_suffix(".json").exists():
         return None
+    current_champion(paths, LIFETIME)  # the registry's champion installed, if it moved
     known = paths.lifetime.exists()
     lifetime = pd.read_parquet(paths.lifetime, columns=["customer_id", "value_tier"]) if known else None
     return latest_tiers(read_customer_features(paths.training_set, TIER_COLUMNS), lifetime)

@@ -18,6 +18,7 @@ from rich.table import Table
 from features.privacy import drop_opted_out
 from nbo.config import get_paths
 from serving.rules import control_group_from_env
+from training.champions import UPLIFT, require_champion
 from training.exposures import HORIZON_DAYS, exposures_from_log
 from training.lifetime.values import read_tiers
 from training.uplift.campaign import compile_predictors, leave_out_control, score_best_offers
@@ -153,7 +154,8 @@ def train_command(
         f"campaigns target by: {params['targeting'].replace('_', ' ')} "
         f"({report['targeting']['rows']:,} rows of evidence): {report['targeting']['reason']}"
     )
-    console.print(f"model: {paths.home / 'uplift'}   MLflow run {report['run_id']} ({report['seconds']} s)")
+    role = "champion" if report["promoted"] else "challenger"
+    console.print(f"model: nbo-uplift v{report['version']} ({role})   run {report['run_id']} ({report['seconds']} s)")
 
 
 @contextmanager
@@ -205,7 +207,7 @@ def campaign(
     paths = get_paths(home)
     try:
         rules = dict(rule.split("=", 1) for rule in segment or [])
-        model = load_uplift(paths.home / "uplift")
+        model = load_uplift(require_champion(paths, UPLIFT))  # the registry's champion, installed at HOME/uplift
         tiers = read_optional(behaviour) if behaviour is not None else read_tiers(paths)
         table = read_table(offers or paths.raw / "offers.parquet")
         when = pd.Timestamp(now) if now else pd.Timestamp.now(tz="UTC")

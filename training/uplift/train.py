@@ -1,19 +1,23 @@
 """Training an uplift model end to end: split, learner chosen by cross-validated policy value, held-out report,
 targeting guard (its evidence: the held-out and the cross-fitted training rows), the final model refitted on every
-row, MLflow run, publication behind the retrain gate."""
+row, MLflow run, registered as a version of nbo-uplift: champion when it passes the gate, else challenger."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from features.publish import discard_folder, publish_folder, stage_folder
 from nbo.config import Paths
+from training.champions import ARTIFACT, UPLIFT, fetch_champion, register_version
+from training.champions import UPLIFT_FOLDER as UPLIFT_FOLDER  # where campaigns find the champion
+from training.registry import connect, run_tags
 from training.uplift.evaluate import TrueUplift, choose_split, evaluate_uplift
 from training.uplift.guard import REPORT_FILE, decide_targeting, estimate_offer_effects, measure_evidence
 from training.uplift.learners import LEARNERS, choose_learner, fit_learner
@@ -28,7 +32,6 @@ from training.uplift.model import (
 )
 
 EXPERIMENT = "nbo-uplift"
-UPLIFT_FOLDER = "uplift"  # in the home: a link to the published version (features.publish)
 # The uplift gate: the Qini coefficient, the held-out incremental outcome of targeting by the model's uplift over
 # random targeting, averaged over every budget (IPS-weighted, on every held-out row). Not the policy value at the
 # budget (model_snips): it only counts rows whose logged offer is the policy's pick, about one in the number of
@@ -69,10 +72,10 @@ def train_uplift(
     learners: tuple[str, ...] = LEARNERS,
 ) -> dict:
     """Choose a learner by cross-validated policy value on the training split, fit it, evaluate it on the held-out
-    split, decide whether campaigns may target by it (``report["targeting"]``), refit it on every row, log to MLflow
-    and publish the refitted model as home/uplift; return the report. A log with one campaign date is split by
-    customer. With ``gate``, the model is published only if its held-out GATE_METRIC is at least the published
-    model's (``report["gate"]``)."""
+    split, decide whether campaigns may target by it (``report["targeting"]``), refit it on every row, log it to
+    MLflow and register it (``report["version"]``), champion unless ``gate`` refuses it; return the report. A log
+    with one campaign date is split by customer. With ``gate``, the model becomes champion only if its held-out
+    GATE_METRIC is at least the champion's on the same rows (``report["gate"]``), else challenger."""
     began = time.perf_counter()
     validate_inputs(customers, exposures, outcome)
     people = join_customers(customers, behaviour)
@@ -106,18 +109,20 @@ def train_uplift(
         "final_rows": len(frame),
         "features": ",".join(model.spec.features),
         "control_by_offer": model.spec.control_by_offer,
+        "trained_from": frame["ts"].min().isoformat(),
         "trained_until": frame["ts"].max().isoformat(),
         "targeting": "model" if targeting["by_model"] else "best_single_offer",
         "best_single_offer": targeting["best_single_offer"],
     }
-    verdict = (
-        judge_uplift(
-            paths.home / UPLIFT_FOLDER, model, people, offer_table, test, frame, budget, metrics[GATE_METRIC]["value"]
+    verdict = None
+    if gate and len(test):
+        champion, value = fetch_champion(paths, UPLIFT), metrics[GATE_METRIC]["value"]
+        verdict = (
+            judge_uplift(champion.folder, model, people, offer_table, test, frame, budget, value)
+            if champion
+            else {"metric": GATE_METRIC, "promoted": True, "reason": "no champion"}
         )
-        if gate and len(test)
-        else None
-    )
-    report = {
+    report: dict[str, Any] = {
         "params": params,
         "metrics": metrics,
         "cv_policy_value": cv_values,
@@ -125,17 +130,15 @@ def train_uplift(
         "seconds": round(time.perf_counter() - began, 1),
         "gate": verdict,
     }
-    staged = stage_folder(paths.home / UPLIFT_FOLDER)
-    save_uplift(final, staged)
-    offer_table.reset_index().to_parquet(staged / "offers.parquet")
-    (staged / REPORT_FILE).write_text(json.dumps(report, indent=1))
     promoted = bool(verdict is None or verdict["promoted"])
+    with tempfile.TemporaryDirectory() as folder:
+        staged = Path(folder)
+        save_uplift(final, staged)
+        offer_table.reset_index().to_parquet(staged / "offers.parquet")
+        (staged / REPORT_FILE).write_text(json.dumps(report, indent=1))
+        report["run_id"] = log_uplift_run(paths, params, metrics, staged, promoted, targeting, cv_values, verdict)
     report["promoted"] = promoted
-    report["run_id"] = log_uplift_run(paths, params, metrics, staged, promoted, targeting, cv_values)
-    if promoted:
-        publish_folder(staged, paths.home / UPLIFT_FOLDER)
-    else:
-        discard_folder(staged)
+    report["version"] = register_version(paths, UPLIFT, report["run_id"], promoted)
     return report
 
 
@@ -191,18 +194,21 @@ def log_uplift_run(
     promoted: bool = True,
     targeting: dict | None = None,
     cv_values: dict[str, float] | None = None,
+    verdict: dict | None = None,
 ) -> str:
-    """One MLflow run in experiment nbo-uplift: params, metrics with their interval bounds, the model folder,
-    whether it was published (tag ``promoted``) and whether campaigns target by it (tag ``targeting``, param
-    ``targeting_reason``, metric ``targeting_by_model``)."""
-    mlflow.set_tracking_uri(paths.tracking_uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        paths.artifacts.mkdir(parents=True, exist_ok=True)
-        mlflow.create_experiment(EXPERIMENT, artifact_location=paths.artifacts.as_uri())
-    mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run() as run:
+    """One MLflow run in experiment nbo-uplift, named and tagged by the span of its exposures: params, metrics with
+    their interval bounds, the model folder (artifact ``model``), whether it passed the gate (tag ``promoted``,
+    tag ``gate_reason``, metrics ``gate_value`` and ``gate_champion_value``) and whether campaigns target by it
+    (tag ``targeting``, param ``targeting_reason``, metric ``targeting_by_model``)."""
+    connect(paths, EXPERIMENT)
+    span = f"{params['trained_from'][:10]}..{params['trained_until'][:10]}"
+    with mlflow.start_run(run_name=f"uplift {span}", tags=run_tags(span, len(params["features"].split(",")))) as run:
         mlflow.log_params(params)
         mlflow.set_tag("promoted", str(promoted).lower())
+        if verdict is not None:
+            mlflow.set_tag("gate_reason", verdict["reason"])
+            gate_values = {"gate_value": verdict.get("value"), "gate_champion_value": verdict.get("published_value")}
+            mlflow.log_metrics({k: float(v) for k, v in gate_values.items() if v is not None})
         for name, found in metrics.items():
             mlflow.log_metrics({name: found["value"], f"{name}_low": found["low"], f"{name}_high": found["high"]})
         mlflow.log_metrics({f"cv_policy_value_{name}": value for name, value in (cv_values or {}).items()})
@@ -217,5 +223,5 @@ def log_uplift_run(
                         for end, key in (("", "value"), ("_low", "low"), ("_high", "high"))
                     }
                 )
-        mlflow.log_artifacts(str(folder), "uplift_model")
+        mlflow.log_artifacts(str(folder), ARTIFACT)
     return run.info.run_id
