@@ -119,6 +119,20 @@ def features(
         typer.Option(min=1, help="Days between cutoffs and of the label window (default: 7, or less to fit the span)."),
     ] = None,
     home: Home = None,
+    dask: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Build the training set on Dask: a local cluster of this many worker processes (or the scheduler "
+            "at --scheduler), from the raw event files; the online store is left as it is.",
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a dask.distributed scheduler to build on (with --dask).")
+    ] = None,
+    worker_memory: Annotated[
+        str, typer.Option(help="Memory limit of each local Dask worker (e.g. 6GiB; auto: the machine's share).")
+    ] = "auto",
 ) -> None:
     """Build the point-in-time training set and load the online store; items, offers and customers not ingested
     are derived from the events."""
@@ -126,8 +140,14 @@ def features(
     from training.commands import working
 
     try:
-        with working("building the training set and loading the online store"):
-            summary = build_features(get_paths(home), cutoffs, horizon_days)
+        if dask or scheduler:
+            from features.distributed import build_features_dask, connect_cluster
+
+            with working("building the training set on Dask"), connect_cluster(dask or 1, scheduler, worker_memory):
+                summary = build_features_dask(get_paths(home), cutoffs, horizon_days)
+        else:
+            with working("building the training set and loading the online store"):
+                summary = build_features(get_paths(home), cutoffs, horizon_days)
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
     console.print_json(json.dumps(summary, default=str))
@@ -159,6 +179,13 @@ def train(
         ),
     ] = "test_auc",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result and every metric as JSON.")] = False,
+    sample: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the training and validation negatives to keep (every positive is kept, kept negatives "
+            "weigh 1/share; the test cutoff stays whole). Default: all that fit $NBO_TRAIN_MEMORY_GIB.",
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate and register a model (champion if it beats the current one), then lifetime value."""
     from training.commands import show_lifetime, show_training, working
@@ -168,7 +195,7 @@ def train(
     paths = get_paths(home)
     try:
         with working("training, evaluating and registering the purchase-intent model", as_json):
-            result = train_model(paths, gate_metric)
+            result = train_model(paths, gate_metric, sample_rate=sample)
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
     if not as_json:

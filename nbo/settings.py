@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         "scored on the same test rows (`nbo train --gate-metric`, which reads it).",
         "a gate metric (`nbo train --help`)",
     )
+    train_memory_gib: float = setting(
+        4.0,
+        "Memory for the purchase-intent model's training and validation rows: beyond it their negatives are "
+        "sampled to fit, every positive kept and kept negatives weighted (`nbo train --sample` sets the rate).",
+        "a number of GiB above 0",
+        gt=0,
+        allow_inf_nan=False,
+    )
     workers: int = setting(
         1,
         "Service worker processes; one per core gives the most throughput (they share the "

@@ -10,6 +10,7 @@ import pandas as pd
 
 from features.training_set import TrainingSet, feature_matrix, read_training_set
 from nbo.config import Paths
+from training.sampling import Plan, plan_sample, read_sample
 
 CATEGORY_FEATURE = "category_code"
 
@@ -43,10 +44,25 @@ def split_by_time(training: TrainingSet) -> Split:
     return Split(rows[by < cutoffs[-2]], rows[by == cutoffs[-2]], rows[by == cutoffs[-1]], training.customers)
 
 
-def to_matrix(rows: pd.DataFrame, customers: pd.DataFrame, declared: list[str], categories: list[str]) -> np.ndarray:
+def load_sampled_split(paths: Paths, memory_gib: float, rate: float | None = None) -> tuple[Split, dict, Plan]:
+    """The time split of the feature stage's training set, its training and validation cutoffs sampled to fit
+    ``memory_gib`` (or at ``rate``), the test cutoff whole (``training.sampling``); rows carry their ``weight``."""
+    lineage_file = paths.training_set.with_suffix(".json")
+    if not lineage_file.exists():
+        raise FileNotFoundError(f"{lineage_file} not found: run `nbo features` first")
+    lineage = json.loads(lineage_file.read_text())
+    test_cutoff = pd.Timestamp(lineage["cutoffs"][-1])
+    plan = plan_sample(paths.training_set, test_cutoff, memory_gib, rate)
+    rows, customers = read_sample(paths.training_set, plan, test_cutoff)
+    return split_by_time(TrainingSet(rows, customers)), lineage, plan
+
+
+def to_matrix(
+    rows: pd.DataFrame, customers: pd.DataFrame, declared: list[str], categories: list[str], dtype: str = "float64"
+) -> np.ndarray:
     """Model input: the declared feature columns (a row's customer features from its customer's row), then the
-    category's code in the model's vocabulary."""
-    matrix = feature_matrix(rows, customers, declared, extra=1)
+    category's code in the model's vocabulary (float64, or ``dtype``: float32 holds every input exactly)."""
+    matrix = feature_matrix(rows, customers, declared, extra=1, dtype=dtype)
     matrix[:, -1] = pd.Index(categories).get_indexer(rows["category"])
     matrix[matrix[:, -1] < 0, -1] = np.nan
     return matrix

@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import dask
 import dask.dataframe as dd
 import pandas as pd
@@ -65,3 +68,28 @@ def test_parquet_written_by_the_workers_equals_the_pandas_build(small_shop, clus
     for table in ("rows", "customers"):
         assert len(list((tmp_path / "training" / table).glob("*.parquet"))) == 3
     assert_same_training_set(sort_training_set(read_training_set(tmp_path / "training"), categories), expected)
+
+
+def test_the_feature_stage_on_dask_publishes_the_pandas_training_set_with_its_lineage(tmp_path, cluster):
+    from features.distributed import build_features_dask
+    from features.pipeline import build_features
+    from nbo.config import get_paths
+
+    dask_home, pandas_home = get_paths(tmp_path / "dask"), get_paths(tmp_path / "pandas")
+    simulate(dask_home.raw, 200, 60, seed=8)
+    with pytest.raises(FileNotFoundError, match="no items"):  # tables the Dask build does not derive
+        (dask_home.raw / "items.parquet").rename(tmp_path / "items.parquet")
+        build_features_dask(dask_home)
+    (tmp_path / "items.parquet").rename(dask_home.raw / "items.parquet")
+    shutil.copytree(dask_home.raw, pandas_home.raw)
+    lineage = build_features_dask(dask_home, 3, 7, npartitions=2)
+    expected = build_features(pandas_home, 3, 7)
+    assert {k: lineage[k] for k in ("events", "rows", "customer_rows", "positives", "cutoffs")} == {
+        k: expected[k] for k in ("events", "rows", "customer_rows", "positives", "cutoffs")
+    }
+    assert json.loads(dask_home.training_set.with_suffix(".json").read_text()) == lineage
+    categories = sorted(read_training_set(pandas_home.training_set).rows["category"].unique())
+    assert_same_training_set(
+        sort_training_set(read_training_set(dask_home.training_set), categories),
+        read_training_set(pandas_home.training_set),
+    )
