@@ -47,8 +47,8 @@ def replicas(trained_home, tmp_path_factory):
             wait_ready(process, url, timeout_s=120)
         yield urls, homes, redis_url
     finally:
-        for process in processes:
-            stop_service(process)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(stop_service, processes))
         server.kill()
         server.wait()
 
