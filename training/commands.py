@@ -73,12 +73,11 @@ def show_decision_value(paths) -> None:
     log = open_decision_log(paths)
     try:
         joined = log.joined()
+        found = {reward: evaluate_decisions(joined, reward) for reward in ("clicked", "converted")}
+    except (ValueError, ConnectionError) as error:  # ConnectionError: the shared log's Redis is down
+        abort(str(error))
     finally:
         log.close()
-    try:
-        found = {reward: evaluate_decisions(joined, reward) for reward in ("clicked", "converted")}
-    except ValueError as error:
-        abort(str(error))
     console.print_json(json.dumps(found))
 
 

@@ -248,7 +248,7 @@ def performance(
     paths = get_paths(home)
     try:
         report = measure_home(paths, horizon_days, parse_time(since, "--since"), parse_time(until, "--until"))
-    except (NoDecisions, ValueError) as error:
+    except (NoDecisions, ValueError, ConnectionError) as error:  # ConnectionError: the shared log's Redis is down
         abort(str(error))
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)

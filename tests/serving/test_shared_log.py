@@ -207,3 +207,14 @@ def test_nbo_forget_erases_the_customer_from_the_shared_log(redis_url, tmp_path,
         assert log.known_decisions(["d-cli", "d-cli-kept"]) == {"d-cli-kept"} and log.contacts("cli-gone", 0) == []
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("command", [["performance"], ["evaluate", "--decisions"]])
+def test_commands_reading_the_log_say_when_redis_is_down(command, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nbo.cli import app
+
+    monkeypatch.setenv("NBO_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nobody listens
+    result = CliRunner().invoke(app, [*command, "--home", str(tmp_path)])
+    assert result.exit_code == 2 and "shared decision log unreachable" in result.output, result.output

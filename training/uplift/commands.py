@@ -134,7 +134,7 @@ def train_command(
             bootstraps,
             learners=tuple(learner or LEARNERS),
         )
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ConnectionError) as error:  # ConnectionError: the shared log's Redis
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(2) from error
     params = report["params"]
