@@ -1,6 +1,7 @@
 """How a LightGBM model's trees split their inputs: rows that fall on the same side of every split threshold
 (same category codes, same missing and zero flags) take the same path in every tree, so they get the same
-prediction and the same contributions."""
+prediction and the same contributions. And a tree seen from two sides of its inputs (customer and offer): each
+side's partial path, LightGBM's decision rules applied as its predict applies them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import cast
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 
 ZERO = 1e-35  # LightGBM's zero threshold: smaller magnitudes count as zero (missing under missing_type Zero)
 
@@ -88,12 +88,92 @@ def split_keys(inputs: np.ndarray, table: SplitTable, few_rows: int = 64) -> np.
     return keys
 
 
-def group_profiles(inputs: np.ndarray, table: SplitTable) -> tuple[np.ndarray, np.ndarray]:
-    """Rows that take the same path in every tree: the first row of each profile and each row's profile."""
-    keys = split_keys(inputs, table)
-    profile = (
-        pd.DataFrame(keys).groupby(list(range(keys.shape[1])), sort=False).ngroup().to_numpy()
-        if keys.shape[1]
-        else np.zeros(len(inputs), dtype=np.int64)
+@dataclass(frozen=True)
+class Fork:
+    """A split of a tree seen from two sides of its inputs (0: customer, 1: offer): the split's side, its column
+    within that side's inputs, LightGBM's decision rule (threshold, or the categories that go left), the children
+    (a Fork or a leaf value) and how many partial paths each side has in this subtree."""
+
+    side: int
+    column: int
+    threshold: float
+    categories: np.ndarray | None
+    missing: str
+    default_left: bool
+    left: Fork | float
+    right: Fork | float
+    paths: tuple[int, int]
+
+
+def count_paths(node: Fork | float, side: int) -> int:
+    """How many partial paths a side takes through the subtree (1 for a leaf)."""
+    return node.paths[side] if isinstance(node, Fork) else 1
+
+
+def parse_fork(node: dict, sides: dict[int, tuple[int, int]]) -> Fork | float:
+    """A dump_model() tree node as a Fork (sides: feature index -> (side, column)), a leaf as its value."""
+    if "split_feature" not in node:
+        return float(node["leaf_value"])
+    left, right = parse_fork(node["left_child"], sides), parse_fork(node["right_child"], sides)
+    side, column = sides[node["split_feature"]]
+    categories = None
+    if node["decision_type"] == "==":
+        codes = [int(code) for code in str(node["threshold"]).split("||")]
+        categories = np.zeros(max(codes) + 1, dtype=bool)
+        categories[codes] = True
+    own = count_paths(left, side) + count_paths(right, side)
+    other = count_paths(left, 1 - side) * count_paths(right, 1 - side)
+    return Fork(
+        side,
+        column,
+        float(node["threshold"]) if categories is None else np.nan,
+        categories,
+        node["missing_type"],
+        bool(node["default_left"]),
+        left,
+        right,
+        (own, other) if side == 0 else (other, own),
     )
-    return np.unique(profile, return_index=True)[1], profile
+
+
+def go_left(fork: Fork, values: np.ndarray) -> np.ndarray:
+    """LightGBM's decision on one input (values cleaned by clean_inputs): categorical: NaN and codes below 0 go
+    right, a code goes left when in the split's categories; numerical: missing (NaN for missing type NaN, NaN or 0
+    for Zero) takes the default side, NaN counts as 0 for missing type None, else left when value <= threshold."""
+    if fork.categories is not None:
+        found = (values > -1) & (values < len(fork.categories))
+        codes = np.where(found, values, 0).astype(np.int64)
+        return found & fork.categories[codes]
+    below = values <= fork.threshold
+    if fork.missing == "NaN":
+        return below | np.isnan(values) if fork.default_left else below
+    if fork.missing == "Zero":
+        return np.where((values == 0) | np.isnan(values), fork.default_left, below)
+    return below | np.isnan(values) if fork.threshold >= 0 else below
+
+
+def clean_inputs(inputs: np.ndarray) -> np.ndarray:
+    """Inputs as LightGBM's predict reads them: magnitudes up to ZERO become 0."""
+    return np.where(np.abs(inputs) <= ZERO, 0.0, inputs)
+
+
+def path_ids(node: Fork | float, side: int, inputs: np.ndarray) -> np.ndarray | int:
+    """Each row's partial path through the tree on one side (rows: that side's cleaned inputs), a number below
+    count_paths: a split on the side takes one child (the right child's numbers follow the left's), a split on the
+    other side takes both (left number x right count + right number)."""
+    if not isinstance(node, Fork) or node.paths[side] == 1:
+        return 0
+    left, right = path_ids(node.left, side, inputs), path_ids(node.right, side, inputs)
+    if node.side == side:
+        return np.where(go_left(node, inputs[:, node.column]), left, count_paths(node.left, side) + right)
+    return left * count_paths(node.right, side) + right
+
+
+def tabulate_leaves(node: Fork | float) -> np.ndarray:
+    """The leaf value of every (customer path, offer path) of the tree, numbered as path_ids numbers them."""
+    if not isinstance(node, Fork):
+        return np.array([[node]])
+    left, right = tabulate_leaves(node.left), tabulate_leaves(node.right)
+    if node.side == 0:
+        return np.vstack([np.repeat(left, right.shape[1], axis=1), np.tile(right, (1, left.shape[1]))])
+    return np.hstack([np.repeat(left, right.shape[0], axis=0), np.tile(right, (left.shape[0], 1))])

@@ -1,15 +1,16 @@
 """Campaign scoring at scale: each eligible customer's best offer by expected incremental value.
 
-Two customers whose inputs fall on the same side of every split threshold of a booster (same category codes,
-same missing and zero flags) follow the same path in each of its trees, so the booster predicts the same for
-them. Each booster (treated, control) therefore scores one representative customer per such profile of its own
-against every live offer, in chunks; each customer's uplift per offer is then its treated profile's prediction
-minus its control profile's, and only its best offer is kept. The selection is the one of scoring every
-(customer, offer) pair with ``build_candidates`` and ``select_campaign``, bit for bit.
+Every (customer, offer) pair is scored from small per-tree tables (training.pair_tables: in each tree, a pair's
+leaf is the one both its customer's and its offer's splits allow), which needs no profile of shared inputs and
+stays fast when attributes are continuous. Group sums of those tables differ from LightGBM's predictions by
+rounding only, within a known bound; per customer, the offers whose expected value may be the best within that
+bound are then scored exactly (tree values added in LightGBM's order, bit for bit), and the best of them is kept.
+The selection is the one of scoring every (customer, offer) pair with ``build_candidates`` and
+``select_campaign``, bit for bit. Chunks of customers are scored on every core.
 
-Optionally the boosters are compiled to machine code with lleaves (``pip install 'nbo[compiled]'``): about five
-times faster predictions, equal to LightGBM's to about 1e-15 (not bit for bit), after a few seconds of compiling
-that are cached beside the model.
+Optionally the few pairs scored exactly are scored by boosters compiled to machine code with lleaves (``pip
+install 'nbo[compiled]'``): equal to LightGBM's to about 1e-15 (not bit for bit), after a few seconds of compiling
+that are cached beside the model; no faster since the tables.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from serving.rules import ControlGroup, control_mask
-from training.tree_paths import collect_splits, group_profiles, tabulate_splits
+from training.pair_tables import PairTables, find_all_paths, sum_exactly, sum_groups, tabulate_pairs
 from training.uplift.model import (
     CONTROL_FILE,
     TREATED_FILE,
@@ -36,7 +37,8 @@ from training.uplift.model import (
     offer_values,
 )
 
-CHUNK_PAIRS = 400_000  # (profile, offer) rows scored at once: about 40 MB of inputs per chunk
+CHUNK_PAIRS = 400_000  # (customer, offer) rows the boosters score at once: about 40 MB of inputs per chunk
+CHUNK_CUSTOMERS = 50_000  # customers scored from the tables at once: about 20 MB of scores per booster, 50 offers
 THREADS = os.cpu_count() or 1  # campaign scoring uses every core
 BEST_COLUMNS = ["customer_id", "offer_id", "uplift", "value", "expected_value"]
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -107,52 +109,64 @@ def encode_offers(spec: UpliftSpec, people: pd.DataFrame, live: pd.DataFrame, no
     return rows[:, split_offer_features(spec)[1]]
 
 
-def find_profiles(booster: lgb.Booster, spec: UpliftSpec, person: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """group_profiles of encoded customers under the booster's split thresholds."""
-    splits = collect_splits([booster])
-    return group_profiles(person, tabulate_splits([splits.get(i, False) for i in split_offer_features(spec)[0]]))
-
-
 def predict_pairs(
     spec: UpliftSpec,
     predict: Predict,
     person: np.ndarray,
     offer: np.ndarray | None,
-    progress: Callable[[int], None] | None = None,
+    rows: np.ndarray,
+    offers: np.ndarray,
 ) -> np.ndarray:
-    """A booster's prediction for every (person row, offer) pair, shape (rows, offers), in chunks of about
-    CHUNK_PAIRS pairs; offer None: offer inputs missing, one column. progress gets the pairs done so far."""
+    """A booster's prediction for the pairs (person[rows], offer[offers]), in chunks of CHUNK_PAIRS; offer None:
+    offer inputs missing."""
     customer_at, offer_at = split_offer_features(spec)
-    n_offers = 1 if offer is None else len(offer)
-    out = np.empty((len(person), n_offers))
-    step = max(1, CHUNK_PAIRS // n_offers)
-    for first in range(0, len(person), step):
-        rows = person[first : first + step]
-        pairs = np.full((len(rows) * n_offers, len(spec.features)), np.nan)
-        pairs[:, customer_at] = np.repeat(rows, n_offers, axis=0)
+    out = np.empty(len(rows))
+    for first in range(0, len(rows), CHUNK_PAIRS):
+        chunk = slice(first, first + CHUNK_PAIRS)
+        pairs = np.full((len(rows[chunk]), len(spec.features)), np.nan)
+        pairs[:, customer_at] = person[rows[chunk]]
         if offer is not None:
-            pairs[:, offer_at] = np.tile(offer, (len(rows), 1))
-        out[first : first + step] = predict(pairs).reshape(len(rows), n_offers)
-        if progress:
-            progress(min(first + step, len(person)) * n_offers)
+            pairs[:, offer_at] = offer[offers[chunk]]
+        out[chunk] = predict(pairs)
     return out
 
 
-def pick_best_offers(
-    treated: np.ndarray, control: np.ndarray, treated_rows: np.ndarray, control_rows: np.ndarray, worth: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Uplift = treated[treated_rows] - control[control_rows] (control with one column: the same for every
-    offer); per row, the offer with the highest expected value, uplift x worth (the first on ties), and its
-    uplift; in chunks of about CHUNK_PAIRS."""
-    best = np.zeros(len(treated_rows), dtype=np.int64)
-    uplift = np.zeros(len(treated_rows))
-    step = max(1, CHUNK_PAIRS // len(worth))
-    for first in range(0, len(treated_rows), step):
-        scored = treated[treated_rows[first : first + step]] - control[control_rows[first : first + step]]
-        chosen = np.argmax(scored * worth, axis=1)
-        best[first : first + step] = chosen
-        uplift[first : first + step] = scored[np.arange(len(chosen)), chosen]
-    return best, uplift
+def score_contenders(
+    treated: PairTables, control: PairTables, chunk: np.ndarray, worth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (customer row, offer) pairs of a chunk of customers that may hold a customer's best expected value
+    (within twice the tables' bound of its best group sum; a missing expected value counts as the lowest), and
+    their exact uplift."""
+    treated_paths, control_paths = find_all_paths(treated, chunk), find_all_paths(control, chunk)
+    uplift = sum_groups(treated, treated_paths) - sum_groups(control, control_paths)
+    expected = np.nan_to_num(uplift * worth, nan=-np.inf)
+    slack = 2 * (treated.bound + control.bound) * np.nan_to_num(np.abs(worth))
+    rows, offers = np.nonzero(expected + slack >= (expected - slack).max(axis=1, keepdims=True))
+    control_offers = offers if control.values[0].shape[1] > 1 else np.zeros_like(offers)
+    exact = sum_exactly(treated, treated_paths, rows, offers) - sum_exactly(
+        control, control_paths, rows, control_offers
+    )
+    return rows, offers, exact
+
+
+def find_contenders(
+    model: UpliftModel, person: np.ndarray, offer: np.ndarray, worth: np.ndarray, progress: Callable[[int, int], None]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """score_contenders of every customer, in chunks of CHUNK_CUSTOMERS on THREADS threads; progress gets (pairs
+    scored, pairs to score)."""
+    customer_at, offer_at = split_offer_features(model.spec)
+    treated = tabulate_pairs(model.treated, customer_at, offer_at, offer)
+    control = tabulate_pairs(model.control, customer_at, offer_at, offer if model.spec.control_by_offer else None)
+    starts = range(0, len(person), CHUNK_CUSTOMERS)
+    found = []
+    with ThreadPoolExecutor(THREADS) as pool:
+        chunks = pool.map(
+            lambda first: score_contenders(treated, control, person[first : first + CHUNK_CUSTOMERS], worth), starts
+        )
+        for first, (rows, offers, exact) in zip(starts, chunks):
+            found.append((rows + first, offers, exact))
+            progress(min(first + CHUNK_CUSTOMERS, len(person)) * len(worth), len(person) * len(worth))
+    return tuple(np.concatenate(part) for part in zip(*found))  # type: ignore[return-value]
 
 
 def score_best_offers(
@@ -167,7 +181,8 @@ def score_best_offers(
 ) -> tuple[pd.DataFrame, int]:
     """Each eligible customer's best live offer (columns BEST_COLUMNS, customers in table order) and the number
     of eligible customers; eligibility as in ``build_candidates``. progress gets (pairs scored, pairs to score);
-    predictors: the treated and control predictions (default: LightGBM's, see booster_predictors)."""
+    predictors: the treated and control predictions of the contending pairs (default: LightGBM's, from the
+    tables; compile_predictors: lleaves')."""
     people, live = eligible_customers(customers, channel, segment), live_offers(offers, channel, now)
     for table, key in ((people, "customer_id"), (live, "offer_id")):
         if table[key].duplicated().any():
@@ -176,28 +191,22 @@ def score_best_offers(
         return pd.DataFrame({name: [] for name in BEST_COLUMNS}), len(people) if len(live) else 0
     spec, worth = model.spec, offer_values(model, live)
     person, offer = encode_customers(spec, people, now), encode_offers(spec, people, live, now)
-    first_t, treated_of = find_profiles(model.treated, spec, person)
-    first_c, control_of = find_profiles(model.control, spec, person)
-    control_offer = offer if spec.control_by_offer else None
-    n_treated = len(first_t) * len(live)
-    total = n_treated + len(first_c) * (1 if control_offer is None else len(live))
-    report = progress or (lambda done, total: None)
-    treated_predict, control_predict = predictors or booster_predictors(model)
-    treated = predict_pairs(spec, treated_predict, person[first_t], offer, lambda done: report(done, total))
-    control = predict_pairs(
-        spec, control_predict, person[first_c], control_offer, lambda done: report(n_treated + done, total)
-    )
-    joint = treated_of * len(first_c) + control_of
-    _, first, profile = np.unique(joint, return_index=True, return_inverse=True)
-    best, uplift = pick_best_offers(treated, control, treated_of[first], control_of[first], worth)
-    chosen = best[profile]
+    rows, columns, uplift = find_contenders(model, person, offer, worth, progress or (lambda done, total: None))
+    if predictors:
+        uplift = predict_pairs(spec, predictors[0], person, offer, rows, columns) - predict_pairs(
+            spec, predictors[1], person, offer if spec.control_by_offer else None, rows, columns
+        )
+    expected = uplift * worth[columns]
+    order = np.lexsort((columns, -expected, rows))  # per customer: the best, the first offer on ties
+    best = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
+    chosen = columns[best]
     return pd.DataFrame(
         {
             "customer_id": people["customer_id"].to_numpy(),
             "offer_id": live["offer_id"].to_numpy()[chosen],
-            "uplift": uplift[profile],
+            "uplift": uplift[best],
             "value": worth[chosen],
-            "expected_value": uplift[profile] * worth[chosen],
+            "expected_value": expected[best],
         }
     ), len(people)
 
