@@ -86,9 +86,9 @@ def open_decision_log(paths: Paths) -> DecisionLog | SharedDecisionLog:
     """The configured decision log: shared in Redis at $NBO_REDIS_URL when set, else SQLite in the NBO home."""
     url = read_setting("redis_url")
     if url:
-        from serving.shared_log import SharedDecisionLog
+        from serving.shared_log import SPOOL_FILE, SharedDecisionLog
 
-        return SharedDecisionLog(url)
+        return SharedDecisionLog(url, spool=DecisionLog(paths.home / SPOOL_FILE))
     return DecisionLog(paths.decisions)
 
 
@@ -296,6 +296,18 @@ class DecisionLog:
                 erased += self.outcomes.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,)).rowcount
             wipe_freed_pages(self.outcomes)
         return erased
+
+    def slot_rows(self) -> list[tuple]:
+        """Every slot logged, as tuples in DECISION_COLUMNS order (queued ones first written)."""
+        self.flush()
+        return self.db.execute("SELECT * FROM decisions").fetchall()
+
+    def discard(self, decision_ids: list[str]) -> None:
+        """Remove decisions kept elsewhere since (the shared log's spool: serving.shared_log), queued ones first
+        written."""
+        self.flush()
+        with write_transaction(self.outcomes, self.writing):
+            self.outcomes.executemany("DELETE FROM decisions WHERE decision_id = ?", [(d,) for d in decision_ids])
 
     def decisions(self, since: int = 0) -> pd.DataFrame:
         """Every slot logged at or after a time (epoch seconds), columns DECISION_COLUMNS (queued ones first

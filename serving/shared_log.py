@@ -19,10 +19,11 @@ answer) changes nothing. With ``admit``, the customer's contacts key is WATCHed 
 contacts before the transaction; another replica's write in between aborts it and redis-py runs it again on the
 new contacts, so two replicas never both take the last contact a cap allows (ContactCapped when none is left).
 
-While Redis is down (or loading): decisions are made on the contacts this process knows and wait in memory, up to
-MAX_QUEUED slots, for a background thread that writes them once Redis answers (a process stopped before that
-loses them: close() logs how many); known_decisions, record_outcomes and contacted raise StoreUnavailable (/events
-answers 503); the full reads (decisions, outcomes, forget) raise it too.
+While Redis is down (or loading): decisions are made on the contacts this process knows and wait, up to MAX_QUEUED
+slots, for a background thread that writes them once Redis answers; they wait in memory and in a spool in the NBO
+home (SPOOL_FILE, an embedded DecisionLog), so that a process stopped meanwhile leaves them for the next one that
+opens the log there (a write sent twice changes nothing). known_decisions, record_outcomes and contacted raise
+StoreUnavailable (/events answers 503); the full reads (decisions, outcomes, forget) raise it too.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from serving.decisions import (
     Admit,
     Contact,
     ContactCapped,
+    DecisionLog,
     join_outcomes,
     outcome_rows,
     read_outcomes,
@@ -54,6 +56,7 @@ from serving.decisions import (
 # offer stays in force for uplift ranking (training.exposures.HORIZON_DAYS) and a campaign's "not contacted this week".
 CONTACT_HISTORY_S = 7 * DAY_SECONDS
 RETRY_S = 1.0  # how often decisions waiting for Redis are tried again
+SPOOL_FILE = "decisions-waiting.sqlite"  # in the NBO home: decisions served while Redis was down, until written
 SCAN_COUNT = 1000
 logger = logging.getLogger("nbo.decisions")
 
@@ -80,8 +83,11 @@ def read_contacts(found: Iterable) -> list[tuple[str, int, Contact]]:
 class SharedDecisionLog:
     """The decision log in Redis (see the module docstring)."""
 
-    def __init__(self, url: str, prefix: str = "nbo:log:", max_queued: int = MAX_QUEUED):
+    def __init__(
+        self, url: str, prefix: str = "nbo:log:", max_queued: int = MAX_QUEUED, spool: DecisionLog | None = None
+    ):
         self.client = connect_redis(url)
+        self.spool = spool
         self.prefix = prefix
         self.max_queued = max_queued
         self.outage = OutageLog("shared decision log", "decisions wait in memory and /events answers 503")
@@ -90,6 +96,13 @@ class SharedDecisionLog:
         self._draining = threading.Lock()  # one writer of the waiting decisions at a time
         self._retrier: threading.Thread | None = None
         self._closing = False
+        if spool is not None:  # what an earlier process left waiting
+            left: dict[str, list[tuple]] = {}
+            for row in spool.slot_rows():
+                left.setdefault(row[0], []).append(row)
+            if left:
+                self._waiting.extend(left.values())
+                self._start_retrier()
 
     def key(self, *parts: str) -> str:
         """A key under the prefix."""
@@ -116,6 +129,13 @@ class SharedDecisionLog:
             if admit is not None and not admit(self._waiting_contacts(rows[0][2], int(rows[0][1]) - CONTACT_HISTORY_S)):
                 raise ContactCapped(f"the caps leave no room for customer {rows[0][2]!r} in {rows[0][3]}")
             self._waiting.append(rows)
+            if self.spool is not None:
+                self.spool.record(rows, wait=False)
+            self._start_retrier()
+
+    def _start_retrier(self) -> None:
+        """Start the background writer unless it runs."""
+        with self._changed:
             if self._retrier is None:
                 self._retrier = threading.Thread(target=self._retry, name="shared-decision-log", daemon=True)
                 self._retrier.start()
@@ -150,16 +170,23 @@ class SharedDecisionLog:
             ]
 
     def _drain(self) -> None:
-        """Write the waiting decisions, oldest first; REDIS_DOWN when Redis fails (the rest keep waiting)."""
+        """Write the waiting decisions, oldest first, and take those written out of the spool; REDIS_DOWN when
+        Redis fails (the rest keep waiting)."""
         with self._draining:
-            while True:
-                with self._changed:
-                    if not self._waiting:
-                        return
-                    rows = self._waiting[0]
-                self._write(rows, None)
-                with self._changed:
-                    self._waiting.pop(0)
+            written = []
+            try:
+                while True:
+                    with self._changed:
+                        if not self._waiting:
+                            return
+                        rows = self._waiting[0]
+                    self._write(rows, None)
+                    written.append(rows[0][0])
+                    with self._changed:
+                        self._waiting.pop(0)
+            finally:
+                if written and self.spool is not None:
+                    self.spool.discard(written)
 
     def _retry(self) -> None:
         """The background writer: drain the waiting decisions every RETRY_S until none is left or the log closes."""
@@ -269,6 +296,8 @@ class SharedDecisionLog:
                 return batch.execute()
 
         self._call(erase)
+        if self.spool is not None:  # nothing of theirs waits there now; its freed pages are wiped
+            self.spool.forget(customer_id)
         return sum(theirs.values()) + len(outcomes)
 
     def _items(self, name: str) -> list[tuple[bytes, bytes]]:
@@ -288,8 +317,8 @@ class SharedDecisionLog:
         return answer
 
     def close(self) -> None:
-        """Stop the background writer, write what waits if Redis answers (else log how much is lost), release
-        the connection (idempotent)."""
+        """Stop the background writer, write what waits if Redis answers (else log how much waits in the spool,
+        or is lost without one), release the connection (idempotent)."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
@@ -301,5 +330,8 @@ class SharedDecisionLog:
         except REDIS_DOWN as error:
             with self._changed:
                 lost = sum(map(len, self._waiting))
-            logger.error("shared decision log unreachable at close (%s): %d served slots were not logged", error, lost)
+            where = f"wait in {self.spool.path}" if self.spool is not None else "are lost"
+            logger.error("shared decision log unreachable at close (%s): %d served slots %s", error, lost, where)
+        if self.spool is not None:
+            self.spool.close()
         self.client.close()

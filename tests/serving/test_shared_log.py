@@ -145,6 +145,28 @@ def test_an_outage_serves_on_known_contacts_and_loses_nothing(redis_url, make_ev
         server.wait()
 
 
+def test_decisions_served_during_an_outage_outlive_the_process(tmp_path):
+    """Served while Redis is down and not written before the log closed: the spool in the home keeps them, and the
+    next log opened on it writes them once Redis answers."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"  # nobody listens yet
+    first = SharedDecisionLog(url, spool=DecisionLog(tmp_path / "spool.sqlite"))
+    first.record(served("kept-1", "c1", "email", NOW, ["o1", "o2"]))
+    first.record(served("kept-2", "c2", "web", NOW, ["o3"]))
+    first.close()  # Redis still down: logs that 3 slots wait in the spool
+    server = start_redis(port)
+    try:
+        spool = DecisionLog(tmp_path / "spool.sqlite")
+        second = SharedDecisionLog(url, spool=spool)
+        second.flush()
+        assert sorted(second.decisions()["decision_id"]) == ["kept-1", "kept-1", "kept-2"]
+        assert second.contacted("email", 0) == {"c1"} and spool.slot_rows() == []
+        second.close()
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_a_full_waiting_room_refuses_decisions(make_events):
     log = SharedDecisionLog(f"redis://127.0.0.1:{free_port()}/0", max_queued=2)  # nobody listens
     try:
