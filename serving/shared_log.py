@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -90,7 +90,7 @@ class SharedDecisionLog:
         self.spool = spool
         self.prefix = prefix
         self.max_queued = max_queued
-        self.outage = OutageLog("shared decision log", "decisions wait in memory and /events answers 503")
+        self.outage = OutageLog("shared decision log", "decisions wait in the spool and /events answers 503")
         self._waiting: list[list[tuple]] = []  # decisions not written yet (Redis was down), oldest first
         self._changed = threading.Condition()
         self._draining = threading.Lock()  # one writer of the waiting decisions at a time
@@ -126,7 +126,7 @@ class SharedDecisionLog:
                 raise RuntimeError("the decision log is closed")
             if sum(map(len, self._waiting)) >= self.max_queued:
                 raise StoreUnavailable(f"shared decision log unreachable and {self.max_queued} slots wait for it")
-            if admit is not None and not admit(self._waiting_contacts(rows[0][2], int(rows[0][1]) - CONTACT_HISTORY_S)):
+            if admit is not None and not admit(self.contacts(rows[0][2], int(rows[0][1]) - CONTACT_HISTORY_S, False)):
                 raise ContactCapped(f"the caps leave no room for customer {rows[0][2]!r} in {rows[0][3]}")
             self._waiting.append(rows)
             if self.spool is not None:
@@ -162,12 +162,10 @@ class SharedDecisionLog:
 
         self.client.transaction(write, contacts)
 
-    def _waiting_contacts(self, customer_id: str, since: int) -> list[Contact]:
-        """This process's contacts of a customer not written yet."""
+    def _waiting_slots(self, keep: Callable[[tuple], bool]) -> list[tuple]:
+        """The waiting slots that `keep` keeps."""
         with self._changed:
-            return [
-                (r[6], r[3], int(r[1])) for rows in self._waiting for r in rows if r[2] == customer_id and r[1] >= since
-            ]
+            return [row for rows in self._waiting for row in rows if keep(row)]
 
     def _drain(self) -> None:
         """Write the waiting decisions, oldest first, and take those written out of the spool; REDIS_DOWN when
@@ -209,36 +207,33 @@ class SharedDecisionLog:
         except REDIS_DOWN as error:
             raise self.outage.failed(error) from error
 
-    def contacts(self, customer_id: str, since: int) -> list[Contact]:
-        """Offers served to a customer since a time: (offer_id, channel, ts) tuples; while Redis is down, those
-        this process has not written yet (the caps are then this replica's)."""
+    def contacts(self, customer_id: str, since: int, ask: bool = True) -> list[Contact]:
+        """Offers served to a customer since a time: (offer_id, channel, ts) tuples; while Redis is down (or
+        without asking it), those waiting in this process (the caps are then this replica's)."""
+        found = []
         try:
-            found = read_contacts(
-                self.client.zrangebyscore(self.key("contacts", customer_id), since, "+inf", withscores=True)
-            )
-            self.outage.answered()
+            if ask:
+                key = self.key("contacts", customer_id)
+                found = read_contacts(self.client.zrangebyscore(key, since, "+inf", withscores=True))
+                self.outage.answered()
         except REDIS_DOWN as error:
             self.outage.failed(error)
-            found = []
         written = {(d, rank) for d, rank, _ in found}
-        with self._changed:
-            waiting = [r for rows in self._waiting for r in rows if r[2] == customer_id and r[1] >= since]
-        return [c for _, _, c in found] + [(r[6], r[3], int(r[1])) for r in waiting if (r[0], r[7]) not in written]
+        waiting = self._waiting_slots(lambda r: r[2] == customer_id and r[1] >= since and (r[0], r[7]) not in written)
+        return [c for _, _, c in found] + [(r[6], r[3], int(r[1])) for r in waiting]
 
     def contacted(self, channel: str, since: int) -> set[str]:
         """Customers who got an offer in a channel since a time (at most CONTACT_HISTORY_S ago)."""
         found = self._call(lambda: self.client.zrangebyscore(self.key("contacted", channel), since, "+inf"))
-        with self._changed:
-            waiting = {r[2] for rows in self._waiting for r in rows if r[3] == channel and r[1] >= since}
-        return {c.decode() for c in found} | waiting
+        waiting = self._waiting_slots(lambda r: r[3] == channel and r[1] >= since)
+        return {c.decode() for c in found} | {r[2] for r in waiting}
 
     def known_decisions(self, ids: list[str]) -> set[str]:
         """The ids among `ids` of decisions this log holds (written, or waiting in this process)."""
         wanted = sorted(set(ids))
         found = self._call(lambda: self.client.hmget(self.key("decisions"), wanted)) if wanted else []
-        with self._changed:
-            waiting = {rows[0][0] for rows in self._waiting}
-        return {d for d, value in zip(wanted, found) if value is not None} | (waiting & set(wanted))
+        waiting = {r[0] for r in self._waiting_slots(lambda r: r[0] in wanted)}
+        return {d for d, value in zip(wanted, found) if value is not None} | waiting
 
     def record_outcomes(self, events: pd.DataFrame) -> int:
         """Keep offer events that carry a decision_id; return how many were new (to every replica)."""
