@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 DECIDE_TRIES = 3  # decisions made for one request at most, when replicas contact a customer at once
 DEFAULT_POLICY = Policy()  # the marketer's defaults (serving.rules.Policy)
+EXPLORE_TOP = 5  # exploration draws among the best 5 remaining offers: propensities of at least epsilon / 5
 
 
 class NoModel(LookupError):
@@ -84,10 +85,19 @@ class Decision:
     withheld: Literal["opted_out"] | None = None  # why no offer at all may be made
 
 
-def log_rows(decision: Decision, t: int, channel: str, group: str, intended: list[str]) -> list[tuple]:
+def log_rows(
+    decision: Decision,
+    t: int,
+    channel: str,
+    group: str,
+    intended: list[str],
+    intended_scores: list[float] | None = None,
+) -> list[tuple]:
     """A decision's rows in the decision log (serving.decisions.DECISION_COLUMNS): one per slot shown or
-    intended; a control slot that showed nothing has no offer, score or expected value (propensity 1)."""
-    rows = []
+    intended; a control slot that showed nothing has no offer or expected value (propensity 1), and as its score
+    the intended offer's purchase-intent probability (intended_scores: the uplift lifts' baseline is calibrated
+    on them)."""
+    rows, scores = [], intended_scores or []
     for rank in range(max(len(decision.offers), len(intended))):
         o = decision.offers[rank] if rank < len(decision.offers) else None
         rows.append(
@@ -100,7 +110,7 @@ def log_rows(decision: Decision, t: int, channel: str, group: str, intended: lis
                 int(decision.fallback),
                 o and o.offer_id,
                 rank,
-                o and o.score,
+                o.score if o else (scores[rank] if rank < len(scores) else None),
                 o and o.expected_value,
                 o.propensity if o else 1.0,
                 int(o.explored) if o else 0,
@@ -310,8 +320,9 @@ class Recommender:
         else:
             ranking = self._score(scorer, rows, candidates, t, current_category, cart_items or [], customer_id)
         control = in_control(customer_id, self.control)
-        slots = choose_slots(len(ranking.best), k, 0.0 if control else self.policy.epsilon, self.rng)
+        slots = choose_slots(len(ranking.best), k, 0.0 if control else self.policy.epsilon, self.rng, EXPLORE_TOP)
         intended = [str(o) for o in catalogue.offer_ids[ranking.offers[ranking.best[slots.intended]]]]
+        intended_scores = [float(p) for p in ranking.probability[ranking.best[slots.intended]]]
         if control and self.control.policy == "popularity":  # the baseline: popularity, never explored
             ranking = self._popularity(scorer, candidates)
             slots, decision.fallback = choose_slots(len(ranking.best), k, 0.0, self.rng), True
@@ -319,7 +330,7 @@ class Recommender:
         shown = [o.offer_id for o in decision.offers]
         try:
             self.log.record(
-                log_rows(decision, t, channel, "control" if control else "treatment", intended),
+                log_rows(decision, t, channel, "control" if control else "treatment", intended, intended_scores),
                 wait=wait_for_log,
                 admit=partial(within_caps, channel=channel, now=t, offers=shown, policy=self.policy),
             )

@@ -181,13 +181,14 @@ class Slots:
     intended: list[int]  # the pick the greedy policy would have made in each slot (the pick itself unless explored)
 
 
-def choose_slots(n: int, k: int, epsilon: float, rng: np.random.Generator) -> Slots:
+def choose_slots(n: int, k: int, epsilon: float, rng: np.random.Generator, top: int | None = None) -> Slots:
     """Fill k slots from n ranked offers epsilon-greedily: the best remaining one, or with probability
-    epsilon one drawn at random; each pick carries its propensity and the best remaining one it replaced."""
+    epsilon one drawn at random (among the best `top` remaining when given: no pick's propensity falls below
+    epsilon / top); each pick carries its propensity and the best remaining one it replaced."""
     remaining = list(range(n))
     picks, propensities, explored, intended = [], [], [], []
     for _ in range(min(k, n)):
-        size = len(remaining)
+        size = min(len(remaining), top or len(remaining))
         exploring = rng.random() < epsilon
         position = int(rng.integers(size)) if exploring else 0
         intended.append(remaining[0])

@@ -6,18 +6,23 @@ booster) and without it (control booster). Its customer inputs are the customers
 how a kind of customer answers a kind of offer; the purchase-intent model says how likely this customer is to buy
 in the category anyway. The expected incremental revenue of an offer combines them:
 
-    basket x p x ((1 - discount) x lift - 1),    lift = treated / control (clipped to [1/LIFT_CAP, LIFT_CAP])
+    basket x p x ((1 - discount) x lift - 1)
 
-p the purchase-intent probability of the offer's category, basket the category's mean item price: the purchases
-the offer adds pay the discounted price, and the purchases that would have happened anyway pay the discount too.
-An offer served to the customer in the same category within the horizon is still in force: another one there adds
-nothing that one does not, so such offers count 0 (after every offer expected to add something).
+lift the offer's pooled lift when the model's report holds them (training.uplift.lifts: purchases with the offer
+over those expected without it, per offer, shrunk toward its discount level and toward 1), else the boosters'
+treated / control (clipped to [1/LIFT_CAP, LIFT_CAP]); p the purchase-intent probability of the offer's category,
+basket the category's mean item price: the purchases the offer adds pay the discounted price, and the purchases
+that would have happened anyway pay the discount too. An offer served to the customer in the same category within
+the horizon is still in force: another one there adds nothing that one does not, so such offers count 0 (after
+every offer expected to add something).
 
-The gate: the uplift model ranks only if, held out (its report, doubly robust), its policy's incremental purchases
-per customer beat offering nothing (above 0) and popularity: popularity's one offer (the best-value offer of the
-champion's most popular category) shown to everyone, whose effect the report estimates from its logged rows and
-control rows; when the report has no estimate for that offer, the best single offer for everyone (held out, at least
-as good as popularity's) stands in. Otherwise the purchase-intent ranking serves and the reason says why.
+The gate: pooled lifts rank once MIN_LIFT_EXPECTED purchases were expected behind them (judge_lifts). Without
+them, the uplift model ranks only if, held out (its report, doubly robust), the lower bound of its policy's
+incremental purchases per customer (95 % interval) beats offering nothing (above 0) and popularity: popularity's
+one offer (the best-value offer of the champion's most popular category) shown to everyone, whose effect the
+report estimates from its logged rows and control rows; when the report has no estimate for that offer, the best
+single offer for everyone (held out, at least as good as popularity's) stands in. Otherwise the purchase-intent
+ranking serves and the reason says why.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ from nbo.config import Paths
 from serving.rules import Catalogue
 from training.champions import UPLIFT, Installed, current_champion
 from training.uplift.campaign import encode_customers, encode_offers, split_offer_features
+from training.uplift.lifts import lift_table
 from training.uplift.model import UpliftModel, load_uplift
 
 REPORT_FILE = "report.json"
 LIFT_CAP = 5.0
 GATE_ESTIMATORS = ("dr", "ips")  # the first one the report holds judges (training.uplift.evaluate: doubly robust, IPS)
+MIN_LIFT_EXPECTED = 100.0  # expected purchases without offers behind pooled lifts before they rank
 
 
 @dataclass(frozen=True)
@@ -63,9 +70,39 @@ def choose_popularity_offer(popularity: dict[str, float], offers: pd.DataFrame) 
     return str(mine.sort_values(["value", "offer_id"], ascending=[False, True])["offer_id"].iloc[0])
 
 
+def judge_lifts(lifts: dict) -> Verdict:
+    """The gate on pooled lifts (training.uplift.lifts): they rank once the treated rows behind them expected
+    MIN_LIFT_EXPECTED purchases (their calibration already rests on enough control rows)."""
+    expected = sum(level["expected"] for level in lifts["levels"].values())
+    purchases = sum(level["purchases"] for level in lifts["levels"].values())
+    calibration = lifts["calibration"]
+    baseline = (
+        f"purchase intent x {calibration['lift']:.2f}, calibrated on the control group"
+        if calibration
+        else "the control group's purchase rate per category"
+    )
+    said = (
+        f"pooled offer lifts from {lifts['rows']} logged rows: {purchases:.0f} purchases with an offer where "
+        f"{expected:.0f} were expected without ({baseline})"
+    )
+    if expected < MIN_LIFT_EXPECTED:
+        return Verdict(False, f"{said}: fewer than {MIN_LIFT_EXPECTED:.0f} expected", purchases, expected)
+    return Verdict(True, said, purchases, expected)
+
+
+def read_lifts(folder: Path) -> dict | None:
+    """The pooled lifts in the report of the uplift model in folder (None without)."""
+    report = folder / REPORT_FILE
+    return json.loads(report.read_text()).get("lifts") if report.exists() else None
+
+
 def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
-    """The gate on an uplift model's training report: its held-out policy value above 0 (no offer) and above
-    popularity's (the estimated effect of popularity_offer for everyone; else at least the best single offer's)."""
+    """The gate on an uplift model's training report: its pooled lifts when it holds them (judge_lifts), else the
+    lower bound of its held-out policy value's 95 % interval above 0 (no offer) and above popularity's (the
+    estimated effect of popularity_offer for everyone; else the best single offer's): a point estimate swings
+    from night to night with the weights of rare exploration slots."""
+    if report.get("lifts"):
+        return judge_lifts(report["lifts"])
     metrics = report.get("metrics", {})
     estimator = next(
         (e for e in GATE_ESTIMATORS if f"model_{e}" in metrics and f"best_single_offer_{e}" in metrics), None
@@ -73,45 +110,38 @@ def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
     if estimator is None:
         return Verdict(False, "the uplift model's report holds no held-out policy values")
     value = float(metrics[f"model_{estimator}"]["value"])
+    low = float(metrics[f"model_{estimator}"].get("low", np.nan))
     baseline = float(metrics[f"best_single_offer_{estimator}"]["value"])
-    if not np.isfinite(value) or value <= 0:
-        return Verdict(
-            False,
-            f"held out, the uplift model's offers add {value:.4f} purchases per customer: no better than no offer",
-            value,
-            baseline,
-        )
+    said = f"held out, the uplift model's offers add {value:.4f} purchases per customer (95 % interval from {low:.4f})"
+    if not np.isfinite(low) or low <= 0:
+        return Verdict(False, f"{said}: not surely better than no offer", value, baseline)
     effects = report.get("targeting", {}).get("offer_effects", {})
     if popularity_offer in effects:
         popular = float(effects[popularity_offer])
-        if value > popular:
+        if low > popular:
             return Verdict(
                 True,
-                f"held out, the uplift model's offers add {value:.4f} purchases per customer: more "
-                f"than no offer and than popularity's offer {popularity_offer} for everyone "
-                f"({popular:.4f})",
+                f"{said}: more than popularity's offer {popularity_offer} for everyone ({popular:.4f})",
                 value,
                 popular,
             )
         return Verdict(
             False,
-            f"held out, the uplift model's offers ({value:.4f} purchases per customer) do not beat "
-            f"popularity's offer {popularity_offer} for everyone ({popular:.4f})",
+            f"{said}: not surely more than popularity's offer {popularity_offer} for everyone ({popular:.4f})",
             value,
             popular,
         )
-    if not np.isfinite(baseline) or value < baseline:
+    if not np.isfinite(baseline) or low < baseline:
         return Verdict(
             False,
-            f"held out, the uplift model's offers ({value:.4f}) do worse than the best single "
-            f"offer for everyone ({baseline:.4f}), which popularity's one offer cannot beat",
+            f"{said}: not surely better than the best single offer for everyone ({baseline:.4f}), which "
+            "popularity's one offer cannot beat",
             value,
             baseline,
         )
     return Verdict(
         True,
-        f"held out, the uplift model's offers ({value:.4f} purchases per customer) beat no offer "
-        f"and match or beat the best single offer for everyone ({baseline:.4f}), hence popularity",
+        f"{said}: surely more than no offer and the best single offer for everyone ({baseline:.4f})",
         value,
         baseline,
     )
@@ -149,6 +179,7 @@ class UpliftRanker:
         offers: pd.DataFrame,
         items: pd.DataFrame,
         now: pd.Timestamp,
+        lifts: dict | None = None,
     ):
         spec = self.spec = model.spec
         self.model, self.version = model, version
@@ -164,11 +195,15 @@ class UpliftRanker:
             table["discount"].reindex(ids).to_numpy(dtype="float64") if "discount" in table else np.zeros(len(ids))
         )
         self.paid = 1.0 - np.nan_to_num(discount, nan=0.0)
+        self.pooled = lift_table(lifts, ids, np.nan_to_num(discount, nan=0.0)) if lifts else None
         basket = items.groupby("category")["price"].mean() if "price" in items else pd.Series(dtype=float)
         self.basket = basket.reindex(catalogue.category_names).fillna(1.0).to_numpy(dtype="float64")
 
     def lift(self, customer_id: str, candidates: np.ndarray) -> np.ndarray:
-        """Treated over control predicted purchase chance of each candidate offer (catalogue positions)."""
+        """Each candidate offer's (catalogue positions) pooled lift when the report holds them (see
+        training.uplift.lifts), else the treated over the control booster's predicted purchase chance."""
+        if self.pooled is not None:
+            return self.pooled[candidates]
         n = len(candidates)
         pairs = np.full((n, len(self.spec.features)), np.nan)
         row = self.row_of.get(customer_id)
@@ -207,5 +242,7 @@ def load_ranker(
     verdict = judge_published(found.folder if found else None, choose_popularity_offer(popularity, offers))
     if not verdict.ranks or found is None:
         return None, verdict, found.version if found else None
-    ranker = UpliftRanker(load_uplift(found.folder), found.version, customers, catalogue, offers, items, now)
+    ranker = UpliftRanker(
+        load_uplift(found.folder), found.version, customers, catalogue, offers, items, now, read_lifts(found.folder)
+    )
     return ranker, verdict, found.version

@@ -6,7 +6,8 @@ intended; treated slots keep the offer shown. Propensities are those of the row'
 uplift model expects: ``(1 - control share) x`` the slot's logged propensity for treated rows, the control
 share for control rows. Outcomes count within ``horizon_days`` of the decision: a click on the slot's offer
 (the log's outcomes), a purchase in the offer's category and its revenue, any purchase and its revenue
-(purchase events of the raw sources and of the event lake). ``horizon_complete`` is False while the horizon
+(purchase events of the raw sources and of the event lake), and the slot's logged purchase-intent probability
+(``score``; a control slot's: the intended offer's). ``horizon_complete`` is False while the horizon
 has not passed by the data's clock (the latest event, decision or outcome known); those rows are left out of
 training.
 """
@@ -48,6 +49,7 @@ COLUMNS = [
     "decision_id",
     "rank",
     "model_version",
+    "score",
 ]
 
 
@@ -176,6 +178,7 @@ def build_exposures(
         decision_id=log["decision_id"].astype(object),
         rank=log["rank"].astype("int64"),
         model_version=log["model_version"].astype(object),
+        score=log["score"].astype(float) if "score" in log.columns else np.nan,
     )
     return frame[COLUMNS]
 

@@ -7,15 +7,22 @@ import pytest
 from features.pipeline import read_raw
 from serving.recommender import Recommender
 from serving.rules import Policy
-from serving.uplift_ranking import UpliftRanker, Verdict, choose_popularity_offer, judge_ranking, published_version
+from serving.uplift_ranking import (
+    MIN_LIFT_EXPECTED,
+    UpliftRanker,
+    Verdict,
+    choose_popularity_offer,
+    judge_ranking,
+    published_version,
+)
 from training.uplift.commands import train_uplift
 from training.uplift.model import load_uplift
 
 
-def report_with(model: float, single: float) -> dict:
+def report_with(model: float, single: float, low: float | None = None) -> dict:
     return {
         "metrics": {
-            "model_dr": {"value": model},
+            "model_dr": {"value": model, "low": model if low is None else low},
             "best_single_offer_dr": {"value": single},
             "model_ips": {"value": -1.0},
             "best_single_offer_ips": {"value": 1.0},
@@ -26,15 +33,38 @@ def report_with(model: float, single: float) -> dict:
 def test_the_gate_lets_the_uplift_model_rank_only_above_no_offer_and_the_best_single_offer():
     assert judge_ranking(report_with(0.02, 0.01)).ranks and judge_ranking(report_with(0.02, 0.02)).ranks
     below_nothing = judge_ranking(report_with(-0.01, -0.02))
-    assert not below_nothing.ranks and "no better than no offer" in below_nothing.reason
+    assert not below_nothing.ranks and "not surely better than no offer" in below_nothing.reason
     below_single = judge_ranking(report_with(0.01, 0.02))
-    assert not below_single.ranks and "do worse than the best single offer" in below_single.reason
+    assert not below_single.ranks and "not surely better than the best single offer" in below_single.reason
     assert not judge_ranking({"metrics": {}}).ranks
     effects = {"targeting": {"offer_effects": {"o1": 0.015, "o2": 0.03}}}
     beats_popular = judge_ranking(report_with(0.02, 0.05) | effects, popularity_offer="o1")
     assert beats_popular.ranks and beats_popular.baseline == 0.015 and "popularity's offer o1" in beats_popular.reason
     assert not judge_ranking(report_with(0.02, 0.01) | effects, popularity_offer="o2").ranks
     assert not judge_ranking(report_with(0.02, 0.05) | effects, popularity_offer="o9").ranks  # no estimate: best single
+
+
+def test_the_gate_judges_the_lower_bound_of_the_models_interval_not_its_point_estimate():
+    unsure = judge_ranking(report_with(0.03, 0.01, low=-0.01))
+    assert not unsure.ranks and "not surely better than no offer" in unsure.reason
+    assert not judge_ranking(report_with(0.03, 0.01, low=0.005)).ranks  # above 0, below the best single offer
+    effects = {"targeting": {"offer_effects": {"o1": 0.015}}}
+    assert not judge_ranking(report_with(0.03, 0.05, low=0.01) | effects, popularity_offer="o1").ranks
+    assert judge_ranking(report_with(0.03, 0.05, low=0.02) | effects, popularity_offer="o1").ranks
+    assert not judge_ranking({"metrics": {"model_dr": {"value": 0.03}, "best_single_offer_dr": {"value": 0.0}}}).ranks
+
+
+def pooled(expected: float) -> dict:
+    level = {"lift": 1.2, "low": 1.1, "high": 1.3, "purchases": 1.2 * expected, "expected": expected}
+    return {"calibration": level | {"lift": 0.9}, "levels": {"0.1": level}, "offers": {}, "rows": 5000}
+
+
+def test_pooled_lifts_rank_once_enough_purchases_were_expected_behind_them_whatever_the_models_value():
+    ranks = judge_ranking(report_with(-0.02, 0.01) | {"lifts": pooled(MIN_LIFT_EXPECTED)})
+    assert ranks.ranks and "pooled offer lifts from 5000 logged rows" in ranks.reason
+    few = judge_ranking(report_with(0.05, 0.01) | {"lifts": pooled(MIN_LIFT_EXPECTED / 2)})
+    assert not few.ranks and "fewer than" in few.reason
+    assert judge_ranking(report_with(0.05, 0.01) | {"lifts": None}).ranks  # no pooled lifts: the model's gate
 
 
 def test_popularity_shows_the_best_value_offer_of_the_most_popular_category():
@@ -107,6 +137,7 @@ def test_the_service_follows_the_published_uplift_model_and_its_gate(uplift_home
 def test_offers_are_ranked_by_predicted_incremental_value(ranked):
     recommender, ranker = ranked
     customer = recommender.store.customers()[3]
+    recommender.use_uplift(None, Verdict(False, "off"), ranker.version)  # whatever the published model's gate said
     by_intent = recommender.recommend(customer, "web", k=2)
     now = pd.Timestamp.now(tz="UTC")
     in_force = recommender._categories_in_force(customer, int(now.timestamp()))
@@ -141,3 +172,29 @@ def test_scoring_a_request_by_uplift_takes_milliseconds(ranked):
     for _ in range(50):
         ranker.lift(customer, candidates)
     assert (time.perf_counter() - began) / 50 < 0.01
+
+
+def test_pooled_lifts_replace_the_boosters_ratio_offer_by_offer(ranked, uplift_home):
+    recommender, served = ranked
+    ids = recommender.catalogue.offer_ids
+    discount = recommender.offers.set_index("offer_id")["discount"].reindex(ids).to_numpy()
+    own = {str(ids[0]): {"lift": 1.7, "low": 1.5, "high": 1.9, "purchases": 80.0, "expected": 47.0}}
+    level = {"lift": 1.3, "low": 1.2, "high": 1.4, "purchases": 130.0, "expected": 100.0}
+    lifts = {"calibration": level, "levels": {f"{discount[1]:g}": level}, "offers": own, "rows": 900}
+    ranker = UpliftRanker(
+        served.model,
+        served.version,
+        read_raw(uplift_home[0], "customers"),
+        recommender.catalogue,
+        recommender.offers,
+        recommender.items,
+        pd.Timestamp.now(tz="UTC"),
+        lifts,
+    )
+    candidates = np.arange(len(ids))
+    customer = recommender.store.customers()[0]
+    found = ranker.lift(customer, candidates)
+    at_level = discount == discount[1]
+    assert found[0] == 1.7 and (found[1:][at_level[1:]] == 1.3).all()
+    assert (found[1:][~at_level[1:]] == 1.0).all()  # no evidence at their discount: no effect
+    assert not np.allclose(served.lift(customer, candidates), found)

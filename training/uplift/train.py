@@ -21,6 +21,7 @@ from training.registry import connect, run_tags
 from training.uplift.evaluate import TrueUplift, choose_split, evaluate_uplift
 from training.uplift.guard import REPORT_FILE, decide_targeting, estimate_offer_effects, measure_evidence
 from training.uplift.learners import LEARNERS, choose_learner, fit_learner
+from training.uplift.lifts import estimate_offer_lifts
 from training.uplift.model import (
     UpliftModel,
     build_offer_table,
@@ -127,6 +128,7 @@ def train_uplift(
         "metrics": metrics,
         "cv_policy_value": cv_values,
         "targeting": targeting,
+        "lifts": estimate_offer_lifts(frame, offer_table, outcome),
         "seconds": round(time.perf_counter() - began, 1),
         "gate": verdict,
     }
