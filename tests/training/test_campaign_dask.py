@@ -69,3 +69,12 @@ def test_dask_campaign_selects_what_one_process_selects(shop, client, tmp_path, 
     parts = pd.concat([pd.read_parquet(p) for p in planned.parts], ignore_index=True)
     assert len(planned.parts) == 4
     pd.testing.assert_frame_equal(parts, best.reset_index(drop=True))  # every eligible customer's best offer, once
+
+
+def test_a_customer_in_two_partitions_is_refused(shop, client, tmp_path):
+    home, model, customers, offers = shop
+    (home / UPLIFT_FOLDER / "report.json").write_text(json.dumps({"targeting": {"by_model": True, "reason": "test"}}))
+    pd.concat([customers, customers.head(1)]).to_parquet(tmp_path / "twice.parquet", row_group_size=600)
+    spec = CampaignSpec(home, model, offers, None, "web", NOW, {}, ControlGroup(share=0.0))
+    with pytest.raises(ValueError, match="repeats"):
+        plan_campaign_dask(client, spec, [tmp_path / "twice.parquet"], 1.0, tmp_path / "parts", rows=600)

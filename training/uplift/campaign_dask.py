@@ -186,6 +186,8 @@ def plan_campaign_dask(
     parts: list[ScoredPart] = client.gather(futures)
     threshold = selection_threshold(parts, budget, read_targeting(spec.home / UPLIFT_FOLDER)["by_model"])
     candidates = pd.concat(client.gather([client.submit(read_candidates, p.path, threshold) for p in parts]))
+    if (repeated := candidates["customer_id"].duplicated()).any():  # within a partition score_best_offers refuses
+        raise ValueError(f"column 'customer_id' repeats: {candidates.loc[repeated, 'customer_id'].iloc[0]}")
     eligible, held_out = sum(p.eligible for p in parts), sum(p.held_out for p in parts)
     chosen, sent, targeting = choose_campaign(
         spec.home / UPLIFT_FOLDER,
