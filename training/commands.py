@@ -259,7 +259,7 @@ def list_models(
         )
     console.print(table)
     console.print(f"champion history: {' -> '.join(champion_history(client)) or 'empty'}")
-    aliases = build_table("registered models", ["--model", "name", "champion", "challenger", "history"], text=2)
+    aliases = build_table("registered models", ["--model", "name", "champion", "challenger", "history"], text=5)
     for kind, model in models.items():
         aliases.add_row(
             kind,

@@ -203,9 +203,8 @@ def rollback(client: MlflowClient, name: str = MODEL_NAME) -> str:
     while history and history[-1] == current:
         history.pop()
     if not history:
-        raise ValueError(
-            f"no earlier champion of {name} to roll back to (history: {champion_history(client, name) or 'empty'})"
-        )
+        before = " -> ".join(champion_history(client, name)) or "empty"
+        raise ValueError(f"no earlier champion of {name} to roll back to (champion history: {before})")
     set_alias(client, "champion", history[-1], name)
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
     return history[-1]

@@ -228,6 +228,8 @@ def test_campaign_picks_the_best_offer_per_customer_of_a_segment_under_the_budge
     missing = httpx.post(f"{url}/campaign", json=body, headers=headers, timeout=10)
     assert missing.status_code == 409 and "nbo uplift train" in missing.text  # no uplift model trained yet
     publish_uplift(paths)
+    status = httpx.post(f"{url}/admin/reload", headers=headers, timeout=30).json()
+    assert status["uplift_version"] == "1" and status["lifetime_version"] is None  # the registry's champions
     plan, rows = run_campaign(url, body, page_size=7)
     assert plan["status"] == "done", plan
     assert 0 < plan["selected"] <= int(0.2 * plan["eligible"]) and len(rows) == plan["selected"]
