@@ -89,7 +89,7 @@ def open_client(scheduler: str | None = None) -> Iterator[Any]:
         return
     cores = os.cpu_count() or 1
     with (
-        LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         yield client
