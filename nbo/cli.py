@@ -203,11 +203,11 @@ def train(
     try:
         with working("fitting lifetime value", as_json):
             result["lifetime"] = fit_lifetime(paths)
-    except ValueError as error:
-        paths.lifetime.unlink(missing_ok=True)
+    except ValueError as error:  # the lifetime champion's tiers, if any, stay
         result["lifetime"] = {"error": str(error)}
         if not as_json:
-            console.print(f"[yellow]warning:[/] no lifetime value, value tiers stay on 365-day revenue: {error}")
+            kept = "the lifetime champion's" if paths.lifetime.exists() else "365-day revenue"
+            console.print(f"[yellow]warning:[/] no new lifetime value, value tiers stay on {kept}: {error}")
     if as_json:
         print(json.dumps(result, default=str))
     elif "error" not in result["lifetime"]:

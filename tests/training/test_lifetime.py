@@ -98,7 +98,7 @@ def test_nbo_train_fits_lifetime_value_or_says_why_not(trained_home, make_events
 
     # the purchase-intent model is tested apart; here only what `nbo train` does after it
     paths, trained = trained_home
-    monkeypatch.setattr(training.train, "train", lambda paths, gate_metric: trained)
+    monkeypatch.setattr(training.train, "train", lambda paths, gate_metric, sample_rate=None: trained)
     paths.lifetime.unlink(missing_ok=True)
     done = CliRunner().invoke(app, ["train", "--home", str(paths.home)])
     assert done.exit_code == 0 and paths.lifetime.exists() and "AUC of buying again" in done.output

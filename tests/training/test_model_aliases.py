@@ -28,8 +28,17 @@ runner = CliRunner()
 
 
 def copy_home(trained_home, tmp_path_factory, name: str):
+    """A copy of the trained home without the uplift and lifetime models other tests may have registered there."""
     paths = get_paths(tmp_path_factory.mktemp(name) / "home")
-    shutil.copytree(trained_home[0].home, paths.home)
+    shutil.copytree(trained_home[0].home, paths.home, symlinks=True)
+    client = open_client(paths)
+    for registered in (UPLIFT_MODEL, LIFETIME_MODEL):
+        if client.search_registered_models(f"name='{registered}'"):
+            client.delete_registered_model(registered)
+    shutil.rmtree(paths.models, ignore_errors=True)
+    paths.lifetime.unlink(missing_ok=True)
+    uplift = paths.home / "uplift"
+    shutil.rmtree(uplift) if uplift.is_dir() and not uplift.is_symlink() else uplift.unlink(missing_ok=True)
     return paths
 
 
