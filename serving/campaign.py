@@ -14,6 +14,7 @@ from nbo.config import Paths
 from nbo.units import DAY_SECONDS
 from serving.clock import service_now
 from serving.recommender import Recommender
+from training.champions import UPLIFT, require_champion
 from training.lifetime.values import read_tiers
 from training.uplift.campaign import leave_out_control, score_best_offers
 from training.uplift.guard import choose_campaign
@@ -35,7 +36,7 @@ class CampaignPlan:
 def check_campaign(paths: Paths, channel: str, segment: dict[str, str]) -> tuple[UpliftModel, pd.DataFrame]:
     """The uplift model and the customers a campaign starts from (attributes joined with their tiers);
     FileNotFoundError without an uplift model, ValueError for a segment column no customer has."""
-    model = load_uplift(paths.home / UPLIFT_FOLDER)
+    model = load_uplift(require_champion(paths, UPLIFT))  # the registry's champion, installed at HOME/uplift
     customers = join_customers(read_raw(paths, "customers"), read_tiers(paths))
     eligible_customers(customers.iloc[:0], channel, segment)
     return model, customers
