@@ -7,6 +7,7 @@ import json
 import shutil
 import threading
 
+import mlflow
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -18,9 +19,18 @@ from serving.campaign import check_campaign
 from serving.recommender import Recommender
 from serving.runtime import follow_registry
 from serving.uplift_ranking import find_published, judge_published, published_version
-from training.champions import LIFETIME, TIERS_FILE, UPLIFT, current_champion, installed, require_champion
+from training.champions import (
+    ARTIFACT,
+    LIFETIME,
+    TIERS_FILE,
+    UPLIFT,
+    current_champion,
+    installed,
+    register_version,
+    require_champion,
+)
 from training.lifetime.values import fit_lifetime
-from training.registry import champion_history, get_alias_version, open_client
+from training.registry import champion_history, connect, get_alias_version, open_client
 from training.uplift.model import load_uplift
 from training.uplift.train import train_uplift
 
@@ -108,6 +118,20 @@ def test_promote_and_rollback_move_the_uplift_alias_and_the_service_and_campaign
     assert missing.exit_code == 2 and "no version 9 of nbo-uplift" in missing.output
     assert cli(paths, "promote", "1", "--model", "churn").exit_code == 2
     assert get_alias_version(open_client(paths), "champion", UPLIFT_MODEL) == "1"
+
+
+def test_a_version_that_cannot_serve_is_refused_and_the_champion_stays(uplift_versions, tmp_path):
+    paths = uplift_versions[0]
+    connect(paths, "nbo-uplift")
+    (tmp_path / "report.json").write_text("{}")  # a report without boosters
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(tmp_path), ARTIFACT)
+    broken = register_version(paths, UPLIFT, run.info.run_id, promoted=False)
+    before = get_alias_version(open_client(paths), "champion", UPLIFT_MODEL)
+    refused = cli(paths, "promote", broken, "--model", "uplift")
+    assert refused.exit_code == 2 and "not a servable uplift model" in refused.output, refused.output
+    assert get_alias_version(open_client(paths), "champion", UPLIFT_MODEL) == before
+    assert installed(paths, UPLIFT).version == before
 
 
 def test_a_home_without_an_uplift_champion_ranks_by_purchase_intent_and_says_why(trained_home, tmp_path):
