@@ -21,7 +21,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import psutil
 
@@ -29,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NBO = [str(ROOT / ".venv" / "bin" / "nbo")]
 EVENTS_PER_CUSTOMER = 371  # the simulator's retailer over 365 days: 27,000 customers give 10.03M events
 START, DAYS, SEED = "2025-11-30", 365, 7
+# The train stage's steps (functions training.train calls), timed where it looks them up.
+TRAIN_STEPS = ("load_sampled_split", "to_matrix", "fit_share", "fit", "build_report", "champion_score", "log_model")
 
 
 def parse_count(text: str) -> int:
@@ -48,7 +54,7 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_stage(command: list[str], env: dict[str, str] | None = None) -> dict[str, object]:
+def run_stage(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a command to its end: wall seconds, the peak summed RSS of its process tree (GiB), its output."""
     began = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
@@ -73,17 +79,38 @@ def last_json(text: str) -> dict:
     return json.loads(text[text.rfind("\n{") + 1 :])  # 0 when the document starts the text
 
 
+def time_steps(module: ModuleType, names: tuple[str, ...]) -> dict[str, float]:
+    """Seconds spent in each named function of a module from now on (the module's own calls to it)."""
+    spent: dict[str, float] = defaultdict(float)
+
+    def timed(name: str, function: Callable) -> Callable:
+        def run(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - began
+
+        return run
+
+    for name in names:
+        setattr(module, name, timed(name, getattr(module, name)))
+    return spent
+
+
 def train_in_process(home: str, sample: float | None) -> None:
-    """The train stage's body (run in its own process by ``run_stage``): train, register, print the result."""
+    """The train stage's body (run in its own process by ``run_stage``): train, register, print the result and the
+    seconds of its steps."""
+    import training.train
     from nbo.config import get_paths
-    from training.train import train
 
-    result = train(get_paths(home), sample_rate=sample)
-    metrics = result["metrics"]
-    print(json.dumps({"version": result["version"], "promoted": result["promoted"], "test_auc": metrics["test_auc"]}))
+    steps = time_steps(training.train, TRAIN_STEPS)
+    result = training.train.train(get_paths(home), sample_rate=sample)
+    found = {"version": result["version"], "promoted": result["promoted"], "test_auc": result["metrics"]["test_auc"]}
+    print(json.dumps({**found, "steps": {k: round(v, 1) for k, v in steps.items()}}))
 
 
-def train_stage(home: Path, sample: float | None) -> dict[str, object]:
+def train_stage(home: Path, sample: float | None) -> dict[str, Any]:
     """The train stage in its own process, and what it registered (with the run's sample parameters)."""
     from mlflow import MlflowClient
 
@@ -93,16 +120,16 @@ def train_stage(home: Path, sample: float | None) -> dict[str, object]:
     stage = run_stage(command + (["--sample", str(sample)] if sample else []))
     result = last_json(str(stage.pop("out")))
     client = MlflowClient(get_paths(home).tracking_uri)
-    params = client.get_run(client.get_model_version(MODEL_NAME, result["version"]).run_id).data.params
+    params = client.get_run(str(client.get_model_version(MODEL_NAME, result["version"]).run_id)).data.params
     keys = ("train_rows", "valid_rows", "test_rows", "sample_rate", "sample_positives", "sample_negatives")
     return {**stage, **result, **{k: float(params[k]) for k in keys}}
 
 
-def measure(args: argparse.Namespace) -> dict[str, object]:
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every stage at one size; the figures as a dict (also printed)."""
     home = Path(args.home)
     events = parse_count(args.events)
-    found: dict[str, object] = {"events_target": events, "load_average": psutil.getloadavg()}
+    found: dict[str, Any] = {"events_target": events, "load_average": psutil.getloadavg()}
     if not (home / "raw" / "events.parquet").exists():
         customers = max(events // EVENTS_PER_CUSTOMER, 1)
         command = [*NBO, "generate", "--customers", str(customers), "--days", str(DAYS), "--seed", str(SEED)]
@@ -116,12 +143,12 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     found["features"] = {**{k: v for k, v in stage.items() if k != "out"}, "lineage": last_json(str(stage["out"]))}
     found["train"] = train_stage(home, args.sample)
     stages = (found["features"], found["train"])
-    found["raw_to_champion_seconds"] = round(sum(float(s["seconds"]) for s in stages), 1)  # type: ignore[arg-type]
-    found["peak_gib"] = max(float(s["peak_gib"]) for s in stages)  # type: ignore[arg-type]
+    found["raw_to_champion_seconds"] = round(sum(float(s["seconds"]) for s in stages), 1)
+    found["peak_gib"] = max(float(s["peak_gib"]) for s in stages)
     if args.compare_full:
         full = train_stage(home, 1.0)
         found["train_full"] = full
-        found["auc_difference"] = round(float(found["train"]["test_auc"]) - float(full["test_auc"]), 5)  # type: ignore[index]
+        found["auc_difference"] = round(float(found["train"]["test_auc"]) - float(full["test_auc"]), 5)
     return found
 
 
@@ -134,6 +161,8 @@ def report(found: dict) -> None:
             stage = found[name]
             extra = f", test AUC {stage['test_auc']:.4f}, rate {stage['sample_rate']:.4f}" if "version" in stage else ""
             print(f"  {name:<10} {stage['seconds']:>8.1f} s  peak {stage['peak_gib']:>6.2f} GiB{extra}")
+            if "steps" in stage:
+                print("             " + ", ".join(f"{k} {v:.1f} s" for k, v in stage["steps"].items()))
     print(f"raw to champion: {found['raw_to_champion_seconds']:.1f} s, peak {found['peak_gib']:.2f} GiB")
     if "auc_difference" in found:
         sampled, full = found["train"]["test_auc"], found["train_full"]["test_auc"]

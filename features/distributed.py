@@ -53,10 +53,15 @@ def read_events(source: dd.DataFrame | str | Path | list[Path], columns: list[st
     return dd.read_parquet(files, columns=columns, split_row_groups=True)
 
 
+def linking_events(events: dd.DataFrame) -> dd.DataFrame:
+    """The events that carry both ids (a device and its customer), the columns links need."""
+    both = events[events["customer_id"].notnull() & events["anonymous_id"].notnull()]
+    return both[["anonymous_id", "customer_id", "ts"]]
+
+
 def find_links(events: dd.DataFrame) -> pd.DataFrame:
     """Device links of the whole history, computed from the events that carry both ids."""
-    both = events[events["customer_id"].notnull() & events["anonymous_id"].notnull()]
-    return link_devices(both[["anonymous_id", "customer_id", "ts"]].compute())
+    return link_devices(linking_events(events).compute())
 
 
 def to_text_keys(frame: pd.DataFrame) -> pd.DataFrame:
@@ -85,11 +90,12 @@ def training_parts(
     categories: list[str],
     features: list[Feature],
     npartitions: int | None = None,
+    links: pd.DataFrame | None = None,
 ) -> list[Delayed]:
     """The training set as lazy parts, one per customer partition (``npartitions``, by default one per event
-    partition), each a ``TrainingSet`` in the pandas build's order."""
+    partition), each a ``TrainingSet`` in the pandas build's order (``links``: the device links, when known)."""
     events = read_events(events)
-    links = find_links(events)
+    links = find_links(events) if links is None else links
     rows = events.map_partitions(text_signal_frame, links, meta=text_signal_frame(events._meta, links))
     signals = dd.concat([rows, dd.from_pandas(to_text_keys(link_rows(links)), npartitions=1)])
     by_customer = signals.shuffle("customer_id", npartitions=npartitions or events.npartitions)
@@ -125,11 +131,12 @@ def write_training_set_dask(
     categories: list[str],
     features: list[Feature],
     npartitions: int | None = None,
+    links: pd.DataFrame | None = None,
 ) -> None:
     """The training set folder (``features.training_set``) written by the workers, one part per customer
-    partition: no process holds more than its parts."""
+    partition: no process holds more than its parts (``links``: as in ``training_parts``)."""
     write = dask.delayed(write_training_set, pure=True)
-    parts = training_parts(events, cutoffs, horizon_days, categories, features, npartitions)
+    parts = training_parts(events, cutoffs, horizon_days, categories, features, npartitions, links)
     dask.compute(*[write(part, Path(path), number) for number, part in enumerate(parts)])
 
 
@@ -180,6 +187,11 @@ def hash_partition(events: pd.DataFrame) -> pd.Series:
     return pd.Series([digest])
 
 
+def distinct_values(column: pd.Series) -> pd.Series:
+    """The distinct values of one partition's column (no shuffle: the few values are joined in the caller)."""
+    return pd.Series(column.dropna().unique(), dtype=column.dtype)
+
+
 def build_features_dask(
     paths: Paths, n_cutoffs: int | None = None, horizon_days: int | None = None, npartitions: int | None = None
 ) -> dict[str, object]:
@@ -190,18 +202,20 @@ def build_features_dask(
     items = read_table(supplied_files(paths, "items") or [paths.raw / "items.parquet"])
     raw = read_events(files, [*EVENT_COLUMNS, "item_id"])
     events = raw.map_partitions(prepare_events, paths, items, meta=prepare_events(raw._meta, paths, items))
-    first, last, count, named, hashes = dask.compute(
+    first, last, count, named, hashes, linking = dask.compute(  # one pass over the events
         events["ts"].min(),
         events["ts"].max(),
         events.shape[0],
-        events["category"].dropna().unique(),
+        events["category"].map_partitions(distinct_values),
         events.map_partitions(hash_partition, meta=(None, "str")),
+        linking_events(events),
     )
     categories = sorted(set(items["category"].dropna().astype(str)) | set(named))
     n_cutoffs, horizon_days = plan_cutoffs(first, last, n_cutoffs, horizon_days)
     cutoffs = choose_cutoffs(pd.DataFrame({"ts": [first, last]}), n_cutoffs, horizon_days)
     staged = stage_folder(paths.training_set)
-    write_training_set_dask(events, staged, cutoffs, horizon_days, categories, list(FEATURES), npartitions)
+    links = link_devices(linking)
+    write_training_set_dask(events, staged, cutoffs, horizon_days, categories, list(FEATURES), npartitions, links)
     rows = ds.dataset(staged / "rows", format="parquet").to_table(columns=["label"])["label"]
     lineage = {
         "events": int(count),
