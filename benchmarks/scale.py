@@ -106,7 +106,8 @@ def train_in_process(home: str, sample: float | None) -> None:
 
     steps = time_steps(training.train, TRAIN_STEPS)
     result = training.train.train(get_paths(home), sample_rate=sample)
-    found = {"version": result["version"], "promoted": result["promoted"], "test_auc": result["metrics"]["test_auc"]}
+    metrics = {k: result["metrics"][k] for k in ("test_auc", "test_ece", "test_log_loss", "best_iteration")}
+    found = {"version": result["version"], "promoted": result["promoted"], **metrics}
     print(json.dumps({**found, "steps": {k: round(v, 1) for k, v in steps.items()}}))
 
 

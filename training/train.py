@@ -19,7 +19,7 @@ from training.evaluate import KS, ranking_metrics, score_metrics
 from training.evaluation_report import build_report, draw_figures, flatten_metrics
 from training.pyfunc import LoadedModel, predict_proba, predict_uncalibrated
 from training.registry import connect, load_model, log_model, promote, set_alias
-from training.sampling import unbias_calibrator, weighted_rates
+from training.sampling import budget_rows, unbias_calibrator, weighted_rates
 
 logger = logging.getLogger("nbo.training")
 GATE_METRIC = "test_auc"  # the default; `nbo train --gate-metric` or $NBO_GATE_METRIC picks another
@@ -130,7 +130,8 @@ def train(
     Training and validation negatives are sampled at ``sample_rate``, else to fit $NBO_TRAIN_MEMORY_GIB
     (``training.sampling``); the test cutoff is scored whole."""
     check_gate_metric(gate_metric)
-    split, lineage, plan = load_sampled_split(paths, read_setting("train_memory_gib"), sample_rate)
+    memory_gib = read_setting("train_memory_gib")
+    split, lineage, plan = load_sampled_split(paths, memory_gib, sample_rate)
     declared = [f.name for f in FEATURES]
     categories = sorted(split.train["category"].unique().tolist())
     names = model_feature_names(declared)
@@ -157,7 +158,10 @@ def train(
     raw_valid = predict_uncalibrated(LoadedModel(booster, meta, "candidate"), matrices["valid"])
     calibrator = unbias_calibrator(fit_calibrator(raw_valid, labels["valid"]), plan)
     model = LoadedModel(booster, meta, "candidate", calibrator)
-    report = build_report(paths, split, model, matrices, logistic_baseline)
+    logistic = logistic_baseline and len(split.test) <= budget_rows(memory_gib)  # it copies the test rows to float64
+    if logistic_baseline and not logistic:
+        logger.warning("%d test rows exceed $NBO_TRAIN_MEMORY_GIB: no logistic-regression baseline", len(split.test))
+    report = build_report(paths, split, model, matrices, logistic)
     metrics = {
         **score_metrics(labels["valid"], raw_valid, "valid_uncalibrated"),
         **score_metrics(labels["valid"], calibrate(calibrator, raw_valid), "valid"),

@@ -114,10 +114,13 @@ def test_weighted_rates_and_the_moved_calibrator_give_the_whole_sets_probabiliti
     assert weighted_rates(rows)["tea"] == pytest.approx(labels.mean(), rel=0.03)
 
 
-def test_a_model_trained_on_a_sample_becomes_the_champion_with_its_plan_scored_on_the_whole_test_cutoff(private_home):
+def test_a_model_trained_on_a_sample_becomes_the_champion_with_its_plan_scored_on_the_whole_test_cutoff(
+    private_home, monkeypatch
+):
     paths = private_home
     (paths.home / "mlflow.db").unlink()  # a fresh registry: the sampled model is the first
-    result = train(paths, logistic_baseline=False, sample_rate=0.3)
+    monkeypatch.setenv("NBO_TRAIN_MEMORY_GIB", "0.02")  # 5,242 rows: fewer than the training and the test rows
+    result = train(paths)
     client = MlflowClient(paths.tracking_uri)
     params = client.get_run(client.get_model_version(MODEL_NAME, result["version"]).run_id).data.params
     training = read_training_set(paths.training_set)
@@ -125,8 +128,10 @@ def test_a_model_trained_on_a_sample_becomes_the_champion_with_its_plan_scored_o
     rows = training.rows
     test = rows["cutoff"] == pd.Timestamp(lineage["cutoffs"][-1])
     train_rows = rows["cutoff"] < pd.Timestamp(lineage["cutoffs"][-2])
-    assert float(params["sample_rate"]) == 0.3
-    assert int(params["test_rows"]) == test.sum()
+    rate = float(params["sample_rate"])
+    assert 0 < rate < 1 and int(params["train_rows"]) + int(params["valid_rows"]) < 1.1 * budget_rows(0.02)  # drawn
+    assert int(params["test_rows"]) == test.sum() > budget_rows(0.02)  # whole, and too many for the logistic baseline
+    assert "baseline_logistic_auc" not in result["metrics"] and "baseline_popularity_auc" in result["metrics"]
     assert int(rows.loc[train_rows, "label"].sum()) < int(params["train_rows"]) < 0.5 * train_rows.sum()
     assert result["metrics"]["test_auc"] > 0.7
     assert result["promoted"]
