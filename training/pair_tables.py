@@ -3,11 +3,12 @@
 A pair's model input is [customer inputs | offer inputs]. In one tree the splits on customer inputs and those on
 offer inputs each narrow the leaves down, and the pair's leaf is the one both sides allow: each customer gets a small
 number per tree (its partial path, ``training.tree_paths.path_ids``), each offer too, and a table holds the leaf
-value of every (customer path, offer path). Trees are packed in groups whose tables add up the group's trees for
-every combination of their customer paths, one column per offer; a pair's raw score is the sum of one entry per
-group. A tree's customer paths are found once per class of inputs that no split of the tree tells apart (the
-booster-wide split keys of ``training.tree_paths.split_keys``, narrowed to the tree's own thresholds and
-categories) and remembered for the classes met later.
+value of every (customer path, offer path). Consecutive trees are packed in groups while the combinations of
+their customer paths found among the customers stay few (GROUP_ROWS); a group's table adds up its trees' values
+for each combination, one column per offer, and a pair's raw score is the sum of one entry per group. A tree's
+customer paths are found once per class of inputs that no split of the tree tells apart (the booster-wide split
+keys of ``training.tree_paths.split_keys``, narrowed to the tree's own thresholds and categories) and remembered
+for the classes met later.
 
 Group sums run in another order than LightGBM's, so they differ from ``booster.predict`` by rounding only, by at
 most ``bound`` (summing T terms in any order errs by at most (T - 1) u sum |term|, u = 2^-53, and the sigmoid's
@@ -36,7 +37,7 @@ from training.tree_paths import (
 
 GROUP_ROWS = 4096  # most combinations of customer paths in one group's table (x offers x 8 bytes)
 BLOCK_ROWS = 2048  # customers summed at once: their scores stay in the processor's cache
-KEY_SPACE = 1 << 20  # a tree whose customers fall in more classes finds every customer's path from its inputs
+KEY_SPACE = 1 << 18  # a tree whose customers fall in more classes finds every customer's path from its inputs
 UNIT = 2.0**-53
 
 
