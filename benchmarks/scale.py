@@ -136,16 +136,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         command = [*NBO, "generate", "--customers", str(customers), "--days", str(DAYS), "--seed", str(SEED)]
         stage = run_stage([*command, "--start", START, "--home", str(home)])
         found["generate"] = {k: v for k, v in stage.items() if k != "out"}
+        print("generate", found["generate"], flush=True)
     for stale in ("mlflow.db", "mlartifacts", "mlruns", "models"):  # a fresh registry: the run ends on a first champion
         target = home / stale
         target.unlink() if target.is_file() else shutil.rmtree(target, ignore_errors=True)
     command = [*NBO, "features", "--dask", str(args.dask), "--worker-memory", args.worker_memory, "--home", str(home)]
     stage = run_stage(command)
     found["features"] = {**{k: v for k, v in stage.items() if k != "out"}, "lineage": last_json(str(stage["out"]))}
+    print("features", found["features"], flush=True)  # each stage as it ends: a long run shows where it is
     found["train"] = train_stage(home, args.sample)
+    print("train", found["train"], flush=True)
     stages = (found["features"], found["train"])
     found["raw_to_champion_seconds"] = round(sum(float(s["seconds"]) for s in stages), 1)
     found["peak_gib"] = max(float(s["peak_gib"]) for s in stages)
+    found["load_average_end"] = psutil.getloadavg()  # other work on the machine slows every stage
     if args.compare_full:
         full = train_stage(home, 1.0)
         found["train_full"] = full
