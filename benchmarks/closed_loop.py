@@ -38,7 +38,9 @@ from serving.rules import control_group_from_env, in_control, index_offers
 from simulator.catalog import CATEGORY_NAMES
 from simulator.generate import load_truth, simulate
 from simulator.response import NO_OFFER, InForce, build_market, click_probability, live_day
+from training.exposures import HORIZON_DAYS
 from training.registry import connect, load_model
+from training.retrain import retrain_uplift
 from training.train import train
 
 KEY = "closed-loop-key"
@@ -47,13 +49,15 @@ HOUR = pd.Timedelta(hours=1)
 
 def prepare_home(paths: Paths, customers: int, history_days: int, loop_days: int, seed: int) -> pd.Timestamp:
     """Simulate the retailer's history up to the loop's day 0 (loop_days before today), build features, train the
-    day-0 champion; return the loop's day 0 (midnight UTC)."""
+    day-0 champion and the uplift model of the history's exposures (as a first `nbo retrain` would, so that day 0
+    ranks as the loop does); return the loop's day 0 (midnight UTC)."""
     day0 = pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=loop_days)
     simulate(
         paths.raw, customers, history_days, seed, start=(day0 - pd.Timedelta(days=history_days)).date().isoformat()
     )
     build_features(paths, n_cutoffs=4, horizon_days=7)
     train(paths)
+    retrain_uplift(paths, HORIZON_DAYS)  # the uplift model of the history's campaigns, as `nbo retrain` makes it
     return day0
 
 

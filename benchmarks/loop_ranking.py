@@ -4,9 +4,11 @@
 
 For a sample of customers, one web decision each (in-process, k = 1, no exploration, no control group, a fresh
 decision log per ranking), the truth's incremental revenue of the offer chosen by: the purchase-intent ranking;
-the uplift ranking as served (purchase probability x the uplift model's lift); the same with the truth's
-population-mean lift in place of the model's (what the purchase-intent probability alone costs); typical response
-(the truth's own purchase rates, the mean lift); random; and the oracle. Shares are of the oracle's sum.
+the uplift ranking by the model's boosters (purchase probability x treated / control); by its pooled lifts
+(training.uplift.lifts: the published report's, else estimated from the history's raw/exposures.parquet) at their
+posterior mean and at their 95 % interval's lower end; the same formula with the truth's population-mean lift in
+place of the model's (what the purchase-intent probability alone costs); typical response (the truth's own
+purchase rates, the mean lift); random; and the oracle. Shares are of the oracle's sum.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from serving.decisions import DecisionLog
 from serving.packaged import load_serving_model
 from serving.recommender import Recommender
 from serving.rules import ControlGroup, Policy, eligible_offers
-from serving.uplift_ranking import UpliftRanker, Verdict, published_version
+from serving.uplift_ranking import UpliftRanker, Verdict, published_version, read_lifts
 from simulator.catalog import CATEGORY_NAMES
 from simulator.generate import load_truth
 from simulator.population import compute_offer_multiplier
@@ -39,7 +41,8 @@ from simulator.response import (
     incremental_revenue,
     typical_response_offers,
 )
-from training.uplift.model import load_uplift
+from training.uplift.lifts import estimate_offer_lifts
+from training.uplift.model import build_offer_table, load_uplift, prepare_exposures
 
 
 class MeanLiftRanker(UpliftRanker):
@@ -58,6 +61,15 @@ class MeanLiftRanker(UpliftRanker):
             np.full(n, self.newsletters.get(customer_id, 0)),
             self.discount[candidates],
         )
+
+
+def find_lifts(folder: Path, raw: Path, offers: pd.DataFrame) -> dict | None:
+    """The published model's pooled lifts, else those of the history's randomised campaigns."""
+    lifts = read_lifts(folder)
+    if lifts is None and (raw / "exposures.parquet").exists():
+        exposures = pd.read_parquet(raw / "exposures.parquet")
+        lifts = estimate_offer_lifts(prepare_exposures(exposures), build_offer_table(exposures, offers), "converted")
+    return lifts
 
 
 def measure(home: Path, n_customers: int, seed: int) -> dict[str, float]:
@@ -89,9 +101,13 @@ def measure(home: Path, n_customers: int, seed: int) -> dict[str, float]:
     allowed = eligible_offers(recommender.catalogue, "web", now.timestamp())
     gains = np.array([incremental_revenue(market, rates, np.full(len(allowed), c), allowed) for c in picks])
     version = published_version(paths.home)
-    served = UpliftRanker(
-        load_uplift(paths.home / "uplift"), version, customers, recommender.catalogue, offers, items, now
-    )
+    folder = paths.home / "uplift"
+    served = UpliftRanker(load_uplift(folder), version, customers, recommender.catalogue, offers, items, now)
+    lifts = find_lifts(folder, paths.raw, offers)
+    pooled = {
+        bound: UpliftRanker(served.model, version, customers, recommender.catalogue, offers, items, now, lifts, bound)
+        for bound in ("lift", "low")
+    }
     discount = offers.set_index("offer_id")["discount"].reindex(recommender.catalogue.offer_ids).to_numpy()
     newsletters = customers.set_index("customer_id")["newsletters_per_week"]
     mean_lift = MeanLiftRanker(served.model, version, customers, recommender.catalogue, offers, items, now).use_truth(
@@ -104,7 +120,13 @@ def measure(home: Path, n_customers: int, seed: int) -> dict[str, float]:
             market, rates, picks, typical_response_offers(market, rates, picks, allowed)
         ).sum(),
     }
-    rankings = (("purchase_intent", None), ("uplift_ranking", served), ("uplift_ranking_mean_lift", mean_lift))
+    rankings = (
+        ("purchase_intent", None),
+        ("uplift_ranking", served),
+        ("pooled_lifts", pooled["lift"]),
+        ("pooled_lifts_low", pooled["low"]),
+        ("uplift_ranking_mean_lift", mean_lift),
+    )
     for name, ranker in rankings:
         recommender.log = DecisionLog(folder / f"{name}.sqlite")
         recommender.use_uplift(ranker, Verdict(ranker is not None, name), version)

@@ -9,8 +9,10 @@ in the category anyway. The expected incremental revenue of an offer combines th
     basket x p x ((1 - discount) x lift - 1)
 
 lift the offer's pooled lift when the model's report holds them (training.uplift.lifts: purchases with the offer
-over those expected without it, per offer, shrunk toward its discount level and toward 1), else the boosters'
-treated / control (clipped to [1/LIFT_CAP, LIFT_CAP]); p the purchase-intent probability of the offer's category,
+over those expected without it, per offer, shrunk toward its discount level and toward 1), taken at the lower end
+of its 95 % interval (RANKING_BOUND: an offer counts as adding revenue only when it surely does; until then the
+least harmful offer, or one already in force, is shown), else the boosters' treated / control (clipped to
+[1/LIFT_CAP, LIFT_CAP]); p the purchase-intent probability of the offer's category,
 basket the category's mean item price: the purchases the offer adds pay the discounted price, and the purchases
 that would have happened anyway pay the discount too. An offer served to the customer in the same category within
 the horizon is still in force: another one there adds nothing that one does not, so such offers count 0 (after
@@ -45,6 +47,7 @@ REPORT_FILE = "report.json"
 LIFT_CAP = 5.0
 GATE_ESTIMATORS = ("dr", "ips")  # the first one the report holds judges (training.uplift.evaluate: doubly robust, IPS)
 MIN_LIFT_EXPECTED = 100.0  # expected purchases without offers behind pooled lifts before they rank
+RANKING_BOUND = "low"  # pooled lifts rank at their 95 % interval's lower end (an offer adds only what it surely adds)
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,8 @@ def judge_published(folder: Path | None, popularity_offer: str | None) -> Verdic
 
 class UpliftRanker:
     """A published uplift model encoded for the request path: every customer's inputs and every catalogue offer's
-    inputs computed once, so that a request only stacks rows and runs the two boosters."""
+    inputs computed once, so that a request only stacks rows and runs the two boosters; with its report's pooled
+    lifts, each offer's lift instead (bound: "lift", the posterior mean, or "low", its 95 % interval's lower end)."""
 
     def __init__(
         self,
@@ -180,6 +184,7 @@ class UpliftRanker:
         items: pd.DataFrame,
         now: pd.Timestamp,
         lifts: dict | None = None,
+        bound: str = RANKING_BOUND,
     ):
         spec = self.spec = model.spec
         self.model, self.version = model, version
@@ -195,7 +200,7 @@ class UpliftRanker:
             table["discount"].reindex(ids).to_numpy(dtype="float64") if "discount" in table else np.zeros(len(ids))
         )
         self.paid = 1.0 - np.nan_to_num(discount, nan=0.0)
-        self.pooled = lift_table(lifts, ids, np.nan_to_num(discount, nan=0.0)) if lifts else None
+        self.pooled = lift_table(lifts, ids, np.nan_to_num(discount, nan=0.0), bound) if lifts else None
         basket = items.groupby("category")["price"].mean() if "price" in items else pd.Series(dtype=float)
         self.basket = basket.reindex(catalogue.category_names).fillna(1.0).to_numpy(dtype="float64")
 

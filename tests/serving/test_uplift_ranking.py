@@ -9,6 +9,7 @@ from serving.recommender import Recommender
 from serving.rules import Policy
 from serving.uplift_ranking import (
     MIN_LIFT_EXPECTED,
+    RANKING_BOUND,
     UpliftRanker,
     Verdict,
     choose_popularity_offer,
@@ -181,20 +182,25 @@ def test_pooled_lifts_replace_the_boosters_ratio_offer_by_offer(ranked, uplift_h
     own = {str(ids[0]): {"lift": 1.7, "low": 1.5, "high": 1.9, "purchases": 80.0, "expected": 47.0}}
     level = {"lift": 1.3, "low": 1.2, "high": 1.4, "purchases": 130.0, "expected": 100.0}
     lifts = {"calibration": level, "levels": {f"{discount[1]:g}": level}, "offers": own, "rows": 900}
-    ranker = UpliftRanker(
-        served.model,
-        served.version,
-        read_raw(uplift_home[0], "customers"),
-        recommender.catalogue,
-        recommender.offers,
-        recommender.items,
-        pd.Timestamp.now(tz="UTC"),
-        lifts,
-    )
+    rankers = {
+        bound: UpliftRanker(
+            served.model,
+            served.version,
+            read_raw(uplift_home[0], "customers"),
+            recommender.catalogue,
+            recommender.offers,
+            recommender.items,
+            pd.Timestamp.now(tz="UTC"),
+            lifts,
+            bound,
+        )
+        for bound in ("lift", "low")
+    }
     candidates = np.arange(len(ids))
     customer = recommender.store.customers()[0]
-    found = ranker.lift(customer, candidates)
     at_level = discount == discount[1]
-    assert found[0] == 1.7 and (found[1:][at_level[1:]] == 1.3).all()
-    assert (found[1:][~at_level[1:]] == 1.0).all()  # no evidence at their discount: no effect
-    assert not np.allclose(served.lift(customer, candidates), found)
+    for bound, (mine, theirs) in {"lift": (1.7, 1.3), "low": (1.5, 1.2)}.items():
+        found = rankers[bound].lift(customer, candidates)
+        assert found[0] == mine and (found[1:][at_level[1:]] == theirs).all()
+        assert (found[1:][~at_level[1:]] == 1.0).all()  # no evidence at their discount: no effect
+    assert RANKING_BOUND == "low" and not np.allclose(served.lift(customer, candidates), found)
