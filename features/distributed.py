@@ -59,9 +59,26 @@ def linking_events(events: dd.DataFrame) -> dd.DataFrame:
     return both[["anonymous_id", "customer_id", "ts"]]
 
 
+def partial_links(events: pd.DataFrame) -> pd.DataFrame:
+    """Each device's first link within a part of the events, as linking events (anonymous_id, customer_id, ts):
+    the links of the whole history are the first of the parts' first links."""
+    return link_devices(events).rename(columns={"linked_at": "ts"})
+
+
+def link_parts(events: dd.DataFrame) -> list[Delayed]:
+    """The parts' first links, to be gathered one by one (a third of the events carry both ids: gathered whole,
+    100M events' worth ran a worker out of memory)."""
+    return [dask.delayed(partial_links, pure=True)(part) for part in linking_events(events).to_delayed()]
+
+
+def join_links(parts: list[pd.DataFrame] | tuple[pd.DataFrame, ...]) -> pd.DataFrame:
+    """The device links of the whole history from the parts' first links."""
+    return link_devices(pd.concat(parts, ignore_index=True))
+
+
 def find_links(events: dd.DataFrame) -> pd.DataFrame:
     """Device links of the whole history, computed from the events that carry both ids."""
-    return link_devices(linking_events(events).compute())
+    return join_links(dask.compute(*link_parts(events)))
 
 
 def to_text_keys(frame: pd.DataFrame) -> pd.DataFrame:
@@ -202,19 +219,19 @@ def build_features_dask(
     items = read_table(supplied_files(paths, "items") or [paths.raw / "items.parquet"])
     raw = read_events(files, [*EVENT_COLUMNS, "item_id"])
     events = raw.map_partitions(prepare_events, paths, items, meta=prepare_events(raw._meta, paths, items))
-    first, last, count, named, hashes, linking = dask.compute(  # one pass over the events
+    first, last, count, named, hashes, *linking = dask.compute(  # one pass over the events
         events["ts"].min(),
         events["ts"].max(),
         events.shape[0],
         events["category"].map_partitions(distinct_values),
         events.map_partitions(hash_partition, meta=(None, "str")),
-        linking_events(events),
+        *link_parts(events),
     )
     categories = sorted(set(items["category"].dropna().astype(str)) | set(named))
     n_cutoffs, horizon_days = plan_cutoffs(first, last, n_cutoffs, horizon_days)
     cutoffs = choose_cutoffs(pd.DataFrame({"ts": [first, last]}), n_cutoffs, horizon_days)
     staged = stage_folder(paths.training_set)
-    links = link_devices(linking)
+    links = join_links(linking)
     write_training_set_dask(events, staged, cutoffs, horizon_days, categories, list(FEATURES), npartitions, links)
     rows = ds.dataset(staged / "rows", format="parquet").to_table(columns=["label"])["label"]
     lineage = {
