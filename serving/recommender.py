@@ -40,7 +40,7 @@ from serving.rules import (
     recently_bought,
     within_caps,
 )
-from serving.uplift_ranking import UpliftRanker, Verdict, load_ranker, published_version
+from serving.uplift_ranking import UpliftRanker, Verdict, find_published, load_ranker
 from training.affinity import attribute_log_share
 from training.exposures import HORIZON_DAYS
 from training.registry import LoadedModel, predict_proba
@@ -221,8 +221,8 @@ class Recommender:
             model_source=source,
             privacy=PrivacyRegister(register_path(paths)),
         )
-        recommender.follow_uplift(paths)
-        return recommender
+        recommender.follow_uplift(paths, ask_registry=source == "registry")  # a registry that did not answer
+        return recommender  # is asked again by the follow loop, not at the start
 
     def use_model(self, model: LoadedModel | None) -> None:
         """Serve another model from the next request on (one attribute swap: requests in flight finish on
@@ -232,17 +232,19 @@ class Recommender:
         self.scorer = Scorer(model)
         self.model_source = "registry"
 
-    def follow_uplift(self, paths: Paths) -> bool:
-        """Rank by the published uplift model's incremental value when its gate lets it, else by purchase intent;
-        looked at again only when the published version moved. Returns whether anything changed."""
-        version = published_version(paths.home)
+    def follow_uplift(self, paths: Paths, ask_registry: bool = True) -> bool:
+        """Rank by the uplift champion's incremental value when its gate lets it, else by purchase intent; looked
+        at again only when the champion's version moved (without ask_registry: the version installed in the home
+        last). Returns whether anything changed."""
+        found = find_published(paths.home, ask_registry)
+        version = found.version if found else None
         if version == self.uplift_version:
             return False
         try:
             customers = read_raw(paths, "customers") if version else pd.DataFrame()
             popularity = self.scorer.model.meta["popularity"] if self.scorer else {}
             self.use_uplift(
-                *load_ranker(paths.home, customers, self.catalogue, self.offers, self.items, service_now(), popularity)
+                *load_ranker(found, customers, self.catalogue, self.offers, self.items, service_now(), popularity)
             )
         except Exception as error:  # a model or customers table this code cannot read: rank by purchase intent
             self.use_uplift(

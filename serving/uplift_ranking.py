@@ -38,7 +38,7 @@ import pandas as pd
 
 from nbo.config import Paths
 from serving.rules import Catalogue
-from training.champions import UPLIFT, Installed, current_champion
+from training.champions import UPLIFT, Installed, current_champion, installed
 from training.uplift.campaign import encode_customers, encode_offers, split_offer_features
 from training.uplift.lifts import lift_table
 from training.uplift.model import UpliftModel, load_uplift
@@ -150,10 +150,10 @@ def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
     )
 
 
-def find_published(home: Path) -> Installed | None:
+def find_published(home: Path, ask_registry: bool = True) -> Installed | None:
     """The registry's uplift champion, fetched and installed in the home (the one installed last while the
-    registry does not answer); None when there is none."""
-    return current_champion(Paths(home), UPLIFT)
+    registry does not answer, or without asking it); None when there is none."""
+    return current_champion(Paths(home), UPLIFT) if ask_registry else installed(Paths(home), UPLIFT)
 
 
 def published_version(home: Path) -> str | None:
@@ -233,7 +233,7 @@ class UpliftRanker:
 
 
 def load_ranker(
-    home: Path,
+    found: Installed | None,
     customers: pd.DataFrame,
     catalogue: Catalogue,
     offers: pd.DataFrame,
@@ -241,9 +241,8 @@ def load_ranker(
     now: pd.Timestamp,
     popularity: dict[str, float],
 ) -> tuple[UpliftRanker | None, Verdict, str | None]:
-    """The uplift champion ready to rank when its gate lets it (else None), the verdict, and the version judged;
-    popularity: the purchase-intent champion's category shares."""
-    found = find_published(home)
+    """The uplift champion found (find_published) ready to rank when its gate lets it (else None), the verdict, and
+    the version judged; popularity: the purchase-intent champion's category shares."""
     verdict = judge_published(found.folder if found else None, choose_popularity_offer(popularity, offers))
     if not verdict.ranks or found is None:
         return None, verdict, found.version if found else None
