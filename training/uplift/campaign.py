@@ -150,16 +150,21 @@ def score_contenders(
 
 
 def find_contenders(
-    model: UpliftModel, person: np.ndarray, offer: np.ndarray, worth: np.ndarray, progress: Callable[[int, int], None]
+    model: UpliftModel,
+    person: np.ndarray,
+    offer: np.ndarray,
+    worth: np.ndarray,
+    progress: Callable[[int, int], None],
+    threads: int = THREADS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """score_contenders of every customer, in chunks of CHUNK_CUSTOMERS on THREADS threads; progress gets (pairs
+    """score_contenders of every customer, in chunks of CHUNK_CUSTOMERS on `threads` threads; progress gets (pairs
     scored, pairs to score)."""
     customer_at, offer_at = split_offer_features(model.spec)
     treated = tabulate_pairs(model.treated, customer_at, offer_at, offer)
     control = tabulate_pairs(model.control, customer_at, offer_at, offer if model.spec.control_by_offer else None)
     starts = range(0, len(person), CHUNK_CUSTOMERS)
     found = []
-    with ThreadPoolExecutor(THREADS) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         chunks = pool.map(
             lambda first: score_contenders(treated, control, person[first : first + CHUNK_CUSTOMERS], worth), starts
         )
@@ -178,11 +183,12 @@ def score_best_offers(
     segment: dict[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     predictors: tuple[Predict, Predict] | None = None,
+    threads: int = THREADS,
 ) -> tuple[pd.DataFrame, int]:
     """Each eligible customer's best live offer (columns BEST_COLUMNS, customers in table order) and the number
     of eligible customers; eligibility as in ``build_candidates``. progress gets (pairs scored, pairs to score);
     predictors: the treated and control predictions of the contending pairs (default: LightGBM's, from the
-    tables; compile_predictors: lleaves')."""
+    tables; compile_predictors: lleaves'); threads: the threads scoring chunks of customers (default: one a core)."""
     people, live = eligible_customers(customers, channel, segment), live_offers(offers, channel, now)
     for table, key in ((people, "customer_id"), (live, "offer_id")):
         if table[key].duplicated().any():
@@ -191,7 +197,8 @@ def score_best_offers(
         return pd.DataFrame({name: [] for name in BEST_COLUMNS}), len(people) if len(live) else 0
     spec, worth = model.spec, offer_values(model, live)
     person, offer = encode_customers(spec, people, now), encode_offers(spec, people, live, now)
-    rows, columns, uplift = find_contenders(model, person, offer, worth, progress or (lambda done, total: None))
+    report = progress or (lambda done, total: None)
+    rows, columns, uplift = find_contenders(model, person, offer, worth, report, threads)
     if predictors:
         uplift = predict_pairs(spec, predictors[0], person, offer, rows, columns) - predict_pairs(
             spec, predictors[1], person, offer if spec.control_by_offer else None, rows, columns

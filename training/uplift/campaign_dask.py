@@ -126,7 +126,9 @@ def score_partition(source: Source, target: Path, spec: CampaignSpec, keep: int)
     """Score one partition's customers, write their best offers (control group left out) to target."""
     customers = pd.concat([read_groups(path, groups) for path, groups in source], ignore_index=True)
     people = drop_opted_out(get_paths(spec.home), join_customers(customers, spec.tiers))
-    best, eligible = score_best_offers(spec.model, people, spec.offers, spec.channel, spec.now, spec.segment)
+    best, eligible = score_best_offers(  # one thread: the cluster runs a worker process a core
+        spec.model, people, spec.offers, spec.channel, spec.now, spec.segment, threads=1
+    )
     best, eligible, held_out = leave_out_control(best, eligible, spec.control)
     best.to_parquet(target, index=False)
     values = best["expected_value"].to_numpy()
