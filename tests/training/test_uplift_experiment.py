@@ -208,6 +208,15 @@ def test_the_command_says_which_split_it_used_and_why_campaigns_target_as_they_d
     assert result.exit_code == 0, result.output
     assert "one campaign date" in result.output and "--split customer" in result.output
     assert "campaigns target by" in result.output and f"all {N:,} rows" in result.output
+    assert "gate (qini): no champion" in result.output and "(champion)" in result.output
+    again = CliRunner().invoke(
+        app,
+        ["uplift", "train", "--outcome", "visit", "--learner", "t", "--bootstraps", "5", "--home", str(home.home)],
+        env={"COLUMNS": "300"},
+    )
+    assert again.exit_code == 0 and "model: nbo-uplift v2" in again.output, again.output
+    assert "gate (qini): worse than the published model" in again.output  # v1 was refitted on these rows too
+    assert "v2 (challenger)" in again.output
     bad = CliRunner().invoke(
         app,
         ["uplift", "train", "--outcome", "visit", "--holdout", "1", "--home", str(home.home)],

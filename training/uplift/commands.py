@@ -108,6 +108,13 @@ def train_command(
     horizon_days: Annotated[
         int, typer.Option(min=1, help="Outcome window after a decision (--from-log).")
     ] = HORIZON_DAYS,
+    gate: Annotated[
+        bool,
+        typer.Option(
+            help="Champion only when its held-out Qini is at least the champion's on the same rows "
+            "(--no-gate: champion in any case; `nbo models rollback --model uplift` undoes it)."
+        ),
+    ] = True,
     home: Home = None,
 ) -> None:
     """Learn each offer's uplift, report it on the held-out split and keep the model for `nbo campaign`."""
@@ -133,6 +140,7 @@ def train_command(
             paths.raw if from_log else exposures_path.parent,
             bootstraps,
             learners=tuple(learner or LEARNERS),
+            gate=gate,
         )
     except (ValueError, FileNotFoundError, ConnectionError) as error:  # ConnectionError: the shared log's Redis
         console.print(f"[bold red]error:[/] {error}")
@@ -155,6 +163,8 @@ def train_command(
         f"({report['targeting']['rows']:,} rows of evidence): {report['targeting']['reason']}"
     )
     role = "champion" if report["promoted"] else "challenger"
+    if report["gate"]:
+        console.print(f"gate ({report['gate']['metric']}): {report['gate']['reason']}")
     console.print(f"model: nbo-uplift v{report['version']} ({role})   run {report['run_id']} ({report['seconds']} s)")
 
 
