@@ -187,10 +187,11 @@ def plot(results: Path, out: Path) -> None:
         right.plot(sizes, [runs[s][stage]["peak_gib"] for s in sizes], "o-", label=stage)
     left.plot(sizes, [runs[s]["raw_to_champion_seconds"] for s in sizes], "o-", label="raw to champion")
     left.axhline(1200, color="k", linestyle=":", label="goal: 20 min")
-    right.axhline(16, color="k", linestyle=":", label="goal: 16 GB")
-    for ax, label in ((left, "seconds"), (right, "peak memory, all processes (GiB)")):
-        ax.set(xscale="log", yscale="log", xlabel="events", ylabel=label)
-        ax.legend(fontsize=8)
+    right.axhline(16e9 / 2**30, color="k", linestyle=":", label="goal: 16 GB")
+    left.set(xscale="log", yscale="log", xlabel="events", ylabel="seconds")
+    right.set(xscale="log", ylim=(0, 16), xlabel="events", ylabel="peak memory, all processes (GiB)")
+    for ax in (left, right):
+        ax.legend(fontsize=8, loc="upper left")
     figure.suptitle("Raw events to a registered champion, 2 cores, 24 GiB")
     figure.savefig(out, dpi=110)
 
