@@ -16,8 +16,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/nbo demo
 
+# Two test processes, a test module each at a time (its module-scoped servers and homes stay in one process): the
+# end-to-end tests spend most of their time waiting on the servers they start.
 test: lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
 
 # Lint, format and types (part of `make test`; the rules are in pyproject.toml).
 lint: $(STAMP)
