@@ -25,7 +25,7 @@ from features.offline import to_seconds
 from features.privacy import wipe_freed_pages
 from features.schema import CHANNELS, EVENT_TYPES
 from features.sqlite import connect_sqlite, write_transaction
-from features.store_interface import CustomerRows, FeatureStore, Written
+from features.store_interface import CustomerRows, FeatureStore, Written, redis_missing
 from nbo.settings import read_setting
 
 if TYPE_CHECKING:
@@ -62,9 +62,7 @@ def open_store(paths: Paths) -> FeatureStore:
         try:
             from features.online_redis import RedisStore
         except ModuleNotFoundError as error:
-            raise ValueError(
-                f"NBO_REDIS_URL is set but {error.name!r} is not installed: pip install 'nbo[redis]'"
-            ) from error
+            raise redis_missing(error) from error
         return RedisStore(url)
     return OnlineStore(paths.online_store)
 

@@ -12,6 +12,11 @@ import pandas as pd
 from features.definitions import ALL_TIME, EXTRA_WINDOWS, LOOKBACK, SIGNAL_NAMES, Aggregates, window_bounds
 
 
+def redis_missing(error: ModuleNotFoundError) -> ValueError:
+    """The error to raise when NBO_REDIS_URL asks for Redis and the redis extra is not installed."""
+    return ValueError(f"NBO_REDIS_URL is set but {error.name!r} is not installed: pip install 'nbo[redis]'")
+
+
 class StoreUnavailable(ConnectionError):
     """The online store could not be reached or did not answer in time (it is tried again on the next call)."""
 

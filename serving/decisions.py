@@ -24,6 +24,7 @@ import pandas as pd
 
 from features.privacy import wipe_freed_pages
 from features.sqlite import connect_sqlite, write_transaction
+from features.store_interface import redis_missing
 from nbo.settings import read_setting
 
 if TYPE_CHECKING:
@@ -86,8 +87,10 @@ def open_decision_log(paths: Paths) -> DecisionLog | SharedDecisionLog:
     """The configured decision log: shared in Redis at $NBO_REDIS_URL when set, else SQLite in the NBO home."""
     url = read_setting("redis_url")
     if url:
-        from serving.shared_log import SPOOL_FILE, SharedDecisionLog
-
+        try:
+            from serving.shared_log import SPOOL_FILE, SharedDecisionLog
+        except ModuleNotFoundError as error:
+            raise redis_missing(error) from error
         return SharedDecisionLog(url, spool=DecisionLog(paths.home / SPOOL_FILE))
     return DecisionLog(paths.decisions)
 

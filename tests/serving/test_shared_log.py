@@ -240,3 +240,18 @@ def test_commands_reading_the_log_say_when_redis_is_down(command, tmp_path, monk
     monkeypatch.setenv("NBO_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nobody listens
     result = CliRunner().invoke(app, [*command, "--home", str(tmp_path)])
     assert result.exit_code == 2 and "shared decision log unreachable" in result.output, result.output
+
+
+def test_without_the_redis_extra_both_stores_name_the_extra_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from features.online import open_store
+
+    for module in ("serving.shared_log", "features.online_redis"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis fails as when the extra is not installed
+    monkeypatch.setenv("NBO_REDIS_URL", "redis://127.0.0.1:6379/0")
+    paths = get_paths(tmp_path)
+    for open_one in (open_decision_log, open_store):
+        with pytest.raises(ValueError, match=r"'redis' is not installed: pip install 'nbo\[redis\]'"):
+            open_one(paths)
