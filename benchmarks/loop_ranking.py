@@ -63,12 +63,13 @@ class MeanLiftRanker(UpliftRanker):
         )
 
 
-def find_lifts(folder: Path, raw: Path, offers: pd.DataFrame) -> dict | None:
-    """The published model's pooled lifts, else those of the history's randomised campaigns."""
+def find_lifts(folder: Path, raw: Path, offers: pd.DataFrame, customers: pd.DataFrame) -> dict | None:
+    """The published model's lifts, else those of the history's randomised campaigns."""
     lifts = read_lifts(folder)
     if lifts is None and (raw / "exposures.parquet").exists():
         exposures = pd.read_parquet(raw / "exposures.parquet")
-        lifts = estimate_offer_lifts(prepare_exposures(exposures), build_offer_table(exposures, offers), "converted")
+        table = build_offer_table(exposures, offers)
+        lifts = estimate_offer_lifts(prepare_exposures(exposures), table, "converted", customers)
     return lifts
 
 
@@ -103,7 +104,7 @@ def measure(home: Path, n_customers: int, seed: int) -> dict[str, float]:
     version = published_version(paths.home)
     folder = paths.home / "uplift"
     served = UpliftRanker(load_uplift(folder), version, customers, recommender.catalogue, offers, items, now)
-    lifts = find_lifts(folder, paths.raw, offers)
+    lifts = find_lifts(folder, paths.raw, offers, customers)
     pooled = {
         bound: UpliftRanker(served.model, version, customers, recommender.catalogue, offers, items, now, lifts, bound)
         for bound in ("lift", "low")

@@ -40,14 +40,14 @@ from nbo.config import Paths
 from serving.rules import Catalogue
 from training.champions import UPLIFT, Installed, current_champion, installed
 from training.uplift.campaign import encode_customers, encode_offers, split_offer_features
-from training.uplift.lifts import lift_table
+from training.uplift.lifts import LiftTable, standardise
 from training.uplift.model import UpliftModel, load_uplift
 
 REPORT_FILE = "report.json"
 LIFT_CAP = 5.0
 GATE_ESTIMATORS = ("dr", "ips")  # the first one the report holds judges (training.uplift.evaluate: doubly robust, IPS)
 MIN_LIFT_EXPECTED = 100.0  # expected purchases without offers behind pooled lifts before they rank
-RANKING_BOUND = "low"  # pooled lifts rank at their 95 % interval's lower end (an offer adds only what it surely adds)
+RANKING_BOUND = "lift"  # lifts rank at their estimate (expected value); "low": at their 95 % interval's lower end
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,10 @@ def judge_lifts(lifts: dict) -> Verdict:
 
 
 def read_lifts(folder: Path) -> dict | None:
-    """The pooled lifts in the report of the uplift model in folder (None without)."""
+    """The lifts in the report of the uplift model in folder (None without, or in a form before the regression)."""
     report = folder / REPORT_FILE
-    return json.loads(report.read_text()).get("lifts") if report.exists() else None
+    lifts = json.loads(report.read_text()).get("lifts") if report.exists() else None
+    return lifts if lifts and "model" in lifts else None
 
 
 def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
@@ -104,7 +105,7 @@ def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
     lower bound of its held-out policy value's 95 % interval above 0 (no offer) and above popularity's (the
     estimated effect of popularity_offer for everyone; else the best single offer's): a point estimate swings
     from night to night with the weights of rare exploration slots."""
-    if report.get("lifts"):
+    if report.get("lifts") and "model" in report["lifts"]:
         return judge_lifts(report["lifts"])
     metrics = report.get("metrics", {})
     estimator = next(
@@ -200,18 +201,23 @@ class UpliftRanker:
             table["discount"].reindex(ids).to_numpy(dtype="float64") if "discount" in table else np.zeros(len(ids))
         )
         self.paid = 1.0 - np.nan_to_num(discount, nan=0.0)
-        self.pooled = lift_table(lifts, ids, np.nan_to_num(discount, nan=0.0), bound) if lifts else None
+        self.bound = bound
+        self.pooled = (
+            LiftTable(lifts, ids, np.nan_to_num(discount, nan=0.0), standardise(lifts, people, people["customer_id"]))
+            if lifts
+            else None
+        )
         basket = items.groupby("category")["price"].mean() if "price" in items else pd.Series(dtype=float)
         self.basket = basket.reindex(catalogue.category_names).fillna(1.0).to_numpy(dtype="float64")
 
     def lift(self, customer_id: str, candidates: np.ndarray) -> np.ndarray:
         """Each candidate offer's (catalogue positions) pooled lift when the report holds them (see
         training.uplift.lifts), else the treated over the control booster's predicted purchase chance."""
+        row = self.row_of.get(customer_id)
         if self.pooled is not None:
-            return self.pooled[candidates]
+            return self.pooled.lift(row, candidates, self.bound)
         n = len(candidates)
         pairs = np.full((n, len(self.spec.features)), np.nan)
-        row = self.row_of.get(customer_id)
         if row is not None:
             pairs[:, self.customer_at] = self.customers[row]
         pairs[:, self.offer_at] = self.offers[candidates]

@@ -6,10 +6,11 @@ Steps, each logged to MLflow in its own experiment and tagged with the retrain's
 1. features: the training set from the raw sources and the event lake, published in one step; the online
    store only gains the events it has not seen (it is never emptied, so the service keeps serving from it);
 2. purchase intent (training.train): registered, champion only if it beats the champion on the same rows;
-3. uplift: from the decision log's exposures when they hold enough complete-horizon rows of both arms, else
-   ``raw/exposures.parquet``; registered, champion only if its held-out targeting value over random (Qini, see
-   training.uplift.commands.GATE_METRIC) is at least the champion's on the same rows; the report says whether the
-   champion may rank /recommend's offers (serving.uplift_ranking's gate, ``ranking``);
+3. uplift: from ``raw/exposures.parquet`` and the decision log's exposures beside it (the log alone once it holds
+   enough complete-horizon rows of both arms); registered, champion only if it is at least the champion on the same
+   held-out rows: its lifts' log-likelihood (what /recommend ranks by), else its targeting value over random (Qini,
+   training.uplift.commands.GATE_METRIC); the report says whether the champion may rank /recommend's offers
+   (serving.uplift_ranking's gate, ``ranking``);
 4. lifetime value (training.lifetime.values): registered, champion (and its tiers the home's, replaced in one
    rename) only if its holdout buys-again AUC is at least the champion's on the same rows.
 
@@ -44,7 +45,7 @@ from training.uplift.model import CONTROL
 
 EXPERIMENT = "nbo-retrain"
 LOCK_FILE = "retrain.lock"
-MIN_LOG_ROWS = 2000  # complete-horizon exposures the decision log needs before uplift learns from it
+MIN_LOG_ROWS = 2000  # complete-horizon exposures the decision log needs before uplift learns from it alone
 MIN_LOG_CONTROL = 100  # of which control rows
 UPLIFT_BOOTSTRAPS = 30  # replicates of the uplift report's intervals (the gate compares point values)
 RANKING_BUDGET = 1.0  # the report's policies offer everyone their best offer, as /recommend does
@@ -125,16 +126,22 @@ def retrain_intent(paths: Paths, gate_metric: str) -> dict:
 
 
 def choose_exposures(paths: Paths, horizon_days: int) -> tuple[pd.DataFrame | None, str]:
-    """The decision log's exposures when they hold enough complete rows of both arms, else the raw exposures
-    table, else None; and where they came from."""
+    """Every exposure the home holds: the raw exposures table (randomised campaigns) with the decision log's
+    complete rows beside it; the decision log alone once it holds MIN_LOG_ROWS complete rows of both arms; else
+    None. And where they came from."""
     logged = exposures_from_log(paths, horizon_days)
     complete = logged[logged["horizon_complete"].astype(bool)]
     control = int((complete["offer_id"] == CONTROL).sum())
-    if len(complete) >= MIN_LOG_ROWS and MIN_LOG_CONTROL <= control < len(complete):
-        return logged, f"decision log ({len(complete)} complete rows, {control} control)"
+    said = f"decision log ({len(complete)} complete rows, {control} control)"
     raw = paths.raw / "exposures.parquet"
-    reason = f"the decision log holds {len(complete)} complete rows, {control} control"
-    return (pd.read_parquet(raw), f"{raw.name} ({reason})") if raw.exists() else (None, reason)
+    if raw.exists():
+        history = pd.read_parquet(raw)
+        if complete.empty:
+            return history, f"{raw.name} ({len(history)} rows; the {said})"
+        return pd.concat([history, logged], ignore_index=True), f"{raw.name} ({len(history)} rows) and the {said}"
+    if len(complete) >= MIN_LOG_ROWS and MIN_LOG_CONTROL <= control < len(complete):
+        return logged, said
+    return None, f"the {said}: fewer than {MIN_LOG_ROWS} complete rows with {MIN_LOG_CONTROL} control"
 
 
 def retrain_uplift(paths: Paths, horizon_days: int) -> dict:

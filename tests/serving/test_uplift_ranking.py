@@ -57,7 +57,8 @@ def test_the_gate_judges_the_lower_bound_of_the_models_interval_not_its_point_es
 
 def pooled(expected: float) -> dict:
     level = {"lift": 1.2, "low": 1.1, "high": 1.3, "purchases": 1.2 * expected, "expected": expected}
-    return {"calibration": level | {"lift": 0.9}, "levels": {"0.1": level}, "offers": {}, "rows": 5000}
+    model = {"attributes": [], "mean": [], "scale": [], "coef": [0.0, 0.1, 2.0], "cov": np.eye(3).tolist()}
+    return {"model": model, "calibration": level | {"lift": 0.9}, "levels": {"0.1": level}, "offers": {}, "rows": 5000}
 
 
 def test_pooled_lifts_rank_once_enough_purchases_were_expected_behind_them_whatever_the_models_value():
@@ -66,6 +67,9 @@ def test_pooled_lifts_rank_once_enough_purchases_were_expected_behind_them_whate
     few = judge_ranking(report_with(0.05, 0.01) | {"lifts": pooled(MIN_LIFT_EXPECTED / 2)})
     assert not few.ranks and "fewer than" in few.reason
     assert judge_ranking(report_with(0.05, 0.01) | {"lifts": None}).ranks  # no pooled lifts: the model's gate
+    before = pooled(MIN_LIFT_EXPECTED)
+    del before["model"]  # lifts of a version before the regression: the model's gate
+    assert not judge_ranking(report_with(-0.02, 0.01) | {"lifts": before}).ranks
 
 
 def test_popularity_shows_the_best_value_offer_of_the_most_popular_category():
@@ -175,18 +179,26 @@ def test_scoring_a_request_by_uplift_takes_milliseconds(ranked):
     assert (time.perf_counter() - began) / 50 < 0.01
 
 
-def test_pooled_lifts_replace_the_boosters_ratio_offer_by_offer(ranked, uplift_home):
+def test_lifts_replace_the_boosters_ratio_by_discount_customer_and_offer(ranked, uplift_home):
     recommender, served = ranked
     ids = recommender.catalogue.offer_ids
     discount = recommender.offers.set_index("offer_id")["discount"].reindex(ids).to_numpy()
-    own = {str(ids[0]): {"lift": 1.7, "low": 1.5, "high": 1.9, "purchases": 80.0, "expected": 47.0}}
-    level = {"lift": 1.3, "low": 1.2, "high": 1.4, "purchases": 130.0, "expected": 100.0}
-    lifts = {"calibration": level, "levels": {f"{discount[1]:g}": level}, "offers": own, "rows": 900}
+    customers = read_raw(uplift_home[0], "customers")
+    sent = customers["newsletters_per_week"]
+    model = {
+        "attributes": ["newsletters_per_week"],
+        "mean": [float(sent.mean())],
+        "scale": [float(sent.std())],
+        "coef": [0.0, -0.1, 3.0, -0.2],  # calibration; log lift: intercept, discount, newsletters (standardised)
+        "cov": (np.diag([0.0, 0.01, 0.04, 0.001])).tolist(),
+    }
+    own = {str(ids[0]): {"factor": 1.5, "low": 1.2, "high": 1.8, "purchases": 80.0, "expected": 47.0}}
+    lifts = {"model": model, "calibration": None, "levels": {}, "offers": own, "rows": 900}
     rankers = {
         bound: UpliftRanker(
             served.model,
             served.version,
-            read_raw(uplift_home[0], "customers"),
+            customers,
             recommender.catalogue,
             recommender.offers,
             recommender.items,
@@ -197,10 +209,11 @@ def test_pooled_lifts_replace_the_boosters_ratio_offer_by_offer(ranked, uplift_h
         for bound in ("lift", "low")
     }
     candidates = np.arange(len(ids))
-    customer = recommender.store.customers()[0]
-    at_level = discount == discount[1]
-    for bound, (mine, theirs) in {"lift": (1.7, 1.3), "low": (1.5, 1.2)}.items():
-        found = rankers[bound].lift(customer, candidates)
-        assert found[0] == mine and (found[1:][at_level[1:]] == theirs).all()
-        assert (found[1:][~at_level[1:]] == 1.0).all()  # no evidence at their discount: no effect
-    assert RANKING_BOUND == "low" and not np.allclose(served.lift(customer, candidates), found)
+    few, many = customers.sort_values("newsletters_per_week")["customer_id"].iloc[[0, -1]]
+    x = (sent.max() - sent.mean()) / sent.std()
+    found = rankers["lift"].lift(many, candidates)
+    truth = np.exp(-0.1 + 3.0 * discount - 0.2 * x) * np.where(candidates == 0, 1.5, 1.0)
+    assert found == pytest.approx(truth)
+    assert (rankers["lift"].lift(few, candidates) > found).all()  # fewer newsletters: more lift
+    assert (rankers["low"].lift(many, candidates) < found).all()
+    assert RANKING_BOUND == "lift" and not np.allclose(served.lift(many, candidates), found)

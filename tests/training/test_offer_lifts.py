@@ -1,5 +1,6 @@
-"""Pooled offer lifts: purchases with an offer over those expected without it, calibrated on the control group and
-shrunk toward the offer's discount level, then toward no effect."""
+"""Offer lifts: a Poisson regression of purchases on the offer's discount and the customer's attributes, with each
+row's expected purchases without an offer as offset, calibrated on the control group; each offer's own factor
+shrunk toward 1; the gate that judges new lifts against the published ones on held-out rows."""
 
 from __future__ import annotations
 
@@ -9,57 +10,96 @@ import pytest
 
 from serving.recommender import Decision, RankedOffer, log_rows
 from training.exposures import build_exposures
-from training.uplift.lifts import OFFER_PRIOR_PURCHASES, estimate_offer_lifts, lift_table
+from training.uplift.lifts import OFFER_PRIOR_PURCHASES, LiftTable, estimate_offer_lifts, standardise
+from training.uplift.train import LIFT_GATE_METRIC, judge_lifts
 
-OFFERS = pd.DataFrame({"discount": [0.1, 0.1, 0.3]}, index=pd.Index(["a", "b", "c"], name="offer_id"))
+OFFERS = pd.DataFrame({"discount": [0.1, 0.1, 0.3, 0.2]}, index=pd.Index(["a", "b", "c", "d"], name="offer_id"))
+CUSTOMERS = pd.DataFrame({"customer_id": [f"c{i}" for i in range(500)], "newsletters": np.arange(500) % 5})
 
 
-def logged_rows(n: int, multiplier: dict[str, float], calibration: float = 1.0, seed: int = 0) -> pd.DataFrame:
-    """Prepared exposure rows: a tenth control; each row's purchase chance is its logged p x the offer's true
-    multiplier (control rows: 1) x calibration (how far the logged p is off)."""
+def true_lift(discount: np.ndarray, newsletters: np.ndarray) -> np.ndarray:
+    """The rows' true multiplier: log-linear in the discount, lower for customers sent more newsletters."""
+    return np.exp(-0.1 + 3.0 * discount - 0.15 * newsletters)
+
+
+def logged_rows(
+    n: int, offers: list[str], calibration: float = 1.0, seed: int = 0, factor: dict[str, float] | None = None
+) -> pd.DataFrame:
+    """Prepared exposure rows: a tenth control; each row's purchase chance is its logged p x the true lift of its
+    offer for its customer (control rows: 1) x an offer's own factor x calibration (how far the logged p is off)."""
     rng = np.random.default_rng(seed)
     p = rng.uniform(0.02, 0.3, n)
     treated = rng.random(n) >= 0.1
-    offer = rng.choice(list(multiplier), n)
-    chance = p * calibration * np.where(treated, [multiplier[o] for o in offer], 1.0)
+    offer = rng.choice(offers, n)
+    customer = rng.integers(0, len(CUSTOMERS), n)
+    lift = true_lift(OFFERS["discount"].reindex(offer).to_numpy(), CUSTOMERS["newsletters"].to_numpy()[customer])
+    own = np.array([(factor or {}).get(o, 1.0) for o in offer])
+    chance = p * calibration * np.where(treated, lift * own, 1.0)
     return pd.DataFrame(
-        {"treated": treated, "offer": offer, "score": p, "converted": rng.random(n) < np.minimum(chance, 1.0)}
+        {
+            "customer_id": CUSTOMERS["customer_id"].to_numpy()[customer],
+            "treated": treated,
+            "offer": offer,
+            "score": p,
+            "converted": rng.random(n) < np.minimum(chance, 1.0),
+        }
     )
 
 
-def test_lifts_recover_each_offers_multiplier_through_a_miscalibrated_purchase_intent():
-    lifts = estimate_offer_lifts(
-        logged_rows(60_000, {"a": 1.5, "b": 1.0, "c": 2.0}, calibration=0.8), OFFERS, "converted"
-    )
-    assert lifts is not None
+def test_lifts_follow_the_discount_and_the_customer_through_a_miscalibrated_purchase_intent():
+    lifts = estimate_offer_lifts(logged_rows(80_000, ["a", "c", "d"], calibration=0.8), OFFERS, "converted", CUSTOMERS)
+    assert lifts is not None and lifts["model"]["attributes"] == ["newsletters"]
     assert lifts["calibration"]["lift"] == pytest.approx(0.8, abs=0.06)
-    for offer, truth in {"a": 1.5, "b": 1.0, "c": 2.0}.items():
-        found = lifts["offers"][offer]
-        assert found["low"] < truth < found["high"] and found["lift"] == pytest.approx(truth, rel=0.08)
-    level = lifts["levels"]["0.1"]  # a and b pooled
-    assert level["low"] < 1.25 < level["high"] and level["lift"] == pytest.approx(1.25, rel=0.08)
+    table = LiftTable(
+        lifts,
+        OFFERS.index.to_numpy(),
+        OFFERS["discount"].to_numpy(),
+        standardise(lifts, CUSTOMERS, CUSTOMERS["customer_id"]),
+    )
+    for row in (0, 4):  # a customer sent no newsletter, one sent four a week
+        found = table.lift(row, np.arange(4))
+        truth = true_lift(OFFERS["discount"].to_numpy(), np.full(4, row))
+        assert found == pytest.approx(truth, rel=0.1)
+        low = table.lift(row, np.arange(4), "low")
+        assert (low < found).all() and (low > 0.8 * found).all()
+    assert table.lift(None, np.arange(1)) == pytest.approx(true_lift(np.array([0.1]), np.array([2.0])), rel=0.1)
+    assert (
+        lifts["levels"]["0.3"]["low"] < true_lift(np.array([0.3]), np.array([2.0]))[0] < lifts["levels"]["0.3"]["high"]
+    )
 
 
-def test_an_offer_with_few_rows_keeps_near_its_discount_levels_lift_and_unknown_offers_take_it():
-    rows = logged_rows(40_000, {"a": 1.5, "b": 1.5})
-    rare = pd.DataFrame({"treated": [True] * 30, "offer": "b", "score": 0.1, "converted": [False] * 30})
-    lifts = estimate_offer_lifts(pd.concat([rows[rows["offer"] == "a"], rare]), OFFERS, "converted")
-    level = lifts["levels"]["0.1"]["lift"]
-    own = lifts["offers"]["b"]
-    assert own["expected"] < 0.05 * OFFER_PRIOR_PURCHASES and own["lift"] == pytest.approx(level, rel=0.02)
-    table = lift_table(lifts, np.array(["a", "b", "c", "z"]), np.array([0.1, 0.1, 0.3, 0.2]))
-    assert table[0] == lifts["offers"]["a"]["lift"] and table[1] == own["lift"]
-    assert table[2] == 1.0 and table[3] == 1.0  # no rows at their discount: no effect
+def test_an_offer_departs_from_its_discounts_lift_only_as_far_as_its_own_rows_show():
+    rows = logged_rows(60_000, ["a", "b", "c"], factor={"b": 0.6})
+    lifts = estimate_offer_lifts(rows, OFFERS, "converted", CUSTOMERS)
+    assert lifts["offers"]["b"]["factor"] < 0.8 < lifts["offers"]["a"]["factor"]
+    few = estimate_offer_lifts(
+        pd.concat([rows[rows["offer"] != "b"], rows[rows["offer"] == "b"].iloc[:40]]), OFFERS, "converted", CUSTOMERS
+    )
+    own = few["offers"]["b"]
+    assert own["expected"] < 0.05 * OFFER_PRIOR_PURCHASES and own["factor"] == pytest.approx(1.0, abs=0.05)
+    table = LiftTable(few, np.array(["a", "b", "z"]), np.array([0.1, 0.1, 0.1]), np.zeros((1, 1)))
+    assert table.lift(0, np.array([1]))[0] == pytest.approx(table.lift(0, np.array([2]))[0], rel=0.05)
 
 
 def test_no_lifts_without_logged_scores_or_enough_control_evidence():
-    rows = logged_rows(2_000, {"a": 1.5})
+    rows = logged_rows(2_000, ["a"])
     assert estimate_offer_lifts(rows.drop(columns="score"), OFFERS, "converted") is None
     assert estimate_offer_lifts(rows[rows["treated"]], OFFERS, "converted") is None
     assert (
         estimate_offer_lifts(rows.assign(score=np.where(rows["treated"], rows["score"], np.nan)), OFFERS, "converted")
         is None
     )
+
+
+def test_the_gate_keeps_published_lifts_that_explain_held_out_purchases_better():
+    train, held_out = logged_rows(40_000, ["a", "c", "d"], seed=1), logged_rows(20_000, ["a", "c", "d"], seed=2)
+    right = estimate_offer_lifts(train, OFFERS, "converted", CUSTOMERS)
+    flipped = train.assign(offer=train["offer"].map({"a": "c", "c": "a", "d": "d"}))  # discounts mislabelled
+    wrong = estimate_offer_lifts(flipped, OFFERS, "converted", CUSTOMERS)
+    refused = judge_lifts(wrong, right, held_out, OFFERS, CUSTOMERS, "converted")
+    assert refused["metric"] == LIFT_GATE_METRIC and not refused["promoted"]
+    assert refused["value"] < refused["published_value"] and refused["rows"] == len(held_out)
+    assert judge_lifts(right, wrong, held_out, OFFERS, CUSTOMERS, "converted")["promoted"]
 
 
 def test_a_control_slot_logs_its_intended_offers_probability_and_exposures_keep_it():
@@ -94,7 +134,6 @@ def test_a_randomised_campaign_without_scores_takes_its_categorys_control_rate_a
     rows = pd.DataFrame({"treated": treated, "offer": offer, "category": category, "converted": rng.random(n) < chance})
     lifts = estimate_offer_lifts(rows, OFFERS, "converted")
     assert lifts["calibration"] is None
-    assert lifts["offers"]["a"]["lift"] == pytest.approx(1.3, rel=0.1) and lifts["offers"]["c"][
-        "lift"
-    ] == pytest.approx(2.0, rel=0.15)
+    assert lifts["levels"]["0.1"]["lift"] == pytest.approx(1.3, rel=0.1)
+    assert lifts["levels"]["0.3"]["lift"] == pytest.approx(2.0, rel=0.15)
     assert estimate_offer_lifts(rows.iloc[:500], OFFERS, "converted") is None  # under MIN_CONTROL_ROWS control rows

@@ -21,7 +21,7 @@ from training.registry import connect, run_tags
 from training.uplift.evaluate import TrueUplift, choose_split, evaluate_uplift
 from training.uplift.guard import REPORT_FILE, decide_targeting, estimate_offer_effects, measure_evidence
 from training.uplift.learners import LEARNERS, choose_learner, fit_learner
-from training.uplift.lifts import estimate_offer_lifts
+from training.uplift.lifts import estimate_offer_lifts, score_lifts
 from training.uplift.model import (
     UpliftModel,
     build_offer_table,
@@ -40,6 +40,10 @@ EXPERIMENT = "nbo-uplift"
 # outcomes (true value -0.0004) to the right one (0.002), which Qini ranked correctly (-0.0065 against 0.0041).
 GATE_METRIC = "qini"
 MIN_GATE_ROWS = 200  # treated and control rows the gate needs on rows unseen by the published model
+# Models whose reports hold lifts (training.uplift.lifts: what /recommend ranks by) are judged by those instead: the
+# held-out rows' mean Poisson log-likelihood of their purchases, lifts fitted on the training rows against the
+# published model's.
+LIFT_GATE_METRIC = "lift_log_likelihood"
 
 
 def find_truth(truth_dir: Path | None, outcome: str) -> TrueUplift | None:
@@ -119,7 +123,17 @@ def train_uplift(
     if gate and len(test):
         champion, value = fetch_champion(paths, UPLIFT), metrics[GATE_METRIC]["value"]
         verdict = (
-            judge_uplift(champion.folder, model, people, offer_table, test, frame, budget, value)
+            judge_uplift(
+                champion.folder,
+                model,
+                people,
+                offer_table,
+                test,
+                frame,
+                budget,
+                value,
+                (estimate_offer_lifts(train, offer_table, outcome, customers), customers, outcome),
+            )
             if champion
             else {"metric": GATE_METRIC, "promoted": True, "reason": "no champion"}
         )
@@ -128,7 +142,7 @@ def train_uplift(
         "metrics": metrics,
         "cv_policy_value": cv_values,
         "targeting": targeting,
-        "lifts": estimate_offer_lifts(frame, offer_table, outcome),
+        "lifts": estimate_offer_lifts(frame, offer_table, outcome, customers),
         "seconds": round(time.perf_counter() - began, 1),
         "gate": verdict,
     }
@@ -153,11 +167,14 @@ def judge_uplift(
     frame: pd.DataFrame,
     budget: float,
     value: float,
+    lifts: tuple[dict | None, pd.DataFrame, str] | None = None,
 ) -> dict:
     """The gate: the new and the published model's GATE_METRIC on the same held-out rows, those
     after the published model's training data when enough remain (else all: the old model may have learned
     some of them; ``value``: the new model's on all of them). The new one passes when no model is published,
-    when the published one cannot score these inputs, or when its value is at least the published one's."""
+    when the published one cannot score these inputs, or when its value is at least the published one's. When
+    both hold lifts (``lifts``: the new ones fitted on the training rows, the customers, the outcome), LIFT_GATE_METRIC
+    on those rows judges instead (judge_lifts)."""
     try:
         previous = load_uplift(published)
     except FileNotFoundError:
@@ -167,6 +184,11 @@ def judge_uplift(
     unseen = test[test["ts"] > pd.Timestamp(until)] if until else test
     enough = unseen["treated"].sum() >= MIN_GATE_ROWS and (~unseen["treated"]).sum() >= MIN_GATE_ROWS
     rows = unseen if enough and len(unseen) < len(test) else test
+    published_lifts = kept.get("lifts") or {}
+    if lifts is not None and lifts[0] is not None and "model" in published_lifts:
+        return judge_lifts(lifts[0], published_lifts, rows, offer_table, *lifts[1:]) | {
+            "unseen_by_published": bool(enough)
+        }
     try:
         before = evaluate_uplift(previous, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"]
     except ValueError as error:  # inputs the published model was not trained with
@@ -185,6 +207,28 @@ def judge_uplift(
         "rows": len(rows),
         "unseen_by_published": bool(enough),
         "reason": "at least as good as the published model" if promoted else "worse than the published model",
+    }
+
+
+def judge_lifts(
+    new: dict, published: dict, rows: pd.DataFrame, offer_table: pd.DataFrame, customers: pd.DataFrame, outcome: str
+) -> dict:
+    """LIFT_GATE_METRIC of the new and the published lifts on the same held-out rows (those both have a baseline
+    for); the new ones pass when at least as likely, or when no row can be judged."""
+    after = score_lifts(new, rows, offer_table, customers, outcome)
+    before = score_lifts(published, rows, offer_table, customers, outcome)
+    known = np.isfinite(after) & np.isfinite(before)
+    if not known.any():
+        return {"metric": LIFT_GATE_METRIC, "promoted": True, "reason": "no held-out row to judge the lifts on"}
+    value, published_value = float(after[known].mean()), float(before[known].mean())
+    promoted = value >= published_value
+    return {
+        "metric": LIFT_GATE_METRIC,
+        "promoted": promoted,
+        "value": value,
+        "published_value": published_value,
+        "rows": int(known.sum()),
+        "reason": f"held-out purchases {'at least as' if promoted else 'less'} likely under the new lifts",
     }
 
 
