@@ -166,7 +166,7 @@ def retrain_uplift(paths: Paths, horizon_days: int) -> dict:
         "version": report["version"],
         "source": source,
         "gate_metric": gate["metric"],
-        "value": gate.get("value", report["metrics"][gate["metric"]]["value"]),
+        "value": gate["value"] if "value" in gate else report["metrics"].get(gate["metric"], {}).get("value"),
         "published_value": gate.get("published_value"),
         "reason": gate["reason"],
         "train_rows": report["params"]["train_rows"],

@@ -228,7 +228,11 @@ def judge_lifts(
         "value": value,
         "published_value": published_value,
         "rows": int(known.sum()),
-        "reason": f"held-out purchases {'at least as' if promoted else 'less'} likely under the new lifts",
+        "reason": (
+            "at least as good as the published model's lifts: held-out purchases at least as likely"
+            if promoted
+            else "worse than the published model's lifts: held-out purchases less likely"
+        ),
     }
 
 
