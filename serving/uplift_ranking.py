@@ -8,17 +8,19 @@ in the category anyway. The expected incremental revenue of an offer combines th
 
     basket x p x ((1 - discount) x lift - 1)
 
-lift the offer's pooled lift when the model's report holds them (training.uplift.lifts: purchases with the offer
-over those expected without it, per offer, shrunk toward its discount level and toward 1), taken at the lower end
-of its 95 % interval (RANKING_BOUND: an offer counts as adding revenue only when it surely does; until then the
-least harmful offer, or one already in force, is shown), else the boosters' treated / control (clipped to
-[1/LIFT_CAP, LIFT_CAP]); p the purchase-intent probability of the offer's category,
+lift the offer's lift for this customer when the model's report holds lifts (training.uplift.lifts: a Poisson
+regression of purchases with an offer over those expected without it, on the offer's discount and the customer's
+attributes, times the offer's own factor), at its estimate (RANKING_BOUND; "low": the lower end of its 95 %
+interval, which ranks an offer as adding revenue only when it surely does), else the boosters' treated / control
+(clipped to [1/LIFT_CAP, LIFT_CAP]); p the purchase-intent probability of the offer's category,
 basket the category's mean item price: the purchases the offer adds pay the discounted price, and the purchases
 that would have happened anyway pay the discount too. An offer served to the customer in the same category within
 the horizon is still in force: another one there adds nothing that one does not, so such offers count 0 (after
 every offer expected to add something).
 
-The gate: pooled lifts rank once MIN_LIFT_EXPECTED purchases were expected behind them (judge_lifts). Without
+The gate: lifts rank once MIN_LIFT_EXPECTED purchases were expected behind them (judge_lifts); `nbo retrain`
+registers new lifts as champion only when they explain held-out purchases at least as well as the published ones
+(training.uplift.train.judge_lifts). Without
 them, the uplift model ranks only if, held out (its report, doubly robust), the lower bound of its policy's
 incremental purchases per customer (95 % interval) beats offering nothing (above 0) and popularity: popularity's
 one offer (the best-value offer of the champion's most popular category) shown to everyone, whose effect the
@@ -172,8 +174,9 @@ def judge_published(folder: Path | None, popularity_offer: str | None) -> Verdic
 
 class UpliftRanker:
     """A published uplift model encoded for the request path: every customer's inputs and every catalogue offer's
-    inputs computed once, so that a request only stacks rows and runs the two boosters; with its report's pooled
-    lifts, each offer's lift instead (bound: "lift", the posterior mean, or "low", its 95 % interval's lower end)."""
+    inputs computed once, so that a request only stacks rows and runs the two boosters; with its report's lifts,
+    each offer's lift for the customer instead (bound: "lift", the estimate, or "low", its 95 % interval's lower
+    end)."""
 
     def __init__(
         self,
@@ -211,7 +214,7 @@ class UpliftRanker:
         self.basket = basket.reindex(catalogue.category_names).fillna(1.0).to_numpy(dtype="float64")
 
     def lift(self, customer_id: str, candidates: np.ndarray) -> np.ndarray:
-        """Each candidate offer's (catalogue positions) pooled lift when the report holds them (see
+        """Each candidate offer's (catalogue positions) lift for the customer when the report holds lifts (see
         training.uplift.lifts), else the treated over the control booster's predicted purchase chance."""
         row = self.row_of.get(customer_id)
         if self.pooled is not None:

@@ -137,3 +137,22 @@ def test_a_randomised_campaign_without_scores_takes_its_categorys_control_rate_a
     assert lifts["levels"]["0.1"]["lift"] == pytest.approx(1.3, rel=0.1)
     assert lifts["levels"]["0.3"]["lift"] == pytest.approx(2.0, rel=0.15)
     assert estimate_offer_lifts(rows.iloc[:500], OFFERS, "converted") is None  # under MIN_CONTROL_ROWS control rows
+
+
+def test_scores_without_control_rows_are_calibrated_through_the_lifts_a_randomised_history_anchors():
+    rng = np.random.default_rng(3)
+    n = 40_000
+    history = logged_rows(n, ["a", "c", "d"], seed=4).drop(columns="score")
+    category = rng.choice(["tea", "cups"], n)
+    base = np.where(category == "tea", 0.10, 0.04)
+    newsletters = history["customer_id"].map(CUSTOMERS.set_index("customer_id")["newsletters"]).to_numpy()
+    lift = true_lift(OFFERS["discount"].reindex(history["offer"]).to_numpy(), newsletters)
+    history = history.assign(
+        category=category, converted=rng.random(n) < base * np.where(history["treated"], lift, 1.0)
+    )
+    logged = logged_rows(n, ["a", "c", "d"], calibration=0.5, seed=5)
+    logged = logged[logged["treated"]].assign(category="tea")  # served offers, no control rows
+    assert estimate_offer_lifts(logged, OFFERS, "converted", CUSTOMERS) is None  # nothing to calibrate them on
+    lifts = estimate_offer_lifts(pd.concat([history, logged], ignore_index=True), OFFERS, "converted", CUSTOMERS)
+    assert lifts["calibration"]["low"] < 0.5 < lifts["calibration"]["high"]
+    assert lifts["calibration"]["lift"] == pytest.approx(0.5, rel=0.1)

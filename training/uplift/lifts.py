@@ -8,7 +8,8 @@ as offset (statsmodels' GLM) fits over every row
 
     log E[purchases] = log baseline + c x scored + treated x (a + b x discount + w . attributes)
 
-c calibrates the logged probabilities on the control group; a + b x discount + w . x is the log lift of an offer at
+c calibrates the logged probabilities: on the control group, and beside exposures without scores also on the
+treated rows, through the lifts those exposures anchor; a + b x discount + w . x is the log lift of an offer at
 that discount for a customer whose customers-table attributes are x (standardised numeric columns, such as
 newsletters per week). Pseudo-rows weigh PRIOR_PURCHASES expected purchases at no effect for each discount level and
 at calibration 1, so that a few rows keep the lifts near 1. Each offer's own departure from the lift of its discount
@@ -50,17 +51,14 @@ def find_attributes(customers: pd.DataFrame | None) -> list[str]:
 
 def estimate_baselines(frame: pd.DataFrame, outcome: str) -> tuple[pd.Series, pd.Series, dict]:
     """Each row's expected purchases without an offer, before calibration (NaN: unknown), whether it is a logged
-    score, and the category rates used. Scores count once the control rows' sum of p reaches MIN_CONTROL_EXPECTED;
-    rows without a score take the control rows' purchase rate in their category, shrunk toward the control rows'
-    overall rate with CATEGORY_PRIOR_ROWS rows, once MIN_CONTROL_ROWS such control rows exist."""
+    score, and the category rates used. Rows without a score take the control rows' purchase rate in their
+    category, shrunk toward the control rows' overall rate with CATEGORY_PRIOR_ROWS rows, once MIN_CONTROL_ROWS such
+    control rows exist. Scores count once the control rows' sum of p reaches MIN_CONTROL_EXPECTED, or beside such
+    unscored rows: their lifts then anchor the calibration of the scores on the treated rows too."""
     y, control = frame[outcome].astype(float), ~frame["treated"]
     score = frame["score"].astype(float) if "score" in frame.columns else pd.Series(np.nan, frame.index)
     scored = score.notna() & (score > 0)
     base = pd.Series(np.nan, frame.index)
-    if score[scored & control].sum() >= MIN_CONTROL_EXPECTED:
-        base[scored] = score[scored]
-    else:
-        scored[:] = False
     rates: dict = {"categories": {}, "overall": None}
     unscored = (~scored & frame["category"].notna()) if "category" in frame.columns else ~scored & False
     found = frame[unscored & control].assign(y=y[unscored & control])
@@ -70,6 +68,10 @@ def estimate_baselines(frame: pd.DataFrame, outcome: str) -> tuple[pd.Series, pd
         rate = (by_category["sum"] + CATEGORY_PRIOR_ROWS * overall) / (by_category["size"] + CATEGORY_PRIOR_ROWS)
         rates = {"categories": {str(k): float(v) for k, v in rate.items()}, "overall": overall}
         base[unscored] = frame.loc[unscored, "category"].map(rate).fillna(overall)
+    if score[scored & control].sum() >= MIN_CONTROL_EXPECTED or (unscored & frame["treated"] & base.notna()).any():
+        base[scored] = score[scored]
+    else:
+        scored[:] = False
     return base.where(base > 0), scored, rates
 
 
