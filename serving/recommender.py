@@ -375,19 +375,22 @@ class Recommender:
             expected = probability * catalogue.values[candidates]
         else:
             expected = uplift.incremental_value(
-                customer_id, candidates, codes, probability, self._categories_in_force(customer_id, t)
+                customer_id, candidates, codes, probability, self._horizon_left(customer_id, t)
             )
         best = rank_offers(codes, np.ones(len(candidates)), catalogue.name_order[candidates], expected, excluded[codes])
         return Ranking(candidates, probability, best, explain, expected)
 
-    def _categories_in_force(self, customer_id: str, t: int) -> np.ndarray:
-        """Per catalogue category, whether an offer in it was served to the customer within the outcome horizon
-        before t (HORIZON_DAYS): that offer is still in force."""
-        catalogue, since = self.catalogue, t - HORIZON_DAYS * DAY_SECONDS
-        served = [self.offer_position.get(o) for o, _, _ in self.log.contacts(customer_id, since)]
-        in_force = np.zeros(len(catalogue.category_names), dtype=bool)
-        in_force[catalogue.category_codes[[p for p in served if p is not None]]] = True
-        return in_force
+    def _horizon_left(self, customer_id: str, t: int) -> np.ndarray:
+        """Per catalogue category, the share of the outcome horizon (HORIZON_DAYS) the offer served there last is
+        still in force for at t (0: no offer in force)."""
+        catalogue, horizon = self.catalogue, HORIZON_DAYS * DAY_SECONDS
+        left = np.zeros(len(catalogue.category_names))
+        for offer, _, ts in self.log.contacts(customer_id, t - horizon):
+            position = self.offer_position.get(offer)
+            if position is not None:
+                code = catalogue.category_codes[position]
+                left[code] = max(left[code], min(1.0, (ts + horizon - t) / horizon))
+        return left
 
     def _popularity(self, scorer: Scorer, candidates: np.ndarray) -> Ranking:
         """The fallback: each category's share of recent purchases (the model's); categories the model has no

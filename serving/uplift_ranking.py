@@ -15,8 +15,9 @@ interval, which ranks an offer as adding revenue only when it surely does), else
 (clipped to [1/LIFT_CAP, LIFT_CAP]); p the purchase-intent probability of the offer's category,
 basket the category's mean item price: the purchases the offer adds pay the discounted price, and the purchases
 that would have happened anyway pay the discount too. An offer served to the customer in the same category within
-the horizon is still in force: another one there adds nothing that one does not, so such offers count 0 (after
-every offer expected to add something).
+the horizon is still in force: showing one there again adds only the days by which it extends the horizon, so
+such offers count for the share of the horizon already gone (0 on the day that offer was served; for another offer
+than the one in force, an approximation that takes the two as worth the same per day).
 
 The gate: lifts rank once MIN_LIFT_EXPECTED purchases were expected behind them (judge_lifts); `nbo retrain`
 registers new lifts as champion only when they explain held-out purchases at least as well as the published ones
@@ -231,14 +232,14 @@ class UpliftRanker:
         return np.clip(treated / np.maximum(control, 1e-6), 1 / LIFT_CAP, LIFT_CAP)
 
     def incremental_value(
-        self, customer_id: str, candidates: np.ndarray, codes: np.ndarray, probability: np.ndarray, in_force: np.ndarray
+        self, customer_id: str, candidates: np.ndarray, codes: np.ndarray, probability: np.ndarray, left: np.ndarray
     ) -> np.ndarray:
         """Expected incremental revenue of each candidate offer given the purchase-intent probability of its
-        category, 0 where an offer is in force in the category (in_force: one flag per category code; see the
-        module's formula)."""
+        category, for the part of the horizon it adds where an offer is in force in the category (left: per
+        category code, the share of the horizon the offer there is still in force for; see the module's formula)."""
         lift = self.lift(customer_id, candidates)
         value = self.basket[codes] * probability * (self.paid[candidates] * lift - 1.0)
-        return np.where(in_force[codes], 0.0, value)
+        return value * (1.0 - left[codes])
 
 
 def load_ranker(

@@ -143,10 +143,11 @@ def test_offers_are_ranked_by_predicted_incremental_value(ranked):
     recommender, ranker = ranked
     customer = recommender.store.customers()[3]
     recommender.use_uplift(None, Verdict(False, "off"), ranker.version)  # whatever the published model's gate said
-    by_intent = recommender.recommend(customer, "web", k=2)
     now = pd.Timestamp.now(tz="UTC")
-    in_force = recommender._categories_in_force(customer, int(now.timestamp()))
-    assert in_force.sum() == 2  # the purchase-intent decision just served offers in two categories
+    by_intent = recommender.recommend(customer, "web", k=2, now=now)
+    left = recommender._horizon_left(customer, int(now.timestamp()))
+    in_force = left > 0
+    assert in_force.sum() == 2 and np.allclose(left[in_force], 1.0)  # both served this very second
     recommender.use_uplift(ranker, Verdict(True, "ranks"), ranker.version)
     try:
         decision = recommender.recommend(customer, "web", k=20, now=now)
@@ -157,7 +158,7 @@ def test_offers_are_ranked_by_predicted_incremental_value(ranked):
     positions = recommender.catalogue.offer_ids.tolist()
     shown = np.array([positions.index(o.offer_id) for o in decision.offers])
     codes = recommender.catalogue.category_codes[shown]
-    expected = ranker.incremental_value(customer, shown, codes, np.array([o.score for o in decision.offers]), in_force)
+    expected = ranker.incremental_value(customer, shown, codes, np.array([o.score for o in decision.offers]), left)
     assert np.allclose(values, expected)
     assert all(v == 0 for v, c in zip(values, codes) if in_force[c])  # an offer in force: another adds nothing
     assert all(v != 0 for v, c in zip(values, codes) if not in_force[c])
@@ -166,6 +167,24 @@ def test_offers_are_ranked_by_predicted_incremental_value(ranked):
     assert [o.expected_value for o in by_intent.offers] == [o.score * value[o.offer_id] for o in by_intent.offers]
     logged = recommender.log.joined()
     assert decision.decision_id in set(logged["decision_id"])
+
+
+def test_an_offer_in_force_counts_for_the_days_showing_it_again_adds(ranked):
+    recommender, ranker = ranked
+    customer = recommender.store.customers()[7]
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    recommender.use_uplift(None, Verdict(False, "off"), ranker.version)
+    served = recommender.recommend(customer, "web", k=1, now=now - pd.Timedelta(days=3)).offers[0].offer_id
+    code = recommender.catalogue.category_codes[recommender.offer_position[served]]
+    left = recommender._horizon_left(customer, int(now.timestamp()))
+    assert left[code] == pytest.approx(4 / 7) and (left > 0).sum() == 1  # 4 of its 7 days still to run
+    candidates = np.arange(len(recommender.catalogue.offer_ids))
+    codes = recommender.catalogue.category_codes[candidates]
+    probability = np.full(len(candidates), 0.1)
+    fresh = ranker.incremental_value(customer, candidates, codes, probability, np.zeros_like(left))
+    found = ranker.incremental_value(customer, candidates, codes, probability, left)
+    assert np.allclose(found[codes == code], 3 / 7 * fresh[codes == code])  # showing it again adds 3 days
+    assert np.array_equal(found[codes != code], fresh[codes != code])
 
 
 def test_scoring_a_request_by_uplift_takes_milliseconds(ranked):
