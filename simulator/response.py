@@ -21,6 +21,7 @@ from simulator.population import compute_daily_rate, compute_offer_multiplier
 from simulator.truth import Truth
 
 HORIZON_DAYS = 7
+CHUNK = 500  # customers per block of (customers x offers x draws) in observable_best_offers
 NO_OFFER = -1
 
 
@@ -108,6 +109,32 @@ def typical_response_offers(
     )
     gains = market.basket[k] * ((1 - market.discount[grid_o]) * -np.expm1(-rate * mult) + np.expm1(-rate))
     return allowed[gains.reshape(len(customers), len(allowed)).argmax(axis=1)]
+
+
+def observable_best_offers(
+    market: Market, rates: np.ndarray, customers: np.ndarray, offers: np.ndarray, draws: np.ndarray
+) -> np.ndarray:
+    """A reference between typical response and the oracle: each customer's offer of most incremental revenue
+    averaged over the answers to offers of the population members `draws` (positions in the truth), with the
+    customer's own purchase rates and newsletters. The best choice of a policy that knows everything but the
+    customer's own answer to offers."""
+    p = market.params
+    k = market.offer_category[offers]
+    paid = 1 - market.discount[offers]
+    chosen = np.empty(len(customers), dtype=np.int64)
+    for start in range(0, len(customers), CHUNK):
+        block = customers[start : start + CHUNK]
+        rate = rates[block][:, k][:, :, None]  # (customers, offers, 1)
+        mult = compute_offer_multiplier(
+            p["uplift"][draws][None, None, :],
+            p["price_sensitivity"][draws][None, None, :],
+            p["fatigue"][draws][None, None, :],
+            p["newsletters"][block][:, None, None],
+            market.discount[offers][None, :, None],
+        )
+        with_offer = (paid[None, :] * -np.expm1(-rate * mult).mean(axis=2)) + np.expm1(-rate[:, :, 0])
+        chosen[start : start + CHUNK] = offers[(market.basket[k][None, :] * with_offer).argmax(axis=1)]
+    return chosen
 
 
 def best_offers(market: Market, rates: np.ndarray, customers: np.ndarray, allowed: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from simulator.response import (
     click_probability,
     incremental_revenue,
     live_day,
+    observable_best_offers,
     typical_response_offers,
 )
 
@@ -122,3 +123,21 @@ def test_the_typical_response_reference_is_the_oracle_when_every_customer_answer
     np.testing.assert_array_equal(
         typical_response_offers(alike, rates, customers, allowed), best_offers(alike, rates, customers, allowed)
     )
+
+
+def test_knowing_all_but_the_customers_own_answer_earns_between_the_typical_response_and_the_oracle(market):
+    rates = category_rates(market, 20)
+    customers = np.flatnonzero(rates.sum(axis=1) > 0)
+    offers = np.arange(len(market.offer_ids))
+    everyone = np.arange(len(market.customer_ids))
+    earned = {
+        name: incremental_revenue(market, rates, customers, picked).sum()
+        for name, picked in {
+            "oracle": best_offers(market, rates, customers, offers),
+            "observable": observable_best_offers(market, rates, customers, offers, everyone),
+            "typical": typical_response_offers(market, rates, customers, offers),
+        }.items()
+    }
+    assert earned["typical"] < earned["observable"] < earned["oracle"]
+    alone = observable_best_offers(market, rates, customers[:1], offers, customers[:1])  # its own answer known
+    assert alone[0] == best_offers(market, rates, customers[:1], offers)[0]
