@@ -4,11 +4,12 @@
 
 For a sample of customers, one web decision each (in-process, k = 1, no exploration, no control group, a fresh
 decision log per ranking), the truth's incremental revenue of the offer chosen by: the purchase-intent ranking;
-the uplift ranking by the model's boosters (purchase probability x treated / control); by its pooled lifts
+the uplift ranking by the model's boosters (purchase probability x treated / control); by its offer lifts
 (training.uplift.lifts: the published report's, else estimated from the history's raw/exposures.parquet) at their
-posterior mean and at their 95 % interval's lower end; the same formula with the truth's population-mean lift in
-place of the model's (what the purchase-intent probability alone costs); typical response (the truth's own
-purchase rates, the mean lift); random; and the oracle. Shares are of the oracle's sum.
+estimate ("pooled_lifts") and at their 95 % interval's lower end ("pooled_lifts_low"); the same formula with
+the truth's population-mean lift in place of the model's (what the purchase-intent probability alone costs);
+typical response (the truth's own purchase rates, the mean lift); random; and the oracle. Shares are of the
+oracle's sum.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from nbo.config import Paths
 from serving.rules import Catalogue
 from training.champions import UPLIFT, Installed, current_champion, installed
 from training.uplift.campaign import encode_customers, encode_offers, split_offer_features
-from training.uplift.lifts import LiftTable, standardise
+from training.uplift.lifts import LiftTable, report_lifts, standardise
 from training.uplift.model import UpliftModel, load_uplift
 
 REPORT_FILE = "report.json"
@@ -99,8 +99,7 @@ def judge_lifts(lifts: dict) -> Verdict:
 def read_lifts(folder: Path) -> dict | None:
     """The lifts in the report of the uplift model in folder (None without, or in a form before the regression)."""
     report = folder / REPORT_FILE
-    lifts = json.loads(report.read_text()).get("lifts") if report.exists() else None
-    return lifts if lifts and "model" in lifts else None
+    return report_lifts(json.loads(report.read_text())) if report.exists() else None
 
 
 def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
@@ -108,8 +107,9 @@ def judge_ranking(report: dict, popularity_offer: str | None = None) -> Verdict:
     lower bound of its held-out policy value's 95 % interval above 0 (no offer) and above popularity's (the
     estimated effect of popularity_offer for everyone; else the best single offer's): a point estimate swings
     from night to night with the weights of rare exploration slots."""
-    if report.get("lifts") and "model" in report["lifts"]:
-        return judge_lifts(report["lifts"])
+    lifts = report_lifts(report)
+    if lifts is not None:
+        return judge_lifts(lifts)
     metrics = report.get("metrics", {})
     estimator = next(
         (e for e in GATE_ESTIMATORS if f"model_{e}" in metrics and f"best_single_offer_{e}" in metrics), None
@@ -206,7 +206,7 @@ class UpliftRanker:
         )
         self.paid = 1.0 - np.nan_to_num(discount, nan=0.0)
         self.bound = bound
-        self.pooled = (
+        self.lifts = (
             LiftTable(lifts, ids, np.nan_to_num(discount, nan=0.0), standardise(lifts, people, people["customer_id"]))
             if lifts
             else None
@@ -218,8 +218,8 @@ class UpliftRanker:
         """Each candidate offer's (catalogue positions) lift for the customer when the report holds lifts (see
         training.uplift.lifts), else the treated over the control booster's predicted purchase chance."""
         row = self.row_of.get(customer_id)
-        if self.pooled is not None:
-            return self.pooled.lift(row, candidates, self.bound)
+        if self.lifts is not None:
+            return self.lifts.lift(row, candidates, self.bound)
         n = len(candidates)
         pairs = np.full((n, len(self.spec.features)), np.nan)
         if row is not None:

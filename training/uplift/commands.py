@@ -111,8 +111,9 @@ def train_command(
     gate: Annotated[
         bool,
         typer.Option(
-            help="Champion only when its held-out Qini is at least the champion's on the same rows "
-            "(--no-gate: champion in any case; `nbo models rollback --model uplift` undoes it)."
+            help="Champion only when it is at least the champion on the same held-out rows: its offer lifts' "
+            "log-likelihood, else its Qini (--no-gate: champion in any case; `nbo models rollback --model uplift` "
+            "undoes it)."
         ),
     ] = True,
     home: Home = None,

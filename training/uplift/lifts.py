@@ -35,6 +35,12 @@ CATEGORY_PRIOR_ROWS = 50.0  # a category's control rate counts once its rows out
 Z95 = 1.959964
 
 
+def report_lifts(report: dict) -> dict | None:
+    """The lifts an uplift report holds, in the regression's form (None without, or in a form before it)."""
+    lifts = report.get("lifts")
+    return lifts if lifts and "model" in lifts else None
+
+
 def find_attributes(customers: pd.DataFrame | None) -> list[str]:
     """The customers table's numeric attribute columns (not flags, not constant) the lifts may depend on."""
     if customers is None:

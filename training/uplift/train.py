@@ -21,7 +21,7 @@ from training.registry import connect, run_tags
 from training.uplift.evaluate import TrueUplift, choose_split, evaluate_uplift
 from training.uplift.guard import REPORT_FILE, decide_targeting, estimate_offer_effects, measure_evidence
 from training.uplift.learners import LEARNERS, choose_learner, fit_learner
-from training.uplift.lifts import estimate_offer_lifts, score_lifts
+from training.uplift.lifts import estimate_offer_lifts, report_lifts, score_lifts
 from training.uplift.model import (
     UpliftModel,
     build_offer_table,
@@ -124,15 +124,7 @@ def train_uplift(
         champion, value = fetch_champion(paths, UPLIFT), metrics[GATE_METRIC]["value"]
         verdict = (
             judge_uplift(
-                champion.folder,
-                model,
-                people,
-                offer_table,
-                test,
-                frame,
-                budget,
-                value,
-                (estimate_offer_lifts(train, offer_table, outcome, customers), customers, outcome),
+                champion.folder, model, people, offer_table, test, frame, budget, value, (train, customers, outcome)
             )
             if champion
             else {"metric": GATE_METRIC, "promoted": True, "reason": "no champion"}
@@ -167,14 +159,14 @@ def judge_uplift(
     frame: pd.DataFrame,
     budget: float,
     value: float,
-    lifts: tuple[dict | None, pd.DataFrame, str] | None = None,
+    lifts_from: tuple[pd.DataFrame, pd.DataFrame, str] | None = None,
 ) -> dict:
     """The gate: the new and the published model's GATE_METRIC on the same held-out rows, those
     after the published model's training data when enough remain (else all: the old model may have learned
     some of them; ``value``: the new model's on all of them). The new one passes when no model is published,
     when the published one cannot score these inputs, or when its value is at least the published one's. When
-    both hold lifts (``lifts``: the new ones fitted on the training rows, the customers, the outcome), LIFT_GATE_METRIC
-    on those rows judges instead (judge_lifts)."""
+    the published report holds lifts, the new lifts fitted on the training rows (``lifts_from``: those rows, the
+    customers, the outcome) are judged against them by LIFT_GATE_METRIC on those rows instead (judge_lifts)."""
     try:
         previous = load_uplift(published)
     except FileNotFoundError:
@@ -184,11 +176,13 @@ def judge_uplift(
     unseen = test[test["ts"] > pd.Timestamp(until)] if until else test
     enough = unseen["treated"].sum() >= MIN_GATE_ROWS and (~unseen["treated"]).sum() >= MIN_GATE_ROWS
     rows = unseen if enough and len(unseen) < len(test) else test
-    published_lifts = kept.get("lifts") or {}
-    if lifts is not None and lifts[0] is not None and "model" in published_lifts:
-        return judge_lifts(lifts[0], published_lifts, rows, offer_table, *lifts[1:]) | {
-            "unseen_by_published": bool(enough)
-        }
+    published_lifts = report_lifts(kept)
+    if lifts_from is not None and published_lifts is not None:
+        train, customers, outcome = lifts_from
+        new_lifts = estimate_offer_lifts(train, offer_table, outcome, customers)
+        if new_lifts is not None:
+            verdict = judge_lifts(new_lifts, published_lifts, rows, offer_table, customers, outcome)
+            return verdict | {"unseen_by_published": bool(enough)}
     try:
         before = evaluate_uplift(previous, people, offer_table, rows, budget, None, frame, 0)[GATE_METRIC]["value"]
     except ValueError as error:  # inputs the published model was not trained with
